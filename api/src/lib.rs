@@ -1,0 +1,115 @@
+//! postagent's e2a-compatible REST API (`/v1`), served by axum.
+//!
+//! `router(state)` builds the whole application (tests drive it directly); `run` serves it on
+//! a bound listener until `shutdown` resolves, then lets in-flight requests finish within the
+//! configured timeout.
+
+pub mod auth;
+pub mod body;
+pub mod cursor;
+pub mod error;
+pub mod idempotency;
+pub mod routes;
+pub mod views;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use postagent_core::dns::Resolver;
+use postagent_core::secret::Secret;
+use postagent_core::store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The `/v1` contract version we implement (e2a's `info.version`).
+pub const API_VERSION: &str = "1.0.0";
+
+/// Request bodies above this are 413 `payload_too_large` (send paths raise it later).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The settings handlers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub shared_domain: String,
+    pub public_url: String,
+    /// The MX target agent domains must publish.
+    pub mail_hostname: String,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &postagent_core::Config) -> Self {
+        Self {
+            shared_domain: cfg.shared_domain.to_ascii_lowercase(),
+            public_url: cfg.public_url(),
+            mail_hostname: cfg.mail_hostname().to_ascii_lowercase(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub secret: Secret,
+    pub resolver: Resolver,
+    pub settings: Arc<Settings>,
+}
+
+pub fn router(state: AppState) -> Router {
+    use routes::{account, agents, domains, meta};
+    Router::new()
+        .route("/api/health", get(meta::health).head(meta::health))
+        .route("/v1/info", get(meta::info))
+        .route("/v1/account", get(account::get_account))
+        .route("/v1/account/api-keys", get(account::list_keys).post(account::create_key))
+        .route("/v1/account/api-keys/{id}", axum::routing::delete(account::delete_key))
+        .route("/v1/domains", get(domains::list).post(domains::register))
+        .route("/v1/domains/{domain}", get(domains::get).delete(domains::delete))
+        .route("/v1/domains/{domain}/verify", post(domains::verify))
+        .route("/v1/agents", get(agents::list).post(agents::create))
+        .route("/v1/agents/{email}", get(agents::get).patch(agents::update).delete(agents::delete))
+        .route("/v1/agents/{email}/restore", post(agents::restore))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::envelope))
+        .with_state(state)
+}
+
+/// A bound API listener.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, and gives in-flight requests
+/// `grace` to finish before returning anyway.
+pub async fn run(
+    listener: Listener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(state);
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+    let deadline = async move {
+        let _ = stopping_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    let served = async move {
+        match listener {
+            Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
+            Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(signal).await,
+        }
+    };
+    tokio::select! {
+        r = served => r,
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight API requests did not finish in time; closing them");
+            Ok(())
+        }
+    }
+}

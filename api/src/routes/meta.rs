@@ -1,0 +1,31 @@
+//! Unauthenticated endpoints: health and deployment info.
+
+use crate::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// `GET /api/health`: 200 `{"status":"ok"}` while the database answers, 503 otherwise, so a
+/// load balancer takes a replica that lost its database out of rotation.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": "unreachable"})))
+        }
+    }
+}
+
+/// `GET /v1/info`.
+pub async fn info(State(state): State<AppState>) -> Json<Value> {
+    let shared = &state.settings.shared_domain;
+    Json(json!({
+        "version": crate::API_VERSION,
+        "server_version": env!("CARGO_PKG_VERSION"),
+        "shared_domain": shared,
+        "slug_registration_enabled": !shared.is_empty(),
+        "public_url": state.settings.public_url,
+    }))
+}

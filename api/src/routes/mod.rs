@@ -1,0 +1,35 @@
+//! One module per resource; handlers parse, call the domain layer, render.
+
+pub mod account;
+pub mod agents;
+pub mod domains;
+pub mod meta;
+
+use crate::error::ApiError;
+use postagent_core::service::ManageError;
+
+/// How the management rules' failures look on the wire (codes from the contract).
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ManageError::InvalidEmail(_) => ApiError::field("body.email", &msg),
+            ManageError::InvalidDomain(_) => ApiError::bad_request("invalid_domain", msg),
+            ManageError::InvalidSlug(_) => ApiError::bad_request("invalid_slug", msg),
+            ManageError::ReservedDomain(_) => ApiError::bad_request("reserved_domain", msg),
+            ManageError::DomainNotRegistered(_) => ApiError::bad_request("domain_not_registered", msg),
+            ManageError::DomainNotVerified(_) => ApiError::bad_request("domain_not_verified", msg),
+            ManageError::DomainTaken(_) => ApiError::conflict("domain_taken", msg),
+            ManageError::AgentTaken(_) => ApiError::conflict("agent_taken", msg),
+            ManageError::AgentInTrash(_) => ApiError::conflict("address_in_trash", msg),
+            ManageError::AgentNotFound(_) => ApiError::field("body.agent_email", &msg),
+            ManageError::AccountExists(_) => ApiError::conflict("conflict", msg),
+            ManageError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Path segments arrive percent-decoded by axum; emails and domains compare lowercase.
+pub fn normalize(segment: &str) -> String {
+    segment.trim().to_ascii_lowercase()
+}

@@ -1,0 +1,414 @@
+//! Configuration: one TOML file, `POSTAGENT_*` environment overrides, command-line flags on
+//! top. Every key has a default that runs on a laptop; validation names the bad key.
+//!
+//! Keys are flat and identical in all three places: `api_listen` in the file is
+//! `POSTAGENT_API_LISTEN` in the environment and `--api-listen` on the command line.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Used when `--config` is not given and this file exists.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/postagent/postagent.toml";
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where generated state lives (the SQLite file and the secret, unless set elsewhere).
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; empty means `sqlite://<data_dir>/postagent.db`.
+    pub database_url: String,
+    /// Largest number of pooled database connections per process.
+    pub database_max_connections: u32,
+    /// The deployment HMAC secret; empty means `<data_dir>/hmac.secret` (created when absent).
+    pub hmac_secret_file: PathBuf,
+    /// REST API listener, `HOST:PORT` or `unix:PATH`.
+    pub api_listen: String,
+    /// Milter listener (`HOST:PORT` or `unix:PATH`); empty disables the role.
+    pub milter_listen: String,
+    /// LMTP listener (`HOST:PORT` or `unix:PATH`); empty disables the role.
+    pub lmtp_listen: String,
+    /// Base URL clients reach the API on (links in mail, attachment URLs).
+    pub public_url: String,
+    /// Domain whose agents anyone with an account may claim by slug; empty disables slugs.
+    pub shared_domain: String,
+    /// The host name published as the MX target of agent domains; empty means this host's name.
+    pub mail_hostname: String,
+    /// DNS server (`IP` or `IP:PORT`) for verification lookups; empty means the system resolver.
+    pub dns_server: String,
+    /// Upper bound on one DNS lookup.
+    pub dns_timeout: String,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: String,
+    /// `plain` or `json`.
+    pub log_format: String,
+    /// A `tracing` filter, e.g. `info` or `postagent=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("."),
+            database_url: String::new(),
+            database_max_connections: 10,
+            hmac_secret_file: PathBuf::new(),
+            api_listen: "127.0.0.1:8080".into(),
+            milter_listen: String::new(),
+            lmtp_listen: String::new(),
+            public_url: String::new(),
+            shared_domain: String::new(),
+            mail_hostname: String::new(),
+            dns_server: String::new(),
+            dns_timeout: "5s".into(),
+            shutdown_timeout: "30s".into(),
+            log_format: "plain".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// What was wrong, and with which key (file key, env var or flag).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_owned(), message: message.into() }
+}
+
+/// A listener address: TCP `HOST:PORT` or a unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is neither HOST:PORT nor unix:PATH"))?;
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host; write 127.0.0.1:{port} or [::]:{port}"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| format!("{s:?} has no valid port"))?;
+        Ok(Self::Tcp(s.to_owned()))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(a) => f.write_str(a),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, `7d`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1_000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is `--config`; without it the system path is
+    /// used when it exists. `env` is the process environment; `flags` are `(key, value)` pairs
+    /// from the command line, applied last.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[(&str, String)],
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = match file {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(SYSTEM_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        let mut cfg = match &path {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("POSTAGENT_") else { continue };
+            if key == "CONFIG" {
+                continue;
+            }
+            cfg.set(&key.to_ascii_lowercase(), &value).map_err(|e| bad(&name, e.message))?;
+        }
+        for (key, value) in flags {
+            cfg.set(key, value)
+                .map_err(|e| bad(&format!("--{}", key.replace('_', "-")), e.message))?;
+        }
+        cfg.validate()?;
+        Ok((cfg, path))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&shown, e.to_string()))?;
+        // toml's message names the key and shows the line, e.g. "unknown field `api_lisen`".
+        toml::from_str(&text).map_err(|e| bad(&shown, e.to_string().trim_end().to_owned()))
+    }
+
+    /// Sets one key from its string form (environment variable or flag).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let v = value.to_owned();
+        match key {
+            "data_dir" => self.data_dir = PathBuf::from(v),
+            "database_url" => self.database_url = v,
+            "database_max_connections" => {
+                self.database_max_connections =
+                    v.parse().map_err(|_| bad(key, format!("{v:?} is not a number")))?;
+            }
+            "hmac_secret_file" => self.hmac_secret_file = PathBuf::from(v),
+            "api_listen" => self.api_listen = v,
+            "milter_listen" => self.milter_listen = v,
+            "lmtp_listen" => self.lmtp_listen = v,
+            "public_url" => self.public_url = v,
+            "shared_domain" => self.shared_domain = v,
+            "mail_hostname" => self.mail_hostname = v,
+            "dns_server" => self.dns_server = v,
+            "dns_timeout" => self.dns_timeout = v,
+            "shutdown_timeout" => self.shutdown_timeout = v,
+            "log_format" => self.log_format = v,
+            "log_level" => self.log_level = v,
+            _ => return Err(bad(key, "unknown configuration key")),
+        }
+        Ok(())
+    }
+
+    /// Checks every value that has a shape, naming the key of the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ListenAddr::parse(&self.api_listen).map_err(|m| bad("api_listen", m))?;
+        for (key, v) in [("milter_listen", &self.milter_listen), ("lmtp_listen", &self.lmtp_listen)] {
+            if !v.is_empty() {
+                ListenAddr::parse(v).map_err(|m| bad(key, m))?;
+            }
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad("database_url", "must start with sqlite:, postgres:// or postgresql://"));
+        }
+        if self.database_max_connections == 0 {
+            return Err(bad("database_max_connections", "must be at least 1"));
+        }
+        if !self.public_url.is_empty()
+            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
+        {
+            return Err(bad("public_url", "must start with http:// or https://"));
+        }
+        if !self.shared_domain.is_empty() && crate::ids::DomainName::parse(&self.shared_domain).is_none() {
+            return Err(bad("shared_domain", format!("{:?} is not a domain name", self.shared_domain)));
+        }
+        if !self.dns_server.is_empty() {
+            self.dns_server_addr().map_err(|m| bad("dns_server", m))?;
+        }
+        for (key, v) in [("dns_timeout", &self.dns_timeout), ("shutdown_timeout", &self.shutdown_timeout)] {
+            if parse_duration(v).is_none() {
+                return Err(bad(key, format!("{v:?} is not a duration (e.g. 250ms, 5s, 2m)")));
+            }
+        }
+        if !matches!(self.log_format.as_str(), "plain" | "json") {
+            return Err(bad("log_format", "must be plain or json"));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("postagent.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    pub fn hmac_secret_path(&self) -> PathBuf {
+        if self.hmac_secret_file.as_os_str().is_empty() {
+            self.data_dir.join("hmac.secret")
+        } else {
+            self.hmac_secret_file.clone()
+        }
+    }
+
+    pub fn api_listen_addr(&self) -> ListenAddr {
+        ListenAddr::parse(&self.api_listen).unwrap_or(ListenAddr::Tcp("127.0.0.1:8080".into()))
+    }
+
+    /// `None` for the system resolver.
+    pub fn dns_server_addr(&self) -> Result<Option<SocketAddr>, String> {
+        if self.dns_server.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(ip) = self.dns_server.parse::<std::net::IpAddr>() {
+            return Ok(Some(SocketAddr::new(ip, 53)));
+        }
+        self.dns_server
+            .parse::<SocketAddr>()
+            .map(Some)
+            .map_err(|_| format!("{:?} is not IP or IP:PORT", self.dns_server))
+    }
+
+    pub fn dns_timeout(&self) -> Duration {
+        parse_duration(&self.dns_timeout).unwrap_or(Duration::from_secs(5))
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        parse_duration(&self.shutdown_timeout).unwrap_or(Duration::from_secs(30))
+    }
+
+    /// The public base URL without a trailing slash (derived from the API listener if unset).
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.api_listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    pub fn mail_hostname(&self) -> String {
+        if !self.mail_hostname.is_empty() {
+            return self.mail_hostname.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    }
+}
+
+/// Hides the password of a database URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:<redacted>@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("hmac_secret_file", &self.hmac_secret_file)
+            .field("api_listen", &self.api_listen)
+            .field("milter_listen", &self.milter_listen)
+            .field("lmtp_listen", &self.lmtp_listen)
+            .field("public_url", &self.public_url)
+            .field("shared_domain", &self.shared_domain)
+            .field("mail_hostname", &self.mail_hostname)
+            .field("dns_server", &self.dns_server)
+            .field("dns_timeout", &self.dns_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn defaults_run_on_a_laptop() {
+        let cfg = Config::default();
+        cfg.validate().expect("defaults are valid");
+        assert_eq!(cfg.database_url(), "sqlite://./postagent.db");
+        assert_eq!(cfg.hmac_secret_path(), PathBuf::from("./hmac.secret"));
+        assert_eq!(cfg.api_listen_addr(), ListenAddr::Tcp("127.0.0.1:8080".into()));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("postagent.toml");
+        std::fs::write(&path, "api_listen = \"127.0.0.1:9000\"\nshared_domain = \"agents.test\"\n")
+            .expect("write");
+        let env = vec![
+            ("POSTAGENT_API_LISTEN".to_owned(), "127.0.0.1:9001".to_owned()),
+            ("POSTAGENT_DNS_SERVER".to_owned(), "127.0.0.1:5353".to_owned()),
+            ("HOME".to_owned(), "/nowhere".to_owned()),
+        ];
+        let (cfg, used) =
+            Config::load(Some(&path), env, &[("dns_server", "127.0.0.2".into())]).expect("valid");
+        assert_eq!(used.as_deref(), Some(path.as_path()));
+        assert_eq!(cfg.api_listen, "127.0.0.1:9001");
+        assert_eq!(cfg.shared_domain, "agents.test");
+        assert_eq!(cfg.dns_server_addr(), Ok(Some("127.0.0.2:53".parse().expect("addr"))));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "api_lisen = \"x\"\n").expect("write");
+        let err = Config::load(Some(&path), no_env(), &[]).expect_err("unknown key");
+        assert!(err.message.contains("api_lisen"), "{err}");
+
+        let env = vec![("POSTAGENT_NOPE".to_owned(), "1".to_owned())];
+        let err = Config::load(None, env, &[]).expect_err("unknown env");
+        assert_eq!(err.key, "POSTAGENT_NOPE");
+
+        let err = Config::load(None, no_env(), &[("lmtp_listen", "nowhere".into())]).expect_err("bad");
+        assert_eq!(err.key, "lmtp_listen");
+        let err = Config::load(None, no_env(), &[("database_url", "mysql://x".into())]).expect_err("bad");
+        assert_eq!(err.key, "database_url");
+        let err = Config::load(None, no_env(), &[("dns_timeout", "soon".into())]).expect_err("bad");
+        assert_eq!(err.key, "dns_timeout");
+        let err = Config::load(None, no_env(), &[("nope", "1".into())]).expect_err("bad flag");
+        assert_eq!(err.key, "--nope");
+    }
+
+    #[test]
+    fn listen_addresses_and_durations() {
+        assert_eq!(ListenAddr::parse("unix:/run/x.sock"), Ok(ListenAddr::Unix("/run/x.sock".into())));
+        assert!(ListenAddr::parse("[::1]:25").is_ok());
+        assert!(ListenAddr::parse(":25").is_err());
+        assert!(ListenAddr::parse("host:99999").is_err());
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("x"), None);
+    }
+
+    #[test]
+    fn debug_redacts_database_password() {
+        let cfg = Config { database_url: "postgres://pa:hunter2@db/postagent".into(), ..Config::default() };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://pa:<redacted>@db/postagent"));
+    }
+}

@@ -1,0 +1,16 @@
+//! postagent's shared library: configuration, typed ids, the store (one trait, SQLite and
+//! PostgreSQL behind it), signing helpers and the DNS resolver every role uses.
+
+pub mod apikey;
+pub mod config;
+pub mod dns;
+pub mod ids;
+pub mod secret;
+pub mod service;
+pub mod sign;
+pub mod store;
+pub mod time;
+
+pub use config::Config;
+pub use store::{Store, StoreError};
+pub use time::Timestamp;

@@ -1,0 +1,129 @@
+//! Registered domains.
+
+use super::sql::{after_bounds, flag, opt_ts, ts};
+use super::{Domain, DomainCheck, DomainStore, NewDomain, PageQuery, SqlStore, StoreError, StoreResult};
+use crate::ids::AccountId;
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+const DOMAIN_COLS: &str = "d.domain, d.account_id, d.verification_token, d.verified, d.operator_owned, \
+     d.verified_at, d.last_checked_at, d.txt_status, d.mx_status, d.created_at, \
+     (SELECT COUNT(*) FROM agents a WHERE a.domain = d.domain AND a.deleted_at IS NULL) AS agent_count";
+
+fn domain(row: &AnyRow) -> StoreResult<Domain> {
+    Ok(Domain {
+        domain: row.try_get("domain")?,
+        account_id: AccountId::from_stored(row.try_get("account_id")?),
+        verification_token: row.try_get("verification_token")?,
+        verified: flag(row, "verified")?,
+        operator_owned: flag(row, "operator_owned")?,
+        verified_at: opt_ts(row, "verified_at")?,
+        last_checked_at: opt_ts(row, "last_checked_at")?,
+        txt_status: row.try_get("txt_status")?,
+        mx_status: row.try_get("mx_status")?,
+        created_at: ts(row, "created_at")?,
+        agent_count: row.try_get("agent_count")?,
+    })
+}
+
+impl SqlStore {
+    async fn domain_by_name(&self, name: &str) -> StoreResult<Option<Domain>> {
+        let row = sqlx::query(&format!("SELECT {DOMAIN_COLS} FROM domains d WHERE d.domain = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(domain).transpose()
+    }
+}
+
+#[async_trait]
+impl DomainStore for SqlStore {
+    async fn register_domain(&self, new: NewDomain) -> StoreResult<(Domain, bool)> {
+        let now = Timestamp::now().as_micros();
+        let verified = i64::from(new.operator_owned);
+        let inserted = sqlx::query(
+            "INSERT INTO domains (domain, account_id, verification_token, verified, operator_owned, verified_at,
+                                  txt_status, mx_status, created_at)
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $6, $7) ON CONFLICT (domain) DO NOTHING",
+        )
+        .bind(new.domain.as_str())
+        .bind(new.account_id.as_str())
+        .bind(new.verification_token.as_str())
+        .bind(verified)
+        .bind(new.operator_owned.then_some(now))
+        .bind(if new.operator_owned { "found" } else { "pending" })
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        let row = self.domain_by_name(&new.domain).await?.ok_or(StoreError::NotFound)?;
+        if row.account_id != new.account_id {
+            return Err(StoreError::Conflict("domain"));
+        }
+        Ok((row, inserted))
+    }
+
+    async fn get_domain(&self, account: &AccountId, name: &str) -> StoreResult<Option<Domain>> {
+        Ok(self.domain_by_name(name).await?.filter(|d| &d.account_id == account))
+    }
+
+    async fn list_domains(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Domain>> {
+        let (at, key) = after_bounds(page.after.as_ref());
+        let rows = sqlx::query(&format!(
+            "SELECT {DOMAIN_COLS} FROM domains d
+             WHERE d.account_id = $1 AND (d.created_at < $2 OR (d.created_at = $2 AND d.domain < $3))
+             ORDER BY d.created_at DESC, d.domain DESC LIMIT $4"
+        ))
+        .bind(account.as_str())
+        .bind(at)
+        .bind(key)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(domain).collect()
+    }
+
+    async fn record_domain_check(&self, name: &str, check: DomainCheck) -> StoreResult<()> {
+        // Verification is sticky: once proven, a later failed probe (a DNS outage, a record
+        // edited away) is reported in the statuses but does not stop mail to live agents.
+        // verified_at keeps the first time it was proven.
+        sqlx::query(
+            "UPDATE domains SET
+                 verified = CASE WHEN operator_owned = 1 OR verified = 1 THEN 1 ELSE $2 END,
+                 verified_at = CASE WHEN $2 = 1 AND verified_at IS NULL THEN $5 ELSE verified_at END,
+                 txt_status = $3, mx_status = $4, last_checked_at = $5
+             WHERE domain = $1",
+        )
+        .bind(name)
+        .bind(i64::from(check.verified))
+        .bind(check.txt_status)
+        .bind(check.mx_status)
+        .bind(check.checked_at.as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_domain(&self, account: &AccountId, name: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let agents: i64 = sqlx::query("SELECT COUNT(*) FROM agents WHERE domain = $1 AND account_id = $2")
+            .bind(name)
+            .bind(account.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if agents > 0 {
+            return Err(StoreError::Conflict("agents"));
+        }
+        let done = sqlx::query("DELETE FROM domains WHERE domain = $1 AND account_id = $2")
+            .bind(name)
+            .bind(account.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

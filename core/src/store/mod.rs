@@ -1,0 +1,155 @@
+//! The store: one trait (split by resource so each file stays focused), one SQL
+//! implementation that serves both SQLite and PostgreSQL through sqlx, each backend with its
+//! own migrations. The backend is chosen by the URL scheme.
+//!
+//! Why one SQL implementation and not two: the queries are the same text on both backends
+//! (`$N` placeholders work in SQLite too), and writing each one twice is how the two drift
+//! apart. Where the dialects really differ (claiming work, write transactions, migrations,
+//! locking) the code branches on [`Backend`] in one place.
+
+mod accounts;
+mod agents;
+mod domains;
+mod idempotency;
+mod jobs;
+mod models;
+mod sql;
+
+pub use models::*;
+pub use sql::{Backend, SqlStore};
+
+use crate::ids::{AccountId, ApiKeyId};
+use crate::time::Timestamp;
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value is already taken; the string names what.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL: {0}")]
+    BadUrl(String),
+    #[error("stored row is not valid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// A failure the caller should answer with "try again later" (SMTP 4xx, HTTP 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A keyset position: lists are ordered by `(created_at, key)` newest first and resume
+/// strictly after this position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    pub created_at: Timestamp,
+    pub key: String,
+}
+
+/// Which slice of a list to read. Implementations return up to `limit + 1` rows so the
+/// caller can tell whether another page exists.
+#[derive(Debug, Clone)]
+pub struct PageQuery {
+    pub after: Option<After>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn create_account(&self, email: &str) -> StoreResult<Account>;
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
+    async fn find_account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    async fn account_usage(&self, id: &AccountId, month_start: Timestamp) -> StoreResult<Usage>;
+
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
+    async fn list_api_keys(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<ApiKey>>;
+    /// Marks the key revoked; `false` when it does not exist for this account.
+    async fn revoke_api_key(&self, account: &AccountId, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool>;
+    /// Finds a live (not revoked, not expired) key by hash and stamps `last_used_at`.
+    async fn authenticate(&self, key_hash: &str, now: Timestamp) -> StoreResult<Option<ApiKey>>;
+}
+
+#[async_trait]
+pub trait DomainStore: Send + Sync {
+    /// Claim-or-create: the caller's own existing row comes back with `created = false`;
+    /// a domain held by another account is `Conflict("domain")`.
+    async fn register_domain(&self, new: NewDomain) -> StoreResult<(Domain, bool)>;
+    async fn get_domain(&self, account: &AccountId, domain: &str) -> StoreResult<Option<Domain>>;
+    async fn list_domains(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Domain>>;
+    async fn record_domain_check(&self, domain: &str, check: DomainCheck) -> StoreResult<()>;
+    /// `Conflict("agents")` while agents (live or in trash) use the domain.
+    async fn delete_domain(&self, account: &AccountId, domain: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait AgentStore: Send + Sync {
+    /// `Conflict("agent")` when the address is taken, `Conflict("agent_in_trash")` when it
+    /// is the caller's own trashed agent.
+    async fn create_agent(&self, new: NewAgent) -> StoreResult<Agent>;
+    /// Includes trashed agents; callers decide whether trash is visible.
+    async fn get_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<Agent>>;
+    /// Looks an agent up across accounts (mail routing, RCPT checks). Trash excluded.
+    async fn find_live_agent(&self, email: &str) -> StoreResult<Option<Agent>>;
+    async fn list_agents(&self, account: &AccountId, trash: bool, page: &PageQuery) -> StoreResult<Vec<Agent>>;
+    async fn rename_agent(&self, account: &AccountId, email: &str, name: &str) -> StoreResult<Option<Agent>>;
+    async fn trash_agent(&self, account: &AccountId, email: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Deletes the agent and its messages; returns the number of messages deleted.
+    async fn purge_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<u64>>;
+    async fn restore_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<Agent>>;
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Adds a job, or moves an existing `(kind, ref_id)` job's `run_at` earlier.
+    async fn enqueue_job(&self, kind: &str, ref_id: &str, run_at: Timestamp) -> StoreResult<()>;
+    /// Claims up to `limit` due jobs of `kind` for `worker` until `now + lease_secs`. No two
+    /// workers, in this process or another replica, hold the same job at once.
+    async fn claim_jobs(&self, kind: &str, worker: &str, now: Timestamp, lease_secs: i64, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Removes a finished job; `false` if the lease was lost to another worker.
+    async fn complete_job(&self, job_id: i64, worker: &str) -> StoreResult<bool>;
+    /// Puts a job back for a later try with the reason.
+    async fn retry_job(&self, job_id: i64, worker: &str, run_at: Timestamp, error: &str) -> StoreResult<bool>;
+    /// Gives back every lease `worker` holds (graceful shutdown).
+    async fn release_jobs(&self, worker: &str) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn idempotency_begin(&self, account: &AccountId, key: &str, fingerprint: &str, now: Timestamp) -> StoreResult<IdempotencyBegin>;
+    async fn idempotency_finish(&self, account: &AccountId, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    /// Forgets an in-flight key whose request failed (errors are not cached).
+    async fn idempotency_release(&self, account: &AccountId, key: &str) -> StoreResult<()>;
+    /// Deletes rows older than `before`; returns how many.
+    async fn idempotency_expire(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    /// A trivial round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    /// `sqlite` or `postgres`, for logs and the health endpoint.
+    fn backend_name(&self) -> &'static str;
+}
+
+/// Everything the product stores.
+pub trait Store: AccountStore + DomainStore + AgentStore + JobQueue + IdempotencyStore + StoreHealth {}
+impl<T: AccountStore + DomainStore + AgentStore + JobQueue + IdempotencyStore + StoreHealth> Store for T {}

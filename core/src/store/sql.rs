@@ -1,0 +1,154 @@
+//! Opening the database, migrating it, and the few places where SQLite and PostgreSQL differ.
+
+use super::{StoreError, StoreResult};
+use crate::config::redact_url;
+use crate::time::Timestamp;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, ConnectOptions, Connection, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The store over a pool of either backend.
+#[derive(Clone)]
+pub struct SqlStore {
+    pub(super) pool: AnyPool,
+    pub(super) backend: Backend,
+    url: String,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+impl SqlStore {
+    /// Opens (creating a SQLite file if missing), applies pending migrations and returns the
+    /// pooled store. Several processes may call this at once against one database.
+    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        };
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            // Every pooled connection would see its own empty database.
+            return Err(StoreError::BadUrl("in-memory SQLite is not supported; use a file".into()));
+        }
+        match backend {
+            Backend::Sqlite => migrate_sqlite(url).await?,
+            Backend::Postgres => migrate_postgres(url).await?,
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        tracing::debug!(backend = ?backend, url = %redact_url(url), "database ready");
+        Ok(Self { pool, backend, url: url.to_owned() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and then writes can fail
+    /// with SQLITE_BUSY without waiting for the busy timeout.
+    pub(super) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+async fn migrate_sqlite(url: &str) -> StoreResult<()> {
+    let opts = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        // WAL is a property of the file: set once here, every later connection uses it.
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    }
+    let mut conn = opts.connect().await?;
+    SQLITE_MIGRATIONS.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+async fn migrate_postgres(url: &str) -> StoreResult<()> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    // sqlx's migrator holds pg_advisory_lock (keyed on the database name) while it runs, so
+    // replicas starting together apply each migration exactly once; we assert that lock is on.
+    debug_assert!(POSTGRES_MIGRATIONS.locking);
+    POSTGRES_MIGRATIONS.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Unique-constraint violations become `Conflict(what)`; everything else stays a database error.
+pub(super) fn conflict_as(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Database(e),
+    }
+}
+
+pub(super) fn ts(row: &AnyRow, col: &str) -> StoreResult<Timestamp> {
+    Ok(Timestamp::from_micros(row.try_get::<i64, _>(col)?))
+}
+
+pub(super) fn opt_ts(row: &AnyRow, col: &str) -> StoreResult<Option<Timestamp>> {
+    Ok(row.try_get::<Option<i64>, _>(col)?.map(Timestamp::from_micros))
+}
+
+pub(super) fn flag(row: &AnyRow, col: &str) -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(col)? != 0)
+}
+
+/// The keyset condition and its two bind values for "strictly after this position, newest
+/// first". `key_col` is the tie-breaker column.
+pub(super) fn after_bounds(after: Option<&super::After>) -> (i64, String) {
+    match after {
+        Some(a) => (a.created_at.as_micros(), a.key.clone()),
+        None => (i64::MAX, String::new()),
+    }
+}
+
+#[async_trait::async_trait]
+impl super::StoreHealth for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}

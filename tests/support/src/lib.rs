@@ -1,0 +1,189 @@
+//! Real local twins for postagent tests: a throwaway PostgreSQL cluster ([`pg`]), a private
+//! Postfix instance ([`postfix`]) and an authoritative loopback DNS server ([`dns`]).
+//!
+//! The point of this crate is that tests talk to the *real* software postagent plugs into,
+//! not to mocks, while still running many tests in parallel on one machine: everything binds
+//! to 127.0.0.1 with port 0 or a freshly picked free port, and lives in its own temp dir.
+//!
+//! External tools (Postfix, PostgreSQL, dig) may be missing on a developer machine. Tests
+//! call [`require`] (or the module helpers built on it) first: on a laptop a missing tool is
+//! a visible `SKIP:` line and an early return, in CI it is a hard failure, so CI can never go
+//! green by silently skipping everything.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub mod dns;
+pub mod pg;
+pub mod postfix;
+
+pub use dns::DnsServer;
+pub use pg::PgCluster;
+pub use postfix::{PostfixBuilder, PostfixInstance};
+
+/// True when running in CI (`CI=true` or `CI=1`, the convention of GitHub Actions, GitLab and
+/// most other runners). In CI a missing external tool fails the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Checks that an external tool is installed. `tool` is an absolute path (checked as is) or a
+/// bare name (looked up on `PATH`); `why` tells the reader how to get it, e.g.
+/// `"install the postfix package"`.
+///
+/// Returns true when present. When absent: panics in CI (see [`in_ci`]), otherwise prints a
+/// `SKIP:` line to stderr and returns false so the test can `return` early:
+///
+/// ```no_run
+/// if !postagent_testsupport::require("dig", "install the dnsutils package") {
+///     return;
+/// }
+/// ```
+pub fn require(tool: &str, why: &str) -> bool {
+    require_that(find_tool(tool).is_some(), &format!("{tool} is not installed"), why)
+}
+
+/// The general form of [`require`]: `present` is the outcome of any check, `what` describes
+/// the failed condition (e.g. `"PostgreSQL is not installed"`), `why` how to fix it.
+/// Panics in CI when `present` is false; otherwise prints `SKIP: …` and returns false.
+pub fn require_that(present: bool, what: &str, why: &str) -> bool {
+    if present {
+        return true;
+    }
+    if in_ci() {
+        panic!("CI=true and {what}: {why}");
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("test");
+    eprintln!("SKIP: {test}: {what}: {why}");
+    false
+}
+
+/// Resolves `tool` like a shell would: a path containing `/` must exist and be executable,
+/// a bare name is searched on `PATH`.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    if tool.contains('/') {
+        let p = PathBuf::from(tool);
+        return is_executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// True when this process runs as root. Postfix's `master` must start as root; PostgreSQL
+/// refuses root, so [`pg`] switches to the `postgres` user only when this is true.
+///
+/// The owner of `/proc/self` is the effective uid, which avoids a libc dependency.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, close.
+///
+/// Only for daemons that must be told a port number in their config (Postfix, PostgreSQL).
+/// Another process could grab it in between; the window is tiny and the kernel hands out
+/// ephemeral ports round-robin, so tests running in parallel do not collide in practice.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Creates a fresh directory `/tmp/<prefix>XXXXXX` with mode 0755 and returns it (not
+/// auto-deleted; the owner removes it).
+///
+/// Always `/tmp`, never `$TMPDIR`: daemons that drop privileges (`postgres`, `postfix`) must
+/// traverse every parent, and the path must stay short for unix-socket paths (~107 bytes).
+pub(crate) fn world_traversable_tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?.keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
+/// Quotes `s` for `sh` (single quotes, embedded `'` escaped).
+pub(crate) fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r#"'\''"#))
+}
+
+/// Starts a detached `sh` that waits until this test process has exited (or `guard_dir` has
+/// been removed by a normal cleanup), then runs `cleanup` (a shell snippet).
+///
+/// Why: a daemon started by a test outlives the test process if the test is killed, aborts,
+/// or (for a `static`) simply never drops its handle. The watchdog polls `kill -0` every 0.5 s,
+/// which costs nothing, and lives in its own process group so a Ctrl-C that kills the test
+/// run does not kill the watchdog before it has cleaned up.
+pub(crate) fn spawn_watchdog(guard_dir: &Path, cleanup: &str) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null && [ -d {dir} ]; do sleep 0.5; done; {cleanup}",
+        pid = std::process::id(),
+        dir = sh_quote(&guard_dir.to_string_lossy()),
+    );
+    // Never inherit our stdout/stderr: a lingering child holding the pipe would make whoever
+    // reads the test output (cargo, CI, `| tee`) wait for it.
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    Ok(())
+}
+
+/// Runs a command to completion, capturing its output; an error carries the command line,
+/// exit status, stdout and stderr so failures in test setup are self-explanatory.
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        anyhow::bail!(
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tools() {
+        assert!(find_tool("sh").is_some());
+        assert!(find_tool("/bin/sh").is_some());
+        assert!(find_tool("definitely-not-a-tool-xyz").is_none());
+        assert!(find_tool("/nonexistent/tool").is_none());
+    }
+
+    #[test]
+    fn require_present_is_true() {
+        assert!(require("sh", "install a shell"));
+        assert!(require_that(true, "unused", "unused"));
+    }
+
+    #[test]
+    fn quotes_for_sh() {
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r#"'it'\''s'"#);
+    }
+
+    #[test]
+    fn free_port_is_nonzero() {
+        assert_ne!(free_port().expect("free port"), 0);
+    }
+}
