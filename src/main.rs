@@ -1,1 +1,144 @@
-fn main(){}
+//! `postagent`: one binary for every role and for the operator's tooling.
+//!
+//! `main` only parses flags, loads the configuration, sets up logging and hands over to a
+//! command; the libraries do the work.
+
+mod admin;
+mod logging;
+mod serve;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use postagent_core::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "postagent", version, about = "Authenticated email inboxes for AI agents, on your Postfix")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalFlags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Configuration overrides; each is also a key in the TOML file and a `POSTAGENT_*` variable.
+#[derive(Args, Default)]
+struct GlobalFlags {
+    /// Configuration file (default: /etc/postagent/postagent.toml when it exists).
+    #[arg(long, global = true, env = "POSTAGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the SQLite file and the generated secret.
+    #[arg(long, global = true)]
+    data_dir: Option<String>,
+    /// sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// REST API listener: HOST:PORT or unix:PATH.
+    #[arg(long, global = true)]
+    api_listen: Option<String>,
+    /// Milter listener: HOST:PORT or unix:PATH.
+    #[arg(long, global = true)]
+    milter_listen: Option<String>,
+    /// LMTP listener: HOST:PORT or unix:PATH.
+    #[arg(long, global = true)]
+    lmtp_listen: Option<String>,
+    /// Base URL clients use to reach the API.
+    #[arg(long, global = true)]
+    public_url: Option<String>,
+    /// Domain on which agents may be created by slug.
+    #[arg(long, global = true)]
+    shared_domain: Option<String>,
+    /// File holding the deployment HMAC secret (created when absent).
+    #[arg(long, global = true)]
+    hmac_secret_file: Option<String>,
+    /// DNS server for lookups, IP or IP:PORT (default: the system resolver).
+    #[arg(long, global = true)]
+    dns_server: Option<String>,
+    /// Host name agent domains must point their MX at.
+    #[arg(long, global = true)]
+    mail_hostname: Option<String>,
+    /// plain or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// A tracing filter such as info or postagent=debug.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+impl GlobalFlags {
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("data_dir", &self.data_dir),
+            ("database_url", &self.database_url),
+            ("api_listen", &self.api_listen),
+            ("milter_listen", &self.milter_listen),
+            ("lmtp_listen", &self.lmtp_listen),
+            ("public_url", &self.public_url),
+            ("shared_domain", &self.shared_domain),
+            ("hmac_secret_file", &self.hmac_secret_file),
+            ("dns_server", &self.dns_server),
+            ("mail_hostname", &self.mail_hostname),
+            ("log_format", &self.log_format),
+            ("log_level", &self.log_level),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process (the default for a single host).
+    Serve,
+    /// Run the REST API role alone.
+    Api,
+    /// Operator tasks against the configured database.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let flags = cli.global.pairs();
+    let (config, file) = match Config::load(cli.global.config.as_deref(), std::env::vars(), &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("postagent: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init(&config) {
+        eprintln!("postagent: cannot set up logging: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new().context("cannot start the async runtime") {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postagent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(config, file, serve::Roles::all()).await,
+            Command::Api => serve::run(config, file, serve::Roles::api_only()).await,
+            Command::Admin(cmd) => admin::run(config, cmd).await,
+            Command::Config => {
+                println!("{config:#?}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("postagent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

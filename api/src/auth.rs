@@ -45,12 +45,9 @@ impl FromRequestParts<AppState> for Principal {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key>"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
+        let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let (scheme, token) =
+            value.split_once(' ').ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::unauthorized("use the Bearer scheme"));
         }
@@ -63,6 +60,11 @@ impl FromRequestParts<AppState> for Principal {
             .authenticate(&apikey::hash(token), Timestamp::now())
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid, revoked or expired API key"))?;
-        Ok(Self { account_id: key.account_id, key_id: key.id, scope: key.scope, agent_email: key.agent_email })
+        Ok(Self {
+            account_id: key.account_id,
+            key_id: key.id,
+            scope: key.scope,
+            agent_email: key.agent_email,
+        })
     }
 }

@@ -29,7 +29,8 @@ pub fn encode(secret: &Secret, filter: &str, after: &After) -> String {
 }
 
 pub fn decode(secret: &Secret, filter: &str, cursor: &str) -> Result<After, ApiError> {
-    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is invalid or belongs to another listing");
+    let invalid =
+        || ApiError::bad_request("invalid_cursor", "the cursor is invalid or belongs to another listing");
     let (payload, mac) = cursor.split_once('.').ok_or_else(invalid)?;
     let mac = B64.decode(mac).map_err(|_| invalid())?;
     let expected = hmac_sha256(secret.expose(), &[LABEL, payload.as_bytes()]);

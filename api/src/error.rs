@@ -174,7 +174,9 @@ fn fallback_error(status: StatusCode) -> ApiError {
             ApiError::new(status, "method_not_allowed", "method not allowed on this route")
         }
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(status, "payload_too_large", "request body too large")
-            .with_details(json!({"scope": "request_body", "actual_bytes": 0, "max_bytes": crate::MAX_BODY_BYTES})),
+            .with_details(
+                json!({"scope": "request_body", "actual_bytes": 0, "max_bytes": crate::MAX_BODY_BYTES}),
+            ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::new(status, "unsupported_media_type", "send application/json")
         }

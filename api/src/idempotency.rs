@@ -22,7 +22,9 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| ApiError::field("header.Idempotency-Key", "must be 1-255 printable ASCII characters"))?;
+        .ok_or_else(|| {
+            ApiError::field("header.Idempotency-Key", "must be 1-255 printable ASCII characters")
+        })?;
     Ok(Some(key.to_owned()))
 }
 

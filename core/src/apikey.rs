@@ -48,11 +48,7 @@ pub fn mint(scope: KeyScope) -> NewKey {
         KeyScope::Agent => AGENT_PREFIX,
     };
     let plaintext = crate::ids::mint(prefix, 32);
-    NewKey {
-        hash: hash(&plaintext),
-        prefix: plaintext.chars().take(16).collect(),
-        plaintext,
-    }
+    NewKey { hash: hash(&plaintext), prefix: plaintext.chars().take(16).collect(), plaintext }
 }
 
 /// The stored form of a presented key.

@@ -97,14 +97,12 @@ impl ListenAddr {
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is neither HOST:PORT nor unix:PATH"))?;
+        let (host, port) =
+            s.rsplit_once(':').ok_or_else(|| format!("{s:?} is neither HOST:PORT nor unix:PATH"))?;
         if host.is_empty() {
             return Err(format!("{s:?} has no host; write 127.0.0.1:{port} or [::]:{port}"));
         }
-        port.parse::<u16>()
-            .map_err(|_| format!("{s:?} has no valid port"))?;
+        port.parse::<u16>().map_err(|_| format!("{s:?} has no valid port"))?;
         Ok(Self::Tcp(s.to_owned()))
     }
 }
@@ -160,8 +158,7 @@ impl Config {
             cfg.set(&key.to_ascii_lowercase(), &value).map_err(|e| bad(&name, e.message))?;
         }
         for (key, value) in flags {
-            cfg.set(key, value)
-                .map_err(|e| bad(&format!("--{}", key.replace('_', "-")), e.message))?;
+            cfg.set(key, value).map_err(|e| bad(&format!("--{}", key.replace('_', "-")), e.message))?;
         }
         cfg.validate()?;
         Ok((cfg, path))
@@ -210,7 +207,8 @@ impl Config {
             }
         }
         let url = self.database_url();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
             return Err(bad("database_url", "must start with sqlite:, postgres:// or postgresql://"));
         }
         if self.database_max_connections == 0 {

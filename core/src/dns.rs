@@ -1,10 +1,10 @@
 //! The DNS resolver every role uses: the system's by default, or one named server
 //! (`dns_server`), always with a timeout so a dead server is an error, never a hang.
 
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -56,9 +56,9 @@ impl Resolver {
                 .answers()
                 .iter()
                 .filter_map(|r| match &r.data {
-                    RData::TXT(txt) => Some(
-                        txt.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>(),
-                    ),
+                    RData::TXT(txt) => {
+                        Some(txt.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>())
+                    }
                     _ => None,
                 })
                 .collect()),

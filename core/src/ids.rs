@@ -95,9 +95,7 @@ impl AgentEmail {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b));
+            && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b));
         if !local_ok || DomainName::parse(domain).is_none() {
             return None;
         }
@@ -145,9 +143,7 @@ impl DomainName {
                 && !l.ends_with('-')
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         };
-        let tld_ok = labels
-            .last()
-            .is_some_and(|t| t.bytes().any(|b| b.is_ascii_alphabetic()));
+        let tld_ok = labels.last().is_some_and(|t| t.bytes().any(|b| b.is_ascii_alphabetic()));
         (labels.iter().all(|l| label_ok(l)) && tld_ok).then_some(Self(lower))
     }
 
@@ -166,15 +162,27 @@ impl fmt::Display for DomainName {
 /// hyphen, and not one of the role names people would mistake for the operator.
 pub fn slug_problem(local: &str) -> Option<&'static str> {
     const RESERVED: &[&str] = &[
-        "admin", "postmaster", "abuse", "noreply", "no-reply", "mailer-daemon", "info", "help",
-        "demo", "test", "www", "mail", "agent", "api", "system", "root",
+        "admin",
+        "postmaster",
+        "abuse",
+        "noreply",
+        "no-reply",
+        "mailer-daemon",
+        "info",
+        "help",
+        "demo",
+        "test",
+        "www",
+        "mail",
+        "agent",
+        "api",
+        "system",
+        "root",
     ];
     let shape_ok = (2..=40).contains(&local.len())
         && !local.starts_with('-')
         && !local.ends_with('-')
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && local.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !shape_ok {
         Some("slug must be 2-40 characters of a-z, 0-9 and '-', not starting or ending with '-'")
     } else if RESERVED.contains(&local) {
@@ -204,7 +212,8 @@ mod tests {
         assert_eq!(e.as_str(), "bot@agents.example.org");
         assert_eq!(e.local_part(), "bot");
         assert_eq!(e.domain(), "agents.example.org");
-        for bad in ["", "bot", "@x.org", "bot@", "a b@x.org", "bot@localhost", "a..b@x.org", "bot@x.org\r\n"] {
+        for bad in ["", "bot", "@x.org", "bot@", "a b@x.org", "bot@localhost", "a..b@x.org", "bot@x.org\r\n"]
+        {
             assert!(AgentEmail::parse(bad).is_none(), "{bad:?}");
         }
         assert!(AgentEmail::parse("a\"b@x.org").is_none());

@@ -46,9 +46,7 @@ pub fn load_or_create(path: &Path) -> Result<Secret, SecretError> {
     let shown = path.display().to_string();
     match fs::read(path) {
         Ok(bytes) => {
-            let mode = fs::metadata(path)
-                .map(|m| m.permissions().mode() & 0o777)
-                .unwrap_or(0o600);
+            let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
             if mode & 0o077 != 0 {
                 return Err(SecretError::TooOpen { path: shown, mode });
             }

@@ -4,7 +4,9 @@
 use crate::apikey::{self, KeyScope};
 use crate::dns::Resolver;
 use crate::ids::{self, AccountId, AgentEmail, DomainName};
-use crate::store::{Account, Agent, ApiKey, Domain, DomainCheck, NewAgent, NewApiKey, NewDomain, Store, StoreError};
+use crate::store::{
+    Account, Agent, ApiKey, Domain, DomainCheck, NewAgent, NewApiKey, NewDomain, Store, StoreError,
+};
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]

@@ -69,10 +69,7 @@ mod tests {
     #[test]
     fn formats_with_and_without_fraction() {
         assert_eq!(Timestamp::from_micros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            Timestamp::from_micros(1_782_901_800_123_456).to_rfc3339(),
-            "2026-07-01T10:30:00.123456Z"
-        );
+        assert_eq!(Timestamp::from_micros(1_782_901_800_123_456).to_rfc3339(), "2026-07-01T10:30:00.123456Z");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 const LIMITS: (i64, i64, i64, i64) = (1_000_000, 100_000, 1_000_000_000, 1 << 50);
 
 pub async fn get_account(State(state): State<AppState>, who: Principal) -> Result<Json<Value>, ApiError> {
-    let account = state.store.get_account(&who.account_id).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    let account =
+        state.store.get_account(&who.account_id).await?.ok_or_else(|| ApiError::not_found("account"))?;
     let usage = state.store.account_usage(&who.account_id, month_start()).await?;
     let mut view = json!({
         "user": {"id": account.id, "email": account.email},
@@ -46,10 +47,7 @@ pub async fn get_account(State(state): State<AppState>, who: Principal) -> Resul
 /// The first instant of the current UTC month.
 fn month_start() -> Timestamp {
     let now = time::OffsetDateTime::now_utc();
-    let start = now
-        .replace_day(1)
-        .map(|d| d.replace_time(time::Time::MIDNIGHT))
-        .unwrap_or(now);
+    let start = now.replace_day(1).map(|d| d.replace_time(time::Time::MIDNIGHT)).unwrap_or(now);
     Timestamp::from_offset(start)
 }
 

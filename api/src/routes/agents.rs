@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postagent_core::service;
-use postagent_core::store::{Agent, After};
+use postagent_core::store::{After, Agent};
 use postagent_core::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -75,7 +75,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, view(&state, &agent)))
 }
 
-pub async fn list(State(state): State<AppState>, who: Principal, q: QueryParams) -> Result<Json<Page<AgentView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    q: QueryParams,
+) -> Result<Json<Page<AgentView>>, ApiError> {
     who.require_account()?;
     let trash = q.bool("deleted")?.unwrap_or(false);
     let filter = if trash { "agents:trash" } else { "agents:live" };
@@ -92,14 +96,14 @@ pub async fn list(State(state): State<AppState>, who: Principal, q: QueryParams)
 
 /// The caller's agent, or 404 (also for another account's agent: existence is not leaked).
 async fn owned(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
-    state
-        .store
-        .get_agent(&who.account_id, email)
-        .await?
-        .ok_or_else(|| ApiError::not_found("agent"))
+    state.store.get_agent(&who.account_id, email).await?.ok_or_else(|| ApiError::not_found("agent"))
 }
 
-pub async fn get(State(state): State<AppState>, who: Principal, Path(email): Path<String>) -> Result<Json<AgentView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(email): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
     let email = normalize(&email);
     who.require_agent(&email)?;
     let agent = owned(&state, &who, &email).await?;
@@ -135,11 +139,7 @@ pub async fn delete(
     let permanent = q.bool("permanent")?.unwrap_or(false);
     let email = normalize(&email);
     let messages_deleted = if permanent {
-        state
-            .store
-            .purge_agent(&who.account_id, &email)
-            .await?
-            .ok_or_else(|| ApiError::not_found("agent"))?
+        state.store.purge_agent(&who.account_id, &email).await?.ok_or_else(|| ApiError::not_found("agent"))?
     } else {
         if !state.store.trash_agent(&who.account_id, &email, Timestamp::now()).await? {
             return Err(ApiError::not_found("agent"));
@@ -150,7 +150,11 @@ pub async fn delete(
     Ok(Json(json!({"deleted": true, "email": email, "messages_deleted": messages_deleted})))
 }
 
-pub async fn restore(State(state): State<AppState>, who: Principal, Path(email): Path<String>) -> Result<Json<AgentView>, ApiError> {
+pub async fn restore(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(email): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
     who.require_account()?;
     let email = normalize(&email);
     let agent = owned(&state, &who, &email).await?;

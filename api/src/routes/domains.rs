@@ -45,7 +45,11 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(DomainView::new(&domain, &state.settings.mail_hostname))))
 }
 
-pub async fn list(State(state): State<AppState>, who: Principal, q: QueryParams) -> Result<Json<Page<DomainView>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    q: QueryParams,
+) -> Result<Json<Page<DomainView>>, ApiError> {
     who.require_account()?;
     let limit = q.limit()?;
     let page = cursor::page_query(&state.secret, "domains", q.get("cursor"), limit)?;
@@ -58,7 +62,11 @@ pub async fn list(State(state): State<AppState>, who: Principal, q: QueryParams)
     Ok(Json(Page { items, next_cursor }))
 }
 
-pub async fn get(State(state): State<AppState>, who: Principal, Path(domain): Path<String>) -> Result<Json<DomainView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain): Path<String>,
+) -> Result<Json<DomainView>, ApiError> {
     who.require_account()?;
     let row = state
         .store
@@ -69,7 +77,11 @@ pub async fn get(State(state): State<AppState>, who: Principal, Path(domain): Pa
 }
 
 /// Always 200: the caller branches on `verified`.
-pub async fn verify(State(state): State<AppState>, who: Principal, Path(domain): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn verify(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(domain): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     who.require_account()?;
     let (row, probe) = service::verify_domain(
         state.store.as_ref(),

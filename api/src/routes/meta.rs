@@ -13,7 +13,10 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": "unreachable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "database": "unreachable"})),
+            )
         }
     }
 }

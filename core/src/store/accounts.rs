@@ -6,8 +6,8 @@ use crate::apikey::KeyScope;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::time::Timestamp;
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 const ACCOUNT_COLS: &str = "id, email, reviewer_email, plan_code, created_at";
 const KEY_COLS: &str =
@@ -38,7 +38,12 @@ fn api_key(row: &AnyRow) -> StoreResult<ApiKey> {
     })
 }
 
-async fn count(store: &SqlStore, sql: &str, account: &AccountId, since: Option<Timestamp>) -> StoreResult<i64> {
+async fn count(
+    store: &SqlStore,
+    sql: &str,
+    account: &AccountId,
+    since: Option<Timestamp>,
+) -> StoreResult<i64> {
     let mut q = sqlx::query(sql).bind(account.as_str());
     if let Some(since) = since {
         q = q.bind(since.as_micros());
@@ -77,9 +82,22 @@ impl AccountStore for SqlStore {
         row.as_ref().map(account).transpose()
     }
 
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query(&format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account).collect()
+    }
+
     async fn account_usage(&self, id: &AccountId, month_start: Timestamp) -> StoreResult<Usage> {
         Ok(Usage {
-            agents: count(self, "SELECT COUNT(*) FROM agents WHERE account_id = $1 AND deleted_at IS NULL", id, None).await?,
+            agents: count(
+                self,
+                "SELECT COUNT(*) FROM agents WHERE account_id = $1 AND deleted_at IS NULL",
+                id,
+                None,
+            )
+            .await?,
             domains: count(self, "SELECT COUNT(*) FROM domains WHERE account_id = $1", id, None).await?,
             messages_month: count(
                 self,

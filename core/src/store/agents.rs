@@ -5,8 +5,8 @@ use super::{Agent, AgentStore, NewAgent, PageQuery, SqlStore, StoreError, StoreR
 use crate::ids::AccountId;
 use crate::time::Timestamp;
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 const AGENT_COLS: &str =
     "a.email, a.account_id, a.domain, a.name, a.created_at, a.deleted_at, d.verified AS domain_verified";
@@ -70,7 +70,12 @@ impl AgentStore for SqlStore {
         Ok(self.agent_by_email(email).await?.filter(|a| a.deleted_at.is_none()))
     }
 
-    async fn list_agents(&self, account: &AccountId, trash: bool, page: &PageQuery) -> StoreResult<Vec<Agent>> {
+    async fn list_agents(
+        &self,
+        account: &AccountId,
+        trash: bool,
+        page: &PageQuery,
+    ) -> StoreResult<Vec<Agent>> {
         let (at, key) = after_bounds(page.after.as_ref());
         let trash_cond = if trash { "a.deleted_at IS NOT NULL" } else { "a.deleted_at IS NULL" };
         let rows = sqlx::query(&format!(
@@ -89,12 +94,14 @@ impl AgentStore for SqlStore {
     }
 
     async fn rename_agent(&self, account: &AccountId, email: &str, name: &str) -> StoreResult<Option<Agent>> {
-        let done = sqlx::query("UPDATE agents SET name = $3 WHERE email = $1 AND account_id = $2 AND deleted_at IS NULL")
-            .bind(email)
-            .bind(account.as_str())
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE agents SET name = $3 WHERE email = $1 AND account_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(email)
+        .bind(account.as_str())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }

@@ -5,8 +5,8 @@ use super::{Domain, DomainCheck, DomainStore, NewDomain, PageQuery, SqlStore, St
 use crate::ids::AccountId;
 use crate::time::Timestamp;
 use async_trait::async_trait;
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 const DOMAIN_COLS: &str = "d.domain, d.account_id, d.verification_token, d.verified, d.operator_owned, \
      d.verified_at, d.last_checked_at, d.txt_status, d.mx_status, d.created_at, \

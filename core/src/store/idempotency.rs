@@ -59,7 +59,13 @@ impl IdempotencyStore for SqlStore {
         })
     }
 
-    async fn idempotency_finish(&self, account: &AccountId, key: &str, status: u16, body: &str) -> StoreResult<()> {
+    async fn idempotency_finish(
+        &self,
+        account: &AccountId,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4
              WHERE account_id = $1 AND key = $2",
@@ -74,11 +80,13 @@ impl IdempotencyStore for SqlStore {
     }
 
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND state = 'in_flight'")
-            .bind(account.as_str())
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND state = 'in_flight'",
+        )
+        .bind(account.as_str())
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

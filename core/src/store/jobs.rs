@@ -80,7 +80,13 @@ impl JobQueue for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn retry_job(&self, job_id: i64, worker: &str, run_at: Timestamp, error: &str) -> StoreResult<bool> {
+    async fn retry_job(
+        &self,
+        job_id: i64,
+        worker: &str,
+        run_at: Timestamp,
+        error: &str,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET run_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL
              WHERE id = $1 AND locked_by = $2",

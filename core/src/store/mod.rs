@@ -78,6 +78,8 @@ pub trait AccountStore: Send + Sync {
     async fn create_account(&self, email: &str) -> StoreResult<Account>;
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     async fn find_account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    /// Every account, oldest first (operator tooling; deployments have few).
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
     async fn account_usage(&self, id: &AccountId, month_start: Timestamp) -> StoreResult<Usage>;
 
     async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
@@ -109,7 +111,12 @@ pub trait AgentStore: Send + Sync {
     async fn get_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<Agent>>;
     /// Looks an agent up across accounts (mail routing, RCPT checks). Trash excluded.
     async fn find_live_agent(&self, email: &str) -> StoreResult<Option<Agent>>;
-    async fn list_agents(&self, account: &AccountId, trash: bool, page: &PageQuery) -> StoreResult<Vec<Agent>>;
+    async fn list_agents(
+        &self,
+        account: &AccountId,
+        trash: bool,
+        page: &PageQuery,
+    ) -> StoreResult<Vec<Agent>>;
     async fn rename_agent(&self, account: &AccountId, email: &str, name: &str) -> StoreResult<Option<Agent>>;
     async fn trash_agent(&self, account: &AccountId, email: &str, now: Timestamp) -> StoreResult<bool>;
     /// Deletes the agent and its messages; returns the number of messages deleted.
@@ -123,19 +130,39 @@ pub trait JobQueue: Send + Sync {
     async fn enqueue_job(&self, kind: &str, ref_id: &str, run_at: Timestamp) -> StoreResult<()>;
     /// Claims up to `limit` due jobs of `kind` for `worker` until `now + lease_secs`. No two
     /// workers, in this process or another replica, hold the same job at once.
-    async fn claim_jobs(&self, kind: &str, worker: &str, now: Timestamp, lease_secs: i64, limit: u32) -> StoreResult<Vec<Job>>;
+    async fn claim_jobs(
+        &self,
+        kind: &str,
+        worker: &str,
+        now: Timestamp,
+        lease_secs: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
     /// Removes a finished job; `false` if the lease was lost to another worker.
     async fn complete_job(&self, job_id: i64, worker: &str) -> StoreResult<bool>;
     /// Puts a job back for a later try with the reason.
-    async fn retry_job(&self, job_id: i64, worker: &str, run_at: Timestamp, error: &str) -> StoreResult<bool>;
+    async fn retry_job(&self, job_id: i64, worker: &str, run_at: Timestamp, error: &str)
+    -> StoreResult<bool>;
     /// Gives back every lease `worker` holds (graceful shutdown).
     async fn release_jobs(&self, worker: &str) -> StoreResult<u64>;
 }
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    async fn idempotency_begin(&self, account: &AccountId, key: &str, fingerprint: &str, now: Timestamp) -> StoreResult<IdempotencyBegin>;
-    async fn idempotency_finish(&self, account: &AccountId, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    async fn idempotency_begin(
+        &self,
+        account: &AccountId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<IdempotencyBegin>;
+    async fn idempotency_finish(
+        &self,
+        account: &AccountId,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()>;
     /// Forgets an in-flight key whose request failed (errors are not cached).
     async fn idempotency_release(&self, account: &AccountId, key: &str) -> StoreResult<()>;
     /// Deletes rows older than `before`; returns how many.

@@ -6,7 +6,7 @@ use crate::time::Timestamp;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-use sqlx::{AnyPool, ConnectOptions, Connection, Row};
+use sqlx::{AnyPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -93,19 +93,21 @@ async fn migrate_sqlite(url: &str) -> StoreResult<()> {
     if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
     }
-    let mut conn = opts.connect().await?;
-    SQLITE_MIGRATIONS.run(&mut conn).await?;
-    conn.close().await?;
+    // A one-connection pool rather than a bare connection: `Migrator::run(&mut conn)` makes
+    // the future !Send, and `open` must be spawnable.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+    SQLITE_MIGRATIONS.run(&pool).await?;
+    pool.close().await;
     Ok(())
 }
 
 async fn migrate_postgres(url: &str) -> StoreResult<()> {
-    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
     // sqlx's migrator holds pg_advisory_lock (keyed on the database name) while it runs, so
     // replicas starting together apply each migration exactly once; we assert that lock is on.
     debug_assert!(POSTGRES_MIGRATIONS.locking);
-    POSTGRES_MIGRATIONS.run(&mut conn).await?;
-    conn.close().await?;
+    POSTGRES_MIGRATIONS.run(&pool).await?;
+    pool.close().await;
     Ok(())
 }
 

@@ -85,6 +85,16 @@ pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// True while process `pid` exists and is not a zombie (an exited daemon whose parent has not
+/// reaped it yet is as good as gone for a test that checks nothing was left running).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Format: `pid (comm) state ...`; comm may contain spaces or parens, so split at the last ')'.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, close.
 ///
 /// Only for daemons that must be told a port number in their config (Postfix, PostgreSQL).
@@ -142,10 +152,7 @@ pub(crate) fn spawn_watchdog(guard_dir: &Path, cleanup: &str) -> anyhow::Result<
 /// Runs a command to completion, capturing its output; an error carries the command line,
 /// exit status, stdout and stderr so failures in test setup are self-explanatory.
 pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| anyhow::anyhow!("cannot run {cmd:?}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!(
@@ -180,6 +187,59 @@ mod tests {
     fn quotes_for_sh() {
         assert_eq!(sh_quote("a b"), "'a b'");
         assert_eq!(sh_quote("it's"), r#"'it'\''s'"#);
+    }
+
+    /// Child half of [`watchdog_cleans_up_after_abort`]: starts the shared PostgreSQL cluster
+    /// and a Postfix instance, reports them, and aborts so no destructor runs.
+    #[test]
+    #[ignore = "run only as a child process by watchdog_cleans_up_after_abort"]
+    fn watchdog_child() {
+        if std::env::var_os("POSTAGENT_TESTSUPPORT_WATCHDOG_CHILD").is_none() {
+            return;
+        }
+        let pg = PgCluster::shared().expect("postgres");
+        println!("PGPID {}", pg.postmaster_pid().expect("postmaster pid"));
+        println!("DIR {}", pg.data_dir().display());
+        let pf = PostfixBuilder::new().start().expect("postfix");
+        println!("PFPID {}", pf.master_pid().expect("master pid"));
+        println!("DIR {}", pf.config_dir().display());
+        std::mem::forget(pf);
+        std::process::abort();
+    }
+
+    /// A test process that dies without running destructors (abort, SIGKILL, a `static`)
+    /// must not leave a postmaster or a Postfix master running, nor their temp dirs.
+    #[test]
+    fn watchdog_cleans_up_after_abort() {
+        if !pg::PgCluster::available() || !postfix::require_postfix() {
+            return;
+        }
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "tests::watchdog_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("POSTAGENT_TESTSUPPORT_WATCHDOG_CHILD", "1")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run child");
+        assert!(!out.status.success(), "child should have aborted");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| -> Vec<String> {
+            // libtest prints "test name ... " before the child's first line.
+            stdout.lines().filter_map(|l| l.split_once(key)).map(|(_, v)| v.trim().to_owned()).collect()
+        };
+        let pids: Vec<u32> =
+            field("PGPID ").iter().chain(&field("PFPID ")).map(|p| p.parse().expect("pid")).collect();
+        let dirs = field("DIR ");
+        assert_eq!((pids.len(), dirs.len()), (2, 2), "child output:\n{stdout}");
+        // The watchdog polls every 0.5 s; the stop itself takes well under a second.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while pids.iter().any(|&p| process_alive(p)) || dirs.iter().any(|d| Path::new(d).exists()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "watchdog did not clean up: pids {pids:?} dirs {dirs:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     #[test]

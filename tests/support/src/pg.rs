@@ -97,11 +97,16 @@ impl PgCluster {
         if self.as_postgres {
             run(Command::new("chown").arg("postgres:postgres").arg(&self.data_dir).arg(&self.sock_dir))?;
         }
-        run(self
-            .server_cmd("initdb")
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync", "-U", "postgres"]))?;
+        run(self.server_cmd("initdb").arg("-D").arg(&self.data_dir).args([
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "-U",
+            "postgres",
+        ]))?;
         // The socket path is SOCKDIR/.s.PGSQL.PORT and must fit sockaddr_un (~107 bytes).
         let sock_path_len = self.sock_dir.as_os_str().len() + "/.s.PGSQL.65535".len();
         anyhow::ensure!(sock_path_len < 100, "socket dir path too long: {}", self.sock_dir.display());
@@ -166,9 +171,7 @@ impl PgCluster {
     pub fn shared() -> Option<&'static PgCluster> {
         static SHARED: OnceLock<Option<Result<PgCluster, String>>> = OnceLock::new();
         let slot = SHARED.get_or_init(|| {
-            if Self::bin_dir().is_none() {
-                return None;
-            }
+            Self::bin_dir()?;
             Some(Self::start().map_err(|e| format!("{e:#}")))
         });
         match slot {
@@ -225,8 +228,17 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// The postmaster's pid, from the first line of `postmaster.pid`.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pidfile = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        pidfile.lines().next()?.trim().parse().ok()
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        let pid = self.postmaster_pid();
         // `immediate`: nothing to preserve, and it is the fastest stop.
         let _ = self
             .server_cmd("pg_ctl")
@@ -237,6 +249,14 @@ impl Drop for PgCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // `pg_ctl -w stop` returns once postmaster.pid is gone, a moment before the process
+        // itself has exited; wait for that too, so "dropped" means "not running".
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while crate::process_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         // Removing the data dir also tells the watchdog to exit.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -245,11 +265,6 @@ impl Drop for PgCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn postmaster_pid(data_dir: &Path) -> u32 {
-        let pidfile = std::fs::read_to_string(data_dir.join("postmaster.pid")).expect("postmaster.pid");
-        pidfile.lines().next().expect("pid line").trim().parse().expect("numeric pid")
-    }
 
     #[test]
     fn shared_cluster_creates_distinct_databases() {
@@ -278,13 +293,13 @@ mod tests {
         eprintln!("cluster start took {:?}", t0.elapsed());
         let url = pg.create_database().expect("create db");
         assert!(url.contains("?host=/tmp/pg"), "{url}");
-        let pid = postmaster_pid(pg.data_dir());
+        let pid = pg.postmaster_pid().expect("postmaster.pid");
         let dir = pg.dir.clone();
-        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        assert!(crate::process_alive(pid));
         let t1 = Instant::now();
         drop(pg);
         eprintln!("cluster stop took {:?}", t1.elapsed());
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "postmaster {pid} still running");
+        assert!(!crate::process_alive(pid), "postmaster {pid} still running");
         assert!(!dir.exists(), "{} not removed", dir.display());
     }
 }

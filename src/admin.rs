@@ -1,0 +1,173 @@
+//! `postagent admin`: the sysadmin's tools, against the same configuration and database.
+
+use crate::serve::open_shared;
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use postagent_core::Config;
+use postagent_core::apikey::KeyScope;
+use postagent_core::service;
+use postagent_core::store::{Account, PageQuery, Store};
+use postagent_core::time::Timestamp;
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create an account and print its first API key (shown once).
+    Bootstrap {
+        #[arg(long)]
+        email: String,
+    },
+    /// Domains of an account.
+    #[command(subcommand)]
+    Domains(DomainsCommand),
+    /// Agents of an account.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// API keys of an account.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+pub enum DomainsCommand {
+    /// Register a domain; with --verified it is operator-owned and needs no TXT record.
+    Add {
+        domain: String,
+        #[arg(long)]
+        verified: bool,
+        /// The owning account (default: the only account).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Create an agent on a registered, verified domain or the shared domain.
+    Add {
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Mint an API key (account-scoped, or limited to one agent with --agent).
+    Create {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, default_value = "admin")]
+        name: String,
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+pub async fn run(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    let shared = open_shared(&config).await?;
+    let store: &dyn Store = shared.store.as_ref();
+    let shared_domain = config.shared_domain.to_ascii_lowercase();
+    let result = match cmd {
+        AdminCommand::Bootstrap { email } => {
+            let (account, key) = service::bootstrap_account(store, &email).await?;
+            println!("Account: {} <{}>", account.id, account.email);
+            println!("API key: {key}");
+            println!("Keep the key safe: it is shown only once.");
+            Ok(())
+        }
+        AdminCommand::Domains(DomainsCommand::Add { domain, verified, account }) => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let (d, created) =
+                service::register_domain(store, &account.id, &domain, &shared_domain, verified).await?;
+            println!(
+                "{} {} (verified: {})",
+                if created { "Added" } else { "Already registered:" },
+                d.domain,
+                d.verified
+            );
+            if !d.verified {
+                println!("Publish, then verify with the API (POST /v1/domains/{}/verify):", d.domain);
+                println!("  {}.  TXT  \"{}\"", d.domain, d.verification_token);
+                println!("  {}.  MX   10 {}.", d.domain, config.mail_hostname());
+            }
+            Ok(())
+        }
+        AdminCommand::Domains(DomainsCommand::List { account }) => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let rows = store.list_domains(&account.id, &all()).await?;
+            println!("{:<40} {:<9} {:>6}  created", "DOMAIN", "VERIFIED", "AGENTS");
+            for d in rows {
+                println!("{:<40} {:<9} {:>6}  {}", d.domain, d.verified, d.agent_count, d.created_at);
+            }
+            Ok(())
+        }
+        AdminCommand::Agents(AgentsCommand::Add { email, name, account }) => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let agent = service::create_agent(store, &account.id, &email, &name, &shared_domain).await?;
+            println!("Added agent {}", agent.email);
+            Ok(())
+        }
+        AdminCommand::Agents(AgentsCommand::List { account }) => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let rows = store.list_agents(&account.id, false, &all()).await?;
+            println!("{:<48} {:<24} created", "EMAIL", "NAME");
+            for a in rows {
+                println!("{:<48} {:<24} {}", a.email, a.name, a.created_at);
+            }
+            Ok(())
+        }
+        AdminCommand::Keys(KeysCommand::Create { agent, name, account }) => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let scope = if agent.is_some() { KeyScope::Agent } else { KeyScope::Account };
+            let (key, plaintext) = service::create_api_key(
+                store,
+                &account.id,
+                &name,
+                scope,
+                agent.as_deref(),
+                None::<Timestamp>,
+            )
+            .await?;
+            println!(
+                "Key id: {} ({} scope{})",
+                key.id,
+                scope.as_str(),
+                key.agent_email.as_deref().map(|e| format!(", agent {e}")).unwrap_or_default()
+            );
+            println!("API key: {plaintext}");
+            Ok(())
+        }
+    };
+    shared.store.close().await;
+    result
+}
+
+/// Every row (operator listings are not paginated).
+fn all() -> PageQuery {
+    PageQuery { after: None, limit: u32::MAX - 1 }
+}
+
+/// The account named by `--account EMAIL`, or the only account there is.
+async fn pick_account(store: &dyn Store, email: Option<&str>) -> anyhow::Result<Account> {
+    if let Some(email) = email {
+        return store.find_account_by_email(&email.trim().to_ascii_lowercase()).await?.with_context(|| {
+            format!("no account with email {email}; create it with `postagent admin bootstrap`")
+        });
+    }
+    let mut accounts = store.list_accounts().await?;
+    match accounts.len() {
+        0 => bail!("no account yet: run `postagent admin bootstrap --email YOU@EXAMPLE.ORG` first"),
+        1 => Ok(accounts.remove(0)),
+        n => bail!("{n} accounts exist: say which with --account EMAIL"),
+    }
+}

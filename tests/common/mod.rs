@@ -1,0 +1,212 @@
+//! `spawn_app`: a fresh postagent API per test, on 127.0.0.1:0, over a real SQLite file or a
+//! real PostgreSQL database, with a real DNS server on loopback for verification lookups.
+
+#![allow(dead_code)]
+
+use postagent_api::{AppState, Listener, Settings};
+use postagent_core::dns::Resolver;
+use postagent_core::secret::Secret;
+use postagent_core::service;
+use postagent_core::store::{SqlStore, Store};
+use postagent_testsupport::dns::DnsServer;
+use postagent_testsupport::pg::PgCluster;
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SHARED_DOMAIN: &str = "agents.test";
+pub const MAIL_HOST: &str = "mx.postagent.test";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dns: DnsServer,
+    pub store: Arc<SqlStore>,
+    /// The bootstrap account's key.
+    pub key: String,
+    pub account_email: String,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an envelope, after checking the envelope's shape.
+    pub fn code(&self) -> &str {
+        let err = &self.body["error"];
+        assert!(err["message"].is_string(), "envelope without message: {}", self.body);
+        assert!(err["request_id"].as_str().is_some_and(|r| !r.is_empty()), "no request_id: {}", self.body);
+        assert_eq!(
+            self.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            err["request_id"].as_str(),
+            "X-Request-Id and error.request_id differ"
+        );
+        err["code"].as_str().unwrap_or_else(|| panic!("not an error envelope: {}", self.body))
+    }
+
+    /// The `details.fields[].location` values of a 422.
+    pub fn locations(&self) -> Vec<String> {
+        self.body["error"]["details"]["fields"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f["location"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// `None` when PostgreSQL is wanted but absent outside CI (the test is skipped).
+pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}/postagent.db", dir.path().display()),
+        Db::Postgres => PgCluster::shared()?.create_database().expect("create database"),
+    };
+    let store = Arc::new(SqlStore::open(&url, 5).await.expect("open store"));
+    let dns = DnsServer::start().await.expect("dns server");
+    let resolver = Resolver::new(Some(dns.addr()), Duration::from_millis(500)).expect("resolver");
+    let account_email = "owner@example.org".to_owned();
+    let (_, key) = service::bootstrap_account(store.as_ref(), &account_email).await.expect("bootstrap");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let state = AppState {
+        store: store.clone() as Arc<dyn Store>,
+        secret: Secret::new(vec![42; 32]),
+        resolver,
+        settings: Arc::new(Settings {
+            shared_domain: SHARED_DOMAIN.into(),
+            public_url: base.clone(),
+            mail_hostname: MAIL_HOST.into(),
+        }),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(postagent_api::run(
+        Listener::Tcp(listener),
+        state,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    Some(TestApp {
+        base,
+        http: reqwest::Client::new(),
+        dns,
+        store,
+        key,
+        account_email,
+        _dir: dir,
+        stop: Some(stop),
+    })
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, Some(&self.key), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(&self.key), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(&self.key), None).await
+    }
+
+    /// A second, unrelated account and its key.
+    pub async fn other_account(&self) -> String {
+        let (_, key) =
+            service::bootstrap_account(self.store.as_ref(), "intruder@example.net").await.expect("bootstrap");
+        key
+    }
+
+    /// Registers `domain`, publishes its TXT and MX in the test DNS server and verifies it.
+    pub async fn verified_domain(&self, domain: &str) {
+        let reg = self.post("/v1/domains", serde_json::json!({"domain": domain})).await;
+        assert_eq!(reg.status, StatusCode::CREATED, "{}", reg.body);
+        let token = reg.body["verification_token"].as_str().expect("token").to_owned();
+        self.dns.add_txt(domain, &token);
+        self.dns.add_mx(domain, 10, MAIL_HOST);
+        let v = self.post(&format!("/v1/domains/{domain}/verify"), Value::Null).await;
+        assert_eq!(v.body["verified"], true, "{}", v.body);
+    }
+
+    /// Mints an agent-scoped key through the API.
+    pub async fn agent_key(&self, email: &str) -> String {
+        let r = self
+            .post("/v1/account/api-keys", serde_json::json!({"scope": "agent", "agent_email": email}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["key"].as_str().expect("key").to_owned()
+    }
+}
+
+/// Percent-encodes a path segment the way the SDK does (`quote(value, safe='')`).
+pub fn enc(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Generates one `#[tokio::test]` per backend for each named scenario.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let app = $crate::common::spawn_app($crate::common::Db::Sqlite).await.expect("sqlite app");
+                super::$name(&app).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let Some(app) = $crate::common::spawn_app($crate::common::Db::Postgres).await else { return };
+                super::$name(&app).await;
+            })*
+        }
+    };
+}
