@@ -64,6 +64,9 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
     if !roles.api {
         return Ok(());
     }
+    // Installed before the listener announces itself, so a signal that arrives right after
+    // "listening" is a graceful stop and never the default (immediate) termination.
+    let shutdown = shutdown_signal()?;
     let addr = config.api_listen_addr();
     let (listener, socket_path) = bind(&addr).await?;
     let state = AppState {
@@ -72,7 +75,7 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
         resolver: shared.resolver.clone(),
         settings: Arc::new(Settings::from_config(&config)),
     };
-    let served = postagent_api::run(listener, state, shutdown_signal(), config.shutdown_timeout()).await;
+    let served = postagent_api::run(listener, state, shutdown, config.shutdown_timeout()).await;
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }
@@ -111,20 +114,14 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received: finishing in-flight requests"),
-                _ = int.recv() => tracing::info!("SIGINT received: finishing in-flight requests"),
-            }
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: finishing in-flight requests"),
+            _ = int.recv() => tracing::info!("SIGINT received: finishing in-flight requests"),
         }
-        _ => {
-            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
+    })
 }

@@ -150,17 +150,31 @@ impl Config {
             Some(p) => Self::from_file(p)?,
             None => Self::default(),
         };
+        // Where each overridden key came from, so a validation error names what the
+        // operator actually typed (the variable or the flag, not the file key).
+        let mut origin: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("POSTAGENT_") else { continue };
             if key == "CONFIG" {
                 continue;
             }
-            cfg.set(&key.to_ascii_lowercase(), &value).map_err(|e| bad(&name, e.message))?;
+            let key = key.to_ascii_lowercase();
+            cfg.set(&key, &value).map_err(|e| bad(&name, e.message))?;
+            origin.push((key, name.clone()));
         }
         for (key, value) in flags {
-            cfg.set(key, value).map_err(|e| bad(&format!("--{}", key.replace('_', "-")), e.message))?;
+            let flag = format!("--{}", key.replace('_', "-"));
+            cfg.set(key, value).map_err(|e| bad(&flag, e.message))?;
+            origin.push(((*key).to_owned(), flag));
         }
-        cfg.validate()?;
+        cfg.validate().map_err(|mut e| {
+            if let Some((_, source)) = origin.iter().rev().find(|(k, _)| *k == e.key) {
+                e.key = source.clone();
+            } else if let Some(p) = &path {
+                e.key = format!("{} in {}", e.key, p.display());
+            }
+            e
+        })?;
         Ok((cfg, path))
     }
 
@@ -382,11 +396,15 @@ mod tests {
         assert_eq!(err.key, "POSTAGENT_NOPE");
 
         let err = Config::load(None, no_env(), &[("lmtp_listen", "nowhere".into())]).expect_err("bad");
-        assert_eq!(err.key, "lmtp_listen");
+        assert_eq!(err.key, "--lmtp-listen");
         let err = Config::load(None, no_env(), &[("database_url", "mysql://x".into())]).expect_err("bad");
-        assert_eq!(err.key, "database_url");
-        let err = Config::load(None, no_env(), &[("dns_timeout", "soon".into())]).expect_err("bad");
-        assert_eq!(err.key, "dns_timeout");
+        assert_eq!(err.key, "--database-url");
+        let env = vec![("POSTAGENT_DNS_TIMEOUT".to_owned(), "soon".to_owned())];
+        let err = Config::load(None, env, &[]).expect_err("bad");
+        assert_eq!(err.key, "POSTAGENT_DNS_TIMEOUT");
+        std::fs::write(&path, "log_format = \"xml\"\n").expect("write");
+        let err = Config::load(Some(&path), no_env(), &[]).expect_err("bad value in file");
+        assert_eq!(err.key, format!("log_format in {}", path.display()));
         let err = Config::load(None, no_env(), &[("nope", "1".into())]).expect_err("bad flag");
         assert_eq!(err.key, "--nope");
     }

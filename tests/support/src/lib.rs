@@ -184,6 +184,45 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "run only as a child process by missing_tool_skips_locally_and_fails_in_ci"]
+    fn require_child() {
+        if std::env::var_os("POSTAGENT_TESTSUPPORT_REQUIRE_CHILD").is_none() {
+            return;
+        }
+        assert!(!require("postagent-no-such-tool", "install nothing"));
+    }
+
+    #[test]
+    fn missing_tool_skips_locally_and_fails_in_ci() {
+        let run_child = |ci: Option<&str>| {
+            let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+            cmd.args(["--exact", "tests::require_child", "--ignored", "--nocapture"])
+                .env("POSTAGENT_TESTSUPPORT_REQUIRE_CHILD", "1")
+                .env_remove("CI");
+            if let Some(ci) = ci {
+                cmd.env("CI", ci);
+            }
+            let out = cmd.stdin(Stdio::null()).output().expect("run child");
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (ok, stderr) = run_child(None);
+        assert!(
+            ok && stderr.contains(
+                "SKIP: tests::require_child: postagent-no-such-tool is not installed: install nothing"
+            ),
+            "{stderr}"
+        );
+        for ci in ["true", "1"] {
+            let (ok, stderr) = run_child(Some(ci));
+            assert!(
+                !ok && stderr
+                    .contains("CI=true and postagent-no-such-tool is not installed: install nothing"),
+                "{stderr}"
+            );
+        }
+    }
+
+    #[test]
     fn quotes_for_sh() {
         assert_eq!(sh_quote("a b"), "'a b'");
         assert_eq!(sh_quote("it's"), r#"'it'\''s'"#);

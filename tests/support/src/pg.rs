@@ -279,6 +279,14 @@ mod tests {
         pg.psql(db, "INSERT INTO t VALUES (1, 'x')").expect("insert");
         assert_eq!(pg.psql(db, "SELECT v FROM t").expect("select").trim(), "x");
         assert_eq!(pg.psql(db, "SHOW fsync").expect("show").trim(), "off");
+        // Many tests create their databases at the same moment.
+        let urls: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                (0..8).map(|_| s.spawn(|| pg.create_database().expect("concurrent create"))).collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let unique: std::collections::HashSet<&String> = urls.iter().collect();
+        assert_eq!(unique.len(), urls.len());
         let version = pg.psql(db, "SHOW server_version_num").expect("version");
         assert!(version.trim().parse::<u32>().expect("numeric") >= 150000, "{version}");
     }

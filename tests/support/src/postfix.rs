@@ -327,7 +327,7 @@ impl PostfixInstance {
 
     /// Runs `postfix -c DIR ARGS…` (stdout returned; must not be `start`, which daemonizes).
     pub fn postfix(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(Command::new(POSTFIX).arg("-c").arg(&self.config_dir).args(args).stderr(Stdio::piped()))
+        run(Command::new(POSTFIX).arg("-c").arg(&self.config_dir).args(args))
     }
 
     /// `postfix reload`: re-reads main.cf/master.cf after a [`Self::postconf`] edit.
@@ -732,6 +732,15 @@ mod tests {
         smtp.cmd("EHLO c.test").await;
         let r = smtp.cmd("MAIL FROM:<a@example.org>").await;
         assert!(r.starts_with("451 4.7.1"), "dead milter must tempfail: {r}");
+        smtp.cmd("QUIT").await;
+
+        // Config edits take effect for new sessions after a reload.
+        pf.postconf(&["-e", "smtpd_milters ="]).expect("postconf -e");
+        pf.reload().expect("reload");
+        let (mut smtp, _) = Smtp::connect(pf.smtp_addr()).await;
+        smtp.cmd("EHLO c.test").await;
+        let r = smtp.cmd("MAIL FROM:<a@example.org>").await;
+        assert!(r.starts_with("250"), "after reload without milter: {r}");
 
         // The extra service bypasses the milter (smtpd_milters= override) and accepts mail.
         let (mut sub, banner) = Smtp::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, submission))).await;

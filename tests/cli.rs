@@ -1,0 +1,250 @@
+//! The `postagent` binary as an operator runs it: configuration errors, `serve` on the
+//! laptop defaults, graceful shutdown, unix sockets and the `admin` commands.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_postagent");
+
+fn postagent(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("POSTAGENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    postagent(dir, args).output().expect("run postagent")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `postagent serve`, its log lines, and the address it announced.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    addr: String,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = postagent(dir, args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self { child, lines, addr: String::new() };
+        let line = server.wait_for("API listening on");
+        server.addr = line.rsplit("API listening on ").next().unwrap_or("").trim().to_owned();
+        server
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("postagent never logged {needle:?}: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("postagent did not exit after the signal");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().get(format!("http://{addr}{path}"));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+#[test]
+fn defaults_need_no_configuration_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(dir.path(), &["config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("api_listen: \"127.0.0.1:8080\""), "{shown}");
+    assert!(shown.contains("data_dir: \".\""), "{shown}");
+}
+
+#[test]
+fn serve_on_defaults_answers_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), &["serve", "--api-listen", "127.0.0.1:0"]);
+    let (status, body) = http_get(&server.addr, "/api/health", None);
+    assert_eq!((status, body), (200, serde_json::json!({"status": "ok"})));
+
+    // The SQLite file and the secret appear in the working directory, the secret private.
+    assert!(dir.path().join("postagent.db").exists());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("hmac.secret")).expect("secret").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    server.signal("-TERM");
+    server.wait_for("postagent stopped");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn sigint_also_stops_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), &["api", "--api-listen", "127.0.0.1:0"]);
+    server.signal("-INT");
+    server.wait_for("SIGINT received");
+    assert!(server.wait_exit().success());
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_exit_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bad.toml"), "api_listen = \"127.0.0.1:8080\"\nshared_domian = \"x.org\"\n")
+        .expect("write");
+    let out = run(dir.path(), &["--config", "bad.toml", "serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("shared_domian"), "{}", text(&out.stderr));
+
+    let out = postagent(dir.path(), &["serve"]).env("POSTAGENT_API_LISTEN", "nowhere").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("POSTAGENT_API_LISTEN"), "{}", text(&out.stderr));
+
+    let out = run(dir.path(), &["serve", "--database-url", "mysql://db/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--database-url"), "{}", text(&out.stderr));
+
+    let out = run(dir.path(), &["--config", "missing.toml", "serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing.toml"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn config_file_env_and_flags_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("p.toml"), "shared_domain = \"file.test\"\nlog_format = \"json\"\n").expect("write");
+    let out = postagent(dir.path(), &["--config", "p.toml", "--log-format", "plain", "config"])
+        .env("POSTAGENT_SHARED_DOMAIN", "env.test")
+        .output()
+        .expect("run");
+    let shown = text(&out.stdout);
+    assert!(shown.contains("shared_domain: \"env.test\""), "{shown}");
+    assert!(shown.contains("log_format: \"plain\""), "{shown}");
+}
+
+#[test]
+fn admin_bootstrap_domains_agents_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = run(d, &["admin", "agents", "list"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("admin bootstrap"), "{}", text(&out.stderr));
+
+    let out = run(d, &["admin", "bootstrap", "--email", "a@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("API key: "))
+        .expect("the key is printed")
+        .to_owned();
+    assert!(key.starts_with("e2a_acct_") && key.len() == 73, "{key}");
+    let again = run(d, &["admin", "bootstrap", "--email", "a@example.org"]);
+    assert!(!again.status.success(), "one account per email");
+
+    let out = run(d, &["admin", "domains", "add", "example.org", "--verified"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(d, &["admin", "domains", "add", "pending.example", "--mail-hostname", "mx.example.org"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("TXT  \"e2a-verify=") && shown.contains("MX   10 mx.example.org."), "{shown}");
+    let out = run(d, &["admin", "agents", "add", "bot@example.org", "--name", "Bot"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(d, &["admin", "agents", "add", "bot@pending.example"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not verified"), "{}", text(&out.stderr));
+    let listed = text(&run(d, &["admin", "agents", "list"]).stdout);
+    assert!(listed.contains("bot@example.org") && listed.contains("Bot"), "{listed}");
+    let listed = text(&run(d, &["admin", "domains", "list"]).stdout);
+    assert!(listed.contains("example.org") && listed.contains("true"), "{listed}");
+
+    let out = run(d, &["admin", "keys", "create", "--agent", "bot@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let agent_key = text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
+    assert!(agent_key.starts_with("e2a_agt_"));
+
+    // The keys work against the server on the same database.
+    let server = Server::start(d, &["serve", "--api-listen", "127.0.0.1:0"]);
+    let (status, agents) = http_get(&server.addr, "/v1/agents", Some(&key));
+    assert_eq!(status, 200);
+    assert_eq!(agents["items"][0]["email"], "bot@example.org");
+    assert_eq!(agents["items"][0]["domain_verified"], true);
+    let (status, own) = http_get(&server.addr, "/v1/agents/bot%40example.org", Some(&agent_key));
+    assert_eq!((status, own["name"].as_str()), (200, Some("Bot")));
+    let (status, _) = http_get(&server.addr, "/v1/agents", Some(&agent_key));
+    assert_eq!(status, 403);
+}
+
+#[test]
+fn api_on_a_unix_socket_replaces_a_stale_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("api.sock");
+    // A socket left behind by a crashed process.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("stale socket"));
+    let listen = format!("unix:{}", sock.display());
+    let mut server = Server::start(dir.path(), &["serve", "--api-listen", &listen]);
+    let mut stream = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    use std::io::{Read, Write};
+    stream.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("{\"status\":\"ok\"}"), "{reply}");
+    server.signal("-TERM");
+    assert!(server.wait_exit().success());
+    assert!(!sock.exists(), "the socket is removed on shutdown");
+
+    std::fs::write(&sock, "not a socket").expect("write");
+    let out = run(dir.path(), &["serve", "--api-listen", &listen]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not a socket"), "{}", text(&out.stderr));
+}
