@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod bin;
+
 use postagent_api::{AppState, Listener, Settings};
 use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;

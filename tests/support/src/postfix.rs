@@ -756,3 +756,26 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod scratch {
+    use super::*;
+    fn timeit(pf: &PostfixInstance, label: &str) {
+        let t = Instant::now();
+        let st = Command::new(POSTFIX).arg("-c").arg(pf.config_dir()).arg("reload").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        eprintln!("T {label} status null: {:?} {st:?}", t.elapsed());
+        let t = Instant::now();
+        let out = Command::new(POSTFIX).arg("-c").arg(pf.config_dir()).arg("reload").stdin(Stdio::null()).output();
+        eprintln!("T {label} output: {:?} {out:?}", t.elapsed());
+    }
+    #[test]
+    fn reload_timing() {
+        let dead_milter = crate::free_port().expect("port");
+        let pf = PostfixBuilder::new().milter(&format!("inet:127.0.0.1:{dead_milter}")).start().expect("start");
+        timeit(&pf, "milter");
+        pf.postconf(&["-e", "smtpd_milters ="]).expect("postconf -e");
+        timeit(&pf, "after postconf");
+        let pf2 = PostfixBuilder::new().start().expect("start");
+        pf2.postconf(&["-e", "smtpd_milters ="]).expect("postconf -e");
+        timeit(&pf2, "plain after postconf");
+    }
+}

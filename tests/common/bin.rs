@@ -1,0 +1,88 @@
+//! Running the `postagent` binary as an operator would: a command, or `serve` in the
+//! background with its log lines and announced address.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postagent");
+
+pub fn postagent(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args).env_remove("RUST_LOG");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("POSTAGENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    postagent(dir, args).output().expect("run postagent")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running `postagent serve`, its log lines, and the address it announced.
+pub struct Server {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = postagent(dir, args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self { child, lines, addr: String::new() };
+        let line = server.wait_for("API listening on");
+        server.addr = line.rsplit("API listening on ").next().unwrap_or("").trim().to_owned();
+        server
+    }
+
+    pub fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("postagent never logged {needle:?}: {e}"),
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("postagent did not exit after the signal");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+

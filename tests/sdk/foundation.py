@@ -1,0 +1,106 @@
+"""Drives postagent's foundation endpoints through the published e2a SDK, unmodified.
+
+Run by tests/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
+"TOKEN <domain> <token>" and waits for a line on stdin while the test publishes the TXT
+record in its loopback DNS server. Any failed assertion exits non-zero.
+"""
+
+import os
+import sys
+
+import httpx
+from e2a import (
+    E2AClient,
+    E2AConflictError,
+    E2ANotFoundError,
+    E2APermissionError,
+    E2AValidationError,
+)
+
+DOMAIN = "sdk.example"
+AGENT = "bot+x@sdk.example"
+SLUG = "helper@agents.test"
+
+
+def expect(exc_type, fn, *args):
+    try:
+        fn(*args)
+    except exc_type as e:
+        return e
+    raise AssertionError(f"{fn.__name__}{args} did not raise {exc_type.__name__}")
+
+
+with E2AClient() as c:
+    info = c.info()
+    assert info.version == "1.0.0", info
+    assert info.shared_domain == "agents.test" and info.slug_registration_enabled is True, info
+
+    acct = c.account.get()
+    assert acct.scope == "account" and acct.user.email == "sdk@example.org", acct
+    assert acct.usage.agents == 0 and acct.limits.max_agents > 0, acct
+
+    d = c.domains.create({"domain": DOMAIN})
+    assert d.domain == DOMAIN and d.verified is False, d
+    assert d.dns_records[0].purpose == "ownership" and d.dns_records[1].priority == 10, d
+    again = c.domains.create({"domain": DOMAIN})
+    assert again.verification_token == d.verification_token
+    unverified = c.domains.verify(DOMAIN)
+    assert unverified.verified is False and unverified.mx == "found", unverified
+    print("TOKEN", DOMAIN, d.verification_token, flush=True)
+    sys.stdin.readline()
+    v = c.domains.verify(DOMAIN)
+    assert v.verified is True and v.mx == "found", v
+    assert v.verified_at is not None
+    assert c.domains.get(DOMAIN).verified is True
+    assert [x.domain for x in c.domains.list()] == [DOMAIN]
+
+    a = c.agents.create({"email": AGENT, "name": "Bot"})
+    assert a.email == AGENT and a.domain == DOMAIN and a.domain_verified is True, a
+    s = c.agents.create({"email": SLUG})
+    assert s.name == "" and s.registered_domain == "agents.test", s
+    e = expect(E2AValidationError, c.agents.create, {"email": "admin@agents.test"})
+    assert e.code == "invalid_slug", e
+    e = expect(E2AConflictError, c.agents.create, {"email": AGENT})
+    assert e.code == "agent_taken", e
+
+    # limit=1 makes the pager follow next_cursor across pages.
+    listed = [x.email for x in c.agents.list(limit=1)]
+    assert listed == [SLUG, AGENT], listed
+    assert c.agents.get(AGENT).name == "Bot"
+    assert c.agents.update(AGENT, {"name": "Bot 2"}).name == "Bot 2"
+    expect(E2ANotFoundError, c.agents.get, "nobody@sdk.example")
+
+    r = c.agents.delete(AGENT)
+    assert r.deleted is True and r.email == AGENT and r.messages_deleted == 0, r
+    trash = c.agents.list(deleted=True).to_list(limit=10)
+    assert [t.email for t in trash] == [AGENT] and trash[0].deleted_at is not None, trash
+    restored = c.agents.restore(AGENT)
+    assert restored.email == AGENT and restored.deleted_at is None, restored
+
+    k = c.account.api_keys.create({"name": "ci", "scope": "account"})
+    assert k.key.startswith("e2a_acct_") and k.key_prefix == k.key[:16], k
+    assert k.id in [x.id for x in c.account.api_keys.list()]
+    assert c.account.api_keys.delete(k.id).deleted is True
+    assert k.id not in [x.id for x in c.account.api_keys.list()]
+
+    ak = c.account.api_keys.create({"name": "helper", "scope": "agent", "agent_email": SLUG})
+    assert ak.scope == "agent" and ak.agent_email == SLUG, ak
+    with E2AClient(api_key=ak.key) as agent_client:
+        assert agent_client.account.get().agent_email == SLUG
+        assert agent_client.agents.get(SLUG).email == SLUG
+        expect(E2APermissionError, agent_client.agents.get, AGENT)
+        expect(E2APermissionError, agent_client.domains.get, DOMAIN)
+
+    # The high-level SDK only trashes; a permanent delete is the documented raw call.
+    for email in (AGENT, SLUG):
+        res = httpx.delete(
+            f"{os.environ['E2A_API_URL']}/v1/agents/{email}",
+            params={"confirm": "DELETE", "permanent": "true"},
+            headers={"Authorization": "Bearer " + os.environ["E2A_API_KEY"]},
+        )
+        assert res.status_code == 200, res.text
+    gone = c.domains.delete(DOMAIN)
+    assert gone.deleted is True and gone.domain == DOMAIN, gone
+    assert list(c.domains.list()) == []
+
+print("SDK OK", flush=True)

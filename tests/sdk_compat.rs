@@ -1,0 +1,122 @@
+//! The published e2a Python SDK, installed from PyPI into a venv and run unmodified against
+//! a real `postagent serve`: info, account, API keys, domains (with real DNS verification
+//! through a loopback DNS server) and agents.
+
+mod common;
+
+use common::bin::{Server, run, text};
+use postagent_testsupport::{DnsServer, require, require_that};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const MAIL_HOST: &str = "mx.sdk.test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_5_3_0_drives_the_foundation() {
+    drive("5.3.0", "e2a==5.3.0").await;
+}
+
+/// The newest 5.x requires `DomainView.capabilities`, which 5.3.0 does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_sdk_5_x_drives_the_foundation() {
+    drive("5.x", "e2a>=5,<6").await;
+}
+
+/// A venv with `spec` installed, cached under the target directory between runs.
+fn venv(tag: &str, spec: &str) -> Option<PathBuf> {
+    if !require("python3", "install Python 3 with the venv module") {
+        return None;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2a-venv-{tag}"));
+    let marker = dir.join("installed-spec");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == spec) {
+        return Some(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&dir).status();
+    if !require_that(made.is_ok_and(|s| s.success()), "python3 -m venv failed", "install python3-venv") {
+        return None;
+    }
+    let pip = std::process::Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", spec])
+        .output()
+        .expect("run pip");
+    let installed = pip.status.success();
+    if !require_that(installed, &format!("pip install {spec} failed: {}", text(&pip.stderr)), "PyPI must be reachable") {
+        return None;
+    }
+    std::fs::write(&marker, spec).expect("marker");
+    Some(dir)
+}
+
+async fn drive(tag: &str, spec: &str) {
+    let (tag_owned, spec_owned) = (tag.to_owned(), spec.to_owned());
+    let Some(venv) = tokio::task::spawn_blocking(move || venv(&tag_owned, &spec_owned)).await.expect("join") else {
+        return;
+    };
+    let version = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", "import importlib.metadata as m; print(m.version('e2a'))"])
+        .output()
+        .expect("python");
+    eprintln!("e2a SDK {}", text(&version.stdout).trim());
+
+    let dns = DnsServer::start().await.expect("dns");
+    dns.add_mx("sdk.example", 10, MAIL_HOST);
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = run(data.path(), &["admin", "bootstrap", "--email", "sdk@example.org"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
+    let dns_addr = dns.addr().to_string();
+    let server = Server::start(
+        data.path(),
+        &[
+            "serve",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--shared-domain",
+            "agents.test",
+            "--dns-server",
+            &dns_addr,
+            "--mail-hostname",
+            MAIL_HOST,
+        ],
+    );
+    run_script(&venv, &server, &key, &dns).await;
+}
+
+async fn run_script(venv: &Path, server: &Server, key: &str, dns: &DnsServer) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/foundation.py");
+    let mut child = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .env("E2A_API_KEY", key)
+        .env("E2A_API_URL", format!("http://{}", server.addr))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut transcript = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+        if let Some(rest) = line.strip_prefix("TOKEN ") {
+            let (domain, token) = rest.split_once(' ').expect("TOKEN domain token");
+            dns.add_txt(domain, token);
+            stdin.write_all(b"published\n").await.expect("stdin");
+            stdin.flush().await.expect("flush");
+        }
+        transcript.push(line);
+    }
+    let status = tokio::time::timeout_at(deadline, child.wait()).await.expect("script timed out").expect("wait");
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await.expect("stderr");
+    assert!(
+        status.success() && transcript.last().is_some_and(|l| l == "SDK OK"),
+        "SDK script failed ({status}):\nstdout:\n{}\nstderr:\n{err}",
+        transcript.join("\n")
+    );
+}
