@@ -228,9 +228,8 @@ impl Config {
         if self.database_max_connections == 0 {
             return Err(bad("database_max_connections", "must be at least 1"));
         }
-        if !self.public_url.is_empty()
-            && !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://"))
-        {
+        let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !self.public_url.is_empty() && !url_ok(&self.public_url) {
             return Err(bad("public_url", "must start with http:// or https://"));
         }
         if !self.shared_domain.is_empty() && crate::ids::DomainName::parse(&self.shared_domain).is_none() {
@@ -426,5 +425,17 @@ mod tests {
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://pa:<redacted>@db/postagent"));
+    }
+
+    #[test]
+    fn the_sample_file_is_valid_and_documents_every_key() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../postfix-conf/postagent.toml");
+        let cfg = Config::from_file(&sample).expect("the sample parses");
+        cfg.validate().expect("the sample is valid");
+        let text = std::fs::read_to_string(&sample).expect("read");
+        let keys = toml::Table::try_from(Config::default()).expect("serialize");
+        for key in keys.keys() {
+            assert!(text.contains(&format!("\n{key} = ")), "postfix-conf/postagent.toml lacks {key}");
+        }
     }
 }
