@@ -58,6 +58,15 @@ struct GlobalFlags {
     /// Host name agent domains must point their MX at.
     #[arg(long, global = true)]
     mail_hostname: Option<String>,
+    /// Upper bound of one DNS lookup, e.g. 5s.
+    #[arg(long, global = true)]
+    dns_timeout: Option<String>,
+    /// Grace for in-flight requests after SIGTERM/SIGINT, e.g. 30s.
+    #[arg(long, global = true)]
+    shutdown_timeout: Option<String>,
+    /// Pooled database connections per process.
+    #[arg(long, global = true)]
+    database_max_connections: Option<String>,
     /// plain or json.
     #[arg(long, global = true)]
     log_format: Option<String>,
@@ -79,6 +88,9 @@ impl GlobalFlags {
             ("hmac_secret_file", &self.hmac_secret_file),
             ("dns_server", &self.dns_server),
             ("mail_hostname", &self.mail_hostname),
+            ("dns_timeout", &self.dns_timeout),
+            ("shutdown_timeout", &self.shutdown_timeout),
+            ("database_max_connections", &self.database_max_connections),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ]

@@ -4,6 +4,7 @@
 mod common;
 
 use common::bin::{Server, postagent, run, text};
+use std::path::Path;
 
 fn http_get(addr: &str, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -59,8 +60,11 @@ fn sigint_also_stops_gracefully() {
 #[test]
 fn configuration_errors_name_the_key_and_exit_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("bad.toml"), "api_listen = \"127.0.0.1:8080\"\nshared_domian = \"x.org\"\n")
-        .expect("write");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "api_listen = \"127.0.0.1:8080\"\nshared_domian = \"x.org\"\n",
+    )
+    .expect("write");
     let out = run(dir.path(), &["--config", "bad.toml", "serve"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("shared_domian"), "{}", text(&out.stderr));
@@ -81,7 +85,8 @@ fn configuration_errors_name_the_key_and_exit_non_zero() {
 #[test]
 fn config_file_env_and_flags_layer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("p.toml"), "shared_domain = \"file.test\"\nlog_format = \"json\"\n").expect("write");
+    std::fs::write(dir.path().join("p.toml"), "shared_domain = \"file.test\"\nlog_format = \"json\"\n")
+        .expect("write");
     let out = postagent(dir.path(), &["--config", "p.toml", "--log-format", "plain", "config"])
         .env("POSTAGENT_SHARED_DOMAIN", "env.test")
         .output()
@@ -102,11 +107,8 @@ fn admin_bootstrap_domains_agents_keys() {
     let out = run(d, &["admin", "bootstrap", "--email", "a@example.org"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let key = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("API key: "))
-        .expect("the key is printed")
-        .to_owned();
+    let key =
+        stdout.lines().find_map(|l| l.strip_prefix("API key: ")).expect("the key is printed").to_owned();
     assert!(key.starts_with("e2a_acct_") && key.len() == 73, "{key}");
     let again = run(d, &["admin", "bootstrap", "--email", "a@example.org"]);
     assert!(!again.status.success(), "one account per email");
@@ -128,7 +130,8 @@ fn admin_bootstrap_domains_agents_keys() {
 
     let out = run(d, &["admin", "keys", "create", "--agent", "bot@example.org"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let agent_key = text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
+    let agent_key =
+        text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
     assert!(agent_key.starts_with("e2a_agt_"));
 
     // The keys work against the server on the same database.
@@ -166,4 +169,79 @@ fn api_on_a_unix_socket_replaces_a_stale_socket() {
     let out = run(dir.path(), &["serve", "--api-listen", &listen]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("is not a socket"), "{}", text(&out.stderr));
+}
+
+/// A DNS server that receives queries and never answers, and says when one arrived: the
+/// request that asked is then provably in flight.
+struct DeadDns {
+    addr: std::net::SocketAddr,
+    asked: tokio::sync::mpsc::Receiver<()>,
+    _tcp: tokio::net::TcpListener,
+}
+
+async fn dead_dns() -> DeadDns {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    let addr = udp.local_addr().expect("addr");
+    // Also hold the TCP port so a TCP fallback connects and then hears nothing either.
+    let tcp = tokio::net::TcpListener::bind(addr).await.expect("tcp");
+    let (tx, asked) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while udp.recv_from(&mut buf).await.is_ok() {
+            let _ = tx.send(()).await;
+        }
+    });
+    DeadDns { addr, asked, _tcp: tcp }
+}
+
+async fn slow_verify_server(dir: &Path, dns: &DeadDns, extra: &[&str]) -> (Server, String) {
+    let out = run(dir, &["admin", "bootstrap", "--email", "a@example.org"]);
+    let key =
+        text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
+    assert!(run(dir, &["admin", "domains", "add", "slow.example"]).status.success());
+    let dns_addr = dns.addr.to_string();
+    let mut args = vec!["serve", "--api-listen", "127.0.0.1:0", "--dns-server", &dns_addr];
+    args.extend_from_slice(extra);
+    (Server::start(dir, &args), key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dns = dead_dns().await;
+    let (mut server, key) = slow_verify_server(dir.path(), &dns, &["--dns-timeout", "2s"]).await;
+    let url = format!("http://{}/v1/domains/slow.example/verify", server.addr);
+    let request = tokio::spawn(async move { reqwest::Client::new().post(url).bearer_auth(key).send().await });
+    dns.asked.recv().await.expect("the verify request reached DNS");
+    server.signal("-TERM");
+    let res = request.await.expect("join").expect("the in-flight request was answered");
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(
+        (body["verified"].clone(), body["mx"].clone()),
+        (serde_json::json!(false), serde_json::json!("deferred"))
+    );
+    assert!(tokio::task::spawn_blocking(move || server.wait_exit()).await.expect("join").success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_bounds_the_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dns = dead_dns().await;
+    let extra = ["--dns-timeout", "60s", "--shutdown-timeout", "300ms"];
+    let (mut server, key) = slow_verify_server(dir.path(), &dns, &extra).await;
+    let url = format!("http://{}/v1/domains/slow.example/verify", server.addr);
+    let request = tokio::spawn(async move { reqwest::Client::new().post(url).bearer_auth(key).send().await });
+    dns.asked.recv().await.expect("the verify request reached DNS");
+    server.signal("-TERM");
+    let started = std::time::Instant::now();
+    let server = tokio::task::spawn_blocking(move || {
+        server.wait_for("did not finish in time");
+        let status = server.wait_exit();
+        (server, status)
+    });
+    let (_server, status) = server.await.expect("join");
+    assert!(status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "stopped long before the DNS timeout");
+    assert!(request.await.expect("join").is_err(), "the cut request saw its connection close");
 }

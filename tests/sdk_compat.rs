@@ -43,7 +43,11 @@ fn venv(tag: &str, spec: &str) -> Option<PathBuf> {
         .output()
         .expect("run pip");
     let installed = pip.status.success();
-    if !require_that(installed, &format!("pip install {spec} failed: {}", text(&pip.stderr)), "PyPI must be reachable") {
+    if !require_that(
+        installed,
+        &format!("pip install {spec} failed: {}", text(&pip.stderr)),
+        "PyPI must be reachable",
+    ) {
         return None;
     }
     std::fs::write(&marker, spec).expect("marker");
@@ -52,7 +56,8 @@ fn venv(tag: &str, spec: &str) -> Option<PathBuf> {
 
 async fn drive(tag: &str, spec: &str) {
     let (tag_owned, spec_owned) = (tag.to_owned(), spec.to_owned());
-    let Some(venv) = tokio::task::spawn_blocking(move || venv(&tag_owned, &spec_owned)).await.expect("join") else {
+    let Some(venv) = tokio::task::spawn_blocking(move || venv(&tag_owned, &spec_owned)).await.expect("join")
+    else {
         return;
     };
     let version = std::process::Command::new(venv.join("bin/python"))
@@ -66,7 +71,8 @@ async fn drive(tag: &str, spec: &str) {
     let data = tempfile::tempdir().expect("tempdir");
     let out = run(data.path(), &["admin", "bootstrap", "--email", "sdk@example.org"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let key = text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
+    let key =
+        text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
     let dns_addr = dns.addr().to_string();
     let server = Server::start(
         data.path(),
@@ -111,7 +117,8 @@ async fn run_script(venv: &Path, server: &Server, key: &str, dns: &DnsServer) {
         }
         transcript.push(line);
     }
-    let status = tokio::time::timeout_at(deadline, child.wait()).await.expect("script timed out").expect("wait");
+    let status =
+        tokio::time::timeout_at(deadline, child.wait()).await.expect("script timed out").expect("wait");
     let mut err = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut err).await.expect("stderr");
     assert!(

@@ -139,9 +139,22 @@ pub async fn envelope(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| postagent_core::ids::mint("req_", 12));
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
     let mut res = next.run(req).await;
-
     let status = res.status();
+    let ms = started.elapsed().as_millis();
+    // The access log: successes at debug (agents poll), failures at info, our faults at warn.
+    // The query string is left out: it may carry cursors.
+    if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), ms, %request_id, "request failed");
+    } else if status.is_client_error() {
+        tracing::info!(%method, %path, status = status.as_u16(), ms, %request_id, "request refused");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), ms, %request_id, "request served");
+    }
+
     if let Some(err) = res.extensions_mut().remove::<ApiError>() {
         let (mut parts, _) = res.into_parts();
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -71,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{email}/restore", post(agents::restore))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A bug in one handler answers that request 500 instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(error::envelope))
         .with_state(state)
 }

@@ -37,7 +37,8 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
-        let mut child = postagent(dir, args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        let mut child =
+            postagent(dir, args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -54,11 +55,12 @@ impl Server {
     }
 
     pub fn wait_for(&self, needle: &str) -> String {
+        let mut seen = Vec::new();
         loop {
             match self.lines.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("postagent never logged {needle:?}: {e}"),
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("postagent never logged {needle:?} ({e}); it logged:\n{}", seen.join("\n")),
             }
         }
     }
@@ -85,4 +87,3 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
