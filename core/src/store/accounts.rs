@@ -1,6 +1,6 @@
 //! Accounts, API keys and usage.
 
-use super::sql::{after_bounds, conflict_as, opt_ts, ts};
+use super::sql::{conflict_as, opt_ts, ts};
 use super::{Account, AccountStore, ApiKey, NewApiKey, PageQuery, SqlStore, StoreError, StoreResult, Usage};
 use crate::apikey::KeyScope;
 use crate::ids::{AccountId, ApiKeyId};
@@ -67,19 +67,12 @@ impl AccountStore for SqlStore {
     }
 
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
-        let row = sqlx::query(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(account).transpose()
+        self.fetch_by(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"), id.as_str(), account)
+            .await
     }
 
     async fn find_account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
-        let row = sqlx::query(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = $1"))
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(account).transpose()
+        self.fetch_by(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = $1"), email, account).await
     }
 
     async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
@@ -137,19 +130,12 @@ impl AccountStore for SqlStore {
     }
 
     async fn list_api_keys(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<ApiKey>> {
-        let (at, key) = after_bounds(page.after.as_ref());
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {KEY_COLS} FROM api_keys
              WHERE account_id = $1 AND revoked_at IS NULL AND (created_at < $2 OR (created_at = $2 AND id < $3))
              ORDER BY created_at DESC, id DESC LIMIT $4"
-        ))
-        .bind(account.as_str())
-        .bind(at)
-        .bind(key)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(api_key).collect()
+        );
+        self.fetch_page(&sql, account, page, api_key).await
     }
 
     async fn revoke_api_key(&self, account: &AccountId, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {

@@ -1,6 +1,6 @@
 //! Agents (the mailboxes), their trash and restore.
 
-use super::sql::{after_bounds, conflict_as, opt_ts, ts};
+use super::sql::{conflict_as, opt_ts, ts};
 use super::{Agent, AgentStore, NewAgent, PageQuery, SqlStore, StoreError, StoreResult};
 use crate::ids::AccountId;
 use crate::time::Timestamp;
@@ -26,11 +26,7 @@ fn agent(row: &AnyRow) -> StoreResult<Agent> {
 
 impl SqlStore {
     async fn agent_by_email(&self, email: &str) -> StoreResult<Option<Agent>> {
-        let row = sqlx::query(&format!("SELECT {AGENT_COLS} FROM {FROM} WHERE a.email = $1"))
-            .bind(email)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(agent).transpose()
+        self.fetch_by(&format!("SELECT {AGENT_COLS} FROM {FROM} WHERE a.email = $1"), email, agent).await
     }
 }
 
@@ -76,21 +72,14 @@ impl AgentStore for SqlStore {
         trash: bool,
         page: &PageQuery,
     ) -> StoreResult<Vec<Agent>> {
-        let (at, key) = after_bounds(page.after.as_ref());
         let trash_cond = if trash { "a.deleted_at IS NOT NULL" } else { "a.deleted_at IS NULL" };
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {AGENT_COLS} FROM {FROM}
              WHERE a.account_id = $1 AND {trash_cond}
                AND (a.created_at < $2 OR (a.created_at = $2 AND a.email < $3))
              ORDER BY a.created_at DESC, a.email DESC LIMIT $4"
-        ))
-        .bind(account.as_str())
-        .bind(at)
-        .bind(key)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(agent).collect()
+        );
+        self.fetch_page(&sql, account, page, agent).await
     }
 
     async fn rename_agent(&self, account: &AccountId, email: &str, name: &str) -> StoreResult<Option<Agent>> {

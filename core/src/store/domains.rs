@@ -1,6 +1,6 @@
 //! Registered domains.
 
-use super::sql::{after_bounds, flag, opt_ts, ts};
+use super::sql::{flag, opt_ts, ts};
 use super::{Domain, DomainCheck, DomainStore, NewDomain, PageQuery, SqlStore, StoreError, StoreResult};
 use crate::ids::AccountId;
 use crate::time::Timestamp;
@@ -30,11 +30,7 @@ fn domain(row: &AnyRow) -> StoreResult<Domain> {
 
 impl SqlStore {
     async fn domain_by_name(&self, name: &str) -> StoreResult<Option<Domain>> {
-        let row = sqlx::query(&format!("SELECT {DOMAIN_COLS} FROM domains d WHERE d.domain = $1"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(domain).transpose()
+        self.fetch_by(&format!("SELECT {DOMAIN_COLS} FROM domains d WHERE d.domain = $1"), name, domain).await
     }
 }
 
@@ -71,19 +67,12 @@ impl DomainStore for SqlStore {
     }
 
     async fn list_domains(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Domain>> {
-        let (at, key) = after_bounds(page.after.as_ref());
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {DOMAIN_COLS} FROM domains d
              WHERE d.account_id = $1 AND (d.created_at < $2 OR (d.created_at = $2 AND d.domain < $3))
              ORDER BY d.created_at DESC, d.domain DESC LIMIT $4"
-        ))
-        .bind(account.as_str())
-        .bind(at)
-        .bind(key)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(domain).collect()
+        );
+        self.fetch_page(&sql, account, page, domain).await
     }
 
     async fn record_domain_check(&self, name: &str, check: DomainCheck) -> StoreResult<()> {

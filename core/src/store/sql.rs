@@ -2,6 +2,7 @@
 
 use super::{StoreError, StoreResult};
 use crate::config::redact_url;
+use crate::ids::AccountId;
 use crate::time::Timestamp;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -131,12 +132,40 @@ pub(super) fn flag(row: &AnyRow, col: &str) -> StoreResult<bool> {
     Ok(row.try_get::<i64, _>(col)? != 0)
 }
 
-/// The keyset condition and its two bind values for "strictly after this position, newest
-/// first". `key_col` is the tie-breaker column.
-pub(super) fn after_bounds(after: Option<&super::After>) -> (i64, String) {
-    match after {
-        Some(a) => (a.created_at.as_micros(), a.key.clone()),
-        None => (i64::MAX, String::new()),
+impl SqlStore {
+    /// One page of an account's rows. `sql` binds `$1` account, `$2`/`$3` the keyset
+    /// position (created_at, tie-breaker key; strictly after it, newest first) and `$4` the
+    /// row limit, which is the page size plus one so the caller can tell whether more exist.
+    pub(super) async fn fetch_page<T>(
+        &self,
+        sql: &str,
+        account: &AccountId,
+        page: &super::PageQuery,
+        map: fn(&AnyRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let (at, key) = match &page.after {
+            Some(a) => (a.created_at.as_micros(), a.key.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        let rows = sqlx::query(sql)
+            .bind(account.as_str())
+            .bind(at)
+            .bind(key)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(map).collect()
+    }
+
+    /// The row `sql` selects by its one bind value `$1`, if any.
+    pub(super) async fn fetch_by<T>(
+        &self,
+        sql: &str,
+        key: &str,
+        map: fn(&AnyRow) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let row = sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?;
+        row.as_ref().map(map).transpose()
     }
 }
 
