@@ -8,7 +8,7 @@
 //! The API is synchronous (`std::process`) on purpose: it works from a plain `#[test]`, from
 //! any tokio runtime flavour, and from a `static` initialiser.
 //!
-//! Recipe (measured in /work/shared/postfix-lab.md §6): `initdb` refuses to run as root, so as
+//! Recipe (measured in the team's postfix-lab notes (shared/postfix-lab.md) §6): `initdb` refuses to run as root, so as
 //! root every server-side command runs via `runuser -u postgres --`, and the data and socket
 //! dirs are pre-created and chowned to `postgres` (initdb cannot create them under a
 //! root-owned parent). The server listens on a unix socket only (`listen_addresses=''`), so

@@ -4,7 +4,7 @@
 //! next hop, and the behaviours that matter (milter protocol details, `tempfail` defaults,
 //! deferral and retry, per-recipient LMTP replies) are Postfix's, not ours.
 //!
-//! The recipe is /work/shared/postfix-lab.md §1.2, measured on the project's machine: as root,
+//! The recipe is the team's postfix-lab notes (shared/postfix-lab.md) §1.2, measured on the project's machine: as root,
 //! no chroot, an empty `main.cf` filled with `postconf -c DIR -e`, `master.cf` copied from
 //! Debian's `master.cf.dist`, smtpd only on `127.0.0.1:PORT`, logging to a file (no syslog),
 //! no DNS. Instances are independent, so tests can run many of them in parallel.
