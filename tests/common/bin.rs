@@ -70,14 +70,17 @@ impl Server {
         assert!(status.success());
     }
 
+    /// Waits for the process to exit: its stderr reaches end-of-file when it does, which
+    /// closes the log channel; no polling.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("postagent did not exit after the signal"),
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("postagent did not exit after the signal");
+        self.child.wait().expect("wait")
     }
 }
 
