@@ -83,8 +83,10 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
     }
 
+    /// 503 with `Retry-After`; the code is the contract's generic retryable server error.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "internal_error", message)
+            .with_details(json!({"retry_after_seconds": RETRY_AFTER_SECS}))
     }
 
     fn body(&self, request_id: &str) -> Value {
@@ -101,9 +103,7 @@ impl From<StoreError> for ApiError {
         // The cause is logged here, server-side; the client gets a generic message.
         if e.is_unavailable() {
             tracing::warn!(error = %e, "store unavailable");
-            let mut err = Self::unavailable("the database is unavailable; retry shortly");
-            err.details = Some(json!({"retry_after_seconds": 1}));
-            return err;
+            return Self::unavailable("the database is busy or unreachable; retry shortly");
         }
         tracing::error!(error = %e, "store error");
         Self::internal()
@@ -113,6 +113,9 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"e2a\""));
@@ -121,6 +124,9 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+/// What a 503 asks the client to wait (the SDK honours `Retry-After`).
+const RETRY_AFTER_SECS: u64 = 1;
 
 /// The request id of the request being served (echoed `X-Request-Id` or minted).
 #[derive(Debug, Clone)]

@@ -2,6 +2,11 @@
 //! stored response; same key with other bytes is 422 `idempotency_key_reuse`; same key while
 //! the first request runs is 409 `idempotency_in_flight`. Errors are not stored, so a failed
 //! request may be retried with its key.
+//!
+//! The stored response is sealed with the deployment secret: the response to an API-key
+//! creation carries the new key, which must never sit in the database in clear. A request
+//! that dies without finishing (a panic, a dropped connection) releases its key on the way
+//! out; if even that fails, the row is taken over once it is older than [`STALE_AFTER_SECS`].
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -14,6 +19,35 @@ use postagent_core::time::Timestamp;
 use std::future::Future;
 
 const MAX_KEY_LEN: usize = 255;
+const SEAL_PURPOSE: &str = "idempotency-response";
+/// An `in_flight` row older than this belongs to a request that is gone.
+pub const STALE_AFTER_SECS: i64 = 120;
+/// How long completed keys are remembered (the contract promises at least 24 h).
+pub const KEEP_SECS: i64 = 24 * 3600;
+
+/// Releases an unfinished key when the request future is dropped or unwinds.
+struct Release {
+    store: std::sync::Arc<dyn postagent_core::store::Store>,
+    account: AccountId,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (store, account, key) = (self.store.clone(), self.account.clone(), std::mem::take(&mut self.key));
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = store.idempotency_release(&account, &key).await {
+                    tracing::warn!(error = %e, "could not release an abandoned idempotency key");
+                }
+            });
+        }
+    }
+}
 
 /// The key from the request headers, validated.
 pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -47,9 +81,19 @@ where
         return Ok((status, axum::Json(body)).into_response());
     };
     let fingerprint = sha256_hex(&[route.as_bytes(), b"\n", raw_body].concat());
-    match state.store.idempotency_begin(account, &key, &fingerprint, Timestamp::now()).await? {
+    let now = Timestamp::now();
+    let begin = state
+        .store
+        .idempotency_begin(account, &key, &fingerprint, now, now.plus_secs(-STALE_AFTER_SECS))
+        .await?;
+    match begin {
         IdempotencyBegin::Started => {}
         IdempotencyBegin::Replay { status, body } => {
+            let Some(body) = postagent_core::seal::open(&state.secret, SEAL_PURPOSE, &body) else {
+                // Sealed under another deployment secret: the response cannot be replayed.
+                tracing::error!(account = %account, "a stored idempotent response cannot be opened; was the secret changed?");
+                return Err(ApiError::internal());
+            };
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let mut res = (status, body).into_response();
             res.headers_mut()
@@ -71,20 +115,23 @@ where
             ));
         }
     }
-    match op().await {
+    let mut guard = Release { store: state.store.clone(), account: account.clone(), key: key.clone(), armed: true };
+    let outcome = op().await;
+    let result = match outcome {
         Ok((status, body)) => {
             let text = body.to_string();
-            state.store.idempotency_finish(account, &key, status.as_u16(), &text).await?;
+            let sealed = postagent_core::seal::seal(&state.secret, SEAL_PURPOSE, text.as_bytes())
+                .ok_or_else(ApiError::internal)?;
+            state.store.idempotency_finish(account, &key, status.as_u16(), &sealed).await?;
             let mut res = (status, text).into_response();
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             Ok(res)
         }
-        Err(e) => {
-            if let Err(release) = state.store.idempotency_release(account, &key).await {
-                tracing::warn!(error = %release, "could not release an idempotency key");
-            }
-            Err(e)
-        }
-    }
+        Err(e) => Err(e),
+    };
+    // Finished rows stay; anything else (an error, a failed finish) releases the key.
+    guard.armed = result.is_err();
+    drop(guard);
+    result
 }

@@ -17,6 +17,8 @@ pub enum ManageError {
     InvalidDomain(String),
     #[error("{0}")]
     InvalidSlug(String),
+    #[error("{0}")]
+    InvalidName(String),
     #[error("the shared domain {0} belongs to the deployment and cannot be registered")]
     ReservedDomain(String),
     #[error("domain {0} is not registered to this account")]
@@ -114,15 +116,9 @@ pub async fn register_domain(
         StoreError::Conflict(_) => ManageError::DomainTaken(domain.to_string()),
         e => e.into(),
     })?;
-    if operator_owned && !row.verified {
-        // An existing self-registered row claimed by the operator: mark it verified.
-        let check = DomainCheck {
-            verified: true,
-            txt_status: row.txt_status.clone(),
-            mx_status: row.mx_status.clone(),
-            checked_at: Timestamp::now(),
-        };
-        store.record_domain_check(&row.domain, check).await?;
+    if operator_owned && !row.operator_owned {
+        // The account's own self-registered row, now claimed by the operator.
+        store.claim_operator_domain(account, &row.domain, Timestamp::now()).await?;
         let row = store.get_domain(account, &row.domain).await?.ok_or(StoreError::NotFound)?;
         return Ok((row, created));
     }
@@ -186,9 +182,22 @@ pub async fn verify_domain(
     };
     tracing::info!(domain = %domain.domain, txt = probe.txt, mx = probe.mx, spf = probe.spf,
         verified = check.verified, "domain verification probe");
-    store.record_domain_check(&domain.domain, check).await?;
+    if !store.record_domain_check(account, &domain.domain, &domain.verification_token, check).await? {
+        tracing::info!(domain = %domain.domain, "domain changed hands during verification; result dropped");
+    }
     let updated = store.get_domain(account, name).await?.ok_or(StoreError::NotFound)?;
     Ok(Some((updated, probe)))
+}
+
+/// Agent display names end up in From headers: one line, at most 200 characters.
+pub fn check_agent_name(name: &str) -> Result<(), ManageError> {
+    if name.chars().count() > 200 {
+        return Err(ManageError::InvalidName("must be at most 200 characters".into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ManageError::InvalidName("must not contain line breaks or control characters".into()));
+    }
+    Ok(())
 }
 
 /// Creates an agent: a slug on the shared domain, or any address on a verified domain the
@@ -200,30 +209,38 @@ pub async fn create_agent(
     name: &str,
     shared_domain: &str,
 ) -> Result<Agent, ManageError> {
+    check_agent_name(name)?;
     let email = AgentEmail::parse(email)
         .ok_or_else(|| ManageError::InvalidEmail(format!("{email:?} is not a valid agent address")))?;
-    if !shared_domain.is_empty() && email.domain() == shared_domain {
-        if let Some(problem) = ids::slug_problem(email.local_part()) {
-            return Err(ManageError::InvalidSlug(format!("{}: {problem}", email.local_part())));
-        }
-    } else {
-        let domain = store
-            .get_domain(account, email.domain())
-            .await?
-            .ok_or_else(|| ManageError::DomainNotRegistered(email.domain().to_owned()))?;
-        if !domain.verified {
-            return Err(ManageError::DomainNotVerified(domain.domain));
-        }
+    let on_shared = !shared_domain.is_empty() && email.domain() == shared_domain;
+    if on_shared && let Some(problem) = ids::slug_problem(email.local_part()) {
+        return Err(ManageError::InvalidSlug(format!("{}: {problem}", email.local_part())));
     }
     let new = NewAgent {
         account_id: account.clone(),
         email: email.to_string(),
         domain: email.domain().to_owned(),
         name: name.to_owned(),
+        require_verified_domain: !on_shared,
     };
     store.create_agent(new).await.map_err(|e| match e {
+        StoreError::Precondition("domain_not_registered") => {
+            ManageError::DomainNotRegistered(email.domain().to_owned())
+        }
+        StoreError::Precondition("domain_not_verified") => ManageError::DomainNotVerified(email.domain().to_owned()),
         StoreError::Conflict("agent_in_trash") => ManageError::AgentInTrash(email.to_string()),
         StoreError::Conflict(_) => ManageError::AgentTaken(email.to_string()),
         e => e.into(),
     })
+}
+
+/// Renames a live agent; `None` when the account has no such live agent.
+pub async fn rename_agent(
+    store: &dyn Store,
+    account: &AccountId,
+    email: &str,
+    name: &str,
+) -> Result<Option<Agent>, ManageError> {
+    check_agent_name(name)?;
+    Ok(store.rename_agent(account, email, name).await?)
 }

@@ -22,13 +22,13 @@ fn pg_url() -> Option<String> {
     Some(cluster.create_database().expect("create database"))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn story_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
     story(sqlite_store(&dir).await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn story_on_postgres() {
     let Some(url) = pg_url() else { return };
     story(Arc::new(SqlStore::open(&url, 5).await.expect("open postgres"))).await;
@@ -36,7 +36,7 @@ async fn story_on_postgres() {
 
 /// Several replicas starting at once against an empty database: migrations run once, under
 /// the advisory lock, and every replica comes up.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_migrate_together() {
     let Some(url) = pg_url() else { return };
     let opens = (0..4).map(|_| {
@@ -49,8 +49,27 @@ async fn postgres_replicas_migrate_together() {
     }
 }
 
+/// Several processes starting at once on a new SQLite file all come up on one schema (the
+/// migration runs under a file lock). The file is created private: it holds mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_first_start_is_race_free_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/new/fresh.db", dir.path().display());
+    let opens = (0..4).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { SqlStore::open(&url, 2).await })
+    });
+    for handle in opens {
+        let store = handle.await.expect("join").expect("every process opens");
+        store.list_accounts().await.expect("schema present");
+    }
+    let mode = std::fs::metadata(dir.path().join("new/fresh.db")).expect("db").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 /// Two stores on one SQLite file behave like two processes: claims never overlap.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_two_processes_share_the_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = sqlite_store(&dir).await;
@@ -58,7 +77,7 @@ async fn sqlite_two_processes_share_the_queue() {
     concurrent_claims(vec![a, b]).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_replicas_share_the_queue() {
     let Some(url) = pg_url() else { return };
     let a = Arc::new(SqlStore::open(&url, 4).await.expect("open"));
@@ -169,6 +188,12 @@ async fn domains(s: &dyn Store, a: &AccountId, b: &AccountId) {
 
     let (op, _) = s.register_domain(reg(a, "ops.example", true)).await.expect("operator domain");
     assert!(op.verified && op.verified_at.is_some());
+    let (own, _) = s.register_domain(reg(a, "claimed.example", false)).await.expect("register");
+    assert!(!own.verified);
+    assert!(!s.claim_operator_domain(b, "claimed.example", Timestamp::now()).await.expect("claim"));
+    assert!(s.claim_operator_domain(a, "claimed.example", Timestamp::now()).await.expect("claim"));
+    let own = s.get_domain(a, "claimed.example").await.expect("get").expect("exists");
+    assert!(own.verified && own.operator_owned && own.verified_at.is_some());
 
     let t = Timestamp::now();
     let check = |verified: bool, status: &str| DomainCheck {
@@ -177,14 +202,23 @@ async fn domains(s: &dyn Store, a: &AccountId, b: &AccountId) {
         mx_status: status.into(),
         checked_at: t,
     };
-    s.record_domain_check("a.example", check(false, "missing")).await.expect("check");
+    let token = d.verification_token.clone();
+    assert!(
+        !s.record_domain_check(b, "a.example", &token, check(true, "found")).await.expect("check"),
+        "another account's probe never lands"
+    );
+    assert!(
+        !s.record_domain_check(a, "a.example", "e2a-verify=old", check(true, "found")).await.expect("check"),
+        "a probe of a previous registration (other token) never lands"
+    );
+    assert!(s.record_domain_check(a, "a.example", &token, check(false, "missing")).await.expect("check"));
     let d = s.get_domain(a, "a.example").await.expect("get").expect("exists");
     assert!(!d.verified);
     assert_eq!((d.txt_status.as_str(), d.last_checked_at), ("missing", Some(t)));
-    s.record_domain_check("a.example", check(true, "found")).await.expect("check");
+    s.record_domain_check(a, "a.example", &token, check(true, "found")).await.expect("check");
     let d = s.get_domain(a, "a.example").await.expect("get").expect("exists");
     assert!(d.verified && d.verified_at == Some(t));
-    s.record_domain_check("a.example", check(false, "deferred")).await.expect("check");
+    s.record_domain_check(a, "a.example", &token, check(false, "deferred")).await.expect("check");
     let d = s.get_domain(a, "a.example").await.expect("get").expect("exists");
     assert!(d.verified, "verification is sticky across a failed probe");
     assert_eq!(d.txt_status, "deferred");
@@ -216,11 +250,36 @@ async fn agents(s: &dyn Store, a: &AccountId, b: &AccountId) {
         email: email.into(),
         domain: email.split('@').nth(1).unwrap_or_default().into(),
         name: "Bot".into(),
+        require_verified_domain: !email.ends_with("@shared.example"),
     };
     let bot = s.create_agent(new(a, "bot@a.example")).await.expect("create");
     assert!(bot.domain_verified && bot.deleted_at.is_none());
     assert!(matches!(s.create_agent(new(a, "bot@a.example")).await, Err(StoreError::Conflict("agent"))));
-    assert!(matches!(s.create_agent(new(b, "bot@a.example")).await, Err(StoreError::Conflict("agent"))));
+    assert!(matches!(
+        s.create_agent(new(b, "bot@a.example")).await,
+        Err(StoreError::Precondition("domain_not_registered"))
+    ));
+    assert!(matches!(
+        s.create_agent(new(a, "bot@nowhere.example")).await,
+        Err(StoreError::Precondition("domain_not_registered"))
+    ));
+    s.register_domain(NewDomain {
+        account_id: a.clone(),
+        domain: "unproven.example".into(),
+        verification_token: "e2a-verify=x".into(),
+        operator_owned: false,
+    })
+    .await
+    .expect("register");
+    assert!(matches!(
+        s.create_agent(new(a, "bot@unproven.example")).await,
+        Err(StoreError::Precondition("domain_not_verified"))
+    ));
+    // An agent key lives exactly as long as its agent does.
+    let (agent_key, agent_plain) = new_key(a, KeyScope::Agent, Some("bot@a.example"), None);
+    s.create_api_key(agent_key).await.expect("agent key");
+    let agent_hash = apikey::hash(&agent_plain);
+    assert!(s.authenticate(&agent_hash, Timestamp::now()).await.expect("auth").is_some());
     let shared = s.create_agent(new(a, "slug@shared.example")).await.expect("agent off the domains table");
     assert!(!shared.domain_verified);
 
@@ -241,6 +300,7 @@ async fn agents(s: &dyn Store, a: &AccountId, b: &AccountId) {
     assert_eq!(trash.len(), 1);
     assert!(trash[0].deleted_at.is_some());
     assert_eq!(s.find_live_agent("bot@a.example").await.expect("find"), None);
+    assert!(s.authenticate(&agent_hash, Timestamp::now()).await.expect("auth").is_none(), "agent in trash");
     assert!(matches!(
         s.create_agent(new(a, "bot@a.example")).await,
         Err(StoreError::Conflict("agent_in_trash"))
@@ -251,13 +311,20 @@ async fn agents(s: &dyn Store, a: &AccountId, b: &AccountId) {
     assert!(restored.deleted_at.is_none());
     assert_eq!(s.restore_agent(a, "bot@a.example").await.expect("restore"), None);
     assert!(s.find_live_agent("bot@a.example").await.expect("find").is_some());
+    assert!(s.authenticate(&agent_hash, Timestamp::now()).await.expect("auth").is_some(), "restored");
 
     let usage = s.account_usage(a, Timestamp::from_micros(0)).await.expect("usage");
-    assert_eq!((usage.agents, usage.domains, usage.messages_month, usage.storage_bytes), (2, 2, 0, 0));
+    assert_eq!((usage.agents, usage.domains, usage.messages_month, usage.storage_bytes), (2, 4, 0, 0));
 
     assert_eq!(s.purge_agent(b, "bot@a.example").await.expect("purge"), None);
     assert_eq!(s.purge_agent(a, "bot@a.example").await.expect("purge"), Some(0));
     assert_eq!(s.get_agent(a, "bot@a.example").await.expect("get"), None);
+    s.create_agent(new(a, "bot@a.example")).await.expect("the address is free again");
+    assert!(
+        s.authenticate(&agent_hash, Timestamp::now()).await.expect("auth").is_none(),
+        "a purged agent's keys do not open its successor"
+    );
+    s.purge_agent(a, "bot@a.example").await.expect("purge");
     assert!(s.delete_domain(a, "a.example").await.expect("delete"));
     assert!(!s.delete_domain(a, "a.example").await.expect("delete twice"));
 }
@@ -300,19 +367,30 @@ async fn jobs(s: &dyn Store) {
 
 async fn idempotency(s: &dyn Store, a: &AccountId) {
     let now = Timestamp::now();
-    assert_eq!(s.idempotency_begin(a, "k1", "fp1", now).await.expect("begin"), IdempotencyBegin::Started);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp1", now).await.expect("begin"), IdempotencyBegin::InFlight);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp2", now).await.expect("begin"), IdempotencyBegin::Mismatch);
+    let stale = now.plus_secs(-60);
+    assert_eq!(s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"), IdempotencyBegin::InFlight);
+    assert_eq!(s.idempotency_begin(a, "k1", "fp2", now, stale).await.expect("begin"), IdempotencyBegin::Mismatch);
     s.idempotency_finish(a, "k1", 201, "{\"ok\":true}").await.expect("finish");
     assert_eq!(
-        s.idempotency_begin(a, "k1", "fp1", now).await.expect("begin"),
+        s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"),
         IdempotencyBegin::Replay { status: 201, body: "{\"ok\":true}".into() }
     );
-    assert_eq!(s.idempotency_begin(a, "k2", "fp", now).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(s.idempotency_begin(a, "k2", "fp", now, stale).await.expect("begin"), IdempotencyBegin::Started);
     s.idempotency_release(a, "k2").await.expect("release");
-    assert_eq!(s.idempotency_begin(a, "k2", "fp", now).await.expect("begin"), IdempotencyBegin::Started);
-    assert_eq!(s.idempotency_expire(now.plus_secs(1)).await.expect("expire"), 2);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp9", now).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(s.idempotency_begin(a, "k2", "fp", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    // A request that died in flight: once its row is stale, a retry takes it over.
+    assert_eq!(s.idempotency_begin(a, "k3", "fp", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    let later = now.plus_secs(61);
+    assert_eq!(s.idempotency_begin(a, "k3", "fp", later, now).await.expect("begin"), IdempotencyBegin::InFlight);
+    assert_eq!(
+        s.idempotency_begin(a, "k3", "fp", later, later).await.expect("begin"),
+        IdempotencyBegin::Started,
+        "stale in-flight rows are taken over"
+    );
+    assert_eq!(s.idempotency_begin(a, "k3", "other", later, later).await.expect("begin"), IdempotencyBegin::Mismatch);
+    assert_eq!(s.idempotency_expire(later.plus_secs(1)).await.expect("expire"), 3);
+    assert_eq!(s.idempotency_begin(a, "k1", "fp9", now, stale).await.expect("begin"), IdempotencyBegin::Started);
 }
 
 /// Several claimers drain one queue at once: every job is handed out exactly once.

@@ -28,10 +28,7 @@ impl RequestBody for CreateAgentRequest {
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
         check_len(errors, "body.email", &self.email, 320);
-        check_len(errors, "body.name", self.name.as_deref().unwrap_or(""), 200);
-        if self.name.as_deref().is_some_and(|n| n.contains(['\r', '\n'])) {
-            errors.push(FieldError::new("body.name", "must not contain line breaks"));
-        }
+        name_errors(errors, self.name.as_deref());
     }
 }
 
@@ -45,10 +42,14 @@ impl RequestBody for UpdateAgentRequest {
     const FIELDS: &'static [&'static str] = &["name"];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        check_len(errors, "body.name", self.name.as_deref().unwrap_or(""), 200);
-        if self.name.as_deref().is_some_and(|n| n.contains(['\r', '\n'])) {
-            errors.push(FieldError::new("body.name", "must not contain line breaks"));
-        }
+        name_errors(errors, self.name.as_deref());
+    }
+}
+
+/// The service's name rule, reported with the other field errors of the body.
+fn name_errors(errors: &mut Vec<FieldError>, name: Option<&str>) {
+    if let Some(Err(e)) = name.map(service::check_agent_name) {
+        errors.push(FieldError::new("body.name", e.to_string()));
     }
 }
 
@@ -120,9 +121,7 @@ pub async fn update(
     let email = normalize(&email);
     let agent = owned(&state, &who, &email).await?;
     let Some(name) = body.value.name else { return Ok(view(&state, &agent)) };
-    let agent = state
-        .store
-        .rename_agent(&who.account_id, &email, &name)
+    let agent = service::rename_agent(state.store.as_ref(), &who.account_id, &email, &name)
         .await?
         .ok_or_else(|| ApiError::not_found("agent"))?;
     Ok(view(&state, &agent))

@@ -16,6 +16,7 @@ impl From<ManageError> for ApiError {
             ManageError::InvalidEmail(_) => ApiError::field("body.email", &msg),
             ManageError::InvalidDomain(_) => ApiError::bad_request("invalid_domain", msg),
             ManageError::InvalidSlug(_) => ApiError::bad_request("invalid_slug", msg),
+            ManageError::InvalidName(_) => ApiError::field("body.name", &msg),
             ManageError::ReservedDomain(_) => ApiError::bad_request("reserved_domain", msg),
             ManageError::DomainNotRegistered(_) => ApiError::bad_request("domain_not_registered", msg),
             ManageError::DomainNotVerified(_) => ApiError::bad_request("domain_not_verified", msg),

@@ -153,7 +153,10 @@ impl AccountStore for SqlStore {
     async fn authenticate(&self, key_hash: &str, now: Timestamp) -> StoreResult<Option<ApiKey>> {
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLS}, key_hash FROM api_keys
-             WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)"
+             WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+               AND (scope = 'account' OR EXISTS (
+                   SELECT 1 FROM agents g WHERE g.email = api_keys.agent_email
+                      AND g.account_id = api_keys.account_id AND g.deleted_at IS NULL))"
         ))
         .bind(key_hash)
         .bind(now.as_micros())

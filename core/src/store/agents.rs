@@ -33,6 +33,26 @@ impl SqlStore {
 #[async_trait]
 impl AgentStore for SqlStore {
     async fn create_agent(&self, new: NewAgent) -> StoreResult<Agent> {
+        let mut tx = self.begin_write().await?;
+        if new.require_verified_domain {
+            // Locks the domain row on PostgreSQL (SQLite's BEGIN IMMEDIATE already excludes
+            // other writers), so delete_domain waits for this insert or sees its result.
+            let row = sqlx::query(&format!(
+                "SELECT verified FROM domains WHERE domain = $1 AND account_id = $2{}",
+                self.lock_rows()
+            ))
+            .bind(new.domain.as_str())
+            .bind(new.account_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                None => return Err(StoreError::Precondition("domain_not_registered")),
+                Some(r) if r.try_get::<i64, _>("verified")? == 0 => {
+                    return Err(StoreError::Precondition("domain_not_verified"));
+                }
+                Some(_) => {}
+            }
+        }
         let inserted = sqlx::query(
             "INSERT INTO agents (email, account_id, domain, name, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (email) DO NOTHING",
@@ -42,11 +62,12 @@ impl AgentStore for SqlStore {
         .bind(new.domain.as_str())
         .bind(new.name.as_str())
         .bind(Timestamp::now().as_micros())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(conflict_as("agent"))?
         .rows_affected()
             == 1;
+        tx.commit().await?;
         let existing = self.agent_by_email(&new.email).await?.ok_or(StoreError::NotFound)?;
         if inserted {
             return Ok(existing);
@@ -124,6 +145,17 @@ impl AgentStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        // Keys limited to this agent die with it: a later agent at the same address is a
+        // different mailbox and must not inherit them.
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3
+             WHERE agent_email = $1 AND account_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(email)
+        .bind(account.as_str())
+        .bind(Timestamp::now().as_micros())
+        .execute(&mut *tx)
+        .await?;
         let gone = sqlx::query("DELETE FROM agents WHERE email = $1 AND account_id = $2")
             .bind(email)
             .bind(account.as_str())

@@ -75,29 +75,64 @@ impl DomainStore for SqlStore {
         self.fetch_page(&sql, account, page, domain).await
     }
 
-    async fn record_domain_check(&self, name: &str, check: DomainCheck) -> StoreResult<()> {
+    async fn record_domain_check(
+        &self,
+        account: &AccountId,
+        name: &str,
+        token: &str,
+        check: DomainCheck,
+    ) -> StoreResult<bool> {
         // Verification is sticky: once proven, a later failed probe (a DNS outage, a record
         // edited away) is reported in the statuses but does not stop mail to live agents.
         // verified_at keeps the first time it was proven.
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE domains SET
-                 verified = CASE WHEN operator_owned = 1 OR verified = 1 THEN 1 ELSE $2 END,
-                 verified_at = CASE WHEN $2 = 1 AND verified_at IS NULL THEN $5 ELSE verified_at END,
-                 txt_status = $3, mx_status = $4, last_checked_at = $5
-             WHERE domain = $1",
+                 verified = CASE WHEN operator_owned = 1 OR verified = 1 THEN 1 ELSE $4 END,
+                 verified_at = CASE WHEN $4 = 1 AND verified_at IS NULL THEN $7 ELSE verified_at END,
+                 txt_status = $5, mx_status = $6, last_checked_at = $7
+             WHERE domain = $1 AND account_id = $2 AND verification_token = $3",
         )
         .bind(name)
+        .bind(account.as_str())
+        .bind(token)
         .bind(i64::from(check.verified))
         .bind(check.txt_status)
         .bind(check.mx_status)
         .bind(check.checked_at.as_micros())
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_operator_domain(&self, account: &AccountId, name: &str, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE domains SET operator_owned = 1, verified = 1, verified_at = COALESCE(verified_at, $3)
+             WHERE domain = $1 AND account_id = $2",
+        )
+        .bind(name)
+        .bind(account.as_str())
+        .bind(now.as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn delete_domain(&self, account: &AccountId, name: &str) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
+        // Take the domain row first: create_agent locks it too, so the count below cannot
+        // miss an agent being created right now.
+        let exists = sqlx::query(&format!(
+            "SELECT domain FROM domains WHERE domain = $1 AND account_id = $2{}",
+            self.lock_rows()
+        ))
+        .bind(name)
+        .bind(account.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !exists {
+            return Ok(false);
+        }
         let agents: i64 = sqlx::query("SELECT COUNT(*) FROM agents WHERE domain = $1 AND account_id = $2")
             .bind(name)
             .bind(account.as_str())

@@ -15,6 +15,7 @@ impl IdempotencyStore for SqlStore {
         key: &str,
         fingerprint: &str,
         now: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<IdempotencyBegin> {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (account_id, key, fingerprint, state, created_at)
@@ -49,7 +50,19 @@ impl IdempotencyStore for SqlStore {
         }
         let state: String = row.try_get("state")?;
         if state != "done" {
-            return Ok(IdempotencyBegin::InFlight);
+            let taken_over = sqlx::query(
+                "UPDATE idempotency_keys SET created_at = $3
+                 WHERE account_id = $1 AND key = $2 AND state = 'in_flight' AND created_at < $4",
+            )
+            .bind(account.as_str())
+            .bind(key)
+            .bind(now.as_micros())
+            .bind(stale_before.as_micros())
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1;
+            return Ok(if taken_over { IdempotencyBegin::Started } else { IdempotencyBegin::InFlight });
         }
         let status: Option<i64> = row.try_get("response_status")?;
         let body: Option<String> = row.try_get("response_body")?;

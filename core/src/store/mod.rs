@@ -29,6 +29,9 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("not found")]
     NotFound,
+    /// A rule checked inside the transaction failed; the string names it.
+    #[error("precondition failed: {0}")]
+    Precondition(&'static str),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -40,18 +43,26 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A failure the caller should answer with "try again later" (SMTP 4xx, HTTP 503).
+    /// A failure the caller should answer with "try again later" (SMTP 4xx, HTTP 503): the
+    /// database is unreachable, overloaded, or a lock could not be had in time.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => matches!(
+                db.code().as_deref(),
+                // SQLite: BUSY, LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT.
+                Some("5" | "6" | "261" | "517")
+                // PostgreSQL: serialization failure, deadlock, shutting down, too many connections.
+                | Some("40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300")
+            ),
             Self::Database(
                 sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-        )
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            _ => false,
+        }
     }
 }
 
@@ -86,7 +97,8 @@ pub trait AccountStore: Send + Sync {
     async fn list_api_keys(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<ApiKey>>;
     /// Marks the key revoked; `false` when it does not exist for this account.
     async fn revoke_api_key(&self, account: &AccountId, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool>;
-    /// Finds a live (not revoked, not expired) key by hash and stamps `last_used_at`.
+    /// Finds a live key by hash (not revoked, not expired, and for an agent key, its agent not
+    /// in the trash) and stamps `last_used_at` at most once a minute.
     async fn authenticate(&self, key_hash: &str, now: Timestamp) -> StoreResult<Option<ApiKey>>;
 }
 
@@ -97,7 +109,18 @@ pub trait DomainStore: Send + Sync {
     async fn register_domain(&self, new: NewDomain) -> StoreResult<(Domain, bool)>;
     async fn get_domain(&self, account: &AccountId, domain: &str) -> StoreResult<Option<Domain>>;
     async fn list_domains(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Domain>>;
-    async fn record_domain_check(&self, domain: &str, check: DomainCheck) -> StoreResult<()>;
+    /// Records a probe of `domain` as registered by `account` with `token`. A row that changed
+    /// hands (deleted and re-registered, with a new token) while the probe ran is left alone:
+    /// `false`.
+    async fn record_domain_check(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        token: &str,
+        check: DomainCheck,
+    ) -> StoreResult<bool>;
+    /// Marks the account's domain operator-owned and verified (no DNS needed).
+    async fn claim_operator_domain(&self, account: &AccountId, domain: &str, now: Timestamp) -> StoreResult<bool>;
     /// `Conflict("agents")` while agents (live or in trash) use the domain.
     async fn delete_domain(&self, account: &AccountId, domain: &str) -> StoreResult<bool>;
 }
@@ -105,7 +128,10 @@ pub trait DomainStore: Send + Sync {
 #[async_trait]
 pub trait AgentStore: Send + Sync {
     /// `Conflict("agent")` when the address is taken, `Conflict("agent_in_trash")` when it
-    /// is the caller's own trashed agent.
+    /// is the caller's own trashed agent. With `new.require_verified_domain`, the domain must be
+    /// the account's and verified (`Precondition("domain_not_registered" |
+    /// "domain_not_verified")`), checked in the same transaction as the insert so a concurrent
+    /// domain delete cannot strand the agent.
     async fn create_agent(&self, new: NewAgent) -> StoreResult<Agent>;
     /// Includes trashed agents; callers decide whether trash is visible.
     async fn get_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<Agent>>;
@@ -149,12 +175,15 @@ pub trait JobQueue: Send + Sync {
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
+    /// Starts a keyed request. An `in_flight` row older than `stale_before` belongs to a
+    /// request that died without finishing or releasing it; the caller takes it over.
     async fn idempotency_begin(
         &self,
         account: &AccountId,
         key: &str,
         fingerprint: &str,
         now: Timestamp,
+        stale_before: Timestamp,
     ) -> StoreResult<IdempotencyBegin>;
     async fn idempotency_finish(
         &self,

@@ -85,6 +85,8 @@ pub struct NewAgent {
     pub email: String,
     pub domain: String,
     pub name: String,
+    /// False only for the shared domain, which is the operator's and not a row.
+    pub require_verified_domain: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

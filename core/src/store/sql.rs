@@ -8,6 +8,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{AnyPool, Row};
+use std::os::unix::fs::OpenOptionsExt;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -60,6 +61,19 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // The Any driver builds connections from the URL alone, which cannot
+                        // carry these; set them on every new connection instead.
+                        sqlx::query(&format!("PRAGMA busy_timeout = {}", SQLITE_BUSY_TIMEOUT.as_millis()))
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         tracing::debug!(backend = ?backend, url = %redact_url(url), "database ready");
@@ -74,6 +88,15 @@ impl SqlStore {
         self.pool.close().await;
     }
 
+    /// ` FOR UPDATE` on PostgreSQL; nothing on SQLite, whose write transactions already
+    /// exclude each other.
+    pub(super) fn lock_rows(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and then writes can fail
     /// with SQLITE_BUSY without waiting for the busy timeout.
@@ -85,21 +108,54 @@ impl SqlStore {
     }
 }
 
+/// How long a SQLite writer waits for another (thread or process) before SQLITE_BUSY.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn migrate_sqlite(url: &str) -> StoreResult<()> {
+    let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
     let opts = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         // WAL is a property of the file: set once here, every later connection uses it.
         .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(10));
-    if let Some(dir) = opts.get_filename().parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        .busy_timeout(SQLITE_BUSY_TIMEOUT);
+    let path = opts.get_filename().to_path_buf();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
+    // The database holds mail and sealed secrets: create it private. SQLite gives its -wal
+    // and -shm files the database file's mode.
+    create_private(&path).map_err(io)?;
+    // sqlx takes no lock around SQLite migrations; two processes starting on a new file
+    // would both try to create the tables. An exclusive lock on a side file serialises them.
+    let lock_path = path.with_file_name(format!(
+        "{}.migrate-lock",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| io(std::io::Error::other(e)))?
+    .map_err(io)?;
     // A one-connection pool rather than a bare connection: `Migrator::run(&mut conn)` makes
     // the future !Send, and `open` must be spawnable.
     let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-    SQLITE_MIGRATIONS.run(&pool).await?;
+    let migrated = SQLITE_MIGRATIONS.run(&pool).await;
     pool.close().await;
+    drop(lock);
+    migrated?;
     Ok(())
+}
+
+/// Creates `path` empty with mode 0600 unless it exists.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 async fn migrate_postgres(url: &str) -> StoreResult<()> {
