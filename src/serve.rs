@@ -9,6 +9,10 @@ use postagent_core::store::{SqlStore, Store};
 use postagent_core::{Config, secret};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often expired idempotency keys are swept.
+const JANITOR_EVERY: Duration = Duration::from_secs(600);
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Which roles this process runs.
@@ -53,6 +57,13 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
         database = %redact_url(&config.database_url()),
         "postagent starting"
     );
+    let mx = config.mail_hostname();
+    if postagent_core::ids::DomainName::parse(&mx).is_none() {
+        tracing::warn!(
+            "mail_hostname is {mx:?} (from /etc/hostname), not a fully qualified name: domains will be \
+             told to publish an MX for it; set mail_hostname = \"mx.example.org\""
+        );
+    }
     if roles.mail {
         for (key, value) in [("milter_listen", &config.milter_listen), ("lmtp_listen", &config.lmtp_listen)] {
             if !value.is_empty() {
@@ -66,7 +77,23 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
     }
     // Installed before the listener announces itself, so a signal that arrives right after
     // "listening" is a graceful stop and never the default (immediate) termination.
-    let shutdown = shutdown_signal()?;
+    let signal = shutdown_signal()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let janitor = tokio::spawn(postagent_core::janitor::run(
+        shared.store.clone() as Arc<dyn Store>,
+        JANITOR_EVERY,
+        stopped(),
+    ));
     let addr = config.api_listen_addr();
     let (listener, socket_path) = bind(&addr).await?;
     let state = AppState {
@@ -75,11 +102,15 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
         resolver: shared.resolver.clone(),
         settings: Arc::new(Settings::from_config(&config)),
     };
-    let served = postagent_api::run(listener, state, shutdown, config.shutdown_timeout()).await;
+    let served = postagent_api::run(listener, state, stopped(), config.shutdown_timeout()).await;
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }
-    shared.store.close().await;
+    let _ = janitor.await;
+    // Requests cut off at the grace deadline may still hold connections; do not wait on them.
+    if tokio::time::timeout(Duration::from_secs(2), shared.store.close()).await.is_err() {
+        tracing::warn!("database connections still busy at exit; closing anyway");
+    }
     served.context("the API server failed")?;
     tracing::info!("postagent stopped");
     Ok(())

@@ -21,7 +21,41 @@ on_both_backends!(
     pagination_and_cursor_tampering,
     strict_request_bodies,
     unknown_routes_and_methods,
+    deletes_need_confirmation,
+    trashed_agents_still_hold_their_domain,
+    expired_and_orphaned_keys_stop_working,
+    default_page_size_is_100,
+    empty_bodies_and_scope_before_body,
 );
+
+/// The response to a keyed API-key creation is kept for replay, but never in clear.
+#[tokio::test]
+async fn replayable_keys_are_sealed_at_rest() {
+    let app = common::spawn_app(common::Db::Sqlite).await.expect("app");
+    let send = || {
+        app.http
+            .post(format!("{}/v1/account/api-keys", app.base))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "seal-check")
+            .json(&json!({"name": "sealed"}))
+            .send()
+    };
+    let first: Value = send().await.expect("send").json().await.expect("json");
+    let replay: Value = send().await.expect("send").json().await.expect("json");
+    let key = first["key"].as_str().expect("key").to_owned();
+    assert_eq!(replay["key"].as_str(), Some(key.as_str()), "the replay still shows the key");
+    let dir = app.store_dir();
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("dir") {
+        bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
+    }
+    assert!(bytes.len() > 4096, "the database files were read");
+    let hex_part = &key["e2a_acct_".len()..];
+    assert!(
+        !bytes.windows(hex_part.len()).any(|w| w == hex_part.as_bytes()),
+        "the plaintext key is in the database files"
+    );
+}
 
 async fn health_info_and_request_ids(app: &TestApp) {
     let h = app.call(Method::GET, "/api/health", None, None).await;
@@ -125,7 +159,10 @@ async fn api_keys_lifecycle(app: &TestApp) {
     assert_eq!(future.status, StatusCode::CREATED);
     assert_eq!(future.body["expires_at"], "2099-01-01T00:00:00Z");
     let bad_scope = app.post("/v1/account/api-keys", json!({"scope": "root"})).await;
-    assert_eq!(bad_scope.locations(), vec!["body.scope"]);
+    assert_eq!(
+        (bad_scope.status, bad_scope.locations()),
+        (StatusCode::UNPROCESSABLE_ENTITY, vec!["body.scope".to_owned()])
+    );
     let no_agent = app.post("/v1/account/api-keys", json!({"scope": "agent"})).await;
     assert_eq!(
         (no_agent.status, no_agent.locations()),
@@ -485,14 +522,21 @@ async fn strict_request_bodies(app: &TestApp) {
     let mut locs = unknown.locations();
     locs.sort();
     assert_eq!(locs, vec!["body.extra", "body.nam"]);
-    let wrong_type = app.post("/v1/agents", json!({"email": "x@agents.test", "name": 5})).await;
-    assert_eq!(wrong_type.locations(), vec!["body.name"]);
-    let missing = app.post("/v1/agents", json!({"name": "no email"})).await;
-    assert_eq!(missing.locations(), vec!["body.email"]);
-    let too_long = app.post("/v1/agents", json!({"email": "x@agents.test", "name": "n".repeat(201)})).await;
-    assert_eq!(too_long.locations(), vec!["body.name"]);
-    let not_object = app.post("/v1/agents", json!(["email"])).await;
-    assert_eq!(not_object.locations(), vec!["body"]);
+    let cases = [
+        (json!({"email": "x@agents.test", "name": 5}), "body.name"),
+        (json!({"name": "no email"}), "body.email"),
+        (json!({"email": "x@agents.test", "name": "n".repeat(201)}), "body.name"),
+        (json!({"email": "x@agents.test", "name": "tab\there"}), "body.name"),
+        (json!(["email"]), "body"),
+    ];
+    for (body, location) in cases {
+        let r = app.post("/v1/agents", body.clone()).await;
+        assert_eq!(
+            (r.status, r.locations()),
+            (StatusCode::UNPROCESSABLE_ENTITY, vec![location.to_owned()]),
+            "{body}"
+        );
+    }
     let empty = app.post("/v1/agents", Value::Null).await;
     assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY, "null body");
 
@@ -531,4 +575,127 @@ async fn unknown_routes_and_methods(app: &TestApp) {
     let wrong = app.call(Method::PUT, "/v1/agents", Some(&app.key), Some(json!({}))).await;
     assert_eq!((wrong.status, wrong.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
     assert_eq!(wrong.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+}
+
+async fn deletes_need_confirmation(app: &TestApp) {
+    app.post("/v1/agents", json!({"email": "keep@agents.test"})).await;
+    for q in ["", "?confirm=delete", "?confirm=yes"] {
+        let r = app.delete(&format!("/v1/agents/{}{q}", enc("keep@agents.test"))).await;
+        assert_eq!(
+            (r.status, r.locations()),
+            (StatusCode::UNPROCESSABLE_ENTITY, vec!["query.confirm".to_owned()]),
+            "{q}"
+        );
+    }
+    let bad =
+        app.delete(&format!("/v1/agents/{}?confirm=DELETE&permanent=maybe", enc("keep@agents.test"))).await;
+    assert_eq!(bad.locations(), vec!["query.permanent"]);
+    assert_eq!(app.get(&format!("/v1/agents/{}", enc("keep@agents.test"))).await.status, StatusCode::OK);
+}
+
+async fn trashed_agents_still_hold_their_domain(app: &TestApp) {
+    app.verified_domain("held.example").await;
+    app.post("/v1/agents", json!({"email": "bot@held.example"})).await;
+    app.delete(&format!("/v1/agents/{}?confirm=DELETE", enc("bot@held.example"))).await;
+    let blocked = app.delete("/v1/domains/held.example?confirm=DELETE").await;
+    assert_eq!((blocked.status, blocked.code()), (StatusCode::BAD_REQUEST, "domain_has_agents"));
+    assert_eq!(
+        app.get("/v1/domains/held.example").await.body["agent_count"],
+        0,
+        "only live agents are counted"
+    );
+    app.delete(&format!("/v1/agents/{}?confirm=DELETE&permanent=true", enc("bot@held.example"))).await;
+    assert_eq!(app.delete("/v1/domains/held.example?confirm=DELETE").await.status, StatusCode::OK);
+}
+
+async fn expired_and_orphaned_keys_stop_working(app: &TestApp) {
+    use postagent_core::apikey::{self, KeyScope};
+    use postagent_core::store::{AccountStore, NewApiKey};
+    use postagent_core::time::Timestamp;
+    let minted = apikey::mint(KeyScope::Account);
+    let expired = NewApiKey {
+        account_id: app.account_id().await,
+        name: "old".into(),
+        scope: KeyScope::Account,
+        agent_email: None,
+        expires_at: Some(Timestamp::now().plus_secs(-1)),
+        key_hash: minted.hash.clone(),
+        key_prefix: minted.prefix.clone(),
+    };
+    app.store.create_api_key(expired).await.expect("create");
+    let r = app.call(Method::GET, "/v1/account", Some(&minted.plaintext), None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+
+    app.post("/v1/agents", json!({"email": "temp@agents.test"})).await;
+    let key = app.agent_key("temp@agents.test").await;
+    let path = format!("/v1/agents/{}", enc("temp@agents.test"));
+    assert_eq!(app.call(Method::GET, &path, Some(&key), None).await.status, StatusCode::OK);
+    app.delete(&format!("{path}?confirm=DELETE")).await;
+    assert_eq!(
+        app.call(Method::GET, &path, Some(&key), None).await.status,
+        StatusCode::UNAUTHORIZED,
+        "agent in trash"
+    );
+    app.post(&format!("{path}/restore"), Value::Null).await;
+    assert_eq!(app.call(Method::GET, &path, Some(&key), None).await.status, StatusCode::OK, "restored");
+    app.delete(&format!("{path}?confirm=DELETE&permanent=true")).await;
+    app.post("/v1/agents", json!({"email": "temp@agents.test"})).await;
+    let r = app.call(Method::GET, &path, Some(&key), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a purged agent's key does not open its successor");
+}
+
+async fn default_page_size_is_100(app: &TestApp) {
+    use postagent_core::store::{AgentStore, NewAgent};
+    let account = app.account_id().await;
+    for i in 0..101 {
+        let new = NewAgent {
+            account_id: account.clone(),
+            email: format!("bulk-{i:03}@agents.test"),
+            domain: SHARED_DOMAIN.into(),
+            name: String::new(),
+            require_verified_domain: false,
+        };
+        app.store.create_agent(new).await.expect("create");
+    }
+    let first = app.get("/v1/agents").await;
+    assert_eq!(first.body["items"].as_array().map(Vec::len), Some(100));
+    let cursor = first.body["next_cursor"].as_str().expect("a second page").to_owned();
+    let second = app.get(&format!("/v1/agents?cursor={}", enc(&cursor))).await;
+    assert_eq!(second.body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(second.body["next_cursor"], Value::Null);
+}
+
+async fn empty_bodies_and_scope_before_body(app: &TestApp) {
+    app.post("/v1/agents", json!({"email": "body@agents.test"})).await;
+    let empty = app
+        .http
+        .patch(format!("{}/v1/agents/{}", app.base, enc("body@agents.test")))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/json")
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = empty.json().await.expect("json");
+    assert_eq!(body["error"]["details"]["fields"][0]["location"], "body");
+    // The SDK's empty-bodied POSTs (verify, restore) carry Content-Type and Content-Length: 0.
+    let verify = app
+        .http
+        .post(format!("{}/v1/domains/none.example/verify", app.base))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/json")
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(verify.status(), StatusCode::NOT_FOUND, "parsed as a request, not a body error");
+
+    let key = app.agent_key("body@agents.test").await;
+    let r = app.call(Method::POST, "/v1/agents", Some(&key), Some(json!({"bogus": true}))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "scope is checked before the body"
+    );
 }

@@ -68,3 +68,17 @@ impl FromRequestParts<AppState> for Principal {
         })
     }
 }
+
+/// A caller with an account-scoped key. Rejecting agent keys in the extractor (rather than in
+/// the handler) answers 403 before the body is even parsed, as the contract orders it.
+pub struct AccountScope(pub Principal);
+
+impl FromRequestParts<AppState> for AccountScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let who = Principal::from_request_parts(parts, state).await?;
+        who.require_account()?;
+        Ok(Self(who))
+    }
+}

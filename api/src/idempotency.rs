@@ -22,8 +22,6 @@ const MAX_KEY_LEN: usize = 255;
 const SEAL_PURPOSE: &str = "idempotency-response";
 /// An `in_flight` row older than this belongs to a request that is gone.
 pub const STALE_AFTER_SECS: i64 = 120;
-/// How long completed keys are remembered (the contract promises at least 24 h).
-pub const KEEP_SECS: i64 = 24 * 3600;
 
 /// Releases an unfinished key when the request future is dropped or unwinds.
 struct Release {
@@ -115,7 +113,8 @@ where
             ));
         }
     }
-    let mut guard = Release { store: state.store.clone(), account: account.clone(), key: key.clone(), armed: true };
+    let mut guard =
+        Release { store: state.store.clone(), account: account.clone(), key: key.clone(), armed: true };
     let outcome = op().await;
     let result = match outcome {
         Ok((status, body)) => {

@@ -32,6 +32,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub shared_domain: String,
+    /// As configured; empty when unset (then `/v1/info` leaves it out, as e2a does).
     pub public_url: String,
     /// The MX target agent domains must publish.
     pub mail_hostname: String,
@@ -40,9 +41,9 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(cfg: &postagent_core::Config) -> Self {
         Self {
-            shared_domain: cfg.shared_domain.to_ascii_lowercase(),
-            public_url: cfg.public_url(),
-            mail_hostname: cfg.mail_hostname().to_ascii_lowercase(),
+            shared_domain: cfg.shared_domain.clone(),
+            public_url: cfg.public_url.clone(),
+            mail_hostname: cfg.mail_hostname(),
         }
     }
 }

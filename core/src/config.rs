@@ -167,6 +167,7 @@ impl Config {
             cfg.set(key, value).map_err(|e| bad(&flag, e.message))?;
             origin.push(((*key).to_owned(), flag));
         }
+        cfg.normalize();
         cfg.validate().map_err(|mut e| {
             if let Some((_, source)) = origin.iter().rev().find(|(k, _)| *k == e.key) {
                 e.key = source.clone();
@@ -212,6 +213,15 @@ impl Config {
         Ok(())
     }
 
+    /// Canonical forms: domain names lowercase without the trailing dot of DNS notation.
+    pub fn normalize(&mut self) {
+        for name in [&mut self.shared_domain, &mut self.mail_hostname] {
+            let trimmed = name.trim();
+            *name = trimmed.strip_suffix('.').unwrap_or(trimmed).to_ascii_lowercase();
+        }
+        self.public_url = self.public_url.trim().trim_end_matches('/').to_owned();
+    }
+
     /// Checks every value that has a shape, naming the key of the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         ListenAddr::parse(&self.api_listen).map_err(|m| bad("api_listen", m))?;
@@ -234,6 +244,12 @@ impl Config {
         }
         if !self.shared_domain.is_empty() && crate::ids::DomainName::parse(&self.shared_domain).is_none() {
             return Err(bad("shared_domain", format!("{:?} is not a domain name", self.shared_domain)));
+        }
+        if !self.mail_hostname.is_empty() && crate::ids::DomainName::parse(&self.mail_hostname).is_none() {
+            return Err(bad(
+                "mail_hostname",
+                format!("{:?} is not a fully qualified host name (e.g. mx.example.org)", self.mail_hostname),
+            ));
         }
         if !self.dns_server.is_empty() {
             self.dns_server_addr().map_err(|m| bad("dns_server", m))?;
@@ -300,13 +316,15 @@ impl Config {
         }
     }
 
+    /// The configured MX target, else this host's name (which may be a short name: callers
+    /// that publish it warn when it is not fully qualified).
     pub fn mail_hostname(&self) -> String {
         if !self.mail_hostname.is_empty() {
             return self.mail_hostname.clone();
         }
         std::fs::read_to_string("/etc/hostname")
             .ok()
-            .map(|h| h.trim().to_owned())
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "localhost".into())
     }
@@ -315,12 +333,30 @@ impl Config {
 /// Hides the password of a database URL.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    match rest.split_once('@') {
+    let (base, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let base = match base.split_once('@') {
         Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:<redacted>@{host}")
+            format!("{user}:<redacted>@{host}")
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    // libpq also takes the password as a parameter: `?password=…`.
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{base}?{q}"),
+        None => format!("{scheme}://{base}"),
     }
 }
 
@@ -409,6 +445,21 @@ mod tests {
     }
 
     #[test]
+    fn domain_names_are_normalised() {
+        let flags = [
+            ("shared_domain", "Agents.Example.ORG.".to_owned()),
+            ("mail_hostname", "MX.example.org.".to_owned()),
+            ("public_url", "https://api.example.org/".to_owned()),
+        ];
+        let (cfg, _) = Config::load(None, no_env(), &flags).expect("valid");
+        assert_eq!(cfg.shared_domain, "agents.example.org");
+        assert_eq!(cfg.mail_hostname(), "mx.example.org");
+        assert_eq!(cfg.public_url(), "https://api.example.org");
+        let err = Config::load(None, no_env(), &[("mail_hostname", "mx".into())]).expect_err("short name");
+        assert_eq!(err.key, "--mail-hostname");
+    }
+
+    #[test]
     fn listen_addresses_and_durations() {
         assert_eq!(ListenAddr::parse("unix:/run/x.sock"), Ok(ListenAddr::Unix("/run/x.sock".into())));
         assert!(ListenAddr::parse("[::1]:25").is_ok());
@@ -425,6 +476,8 @@ mod tests {
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://pa:<redacted>@db/postagent"));
+        let q = redact_url("postgres://pa@db/x?sslmode=require&password=hunter2&host=/run");
+        assert_eq!(q, "postgres://pa@db/x?sslmode=require&password=<redacted>&host=/run");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod apikey;
 pub mod config;
 pub mod dns;
 pub mod ids;
+pub mod janitor;
 pub mod seal;
 pub mod secret;
 pub mod service;

@@ -23,8 +23,12 @@ pub fn seal(secret: &Secret, purpose: &str, plaintext: &[u8]) -> Option<String> 
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new().fill(&mut nonce).ok()?;
     let mut buf = plaintext.to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(purpose.as_bytes()), &mut buf)
-        .ok()?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(purpose.as_bytes()),
+        &mut buf,
+    )
+    .ok()?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Some(format!("{PREFIX}{}", B64.encode(out)))

@@ -227,7 +227,9 @@ pub async fn create_agent(
         StoreError::Precondition("domain_not_registered") => {
             ManageError::DomainNotRegistered(email.domain().to_owned())
         }
-        StoreError::Precondition("domain_not_verified") => ManageError::DomainNotVerified(email.domain().to_owned()),
+        StoreError::Precondition("domain_not_verified") => {
+            ManageError::DomainNotVerified(email.domain().to_owned())
+        }
         StoreError::Conflict("agent_in_trash") => ManageError::AgentInTrash(email.to_string()),
         StoreError::Conflict(_) => ManageError::AgentTaken(email.to_string()),
         e => e.into(),

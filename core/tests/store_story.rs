@@ -368,29 +368,62 @@ async fn jobs(s: &dyn Store) {
 async fn idempotency(s: &dyn Store, a: &AccountId) {
     let now = Timestamp::now();
     let stale = now.plus_secs(-60);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"), IdempotencyBegin::Started);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"), IdempotencyBegin::InFlight);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp2", now, stale).await.expect("begin"), IdempotencyBegin::Mismatch);
+    assert_eq!(
+        s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"),
+        IdempotencyBegin::InFlight
+    );
+    assert_eq!(
+        s.idempotency_begin(a, "k1", "fp2", now, stale).await.expect("begin"),
+        IdempotencyBegin::Mismatch
+    );
     s.idempotency_finish(a, "k1", 201, "{\"ok\":true}").await.expect("finish");
     assert_eq!(
         s.idempotency_begin(a, "k1", "fp1", now, stale).await.expect("begin"),
         IdempotencyBegin::Replay { status: 201, body: "{\"ok\":true}".into() }
     );
-    assert_eq!(s.idempotency_begin(a, "k2", "fp", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(
+        s.idempotency_begin(a, "k2", "fp", now, stale).await.expect("begin"),
+        IdempotencyBegin::Started
+    );
     s.idempotency_release(a, "k2").await.expect("release");
-    assert_eq!(s.idempotency_begin(a, "k2", "fp", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(
+        s.idempotency_begin(a, "k2", "fp", now, stale).await.expect("begin"),
+        IdempotencyBegin::Started
+    );
     // A request that died in flight: once its row is stale, a retry takes it over.
-    assert_eq!(s.idempotency_begin(a, "k3", "fp", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(
+        s.idempotency_begin(a, "k3", "fp", now, stale).await.expect("begin"),
+        IdempotencyBegin::Started
+    );
     let later = now.plus_secs(61);
-    assert_eq!(s.idempotency_begin(a, "k3", "fp", later, now).await.expect("begin"), IdempotencyBegin::InFlight);
+    assert_eq!(
+        s.idempotency_begin(a, "k3", "fp", later, now).await.expect("begin"),
+        IdempotencyBegin::InFlight
+    );
     assert_eq!(
         s.idempotency_begin(a, "k3", "fp", later, later).await.expect("begin"),
         IdempotencyBegin::Started,
         "stale in-flight rows are taken over"
     );
-    assert_eq!(s.idempotency_begin(a, "k3", "other", later, later).await.expect("begin"), IdempotencyBegin::Mismatch);
-    assert_eq!(s.idempotency_expire(later.plus_secs(1)).await.expect("expire"), 3);
-    assert_eq!(s.idempotency_begin(a, "k1", "fp9", now, stale).await.expect("begin"), IdempotencyBegin::Started);
+    assert_eq!(
+        s.idempotency_begin(a, "k3", "other", later, later).await.expect("begin"),
+        IdempotencyBegin::Mismatch
+    );
+    let day = postagent_core::janitor::IDEMPOTENCY_KEEP_SECS;
+    assert_eq!(
+        postagent_core::janitor::sweep(s, now.plus_secs(day - 1)).await.expect("sweep"),
+        0,
+        "kept 24 h"
+    );
+    assert_eq!(postagent_core::janitor::sweep(s, later.plus_secs(day + 1)).await.expect("sweep"), 3);
+    assert_eq!(
+        s.idempotency_begin(a, "k1", "fp9", now, stale).await.expect("begin"),
+        IdempotencyBegin::Started
+    );
 }
 
 /// Several claimers drain one queue at once: every job is handed out exactly once.

@@ -6,6 +6,7 @@
 pub mod bin;
 
 use postagent_api::{AppState, Listener, Settings};
+use postagent_core::Config;
 use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;
 use postagent_core::service;
@@ -81,15 +82,18 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
     let (_, key) = service::bootstrap_account(store.as_ref(), &account_email).await.expect("bootstrap");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    // Through the real configuration path, in the spellings an operator might use.
+    let flags = [
+        ("shared_domain", format!("{}.", SHARED_DOMAIN.to_uppercase())),
+        ("mail_hostname", MAIL_HOST.to_owned()),
+        ("public_url", format!("{base}/")),
+    ];
+    let (config, _) = Config::load(None, Vec::new(), &flags).expect("config");
     let state = AppState {
         store: store.clone() as Arc<dyn Store>,
         secret: Secret::new(vec![42; 32]),
         resolver,
-        settings: Arc::new(Settings {
-            shared_domain: SHARED_DOMAIN.into(),
-            public_url: base.clone(),
-            mail_hostname: MAIL_HOST.into(),
-        }),
+        settings: Arc::new(Settings::from_config(&config)),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(postagent_api::run(
@@ -151,6 +155,16 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str) -> Reply {
         self.call(Method::DELETE, path, Some(&self.key), None).await
+    }
+
+    /// The directory holding the SQLite files (empty for PostgreSQL).
+    pub fn store_dir(&self) -> std::path::PathBuf {
+        self._dir.path().to_path_buf()
+    }
+
+    pub async fn account_id(&self) -> postagent_core::ids::AccountId {
+        use postagent_core::store::AccountStore;
+        self.store.find_account_by_email(&self.account_email).await.expect("query").expect("account").id
     }
 
     /// A second, unrelated account and its key.

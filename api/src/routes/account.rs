@@ -1,6 +1,6 @@
 //! `/v1/account` and its API keys.
 
-use crate::auth::Principal;
+use crate::auth::{AccountScope, Principal};
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
 use crate::error::{ApiError, FieldError};
 use crate::views::{ApiKeyView, Page};
@@ -53,10 +53,9 @@ fn month_start() -> Timestamp {
 
 pub async fn list_keys(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<ApiKeyView>>, ApiError> {
-    who.require_account()?;
     let limit = q.limit()?;
     let page = cursor::page_query(&state.secret, "api-keys", q.get("cursor"), limit)?;
     let rows = state.store.list_api_keys(&who.account_id, &page).await?;
@@ -102,11 +101,10 @@ impl RequestBody for CreateKeyRequest {
 
 pub async fn create_key(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     headers: HeaderMap,
     body: StrictJson<CreateKeyRequest>,
 ) -> Result<Response, ApiError> {
-    who.require_account()?;
     let key = idempotency::key_from(&headers)?;
     let req = body.value;
     idempotency::once(&state, &who.account_id, key, "POST /v1/account/api-keys", &body.raw, || async {
@@ -144,11 +142,10 @@ pub async fn create_key(
 
 pub async fn delete_key(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(id): Path<String>,
     q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    who.require_account()?;
     q.require_confirm()?;
     let id = ApiKeyId::parse(&id).ok_or_else(|| ApiError::not_found("API key"))?;
     if !state.store.revoke_api_key(&who.account_id, &id, Timestamp::now()).await? {

@@ -2,7 +2,7 @@
 //! rename, delete (trash or permanent), restore.
 
 use super::normalize;
-use crate::auth::Principal;
+use crate::auth::{AccountScope, Principal};
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
 use crate::error::{ApiError, FieldError};
 use crate::views::{AgentView, Page};
@@ -59,10 +59,9 @@ fn view(state: &AppState, agent: &Agent) -> Json<AgentView> {
 
 pub async fn create(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     body: StrictJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, Json<AgentView>), ApiError> {
-    who.require_account()?;
     let req = body.value;
     let agent = service::create_agent(
         state.store.as_ref(),
@@ -78,10 +77,9 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<AgentView>>, ApiError> {
-    who.require_account()?;
     let trash = q.bool("deleted")?.unwrap_or(false);
     let filter = if trash { "agents:trash" } else { "agents:live" };
     let limit = q.limit()?;
@@ -113,11 +111,10 @@ pub async fn get(
 
 pub async fn update(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(email): Path<String>,
     body: StrictJson<UpdateAgentRequest>,
 ) -> Result<Json<AgentView>, ApiError> {
-    who.require_account()?;
     let email = normalize(&email);
     let agent = owned(&state, &who, &email).await?;
     let Some(name) = body.value.name else { return Ok(view(&state, &agent)) };
@@ -129,11 +126,10 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(email): Path<String>,
     q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    who.require_account()?;
     q.require_confirm()?;
     let permanent = q.bool("permanent")?.unwrap_or(false);
     let email = normalize(&email);
@@ -151,10 +147,9 @@ pub async fn delete(
 
 pub async fn restore(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(email): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    who.require_account()?;
     let email = normalize(&email);
     let agent = owned(&state, &who, &email).await?;
     if agent.deleted_at.is_none() {

@@ -2,7 +2,7 @@
 //! delete.
 
 use super::normalize;
-use crate::auth::Principal;
+use crate::auth::AccountScope;
 use crate::body::{QueryParams, RequestBody, StrictJson};
 use crate::error::ApiError;
 use crate::views::{DomainView, Page};
@@ -26,10 +26,9 @@ impl RequestBody for RegisterDomainRequest {
 
 pub async fn register(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     body: StrictJson<RegisterDomainRequest>,
 ) -> Result<(StatusCode, Json<DomainView>), ApiError> {
-    who.require_account()?;
     let (domain, created) = service::register_domain(
         state.store.as_ref(),
         &who.account_id,
@@ -47,10 +46,9 @@ pub async fn register(
 
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<DomainView>>, ApiError> {
-    who.require_account()?;
     let limit = q.limit()?;
     let page = cursor::page_query(&state.secret, "domains", q.get("cursor"), limit)?;
     let rows = state.store.list_domains(&who.account_id, &page).await?;
@@ -64,10 +62,9 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(domain): Path<String>,
 ) -> Result<Json<DomainView>, ApiError> {
-    who.require_account()?;
     let row = state
         .store
         .get_domain(&who.account_id, &normalize(&domain))
@@ -79,10 +76,9 @@ pub async fn get(
 /// Always 200: the caller branches on `verified`.
 pub async fn verify(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(domain): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    who.require_account()?;
     let (row, probe) = service::verify_domain(
         state.store.as_ref(),
         &state.resolver,
@@ -110,11 +106,10 @@ pub async fn verify(
 
 pub async fn delete(
     State(state): State<AppState>,
-    who: Principal,
+    AccountScope(who): AccountScope,
     Path(domain): Path<String>,
     q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
-    who.require_account()?;
     q.require_confirm()?;
     let name = normalize(&domain);
     match state.store.delete_domain(&who.account_id, &name).await {

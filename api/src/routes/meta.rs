@@ -24,11 +24,14 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 /// `GET /v1/info`.
 pub async fn info(State(state): State<AppState>) -> Json<Value> {
     let shared = &state.settings.shared_domain;
-    Json(json!({
+    let mut info = json!({
         "version": crate::API_VERSION,
         "server_version": env!("CARGO_PKG_VERSION"),
         "shared_domain": shared,
         "slug_registration_enabled": !shared.is_empty(),
-        "public_url": state.settings.public_url,
-    }))
+    });
+    if let (false, Some(obj)) = (state.settings.public_url.is_empty(), info.as_object_mut()) {
+        obj.insert("public_url".into(), json!(state.settings.public_url));
+    }
+    Json(info)
 }

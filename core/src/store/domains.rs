@@ -104,7 +104,12 @@ impl DomainStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn claim_operator_domain(&self, account: &AccountId, name: &str, now: Timestamp) -> StoreResult<bool> {
+    async fn claim_operator_domain(
+        &self,
+        account: &AccountId,
+        name: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE domains SET operator_owned = 1, verified = 1, verified_at = COALESCE(verified_at, $3)
              WHERE domain = $1 AND account_id = $2",

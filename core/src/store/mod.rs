@@ -120,7 +120,12 @@ pub trait DomainStore: Send + Sync {
         check: DomainCheck,
     ) -> StoreResult<bool>;
     /// Marks the account's domain operator-owned and verified (no DNS needed).
-    async fn claim_operator_domain(&self, account: &AccountId, domain: &str, now: Timestamp) -> StoreResult<bool>;
+    async fn claim_operator_domain(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// `Conflict("agents")` while agents (live or in trash) use the domain.
     async fn delete_domain(&self, account: &AccountId, domain: &str) -> StoreResult<bool>;
 }

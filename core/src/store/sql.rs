@@ -132,7 +132,12 @@ async fn migrate_sqlite(url: &str) -> StoreResult<()> {
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     ));
     let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)?;
         file.lock()?;
         Ok(file)
     })
