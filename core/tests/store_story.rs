@@ -39,12 +39,20 @@ async fn story_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_replicas_migrate_together() {
     let Some(url) = pg_url() else { return };
-    let opens = (0..4).map(|_| {
-        let url = url.clone();
-        tokio::spawn(async move { SqlStore::open(&url, 2).await })
-    });
+    open_together(&url, 4).await;
+}
+
+/// Opens `n` stores on `url` at the same moment (all spawned before any is awaited) and
+/// checks each one sees the schema.
+async fn open_together(url: &str, n: usize) {
+    let opens: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move { SqlStore::open(&url, 2).await })
+        })
+        .collect();
     for handle in opens {
-        let store = handle.await.expect("join").expect("replica opens");
+        let store = handle.await.expect("join").expect("every replica opens");
         store.list_accounts().await.expect("schema present");
     }
 }
@@ -56,14 +64,7 @@ async fn sqlite_first_start_is_race_free_and_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/new/fresh.db", dir.path().display());
-    let opens = (0..4).map(|_| {
-        let url = url.clone();
-        tokio::spawn(async move { SqlStore::open(&url, 2).await })
-    });
-    for handle in opens {
-        let store = handle.await.expect("join").expect("every process opens");
-        store.list_accounts().await.expect("schema present");
-    }
+    open_together(&url, 4).await;
     let mode = std::fs::metadata(dir.path().join("new/fresh.db")).expect("db").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
@@ -434,27 +435,34 @@ async fn concurrent_claims(stores: Vec<Arc<SqlStore>>) {
     for i in 0..total {
         stores[0].enqueue_job(&kind, &format!("job{i}"), now).await.expect("enqueue");
     }
-    let workers = (0..6).map(|w| {
-        let store = stores[w % stores.len()].clone();
-        let kind = kind.clone();
-        tokio::spawn(async move {
-            let mut mine = Vec::new();
-            loop {
-                let jobs = store.claim_jobs(&kind, &format!("w{w}"), now, 60, 3).await.expect("claim");
-                if jobs.is_empty() {
-                    break mine;
+    // Collected before any is awaited, so the six really run at once.
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let store = stores[w % stores.len()].clone();
+            let kind = kind.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let jobs = store.claim_jobs(&kind, &format!("w{w}"), now, 60, 3).await.expect("claim");
+                    if jobs.is_empty() {
+                        break mine;
+                    }
+                    for j in jobs {
+                        assert!(store.complete_job(j.id, &format!("w{w}")).await.expect("complete"));
+                        mine.push(j.ref_id);
+                    }
                 }
-                for j in jobs {
-                    assert!(store.complete_job(j.id, &format!("w{w}")).await.expect("complete"));
-                    mine.push(j.ref_id);
-                }
-            }
+            })
         })
-    });
+        .collect();
     let mut all = Vec::new();
+    let mut busy_workers = 0;
     for w in workers {
-        all.extend(w.await.expect("join"));
+        let mine = w.await.expect("join");
+        busy_workers += usize::from(!mine.is_empty());
+        all.extend(mine);
     }
+    assert!(busy_workers > 1, "the claimers overlapped in time");
     let unique: HashSet<_> = all.iter().cloned().collect();
     assert_eq!(all.len(), total, "every job once");
     assert_eq!(unique.len(), total, "no job twice");
