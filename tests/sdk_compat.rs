@@ -5,7 +5,7 @@
 mod common;
 
 use common::bin::{Server, run, text};
-use postagent_testsupport::{DnsServer, require, require_that};
+use postagent_testsupport::{DnsServer, PgCluster, require, require_that};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -14,7 +14,15 @@ const MAIL_HOST: &str = "mx.sdk.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_5_3_0_drives_the_foundation() {
-    drive("5.3.0", "e2a==5.3.0").await;
+    drive("5.3.0", "e2a==5.3.0", None).await;
+}
+
+/// The same flows with the server on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_5_3_0_drives_the_foundation_on_postgres() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let url = cluster.create_database().expect("database");
+    drive("5.3.0", "e2a==5.3.0", Some(url)).await;
 }
 
 /// The newest 5.x at the time of writing, pinned so a PyPI release cannot change CI's
@@ -22,7 +30,7 @@ async fn sdk_5_3_0_drives_the_foundation() {
 /// which 5.3.0 does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_5_8_1_drives_the_foundation() {
-    drive("5.8.1", "e2a==5.8.1").await;
+    drive("5.8.1", "e2a==5.8.1", None).await;
 }
 
 /// A venv with `spec` installed, cached under the target directory between runs.
@@ -32,6 +40,9 @@ fn venv(tag: &str, spec: &str) -> Option<PathBuf> {
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2a-venv-{tag}"));
     let marker = dir.join("installed-spec");
+    // Tests sharing a venv build it once: the second waits on this lock, then finds it ready.
+    let lock = std::fs::File::create(dir.with_extension("lock")).expect("lock file");
+    lock.lock().expect("lock");
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == spec) {
         return Some(dir);
     }
@@ -56,7 +67,8 @@ fn venv(tag: &str, spec: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
-async fn drive(tag: &str, spec: &str) {
+/// `database_url = None` runs the server on its default SQLite file.
+async fn drive(tag: &str, spec: &str, database_url: Option<String>) {
     let (tag_owned, spec_owned) = (tag.to_owned(), spec.to_owned());
     let Some(venv) = tokio::task::spawn_blocking(move || venv(&tag_owned, &spec_owned)).await.expect("join")
     else {
@@ -71,13 +83,17 @@ async fn drive(tag: &str, spec: &str) {
     let dns = DnsServer::start().await.expect("dns");
     dns.add_mx("sdk.example", 10, MAIL_HOST);
     let data = tempfile::tempdir().expect("tempdir");
-    let out = run(data.path(), &["admin", "bootstrap", "--email", "sdk@example.org"]);
+    let mut db_flags: Vec<&str> = Vec::new();
+    if let Some(url) = &database_url {
+        db_flags.extend(["--database-url", url.as_str()]);
+    }
+    let bootstrap = [&["admin", "bootstrap", "--email", "sdk@example.org"][..], &db_flags].concat();
+    let out = run(data.path(), &bootstrap);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let key =
         text(&out.stdout).lines().find_map(|l| l.strip_prefix("API key: ").map(str::to_owned)).expect("key");
     let dns_addr = dns.addr().to_string();
-    let server = Server::start(
-        data.path(),
+    let serve = [
         &[
             "serve",
             "--api-listen",
@@ -88,8 +104,11 @@ async fn drive(tag: &str, spec: &str) {
             &dns_addr,
             "--mail-hostname",
             MAIL_HOST,
-        ],
-    );
+        ][..],
+        &db_flags,
+    ]
+    .concat();
+    let server = Server::start(data.path(), &serve);
     run_script(&venv, &server, &key, &dns).await;
 }
 
