@@ -2,6 +2,7 @@
 //! PostgreSQL behind it), signing helpers and the DNS resolver every role uses.
 
 pub mod apikey;
+pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod ids;
