@@ -189,6 +189,9 @@ async fn domains(s: &dyn Store, a: &AccountId, b: &AccountId) {
 
     let (op, _) = s.register_domain(reg(a, "ops.example", true)).await.expect("operator domain");
     assert!(op.verified && op.verified_at.is_some());
+    assert!(s.is_agent_domain("ops.example").await.expect("query"), "verified domains take mail");
+    assert!(!s.is_agent_domain("a.example").await.expect("query"), "unverified domains do not");
+    assert!(!s.is_agent_domain("elsewhere.example").await.expect("query"));
     let (own, _) = s.register_domain(reg(a, "claimed.example", false)).await.expect("register");
     assert!(!own.verified);
     assert!(!s.claim_operator_domain(b, "claimed.example", Timestamp::now()).await.expect("claim"));

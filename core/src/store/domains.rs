@@ -104,6 +104,14 @@ impl DomainStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn is_agent_domain(&self, domain: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 AS one FROM domains WHERE domain = $1 AND verified = 1")
+            .bind(domain)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     async fn claim_operator_domain(
         &self,
         account: &AccountId,

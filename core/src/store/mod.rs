@@ -119,6 +119,9 @@ pub trait DomainStore: Send + Sync {
         token: &str,
         check: DomainCheck,
     ) -> StoreResult<bool>;
+    /// Whether mail for `domain` belongs to postagent: a verified registered domain of any
+    /// account (the shared domain is configuration, not a row).
+    async fn is_agent_domain(&self, domain: &str) -> StoreResult<bool>;
     /// Marks the account's domain operator-owned and verified (no DNS needed).
     async fn claim_operator_domain(
         &self,
