@@ -6,6 +6,7 @@
 mod admin;
 mod logging;
 mod serve;
+mod verify;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -111,10 +112,23 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
+    /// Check the signed X-E2A-Auth-* headers of a delivered message read from stdin.
+    Verify {
+        /// The deployment secret (default: the configured hmac_secret_file).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// Refuse signatures older than this many seconds.
+        #[arg(long)]
+        max_age: Option<i64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Verify { secret_file, max_age } = &cli.command {
+        // Synchronous, no logging set-up, no database: usable on any host holding the secret.
+        return verify::run(&cli.global, secret_file.as_deref(), *max_age);
+    }
     let flags = cli.global.pairs();
     let (config, file) = match Config::load(cli.global.config.as_deref(), std::env::vars(), &flags) {
         Ok(c) => c,
@@ -143,6 +157,7 @@ fn main() -> ExitCode {
                 println!("{config:#?}");
                 Ok(())
             }
+            Command::Verify { .. } => Ok(()),
         }
     });
     match result {

@@ -245,3 +245,45 @@ async fn shutdown_timeout_bounds_the_wait() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "stopped long before the DNS timeout");
     assert!(request.await.expect("join").is_err(), "the cut request saw its connection close");
 }
+
+#[test]
+fn verify_checks_a_delivered_message() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let vector: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/vectors/auth-headers.json")).expect("json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("hmac.secret");
+    std::fs::write(&secret, format!("{}\n", vector["secret"].as_str().expect("secret"))).expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let message = vector["message"].as_str().expect("message").to_owned();
+
+    let check = |msg: &str, args: &[&str]| {
+        let mut child = postagent(dir.path(), args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child.stdin.take().expect("stdin").write_all(msg.as_bytes()).expect("write");
+        child.wait_with_output().expect("wait")
+    };
+    let ok = check(&message, &["verify", "--secret-file", "hmac.secret"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let out = text(&ok.stdout);
+    assert!(out.contains("verified: true") && out.contains("verified_domain: example.org"), "{out}");
+
+    // With the default configuration the secret is <data_dir>/hmac.secret.
+    assert_eq!(check(&message, &["verify"]).status.code(), Some(0));
+
+    let tampered = check(&message.replace("invoice", "lnvoice"), &["verify", "--secret-file", "hmac.secret"]);
+    assert_eq!(tampered.status.code(), Some(1));
+    assert!(text(&tampered.stdout).contains("Body-Hash"), "{}", text(&tampered.stdout));
+    let stale = check(&message, &["verify", "--secret-file", "hmac.secret", "--max-age", "60"]);
+    assert_eq!(stale.status.code(), Some(1));
+    let unsigned = check("From: a@b.example\r\n\r\nhi\r\n", &["verify", "--secret-file", "hmac.secret"]);
+    assert_eq!(unsigned.status.code(), Some(1));
+    assert!(text(&unsigned.stdout).contains("did not pass through the postagent milter"));
+    let missing = check(&message, &["verify", "--secret-file", "nope.secret"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
