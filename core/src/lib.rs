@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod dns;
 pub mod ids;
+pub mod inbound;
 pub mod janitor;
 pub mod seal;
 pub mod secret;

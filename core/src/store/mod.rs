@@ -12,6 +12,7 @@ mod agents;
 mod domains;
 mod idempotency;
 mod jobs;
+mod messages;
 mod models;
 mod sql;
 
@@ -207,6 +208,43 @@ pub trait IdempotencyStore: Send + Sync {
 }
 
 #[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores an inbound message, its attachment metadata and its `email.received` event in
+    /// one transaction; a message already stored for this agent and source is left as is.
+    async fn insert_inbound(
+        &self,
+        msg: NewInboundMessage,
+        attachments: Vec<NewAttachment>,
+        event: NewEvent,
+    ) -> StoreResult<Inserted>;
+    /// The newest conversation id among the agent's messages whose Message-ID (or provider
+    /// id) is one of `rfc_ids`.
+    async fn find_conversation(&self, agent_email: &str, rfc_ids: &[String]) -> StoreResult<Option<String>>;
+    async fn list_messages(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        filter: &MessageFilter,
+        page: &PageQuery,
+    ) -> StoreResult<Vec<Message>>;
+    async fn get_message(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        id: &str,
+    ) -> StoreResult<Option<Message>>;
+    async fn get_raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn list_attachments(&self, message_id: &str) -> StoreResult<Vec<AttachmentMeta>>;
+    /// Flips an unread inbound message to read; `true` when it changed.
+    async fn mark_read(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+    async fn set_labels(&self, id: &str, labels: &[String], now: Timestamp) -> StoreResult<()>;
+    /// `Some(t)` moves a live message to the trash, `None` restores a trashed one.
+    async fn set_message_trashed(&self, id: &str, trashed: Option<Timestamp>) -> StoreResult<bool>;
+    /// Deletes a message that is in the trash.
+    async fn purge_message(&self, id: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
 pub trait StoreHealth: Send + Sync {
     /// A trivial round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
@@ -215,5 +253,11 @@ pub trait StoreHealth: Send + Sync {
 }
 
 /// Everything the product stores.
-pub trait Store: AccountStore + DomainStore + AgentStore + JobQueue + IdempotencyStore + StoreHealth {}
-impl<T: AccountStore + DomainStore + AgentStore + JobQueue + IdempotencyStore + StoreHealth> Store for T {}
+pub trait Store:
+    AccountStore + DomainStore + AgentStore + MessageStore + JobQueue + IdempotencyStore + StoreHealth
+{
+}
+impl<T: AccountStore + DomainStore + AgentStore + MessageStore + JobQueue + IdempotencyStore + StoreHealth>
+    Store for T
+{
+}

@@ -122,3 +122,112 @@ pub enum IdempotencyBegin {
     /// The key was used with a different request.
     Mismatch,
 }
+
+/// An inbound message ready to store, for one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInboundMessage {
+    pub id: String,
+    pub account_id: AccountId,
+    pub agent_email: String,
+    /// The milter's message id when the signature verified, else a hash of the raw bytes:
+    /// with the agent it identifies a redelivery.
+    pub source_id: String,
+    pub header_from: Option<String>,
+    pub envelope_from: Option<String>,
+    pub verified_domain: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub delivered_to: String,
+    pub subject: String,
+    pub rfc_message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub conversation_id: Option<String>,
+    /// The contract's `authentication` object as JSON; `None` when unsigned or invalid.
+    pub authentication: Option<String>,
+    pub raw: Vec<u8>,
+    pub size_bytes: i64,
+    pub postfix_queue_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAttachment {
+    pub index: i64,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub content_id: Option<String>,
+    pub size_bytes: i64,
+}
+
+/// Attachment metadata as stored (the bytes stay inside the raw message).
+pub type AttachmentMeta = NewAttachment;
+
+/// An outbox row, written in the transaction of the change it reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub account_id: AccountId,
+    pub kind: String,
+    pub agent_email: Option<String>,
+    pub message_id: Option<String>,
+    /// The whole envelope `{type, id, schema_version, created_at, data}` as JSON.
+    pub payload: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    Stored,
+    /// The same message reached this agent before; nothing was written.
+    Duplicate {
+        id: String,
+    },
+}
+
+/// A stored message without its raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub account_id: AccountId,
+    pub agent_email: String,
+    pub direction: String,
+    pub status: String,
+    pub review_status: Option<String>,
+    pub read_status: String,
+    pub header_from: Option<String>,
+    pub envelope_from: Option<String>,
+    pub verified_domain: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub delivered_to: String,
+    pub subject: String,
+    pub rfc_message_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub labels: Vec<String>,
+    pub authentication: Option<String>,
+    pub size_bytes: i64,
+    pub delivery_status: Option<String>,
+    pub delivery_detail: Option<String>,
+    pub created_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// Inbox filters (contract §3.5). `None` means "no filter".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageFilter {
+    pub direction: Option<String>,
+    pub read_status: Option<String>,
+    pub from_contains: Option<String>,
+    pub subject_contains: Option<String>,
+    pub conversation_id: Option<String>,
+    /// All must be present.
+    pub labels: Vec<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub trash: bool,
+    pub ascending: bool,
+}

@@ -1,0 +1,359 @@
+//! Messages: the inbound insert (message, attachments and its outbox event in one
+//! transaction, idempotent per agent and milter message id), the inbox queries and the
+//! per-message state changes (read, labels, trash).
+
+use super::sql::{opt_ts, ts};
+use super::{AttachmentMeta, Inserted, Message, MessageFilter, NewAttachment, NewEvent, NewInboundMessage};
+use super::{MessageStore, SqlStore, StoreError, StoreResult};
+use crate::ids::AccountId;
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+const MESSAGE_COLS: &str = "id, account_id, agent_email, direction, status, review_status, read_status, \
+     header_from, envelope_from, verified_domain, to_addrs, cc_addrs, bcc_addrs, reply_to, delivered_to, \
+     subject, rfc_message_id, conversation_id, labels, authentication, size_bytes, delivery_status, \
+     delivery_detail, created_at, deleted_at";
+
+fn list(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn message(row: &AnyRow) -> StoreResult<Message> {
+    Ok(Message {
+        id: row.try_get("id")?,
+        account_id: AccountId::from_stored(row.try_get("account_id")?),
+        agent_email: row.try_get("agent_email")?,
+        direction: row.try_get("direction")?,
+        status: row.try_get("status")?,
+        review_status: row.try_get("review_status")?,
+        read_status: row.try_get("read_status")?,
+        header_from: row.try_get("header_from")?,
+        envelope_from: row.try_get("envelope_from")?,
+        verified_domain: row.try_get("verified_domain")?,
+        to: list(row, "to_addrs")?,
+        cc: list(row, "cc_addrs")?,
+        bcc: list(row, "bcc_addrs")?,
+        reply_to: list(row, "reply_to")?,
+        delivered_to: row.try_get("delivered_to")?,
+        subject: row.try_get("subject")?,
+        rfc_message_id: row.try_get("rfc_message_id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        labels: list(row, "labels")?,
+        authentication: row.try_get("authentication")?,
+        size_bytes: row.try_get("size_bytes")?,
+        delivery_status: row.try_get("delivery_status")?,
+        delivery_detail: row.try_get("delivery_detail")?,
+        created_at: ts(row, "created_at")?,
+        deleted_at: opt_ts(row, "deleted_at")?,
+    })
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// A WHERE clause under construction with `$N` placeholders (sqlx's `Any` arguments would
+/// render `?`, which PostgreSQL does not accept).
+#[derive(Default)]
+struct Conditions {
+    sql: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+impl Conditions {
+    /// Binds one value and returns its placeholder.
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
+
+    /// Adds `cond`, where each `{}` becomes the next placeholder for the given values.
+    fn add(&mut self, cond: &str, values: Vec<Bind>) {
+        let mut out = String::new();
+        let mut parts = cond.split("{}");
+        if let Some(first) = parts.next() {
+            out.push_str(first);
+        }
+        for (part, value) in parts.zip(values) {
+            let placeholder = self.bind(value);
+            out.push_str(&placeholder);
+            out.push_str(part);
+        }
+        self.sql.push(out);
+    }
+
+    fn query<'q>(&'q self, sql: &'q str) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        let mut q = sqlx::query(sql);
+        for b in &self.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }
+}
+
+/// `LIKE` pattern matching `needle` anywhere, literally (case folded by the caller).
+fn contains_pattern(needle: &str) -> String {
+    let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    async fn insert_inbound(
+        &self,
+        msg: NewInboundMessage,
+        attachments: Vec<NewAttachment>,
+        event: NewEvent,
+    ) -> StoreResult<Inserted> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query("SELECT id FROM messages WHERE agent_email = $1 AND source_id = $2")
+            .bind(msg.agent_email.as_str())
+            .bind(msg.source_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            // A redelivery (Postfix never saw our 250): the first copy stands.
+            return Ok(Inserted::Duplicate { id: row.try_get("id")? });
+        }
+        let now = msg.created_at.as_micros();
+        sqlx::query(
+            "INSERT INTO messages (id, account_id, agent_email, direction, status, read_status, source_id,
+                 header_from, envelope_from, verified_domain, to_addrs, cc_addrs, reply_to, delivered_to, subject,
+                 rfc_message_id, in_reply_to, references_ids, conversation_id, authentication, raw_message,
+                 size_bytes, postfix_queue_id, created_at, updated_at)
+             VALUES ($1, $2, $3, 'inbound', 'received', 'unread', $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $21)",
+        )
+        .bind(msg.id.as_str())
+        .bind(msg.account_id.as_str())
+        .bind(msg.agent_email.as_str())
+        .bind(msg.source_id.as_str())
+        .bind(msg.header_from.as_deref())
+        .bind(msg.envelope_from.as_deref())
+        .bind(msg.verified_domain.as_deref())
+        .bind(json_list(&msg.to))
+        .bind(json_list(&msg.cc))
+        .bind(json_list(&msg.reply_to))
+        .bind(msg.delivered_to.as_str())
+        .bind(msg.subject.as_str())
+        .bind(msg.rfc_message_id.as_deref())
+        .bind(msg.in_reply_to.as_deref())
+        .bind(json_list(&msg.references))
+        .bind(msg.conversation_id.as_deref())
+        .bind(msg.authentication.as_deref())
+        .bind(msg.raw)
+        .bind(msg.size_bytes)
+        .bind(msg.postfix_queue_id.as_deref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for a in attachments {
+            sqlx::query(
+                "INSERT INTO attachments (message_id, idx, filename, content_type, content_id, size_bytes)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(msg.id.as_str())
+            .bind(a.index)
+            .bind(a.filename)
+            .bind(a.content_type)
+            .bind(a.content_id)
+            .bind(a.size_bytes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO events (id, account_id, type, agent_email, message_id, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(event.id.as_str())
+        .bind(event.account_id.as_str())
+        .bind(event.kind.as_str())
+        .bind(event.agent_email.as_deref())
+        .bind(event.message_id.as_deref())
+        .bind(event.payload.as_str())
+        .bind(event.created_at.as_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Inserted::Stored)
+    }
+
+    async fn find_conversation(&self, agent_email: &str, rfc_ids: &[String]) -> StoreResult<Option<String>> {
+        if rfc_ids.is_empty() {
+            return Ok(None);
+        }
+        let mut c = Conditions::default();
+        c.add("agent_email = {}", vec![Bind::Text(agent_email.to_owned())]);
+        c.add("conversation_id IS NOT NULL AND conversation_id <> ''", vec![]);
+        let holes = vec!["{}"; rfc_ids.len()].join(", ");
+        let mut values: Vec<Bind> = rfc_ids.iter().map(|i| Bind::Text(i.clone())).collect();
+        values.extend(rfc_ids.iter().map(|i| Bind::Text(i.clone())));
+        c.add(&format!("(rfc_message_id IN ({holes}) OR provider_message_id IN ({holes}))"), values);
+        let sql = format!(
+            "SELECT conversation_id FROM messages WHERE {} ORDER BY created_at DESC, id DESC LIMIT 1",
+            c.sql.join(" AND ")
+        );
+        let row = c.query(&sql).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.try_get("conversation_id")).transpose()?)
+    }
+
+    async fn list_messages(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        f: &MessageFilter,
+        page: &super::PageQuery,
+    ) -> StoreResult<Vec<Message>> {
+        let mut c = Conditions::default();
+        c.add(
+            "account_id = {} AND agent_email = {}",
+            vec![Bind::Text(account.to_string()), Bind::Text(agent_email.into())],
+        );
+        c.add(if f.trash { "deleted_at IS NOT NULL" } else { "deleted_at IS NULL" }, vec![]);
+        if let Some(d) = &f.direction {
+            c.add("direction = {}", vec![Bind::Text(d.clone())]);
+        }
+        if let Some(r) = &f.read_status {
+            c.add("read_status = {}", vec![Bind::Text(r.clone())]);
+        }
+        // Inbound mail held for review (or rejected) never shows in the inbox.
+        c.add("(direction = 'outbound' OR status = 'received')", vec![]);
+        if let Some(from) = &f.from_contains {
+            let p = contains_pattern(&from.to_lowercase());
+            c.add("LOWER(COALESCE(header_from, envelope_from, '')) LIKE {} ESCAPE '\\'", vec![Bind::Text(p)]);
+        }
+        if let Some(s) = &f.subject_contains {
+            c.add(
+                "LOWER(subject) LIKE {} ESCAPE '\\'",
+                vec![Bind::Text(contains_pattern(&s.to_lowercase()))],
+            );
+        }
+        if let Some(conv) = &f.conversation_id {
+            c.add("conversation_id = {}", vec![Bind::Text(conv.clone())]);
+        }
+        for label in &f.labels {
+            c.add("labels LIKE {} ESCAPE '\\'", vec![Bind::Text(contains_pattern(&format!("\"{label}\"")))]);
+        }
+        if let Some(t) = f.since {
+            c.add("created_at >= {}", vec![Bind::Int(t.as_micros())]);
+        }
+        if let Some(t) = f.until {
+            c.add("created_at < {}", vec![Bind::Int(t.as_micros())]);
+        }
+        let (cmp, order) = if f.ascending { (">", "ASC") } else { ("<", "DESC") };
+        if let Some(a) = &page.after {
+            c.add(
+                &format!("(created_at {cmp} {{}} OR (created_at = {{}} AND id {cmp} {{}}))"),
+                vec![
+                    Bind::Int(a.created_at.as_micros()),
+                    Bind::Int(a.created_at.as_micros()),
+                    Bind::Text(a.key.clone()),
+                ],
+            );
+        }
+        let limit = c.bind(Bind::Int(i64::from(page.limit) + 1));
+        let sql = format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE {} ORDER BY created_at {order}, id {order} LIMIT {limit}",
+            c.sql.join(" AND ")
+        );
+        let rows = c.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(message).collect()
+    }
+
+    async fn get_message(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        id: &str,
+    ) -> StoreResult<Option<Message>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id = $1 AND account_id = $2 AND agent_email = $3"
+        ))
+        .bind(id)
+        .bind(account.as_str())
+        .bind(agent_email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(message).transpose()
+    }
+
+    async fn get_raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT raw_message FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<Option<Vec<u8>>, _>("raw_message")).transpose()?.flatten())
+    }
+
+    async fn list_attachments(&self, message_id: &str) -> StoreResult<Vec<AttachmentMeta>> {
+        let rows = sqlx::query(
+            "SELECT idx, filename, content_type, content_id, size_bytes FROM attachments WHERE message_id = $1 ORDER BY idx",
+        )
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttachmentMeta {
+                    index: r.try_get("idx")?,
+                    filename: r.try_get("filename")?,
+                    content_type: r.try_get("content_type")?,
+                    content_id: r.try_get("content_id")?,
+                    size_bytes: r.try_get("size_bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_read(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE messages SET read_status = 'read', updated_at = $2
+             WHERE id = $1 AND direction = 'inbound' AND read_status = 'unread'",
+        )
+        .bind(id)
+        .bind(now.as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_labels(&self, id: &str, labels: &[String], now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE messages SET labels = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(json_list(labels))
+            .bind(now.as_micros())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_message_trashed(&self, id: &str, trashed: Option<Timestamp>) -> StoreResult<bool> {
+        let sql = if trashed.is_some() {
+            "UPDATE messages SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL"
+        } else {
+            "UPDATE messages SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NOT NULL"
+        };
+        let done =
+            sqlx::query(sql).bind(id).bind(trashed.map(Timestamp::as_micros)).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_message(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM messages WHERE id = $1 AND deleted_at IS NOT NULL")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,206 @@
+//! Inbound delivery into the store, on SQLite and PostgreSQL: signature checks, parsing,
+//! threading, idempotent redelivery and the outbox event.
+
+use postagent_core::auth::headers::{self, Claims, EntityType};
+use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
+use postagent_core::inbound::{self, Delivered, IngestError};
+use postagent_core::secret::Secret;
+use postagent_core::service;
+use postagent_core::store::{MessageFilter, PageQuery, SqlStore, Store};
+use postagent_core::time::Timestamp;
+use postagent_testsupport::pg::PgCluster;
+use std::sync::Arc;
+
+fn secret() -> Secret {
+    Secret::new(vec![7; 32])
+}
+
+fn passing() -> Authentication {
+    Authentication {
+        spf: SpfResult {
+            status: "pass".into(),
+            domain: Some("example.org".into()),
+            aligned: Some(true),
+            detail: None,
+        },
+        dkim: vec![DkimResult {
+            status: "pass".into(),
+            domain: Some("example.org".into()),
+            selector: Some("s1".into()),
+            aligned: Some(true),
+            detail: None,
+        }],
+        dmarc: DmarcResult {
+            status: "pass".into(),
+            domain: Some("example.org".into()),
+            policy: Some("reject".into()),
+            aligned_by: vec!["spf".into(), "dkim".into()],
+            detail: None,
+        },
+    }
+}
+
+/// A message as the milter would have signed it.
+fn signed(head: &str, body: &str, entity: EntityType) -> Vec<u8> {
+    let claims = Claims {
+        authentication: passing(),
+        sender: "alice@example.org".into(),
+        entity_type: entity,
+        delegation: String::new(),
+        timestamp: Timestamp::now(),
+        message_id: postagent_core::ids::MessageId::mint().to_string(),
+        body_hash: headers::body_hash(body.as_bytes()),
+    };
+    let mut out = String::new();
+    for (n, v) in headers::sign(&secret(), &claims) {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    format!("{out}Received: from client (unknown [127.0.0.1]) by mx.test (Postfix) with ESMTP id 4AbC12xYz\r\n\tfor <bot@agents.test>; Sat, 21 Nov 2026 12:00:00 +0000\r\n{head}\r\n{body}").into_bytes()
+}
+
+const HEAD: &str = "From: Alice <alice@example.org>\r\nTo: bot@agents.test, other@agents.test\r\nCc: carol@example.net\r\nReply-To: desk@example.org\r\nSubject: Invoice 42\r\nMessage-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n";
+const BODY: &str = "--b\r\nContent-Type: text/plain\r\n\r\nPlease pay.\r\n--b\r\nContent-Type: application/pdf; name=inv.pdf\r\nContent-Disposition: attachment; filename=inv.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
+
+async fn setup(store: &dyn Store) {
+    let (account, _) = service::bootstrap_account(store, "owner@example.org").await.expect("account");
+    for slug in ["bot", "other"] {
+        service::create_agent(store, &account.id, &format!("{slug}@agents.test"), "", "agents.test")
+            .await
+            .expect("agent");
+    }
+}
+
+async fn scenario(store: Arc<SqlStore>) {
+    let s: &dyn Store = store.as_ref();
+    setup(s).await;
+    let account = s.find_account_by_email("owner@example.org").await.expect("q").expect("account").id;
+    let now = Timestamp::now();
+
+    let raw = signed(HEAD, BODY, EntityType::Human);
+    let p = inbound::prepare(&secret(), raw.clone(), "bounce@example.org", now);
+    assert!(p.claims.is_some(), "{:?}", p.unsigned_reason);
+    assert_eq!(p.postfix_queue_id.as_deref(), Some("4AbC12xYz"));
+    assert_eq!(p.parsed.header_from.as_deref(), Some("alice@example.org"));
+    assert_eq!(p.parsed.to, vec!["bot@agents.test", "other@agents.test"]);
+    assert_eq!(p.parsed.attachments.len(), 1);
+    assert_eq!(p.parsed.attachments[0].filename.as_deref(), Some("inv.pdf"));
+    assert_eq!(p.parsed.attachments[0].size_bytes, 9, "decoded size");
+
+    let Delivered::Stored { id: bot_id } =
+        inbound::store_for(s, &p, "bot@agents.test", now).await.expect("store")
+    else {
+        panic!("first delivery stores")
+    };
+    let Delivered::Stored { id: other_id } =
+        inbound::store_for(s, &p, "Other@Agents.Test", now).await.expect("store")
+    else {
+        panic!("second agent stores its own copy")
+    };
+    assert_ne!(bot_id, other_id);
+    // Postfix redelivers after a lost 250: stored once.
+    assert_eq!(
+        inbound::store_for(s, &p, "bot@agents.test", now).await.expect("store"),
+        Delivered::Duplicate { id: bot_id.clone() }
+    );
+    assert!(matches!(
+        inbound::store_for(s, &p, "nobody@agents.test", now).await,
+        Err(IngestError::UnknownAgent(_))
+    ));
+
+    let m = s.get_message(&account, "bot@agents.test", &bot_id).await.expect("get").expect("stored");
+    assert_eq!((m.direction.as_str(), m.read_status.as_str()), ("inbound", "unread"));
+    assert_eq!(m.verified_domain.as_deref(), Some("example.org"));
+    assert_eq!(m.envelope_from.as_deref(), Some("bounce@example.org"));
+    assert_eq!(m.subject, "Invoice 42");
+    assert_eq!(m.reply_to, vec!["desk@example.org"]);
+    let auth: serde_json::Value =
+        serde_json::from_str(m.authentication.as_deref().expect("authentication")).expect("json");
+    assert_eq!(auth["dmarc"]["aligned_by"], serde_json::json!(["spf", "dkim"]));
+    assert_eq!(s.get_raw(&bot_id).await.expect("raw").as_deref(), Some(raw.as_slice()));
+    assert_eq!(s.list_attachments(&bot_id).await.expect("attachments").len(), 1);
+
+    // Mail that did not pass through the milter, or whose headers were forged, is stored
+    // as unverified; its conversation header is ignored.
+    let forged = String::from_utf8(signed(HEAD, BODY, EntityType::Agent))
+        .expect("utf8")
+        .replace("Please pay.", "Pay me.");
+    let forged = format!("X-E2A-Conversation-Id: conv_hijack\r\n{forged}").into_bytes();
+    let p2 = inbound::prepare(&secret(), forged, "", now);
+    assert!(p2.claims.is_none());
+    assert!(
+        p2.unsigned_reason.as_deref().is_some_and(|r| r.contains("Body-Hash")),
+        "{:?}",
+        p2.unsigned_reason
+    );
+    let Delivered::Stored { id } = inbound::store_for(s, &p2, "bot@agents.test", now).await.expect("store")
+    else {
+        panic!("stored")
+    };
+    let m2 = s.get_message(&account, "bot@agents.test", &id).await.expect("get").expect("stored");
+    assert_eq!((m2.authentication, m2.verified_domain, m2.envelope_from), (None, None, None));
+    assert_eq!(m2.conversation_id, None, "an unsigned conversation header is not trusted");
+
+    // Agent mail (signed as originating) carries its conversation; a human reply that
+    // references it joins that conversation.
+    let ours = "From: bot@agents.test\r\nTo: other@agents.test\r\nSubject: Plan\r\nMessage-ID: <plan-1@agents.test>\r\nX-E2A-Conversation-Id: conv_0123456789abcdef0123456789abcdef\r\n";
+    let p3 = inbound::prepare(&secret(), signed(ours, "Hi\r\n", EntityType::Agent), "bot@agents.test", now);
+    let Delivered::Stored { id: plan } =
+        inbound::store_for(s, &p3, "other@agents.test", now).await.expect("store")
+    else {
+        panic!("stored")
+    };
+    let plan = s.get_message(&account, "other@agents.test", &plan).await.expect("get").expect("stored");
+    assert_eq!(plan.conversation_id.as_deref(), Some("conv_0123456789abcdef0123456789abcdef"));
+    let reply = "From: carol@example.net\r\nTo: other@agents.test\r\nSubject: Re: Plan\r\nIn-Reply-To: <plan-1@agents.test>\r\nReferences: <older@x> <plan-1@agents.test>\r\n";
+    let p4 = inbound::prepare(&secret(), format!("{reply}\r\nok\r\n").into_bytes(), "", now.plus_secs(1));
+    let Delivered::Stored { id: r } =
+        inbound::store_for(s, &p4, "other@agents.test", now.plus_secs(1)).await.expect("store")
+    else {
+        panic!("stored")
+    };
+    let r = s.get_message(&account, "other@agents.test", &r).await.expect("get").expect("stored");
+    assert_eq!(r.conversation_id, plan.conversation_id, "threaded by References");
+
+    // The inbox: newest first, filters, read state.
+    let page = PageQuery { after: None, limit: 10 };
+    let inbox =
+        s.list_messages(&account, "bot@agents.test", &MessageFilter::default(), &page).await.expect("list");
+    assert_eq!(inbox.len(), 2);
+    let by_subject = MessageFilter { subject_contains: Some("INVOICE".into()), ..MessageFilter::default() };
+    assert_eq!(
+        s.list_messages(&account, "bot@agents.test", &by_subject, &page).await.expect("list").len(),
+        2
+    );
+    let by_from = MessageFilter { from_contains: Some("ALICE@".into()), ..MessageFilter::default() };
+    assert_eq!(s.list_messages(&account, "bot@agents.test", &by_from, &page).await.expect("list").len(), 2);
+    let nobody = MessageFilter { from_contains: Some("mallory".into()), ..MessageFilter::default() };
+    assert!(s.list_messages(&account, "bot@agents.test", &nobody, &page).await.expect("list").is_empty());
+    let percent = MessageFilter { subject_contains: Some("%".into()), ..MessageFilter::default() };
+    assert!(
+        s.list_messages(&account, "bot@agents.test", &percent, &page).await.expect("list").is_empty(),
+        "LIKE metacharacters are literal"
+    );
+    assert!(s.mark_read(&bot_id, now).await.expect("read"));
+    assert!(!s.mark_read(&bot_id, now).await.expect("read twice"));
+    let unread = MessageFilter { read_status: Some("unread".into()), ..MessageFilter::default() };
+    assert_eq!(s.list_messages(&account, "bot@agents.test", &unread, &page).await.expect("list").len(), 1);
+
+    // The outbox row, with the deterministic event id.
+    let usage = s.account_usage(&account, Timestamp::from_micros(0)).await.expect("usage");
+    assert_eq!(usage.messages_month, 5);
+    assert!(usage.storage_bytes > raw.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/in.db", dir.path().display());
+    scenario(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_on_postgres() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let url = cluster.create_database().expect("db");
+    scenario(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
