@@ -160,6 +160,21 @@ async fn scenario(store: Arc<SqlStore>) {
     };
     let r = s.get_message(&account, "other@agents.test", &r).await.expect("get").expect("stored");
     assert_eq!(r.conversation_id, plan.conversation_id, "threaded by References");
+    let page = PageQuery { after: None, limit: 10 };
+    let convs =
+        s.list_conversations(&account, "other@agents.test", None, None, &page).await.expect("conversations");
+    assert_eq!(convs.len(), 1, "the id-less inbound copy is not a conversation");
+    let c = &convs[0];
+    assert_eq!((c.message_count, c.inbound_count, c.outbound_count, c.has_unread), (2, 2, 0, true));
+    assert_eq!((c.latest_subject.as_str(), c.latest_from.as_str()), ("Re: Plan", "carol@example.net"));
+    assert!(c.first_message_at < c.last_message_at);
+    assert_eq!(s.get_conversation(&account, "other@agents.test", &c.id).await.expect("get"), Some(c.clone()));
+    assert_eq!(s.get_conversation(&account, "bot@agents.test", &c.id).await.expect("get"), None, "per agent");
+    let later = s
+        .list_conversations(&account, "other@agents.test", Some(now.plus_secs(5)), None, &page)
+        .await
+        .expect("conversations");
+    assert!(later.is_empty(), "since bounds the last message time");
 
     // The inbox: newest first, filters, read state.
     let page = PageQuery { after: None, limit: 10 };

@@ -349,6 +349,26 @@ impl MessageStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn list_conversations(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        page: &super::PageQuery,
+    ) -> StoreResult<Vec<super::ConversationSummary>> {
+        self.conversations(account, agent_email, since, until, page).await
+    }
+
+    async fn get_conversation(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        id: &str,
+    ) -> StoreResult<Option<super::ConversationSummary>> {
+        self.conversation(account, agent_email, id).await
+    }
+
     async fn purge_message(&self, id: &str) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM messages WHERE id = $1 AND deleted_at IS NOT NULL")
             .bind(id)

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod agents;
+mod conversations;
 mod domains;
 mod idempotency;
 mod jobs;
@@ -242,6 +243,22 @@ pub trait MessageStore: Send + Sync {
     async fn set_message_trashed(&self, id: &str, trashed: Option<Timestamp>) -> StoreResult<bool>;
     /// Deletes a message that is in the trash.
     async fn purge_message(&self, id: &str) -> StoreResult<bool>;
+    /// The agent's conversations, most recently active first; `since`/`until` bound the last
+    /// message time. Keyset on (last_message_at, id).
+    async fn list_conversations(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        page: &PageQuery,
+    ) -> StoreResult<Vec<ConversationSummary>>;
+    async fn get_conversation(
+        &self,
+        account: &AccountId,
+        agent_email: &str,
+        id: &str,
+    ) -> StoreResult<Option<ConversationSummary>>;
 }
 
 #[async_trait]

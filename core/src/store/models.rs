@@ -231,3 +231,17 @@ pub struct MessageFilter {
     pub trash: bool,
     pub ascending: bool,
 }
+
+/// A conversation as the list shows it (derived from the agent's messages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationSummary {
+    pub id: String,
+    pub first_message_at: Timestamp,
+    pub last_message_at: Timestamp,
+    pub message_count: i64,
+    pub inbound_count: i64,
+    pub outbound_count: i64,
+    pub has_unread: bool,
+    pub latest_subject: String,
+    pub latest_from: String,
+}
