@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod body;
 pub mod cursor;
+pub mod download;
 pub mod error;
 pub mod idempotency;
 pub mod routes;
@@ -36,14 +37,26 @@ pub struct Settings {
     pub public_url: String,
     /// The MX target agent domains must publish.
     pub mail_hostname: String,
+    /// Where the API listens (links fall back to it when `public_url` is unset).
+    pub api_listen: String,
 }
 
 impl Settings {
+    /// The configured public URL, or the API's own address when none is set.
+    pub fn public_url_or_default(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.api_listen)
+        } else {
+            self.public_url.clone()
+        }
+    }
+
     pub fn from_config(cfg: &postagent_core::Config) -> Self {
         Self {
             shared_domain: cfg.shared_domain.clone(),
             public_url: cfg.public_url.clone(),
             mail_hostname: cfg.mail_hostname(),
+            api_listen: cfg.api_listen.clone(),
         }
     }
 }
@@ -57,7 +70,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    use routes::{account, agents, domains, meta};
+    use routes::{account, agents, conversations, domains, messages, meta};
+    let message = "/v1/agents/{email}/messages/{id}";
     Router::new()
         .route("/api/health", get(meta::health).head(meta::health))
         .route("/v1/info", get(meta::info))
@@ -70,6 +84,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents", get(agents::list).post(agents::create))
         .route("/v1/agents/{email}", get(agents::get).patch(agents::update).delete(agents::delete))
         .route("/v1/agents/{email}/restore", post(agents::restore))
+        .route("/v1/agents/{email}/messages", get(messages::list))
+        .route(message, get(messages::get).patch(messages::update).delete(messages::delete))
+        .route(&format!("{message}/restore"), post(messages::restore))
+        .route(&format!("{message}/attachments/{{index}}"), get(messages::attachment))
+        .route(&format!("{message}/attachments/{{index}}/download"), get(download::download))
+        .route("/v1/agents/{email}/conversations", get(conversations::list))
+        .route("/v1/agents/{email}/conversations/{id}", get(conversations::get))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A bug in one handler answers that request 500 instead of dropping the connection.

@@ -262,3 +262,17 @@ pub fn attachment_json(a: &NewAttachment) -> serde_json::Value {
     }
     v
 }
+
+/// The first text and HTML bodies of a stored message, for the API's `parsed` view.
+pub fn bodies(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let Some(m) = MessageParser::default().parse(raw) else { return (None, None) };
+    let text = m.body_text(0).map(|t| t.into_owned());
+    let html = m.body_html(0).map(|h| h.into_owned());
+    (text, html)
+}
+
+/// The decoded bytes of attachment `index` (document order, as [`parse`] numbers them).
+pub fn attachment_bytes(raw: &[u8], index: usize) -> Option<Vec<u8>> {
+    let m = MessageParser::default().parse(raw)?;
+    m.attachments().nth(index).map(|part| part.contents().to_vec())
+}

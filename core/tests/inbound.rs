@@ -49,13 +49,10 @@ fn signed(head: &str, body: &str, entity: EntityType) -> Vec<u8> {
         delegation: String::new(),
         timestamp: Timestamp::now(),
         message_id: postagent_core::ids::MessageId::mint().to_string(),
-        body_hash: headers::body_hash(body.as_bytes()),
+        body_hash: String::new(),
     };
-    let mut out = String::new();
-    for (n, v) in headers::sign(&secret(), &claims) {
-        out.push_str(&format!("{n}: {v}\r\n"));
-    }
-    format!("{out}Received: from client (unknown [127.0.0.1]) by mx.test (Postfix) with ESMTP id 4AbC12xYz\r\n\tfor <bot@agents.test>; Sat, 21 Nov 2026 12:00:00 +0000\r\n{head}\r\n{body}").into_bytes()
+    let received = "Received: from client (unknown [127.0.0.1]) by mx.test (Postfix) with ESMTP id 4AbC12xYz\r\n\tfor <bot@agents.test>; Sat, 21 Nov 2026 12:00:00 +0000\r\n";
+    headers::prepend(&secret(), &claims, format!("{received}{head}\r\n{body}").as_bytes())
 }
 
 const HEAD: &str = "From: Alice <alice@example.org>\r\nTo: bot@agents.test, other@agents.test\r\nCc: carol@example.net\r\nReply-To: desk@example.org\r\nSubject: Invoice 42\r\nMessage-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n";

@@ -157,6 +157,33 @@ impl TestApp {
         self.call(Method::DELETE, path, Some(&self.key), None).await
     }
 
+    /// Delivers `raw` to `recipient` as the LMTP server would (signed by the app's secret
+    /// when `verified`), returning the stored message id.
+    pub async fn deliver(&self, recipient: &str, raw: &[u8], verified: bool) -> String {
+        use postagent_core::auth::headers::{self, Claims, EntityType};
+        use postagent_core::inbound::{self, Delivered};
+        use postagent_core::time::Timestamp;
+        let raw = if verified {
+            let claims = Claims {
+                authentication: passing_authentication(),
+                sender: "alice@example.org".into(),
+                entity_type: EntityType::Human,
+                delegation: String::new(),
+                timestamp: Timestamp::now(),
+                message_id: postagent_core::ids::MessageId::mint().to_string(),
+                body_hash: String::new(),
+            };
+            headers::prepend(&Secret::new(vec![42; 32]), &claims, raw)
+        } else {
+            raw.to_vec()
+        };
+        let p = inbound::prepare(&Secret::new(vec![42; 32]), raw, "bounce@example.org", Timestamp::now());
+        match inbound::store_for(self.store.as_ref(), &p, recipient, Timestamp::now()).await.expect("deliver")
+        {
+            Delivered::Stored { id } | Delivered::Duplicate { id } => id,
+        }
+    }
+
     /// The directory holding the SQLite files (empty for PostgreSQL).
     pub fn store_dir(&self) -> std::path::PathBuf {
         self._dir.path().to_path_buf()
@@ -225,4 +252,31 @@ macro_rules! on_both_backends {
             })*
         }
     };
+}
+
+/// What the milter records for mail from example.org that passes DMARC.
+pub fn passing_authentication() -> postagent_core::auth::Authentication {
+    use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
+    Authentication {
+        spf: SpfResult {
+            status: "pass".into(),
+            domain: Some("example.org".into()),
+            aligned: Some(true),
+            detail: None,
+        },
+        dkim: vec![DkimResult {
+            status: "pass".into(),
+            domain: Some("example.org".into()),
+            selector: Some("s1".into()),
+            aligned: Some(true),
+            detail: None,
+        }],
+        dmarc: DmarcResult {
+            status: "pass".into(),
+            domain: Some("example.org".into()),
+            policy: Some("reject".into()),
+            aligned_by: vec!["spf".into(), "dkim".into()],
+            detail: None,
+        },
+    }
 }

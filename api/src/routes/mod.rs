@@ -2,7 +2,9 @@
 
 pub mod account;
 pub mod agents;
+pub mod conversations;
 pub mod domains;
+pub mod messages;
 pub mod meta;
 
 use crate::error::ApiError;

@@ -134,6 +134,20 @@ pub fn sign(secret: &Secret, claims: &Claims) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `raw` with the signed set for `claims` placed on top, as the milter leaves a message
+/// (the claims' `body_hash` is recomputed from `raw`'s body). For tools and tests that need a
+/// signed message without a milter in the way.
+pub fn prepend(secret: &Secret, claims: &Claims, raw: &[u8]) -> Vec<u8> {
+    let (_, body) = split_message(raw);
+    let claims = Claims { body_hash: body_hash(body), ..claims.clone() };
+    let mut out = Vec::with_capacity(raw.len() + 1024);
+    for (name, value) in sign(secret, &claims) {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(raw);
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("no X-E2A-Auth headers: the message did not pass through the postagent milter")]

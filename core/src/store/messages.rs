@@ -288,6 +288,14 @@ impl MessageStore for SqlStore {
         row.as_ref().map(message).transpose()
     }
 
+    async fn find_message(&self, id: &str) -> StoreResult<Option<Message>> {
+        let row = sqlx::query(&format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(message).transpose()
+    }
+
     async fn get_raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
         let row = sqlx::query("SELECT raw_message FROM messages WHERE id = $1")
             .bind(id)

@@ -234,6 +234,8 @@ pub trait MessageStore: Send + Sync {
         agent_email: &str,
         id: &str,
     ) -> StoreResult<Option<Message>>;
+    /// A message by id alone (capability-token downloads, which carry no account).
+    async fn find_message(&self, id: &str) -> StoreResult<Option<Message>>;
     async fn get_raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn list_attachments(&self, message_id: &str) -> StoreResult<Vec<AttachmentMeta>>;
     /// Flips an unread inbound message to read; `true` when it changed.

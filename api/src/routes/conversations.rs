@@ -1,0 +1,96 @@
+//! `/v1/agents/{email}/conversations`: threads derived from the agent's messages.
+
+use super::messages::{agent_for, summary};
+use crate::auth::Principal;
+use crate::body::QueryParams;
+use crate::error::ApiError;
+use crate::views::Page;
+use crate::{AppState, cursor};
+use axum::Json;
+use axum::extract::{Path, State};
+use postagent_core::store::{After, ConversationSummary, MessageFilter, PageQuery};
+use postagent_core::time::Timestamp;
+use serde_json::{Value, json};
+
+fn view(c: &ConversationSummary) -> Value {
+    json!({
+        "id": c.id,
+        "first_message_at": c.first_message_at,
+        "last_message_at": c.last_message_at,
+        "message_count": c.message_count,
+        "inbound_count": c.inbound_count,
+        "outbound_count": c.outbound_count,
+        "has_unread": c.has_unread,
+        "latest_subject": c.latest_subject,
+        "latest_from": c.latest_from,
+    })
+}
+
+fn time_param(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
+    q.get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            Timestamp::parse_rfc3339(v)
+                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
+        })
+        .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(email): Path<String>,
+    q: QueryParams,
+) -> Result<Json<Page<Value>>, ApiError> {
+    let agent = agent_for(&state, &who, &email).await?;
+    let (since, until) = (time_param(&q, "since")?, time_param(&q, "until")?);
+    let pin = format!("conversations:{}:{since:?}:{until:?}", agent.email);
+    let limit = q.limit()?;
+    let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
+    let rows = state.store.list_conversations(&who.account_id, &agent.email, since, until, &page).await?;
+    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |c| After {
+        created_at: c.last_message_at,
+        key: c.id.clone(),
+    });
+    Ok(Json(Page { items: rows.iter().map(view).collect(), next_cursor }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = agent_for(&state, &who, &email).await?;
+    let c = state
+        .store
+        .get_conversation(&who.account_id, &agent.email, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let filter = MessageFilter { conversation_id: Some(id), ascending: true, ..MessageFilter::default() };
+    let messages = state
+        .store
+        .list_messages(&who.account_id, &agent.email, &filter, &PageQuery { after: None, limit: 1000 })
+        .await?;
+    let mut participants: Vec<String> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for m in &messages {
+        let people = m.header_from.iter().chain(m.to.iter()).chain(m.cc.iter());
+        for p in people {
+            if !participants.contains(p) {
+                participants.push(p.clone());
+            }
+        }
+        for l in &m.labels {
+            if !labels.contains(l) {
+                labels.push(l.clone());
+            }
+        }
+    }
+    let mut v = view(&c);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("participants".into(), json!(participants));
+        obj.insert("labels".into(), json!(labels));
+        obj.insert("messages".into(), json!(messages.iter().map(summary).collect::<Vec<_>>()));
+    }
+    Ok(Json(v))
+}

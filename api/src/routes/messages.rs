@@ -1,0 +1,362 @@
+//! `/v1/agents/{email}/messages`: the inbox (list with the contract's filters), one message
+//! (`MessageView`, which marks it read), labels, trash, restore, and attachments (metadata
+//! with a signed download link, inline bytes on request).
+
+use super::normalize;
+use crate::auth::Principal;
+use crate::body::{QueryParams, RequestBody, StrictJson};
+use crate::error::{ApiError, FieldError};
+use crate::views::Page;
+use crate::{AppState, cursor};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use postagent_core::inbound;
+use postagent_core::store::{After, Agent, Message, MessageFilter};
+use postagent_core::time::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// `parsed.text` is capped; the full text stays in `raw_message`.
+const MAX_PARSED_TEXT: usize = 256 * 1024;
+/// `?inline=true` returns attachment bytes up to this size.
+const MAX_INLINE_ATTACHMENT: usize = 256 * 1024;
+
+/// The path's agent, if the caller may see it: agent keys only their own (403), other
+/// accounts' agents do not exist (404).
+pub async fn agent_for(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
+    let email = normalize(email);
+    who.require_agent(&email)?;
+    state.store.get_agent(&who.account_id, &email).await?.ok_or_else(|| ApiError::not_found("agent"))
+}
+
+async fn message_for(
+    state: &AppState,
+    who: &Principal,
+    email: &str,
+    id: &str,
+) -> Result<(Agent, Message), ApiError> {
+    let agent = agent_for(state, who, email).await?;
+    let msg = state
+        .store
+        .get_message(&who.account_id, &agent.email, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok((agent, msg))
+}
+
+fn insert_opt(obj: &mut serde_json::Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj.insert(key.into(), v);
+    }
+}
+
+/// `MessageSummaryView`.
+pub fn summary(m: &Message) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "direction": m.direction,
+        "header_from": m.header_from,
+        "envelope_from": m.envelope_from,
+        "verified_domain": m.verified_domain,
+        "to": m.to,
+        "delivered_to": m.delivered_to,
+        "subject": m.subject,
+        // Outbound rows have no inbox state: "" as the contract says.
+        "read_status": if m.direction == "inbound" { m.read_status.as_str() } else { "" },
+        "labels": m.labels,
+        "created_at": m.created_at,
+        "cc": m.cc,
+        "size_bytes": m.size_bytes,
+    });
+    if let Some(obj) = v.as_object_mut() {
+        if m.direction == "inbound" {
+            obj.insert("reply_to".into(), json!(m.reply_to));
+        }
+        insert_opt(
+            obj,
+            "conversation_id",
+            m.conversation_id.clone().filter(|c| !c.is_empty()).map(Value::from),
+        );
+        insert_opt(obj, "deleted_at", m.deleted_at.map(|t| json!(t)));
+        insert_opt(obj, "review_status", m.review_status.clone().map(Value::from));
+        insert_opt(obj, "delivery_status", m.delivery_status.clone().map(Value::from));
+        insert_opt(obj, "delivery_detail", m.delivery_detail.clone().map(Value::from));
+    }
+    v
+}
+
+/// `MessageView`: the summary plus authentication, bodies, attachments and the raw MIME.
+async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError> {
+    let raw = state.store.get_raw(&m.id).await?;
+    let attachments = state.store.list_attachments(&m.id).await?;
+    let authentication: Value = match &m.authentication {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            tracing::error!(message = %m.id, error = %e, "stored authentication is not JSON");
+            ApiError::internal()
+        })?,
+        None => Value::Null,
+    };
+    let mut v = summary(m);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("authentication".into(), authentication);
+        obj.insert("reply_to".into(), json!(m.reply_to));
+        obj.insert("conversation_id".into(), json!(m.conversation_id.clone().unwrap_or_default()));
+        obj.insert(
+            "attachments".into(),
+            json!(attachments.iter().map(inbound::attachment_json).collect::<Vec<_>>()),
+        );
+        obj.insert("raw_message".into(), raw.as_ref().map_or(Value::Null, |r| json!(B64.encode(r))));
+        if let Some(raw) = &raw {
+            let (text, html) = inbound::bodies(raw);
+            let text = text.unwrap_or_default();
+            let truncated = text.len() > MAX_PARSED_TEXT;
+            let mut cut = text;
+            if truncated {
+                let mut end = MAX_PARSED_TEXT;
+                while !cut.is_char_boundary(end) {
+                    end -= 1;
+                }
+                cut.truncate(end);
+            }
+            let mut parsed = json!({"text": cut, "truncated": truncated});
+            if let (Some(html), Some(p)) = (html, parsed.as_object_mut()) {
+                p.insert("html".into(), json!(html));
+            }
+            obj.insert("parsed".into(), parsed);
+        }
+    }
+    Ok(v)
+}
+
+fn one_of(q: &QueryParams, name: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+    match q.get(name) {
+        None | Some("") => Ok(None),
+        Some(v) if allowed.contains(&v) => Ok(Some(v.to_owned())),
+        Some(_) => {
+            Err(ApiError::field(&format!("query.{name}"), &format!("must be one of {}", allowed.join(", "))))
+        }
+    }
+}
+
+fn time_param(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
+    match q.get(name) {
+        None | Some("") => Ok(None),
+        Some(v) => Timestamp::parse_rfc3339(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time")),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(email): Path<String>,
+    q: QueryParams,
+) -> Result<Json<Page<Value>>, ApiError> {
+    let agent = agent_for(&state, &who, &email).await?;
+    let trash = q.bool("deleted")?.unwrap_or(false);
+    let direction = one_of(&q, "direction", &["inbound", "outbound", "all"])?
+        .unwrap_or_else(|| if trash { "all" } else { "inbound" }.to_owned());
+    let read = one_of(&q, "read_status", &["unread", "read", "all"])?;
+    // Read state exists on inbound mail only; the inbox default is "unread".
+    let read = match (direction.as_str(), read) {
+        ("inbound", None) if !trash => Some("unread".to_owned()),
+        (_, Some(r)) if r != "all" => Some(r),
+        _ => None,
+    };
+    let sort = one_of(&q, "sort", &["asc", "desc"])?.unwrap_or_else(|| "desc".into());
+    let labels: Vec<String> = q
+        .get("labels")
+        .map(|l| l.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let filter = MessageFilter {
+        direction: (direction != "all").then(|| direction.clone()),
+        read_status: read,
+        from_contains: q.get("from").filter(|s| !s.is_empty()).map(str::to_owned),
+        subject_contains: q.get("subject_contains").filter(|s| !s.is_empty()).map(str::to_owned),
+        conversation_id: q.get("conversation_id").filter(|s| !s.is_empty()).map(str::to_owned),
+        labels,
+        since: time_param(&q, "since")?,
+        until: time_param(&q, "until")?,
+        trash,
+        ascending: sort == "asc",
+    };
+    // Every filter is pinned in the cursor: a continuation cannot change the listing.
+    let pin = format!("messages:{}:{:?}", agent.email, filter);
+    let limit = q.limit()?;
+    let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
+    let rows = state.store.list_messages(&who.account_id, &agent.email, &filter, &page).await?;
+    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |m| After {
+        created_at: m.created_at,
+        key: m.id.clone(),
+    });
+    Ok(Json(Page { items: rows.iter().map(summary).collect(), next_cursor }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, mut m) = message_for(&state, &who, &email, &id).await?;
+    if m.direction == "inbound"
+        && m.read_status == "unread"
+        && state.store.mark_read(&m.id, Timestamp::now()).await?
+    {
+        m.read_status = "read".into();
+    }
+    Ok(Json(full_view(&state, &m).await?))
+}
+
+#[derive(Deserialize)]
+pub struct UpdateMessageRequest {
+    #[serde(default)]
+    add_labels: Vec<String>,
+    #[serde(default)]
+    remove_labels: Vec<String>,
+}
+
+fn label_errors(errors: &mut Vec<FieldError>, location: &str, labels: &[String]) {
+    if labels.len() > 50 {
+        errors.push(FieldError::new(location, "at most 50 labels per change"));
+    }
+    for l in labels {
+        let shape = !l.is_empty()
+            && l.len() <= 64
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_-".contains(&b));
+        if !shape {
+            errors.push(FieldError::new(location, format!("{l:?} is not 1-64 of [a-z0-9:_-]")));
+        } else if l.starts_with("e2a:") {
+            errors.push(FieldError::new(location, format!("{l:?}: the e2a: prefix is reserved")));
+        }
+    }
+}
+
+impl RequestBody for UpdateMessageRequest {
+    const FIELDS: &'static [&'static str] = &["add_labels", "remove_labels"];
+
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        label_errors(errors, "body.add_labels", &self.add_labels);
+        label_errors(errors, "body.remove_labels", &self.remove_labels);
+    }
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+    body: StrictJson<UpdateMessageRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, m) = message_for(&state, &who, &email, &id).await?;
+    let mut labels = m.labels.clone();
+    labels.retain(|l| !body.value.remove_labels.contains(l));
+    for l in &body.value.add_labels {
+        if !labels.contains(l) {
+            labels.push(l.clone());
+        }
+    }
+    if labels.len() > 100 {
+        return Err(ApiError::field("body.add_labels", "a message holds at most 100 labels"));
+    }
+    state.store.set_labels(&m.id, &labels, Timestamp::now()).await?;
+    Ok(Json(json!({"message_id": m.id, "labels": labels})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+    q: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let permanent = q.bool("permanent")?.unwrap_or(false);
+    if permanent {
+        who.require_account()?;
+        q.require_confirm()?;
+    }
+    let (_, m) = message_for(&state, &who, &email, &id).await?;
+    if matches!(m.status.as_str(), "held" | "pending_review") {
+        return Err(ApiError::conflict(
+            "message_held",
+            "the message is held for review; decide the review first",
+        ));
+    }
+    if permanent {
+        if m.deleted_at.is_none() {
+            return Err(ApiError::conflict(
+                "not_in_trash",
+                "only a message in the trash can be deleted permanently",
+            ));
+        }
+        state.store.purge_message(&m.id).await?;
+    } else if !state.store.set_message_trashed(&m.id, Some(Timestamp::now())).await? {
+        return Err(ApiError::not_found("message"));
+    }
+    tracing::info!(account = %who.account_id, message = %m.id, permanent, "message deleted");
+    Ok(Json(json!({"deleted": true, "id": m.id})))
+}
+
+pub async fn restore(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, mut m) = message_for(&state, &who, &email, &id).await?;
+    if m.deleted_at.is_none() || !state.store.set_message_trashed(&m.id, None).await? {
+        return Err(ApiError::conflict("not_in_trash", "the message is not in the trash"));
+    }
+    m.deleted_at = None;
+    Ok(Json(full_view(&state, &m).await?))
+}
+
+pub async fn attachment(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id, index)): Path<(String, String, String)>,
+    q: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let (agent, m) = message_for(&state, &who, &email, &id).await?;
+    let not_found =
+        || ApiError::new(StatusCode::NOT_FOUND, "attachment_not_found", "no attachment at that index");
+    let index: i64 = index.parse().map_err(|_| not_found())?;
+    let meta = state
+        .store
+        .list_attachments(&m.id)
+        .await?
+        .into_iter()
+        .find(|a| a.index == index)
+        .ok_or_else(not_found)?;
+    let expires_at = Timestamp::now().plus_secs(crate::download::TOKEN_TTL_SECS);
+    let token = crate::download::token(&state.secret, &m.id, index, expires_at);
+    let base = state.settings.public_url_or_default();
+    let mut v = inbound::attachment_json(&meta);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "download_url".into(),
+            json!(format!(
+                "{base}/v1/agents/{}/messages/{}/attachments/{index}/download?token={token}",
+                crate::download::encode_segment(&agent.email),
+                m.id
+            )),
+        );
+        obj.insert("expires_at".into(), json!(expires_at));
+        if q.bool("inline")?.unwrap_or(false) {
+            let size = usize::try_from(meta.size_bytes).unwrap_or(usize::MAX);
+            if size > MAX_INLINE_ATTACHMENT {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "attachment_too_large",
+                    "the attachment is over 256 KB: use download_url",
+                )
+                .with_details(json!({"scope": "attachment", "actual_bytes": meta.size_bytes, "max_bytes": MAX_INLINE_ATTACHMENT})));
+            }
+            let raw = state.store.get_raw(&m.id).await?.ok_or_else(not_found)?;
+            let bytes = inbound::attachment_bytes(&raw, usize::try_from(index).unwrap_or(usize::MAX))
+                .ok_or_else(not_found)?;
+            obj.insert("data".into(), json!(B64.encode(bytes)));
+        }
+    }
+    Ok(Json(v))
+}
