@@ -30,6 +30,15 @@ pub struct Config {
     pub milter_listen: String,
     /// LMTP listener (`HOST:PORT` or `unix:PATH`); empty disables the role.
     pub lmtp_listen: String,
+    /// The authserv-id of our `Authentication-Results` headers (RFC 8601); empty means
+    /// `mail_hostname`. Inbound headers carrying it are removed as forgeries.
+    pub authserv_id: String,
+    /// Largest message the milter and the LMTP server accept, in bytes.
+    pub max_message_bytes: u64,
+    /// Mode of the unix sockets postagent creates (octal), e.g. "0660".
+    pub unix_socket_mode: String,
+    /// Group given to those sockets (e.g. "postfix"); empty leaves the process's group.
+    pub unix_socket_group: String,
     /// Base URL clients reach the API on (links in mail, attachment URLs).
     pub public_url: String,
     /// Domain whose agents anyone with an account may claim by slug; empty disables slugs.
@@ -58,6 +67,10 @@ impl Default for Config {
             api_listen: "127.0.0.1:8080".into(),
             milter_listen: String::new(),
             lmtp_listen: String::new(),
+            authserv_id: String::new(),
+            max_message_bytes: 25 * 1024 * 1024,
+            unix_socket_mode: "0660".into(),
+            unix_socket_group: String::new(),
             public_url: String::new(),
             shared_domain: String::new(),
             mail_hostname: String::new(),
@@ -200,6 +213,13 @@ impl Config {
             "api_listen" => self.api_listen = v,
             "milter_listen" => self.milter_listen = v,
             "lmtp_listen" => self.lmtp_listen = v,
+            "authserv_id" => self.authserv_id = v,
+            "max_message_bytes" => {
+                self.max_message_bytes =
+                    v.parse().map_err(|_| bad(key, format!("{v:?} is not a number of bytes")))?;
+            }
+            "unix_socket_mode" => self.unix_socket_mode = v,
+            "unix_socket_group" => self.unix_socket_group = v,
             "public_url" => self.public_url = v,
             "shared_domain" => self.shared_domain = v,
             "mail_hostname" => self.mail_hostname = v,
@@ -235,6 +255,15 @@ impl Config {
         {
             return Err(bad("database_url", "must start with sqlite:, postgres:// or postgresql://"));
         }
+        if self.unix_socket_mode().is_none() {
+            return Err(bad(
+                "unix_socket_mode",
+                format!("{:?} is not an octal mode like 0660", self.unix_socket_mode),
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(bad("max_message_bytes", "must be at least 1024"));
+        }
         if self.database_max_connections == 0 {
             return Err(bad("database_max_connections", "must be at least 1"));
         }
@@ -263,6 +292,15 @@ impl Config {
             return Err(bad("log_format", "must be plain or json"));
         }
         Ok(())
+    }
+
+    /// The socket mode as bits, when valid octal no wider than 0777.
+    pub fn unix_socket_mode(&self) -> Option<u32> {
+        u32::from_str_radix(self.unix_socket_mode.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777)
+    }
+
+    pub fn authserv_id(&self) -> String {
+        if self.authserv_id.is_empty() { self.mail_hostname() } else { self.authserv_id.clone() }
     }
 
     pub fn database_url(&self) -> String {
@@ -370,6 +408,10 @@ impl fmt::Debug for Config {
             .field("api_listen", &self.api_listen)
             .field("milter_listen", &self.milter_listen)
             .field("lmtp_listen", &self.lmtp_listen)
+            .field("authserv_id", &self.authserv_id)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("unix_socket_mode", &self.unix_socket_mode)
+            .field("unix_socket_group", &self.unix_socket_group)
             .field("public_url", &self.public_url)
             .field("shared_domain", &self.shared_domain)
             .field("mail_hostname", &self.mail_hostname)
