@@ -1,0 +1,184 @@
+//! indymilter callbacks: thin adapters that read the protocol's arguments and macros, call
+//! one [`Session`] method, and turn the answer into a milter status. No rules live here.
+
+use crate::MilterConfig;
+use crate::recipients::{self, AgentDirectory, RecipientClass};
+use crate::session::Session;
+use crate::verdict::Verifier;
+use indymilter::{
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts,
+    SetErrorReply, SocketInfo, Status,
+};
+use std::ffi::{CStr, CString};
+use std::sync::Arc;
+
+/// The only actions the milter uses: insert headers (`ADD_HEADER` covers `smfi_insheader`)
+/// and delete them (`CHANGE_HEADER`).
+pub(crate) const ACTIONS: Actions = Actions::ADD_HEADER.union(Actions::CHANGE_HEADER);
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub config: MilterConfig,
+    pub directory: Arc<dyn AgentDirectory>,
+    pub verifier: Verifier,
+}
+
+/// Macros requested per stage. A requested list replaces Postfix's default for that stage,
+/// so stages whose macros we never read ask for none.
+const MACROS: [(MacroStage, &CStr); 7] = [
+    // `{daemon_name}` tells the originating listener; `j` is our host name for SPF.
+    (MacroStage::Connect, c"j {daemon_name}"),
+    (MacroStage::Helo, c""),
+    (MacroStage::Mail, c""),
+    (MacroStage::Rcpt, c""),
+    (MacroStage::Data, c""),
+    (MacroStage::Eoh, c""),
+    // The queue id exists from DATA on; it starts the message's log line.
+    (MacroStage::Eom, c"i"),
+];
+
+pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
+    let (s_rcpt, s_header, s_body, s_eom) = (shared.clone(), shared.clone(), shared.clone(), shared);
+    Callbacks::new()
+        .on_negotiate(|cx, _actions, opts| Box::pin(async move { negotiate(cx, opts) }))
+        .on_connect(|cx, _host, socket| Box::pin(async move { connect(cx, socket) }))
+        .on_helo(|cx, helo| {
+            Box::pin(async move {
+                if let Some(s) = cx.data.as_mut() {
+                    s.helo(&helo.to_string_lossy());
+                }
+                Status::Continue
+            })
+        })
+        .on_mail(|cx, args| {
+            Box::pin(async move {
+                let from = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+                cx.data.get_or_insert_with(Session::default).start_message(&from);
+                Status::Continue
+            })
+        })
+        .on_rcpt(move |cx, args| {
+            let shared = s_rcpt.clone();
+            Box::pin(async move { rcpt(&shared, cx, args).await })
+        })
+        .on_header(move |cx, name, value| {
+            let cap = s_header.config.max_message_bytes;
+            Box::pin(async move {
+                if let Some(s) = cx.data.as_mut() {
+                    s.header(name.to_bytes(), value.to_bytes(), cap);
+                }
+                Status::Continue
+            })
+        })
+        .on_body(move |cx, chunk| {
+            let cap = s_body.config.max_message_bytes;
+            Box::pin(async move {
+                if let Some(s) = cx.data.as_mut() {
+                    s.body(&chunk, cap);
+                }
+                Status::Continue
+            })
+        })
+        .on_eom(move |cx| {
+            let shared = s_eom.clone();
+            Box::pin(async move { eom(&shared, cx).await })
+        })
+        .on_abort(|cx| {
+            Box::pin(async move {
+                if let Some(s) = cx.data.as_mut() {
+                    s.abort_message();
+                }
+                Status::Continue
+            })
+        })
+}
+
+fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
+    // indymilter starts from everything the MTA offers; ask for exactly what we use.
+    cx.requested_actions = ACTIONS;
+    // Exact header values let DKIM's `simple` header canonicalisation verify.
+    let leading_space = offered.contains(ProtoOpts::LEADING_SPACE);
+    if leading_space {
+        cx.requested_opts |= ProtoOpts::LEADING_SPACE;
+    }
+    for (stage, macros) in MACROS {
+        cx.requested_macros.insert(stage, macros.to_owned());
+    }
+    cx.data = Some(Session::new(leading_space));
+    Status::Continue
+}
+
+fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
+    let ip = match socket {
+        SocketInfo::Inet(addr) => Some(addr.ip()),
+        _ => None,
+    };
+    let daemon = macro_text(cx, c"{daemon_name}");
+    let host = macro_text(cx, c"j");
+    cx.data.get_or_insert_with(Session::default).connect(ip, &daemon, &host);
+    Status::Continue
+}
+
+async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let Some(arg) = args.first() else { return Status::Continue };
+    let rcpt = arg.to_string_lossy();
+    let address = recipients::strip_brackets(&rcpt);
+    match recipients::classify(&*shared.directory, &shared.config.shared_domain, &rcpt).await {
+        RecipientClass::Foreign | RecipientClass::Agent => Status::Continue,
+        RecipientClass::UnknownAgent => {
+            // Before DATA Postfix has no queue id for us: the log says NOQUEUE like Postfix's.
+            tracing::info!("NOQUEUE: reject RCPT <{}>: unknown agent", printable(address));
+            let text = format!("<{}>: no such agent here", printable(address));
+            if cx.reply.set_error_reply("550", Some("5.1.1"), [text]).is_err() {
+                tracing::warn!("cannot set the 550 reply text; Postfix will use its generic one");
+            }
+            Status::Reject
+        }
+        RecipientClass::Unavailable(reason) => {
+            tracing::warn!("NOQUEUE: tempfail RCPT <{}>: agent lookup failed: {reason}", printable(address));
+            let text = "agent directory unavailable, try again later";
+            if cx.reply.set_error_reply("451", Some("4.3.0"), [text]).is_err() {
+                tracing::warn!("cannot set the 451 reply text; Postfix will use its generic one");
+            }
+            Status::Tempfail
+        }
+    }
+}
+
+async fn eom(shared: &Shared, cx: &mut EomContext<Session>) -> Status {
+    let queue_id = cx.macros.get(c"i").map(|q| q.to_string_lossy().into_owned()).unwrap_or_default();
+    let queue_id = if queue_id.is_empty() { "NOQUEUE".to_owned() } else { queue_id };
+    let Some(session) = cx.data.as_mut() else {
+        tracing::warn!("{queue_id}: end of message without a session; tempfailing");
+        return Status::Tempfail;
+    };
+    let Some(outcome) = session.finish_message(&shared.verifier, &shared.config, &queue_id).await else {
+        tracing::warn!("{queue_id}: end of message without MAIL FROM; tempfailing");
+        return Status::Tempfail;
+    };
+    let result = async {
+        for d in &outcome.deletions {
+            cx.actions.change_header(d.name.as_str(), d.index, None::<CString>).await?;
+        }
+        // Each insert at index 0 goes on top, so the last inserted is first in the message.
+        for (name, value) in outcome.insertions.iter().rev() {
+            cx.actions.insert_header(0, *name, value.as_str()).await?;
+        }
+        Ok::<_, indymilter::ActionError>(())
+    };
+    match result.await {
+        Ok(()) => Status::Continue,
+        Err(e) => {
+            tracing::warn!("{queue_id}: cannot change headers: {}", recipients::flatten(&e));
+            Status::Tempfail
+        }
+    }
+}
+
+fn macro_text(cx: &Context<Session>, name: &CStr) -> String {
+    cx.macros.get(name).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn printable(s: &str) -> String {
+    s.chars().take(320).map(|c| if c.is_control() { '?' } else { c }).collect()
+}

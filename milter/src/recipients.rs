@@ -1,0 +1,165 @@
+//! RCPT classification: which recipients are agents, which are unknown agents on our domains
+//! (rejected at RCPT so nothing bounces later), and which are none of our business.
+
+use async_trait::async_trait;
+use postagent_core::ids::AgentEmail;
+use postagent_core::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a directory lookup failed; the RCPT is answered 451 and Postfix's client retries.
+pub type DirectoryError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where agents are looked up. The store in production; tests may use a fake that fails.
+#[async_trait]
+pub trait AgentDirectory: Send + Sync + 'static {
+    /// A verified registered domain of some account (the shared domain is configuration and
+    /// is checked by the caller).
+    async fn is_agent_domain(&self, domain: &str) -> Result<bool, DirectoryError>;
+    /// A live (not trashed) agent with exactly this lowercase address.
+    async fn is_live_agent(&self, email: &str) -> Result<bool, DirectoryError>;
+}
+
+/// The store as an [`AgentDirectory`].
+pub struct StoreDirectory {
+    store: Arc<dyn Store>,
+}
+
+impl StoreDirectory {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl AgentDirectory for StoreDirectory {
+    async fn is_agent_domain(&self, domain: &str) -> Result<bool, DirectoryError> {
+        Ok(self.store.is_agent_domain(domain).await?)
+    }
+
+    async fn is_live_agent(&self, email: &str) -> Result<bool, DirectoryError> {
+        Ok(self.store.find_live_agent(email).await?.is_some())
+    }
+}
+
+/// The verdict on one RCPT address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientClass {
+    /// Not one of our domains: pass untouched (Postfix decides).
+    Foreign,
+    /// A live agent.
+    Agent,
+    /// One of our domains, but no live agent has this address: `550 5.1.1`.
+    UnknownAgent,
+    /// The directory could not answer (in time): `451 4.3.0`.
+    Unavailable(String),
+}
+
+/// How long one RCPT may wait for the directory. Postfix gives a milter command 30 s
+/// (`milter_command_timeout`); answering 451 well before that keeps the SMTP client's retry
+/// ours to decide rather than `milter_default_action`'s.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Classifies `rcpt` (the RCPT argument with or without angle brackets).
+pub async fn classify(directory: &dyn AgentDirectory, shared_domain: &str, rcpt: &str) -> RecipientClass {
+    let address = strip_brackets(rcpt);
+    let Some((_, domain)) = address.rsplit_once('@') else {
+        // `postmaster` without a domain and the like: local to Postfix, not ours.
+        return RecipientClass::Foreign;
+    };
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let lookup = async {
+        let ours = (!shared_domain.is_empty() && domain == shared_domain)
+            || directory.is_agent_domain(&domain).await?;
+        if !ours {
+            return Ok(RecipientClass::Foreign);
+        }
+        // Agent addresses are stored as AgentEmail normalises them; an address that cannot
+        // be one (quoted local part, odd bytes) names no agent.
+        let Some(email) = AgentEmail::parse(address) else {
+            return Ok(RecipientClass::UnknownAgent);
+        };
+        Ok::<_, DirectoryError>(if directory.is_live_agent(email.as_str()).await? {
+            RecipientClass::Agent
+        } else {
+            RecipientClass::UnknownAgent
+        })
+    };
+    match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+        Ok(Ok(class)) => class,
+        Ok(Err(e)) => RecipientClass::Unavailable(flatten(&*e)),
+        Err(_) => RecipientClass::Unavailable(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+    }
+}
+
+/// `<a@b>` → `a@b`; SMTP arguments after the path (`NOTIFY=…`) arrive as separate args.
+pub(crate) fn strip_brackets(arg: &str) -> &str {
+    let arg = arg.trim();
+    arg.strip_prefix('<').and_then(|a| a.strip_suffix('>')).unwrap_or(arg)
+}
+
+/// The error and its causes on one line (style: the milter flattens cause chains).
+pub(crate) fn flatten(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake {
+        domains: Vec<&'static str>,
+        agents: Vec<&'static str>,
+        fail: bool,
+    }
+
+    #[async_trait]
+    impl AgentDirectory for Fake {
+        async fn is_agent_domain(&self, domain: &str) -> Result<bool, DirectoryError> {
+            if self.fail {
+                return Err("database is down".into());
+            }
+            Ok(self.domains.contains(&domain))
+        }
+        async fn is_live_agent(&self, email: &str) -> Result<bool, DirectoryError> {
+            if self.fail {
+                return Err("database is down".into());
+            }
+            Ok(self.agents.contains(&email))
+        }
+    }
+
+    #[tokio::test]
+    async fn classifies_by_domain_then_agent() {
+        let dir =
+            Fake { domains: vec!["own.test"], agents: vec!["bot@own.test", "bot@agents.test"], fail: false };
+        let c = |r: &'static str| {
+            let dir = &dir;
+            async move { classify(dir, "agents.test", r).await }
+        };
+        assert_eq!(c("<Bot@Own.Test>").await, RecipientClass::Agent);
+        assert_eq!(c("<bot@agents.test>").await, RecipientClass::Agent);
+        assert_eq!(c("<nobody@agents.test>").await, RecipientClass::UnknownAgent);
+        assert_eq!(c("<nobody@own.test>").await, RecipientClass::UnknownAgent);
+        assert_eq!(c("<\"odd one\"@own.test>").await, RecipientClass::UnknownAgent);
+        assert_eq!(c("<someone@elsewhere.test>").await, RecipientClass::Foreign);
+        assert_eq!(c("<postmaster>").await, RecipientClass::Foreign);
+        let down = Fake { domains: vec![], agents: vec![], fail: true };
+        assert!(matches!(
+            classify(&down, "agents.test", "<x@own.test>").await,
+            RecipientClass::Unavailable(_)
+        ));
+        // The shared domain needs no domain lookup, but the agent lookup still fails.
+        assert!(matches!(
+            classify(&down, "agents.test", "<x@agents.test>").await,
+            RecipientClass::Unavailable(_)
+        ));
+    }
+}

@@ -1,0 +1,71 @@
+//! A minimal SMTP client for driving a private Postfix: one command, one (possibly
+//! multi-line) reply.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+pub struct Smtp {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+}
+
+impl Smtp {
+    /// Connects, reads the banner and says EHLO `helo`.
+    pub async fn connect(addr: SocketAddr, helo: &str) -> Smtp {
+        let (r, w) = tokio::net::TcpStream::connect(addr).await.expect("connect smtp").into_split();
+        let mut s = Smtp { r: BufReader::new(r), w };
+        let banner = s.reply().await;
+        assert!(banner.starts_with("220"), "{banner}");
+        let ehlo = s.cmd(&format!("EHLO {helo}")).await;
+        assert!(ehlo.starts_with("250"), "{ehlo}");
+        s
+    }
+
+    pub async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(60), self.r.read_line(&mut line))
+                .await
+                .expect("SMTP reply in time")
+                .expect("read reply");
+            assert!(n > 0, "SMTP connection closed; so far: {all}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    pub async fn cmd(&mut self, cmd: &str) -> String {
+        self.w.write_all(format!("{cmd}\r\n").as_bytes()).await.expect("write");
+        self.reply().await
+    }
+
+    /// MAIL, RCPT…, DATA and the message (dot-stuffed here); returns the final reply.
+    pub async fn send(&mut self, from: &str, to: &[&str], message: &str) -> String {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
+        assert!(r.starts_with("250"), "MAIL: {r}");
+        for rcpt in to {
+            let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            assert!(r.starts_with("250"), "RCPT {rcpt}: {r}");
+        }
+        let r = self.cmd("DATA").await;
+        assert!(r.starts_with("354"), "DATA: {r}");
+        let mut wire = String::new();
+        for line in message.split_inclusive("\r\n") {
+            if line.starts_with('.') {
+                wire.push('.');
+            }
+            wire.push_str(line);
+        }
+        if !wire.ends_with("\r\n") {
+            wire.push_str("\r\n");
+        }
+        wire.push_str(".\r\n");
+        self.w.write_all(wire.as_bytes()).await.expect("write message");
+        self.reply().await
+    }
+}

@@ -1,0 +1,358 @@
+//! The milter driven over the milter protocol by `indymilter-test`, the way Postfix drives
+//! it, with a loopback DNS server holding the sender's SPF and DMARC records.
+
+mod common;
+
+use common::{AUTHSERV_ID, FakeDirectory, Milter, config, secret};
+use indymilter_test::{EomAction, EomActions, MacroStage, Status, TestConnection};
+use postagent_core::auth::headers::{ALL, EntityType, verify};
+use postagent_core::time::Timestamp;
+use postagent_testsupport::DnsServer;
+use std::time::{Duration, Instant};
+
+const CLIENT: [u8; 4] = [192, 0, 2, 10];
+
+/// example.org allows the test client by SPF and publishes `p=reject`.
+async fn dns() -> DnsServer {
+    let dns = DnsServer::start().await.expect("dns");
+    dns.add_txt("example.org", "v=spf1 ip4:192.0.2.10 -all");
+    dns.add_txt("_dmarc.example.org", "v=DMARC1; p=reject");
+    dns.add_txt("other.example", "v=spf1 ip4:192.0.2.10 -all");
+    dns
+}
+
+async fn milter(dns: &DnsServer) -> Milter {
+    let dir = FakeDirectory::new(&["own.test"], &["bot@agents.test", "bot@own.test"]);
+    Milter::spawn(dir, config(Some(dns.addr()), Duration::from_secs(2))).await
+}
+
+/// Opens a connection as Postfix would: `daemon` is the listener's `{daemon_name}`.
+async fn open(m: &Milter, daemon: &str) -> TestConnection {
+    common::init_tracing();
+    let mut conn = TestConnection::open(m.addr).await.expect("open");
+    conn.macros(MacroStage::Connect, [("{daemon_name}", daemon), ("j", AUTHSERV_ID)]).await.expect("macros");
+    assert_eq!(conn.connect("client.example.org", CLIENT).await.expect("connect"), Status::Continue);
+    assert_eq!(conn.helo("client.example.org").await.expect("helo"), Status::Continue);
+    conn
+}
+
+/// One message: headers as (name, value-without-leading-space), then `body`; returns the EOM
+/// actions and status.
+async fn send(
+    conn: &mut TestConnection,
+    mail_from: &str,
+    rcpt: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (EomActions, Status) {
+    assert_eq!(conn.mail([mail_from]).await.expect("mail"), Status::Continue);
+    assert_eq!(conn.rcpt([rcpt]).await.expect("rcpt"), Status::Continue);
+    for (name, value) in headers {
+        assert_eq!(conn.header(*name, *value).await.expect("header"), Status::Continue);
+    }
+    assert_eq!(conn.body(body.to_owned()).await.expect("body"), Status::Continue);
+    conn.macros(MacroStage::Eom, [("i", "4XQUEUE1D")]).await.expect("eom macros");
+    conn.eom().await.expect("eom")
+}
+
+/// Replays the milter's header actions on `headers` the way Postfix applies them and returns
+/// the resulting message (values as the milter saw them: with their leading space).
+fn apply(headers: &[(&str, &str)], body: &str, actions: &EomActions) -> (Vec<(String, String)>, String) {
+    let mut h: Vec<(String, String)> =
+        headers.iter().map(|(n, v)| ((*n).to_owned(), format!(" {v}"))).collect();
+    for a in &actions.actions {
+        match a {
+            EomAction::DeleteHeader { name, index } => {
+                let name = name.to_str().expect("utf-8 name");
+                let pos = h
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
+                    .nth(usize::try_from(*index).expect("positive index") - 1)
+                    .map(|(i, _)| i)
+                    .unwrap_or_else(|| panic!("no {name} #{index} to delete"));
+                h.remove(pos);
+            }
+            EomAction::InsertHeader { index, name, value } => {
+                let at = usize::try_from(*index).expect("index").min(h.len());
+                h.insert(
+                    at,
+                    (name.to_str().expect("name").to_owned(), value.to_str().expect("value").to_owned()),
+                );
+            }
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+    let mut raw = String::new();
+    for (n, v) in &h {
+        raw.push_str(&format!("{n}:{}\r\n", v.replace('\n', "\r\n").replace("\r\r\n", "\r\n")));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    (h, raw)
+}
+
+fn deletions(actions: &EomActions) -> Vec<(String, i32)> {
+    actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::DeleteHeader { name, index } => Some((name.to_string_lossy().into_owned(), *index)),
+            _ => None,
+        })
+        .collect()
+}
+
+const BODY: &str = "Hello agent,\r\nplease  file the invoice.\r\n";
+
+#[tokio::test]
+async fn forged_headers_go_and_one_verifying_set_is_inserted_on_top() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    let mut conn = open(&m, "mx.postagent.test").await;
+    let headers = [
+        ("Received", "from client.example.org by mx.postagent.test"),
+        ("X-E2A-Auth-Verified", "true"),
+        ("From", "Alice <alice@example.org>"),
+        ("x-e2a-auth-verified", "true"),
+        ("X-E2A-AUTH-DOMAIN-CHECK", "spf=pass;\n\tdkim=pass (d=example.org);\n\tdmarc=pass"),
+        ("Authentication-Results", "mx.postagent.test; dmarc=pass header.from=example.org"),
+        ("Authentication-Results", "relay.example.net;\n\tspf=pass smtp.mailfrom=example.org"),
+        ("X-E2A-Conversation-Id", "conv_forged"),
+        ("Subject", "a folded\n\tsubject"),
+        ("AUTHENTICATION-RESULTS", "(forged)\n MX.POSTAGENT.TEST 1; spf=pass"),
+        ("X-E2A-Auth-Signature", "0000"),
+        ("X-E2A-Auth-Verified", "true"),
+    ];
+    let (actions, status) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, BODY).await;
+    assert_eq!(status, Status::Continue);
+
+    // Highest position first, per-name indices as received, all before any insertion.
+    assert_eq!(
+        deletions(&actions),
+        [
+            ("X-E2A-Auth-Verified", 3),
+            ("X-E2A-Auth-Signature", 1),
+            ("AUTHENTICATION-RESULTS", 3),
+            ("X-E2A-Conversation-Id", 1),
+            ("Authentication-Results", 1),
+            ("X-E2A-AUTH-DOMAIN-CHECK", 1),
+            ("x-e2a-auth-verified", 2),
+            ("X-E2A-Auth-Verified", 1),
+        ]
+        .map(|(n, i)| (n.to_owned(), i))
+    );
+    let first_insert = actions.actions.iter().position(|a| matches!(a, EomAction::InsertHeader { .. }));
+    assert_eq!(first_insert, Some(8), "deletions all come first: {actions:?}");
+    assert!(actions.actions.iter().all(|a| match a {
+        EomAction::InsertHeader { index, .. } => *index == 0,
+        _ => true,
+    }));
+
+    let (fields, raw) = apply(&headers, BODY, &actions);
+    let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
+    let mut top = ALL.to_vec();
+    top.push("Authentication-Results");
+    assert_eq!(&names[..10], &top[..], "{names:?}");
+    assert_eq!(
+        &names[10..],
+        ["Received", "From", "Authentication-Results", "Subject"],
+        "our forged A-R removed, the relay's kept"
+    );
+    let ar = &fields[9].1;
+    assert_eq!(
+        ar.trim(),
+        "mx.postagent.test; spf=pass smtp.mailfrom=example.org; dkim=none; dmarc=pass (p=reject) header.from=example.org"
+    );
+    assert!(fields[12].1.contains("relay.example.net"));
+
+    let claims =
+        verify(&secret(), raw.as_bytes(), Timestamp::now(), Some(60)).expect("the inserted set verifies");
+    assert!(claims.verified(), "aligned SPF pass under p=reject: {claims:?}");
+    assert_eq!(claims.sender, "alice@example.org");
+    assert_eq!(claims.entity_type, EntityType::Human);
+    assert_eq!(claims.delegation, "");
+    assert_eq!(claims.authentication.spf.aligned, Some(true));
+    assert_eq!(claims.authentication.dmarc.aligned_by, ["spf"]);
+    assert!(claims.message_id.starts_with("msg_"));
+    conn.close().await.expect("close");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn originating_mail_keeps_its_conversation_and_is_agent_mail() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    let mut conn = open(&m, "ORIGINATING").await;
+    let headers = [
+        ("From", "bot@agents.test"),
+        ("X-E2A-Conversation-Id", "conv_0123"),
+        ("X-E2A-Auth-Entity-Type", "human"),
+    ];
+    let (actions, status) =
+        send(&mut conn, "<bot@agents.test>", "<someone@example.org>", &headers, "hi\r\n").await;
+    assert_eq!(status, Status::Continue);
+    assert_eq!(deletions(&actions), [("X-E2A-Auth-Entity-Type".to_owned(), 1)]);
+    let (fields, raw) = apply(&headers, "hi\r\n", &actions);
+    assert!(fields.iter().any(|(n, v)| n == "X-E2A-Conversation-Id" && v.trim() == "conv_0123"));
+    let claims = verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies");
+    assert_eq!(claims.entity_type, EntityType::Agent);
+    assert_eq!(claims.sender, "bot@agents.test");
+    assert!(!claims.verified(), "agents.test publishes no SPF or DMARC here");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn message_state_does_not_leak_between_messages_on_one_connection() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    let mut conn = open(&m, "mx").await;
+    let forged = [("From", "alice@example.org"), ("X-E2A-Auth-Verified", "true")];
+    let (a1, _) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &forged, "one\r\n").await;
+    assert_eq!(deletions(&a1).len(), 1);
+    // An aborted message (RSET) leaves nothing behind either.
+    assert_eq!(conn.mail(["<alice@example.org>"]).await.expect("mail"), Status::Continue);
+    assert_eq!(conn.rcpt(["<bot@agents.test>"]).await.expect("rcpt"), Status::Continue);
+    conn.header("X-E2A-Auth-Signature", "00").await.expect("header");
+    conn.abort().await.expect("abort");
+    let clean = [("From", "carol@other.example")];
+    let (a2, _) = send(&mut conn, "<carol@other.example>", "<bot@own.test>", &clean, "two\r\n").await;
+    assert!(deletions(&a2).is_empty(), "{a2:?}");
+    let (_, raw) = apply(&clean, "two\r\n", &a2);
+    let claims = verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies");
+    assert_eq!(claims.sender, "carol@other.example");
+    assert_eq!(claims.authentication.spf.status, "pass");
+    assert_eq!(claims.authentication.spf.aligned, None, "no DMARC record for other.example");
+    assert_eq!(claims.authentication.dmarc.status, "none");
+    assert!(!claims.verified());
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn recipients_unknown_agent_550_store_failure_451_foreign_passes() {
+    let dns = dns().await;
+    let dir = FakeDirectory::new(&["own.test"], &["bot@agents.test"]);
+    let m = Milter::spawn(dir.clone(), config(Some(dns.addr()), Duration::from_secs(2))).await;
+    let mut conn = open(&m, "mx").await;
+    assert_eq!(conn.mail(["<alice@example.org>"]).await.expect("mail"), Status::Continue);
+    assert_eq!(conn.rcpt(["<Bot@Agents.Test>"]).await.expect("rcpt"), Status::Continue);
+    assert_eq!(conn.rcpt(["<someone@elsewhere.example>"]).await.expect("rcpt"), Status::Continue);
+    let reject = |addr: &str| Status::Reject {
+        message: Some(std::ffi::CString::new(format!("550 5.1.1 <{addr}>: no such agent here")).expect("c")),
+    };
+    assert_eq!(conn.rcpt(["<nobody@agents.test>"]).await.expect("rcpt"), reject("nobody@agents.test"));
+    assert_eq!(conn.rcpt(["<nobody@own.test>"]).await.expect("rcpt"), reject("nobody@own.test"));
+    dir.set_failing(true);
+    let tempfail = Status::Tempfail {
+        message: Some(c"451 4.3.0 agent directory unavailable, try again later".to_owned()),
+    };
+    assert_eq!(conn.rcpt(["<bot@agents.test>"]).await.expect("rcpt"), tempfail);
+    assert_eq!(conn.rcpt(["<x@own.test>"]).await.expect("rcpt"), tempfail);
+    // A foreign domain still needs the directory (is it a verified domain of ours?).
+    assert!(matches!(conn.rcpt(["<x@elsewhere.example>"]).await.expect("rcpt"), Status::Tempfail { .. }));
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn dns_timeout_is_a_temperror_within_the_budget() {
+    let dns = dns().await;
+    dns.add_txt("slow.example", "v=spf1 ip4:192.0.2.10 -all");
+    dns.add_txt("_dmarc.slow.example", "v=DMARC1; p=reject");
+    dns.set_drop("slow.example", true);
+    dns.set_drop("_dmarc.slow.example", true);
+    let dns_timeout = Duration::from_millis(300);
+    let dir = FakeDirectory::new(&[], &["bot@agents.test"]);
+    let m = Milter::spawn(dir, config(Some(dns.addr()), dns_timeout)).await;
+    let mut conn = open(&m, "mx").await;
+    let headers = [("From", "dave@slow.example")];
+    let t0 = Instant::now();
+    let (actions, status) =
+        send(&mut conn, "<dave@slow.example>", "<bot@agents.test>", &headers, "x\r\n").await;
+    let took = t0.elapsed();
+    assert_eq!(status, Status::Continue);
+    // The documented bound: four DNS timeouts, plus slack for a loaded machine.
+    assert!(took < dns_timeout * 4 + Duration::from_secs(1), "took {took:?}");
+    let (_, raw) = apply(&headers, "x\r\n", &actions);
+    let claims = verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies");
+    assert_eq!(claims.authentication.spf.status, "temperror");
+    assert_eq!(claims.authentication.dmarc.status, "temperror");
+    assert!(!claims.verified());
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_message_reports_dkim_permerror_but_keeps_spf() {
+    let dns = dns().await;
+    let dir = FakeDirectory::new(&[], &["bot@agents.test"]);
+    let mut cfg = config(Some(dns.addr()), Duration::from_secs(2));
+    cfg.max_message_bytes = 2048;
+    let m = Milter::spawn(dir, cfg).await;
+    let mut conn = open(&m, "mx").await;
+    let headers = [
+        (
+            "DKIM-Signature",
+            "v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=sel1;\n\th=from; bh=AAAA; b=AAAA",
+        ),
+        ("From", "alice@example.org"),
+    ];
+    let body = "0123456789 ".repeat(500) + "\r\n";
+    let (actions, _) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, &body).await;
+    let (_, raw) = apply(&headers, &body, &actions);
+    let claims =
+        verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("body hash covers the whole body");
+    let dkim = &claims.authentication.dkim;
+    assert_eq!(dkim.len(), 1);
+    assert_eq!(
+        (dkim[0].status.as_str(), dkim[0].domain.as_deref(), dkim[0].selector.as_deref()),
+        ("permerror", Some("example.org"), Some("sel1"))
+    );
+    assert!(claims.verified(), "SPF alignment still verifies a large message");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn negotiates_only_what_it_uses() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    let conn = TestConnection::open(m.addr).await.expect("open");
+    use indymilter_test::{Actions, ProtoOpts};
+    assert_eq!(conn.negotiated_actions(), Actions::ADD_HEADER | Actions::CHANGE_HEADER);
+    let opts = conn.negotiated_opts();
+    assert!(opts.contains(ProtoOpts::NO_DATA | ProtoOpts::NO_EOH | ProtoOpts::NO_UNKNOWN), "{opts:?}");
+    assert!(opts.contains(ProtoOpts::LEADING_SPACE));
+    let macros = conn.requested_macros();
+    assert_eq!(macros.get(&MacroStage::Connect).map(|m| m.to_str().expect("utf-8")), Some("j {daemon_name}"));
+    assert_eq!(macros.get(&MacroStage::Eom).map(|m| m.to_str().expect("utf-8")), Some("i"));
+    conn.close().await.expect("close");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn serves_a_unix_socket_too() {
+    let dns = dns().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("milter.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind unix");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let directory = FakeDirectory::new(&[], &["bot@agents.test"]);
+    let task = tokio::spawn(postagent_milter::run_with_directory(
+        postagent_milter::MilterListener::Unix(listener),
+        directory,
+        config(Some(dns.addr()), Duration::from_secs(2)),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut conn = TestConnection::configure().open_unix(&path).await.expect("open unix");
+    conn.connect("client.example.org", CLIENT).await.expect("connect");
+    conn.helo("client.example.org").await.expect("helo");
+    let headers = [("From", "alice@example.org")];
+    let (actions, status) =
+        send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, "x\r\n").await;
+    assert_eq!(status, Status::Continue);
+    let (_, raw) = apply(&headers, "x\r\n", &actions);
+    assert!(verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies").verified());
+    conn.close().await.expect("close");
+    stop.send(()).expect("stop");
+    task.await.expect("join").expect("clean exit");
+}
