@@ -7,7 +7,6 @@
 mod common;
 
 use common::lmtp::{Delivered, sink};
-use common::smtp::Smtp;
 use common::{AUTHSERV_ID, SHARED_DOMAIN, config, dkim, secret};
 use postagent_core::auth::headers::{Claims, EntityType, VERIFIED, verify};
 use postagent_core::service;
@@ -15,6 +14,7 @@ use postagent_core::store::{SqlStore, Store};
 use postagent_core::time::Timestamp;
 use postagent_milter::MilterListener;
 use postagent_testsupport::postfix::require_postfix;
+use postagent_testsupport::smtp::Smtp;
 use postagent_testsupport::{DnsServer, PostfixBuilder, PostfixInstance, free_port};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -5,7 +5,6 @@
 
 pub mod dkim;
 pub mod lmtp;
-pub mod smtp;
 
 use async_trait::async_trait;
 use postagent_core::secret::Secret;

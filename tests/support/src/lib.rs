@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 pub mod dns;
 pub mod pg;
 pub mod postfix;
+pub mod smtp;
 
 pub use dns::DnsServer;
 pub use pg::PgCluster;

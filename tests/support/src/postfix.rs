@@ -543,68 +543,7 @@ mod tests {
         (addr, rx)
     }
 
-    /// A tiny SMTP client: sends `lines` (commands or the message), returns every reply in
-    /// order. Each reply is the full (possibly multi-line) text; a `.`-terminated message is
-    /// sent as one item after `DATA`.
-    struct Smtp {
-        r: BufReader<tokio::net::tcp::OwnedReadHalf>,
-        w: tokio::net::tcp::OwnedWriteHalf,
-    }
-
-    impl Smtp {
-        async fn connect(addr: SocketAddr) -> (Smtp, String) {
-            let (r, w) = tokio::net::TcpStream::connect(addr).await.expect("connect smtp").into_split();
-            let mut s = Smtp { r: BufReader::new(r), w };
-            let banner = s.reply().await;
-            (s, banner)
-        }
-
-        async fn reply(&mut self) -> String {
-            let mut all = String::new();
-            loop {
-                let mut line = String::new();
-                let n = tokio::time::timeout(Duration::from_secs(30), self.r.read_line(&mut line))
-                    .await
-                    .expect("SMTP reply in time")
-                    .expect("read reply");
-                assert!(n > 0, "SMTP connection closed; so far: {all}");
-                all.push_str(&line);
-                if line.as_bytes().get(3) != Some(&b'-') {
-                    return all;
-                }
-            }
-        }
-
-        async fn cmd(&mut self, cmd: &str) -> String {
-            self.w.write_all(format!("{cmd}\r\n").as_bytes()).await.expect("write");
-            self.reply().await
-        }
-
-        /// Full transaction; panics unless every step gets the expected code.
-        async fn send(&mut self, from: &str, to: &[&str], message: &str) -> String {
-            let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
-            assert!(r.starts_with("250"), "MAIL: {r}");
-            for rcpt in to {
-                let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-                assert!(r.starts_with("250"), "RCPT {rcpt}: {r}");
-            }
-            let r = self.cmd("DATA").await;
-            assert!(r.starts_with("354"), "DATA: {r}");
-            let mut body = String::new();
-            for l in message.lines() {
-                if l.starts_with('.') {
-                    body.push('.');
-                }
-                body.push_str(l);
-                body.push_str("\r\n");
-            }
-            body.push_str(".\r\n");
-            self.w.write_all(body.as_bytes()).await.expect("write body");
-            let r = self.reply().await;
-            assert!(r.starts_with("250"), "end of DATA: {r}");
-            r
-        }
-    }
+    use crate::smtp::Smtp;
 
     fn alive(pid: u32) -> bool {
         crate::process_alive(pid)
@@ -631,7 +570,7 @@ mod tests {
             "agents.test, other.test"
         );
 
-        let (mut smtp, banner) = Smtp::connect(pf.smtp_addr()).await;
+        let (mut smtp, banner) = Smtp::connect_raw(pf.smtp_addr()).await;
         assert!(banner.starts_with("220 mx.relay.test"), "{banner}");
         let ehlo = smtp.cmd("EHLO client.example.org").await;
         assert!(ehlo.starts_with("250"), "{ehlo}");
@@ -689,7 +628,7 @@ mod tests {
             .transport("agents.test", &format!("lmtp:inet:127.0.0.1:{port}"))
             .start()
             .expect("start postfix");
-        let (mut smtp, _) = Smtp::connect(pf.smtp_addr()).await;
+        let (mut smtp, _) = Smtp::connect_raw(pf.smtp_addr()).await;
         smtp.cmd("HELO c.test").await;
         smtp.send("a@example.org", &["x@agents.test"], "Subject: deferred\r\n\r\nbody\r\n").await;
         pf.wait_log_contains("status=deferred", Duration::from_secs(20)).await.expect("deferred");
@@ -760,7 +699,7 @@ mod tests {
             .expect("start postfix");
         assert_eq!(pf.postconf(&["-h", "milter_default_action"]).expect("postconf").trim(), "tempfail");
 
-        let (mut smtp, _) = Smtp::connect(pf.smtp_addr()).await;
+        let (mut smtp, _) = Smtp::connect_raw(pf.smtp_addr()).await;
         smtp.cmd("EHLO c.test").await;
         let r = smtp.cmd("MAIL FROM:<a@example.org>").await;
         assert!(r.starts_with("451 4.7.1"), "dead milter must tempfail: {r}");
@@ -773,13 +712,13 @@ mod tests {
         let pid = pf.master_pid().expect("master");
         pf.restart().expect("restart");
         assert_ne!(pf.master_pid().expect("new master"), pid);
-        let (mut smtp, _) = Smtp::connect(pf.smtp_addr()).await;
+        let (mut smtp, _) = Smtp::connect_raw(pf.smtp_addr()).await;
         smtp.cmd("EHLO c.test").await;
         let r = smtp.cmd("MAIL FROM:<a@example.org>").await;
         assert!(r.starts_with("250"), "after reload without milter: {r}");
 
         // The extra service bypasses the milter (smtpd_milters= override) and accepts mail.
-        let (mut sub, banner) = Smtp::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, submission))).await;
+        let (mut sub, banner) = Smtp::connect_raw(SocketAddr::from((Ipv4Addr::LOCALHOST, submission))).await;
         assert!(banner.starts_with("220"), "{banner}");
         sub.cmd("EHLO c.test").await;
         let r = sub.cmd("MAIL FROM:<a@example.org>").await;

@@ -1,5 +1,5 @@
-//! A minimal SMTP client for driving a private Postfix: one command, one (possibly
-//! multi-line) reply.
+//! A minimal SMTP client for driving a private Postfix in tests: one command, one (possibly
+//! multi-line) reply; panics with the conversation so far when the server misbehaves.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,17 +12,24 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    /// Connects, reads the banner and says EHLO `helo`.
-    pub async fn connect(addr: SocketAddr, helo: &str) -> Smtp {
+    /// Connects and returns the client with the server's banner, nothing said yet.
+    pub async fn connect_raw(addr: SocketAddr) -> (Smtp, String) {
         let (r, w) = tokio::net::TcpStream::connect(addr).await.expect("connect smtp").into_split();
         let mut s = Smtp { r: BufReader::new(r), w };
         let banner = s.reply().await;
+        (s, banner)
+    }
+
+    /// Connects, checks the banner and says EHLO `helo`.
+    pub async fn connect(addr: SocketAddr, helo: &str) -> Smtp {
+        let (mut s, banner) = Smtp::connect_raw(addr).await;
         assert!(banner.starts_with("220"), "{banner}");
         let ehlo = s.cmd(&format!("EHLO {helo}")).await;
         assert!(ehlo.starts_with("250"), "{ehlo}");
         s
     }
 
+    /// The next reply, all its lines.
     pub async fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
@@ -44,7 +51,8 @@ impl Smtp {
         self.reply().await
     }
 
-    /// MAIL, RCPT…, DATA and the message (dot-stuffed here); returns the final reply.
+    /// MAIL, RCPT…, DATA and the message (dot-stuffed here, CRLF line ends); panics unless
+    /// MAIL, every RCPT and DATA succeed; returns the final reply.
     pub async fn send(&mut self, from: &str, to: &[&str], message: &str) -> String {
         let r = self.cmd(&format!("MAIL FROM:<{from}>")).await;
         assert!(r.starts_with("250"), "MAIL: {r}");
@@ -54,8 +62,9 @@ impl Smtp {
         }
         let r = self.cmd("DATA").await;
         assert!(r.starts_with("354"), "DATA: {r}");
+        let normalised = message.replace("\r\n", "\n").replace('\n', "\r\n");
         let mut wire = String::new();
-        for line in message.split_inclusive("\r\n") {
+        for line in normalised.split_inclusive("\r\n") {
             if line.starts_with('.') {
                 wire.push('.');
             }
