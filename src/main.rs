@@ -107,6 +107,10 @@ enum Command {
     Serve,
     /// Run the REST API role alone.
     Api,
+    /// Run the milter role alone (SPF/DKIM/DMARC, signed headers, RCPT checks).
+    Milter,
+    /// Run the LMTP delivery role alone.
+    Lmtp,
     /// Operator tasks against the configured database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -152,6 +156,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::run(config, file, serve::Roles::all()).await,
             Command::Api => serve::run(config, file, serve::Roles::api_only()).await,
+            Command::Milter => serve::run(config, file, serve::Roles::milter_only()).await,
+            Command::Lmtp => serve::run(config, file, serve::Roles::lmtp_only()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
             Command::Config => {
                 println!("{config:#?}");

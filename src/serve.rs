@@ -16,18 +16,28 @@ const JANITOR_EVERY: Duration = Duration::from_secs(600);
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Which roles this process runs.
+#[derive(Debug, Clone, Copy)]
 pub struct Roles {
     api: bool,
-    mail: bool,
+    milter: bool,
+    lmtp: bool,
 }
 
 impl Roles {
     pub fn all() -> Self {
-        Self { api: true, mail: true }
+        Self { api: true, milter: true, lmtp: true }
     }
 
     pub fn api_only() -> Self {
-        Self { api: true, mail: false }
+        Self { api: true, milter: false, lmtp: false }
+    }
+
+    pub fn milter_only() -> Self {
+        Self { api: false, milter: true, lmtp: false }
+    }
+
+    pub fn lmtp_only() -> Self {
+        Self { api: false, milter: false, lmtp: true }
     }
 }
 
@@ -64,24 +74,15 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
              told to publish an MX for it; set mail_hostname = \"mx.example.org\""
         );
     }
-    if roles.mail {
-        for (key, value) in [("milter_listen", &config.milter_listen), ("lmtp_listen", &config.lmtp_listen)] {
-            if !value.is_empty() {
-                // Say so loudly rather than pretend: this build serves the API only.
-                tracing::warn!("{key} = {value:?} is set, but this build has no {key} role yet; ignoring it");
-            }
-        }
-    }
-    if !roles.api {
-        return Ok(());
-    }
-    // Installed before the listener announces itself, so a signal that arrives right after
+    // Installed before any listener announces itself, so a signal that arrives right after
     // "listening" is a graceful stop and never the default (immediate) termination.
     let signal = shutdown_signal()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = Arc::clone(&stop_tx);
     tokio::spawn(async move {
         signal.await;
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -89,48 +90,185 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let janitor = tokio::spawn(postagent_core::janitor::run(
-        shared.store.clone() as Arc<dyn Store>,
-        JANITOR_EVERY,
-        stopped(),
-    ));
-    let addr = config.api_listen_addr();
-    let (listener, socket_path) = bind(&addr).await?;
-    let state = AppState {
-        store: shared.store.clone() as Arc<dyn Store>,
-        secret: shared.secret.clone(),
-        resolver: shared.resolver.clone(),
-        settings: Arc::new(Settings::from_config(&config)),
-    };
-    let served = postagent_api::run(listener, state, stopped(), config.shutdown_timeout()).await;
-    if let Some(path) = socket_path {
+    let store = shared.store.clone() as Arc<dyn Store>;
+    let mut roles_running: tokio::task::JoinSet<(&'static str, std::io::Result<()>)> =
+        tokio::task::JoinSet::new();
+    let mut sockets: Vec<PathBuf> = Vec::new();
+    let sock = SocketOptions::from_config(&config)?;
+
+    if roles.milter && !config.milter_listen.is_empty() {
+        let listener = match bind_socket(
+            &ListenAddr::parse(&config.milter_listen).map_err(anyhow::Error::msg)?,
+            &sock,
+            "milter",
+        )
+        .await?
+        {
+            (Bound::Tcp(l), _) => postagent_milter::MilterListener::Tcp(l),
+            (Bound::Unix(l), path) => {
+                sockets.extend(path);
+                postagent_milter::MilterListener::Unix(l)
+            }
+        };
+        let milter_config = postagent_milter::MilterConfig {
+            authserv_id: config.authserv_id(),
+            secret: shared.secret.clone(),
+            dns_server: config.dns_server_addr().map_err(anyhow::Error::msg)?,
+            dns_timeout: config.dns_timeout(),
+            shared_domain: config.shared_domain.clone(),
+            max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
+            max_connections: 200,
+        };
+        let milter = postagent_milter::run(listener, store.clone(), milter_config, stopped());
+        roles_running.spawn(async move { ("milter", milter.await) });
+    }
+    if roles.lmtp && !config.lmtp_listen.is_empty() {
+        use postagent_delivery::lmtp;
+        let listener = match bind_socket(
+            &ListenAddr::parse(&config.lmtp_listen).map_err(anyhow::Error::msg)?,
+            &sock,
+            "LMTP",
+        )
+        .await?
+        {
+            (Bound::Tcp(l), _) => lmtp::LmtpListener::Tcp(l),
+            (Bound::Unix(l), path) => {
+                sockets.extend(path);
+                lmtp::LmtpListener::Unix(l)
+            }
+        };
+        let mut lmtp_config = lmtp::LmtpConfig::new(config.mail_hostname());
+        lmtp_config.max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX);
+        let backend =
+            Arc::new(postagent_delivery::ingest::StoreBackend::new(store.clone(), shared.secret.clone()));
+        let lmtp = lmtp::run(listener, backend, lmtp_config, stopped());
+        roles_running.spawn(async move { ("lmtp", lmtp.await) });
+    }
+    let mut janitor = None;
+    if roles.api {
+        janitor = Some(tokio::spawn(postagent_core::janitor::run(store.clone(), JANITOR_EVERY, stopped())));
+        let (listener, path) = match bind_socket(&config.api_listen_addr(), &sock, "API").await? {
+            (Bound::Tcp(l), _) => (Listener::Tcp(l), None),
+            (Bound::Unix(l), path) => (Listener::Unix(l), path),
+        };
+        sockets.extend(path);
+        let state = AppState {
+            store: store.clone(),
+            secret: shared.secret.clone(),
+            resolver: shared.resolver.clone(),
+            settings: Arc::new(Settings::from_config(&config)),
+        };
+        let grace = config.shutdown_timeout();
+        let api = postagent_api::run(listener, state, stopped(), grace);
+        roles_running.spawn(async move { ("api", api.await) });
+    }
+    if roles_running.is_empty() {
+        anyhow::bail!(
+            "nothing to run: the listener of this role is not configured (an empty *_listen disables a role)"
+        );
+    }
+
+    // A role that stops on its own (an error) stops the others too: half a mail system that
+    // looks alive is worse than a restart by systemd.
+    let mut failure: Option<anyhow::Error> = None;
+    while let Some(done) = roles_running.join_next().await {
+        match done {
+            Ok((name, Ok(()))) => tracing::debug!(role = name, "role stopped"),
+            Ok((name, Err(e))) => {
+                tracing::error!(role = name, error = %e, "role failed; stopping the others");
+                failure.get_or_insert(anyhow::anyhow!("the {name} role failed: {e}"));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a role panicked; stopping the others");
+                failure.get_or_insert(anyhow::anyhow!("a role panicked: {e}"));
+            }
+        }
+        let _ = stop_tx.send(true);
+    }
+    for path in sockets {
         let _ = std::fs::remove_file(path);
     }
-    let _ = janitor.await;
+    if let Some(j) = janitor {
+        let _ = j.await;
+    }
     // Requests cut off at the grace deadline may still hold connections; do not wait on them.
     if tokio::time::timeout(Duration::from_secs(2), shared.store.close()).await.is_err() {
         tracing::warn!("database connections still busy at exit; closing anyway");
     }
-    served.context("the API server failed")?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
     tracing::info!("postagent stopped");
     Ok(())
 }
 
-/// Binds the API listener; a stale unix socket left by a crash is removed first.
-async fn bind(addr: &ListenAddr) -> anyhow::Result<(Listener, Option<PathBuf>)> {
+/// Mode and group of the unix sockets we create.
+struct SocketOptions {
+    mode: u32,
+    gid: Option<u32>,
+}
+
+impl SocketOptions {
+    fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let mode = config.unix_socket_mode().context("unix_socket_mode is not an octal mode")?;
+        let gid = if config.unix_socket_group.is_empty() {
+            None
+        } else {
+            Some(group_id(&config.unix_socket_group).with_context(|| {
+                format!("unix_socket_group {:?} is not a group on this system", config.unix_socket_group)
+            })?)
+        };
+        Ok(Self { mode, gid })
+    }
+}
+
+/// A group's id from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
+}
+
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Binds a role's listener. A stale unix socket left by a crash is removed first; a new one
+/// gets the configured mode and group so a chrooted Postfix (user postfix) can connect.
+async fn bind_socket(
+    addr: &ListenAddr,
+    opts: &SocketOptions,
+    role: &str,
+) -> anyhow::Result<(Bound, Option<PathBuf>)> {
     match addr {
         ListenAddr::Tcp(a) => {
-            let l =
-                tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot listen on {a}"))?;
-            tracing::info!("API listening on {}", l.local_addr()?);
-            Ok((Listener::Tcp(l), None))
+            let l = tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("{role}: cannot listen on {a}"))?;
+            tracing::info!("{role} listening on {}", l.local_addr()?);
+            Ok((Bound::Tcp(l), None))
         }
         ListenAddr::Unix(path) => {
+            use std::os::unix::fs::PermissionsExt;
             remove_stale_socket(path)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{role}: cannot create {}", dir.display()))?;
+            }
             let l = tokio::net::UnixListener::bind(path)
-                .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
-            tracing::info!("API listening on unix:{}", path.display());
-            Ok((Listener::Unix(l), Some(path.clone())))
+                .with_context(|| format!("{role}: cannot listen on unix:{}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(opts.mode))
+                .with_context(|| format!("{role}: cannot chmod {}", path.display()))?;
+            if let Some(gid) = opts.gid {
+                std::os::unix::fs::chown(path, None, Some(gid))
+                    .with_context(|| format!("{role}: cannot give {} to group {gid}", path.display()))?;
+            }
+            tracing::info!("{role} listening on unix:{}", path.display());
+            Ok((Bound::Unix(l), Some(path.clone())))
         }
     }
 }

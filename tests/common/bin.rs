@@ -33,12 +33,25 @@ pub struct Server {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     pub addr: String,
+    /// The milter's and the LMTP server's addresses, when those roles run on TCP.
+    pub milter_addr: Option<String>,
+    pub lmtp_addr: Option<String>,
 }
 
 impl Server {
+    /// Starts `postagent ARGS`. A `serve` that names no milter or LMTP listener gets both on
+    /// 127.0.0.1:0, so tests never fight over the default ports.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut args: Vec<&str> = args.to_vec();
+        if args.first() == Some(&"serve") {
+            for flag in ["--milter-listen", "--lmtp-listen"] {
+                if !args.contains(&flag) {
+                    args.extend([flag, "127.0.0.1:0"]);
+                }
+            }
+        }
         let mut child =
-            postagent(dir, args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+            postagent(dir, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -48,10 +61,23 @@ impl Server {
                 }
             }
         });
-        let mut server = Self { child, lines, addr: String::new() };
-        let line = server.wait_for("API listening on");
-        server.addr = line.rsplit("API listening on ").next().unwrap_or("").trim().to_owned();
-        server
+        let mut server = Self { child, lines, addr: String::new(), milter_addr: None, lmtp_addr: None };
+        let wants_api = args.iter().any(|a| *a == "serve" || *a == "api");
+        let ready = if wants_api { "API listening on" } else { "listening on" };
+        loop {
+            let line = server.wait_for("listening on");
+            let addr = line.rsplit("listening on ").next().unwrap_or("").trim().to_owned();
+            if line.contains("milter listening on") {
+                server.milter_addr = Some(addr);
+            } else if line.contains("LMTP listening on") {
+                server.lmtp_addr = Some(addr);
+            } else if line.contains("API listening on") {
+                server.addr = addr;
+            }
+            if line.contains(ready) {
+                break server;
+            }
+        }
     }
 
     pub fn wait_for(&self, needle: &str) -> String {

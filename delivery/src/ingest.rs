@@ -1,0 +1,95 @@
+//! The LMTP backend that files mail into the store: the glue between the protocol
+//! ([`crate::lmtp`]) and the inbound rules ([`postagent_core::inbound`]).
+//!
+//! `250` for a recipient only once its copy is committed; a store failure is `451 4.3.0`
+//! (Postfix keeps the message and retries); an unknown or deleted agent is `550 5.1.1`.
+
+use crate::lmtp::{Envelope, LmtpBackend, Reply};
+use postagent_core::ids::AgentEmail;
+use postagent_core::inbound::{self, Delivered, IngestError};
+use postagent_core::secret::Secret;
+use postagent_core::store::Store;
+use postagent_core::time::Timestamp;
+use std::sync::Arc;
+
+pub struct StoreBackend {
+    store: Arc<dyn Store>,
+    secret: Secret,
+}
+
+impl StoreBackend {
+    pub fn new(store: Arc<dyn Store>, secret: Secret) -> Self {
+        Self { store, secret }
+    }
+}
+
+#[async_trait::async_trait]
+impl LmtpBackend for StoreBackend {
+    async fn check_recipient(&self, rcpt: &str) -> Reply {
+        let Some(email) = AgentEmail::parse(rcpt) else { return Reply::unknown_recipient() };
+        match self.store.find_live_agent(email.as_str()).await {
+            Ok(Some(_)) => Reply::Ok,
+            Ok(None) => Reply::unknown_recipient(),
+            Err(e) => {
+                tracing::warn!(rcpt = %email, error = %e, "lmtp: recipient lookup failed; deferring");
+                Reply::store_unavailable()
+            }
+        }
+    }
+
+    async fn deliver(&self, envelope: &Envelope, data: bytes::Bytes) -> Vec<Reply> {
+        let secret = self.secret.clone();
+        let mail_from = envelope.mail_from.clone();
+        // Signature check and MIME parsing are CPU work on up to max_message_bytes.
+        let prepared = match tokio::task::spawn_blocking(move || {
+            inbound::prepare(&secret, data.to_vec(), &mail_from, Timestamp::now())
+        })
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "lmtp: parsing the message failed");
+                return envelope.recipients.iter().map(|_| Reply::store_unavailable()).collect();
+            }
+        };
+        let queue_id = prepared.postfix_queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
+        match (&prepared.claims, &prepared.unsigned_reason) {
+            (Some(c), _) => tracing::info!(
+                "{queue_id}: lmtp msg={} from=<{}> signed=yes verified={} verified_domain={}",
+                c.message_id,
+                envelope.mail_from,
+                c.verified(),
+                c.authentication.verified_domain().unwrap_or("-")
+            ),
+            (None, reason) => tracing::warn!(
+                "{queue_id}: lmtp from=<{}> signed=no reason={:?}: stored without authentication",
+                envelope.mail_from,
+                reason.as_deref().unwrap_or("unknown")
+            ),
+        }
+        let mut replies = Vec::with_capacity(envelope.recipients.len());
+        for rcpt in &envelope.recipients {
+            let reply = match inbound::store_for(self.store.as_ref(), &prepared, rcpt, Timestamp::now()).await
+            {
+                Ok(Delivered::Stored { id }) => {
+                    tracing::info!("{queue_id}: stored msg={id} agent={rcpt}");
+                    Reply::Ok
+                }
+                Ok(Delivered::Duplicate { id }) => {
+                    tracing::info!("{queue_id}: duplicate of msg={id} agent={rcpt}: already stored");
+                    Reply::Ok
+                }
+                Err(IngestError::UnknownAgent(_)) => {
+                    tracing::info!("{queue_id}: reject agent={rcpt}: no such agent");
+                    Reply::unknown_recipient()
+                }
+                Err(IngestError::Store(e)) => {
+                    tracing::warn!("{queue_id}: defer agent={rcpt}: store failed: {e}");
+                    Reply::store_unavailable()
+                }
+            };
+            replies.push(reply);
+        }
+        replies
+    }
+}
