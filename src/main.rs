@@ -4,6 +4,7 @@
 //! command; the libraries do the work.
 
 mod admin;
+mod lab;
 mod logging;
 mod serve;
 mod verify;
@@ -116,6 +117,10 @@ enum Command {
     Admin(admin::AdminCommand),
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
+    /// Start a private Postfix, a test DNS zone and every postagent role on loopback, and
+    /// print the swaks command that delivers a verified message (needs root and Debian's
+    /// postfix package; the system's Postfix is never touched).
+    Lab(lab::LabArgs),
     /// Check the signed X-E2A-Auth-* headers of a delivered message read from stdin.
     Verify {
         /// The deployment secret (default: the configured hmac_secret_file).
@@ -134,6 +139,22 @@ fn main() -> ExitCode {
         return verify::run(&cli.global, secret_file.as_deref(), *max_age);
     }
     let flags = cli.global.pairs();
+    if let Command::Lab(args) = cli.command {
+        // The lab makes its own configuration (no file, no environment) and logging.
+        return match tokio::runtime::Runtime::new() {
+            Ok(rt) => match rt.block_on(lab::run(args, flags)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("postagent lab: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("postagent: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (config, file) = match Config::load(cli.global.config.as_deref(), std::env::vars(), &flags) {
         Ok(c) => c,
         Err(e) => {
@@ -163,7 +184,7 @@ fn main() -> ExitCode {
                 println!("{config:#?}");
                 Ok(())
             }
-            Command::Verify { .. } => Ok(()),
+            Command::Verify { .. } | Command::Lab(_) => Ok(()),
         }
     });
     match result {

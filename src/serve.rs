@@ -77,129 +77,171 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
     // Installed before any listener announces itself, so a signal that arrives right after
     // "listening" is a graceful stop and never the default (immediate) termination.
     let signal = shutdown_signal()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let on_signal = Arc::clone(&stop_tx);
+    let running = Running::start(&config, &shared, roles).await?;
+    let stop = running.stopper();
     tokio::spawn(async move {
         signal.await;
-        let _ = on_signal.send(true);
+        stop();
     });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let store = shared.store.clone() as Arc<dyn Store>;
-    let mut roles_running: tokio::task::JoinSet<(&'static str, std::io::Result<()>)> =
-        tokio::task::JoinSet::new();
-    let mut sockets: Vec<PathBuf> = Vec::new();
-    let sock = SocketOptions::from_config(&config)?;
+    let result = running.wait().await;
+    close_store(&shared).await;
+    result?;
+    tracing::info!("postagent stopped");
+    Ok(())
+}
 
-    if roles.milter && !config.milter_listen.is_empty() {
-        let listener = match bind_socket(
-            &ListenAddr::parse(&config.milter_listen).map_err(anyhow::Error::msg)?,
-            &sock,
-            "milter",
-        )
-        .await?
-        {
-            (Bound::Tcp(l), _) => postagent_milter::MilterListener::Tcp(l),
-            (Bound::Unix(l), path) => {
-                sockets.extend(path);
-                postagent_milter::MilterListener::Unix(l)
-            }
-        };
-        let milter_config = postagent_milter::MilterConfig {
-            authserv_id: config.authserv_id(),
-            secret: shared.secret.clone(),
-            dns_server: config.dns_server_addr().map_err(anyhow::Error::msg)?,
-            dns_timeout: config.dns_timeout(),
-            shared_domain: config.shared_domain.clone(),
-            max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
-            max_connections: 200,
-        };
-        let milter = postagent_milter::run(listener, store.clone(), milter_config, stopped());
-        roles_running.spawn(async move { ("milter", milter.await) });
-    }
-    if roles.lmtp && !config.lmtp_listen.is_empty() {
-        use postagent_delivery::lmtp;
-        let listener = match bind_socket(
-            &ListenAddr::parse(&config.lmtp_listen).map_err(anyhow::Error::msg)?,
-            &sock,
-            "LMTP",
-        )
-        .await?
-        {
-            (Bound::Tcp(l), _) => lmtp::LmtpListener::Tcp(l),
-            (Bound::Unix(l), path) => {
-                sockets.extend(path);
-                lmtp::LmtpListener::Unix(l)
-            }
-        };
-        let mut lmtp_config = lmtp::LmtpConfig::new(config.mail_hostname());
-        lmtp_config.max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX);
-        let backend =
-            Arc::new(postagent_delivery::ingest::StoreBackend::new(store.clone(), shared.secret.clone()));
-        let lmtp = lmtp::run(listener, backend, lmtp_config, stopped());
-        roles_running.spawn(async move { ("lmtp", lmtp.await) });
-    }
-    let mut janitor = None;
-    if roles.api {
-        janitor = Some(tokio::spawn(postagent_core::janitor::run(store.clone(), JANITOR_EVERY, stopped())));
-        let (listener, path) = match bind_socket(&config.api_listen_addr(), &sock, "API").await? {
-            (Bound::Tcp(l), _) => (Listener::Tcp(l), None),
-            (Bound::Unix(l), path) => (Listener::Unix(l), path),
-        };
-        sockets.extend(path);
-        let state = AppState {
-            store: store.clone(),
-            secret: shared.secret.clone(),
-            resolver: shared.resolver.clone(),
-            settings: Arc::new(Settings::from_config(&config)),
-        };
-        let grace = config.shutdown_timeout();
-        let api = postagent_api::run(listener, state, stopped(), grace);
-        roles_running.spawn(async move { ("api", api.await) });
-    }
-    if roles_running.is_empty() {
-        anyhow::bail!(
-            "nothing to run: the listener of this role is not configured (an empty *_listen disables a role)"
-        );
-    }
-
-    // A role that stops on its own (an error) stops the others too: half a mail system that
-    // looks alive is worse than a restart by systemd.
-    let mut failure: Option<anyhow::Error> = None;
-    while let Some(done) = roles_running.join_next().await {
-        match done {
-            Ok((name, Ok(()))) => tracing::debug!(role = name, "role stopped"),
-            Ok((name, Err(e))) => {
-                tracing::error!(role = name, error = %e, "role failed; stopping the others");
-                failure.get_or_insert(anyhow::anyhow!("the {name} role failed: {e}"));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "a role panicked; stopping the others");
-                failure.get_or_insert(anyhow::anyhow!("a role panicked: {e}"));
-            }
-        }
-        let _ = stop_tx.send(true);
-    }
-    for path in sockets {
-        let _ = std::fs::remove_file(path);
-    }
-    if let Some(j) = janitor {
-        let _ = j.await;
-    }
-    // Requests cut off at the grace deadline may still hold connections; do not wait on them.
+/// Closes the pool without waiting on requests cut off at the grace deadline, which may
+/// still hold connections.
+pub async fn close_store(shared: &Shared) {
     if tokio::time::timeout(Duration::from_secs(2), shared.store.close()).await.is_err() {
         tracing::warn!("database connections still busy at exit; closing anyway");
     }
-    if let Some(e) = failure {
-        return Err(e);
+}
+
+type RoleResult = (&'static str, std::io::Result<()>);
+
+/// The roles of one process, bound and serving.
+pub struct Running {
+    /// Where each role listens (`IP:PORT` or `unix:PATH`), when it runs.
+    pub api_addr: Option<String>,
+    pub milter_addr: Option<String>,
+    pub lmtp_addr: Option<String>,
+    tasks: tokio::task::JoinSet<RoleResult>,
+    janitor: Option<tokio::task::JoinHandle<()>>,
+    sockets: Vec<PathBuf>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Running {
+    /// Binds the listeners of `roles` (every socket is bound before any role starts, so a
+    /// bind failure starts nothing) and starts serving.
+    pub async fn start(config: &Config, shared: &Shared, roles: Roles) -> anyhow::Result<Running> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let store = shared.store.clone() as Arc<dyn Store>;
+        let sock = SocketOptions::from_config(config)?;
+        let mut sockets: Vec<PathBuf> = Vec::new();
+        let mut bind =
+            async |enabled: bool, listen: &str, role: &str| -> anyhow::Result<Option<(Bound, String)>> {
+                if !enabled || listen.is_empty() {
+                    return Ok(None);
+                }
+                let addr = ListenAddr::parse(listen).map_err(|e| anyhow::anyhow!("{role} listener: {e}"))?;
+                let (bound, path, shown) = bind_socket(&addr, &sock, role).await?;
+                sockets.extend(path);
+                Ok(Some((bound, shown)))
+            };
+        let milter = bind(roles.milter, &config.milter_listen, "milter").await?;
+        let lmtp = bind(roles.lmtp, &config.lmtp_listen, "LMTP").await?;
+        let api_listen = config.api_listen.clone();
+        let api = bind(roles.api, &api_listen, "API").await?;
+        let mut running = Running {
+            api_addr: None,
+            milter_addr: None,
+            lmtp_addr: None,
+            tasks: tokio::task::JoinSet::new(),
+            janitor: None,
+            sockets,
+            stop: Arc::new(stop_tx),
+        };
+
+        if let Some((bound, shown)) = milter {
+            let listener = match bound {
+                Bound::Tcp(l) => postagent_milter::MilterListener::Tcp(l),
+                Bound::Unix(l) => postagent_milter::MilterListener::Unix(l),
+            };
+            let milter_config = postagent_milter::MilterConfig {
+                authserv_id: config.authserv_id(),
+                secret: shared.secret.clone(),
+                dns_server: config.dns_server_addr().map_err(anyhow::Error::msg)?,
+                dns_timeout: config.dns_timeout(),
+                shared_domain: config.shared_domain.clone(),
+                max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
+                max_connections: 200,
+            };
+            let milter = postagent_milter::run(listener, store.clone(), milter_config, stopped());
+            running.tasks.spawn(async move { ("milter", milter.await) });
+            running.milter_addr = Some(shown);
+        }
+        if let Some((bound, shown)) = lmtp {
+            use postagent_delivery::lmtp;
+            let listener = match bound {
+                Bound::Tcp(l) => lmtp::LmtpListener::Tcp(l),
+                Bound::Unix(l) => lmtp::LmtpListener::Unix(l),
+            };
+            let mut lmtp_config = lmtp::LmtpConfig::new(config.mail_hostname());
+            lmtp_config.max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX);
+            let backend =
+                Arc::new(postagent_delivery::ingest::StoreBackend::new(store.clone(), shared.secret.clone()));
+            let lmtp = lmtp::run(listener, backend, lmtp_config, stopped());
+            running.tasks.spawn(async move { ("lmtp", lmtp.await) });
+            running.lmtp_addr = Some(shown);
+        }
+        if let Some((bound, shown)) = api {
+            running.janitor =
+                Some(tokio::spawn(postagent_core::janitor::run(store.clone(), JANITOR_EVERY, stopped())));
+            let listener = match bound {
+                Bound::Tcp(l) => Listener::Tcp(l),
+                Bound::Unix(l) => Listener::Unix(l),
+            };
+            let state = AppState {
+                store: store.clone(),
+                secret: shared.secret.clone(),
+                resolver: shared.resolver.clone(),
+                settings: Arc::new(Settings::from_config(config)),
+            };
+            let api = postagent_api::run(listener, state, stopped(), config.shutdown_timeout());
+            running.tasks.spawn(async move { ("api", api.await) });
+            running.api_addr = Some(shown);
+        }
+        if running.tasks.is_empty() {
+            anyhow::bail!(
+                "nothing to run: the listener of this role is not configured (an empty *_listen disables a role)"
+            );
+        }
+        Ok(running)
     }
-    tracing::info!("postagent stopped");
-    Ok(())
+
+    /// A handle that stops every role gracefully (what SIGTERM does).
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        let stop = Arc::clone(&self.stop);
+        move || {
+            let _ = stop.send(true);
+        }
+    }
+
+    /// Waits until every role has stopped, then removes the unix sockets. A role that stops
+    /// on its own (an error) stops the others too: half a mail system that looks alive is
+    /// worse than a restart by systemd.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut failure: Option<anyhow::Error> = None;
+        while let Some(done) = self.tasks.join_next().await {
+            match done {
+                Ok((name, Ok(()))) => tracing::debug!(role = name, "role stopped"),
+                Ok((name, Err(e))) => {
+                    tracing::error!(role = name, error = %e, "role failed; stopping the others");
+                    failure.get_or_insert(anyhow::anyhow!("the {name} role failed: {e}"));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a role panicked; stopping the others");
+                    failure.get_or_insert(anyhow::anyhow!("a role panicked: {e}"));
+                }
+            }
+            let _ = self.stop.send(true);
+        }
+        for path in &self.sockets {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(j) = self.janitor.take() {
+            let _ = j.await;
+        }
+        failure.map_or(Ok(()), Err)
+    }
 }
 
 /// Mode and group of the unix sockets we create.
@@ -243,14 +285,15 @@ async fn bind_socket(
     addr: &ListenAddr,
     opts: &SocketOptions,
     role: &str,
-) -> anyhow::Result<(Bound, Option<PathBuf>)> {
+) -> anyhow::Result<(Bound, Option<PathBuf>, String)> {
     match addr {
         ListenAddr::Tcp(a) => {
             let l = tokio::net::TcpListener::bind(a)
                 .await
                 .with_context(|| format!("{role}: cannot listen on {a}"))?;
-            tracing::info!("{role} listening on {}", l.local_addr()?);
-            Ok((Bound::Tcp(l), None))
+            let shown = l.local_addr()?.to_string();
+            tracing::info!("{role} listening on {shown}");
+            Ok((Bound::Tcp(l), None, shown))
         }
         ListenAddr::Unix(path) => {
             use std::os::unix::fs::PermissionsExt;
@@ -267,8 +310,9 @@ async fn bind_socket(
                 std::os::unix::fs::chown(path, None, Some(gid))
                     .with_context(|| format!("{role}: cannot give {} to group {gid}", path.display()))?;
             }
-            tracing::info!("{role} listening on unix:{}", path.display());
-            Ok((Bound::Unix(l), Some(path.clone())))
+            let shown = format!("unix:{}", path.display());
+            tracing::info!("{role} listening on {shown}");
+            Ok((Bound::Unix(l), Some(path.clone()), shown))
         }
     }
 }
@@ -284,7 +328,7 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     Ok(async move {

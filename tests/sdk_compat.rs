@@ -5,7 +5,7 @@
 mod common;
 
 use common::bin::{Server, run, text};
-use postagent_testsupport::{DnsServer, PgCluster, require, require_that};
+use postagent_lab::{DnsServer, PgCluster, require, require_that};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

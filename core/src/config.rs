@@ -159,6 +159,20 @@ impl Config {
             Some(p) => Some(p.to_path_buf()),
             None => Some(PathBuf::from(SYSTEM_CONFIG_PATH)).filter(|p| p.exists()),
         };
+        Self::layered(path, env, flags)
+    }
+
+    /// The defaults with `flags` on top: no file and no environment. For `postagent lab`,
+    /// which must never pick up a production `/etc/postagent/postagent.toml`.
+    pub fn from_flags(flags: &[(&str, String)]) -> Result<Self, ConfigError> {
+        Self::layered(None, std::iter::empty(), flags).map(|(cfg, _)| cfg)
+    }
+
+    fn layered(
+        path: Option<PathBuf>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &[(&str, String)],
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
         let mut cfg = match &path {
             Some(p) => Self::from_file(p)?,
             None => Self::default(),

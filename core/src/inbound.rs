@@ -96,18 +96,30 @@ pub fn parse(raw: &[u8]) -> Parsed {
     }
 }
 
-/// The Postfix queue id from the `Received:` line Postfix added last (`… id 4Xb2kQ1cZ3z …`).
-pub fn postfix_queue_id(raw: &[u8]) -> Option<String> {
-    let (fields, _) = headers::split_message(raw);
-    let received = fields.iter().find(|(n, _)| n.eq_ignore_ascii_case("Received"))?;
-    let mut words = received.1.split_whitespace();
-    while let Some(w) = words.next() {
-        if w == "id" {
-            let id = words.next()?.trim_end_matches(';');
-            return id.bytes().all(|b| b.is_ascii_alphanumeric()).then(|| id.to_owned());
-        }
+/// The Postfix queue id from the first `Received:` header of the header block, best effort.
+///
+/// Postfix's LMTP client never sends its queue id as a command, but the `Received:` header
+/// its smtpd prepends reads `… by host (Postfix) with ESMTP id 4Xyz12345\r\n\tfor <…>; date`.
+/// Only the first `Received:` counts: later ones were written by other hosts (and can be
+/// forged by the sender). Only used for logging, so a miss costs nothing.
+pub fn postfix_queue_id(message: &[u8]) -> Option<String> {
+    let mut lines = message.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut received = lines.by_ref().take_while(|l| !l.is_empty()).skip_while(|l| !is_received(l));
+    let mut value = String::from_utf8_lossy(received.next()?).into_owned();
+    // RFC 5322 §2.2.3: continuation lines start with whitespace.
+    for folded in received.take_while(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
+        value.push(' ');
+        value.push_str(&String::from_utf8_lossy(folded));
     }
-    None
+    let mut words = value.split_whitespace();
+    words.find(|w| w.eq_ignore_ascii_case("id"))?;
+    let id = words.next()?.trim_end_matches(';');
+    // Short ids are hex, long ids (enable_long_queue_ids) base-52ish; both are alphanumeric.
+    ((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| id.to_owned())
+}
+
+fn is_received(line: &[u8]) -> bool {
+    line.get(..9).is_some_and(|h| h.eq_ignore_ascii_case(b"received:"))
 }
 
 pub fn prepare(secret: &Secret, raw: Vec<u8>, envelope_from: &str, now: Timestamp) -> Prepared {
@@ -264,10 +276,14 @@ pub fn attachment_json(a: &NewAttachment) -> serde_json::Value {
 }
 
 /// The first text and HTML bodies of a stored message, for the API's `parsed` view.
+///
+/// `html` is only ever a real `text/html` part ("full fidelity", contract §3.6): mail-parser
+/// would otherwise render a plain-text-only message as HTML. `text` falls back to a
+/// rendering of the HTML when the message has no text part, so agents always get text.
 pub fn bodies(raw: &[u8]) -> (Option<String>, Option<String>) {
     let Some(m) = MessageParser::default().parse(raw) else { return (None, None) };
     let text = m.body_text(0).map(|t| t.into_owned());
-    let html = m.body_html(0).map(|h| h.into_owned());
+    let html = m.html_part(0).filter(|p| p.is_text_html()).and(m.body_html(0)).map(|h| h.into_owned());
     (text, html)
 }
 
@@ -275,4 +291,43 @@ pub fn bodies(raw: &[u8]) -> (Option<String>, Option<String>) {
 pub fn attachment_bytes(raw: &[u8], index: usize) -> Option<Vec<u8>> {
     let m = MessageParser::default().parse(raw)?;
     m.attachments().nth(index).map(|part| part.contents().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_id_from_the_first_received() {
+        let msg = b"Received: from client.example (unknown [127.0.0.1])\r\n\
+            \tby mx.postagent.test (Postfix) with ESMTP id 4dQ1xk0sYzz9sWL\r\n\
+            \tfor <a@agents.test>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\n\
+            Received: by evil.example with SMTP id FORGED123;\r\n\
+            Subject: id NOTME\r\n\r\nbody\r\n";
+        assert_eq!(postfix_queue_id(msg).as_deref(), Some("4dQ1xk0sYzz9sWL"));
+        let short = b"X-Other: 1\r\nreceived: from x by mx (Postfix) with ESMTP id 3A2B1C4D5E; Sat\r\n\r\n";
+        assert_eq!(postfix_queue_id(short).as_deref(), Some("3A2B1C4D5E"));
+        assert_eq!(postfix_queue_id(b"Subject: no\r\n\r\nReceived: by x id ABCDEF123\r\n"), None);
+        assert_eq!(postfix_queue_id(b"Received: by x with LMTP\r\n\r\n"), None);
+        assert_eq!(postfix_queue_id(b""), None);
+    }
+
+    #[test]
+    fn html_only_from_a_real_html_part() {
+        let text_only = b"From: a@b.test\r\nSubject: t\r\n\r\nplain words\r\n";
+        let (text, html) = bodies(text_only);
+        assert_eq!(text.as_deref(), Some("plain words\r\n"));
+        assert_eq!(html, None, "no HTML part, so no html");
+        let alternative = b"From: a@b.test\r\nMIME-Version: 1.0\r\n\
+            Content-Type: multipart/alternative; boundary=XX\r\n\r\n\
+            --XX\r\nContent-Type: text/plain\r\n\r\nplain\r\n\
+            --XX\r\nContent-Type: text/html\r\n\r\n<p>rich</p>\r\n--XX--\r\n";
+        let (text, html) = bodies(alternative);
+        assert_eq!(text.as_deref().map(str::trim), Some("plain"));
+        assert_eq!(html.as_deref().map(str::trim), Some("<p>rich</p>"));
+        let html_only = b"From: a@b.test\r\nContent-Type: text/html\r\n\r\n<p>only <b>html</b></p>\r\n";
+        let (text, html) = bodies(html_only);
+        assert!(text.is_some_and(|t| t.contains("only") && !t.contains('<')), "text rendered from the HTML");
+        assert_eq!(html.as_deref().map(str::trim), Some("<p>only <b>html</b></p>"));
+    }
 }

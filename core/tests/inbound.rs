@@ -8,7 +8,7 @@ use postagent_core::secret::Secret;
 use postagent_core::service;
 use postagent_core::store::{MessageFilter, PageQuery, SqlStore, Store};
 use postagent_core::time::Timestamp;
-use postagent_testsupport::pg::PgCluster;
+use postagent_lab::pg::PgCluster;
 use std::sync::Arc;
 
 fn secret() -> Secret {

@@ -8,7 +8,7 @@ use postagent_core::store::{
     SqlStore, Store, StoreError,
 };
 use postagent_core::time::Timestamp;
-use postagent_testsupport::pg::PgCluster;
+use postagent_lab::pg::PgCluster;
 use std::collections::HashSet;
 use std::sync::Arc;
 

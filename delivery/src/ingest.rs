@@ -31,7 +31,7 @@ impl LmtpBackend for StoreBackend {
             Ok(Some(_)) => Reply::Ok,
             Ok(None) => Reply::unknown_recipient(),
             Err(e) => {
-                tracing::warn!(rcpt = %email, error = %e, "lmtp: recipient lookup failed; deferring");
+                tracing::warn!("NOQUEUE: lmtp defer RCPT <{email}>: agent lookup failed: {e}");
                 Reply::store_unavailable()
             }
         }
@@ -48,7 +48,10 @@ impl LmtpBackend for StoreBackend {
         {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "lmtp: parsing the message failed");
+                tracing::error!(
+                    "NOQUEUE: lmtp defer from=<{}>: parsing the message failed: {e}",
+                    envelope.mail_from
+                );
                 return envelope.recipients.iter().map(|_| Reply::store_unavailable()).collect();
             }
         };
@@ -72,11 +75,14 @@ impl LmtpBackend for StoreBackend {
             let reply = match inbound::store_for(self.store.as_ref(), &prepared, rcpt, Timestamp::now()).await
             {
                 Ok(Delivered::Stored { id }) => {
-                    tracing::info!("{queue_id}: stored msg={id} agent={rcpt}");
+                    tracing::info!("{queue_id}: stored msg={id} agent={rcpt} source={}", prepared.source_id);
                     Reply::Ok
                 }
                 Ok(Delivered::Duplicate { id }) => {
-                    tracing::info!("{queue_id}: duplicate of msg={id} agent={rcpt}: already stored");
+                    tracing::info!(
+                        "{queue_id}: duplicate msg={id} agent={rcpt} source={}: already stored",
+                        prepared.source_id
+                    );
                     Reply::Ok
                 }
                 Err(IngestError::UnknownAgent(_)) => {

@@ -7,7 +7,7 @@ use common::{AUTHSERV_ID, FakeDirectory, Milter, config, secret};
 use indymilter_test::{EomAction, EomActions, MacroStage, Status, TestConnection};
 use postagent_core::auth::headers::{ALL, EntityType, verify};
 use postagent_core::time::Timestamp;
-use postagent_testsupport::DnsServer;
+use postagent_lab::DnsServer;
 use std::time::{Duration, Instant};
 
 const CLIENT: [u8; 4] = [192, 0, 2, 10];

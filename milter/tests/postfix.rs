@@ -7,15 +7,16 @@
 mod common;
 
 use common::lmtp::{Delivered, sink};
-use common::{AUTHSERV_ID, SHARED_DOMAIN, config, dkim, secret};
+use common::{AUTHSERV_ID, SHARED_DOMAIN, config, secret};
 use postagent_core::auth::headers::{Claims, EntityType, VERIFIED, verify};
 use postagent_core::service;
 use postagent_core::store::{SqlStore, Store};
 use postagent_core::time::Timestamp;
+use postagent_lab::dkimpy as dkim;
+use postagent_lab::postfix::require_postfix;
+use postagent_lab::smtp::Smtp;
+use postagent_lab::{DnsServer, PostfixBuilder, PostfixInstance, free_port};
 use postagent_milter::MilterListener;
-use postagent_testsupport::postfix::require_postfix;
-use postagent_testsupport::smtp::Smtp;
-use postagent_testsupport::{DnsServer, PostfixBuilder, PostfixInstance, free_port};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,7 +118,13 @@ fn message(from: &str, subject: &str, extra_headers: &str, body: &str) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_signed_by_an_independent_signer_verifies_and_a_changed_body_does_not() {
-    let Some(venv) = tokio::task::spawn_blocking(dkim::venv).await.expect("join") else { return };
+    let Some(venv) =
+        tokio::task::spawn_blocking(|| dkim::venv(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))))
+            .await
+            .expect("join")
+    else {
+        return;
+    };
     let Some(mut lab) = Lab::start().await else { return };
     let keys = tempfile::tempdir().expect("tempdir");
     let Some((key, public)) = dkim::rsa_key(keys.path()) else { return };

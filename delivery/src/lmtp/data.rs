@@ -1,5 +1,4 @@
-//! The DATA phase: undoing dot-stuffing, finding the end of the message, capping its size;
-//! and reading the Postfix queue id from the message's first `Received:` header.
+//! The DATA phase: undoing dot-stuffing, finding the end of the message, capping its size.
 //!
 //! The decoder is a push parser over the session's input buffer, so a message of any shape
 //! (huge lines, a terminator split across reads) is handled with bounded memory and no
@@ -119,32 +118,6 @@ impl DotDecoder {
     }
 }
 
-/// The Postfix queue id from the first `Received:` header of the header block, best effort.
-///
-/// Postfix's LMTP client never sends its queue id as a command, but the `Received:` header
-/// its smtpd prepends reads `… by host (Postfix) with ESMTP id 4Xyz12345\r\n\tfor <…>; date`.
-/// Only the first `Received:` counts: later ones were written by other hosts (and can be
-/// forged by the sender). Only used for logging, so a miss costs nothing.
-pub(crate) fn postfix_queue_id(message: &[u8]) -> Option<String> {
-    let mut lines = message.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let mut received = lines.by_ref().take_while(|l| !l.is_empty()).skip_while(|l| !is_received(l));
-    let mut value = String::from_utf8_lossy(received.next()?).into_owned();
-    // RFC 5322 §2.2.3: continuation lines start with whitespace.
-    for folded in received.take_while(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
-        value.push(' ');
-        value.push_str(&String::from_utf8_lossy(folded));
-    }
-    let mut words = value.split_whitespace();
-    words.find(|w| w.eq_ignore_ascii_case("id"))?;
-    let id = words.next()?.trim_end_matches(';');
-    // Short ids are hex, long ids (enable_long_queue_ids) base-52ish; both are alphanumeric.
-    ((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| id.to_owned())
-}
-
-fn is_received(line: &[u8]) -> bool {
-    line.get(..9).is_some_and(|h| h.eq_ignore_ascii_case(b"received:"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,20 +205,5 @@ mod tests {
         assert_eq!(m.data.len(), KEEP_AFTER_OVERFLOW.max(50_000));
         let (_, m, _) = decode(100_000, &[&input]);
         assert!(!m.too_big);
-    }
-
-    #[test]
-    fn queue_id_from_the_first_received() {
-        let msg = b"Received: from client.example (unknown [127.0.0.1])\r\n\
-            \tby mx.postagent.test (Postfix) with ESMTP id 4dQ1xk0sYzz9sWL\r\n\
-            \tfor <a@agents.test>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\n\
-            Received: by evil.example with SMTP id FORGED123;\r\n\
-            Subject: id NOTME\r\n\r\nbody\r\n";
-        assert_eq!(postfix_queue_id(msg).as_deref(), Some("4dQ1xk0sYzz9sWL"));
-        let short = b"X-Other: 1\r\nreceived: from x by mx (Postfix) with ESMTP id 3A2B1C4D5E; Sat\r\n\r\n";
-        assert_eq!(postfix_queue_id(short).as_deref(), Some("3A2B1C4D5E"));
-        assert_eq!(postfix_queue_id(b"Subject: no\r\n\r\nReceived: by x id ABCDEF123\r\n"), None);
-        assert_eq!(postfix_queue_id(b"Received: by x with LMTP\r\n\r\n"), None);
-        assert_eq!(postfix_queue_id(b""), None);
     }
 }

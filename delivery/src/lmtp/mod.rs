@@ -137,12 +137,14 @@ pub async fn run(
                     let (backend, config, stop) = (backend.clone(), config.clone(), stop_rx.clone());
                     match conn {
                         Accepted::Tcp(stream, peer) => {
-                            let span = tracing::info_span!("lmtp", client = %peer);
+                            // debug: per-message lines must start with the queue id in mail.log (the span would
+                            // prefix them); with debug logging the client shows up.
+                            let span = tracing::debug_span!("lmtp", client = %peer);
                             let session = session::serve(stream, peer.to_string(), backend, config, stop);
                             sessions.spawn(session.instrument(span));
                         }
                         Accepted::Unix(stream) => {
-                            let span = tracing::info_span!("lmtp", client = "unix");
+                            let span = tracing::debug_span!("lmtp", client = "unix");
                             let session = session::serve(stream, "unix".to_owned(), backend, config, stop);
                             sessions.spawn(session.instrument(span));
                         }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::command::{self, Command, Rejection};
-use super::data::{self, DotDecoder, Message, Progress};
+use super::data::{DotDecoder, Message, Progress};
 use super::reply::format_line;
 use super::{Envelope, LmtpBackend, LmtpConfig, Reply};
 
@@ -62,7 +62,7 @@ pub(crate) async fn serve<S>(
     }
     if let Some(txn) = session.txn {
         tracing::info!(
-            "lmtp: NOQUEUE: transaction abandoned by client: from=<{}> rcpts={}",
+            "NOQUEUE: lmtp transaction abandoned by client: from=<{}> rcpts={}",
             txn.mail_from,
             txn.recipients.len()
         );
@@ -247,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(end) = self.fill(Phase::Data).await? {
                 // Connection lost or timed out mid-message: no replies, so Postfix retries.
                 tracing::info!(
-                    "lmtp: NOQUEUE: message abandoned in DATA ({end:?}): from=<{}> rcpts={}",
+                    "NOQUEUE: lmtp message abandoned in DATA ({end:?}): from=<{}> rcpts={}",
                     txn.mail_from,
                     txn.recipients.len()
                 );
@@ -260,7 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Hands a complete message to the backend and queues the per-recipient replies.
     async fn finish_message(&mut self, txn: Transaction, message: Message) {
-        let queue_id = data::postfix_queue_id(&message.data);
+        let queue_id = postagent_core::inbound::postfix_queue_id(&message.data);
         let envelope = Envelope {
             mail_from: txn.mail_from,
             recipients: txn.recipients,
@@ -289,8 +289,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let codes: Vec<String> = replies.iter().map(|r| r.code().to_string()).collect();
         tracing::info!(
-            "lmtp: {}: from=<{}> rcpts={n} size={} replies={}",
+            "{}: lmtp done client={} from=<{}> rcpts={n} size={} replies={}",
             queue_id.as_deref().unwrap_or("NOQUEUE"),
+            self.client,
             envelope.mail_from,
             message.size,
             codes.join(",")

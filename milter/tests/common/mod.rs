@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod dkim;
 pub mod lmtp;
 
 use async_trait::async_trait;

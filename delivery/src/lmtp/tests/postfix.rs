@@ -7,13 +7,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use postagent_testsupport::postfix::require_postfix;
-use postagent_testsupport::{PostfixBuilder, PostfixInstance};
+use postagent_lab::postfix::require_postfix;
+use postagent_lab::{PostfixBuilder, PostfixInstance};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::super::data::postfix_queue_id;
 use super::{Client, Delivery, RecordingBackend, TestServer, WAIT, dot_stuff, test_config};
+use postagent_core::inbound::postfix_queue_id;
 
 /// Complete headers, so Postfix adds nothing but its `Received:`; the dotted lines check
 /// stuffing on both hops (client → smtpd, Postfix lmtp → us).
@@ -146,7 +146,7 @@ async fn server_down_then_up_delivers_once() {
     if !require_postfix() {
         return;
     }
-    let port = postagent_testsupport::free_port().expect("free port");
+    let port = postagent_lab::free_port().expect("free port");
     let lmtp = SocketAddr::from(([127, 0, 0, 1], port));
     let pf = postfix_to(lmtp);
     let queue_id = submit(&pf, &["a@agents.test"]).await;

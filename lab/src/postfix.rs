@@ -51,6 +51,7 @@ pub struct PostfixBuilder {
     milter: Option<String>,
     main_cf: Vec<(String, String)>,
     master_services: Vec<String>,
+    smtp_port: Option<u16>,
 }
 
 impl PostfixBuilder {
@@ -91,6 +92,13 @@ impl PostfixBuilder {
     /// `n` like every other service.
     pub fn master_cf_service(mut self, line: &str) -> Self {
         self.master_services.push(line.to_owned());
+        self
+    }
+
+    /// Listens for SMTP on `127.0.0.1:port` instead of a freshly picked free port (for a
+    /// lab a person types commands against; tests leave it unset).
+    pub fn smtp_port(mut self, port: u16) -> Self {
+        self.smtp_port = Some(port);
         self
     }
 
@@ -172,12 +180,19 @@ impl PostfixBuilder {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let port = crate::free_port()?;
+            let port = match self.smtp_port {
+                Some(port) => port,
+                None => crate::free_port()?,
+            };
             inst.postconf(&["-F", "-e", &format!("smtp/inet/service = 127.0.0.1:{port}")])?;
             inst.smtp_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             match inst.start_master() {
                 Ok(()) => break,
-                Err(e) if attempt < 3 && inst.busy_inet_ports().contains(&inst.smtp_addr) => {
+                Err(e)
+                    if attempt < 3
+                        && self.smtp_port.is_none()
+                        && inst.busy_inet_ports().contains(&inst.smtp_addr) =>
+                {
                     tracing::debug!(error = %e, port, "postfix port taken, retrying");
                 }
                 Err(e) => return Err(e),

@@ -2,20 +2,21 @@
 //! directory, with an RSA key made by the openssl CLI. Independent of mail-auth, so a pass is
 //! interoperability, not a round trip through one library.
 
-use postagent_testsupport::{require, require_that};
+use crate::{require, require_that};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const SPEC: &str = "dkimpy==1.1.8";
 
-/// The venv with dkimpy, built once and shared by tests (and test binaries) through a lock
-/// file. `None` (after a `SKIP:` line) when Python is unavailable outside CI.
-pub fn venv() -> Option<PathBuf> {
+/// The venv with dkimpy under `cache_dir` (a test's `CARGO_TARGET_TMPDIR`), built once and
+/// shared by tests (and test binaries) through a lock file. `None` (after a `SKIP:` line)
+/// when Python is unavailable outside CI.
+pub fn venv(cache_dir: &Path) -> Option<PathBuf> {
     if !require("python3", "install Python 3 with the venv module") {
         return None;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dkimpy-venv");
+    let dir = cache_dir.join("dkimpy-venv");
     let marker = dir.join("installed-spec");
     let lock = std::fs::File::create(dir.with_extension("lock")).expect("lock file");
     lock.lock().expect("lock");

@@ -1,4 +1,4 @@
-//! Real local twins for postagent tests: a throwaway PostgreSQL cluster ([`pg`]), a private
+//! The postagent lab: real local twins of what postagent plugs into: a throwaway PostgreSQL
 //! Postfix instance ([`postfix`]) and an authoritative loopback DNS server ([`dns`]).
 //!
 //! The point of this crate is that tests talk to the *real* software postagent plugs into,
@@ -14,7 +14,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod dkimpy;
 pub mod dns;
+pub mod mail_lab;
 pub mod pg;
 pub mod postfix;
 pub mod smtp;
@@ -37,7 +39,7 @@ pub fn in_ci() -> bool {
 /// `SKIP:` line to stderr and returns false so the test can `return` early:
 ///
 /// ```no_run
-/// if !postagent_testsupport::require("dig", "install the dnsutils package") {
+/// if !postagent_lab::require("dig", "install the dnsutils package") {
 ///     return;
 /// }
 /// ```
