@@ -420,14 +420,20 @@ impl PostfixInstance {
     /// Waits (polling every 50 ms) until the mail log contains `needle`; returns the first
     /// line that contains it.
     pub async fn wait_log_contains(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_log_line(&[needle], timeout).await
+    }
+
+    /// Waits (polling every 50 ms) until one line of the mail log contains every one of
+    /// `needles` (e.g. a queue id, `to=<…>` and `status=sent`); returns that line.
+    pub async fn wait_log_line(&self, needles: &[&str], timeout: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let log = self.read_log();
-            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = log.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
                 return Ok(line.to_owned());
             }
             if Instant::now() > deadline {
-                anyhow::bail!("Postfix log does not contain {needle:?} after {timeout:?}:\n{log}");
+                anyhow::bail!("no Postfix log line contains all of {needles:?} after {timeout:?}:\n{log}");
             }
             tokio::time::sleep(POLL).await;
         }

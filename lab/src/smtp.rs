@@ -60,6 +60,12 @@ impl Smtp {
             let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
             assert!(r.starts_with("250"), "RCPT {rcpt}: {r}");
         }
+        self.data(message).await
+    }
+
+    /// DATA and the message (dot-stuffed here, CRLF line ends), after MAIL and RCPTs the
+    /// caller has sent; panics unless DATA gets 354; returns the final reply.
+    pub async fn data(&mut self, message: &str) -> String {
         let r = self.cmd("DATA").await;
         assert!(r.starts_with("354"), "DATA: {r}");
         let normalised = message.replace("\r\n", "\n").replace('\n', "\r\n");

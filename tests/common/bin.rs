@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_postagent");
@@ -32,6 +32,8 @@ pub fn text(bytes: &[u8]) -> String {
 pub struct Server {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every line logged so far (stderr), for assertions over the whole log.
+    log: Arc<Mutex<Vec<String>>>,
     pub addr: String,
     /// The milter's and the LMTP server's addresses, when those roles run on TCP.
     pub milter_addr: Option<String>,
@@ -54,14 +56,16 @@ impl Server {
             postagent(dir, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                kept.lock().expect("log lock").push(line.clone());
+                // The receiver may be gone (the Server was dropped); keep draining stderr.
+                let _ = tx.send(line);
             }
         });
-        let mut server = Self { child, lines, addr: String::new(), milter_addr: None, lmtp_addr: None };
+        let mut server = Self { child, lines, log, addr: String::new(), milter_addr: None, lmtp_addr: None };
         let wants_api = args.iter().any(|a| *a == "serve" || *a == "api");
         let ready = if wants_api { "API listening on" } else { "listening on" };
         loop {
@@ -89,6 +93,11 @@ impl Server {
                 Err(e) => panic!("postagent never logged {needle:?} ({e}); it logged:\n{}", seen.join("\n")),
             }
         }
+    }
+
+    /// Everything logged so far, one line per line.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
     }
 
     pub fn signal(&self, sig: &str) {

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod mail;
+pub mod proxy;
 
 use postagent_api::{AppState, Listener, Settings};
 use postagent_core::Config;

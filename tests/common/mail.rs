@@ -1,0 +1,211 @@
+//! The inbound path end to end, as an operator runs it: the real `postagent` binary (its
+//! milter, LMTP and API roles on SQLite), a private Postfix wired by the shipped
+//! `postfix-conf` fragments, and the loopback DNS zone of `postagent lab` — the same
+//! [`postagent_lab::mail_lab`] code. Mail goes in over SMTP and is read back over `/v1`.
+
+use super::bin::{BIN, Server};
+use postagent_core::service;
+use postagent_core::store::SqlStore;
+use postagent_lab::mail_lab::{SampleZone, Wiring};
+use postagent_lab::postfix::require_postfix;
+use postagent_lab::smtp::Smtp;
+use postagent_lab::{PostfixInstance, free_port};
+use serde_json::Value;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const AGENT_DOMAIN: &str = "agents.test";
+pub const HOSTNAME: &str = "mx.postagent.test";
+/// Every wait is bounded by this; only reached when a test is about to fail.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How the world is put together.
+pub struct Options {
+    /// Agents created before postagent starts (on [`AGENT_DOMAIN`]).
+    pub agents: Vec<&'static str>,
+    /// Postfix's `milter_default_action` (the fragment says `tempfail`).
+    pub milter_default_action: &'static str,
+    /// Where Postfix sends agent mail, when not straight to postagent's LMTP port (a proxy).
+    pub lmtp_next_hop: Option<SocketAddr>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { agents: vec!["bot@agents.test"], milter_default_action: "tempfail", lmtp_next_hop: None }
+    }
+}
+
+pub struct MailWorld {
+    pub zone: SampleZone,
+    pub postfix: PostfixInstance,
+    pub dir: tempfile::TempDir,
+    /// postagent's milter and LMTP ports: fixed, so a restarted postagent is where Postfix
+    /// expects it.
+    pub milter_port: u16,
+    pub lmtp_port: u16,
+    pub key: String,
+    http: reqwest::Client,
+    api: Option<String>,
+}
+
+impl MailWorld {
+    /// `None` (after `SKIP:`) when Postfix cannot run here outside CI.
+    pub async fn start(options: Options) -> Option<MailWorld> {
+        if !require_postfix() {
+            return None;
+        }
+        let zone = SampleZone::start().await.expect("dns zone");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = seed(&dir.path().join("postagent.db"), &options.agents).await;
+        let (milter_port, lmtp_port) = (free_port().expect("port"), free_port().expect("port"));
+        let lmtp = options.lmtp_next_hop.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, lmtp_port)));
+        let wiring = Wiring {
+            hostname: HOSTNAME.into(),
+            agent_domains: vec![AGENT_DOMAIN.into()],
+            milter: Some(format!("inet:127.0.0.1:{milter_port}")),
+            lmtp: format!("lmtp:inet:{lmtp}"),
+            smtp_port: None,
+            originating_port: Some(free_port().expect("port")),
+        };
+        let builder =
+            wiring.builder().expect("wiring").main_cf("milter_default_action", options.milter_default_action);
+        let postfix =
+            tokio::task::spawn_blocking(move || builder.start()).await.expect("join").expect("start postfix");
+        Some(MailWorld {
+            zone,
+            postfix,
+            dir,
+            milter_port,
+            lmtp_port,
+            key,
+            http: reqwest::Client::new(),
+            api: None,
+        })
+    }
+
+    /// `postagent ROLE` with this world's settings; `listeners` override the role listeners
+    /// (e.g. `[("--lmtp-listen", "")]` to run serve without LMTP).
+    pub fn postagent(&mut self, role: &str, listeners: &[(&str, &str)]) -> Server {
+        let milter = format!("127.0.0.1:{}", self.milter_port);
+        let lmtp = format!("127.0.0.1:{}", self.lmtp_port);
+        let dns = self.zone.dns().addr().to_string();
+        let mut args: Vec<&str> = vec![
+            role,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--shared-domain",
+            AGENT_DOMAIN,
+            "--mail-hostname",
+            HOSTNAME,
+            "--dns-server",
+            &dns,
+            "--dns-timeout",
+            "2s",
+        ];
+        for (flag, default) in [("--milter-listen", milter.as_str()), ("--lmtp-listen", lmtp.as_str())] {
+            let value = listeners.iter().find(|(f, _)| *f == flag).map_or(default, |(_, v)| *v);
+            args.extend([flag, value]);
+        }
+        let server = Server::start(self.dir.path(), &args);
+        if !server.addr.is_empty() {
+            self.api = Some(format!("http://{}", server.addr));
+        }
+        server
+    }
+
+    /// `postagent serve` with every role.
+    pub fn serve(&mut self) -> Server {
+        self.postagent("serve", &[])
+    }
+
+    /// Sends `message` over SMTP from `mail_from` to `rcpts`; returns Postfix's queue id.
+    pub async fn send(&self, mail_from: &str, rcpts: &[&str], message: &str) -> String {
+        let mut smtp = Smtp::connect(self.postfix.smtp_addr(), "mail.client.example").await;
+        let reply = smtp.send(mail_from, rcpts, message).await;
+        assert!(reply.starts_with("250"), "end of DATA: {reply}\n{}", self.postfix.read_log());
+        smtp.cmd("QUIT").await;
+        reply.trim_end().rsplit(' ').next().expect("queue id").to_owned()
+    }
+
+    /// Waits for Postfix's `status=sent` for `rcpt` of `queue_id`: it follows our 250, which
+    /// follows the commit, so the message is readable through the API afterwards.
+    pub async fn wait_sent(&self, queue_id: &str, rcpt: &str) -> String {
+        self.wait_log(queue_id, rcpt, "status=sent").await
+    }
+
+    /// Waits for a Postfix log line about `queue_id` and `rcpt` containing `needle`.
+    pub async fn wait_log(&self, queue_id: &str, rcpt: &str, needle: &str) -> String {
+        let to = format!("to=<{rcpt}>");
+        self.postfix.wait_log_line(&[queue_id, &to, needle], WAIT).await.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let api = self.api.as_deref().expect("an API is running");
+        let r = self.http.get(format!("{api}{path}")).bearer_auth(&self.key).send().await.expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    /// The agent's inbox, newest first.
+    pub async fn inbox(&self, agent: &str) -> Vec<Value> {
+        let list = self.get(&format!("/v1/agents/{agent}/messages")).await;
+        list["items"].as_array().expect("items").clone()
+    }
+
+    /// The one message in the agent's inbox, in full (`MessageView`).
+    pub async fn only_message(&self, agent: &str) -> Value {
+        let inbox = self.inbox(agent).await;
+        assert_eq!(inbox.len(), 1, "{agent} has exactly one message: {inbox:?}");
+        let id = inbox[0]["id"].as_str().expect("id");
+        self.get(&format!("/v1/agents/{agent}/messages/{id}")).await
+    }
+
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.path().join("hmac.secret")
+    }
+
+    /// `postagent verify --secret-file …` on `raw`: (exit code, stdout + stderr).
+    pub fn verify(&self, raw: &[u8]) -> (i32, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new(BIN)
+            .arg("verify")
+            .arg("--secret-file")
+            .arg(self.secret_file())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run postagent verify");
+        child.stdin.take().expect("stdin").write_all(raw).expect("write");
+        let out = child.wait_with_output().expect("verify output");
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+/// The raw MIME of a `MessageView`.
+pub fn raw_of(view: &Value) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = view["raw_message"].as_str().expect("raw_message");
+    base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")
+}
+
+/// How many header fields named `name` (any case) the raw message's header block holds.
+pub fn header_count(raw: &[u8], name: &str) -> usize {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().filter(|l| l.split_once(':').is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))).count()
+}
+
+/// The account and agents, written before postagent first starts; returns the API key.
+async fn seed(db: &std::path::Path, agents: &[&str]) -> String {
+    let store = SqlStore::open(&format!("sqlite://{}", db.display()), 2).await.expect("sqlite");
+    let (account, key) = service::bootstrap_account(&store, "owner@example.org").await.expect("account");
+    for agent in agents {
+        service::create_agent(&store, &account.id, agent, "Agent", AGENT_DOMAIN).await.expect("agent");
+    }
+    store.close().await;
+    key
+}
