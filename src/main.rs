@@ -69,6 +69,9 @@ struct GlobalFlags {
     /// Pooled database connections per process.
     #[arg(long, global = true)]
     database_max_connections: Option<String>,
+    /// Largest message the milter and the LMTP server accept, in bytes.
+    #[arg(long, global = true)]
+    max_message_bytes: Option<String>,
     /// plain or json.
     #[arg(long, global = true)]
     log_format: Option<String>,
@@ -93,6 +96,7 @@ impl GlobalFlags {
             ("dns_timeout", &self.dns_timeout),
             ("shutdown_timeout", &self.shutdown_timeout),
             ("database_max_connections", &self.database_max_connections),
+            ("max_message_bytes", &self.max_message_bytes),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ]

@@ -274,3 +274,84 @@ async fn milter_down_with_accept_stores_mail_as_unverified() {
     let log = server.log();
     assert!(log.contains(&format!("{qid}: lmtp from=<alice@{SENDER_DOMAIN}> signed=no")), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_unreachable_tempfails_at_rcpt_and_at_lmtp_and_loses_nothing() {
+    if !postagent_lab::PgCluster::available() || !postagent_lab::postfix::require_postfix() {
+        return;
+    }
+    // A private cluster: this test stops it.
+    let pg = tokio::task::spawn_blocking(postagent_lab::PgCluster::start).await.expect("join").expect("pg");
+    let url = pg.create_database().expect("database");
+    let lmtp_port = postagent_lab::free_port().expect("port");
+    let mut proxy =
+        LmtpProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, lmtp_port)), Mode::HoldConnection).await;
+    let options = Options { lmtp_next_hop: Some(proxy.addr), database_url: Some(url), ..Options::default() };
+    let Some(mut world) = MailWorld::start(options).await else { return };
+    world.lmtp_port = lmtp_port;
+    let server = world.serve();
+
+    // Accepted while the database is up; Postfix's LMTP client is held at the proxy.
+    let message = sample_message(AGENT, "during an outage", "outage-1", "Kept by Postfix.\r\n");
+    let qid = world.send(&format!("alice@{SENDER_DOMAIN}"), &[AGENT], &message).await;
+    tokio::time::timeout(WAIT, proxy.held.recv()).await.expect("Postfix connects").expect("proxy");
+    pg.stop_server().expect("stop PostgreSQL");
+
+    // New mail: the milter cannot look the agent up, so RCPT is deferred, not refused.
+    let mut smtp = Smtp::connect(world.postfix.smtp_addr(), "mail.sender.test").await;
+    assert!(smtp.cmd(&format!("MAIL FROM:<alice@{SENDER_DOMAIN}>")).await.starts_with("250"));
+    let r = smtp.cmd(&format!("RCPT TO:<{AGENT}>")).await;
+    assert!(r.starts_with("451 4.3.0"), "RCPT with the store down: {r}");
+    drop(smtp);
+
+    // The queued message reaches LMTP now: 451 for its recipient, Postfix keeps it.
+    proxy.release();
+    let deferred = world.wait_log(&qid, AGENT, "status=deferred").await;
+    assert!(deferred.contains("451 4.3.0"), "{deferred}");
+    assert!(server.log().contains(&format!("NOQUEUE: lmtp defer RCPT <{AGENT}>")), "{}", server.log());
+
+    pg.start_server().expect("start PostgreSQL");
+    world.postfix.flush().expect("flush");
+    world.wait_sent(&qid, AGENT).await;
+    let view = world.only_message(AGENT).await;
+    assert_eq!(view["subject"], "during an outage");
+    assert_eq!(view["verified_domain"], SENDER_DOMAIN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_by_lmtp_and_nothing_is_stored() {
+    let options = Options { extra_args: vec!["--max-message-bytes", "20000"], ..Options::default() };
+    let Some(mut world) = MailWorld::start(options).await else { return };
+    let _server = world.serve();
+    let body = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789\r\n".repeat(400);
+    let message = sample_message(AGENT, "too big", "big-1", &body);
+    let qid = world.send(&format!("alice@{SENDER_DOMAIN}"), &[AGENT], &message).await;
+    // The LMTP server advertises SIZE 20000, so Postfix refuses it without sending it: a
+    // permanent failure (bounced to the sender), nothing stored.
+    let bounced = world.wait_log(&qid, AGENT, "status=bounced").await;
+    assert!(bounced.contains("dsn=5.3.4") && bounced.contains("exceeds size limit 20000"), "{bounced}");
+    assert!(world.inbox(AGENT).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_mime_is_stored_as_received() {
+    let Some(mut world) = MailWorld::start(Options::default()).await else { return };
+    let _server = world.serve();
+    // A multipart with no closing boundary, a part without headers and broken base64.
+    let broken = "From: alice@sender.test\r\nTo: bot@agents.test\r\nSubject: broken\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+        --b1\r\nContent-Type: text/plain\r\n\r\nreadable part\r\n\
+        --b1\r\nContent-Type: application/pdf; name=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+        %%%not base64%%%\r\n\
+        --b1\r\n\r\nno headers at all\r\n";
+    let qid = world.send(&format!("alice@{SENDER_DOMAIN}"), &[AGENT], broken).await;
+    world.wait_sent(&qid, AGENT).await;
+    let view = world.only_message(AGENT).await;
+    assert_eq!(view["subject"], "broken");
+    assert!(view["parsed"]["text"].as_str().is_some_and(|t| t.contains("readable part")), "{view}");
+    let raw = String::from_utf8(raw_of(&view)).expect("utf-8");
+    assert!(
+        raw.ends_with(broken.split_once("\r\n\r\n").expect("body").1),
+        "body stored byte for byte:\n{raw}"
+    );
+}

@@ -110,6 +110,21 @@ impl PgCluster {
         // The socket path is SOCKDIR/.s.PGSQL.PORT and must fit sockaddr_un (~107 bytes).
         let sock_path_len = self.sock_dir.as_os_str().len() + "/.s.PGSQL.65535".len();
         anyhow::ensure!(sock_path_len < 100, "socket dir path too long: {}", self.sock_dir.display());
+        self.start_server()?;
+        // Covers the shared cluster (never dropped) and a test process that dies abnormally.
+        crate::spawn_watchdog(&self.data_dir, &self.stop_script())?;
+        Ok(())
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`), keeping the cluster, so a test can see what
+    /// postagent does while its database is unreachable. [`Self::start_server`] brings it back.
+    pub fn stop_server(&self) -> anyhow::Result<()> {
+        run(self.server_cmd("pg_ctl").arg("-D").arg(&self.data_dir).args(["-m", "fast", "-w", "stop"]))
+            .map(drop)
+    }
+
+    /// `pg_ctl start -w`: returns once the server accepts connections.
+    pub fn start_server(&self) -> anyhow::Result<()> {
         let opts = format!(
             "-c listen_addresses='' -k {} -p {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             sh_quote(&self.sock_dir.to_string_lossy()),
@@ -133,8 +148,6 @@ impl PgCluster {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             anyhow::bail!("pg_ctl start failed ({status}); server log:\n{log}");
         }
-        // Covers the shared cluster (never dropped) and a test process that dies abnormally.
-        crate::spawn_watchdog(&self.data_dir, &self.stop_script())?;
         Ok(())
     }
 

@@ -28,11 +28,21 @@ pub struct Options {
     pub milter_default_action: &'static str,
     /// Where Postfix sends agent mail, when not straight to postagent's LMTP port (a proxy).
     pub lmtp_next_hop: Option<SocketAddr>,
+    /// The database (default: SQLite in the world's directory).
+    pub database_url: Option<String>,
+    /// More flags for every postagent command (e.g. `--max-message-bytes`).
+    pub extra_args: Vec<&'static str>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { agents: vec!["bot@agents.test"], milter_default_action: "tempfail", lmtp_next_hop: None }
+        Options {
+            agents: vec!["bot@agents.test"],
+            milter_default_action: "tempfail",
+            lmtp_next_hop: None,
+            database_url: None,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -45,6 +55,8 @@ pub struct MailWorld {
     pub milter_port: u16,
     pub lmtp_port: u16,
     pub key: String,
+    database_url: String,
+    extra_args: Vec<&'static str>,
     http: reqwest::Client,
     api: Option<String>,
 }
@@ -57,7 +69,10 @@ impl MailWorld {
         }
         let zone = SampleZone::start().await.expect("dns zone");
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = seed(&dir.path().join("postagent.db"), &options.agents).await;
+        let database_url = options
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("postagent.db").display()));
+        let key = seed(&database_url, &options.agents).await;
         let (milter_port, lmtp_port) = (free_port().expect("port"), free_port().expect("port"));
         let lmtp = options.lmtp_next_hop.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, lmtp_port)));
         let wiring = Wiring {
@@ -79,6 +94,8 @@ impl MailWorld {
             milter_port,
             lmtp_port,
             key,
+            database_url,
+            extra_args: options.extra_args,
             http: reqwest::Client::new(),
             api: None,
         })
@@ -90,8 +107,11 @@ impl MailWorld {
         let milter = format!("127.0.0.1:{}", self.milter_port);
         let lmtp = format!("127.0.0.1:{}", self.lmtp_port);
         let dns = self.zone.dns().addr().to_string();
+        let database_url = self.database_url.clone();
         let mut args: Vec<&str> = vec![
             role,
+            "--database-url",
+            &database_url,
             "--api-listen",
             "127.0.0.1:0",
             "--shared-domain",
@@ -107,6 +127,7 @@ impl MailWorld {
             let value = listeners.iter().find(|(f, _)| *f == flag).map_or(default, |(_, v)| *v);
             args.extend([flag, value]);
         }
+        args.extend(&self.extra_args);
         let server = Server::start(self.dir.path(), &args);
         if !server.addr.is_empty() {
             self.api = Some(format!("http://{}", server.addr));
@@ -200,8 +221,8 @@ pub fn header_count(raw: &[u8], name: &str) -> usize {
 }
 
 /// The account and agents, written before postagent first starts; returns the API key.
-async fn seed(db: &std::path::Path, agents: &[&str]) -> String {
-    let store = SqlStore::open(&format!("sqlite://{}", db.display()), 2).await.expect("sqlite");
+async fn seed(database_url: &str, agents: &[&str]) -> String {
+    let store = SqlStore::open(database_url, 2).await.expect("open the store");
     let (account, key) = service::bootstrap_account(&store, "owner@example.org").await.expect("account");
     for agent in agents {
         service::create_agent(&store, &account.id, agent, "Agent", AGENT_DOMAIN).await.expect("agent");

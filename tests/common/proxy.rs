@@ -29,6 +29,8 @@ pub struct LmtpProxy {
     release: Arc<Notify>,
     /// What the server said after `354` on a [`Mode::SwallowFinalReply`] connection.
     pub swallowed: mpsc::UnboundedReceiver<String>,
+    /// One `()` per [`Mode::HoldConnection`] connection, once it is being held.
+    pub held: mpsc::UnboundedReceiver<()>,
 }
 
 impl LmtpProxy {
@@ -40,15 +42,19 @@ impl LmtpProxy {
         let mode = Arc::new(Mutex::new(mode));
         let release = Arc::new(Notify::new());
         let (tx, swallowed) = mpsc::unbounded_channel();
+        let (held_tx, held) = mpsc::unbounded_channel();
         let (m, r) = (Arc::clone(&mode), Arc::clone(&release));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 // One interference per mode: the connection after it passes through.
                 let this = std::mem::replace(&mut *m.lock().expect("mode"), Mode::PassThrough);
+                if this == Mode::HoldConnection {
+                    let _ = held_tx.send(());
+                }
                 tokio::spawn(serve(client, upstream, this, Arc::clone(&r), tx.clone()));
             }
         });
-        LmtpProxy { addr, mode, release, swallowed }
+        LmtpProxy { addr, mode, release, swallowed, held }
     }
 
     /// Lets a [`Mode::HoldConnection`] connection proceed.
