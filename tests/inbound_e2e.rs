@@ -355,3 +355,22 @@ async fn malformed_mime_is_stored_as_received() {
         "body stored byte for byte:\n{raw}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_mail_from_the_originating_listener_keeps_its_conversation() {
+    let options = Options { agents: vec![AGENT, "peer@agents.test"], ..Options::default() };
+    let Some(mut world) = MailWorld::start(options).await else { return };
+    let _server = world.serve();
+    let message = "From: bot@agents.test\r\nTo: peer@agents.test\r\nSubject: our thread\r\n\
+        X-E2A-Conversation-Id: conv_0123456789abcdef\r\nMessage-ID: <agent-1@agents.test>\r\n\r\n\
+        Between agents.\r\n";
+    let qid = world.send_via(world.originating, AGENT, &["peer@agents.test"], message).await;
+    world.wait_sent(&qid, "peer@agents.test").await;
+    let view = world.only_message("peer@agents.test").await;
+    assert_eq!(view["conversation_id"], "conv_0123456789abcdef", "{view}");
+    let raw = raw_of(&view);
+    assert_one_valid_set(&world, &raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("X-E2A-Auth-Entity-Type: agent\r\n"), "{text}");
+    assert_eq!(header_count(&raw, "X-E2A-Conversation-Id"), 1);
+}

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 
 pub mod dkimpy;
 pub mod dns;
+pub mod lmtp_sink;
 pub mod mail_lab;
 pub mod pg;
 pub mod postfix;

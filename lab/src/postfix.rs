@@ -487,83 +487,11 @@ fn count_files(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use crate::lmtp_sink::Delivered;
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
-    /// One message as the LMTP sink received it.
-    #[derive(Debug)]
-    struct Delivered {
-        from: String,
-        rcpts: Vec<String>,
-        data: String,
-    }
-
-    /// A minimal LMTP server: 220, LHLO → 250, MAIL/RCPT/RSET/NOOP → 250, DATA → 354, and
-    /// after the final dot one `250 2.0.0 ok` per accepted RCPT (LMTP's per-recipient status).
-    async fn lmtp_sink() -> (SocketAddr, mpsc::UnboundedReceiver<Delivered>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind lmtp");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let (r, mut w) = stream.into_split();
-                    let mut r = BufReader::new(r);
-                    w.write_all(b"220 sink LMTP ready\r\n").await.expect("greet");
-                    let (mut from, mut rcpts) = (String::new(), Vec::new());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).await.expect("read") == 0 {
-                            return;
-                        }
-                        let cmd = line.trim_end().to_owned();
-                        let verb = cmd.split(' ').next().unwrap_or("").to_ascii_uppercase();
-                        let reply: String = match verb.as_str() {
-                            "LHLO" => "250-sink\r\n250 8BITMIME\r\n".into(),
-                            "MAIL" => {
-                                from = cmd.clone();
-                                rcpts.clear();
-                                "250 2.1.0 ok\r\n".into()
-                            }
-                            "RCPT" => {
-                                rcpts.push(cmd.clone());
-                                "250 2.1.5 ok\r\n".into()
-                            }
-                            "DATA" => {
-                                w.write_all(b"354 go ahead\r\n").await.expect("354");
-                                let mut data = String::new();
-                                loop {
-                                    line.clear();
-                                    r.read_line(&mut line).await.expect("read data");
-                                    if line == ".\r\n" || line == ".\n" || line.is_empty() {
-                                        break;
-                                    }
-                                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
-                                }
-                                let n = rcpts.len();
-                                let rcpts = std::mem::take(&mut rcpts);
-                                let _ = tx.send(Delivered { from: from.clone(), rcpts, data });
-                                "250 2.0.0 ok\r\n".repeat(n)
-                            }
-                            "QUIT" => {
-                                let _ = w.write_all(b"221 bye\r\n").await;
-                                return;
-                            }
-                            "RSET" | "NOOP" => "250 ok\r\n".into(),
-                            _ => "502 5.5.2 what\r\n".into(),
-                        };
-                        w.write_all(reply.as_bytes()).await.expect("reply");
-                    }
-                });
-            }
-        });
-        (addr, rx)
-    }
-
+    use crate::lmtp_sink::sink as lmtp_sink;
     use crate::smtp::Smtp;
 
     fn alive(pid: u32) -> bool {
@@ -612,7 +540,7 @@ mod tests {
             .unwrap_or_else(|_| panic!("no LMTP delivery; maillog:\n{}", pf.read_log()))
             .expect("sink alive");
         eprintln!("DATA → LMTP receipt took {:?}", t1.elapsed());
-        assert_eq!(msg.from.to_ascii_uppercase(), "MAIL FROM:<ALICE@EXAMPLE.ORG>", "{msg:?}");
+        assert_eq!(msg.mail_from.to_ascii_uppercase(), "MAIL FROM:<ALICE@EXAMPLE.ORG>", "{msg:?}");
         let rcpts: Vec<&str> = msg.rcpts.iter().map(|r| r.split_whitespace().nth(1).unwrap_or("")).collect();
         assert_eq!(rcpts, ["TO:<bob@agents.test>", "TO:<carol@agents.test>"], "{msg:?}");
         assert!(msg.data.contains("Subject: hi\r\n"), "{msg:?}");

@@ -6,16 +6,17 @@
 
 mod common;
 
-use common::lmtp::{Delivered, sink};
 use common::{AUTHSERV_ID, SHARED_DOMAIN, config, secret};
 use postagent_core::auth::headers::{Claims, EntityType, VERIFIED, verify};
 use postagent_core::service;
 use postagent_core::store::{SqlStore, Store};
 use postagent_core::time::Timestamp;
 use postagent_lab::dkimpy as dkim;
+use postagent_lab::lmtp_sink::{Delivered, sink};
+use postagent_lab::mail_lab::Wiring;
 use postagent_lab::postfix::require_postfix;
 use postagent_lab::smtp::Smtp;
-use postagent_lab::{DnsServer, PostfixBuilder, PostfixInstance, free_port};
+use postagent_lab::{DnsServer, PostfixInstance, free_port};
 use postagent_milter::MilterListener;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -58,21 +59,18 @@ impl Lab {
 
         let (lmtp, delivered) = sink().await;
         let originating = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port().expect("port")));
-        let postfix = tokio::task::spawn_blocking(move || {
-            PostfixBuilder::new()
-                .main_cf("myhostname", AUTHSERV_ID)
-                .relay_domain(SHARED_DOMAIN)
-                .transport(SHARED_DOMAIN, &format!("lmtp:inet:{lmtp}"))
-                .milter(&format!("inet:{milter_addr}"))
-                .master_cf_service(&format!(
-                    "{originating} inet n - n - - smtpd\n  -o syslog_name=postfix/originating\n  \
-                     -o milter_macro_daemon_name=ORIGINATING"
-                ))
-                .start()
-        })
-        .await
-        .expect("join")
-        .expect("start postfix");
+        // Wired as an operator would (postfix-conf fragments), with the sink as the next hop.
+        let wiring = Wiring {
+            hostname: AUTHSERV_ID.into(),
+            agent_domains: vec![SHARED_DOMAIN.into()],
+            milter: Some(format!("inet:{milter_addr}")),
+            lmtp: format!("lmtp:inet:{lmtp}"),
+            smtp_port: None,
+            originating_port: Some(originating.port()),
+        };
+        let builder = wiring.builder().expect("wiring");
+        let postfix =
+            tokio::task::spawn_blocking(move || builder.start()).await.expect("join").expect("start postfix");
         Some(Lab { dns, postfix, delivered, originating, _stop_milter: stop, _data: data })
     }
 

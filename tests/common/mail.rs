@@ -54,6 +54,8 @@ pub struct MailWorld {
     /// expects it.
     pub milter_port: u16,
     pub lmtp_port: u16,
+    /// The originating listener (master.cf.fragment), where postagent's API submits.
+    pub originating: SocketAddr,
     pub key: String,
     database_url: String,
     extra_args: Vec<&'static str>,
@@ -83,6 +85,8 @@ impl MailWorld {
             smtp_port: None,
             originating_port: Some(free_port().expect("port")),
         };
+        let originating =
+            SocketAddr::from((Ipv4Addr::LOCALHOST, wiring.originating_port.expect("set above")));
         let builder =
             wiring.builder().expect("wiring").main_cf("milter_default_action", options.milter_default_action);
         let postfix =
@@ -93,6 +97,7 @@ impl MailWorld {
             dir,
             milter_port,
             lmtp_port,
+            originating,
             key,
             database_url,
             extra_args: options.extra_args,
@@ -142,7 +147,12 @@ impl MailWorld {
 
     /// Sends `message` over SMTP from `mail_from` to `rcpts`; returns Postfix's queue id.
     pub async fn send(&self, mail_from: &str, rcpts: &[&str], message: &str) -> String {
-        let mut smtp = Smtp::connect(self.postfix.smtp_addr(), "mail.client.example").await;
+        self.send_via(self.postfix.smtp_addr(), mail_from, rcpts, message).await
+    }
+
+    /// [`Self::send`] through another Postfix listener (e.g. [`Self::originating`]).
+    pub async fn send_via(&self, via: SocketAddr, mail_from: &str, rcpts: &[&str], message: &str) -> String {
+        let mut smtp = Smtp::connect(via, "mail.client.example").await;
         let reply = smtp.send(mail_from, rcpts, message).await;
         assert!(reply.starts_with("250"), "end of DATA: {reply}\n{}", self.postfix.read_log());
         smtp.cmd("QUIT").await;

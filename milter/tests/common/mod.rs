@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod lmtp;
-
 use async_trait::async_trait;
 use postagent_core::secret::Secret;
 use postagent_milter::{AgentDirectory, DirectoryError, MilterConfig, MilterListener};

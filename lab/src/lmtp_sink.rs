@@ -1,5 +1,7 @@
-//! A tiny LMTP server standing in for postagent's delivery: it accepts everything and hands
-//! each delivered message (envelope and bytes) to the test through a channel.
+//! A tiny LMTP server standing in for postagent's delivery in tests of the parts in front
+//! of it (the milter, the Postfix recipe): it accepts everything and hands each delivered
+//! message (envelope and bytes) to the test through a channel. Panics on setup failure,
+//! like the tests that use it.
 
 use std::net::SocketAddr;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -9,7 +11,9 @@ use tokio::sync::mpsc;
 /// One message as the sink received it, dot-unstuffed, CRLF kept.
 #[derive(Debug, Clone)]
 pub struct Delivered {
+    /// The MAIL command line as sent.
     pub mail_from: String,
+    /// The RCPT command lines as sent.
     pub rcpts: Vec<String>,
     pub data: String,
 }

@@ -1,0 +1,246 @@
+//! `bench/inbound`: what postagent costs a Postfix that receives agent mail.
+//!
+//! Postfix's own load generator (`smtp-source`) sends into a private Postfix (the lab's,
+//! `postagent_lab::mail_lab`), in two configurations measured in the same run:
+//!
+//! - **(a) baseline**: Postfix relays the agent domain to Postfix's `smtp-sink` as an LMTP
+//!   server; no milter. This is the ceiling of the machine.
+//! - **(b) postagent**: the postagent milter on `smtpd_milters` (SPF, DMARC, signed headers)
+//!   and postagent's LMTP server storing every message in SQLite, both from one
+//!   `postagent serve` (a release build), logging at `info` as in production.
+//!
+//! Throughput is end to end: from the first connection until Postfix's queue is empty (and,
+//! for (b), every message is in the database), over `messages` messages in `sessions`
+//! parallel sessions, one message per connection. Each size runs `runs` times; the median is
+//! reported. Latency is DATA-to-stored: a probe client takes the time right after writing
+//! the final `.` of a message and compares it with the row's `created_at` (same clock), at
+//! idle and while an `smtp-source` run loads the machine.
+
+mod probe;
+mod report;
+
+use anyhow::Context as _;
+use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, Wiring};
+use postagent_lab::{PostfixInstance, free_port};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use report::{Latency, Report, Row};
+
+const AGENT_DOMAIN: &str = "agents.bench.test";
+const AGENT: &str = "bot@agents.bench.test";
+const HOSTNAME: &str = "mx.bench.test";
+const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+/// How long any one run may take before the benchmark gives up on it.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// The postagent binary to measure (a release build for real figures).
+    pub postagent: PathBuf,
+    pub messages: u32,
+    pub sessions: u32,
+    pub runs: u32,
+    /// Message sizes in bytes (`smtp-source -l`).
+    pub sizes: Vec<u32>,
+    /// Probe messages for the idle latency figure.
+    pub probes: u32,
+}
+
+/// Runs both configurations and the latency probes.
+pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
+    postagent_lab::mail_lab::check_can_run_postfix()?;
+    for tool in [SMTP_SOURCE, SMTP_SINK] {
+        anyhow::ensure!(Path::new(tool).exists(), "{tool} is missing: apt install postfix");
+    }
+    let zone = SampleZone::start().await?;
+    let mut rows: Vec<Row> = opts.sizes.iter().map(|&size| Row { size, ..Row::default() }).collect();
+
+    eprintln!("(a) Postfix → smtp-sink, no milter");
+    {
+        let sink = Sink::start()?;
+        let postfix = start_postfix(None, sink.addr).await?;
+        for row in &mut rows {
+            for run in 1..=opts.runs {
+                let rate = throughput(&postfix, opts, row.size, None).await?;
+                eprintln!("  {} B run {run}: {rate:.0} msg/s", row.size);
+                row.baseline.push(rate);
+            }
+        }
+    }
+
+    eprintln!("(b) Postfix + postagent milter + postagent LMTP → SQLite");
+    let pa = Postagent::start(&opts.postagent, &zone).await?;
+    let postfix = start_postfix(Some(pa.milter), pa.lmtp).await?;
+    for row in &mut rows {
+        for run in 1..=opts.runs {
+            let rate = throughput(&postfix, opts, row.size, Some(&pa)).await?;
+            eprintln!("  {} B run {run}: {rate:.0} msg/s", row.size);
+            row.postagent.push(rate);
+        }
+    }
+    let idle = probe::idle(&postfix, &pa.db_url, opts.probes).await?;
+    eprintln!("  latency at idle: {idle}");
+    let loaded = probe::under_load(&postfix, &pa.db_url, || smtp_source(&postfix, opts, 1024)).await?;
+    eprintln!("  latency under load: {loaded}");
+    drop(postfix);
+    pa.stop()?;
+    Ok(Report { opts: opts.clone(), rows, idle, loaded, environment: report::environment() })
+}
+
+/// One `smtp-source` run: msg/s from its start until the queue is empty (and, with
+/// postagent, until every message is stored).
+async fn throughput(
+    postfix: &PostfixInstance,
+    opts: &Opts,
+    size: u32,
+    postagent: Option<&Postagent>,
+) -> anyhow::Result<f64> {
+    postfix.wait_queue_empty(RUN_LIMIT).await?;
+    let stored_before = match postagent {
+        Some(pa) => probe::stored(&pa.db_url).await?,
+        None => 0,
+    };
+    let t0 = Instant::now();
+    let mut source = smtp_source(postfix, opts, size)?;
+    let status = tokio::task::spawn_blocking(move || source.wait()).await??;
+    anyhow::ensure!(status.success(), "smtp-source failed: {status}");
+    postfix.wait_queue_empty(RUN_LIMIT).await?;
+    if let Some(pa) = postagent {
+        let want = stored_before + i64::from(opts.messages);
+        let got = probe::wait_stored(&pa.db_url, want, RUN_LIMIT).await?;
+        anyhow::ensure!(got == want, "{got} messages stored, expected {want}: some were lost or duplicated");
+    }
+    Ok(f64::from(opts.messages) / t0.elapsed().as_secs_f64())
+}
+
+/// Starts `smtp-source` against the instance (one message per connection, as senders on
+/// the internet do).
+fn smtp_source(postfix: &PostfixInstance, opts: &Opts, size: u32) -> anyhow::Result<Child> {
+    let addr = postfix.smtp_addr();
+    Command::new(SMTP_SOURCE)
+        .args(["-s", &opts.sessions.to_string(), "-m", &opts.messages.to_string(), "-l", &size.to_string()])
+        .args(["-f", &format!("alice@{SENDER_DOMAIN}"), "-t", AGENT, "-M", &format!("mail.{SENDER_DOMAIN}")])
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot run smtp-source")
+}
+
+async fn start_postfix(milter: Option<SocketAddr>, lmtp: SocketAddr) -> anyhow::Result<PostfixInstance> {
+    let wiring = Wiring {
+        hostname: HOSTNAME.into(),
+        agent_domains: vec![AGENT_DOMAIN.into()],
+        milter: milter.map(|m| format!("inet:{m}")),
+        lmtp: format!("lmtp:inet:{lmtp}"),
+        smtp_port: None,
+        originating_port: None,
+    };
+    let builder = wiring.builder()?;
+    tokio::task::spawn_blocking(move || builder.start()).await?
+}
+
+/// Postfix's `smtp-sink` as an LMTP server (`-L`), the baseline's next hop.
+struct Sink {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Sink {
+    fn start() -> anyhow::Result<Sink> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        // -u is mandatory as root; 256 is the listen backlog (postfix-lab.md §3).
+        let child = Command::new(SMTP_SINK)
+            .args(["-L", "-u", "postfix", &addr.to_string(), "256"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run smtp-sink")?;
+        let sink = Sink { child, addr };
+        wait_listening(addr)?;
+        Ok(sink)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `postagent serve` with its milter and LMTP on loopback and SQLite in a temp dir.
+struct Postagent {
+    child: Child,
+    milter: SocketAddr,
+    lmtp: SocketAddr,
+    db_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Postagent {
+    async fn start(bin: &Path, zone: &SampleZone) -> anyhow::Result<Postagent> {
+        let dir = tempfile::tempdir()?;
+        let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
+        probe::seed(&db_url, AGENT_DOMAIN, AGENT).await?;
+        let milter = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let lmtp = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--api-listen", "127.0.0.1:0", "--milter-listen", &milter.to_string()])
+            .args(["--lmtp-listen", &lmtp.to_string(), "--shared-domain", AGENT_DOMAIN])
+            .args(["--mail-hostname", HOSTNAME, "--dns-server", &zone.dns().addr().to_string()])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        // Its log goes to a file, like mail.log; wait for the last listener's line.
+        let stderr = child.stderr.take().context("stderr")?;
+        let mut log = std::fs::File::create(dir.path().join("postagent.log"))?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("API listening on") {
+                    let _ = ready_tx.send(());
+                }
+                let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(30)).context("postagent serve did not start")?;
+        Ok(Postagent { child, milter, lmtp, db_url, _dir: dir })
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill failed");
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "postagent serve exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Postagent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

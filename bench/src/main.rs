@@ -1,0 +1,80 @@
+//! `bench-inbound`: runs `postagent_bench::run` and writes the report. See bench/inbound/run.
+
+use postagent_bench::{Opts, run};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: bench-inbound [--postagent PATH] [--messages N] [--sessions N] [--runs N] \
+                     [--sizes B,B] [--probes N] [--out FILE]";
+
+fn parse() -> Result<(Opts, Option<PathBuf>), String> {
+    let mut opts = Opts {
+        postagent: PathBuf::from("target/release/postagent"),
+        messages: 2000,
+        sessions: 20,
+        runs: 3,
+        sizes: vec![1024, 102_400],
+        probes: 200,
+    };
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+        let number = |v: String| v.parse::<u32>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+        match flag.as_str() {
+            "--postagent" => opts.postagent = PathBuf::from(value()?),
+            "--messages" => opts.messages = number(value()?)?,
+            "--sessions" => opts.sessions = number(value()?)?,
+            "--runs" => opts.runs = number(value()?)?,
+            "--probes" => opts.probes = number(value()?)?,
+            "--sizes" => {
+                opts.sizes = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<u32>().map_err(|_| format!("--sizes: {s:?} is not a number")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok((opts, out))
+}
+
+fn main() -> ExitCode {
+    let (opts, out) = match parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench-inbound: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&opts)) {
+        Ok(report) => {
+            // bench/inbound/run says how it was invoked; otherwise this binary's own arguments.
+            let command = std::env::var("BENCH_INBOUND_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+            let text = report.markdown(command.trim_end());
+
+            print!("{text}");
+            if let Some(path) = out
+                && let Err(e) = std::fs::write(&path, &text)
+            {
+                eprintln!("bench-inbound: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench-inbound: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
