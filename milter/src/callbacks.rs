@@ -61,6 +61,12 @@ pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
             let shared = s_rcpt.clone();
             Box::pin(async move { rcpt(&shared, cx, args).await })
         })
+        // Nothing to decide at DATA, but the stage must be negotiated: without it Postfix
+        // sends the DATA-stage macros as a lone packet that expects no reply, and its next
+        // packet (the first header) then waits in Postfix's Nagle buffer for our delayed ACK,
+        // ~40 ms per message over inet (measured with strace; bench/inbound). A reply to
+        // SMFIC_DATA acknowledges it at once.
+        .on_data(|_cx| Box::pin(async { Status::Continue }))
         .on_header(move |cx, name, value| {
             let cap = s_header.config.max_message_bytes;
             Box::pin(async move {
