@@ -15,7 +15,8 @@
 //!   is replaced by an empty one with TC set, so the client retries on TCP;
 //! * TCP uses 2-byte length framing and serves any number of queries per connection.
 //!
-//! Records carry TTL 0 so that resolvers with caches see a mutation on the next lookup.
+//! Records carry TTL 0 so that resolvers with caches see a mutation on the next lookup
+//! ([`DnsServer::set_ttl`] gives them a real one, for a benchmark of a stable zone).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,7 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// TTL of every answer: 0, so caching resolvers never hide a change made by the test.
+/// TTL of every answer by default: 0, so caching resolvers never hide a change made by the
+/// test.
 const TTL: u32 = 0;
 /// The classic UDP payload limit (RFC 1035) used when the query carries no EDNS OPT record.
 const UDP_LIMIT: usize = 512;
@@ -42,6 +44,7 @@ struct Zone {
     records: HashMap<String, Vec<RData>>,
     servfail: HashSet<String>,
     drop: HashSet<String>,
+    ttl: u32,
 }
 
 impl Zone {
@@ -81,7 +84,7 @@ impl DnsServer {
     pub async fn start() -> anyhow::Result<DnsServer> {
         let (udp, tcp) = bind_pair().await?;
         let addr = udp.local_addr()?;
-        let zone = Arc::new(Mutex::new(Zone::default()));
+        let zone = Arc::new(Mutex::new(Zone { ttl: TTL, ..Zone::default() }));
         let tasks =
             vec![tokio::spawn(serve_udp(udp, zone.clone())), tokio::spawn(serve_tcp(tcp, zone.clone()))];
         tracing::debug!(%addr, "test DNS server started");
@@ -141,6 +144,12 @@ impl DnsServer {
     /// code under test treats a temporary DNS failure (e.g. SPF `temperror`).
     pub fn set_servfail(&self, name: &str, on: bool) {
         toggle(&mut self.zone().servfail, key(name), on);
+    }
+
+    /// The TTL of every later answer. Real zones have minutes to hours, and a resolver then
+    /// answers repeated lookups from its cache; a test that changes records keeps 0.
+    pub fn set_ttl(&self, seconds: u32) {
+        self.zone().ttl = seconds;
     }
 
     /// While `on`, queries for `name` are never answered (UDP and TCP), to test timeouts.
@@ -285,7 +294,7 @@ fn answer(query: &[u8], zone: &Mutex<Zone>, udp: bool) -> Option<Vec<u8>> {
             for data in z.records.get(&k).into_iter().flatten() {
                 if qtype == RecordType::ANY || data.record_type() == qtype {
                     // Echo the query's spelling of the name, as real servers do.
-                    response.add_answer(Record::from_rdata(q.name().clone(), TTL, data.clone()));
+                    response.add_answer(Record::from_rdata(q.name().clone(), z.ttl, data.clone()));
                 }
             }
             ResponseCode::NoError
@@ -534,5 +543,17 @@ mod tests {
         assert_eq!(out.trim(), "5 mx.d.test.");
         let out = dig(port, &["nx.d.test", "A"]).await;
         assert!(out.contains("status: NXDOMAIN") && out.contains(" aa"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn answers_carry_ttl_zero_unless_set() {
+        let dns = DnsServer::start().await.expect("start dns");
+        dns.add_txt("t.test", "v=spf1 -all");
+        let r = resolver(dns.addr(), true);
+        let lookup = r.txt_lookup("t.test").await.expect("lookup");
+        assert_eq!(lookup.answers().iter().map(|a| a.ttl).collect::<Vec<_>>(), [0]);
+        dns.set_ttl(300);
+        let lookup = r.txt_lookup("t.test").await.expect("lookup");
+        assert_eq!(lookup.answers().iter().map(|a| a.ttl).collect::<Vec<_>>(), [300]);
     }
 }

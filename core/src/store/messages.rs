@@ -117,23 +117,17 @@ impl MessageStore for SqlStore {
         event: NewEvent,
     ) -> StoreResult<Inserted> {
         let mut tx = self.begin_write().await?;
-        let existing = sqlx::query("SELECT id FROM messages WHERE agent_email = $1 AND source_id = $2")
-            .bind(msg.agent_email.as_str())
-            .bind(msg.source_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = existing {
-            // A redelivery (Postfix never saw our 250): the first copy stands.
-            return Ok(Inserted::Duplicate { id: row.try_get("id")? });
-        }
         let now = msg.created_at.as_micros();
-        sqlx::query(
+        // One statement for the common case; the unique (agent_email, source_id) key turns a
+        // redelivery into "no row inserted" instead of a read before every write.
+        let inserted = sqlx::query(
             "INSERT INTO messages (id, account_id, agent_email, direction, status, read_status, source_id,
                  header_from, envelope_from, verified_domain, to_addrs, cc_addrs, reply_to, delivered_to, subject,
                  rfc_message_id, in_reply_to, references_ids, conversation_id, authentication, raw_message,
                  size_bytes, postfix_queue_id, created_at, updated_at)
              VALUES ($1, $2, $3, 'inbound', 'received', 'unread', $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $21)",
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $21)
+             ON CONFLICT (agent_email, source_id) DO NOTHING",
         )
         .bind(msg.id.as_str())
         .bind(msg.account_id.as_str())
@@ -158,6 +152,15 @@ impl MessageStore for SqlStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            // A redelivery (Postfix never saw our 250): the first copy stands.
+            let row = sqlx::query("SELECT id FROM messages WHERE agent_email = $1 AND source_id = $2")
+                .bind(msg.agent_email.as_str())
+                .bind(msg.source_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(Inserted::Duplicate { id: row.try_get("id")? });
+        }
         for a in attachments {
             sqlx::query(
                 "INSERT INTO attachments (message_id, idx, filename, content_type, content_id, size_bytes)
