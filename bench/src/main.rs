@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: bench-inbound [--postagent PATH] [--messages N] [--sessions N] [--runs N] \
-                     [--sizes B,B] [--probes N] [--out FILE]";
+                     [--sizes B,B] [--probes N] [--paced-rate N] [--paced-seconds N] [--out FILE]";
 
 fn parse() -> Result<(Opts, Option<PathBuf>), String> {
     let mut opts = Opts {
@@ -15,6 +15,8 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         runs: 3,
         sizes: vec![1024, 102_400],
         probes: 200,
+        paced_rate: 50,
+        paced_seconds: 10,
     };
     let mut out = None;
     let mut args = std::env::args().skip(1);
@@ -27,6 +29,8 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
             "--sessions" => opts.sessions = number(value()?)?,
             "--runs" => opts.runs = number(value()?)?,
             "--probes" => opts.probes = number(value()?)?,
+            "--paced-rate" => opts.paced_rate = number(value()?)?,
+            "--paced-seconds" => opts.paced_seconds = number(value()?)?,
             "--sizes" => {
                 opts.sizes = value()?
                     .split(',')

@@ -67,6 +67,7 @@ pub struct Report {
     pub opts: Opts,
     pub rows: Vec<Row>,
     pub idle: Latency,
+    pub paced: Latency,
     pub loaded: Latency,
     pub environment: String,
 }
@@ -91,7 +92,7 @@ impl Report {
              `{command}`\n\n\
              {env}\n\n\
              {m} messages per run, {s} parallel sessions, one message per connection \
-             (`smtp-source -s {s} -m {m} -l SIZE`), median of {r} runs. msg/s is end to end: \
+             (`smtp-source -s {s} -m {m} -l SIZE`), median of {r} runs, (a) and (b) alternating after one warm-up run each. msg/s is end to end: \
              until Postfix's queue is empty and, for (b), every message is in the database. \
              Every message is from `alice@sender.test`, whose SPF and DMARC records (TTL {ttl} s) \
              the milter's resolver caches, as it would for a real sender domain.\n\n\
@@ -119,15 +120,21 @@ impl Report {
              row's `created_at`):\n\n\
              | | p50 | p99 | max | probes |\n|---|---|---|---|---|\n\
              | idle | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n\
-             | during a 1 KB `smtp-source` run | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
+             | steady load, about {rate} msg/s | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n\
+             | saturated: during a 1 KB `smtp-source` run (queueing in Postfix included) | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
             self.idle.p50,
             self.idle.p99,
             self.idle.max,
             self.idle.samples,
+            self.paced.p50,
+            self.paced.p99,
+            self.paced.max,
+            self.paced.samples,
             self.loaded.p50,
             self.loaded.p99,
             self.loaded.max,
-            self.loaded.samples
+            self.loaded.samples,
+            rate = o.paced_rate,
         ));
         out
     }

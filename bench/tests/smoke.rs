@@ -20,13 +20,22 @@ async fn a_small_run_measures_both_configurations() {
     ) {
         return;
     }
-    let opts = Opts { postagent: bin, messages: 30, sessions: 3, runs: 1, sizes: vec![1024], probes: 5 };
+    let opts = Opts {
+        postagent: bin,
+        messages: 30,
+        sessions: 3,
+        runs: 1,
+        sizes: vec![1024],
+        probes: 5,
+        paced_rate: 5,
+        paced_seconds: 2,
+    };
     let report = run(&opts).await.expect("benchmark run");
     let row = &report.rows[0];
     assert_eq!((row.baseline.len(), row.postagent.len()), (1, 1));
     assert!(row.baseline[0] > 0.0 && row.postagent[0] > 0.0, "{row:?}");
     assert_eq!(report.idle.samples, 5);
-    assert!(report.loaded.samples >= 1);
+    assert!(report.paced.samples >= 1 && report.loaded.samples >= 1);
     assert!(report.idle.p50 > 0.0 && report.idle.p50 <= report.idle.p99, "{}", report.idle);
     let md = report.markdown("bench/inbound/run --messages 30");
     assert!(md.contains("| 1 KB | **"), "{md}");
