@@ -120,7 +120,7 @@ impl Report {
              row's `created_at`):\n\n\
              | | p50 | p99 | max | probes |\n|---|---|---|---|---|\n\
              | idle | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n\
-             | steady load, about {rate} msg/s | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n\
+             | steady load: {rate} sessions each sending one message a second (bursts of {rate}) | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n\
              | saturated: during a 1 KB `smtp-source` run (queueing in Postfix included) | {:.1} ms | {:.1} ms | {:.1} ms | {} |\n",
             self.idle.p50,
             self.idle.p99,
