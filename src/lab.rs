@@ -8,7 +8,7 @@
 //! or touched. The end-to-end tests and `bench/inbound` run on the same
 //! [`postagent_lab::mail_lab`] code.
 
-use crate::serve::{Roles, Running, close_store, open_shared, shutdown_signal};
+use crate::serve::{Roles, Running, open_shared, shutdown_signal};
 use anyhow::Context;
 use clap::Args;
 use postagent_core::Config;
@@ -94,13 +94,7 @@ pub async fn run(args: LabArgs, flags: Vec<(&'static str, String)>) -> anyhow::R
         signed: &signed_path,
     });
 
-    let stop = running.stopper();
-    tokio::spawn(async move {
-        signal.await;
-        stop();
-    });
-    let result = running.wait().await;
-    close_store(&shared).await;
+    let result = running.serve_until(signal, &shared).await;
     // Dropping the instance stops the private Postfix and removes its directory.
     tokio::task::spawn_blocking(move || drop(postfix)).await?;
     eprintln!("postagent lab stopped; the database is kept in {}", dir.display());

@@ -77,22 +77,14 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
     // Installed before any listener announces itself, so a signal that arrives right after
     // "listening" is a graceful stop and never the default (immediate) termination.
     let signal = shutdown_signal()?;
-    let running = Running::start(&config, &shared, roles).await?;
-    let stop = running.stopper();
-    tokio::spawn(async move {
-        signal.await;
-        stop();
-    });
-    let result = running.wait().await;
-    close_store(&shared).await;
-    result?;
+    Running::start(&config, &shared, roles).await?.serve_until(signal, &shared).await?;
     tracing::info!("postagent stopped");
     Ok(())
 }
 
 /// Closes the pool without waiting on requests cut off at the grace deadline, which may
 /// still hold connections.
-pub async fn close_store(shared: &Shared) {
+async fn close_store(shared: &Shared) {
     if tokio::time::timeout(Duration::from_secs(2), shared.store.close()).await.is_err() {
         tracing::warn!("database connections still busy at exit; closing anyway");
     }
@@ -207,8 +199,24 @@ impl Running {
         Ok(running)
     }
 
+    /// Serves until `signal` (SIGTERM/SIGINT), stops gracefully, then closes the store.
+    pub async fn serve_until(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+        shared: &Shared,
+    ) -> anyhow::Result<()> {
+        let stop = self.stopper();
+        tokio::spawn(async move {
+            signal.await;
+            stop();
+        });
+        let result = self.wait().await;
+        close_store(shared).await;
+        result
+    }
+
     /// A handle that stops every role gracefully (what SIGTERM does).
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+    fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         let stop = Arc::clone(&self.stop);
         move || {
             let _ = stop.send(true);
