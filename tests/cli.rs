@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::bin::{Server, postagent, run, text};
+use common::bin::{Server, postagent, run, run_with_stdin, text};
 use std::path::Path;
 
 fn http_get(addr: &str, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {
@@ -248,7 +248,6 @@ async fn shutdown_timeout_bounds_the_wait() {
 
 #[test]
 fn verify_checks_a_delivered_message() {
-    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let vector: serde_json::Value =
         serde_json::from_str(include_str!("../docs/vectors/auth-headers.json")).expect("json");
@@ -258,16 +257,7 @@ fn verify_checks_a_delivered_message() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let message = vector["message"].as_str().expect("message").to_owned();
 
-    let check = |msg: &str, args: &[&str]| {
-        let mut child = postagent(dir.path(), args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        child.stdin.take().expect("stdin").write_all(msg.as_bytes()).expect("write");
-        child.wait_with_output().expect("wait")
-    };
+    let check = |msg: &str, args: &[&str]| run_with_stdin(dir.path(), args, msg.as_bytes());
     let ok = check(&message, &["verify", "--secret-file", "hmac.secret"]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
     let out = text(&ok.stdout);

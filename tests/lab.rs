@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::bin::BIN;
+use common::bin::{BIN, run_with_stdin};
 use common::mail::{header_count, raw_of};
 use postagent_lab::postfix::require_postfix;
 use serde_json::Value;
@@ -94,16 +94,7 @@ async fn the_printed_swaks_command_stores_a_verified_message() {
     let raw = raw_of(&view);
     assert_eq!(header_count(&raw, "X-E2A-Auth-Signature"), 1);
     assert_eq!(header_count(&raw, "X-E2A-Auth-Verified"), 1);
-    let mut verify = Command::new(BIN)
-        .arg("verify")
-        .arg("--secret-file")
-        .arg(dir.path().join("hmac.secret"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("verify");
-    std::io::Write::write_all(&mut verify.stdin.take().expect("stdin"), &raw).expect("write");
-    let verdict = verify.wait_with_output().expect("verify output");
+    let verdict = run_with_stdin(dir.path(), &["verify", "--secret-file", "hmac.secret"], &raw);
     assert!(verdict.status.success(), "{}", String::from_utf8_lossy(&verdict.stdout));
 
     // The DKIM-signed sample passes DKIM too.

@@ -48,7 +48,8 @@ impl LmtpBackend for StoreBackend {
         // Signature check and MIME parsing are CPU work on up to max_message_bytes: large
         // messages go to the blocking pool so they never stall other sessions; a small one
         // is parsed in place, faster than the two thread hops would be.
-        let prepare = move || inbound::prepare(&secret, data.to_vec(), &mail_from, Timestamp::now());
+        // `Vec::from` takes the buffer over when this is its only owner: no copy of the message.
+        let prepare = move || inbound::prepare(&secret, Vec::from(data), &mail_from, Timestamp::now());
         let prepared = if size <= PARSE_INLINE_BYTES {
             Ok(prepare())
         } else {

@@ -24,6 +24,19 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
     postagent(dir, args).output().expect("run postagent")
 }
 
+/// `postagent ARGS` in `dir` with `input` on its stdin (e.g. `verify < message.eml`).
+pub fn run_with_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = postagent(dir, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn postagent");
+    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    child.wait_with_output().expect("wait for postagent")
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

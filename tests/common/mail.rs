@@ -3,7 +3,7 @@
 //! `postfix-conf` fragments, and the loopback DNS zone of `postagent lab` — the same
 //! [`postagent_lab::mail_lab`] code. Mail goes in over SMTP and is read back over `/v1`.
 
-use super::bin::{BIN, Server};
+use super::bin::{Server, run_with_stdin};
 use postagent_core::service;
 use postagent_core::store::SqlStore;
 use postagent_lab::mail_lab::{SampleZone, Wiring};
@@ -198,18 +198,9 @@ impl MailWorld {
 
     /// `postagent verify --secret-file …` on `raw`: (exit code, stdout + stderr).
     pub fn verify(&self, raw: &[u8]) -> (i32, String) {
-        use std::io::Write;
-        let mut child = std::process::Command::new(BIN)
-            .arg("verify")
-            .arg("--secret-file")
-            .arg(self.secret_file())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run postagent verify");
-        child.stdin.take().expect("stdin").write_all(raw).expect("write");
-        let out = child.wait_with_output().expect("verify output");
+        let secret = self.secret_file();
+        let args = ["verify", "--secret-file", secret.to_str().expect("utf-8 path")];
+        let out = run_with_stdin(self.dir.path(), &args, raw);
         let text =
             format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
