@@ -12,6 +12,7 @@ pub mod error;
 pub mod idempotency;
 pub mod routes;
 pub mod views;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -67,10 +68,13 @@ pub struct AppState {
     pub secret: Secret,
     pub resolver: Resolver,
     pub settings: Arc<Settings>,
+    /// Webhook URL rules (SSRF mode) and the event log's retention.
+    pub webhooks: Arc<postagent_core::config::WebhookSettings>,
+    pub hub: ws::Hub,
 }
 
 pub fn router(state: AppState) -> Router {
-    use routes::{account, agents, conversations, domains, messages, meta};
+    use routes::{account, agents, conversations, domains, events, messages, meta, webhooks};
     let message = "/v1/agents/{email}/messages/{id}";
     Router::new()
         .route("/api/health", get(meta::health).head(meta::health))
@@ -91,6 +95,16 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{message}/attachments/{{index}}/download"), get(download::download))
         .route("/v1/agents/{email}/conversations", get(conversations::list))
         .route("/v1/agents/{email}/conversations/{id}", get(conversations::get))
+        .route("/v1/agents/{email}/ws", get(ws::handler))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate))
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/deliveries/{delivery_id}", get(webhooks::delivery))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::get))
+        .route("/v1/events/{id}/redeliver", post(events::redeliver))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A bug in one handler answers that request 500 instead of dropping the connection.
@@ -113,10 +127,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let hub = state.hub.clone();
     let app = router(state);
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     let signal = async move {
         shutdown.await;
+        // WebSockets are long-lived: tell them to go (1001) rather than wait for them.
+        hub.shut_down();
         let _ = stopping_tx.send(true);
     };
     let deadline = async move {

@@ -51,6 +51,27 @@ pub struct Config {
     pub dns_timeout: String,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: String,
+    /// `production` (HTTPS, public addresses only) or `development` (also `http://` and
+    /// loopback receivers, for local testing). See docs/webhooks.md.
+    pub webhook_mode: String,
+    /// Delays between webhook tries, comma-separated; one more try than delays.
+    pub webhook_retry_schedule: String,
+    /// How long one webhook POST may take (connect, send, answer).
+    pub webhook_timeout: String,
+    /// Webhook POSTs in flight at once, per process.
+    pub webhook_concurrency: u32,
+    /// The shortest wait after a 429 or a timeout (a receiver that is overloaded).
+    pub webhook_throttle_delay: String,
+    /// The longest `Retry-After` honoured; longer requests are clamped to it.
+    pub webhook_retry_after_max: String,
+    /// A webhook failing without a single success for this long is disabled...
+    pub webhook_disable_after: String,
+    /// ...provided it failed at least this many times in that window.
+    pub webhook_disable_min_failures: u32,
+    /// How long the event log keeps events (`GET /v1/events/{id}` is 410 after it).
+    pub events_retention: String,
+    /// WebSocket keepalive ping interval.
+    pub ws_ping_interval: String,
     /// `plain` or `json`.
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `postagent=debug,info`.
@@ -77,6 +98,16 @@ impl Default for Config {
             dns_server: String::new(),
             dns_timeout: "5s".into(),
             shutdown_timeout: "30s".into(),
+            webhook_mode: "production".into(),
+            webhook_retry_schedule: "1m,5m,15m,1h,4h,8h,16h".into(),
+            webhook_timeout: "15s".into(),
+            webhook_concurrency: 64,
+            webhook_throttle_delay: "5m".into(),
+            webhook_retry_after_max: "6h".into(),
+            webhook_disable_after: "72h".into(),
+            webhook_disable_min_failures: 10,
+            events_retention: "30d".into(),
+            ws_ping_interval: "30s".into(),
             log_format: "plain".into(),
             log_level: "info".into(),
         }
@@ -144,6 +175,36 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(ms))
+}
+
+/// A comma-separated list of durations; empty means "no retries".
+pub fn parse_schedule(s: &str) -> Option<Vec<Duration>> {
+    if s.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    s.split(',').map(parse_duration).collect()
+}
+
+/// Webhook delivery and event-log settings, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    pub mode: crate::ssrf::WebhookMode,
+    /// The delay before try n+2 is `schedule[n]`; `schedule.len() + 1` tries in all.
+    pub schedule: Vec<Duration>,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub throttle_delay: Duration,
+    pub retry_after_max: Duration,
+    pub disable_after: Duration,
+    pub disable_min_failures: i64,
+    pub events_retention: Duration,
+    pub ws_ping_interval: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Config::default().webhooks()
+    }
 }
 
 impl Config {
@@ -240,6 +301,21 @@ impl Config {
             "dns_server" => self.dns_server = v,
             "dns_timeout" => self.dns_timeout = v,
             "shutdown_timeout" => self.shutdown_timeout = v,
+            "webhook_mode" => self.webhook_mode = v,
+            "webhook_retry_schedule" => self.webhook_retry_schedule = v,
+            "webhook_timeout" => self.webhook_timeout = v,
+            "webhook_concurrency" => {
+                self.webhook_concurrency = v.parse().map_err(|_| bad(key, format!("{v:?} is not a number")))?;
+            }
+            "webhook_throttle_delay" => self.webhook_throttle_delay = v,
+            "webhook_retry_after_max" => self.webhook_retry_after_max = v,
+            "webhook_disable_after" => self.webhook_disable_after = v,
+            "webhook_disable_min_failures" => {
+                self.webhook_disable_min_failures =
+                    v.parse().map_err(|_| bad(key, format!("{v:?} is not a number")))?;
+            }
+            "events_retention" => self.events_retention = v,
+            "ws_ping_interval" => self.ws_ping_interval = v,
             "log_format" => self.log_format = v,
             "log_level" => self.log_level = v,
             _ => return Err(bad(key, "unknown configuration key")),
@@ -297,10 +373,34 @@ impl Config {
         if !self.dns_server.is_empty() {
             self.dns_server_addr().map_err(|m| bad("dns_server", m))?;
         }
-        for (key, v) in [("dns_timeout", &self.dns_timeout), ("shutdown_timeout", &self.shutdown_timeout)] {
+        for (key, v) in [
+            ("dns_timeout", &self.dns_timeout),
+            ("shutdown_timeout", &self.shutdown_timeout),
+            ("webhook_timeout", &self.webhook_timeout),
+            ("webhook_throttle_delay", &self.webhook_throttle_delay),
+            ("webhook_retry_after_max", &self.webhook_retry_after_max),
+            ("webhook_disable_after", &self.webhook_disable_after),
+            ("events_retention", &self.events_retention),
+            ("ws_ping_interval", &self.ws_ping_interval),
+        ] {
             if parse_duration(v).is_none() {
                 return Err(bad(key, format!("{v:?} is not a duration (e.g. 250ms, 5s, 2m)")));
             }
+        }
+        if crate::ssrf::WebhookMode::parse(&self.webhook_mode).is_none() {
+            return Err(bad("webhook_mode", "must be production or development"));
+        }
+        if parse_schedule(&self.webhook_retry_schedule).is_none() {
+            return Err(bad(
+                "webhook_retry_schedule",
+                format!("{:?} is not a comma-separated list of durations (e.g. 1m,5m,1h)", self.webhook_retry_schedule),
+            ));
+        }
+        if self.webhook_concurrency == 0 {
+            return Err(bad("webhook_concurrency", "must be at least 1"));
+        }
+        if parse_duration(&self.ws_ping_interval).is_some_and(|d| d.is_zero()) {
+            return Err(bad("ws_ping_interval", "must be more than 0"));
         }
         if !matches!(self.log_format.as_str(), "plain" | "json") {
             return Err(bad("log_format", "must be plain or json"));
@@ -353,6 +453,23 @@ impl Config {
 
     pub fn dns_timeout(&self) -> Duration {
         parse_duration(&self.dns_timeout).unwrap_or(Duration::from_secs(5))
+    }
+
+    /// The webhook settings, typed (call after [`Config::validate`]).
+    pub fn webhooks(&self) -> WebhookSettings {
+        let d = |v: &str, fallback: u64| parse_duration(v).unwrap_or(Duration::from_secs(fallback));
+        WebhookSettings {
+            mode: crate::ssrf::WebhookMode::parse(&self.webhook_mode).unwrap_or(crate::ssrf::WebhookMode::Production),
+            schedule: parse_schedule(&self.webhook_retry_schedule).unwrap_or_default(),
+            timeout: d(&self.webhook_timeout, 15),
+            concurrency: self.webhook_concurrency.max(1) as usize,
+            throttle_delay: d(&self.webhook_throttle_delay, 300),
+            retry_after_max: d(&self.webhook_retry_after_max, 6 * 3600),
+            disable_after: d(&self.webhook_disable_after, 72 * 3600),
+            disable_min_failures: i64::from(self.webhook_disable_min_failures),
+            events_retention: d(&self.events_retention, 30 * 86400),
+            ws_ping_interval: d(&self.ws_ping_interval, 30),
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -432,6 +549,16 @@ impl fmt::Debug for Config {
             .field("dns_server", &self.dns_server)
             .field("dns_timeout", &self.dns_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("webhook_mode", &self.webhook_mode)
+            .field("webhook_retry_schedule", &self.webhook_retry_schedule)
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("webhook_concurrency", &self.webhook_concurrency)
+            .field("webhook_throttle_delay", &self.webhook_throttle_delay)
+            .field("webhook_retry_after_max", &self.webhook_retry_after_max)
+            .field("webhook_disable_after", &self.webhook_disable_after)
+            .field("webhook_disable_min_failures", &self.webhook_disable_min_failures)
+            .field("events_retention", &self.events_retention)
+            .field("ws_ping_interval", &self.ws_ping_interval)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

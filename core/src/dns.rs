@@ -90,6 +90,37 @@ impl Resolver {
             Err(e) => Err(DnsError::Lookup { name: fqdn, reason: e.to_string() }),
         }
     }
+
+    /// Every A and AAAA address of `name` (an absent name is an empty list).
+    pub async fn ips(&self, name: &str) -> Result<Vec<std::net::IpAddr>, DnsError> {
+        let fqdn = fqdn(name);
+        match self.inner.lookup_ip(fqdn.as_str()).await {
+            Ok(lookup) => Ok(lookup.iter().collect()),
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(DnsError::Lookup { name: fqdn, reason: e.to_string() }),
+        }
+    }
+
+    /// The addresses a webhook to `host` may connect to under `mode`: refused when any
+    /// address of the name is (see [`crate::ssrf`]).
+    pub async fn webhook_addresses(
+        &self,
+        host: &str,
+        mode: crate::ssrf::WebhookMode,
+    ) -> Result<Vec<std::net::IpAddr>, crate::ssrf::Refused> {
+        let ips = match crate::ssrf::localhost(host) {
+            Some(ips) => ips,
+            None => self.ips(host).await.map_err(|e| crate::ssrf::Refused::Unresolvable {
+                host: host.to_owned(),
+                reason: match e {
+                    DnsError::Lookup { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+            })?,
+        };
+        crate::ssrf::check_addresses(host, &ips, mode)?;
+        Ok(ips)
+    }
 }
 
 fn fqdn(name: &str) -> String {

@@ -251,8 +251,12 @@ pub async fn store_for(
         kind: "email.received".into(),
         agent_email: Some(agent.email.clone()),
         message_id: Some(id.clone()),
+        conversation_id: msg.conversation_id.clone(),
+        labels: Vec::new(),
         payload: envelope.to_string(),
         created_at: now,
+        internal: false,
+        only_webhook: None,
     };
     match store.insert_inbound(msg, p.parsed.attachments.clone(), event).await? {
         Inserted::Stored => Ok(Delivered::Stored { id }),

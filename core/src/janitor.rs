@@ -1,5 +1,6 @@
-//! Housekeeping on a timer: forgets idempotency keys past their retention. Every replica may
-//! run it; the deletes are idempotent.
+//! Housekeeping on a timer: forgets idempotency keys past their retention, expires the event
+//! log, ends webhook secret rotations whose grace is over and prunes old delivery rows. Every
+//! replica may run it; the deletes are idempotent.
 
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -9,22 +10,50 @@ use std::time::Duration;
 /// How long completed `Idempotency-Key`s are remembered (the contract promises 24 h).
 pub const IDEMPOTENCY_KEEP_SECS: i64 = 24 * 3600;
 
-/// One pass; returns how many rows it removed.
-pub async fn sweep(store: &dyn Store, now: Timestamp) -> Result<u64, crate::StoreError> {
-    store.idempotency_expire(now.plus_secs(-IDEMPOTENCY_KEEP_SECS)).await
+/// Events past their retention answer 410 `gone` for this long before they are deleted (and
+/// become 404s).
+pub const EVENT_TOMBSTONE_SECS: i64 = 7 * 86400;
+
+/// Finished webhook delivery rows are kept this long (contract §11: 90 days).
+pub const DELIVERY_KEEP_SECS: i64 = 90 * 86400;
+
+/// What the janitor keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub events: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { events: Duration::from_secs(30 * 86400) }
+    }
+}
+
+/// One pass; returns how many rows it changed or removed.
+pub async fn sweep(store: &dyn Store, now: Timestamp, keep: Retention) -> Result<u64, crate::StoreError> {
+    let keys = store.idempotency_expire(now.plus_secs(-IDEMPOTENCY_KEEP_SECS)).await?;
+    let events_secs = i64::try_from(keep.events.as_secs()).unwrap_or(i64::MAX / 2);
+    let events = store.expire_events(now.plus_secs(-(events_secs + EVENT_TOMBSTONE_SECS))).await?;
+    let hooks = store.sweep_webhooks(now, now.plus_secs(-DELIVERY_KEEP_SECS)).await?;
+    Ok(keys + events + hooks)
 }
 
 /// Sweeps every `every` until `stop` resolves.
-pub async fn run(store: Arc<dyn Store>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    every: Duration,
+    keep: Retention,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => return,
-            _ = tick.tick() => match sweep(store.as_ref(), Timestamp::now()).await {
+            _ = tick.tick() => match sweep(store.as_ref(), Timestamp::now(), keep).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "janitor: expired idempotency keys"),
+                Ok(n) => tracing::debug!(changed = n, "janitor: expired idempotency keys, events, rotations"),
                 Err(e) => tracing::warn!(error = %e, "janitor: sweep failed; will retry"),
             },
         }

@@ -3,6 +3,7 @@
 
 pub mod apikey;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod dns;
 pub mod ids;
@@ -12,8 +13,10 @@ pub mod seal;
 pub mod secret;
 pub mod service;
 pub mod sign;
+pub mod ssrf;
 pub mod store;
 pub mod time;
+pub mod webhook_sig;
 
 pub use config::Config;
 pub use store::{Store, StoreError};

@@ -31,6 +31,10 @@ impl Timestamp {
         OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_offset)
     }
 
+    pub fn plus_micros(self, micros: i64) -> Self {
+        Self(self.0.saturating_add(micros))
+    }
+
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }

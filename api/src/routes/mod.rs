@@ -4,8 +4,10 @@ pub mod account;
 pub mod agents;
 pub mod conversations;
 pub mod domains;
+pub mod events;
 pub mod messages;
 pub mod meta;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use postagent_core::service::ManageError;

@@ -175,20 +175,9 @@ impl MessageStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO events (id, account_id, type, agent_email, message_id, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(event.id.as_str())
-        .bind(event.account_id.as_str())
-        .bind(event.kind.as_str())
-        .bind(event.agent_email.as_deref())
-        .bind(event.message_id.as_deref())
-        .bind(event.payload.as_str())
-        .bind(event.created_at.as_micros())
-        .execute(&mut *tx)
-        .await?;
+        let (published, _) = super::events::insert_event(self, &mut tx, &event).await?;
         tx.commit().await?;
+        self.bus.publish(published);
         Ok(Inserted::Stored)
     }
 

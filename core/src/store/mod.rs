@@ -11,14 +11,18 @@ mod accounts;
 mod agents;
 mod conversations;
 mod domains;
+mod events;
 mod idempotency;
 mod jobs;
 mod messages;
 mod models;
 mod sql;
+mod webhooks;
 
 pub use models::*;
+pub use events::WEBHOOK_JOB;
 pub use sql::{Backend, SqlStore};
+pub use webhooks::MAX_WEBHOOKS;
 
 use crate::ids::{AccountId, ApiKeyId};
 use crate::time::Timestamp;
@@ -264,6 +268,107 @@ pub trait MessageStore: Send + Sync {
 }
 
 #[async_trait]
+pub trait EventStore: Send + Sync {
+    /// This process's bus, told of every event this store commits.
+    fn bus(&self) -> &crate::bus::EventBus;
+    /// Tells this process and, on PostgreSQL, every replica.
+    async fn broadcast(&self, msg: crate::bus::BusMessage) -> StoreResult<()>;
+    /// Stores an event on its own (test deliveries, events not tied to another change) with
+    /// its deliveries, then tells the bus. Returns the ids of the deliveries it scheduled.
+    async fn emit_event(&self, event: NewEvent) -> StoreResult<Vec<String>>;
+    /// The account's event log, oldest first, strictly after `after`; up to `limit + 1` rows.
+    async fn list_events(
+        &self,
+        account: &AccountId,
+        filter: &EventFilter,
+        after: Option<&After>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    async fn get_event(&self, account: &AccountId, id: &str) -> StoreResult<Option<StoredEvent>>;
+    async fn delivery_counts(&self, event_id: &str) -> StoreResult<DeliveryCounts>;
+    /// Schedules the stored event again, with its original id and bytes, to `webhook_id` or
+    /// to every webhook it matched before. A replay already scheduled since `dedupe_since`
+    /// is returned instead of a new one. `NotFound` for another account's event,
+    /// `Precondition("webhook_never_matched")` for a webhook that never received it.
+    async fn redeliver(
+        &self,
+        account: &AccountId,
+        event_id: &str,
+        webhook_id: Option<&str>,
+        now: Timestamp,
+        dedupe_since: Timestamp,
+    ) -> StoreResult<Vec<Redelivery>>;
+    /// `(event id, envelope)` of up to `limit` unread, live inbound messages of the agent,
+    /// oldest first (the WebSocket drain).
+    async fn unread_envelopes(&self, agent_email: &str, limit: u32) -> StoreResult<Vec<(String, String)>>;
+    async fn event_payload(&self, event_id: &str) -> StoreResult<Option<String>>;
+    /// Deletes events (and their deliveries) created before `before`.
+    async fn expire_events(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// `Precondition("webhook_limit_reached")` past [`MAX_WEBHOOKS`].
+    async fn create_webhook(&self, new: NewWebhook) -> StoreResult<Webhook>;
+    async fn get_webhook(&self, account: &AccountId, id: &str) -> StoreResult<Option<Webhook>>;
+    async fn list_webhooks(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Webhook>>;
+    /// `Precondition("webhook_cooldown")` when re-enabling a webhook auto-disabled after
+    /// `cooldown_since`. Re-enabling clears the failure history.
+    async fn update_webhook(
+        &self,
+        account: &AccountId,
+        id: &str,
+        patch: WebhookPatch,
+        now: Timestamp,
+        cooldown_since: Timestamp,
+    ) -> StoreResult<Option<Webhook>>;
+    async fn delete_webhook(&self, account: &AccountId, id: &str) -> StoreResult<bool>;
+    /// The current secret becomes the previous one (signing until `previous_until`).
+    async fn rotate_webhook_secret(
+        &self,
+        account: &AccountId,
+        id: &str,
+        new_secret: &str,
+        previous_until: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Newest first; `status` filters.
+    async fn list_deliveries(
+        &self,
+        account: &AccountId,
+        webhook_id: &str,
+        status: Option<&str>,
+        page: &PageQuery,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// One delivery with every try.
+    async fn get_delivery(
+        &self,
+        account: &AccountId,
+        webhook_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>)>>;
+    /// What a worker needs to try `delivery_id`; `None` when the delivery or its event is gone.
+    async fn delivery_work(&self, delivery_id: &str) -> StoreResult<Option<DeliveryWork>>;
+    /// Records a try and applies its outcome, if `worker` still holds job `job_id` (else
+    /// only the attempt row is kept and `false` returned).
+    async fn finish_attempt(
+        &self,
+        job_id: i64,
+        worker: &str,
+        delivery_id: &str,
+        webhook_id: &str,
+        record: AttemptRecord,
+    ) -> StoreResult<bool>;
+    /// Moves the job to `until` without counting a try (the webhook is disabled).
+    async fn postpone_delivery(&self, job_id: i64, worker: &str, until: Timestamp, reason: &str) -> StoreResult<()>;
+    /// Gives up on a delivery without a try (its webhook was deleted).
+    async fn fail_delivery(&self, job_id: i64, delivery_id: &str, reason: &str, now: Timestamp) -> StoreResult<()>;
+    /// Clears rotation secrets past their grace and deletes finished deliveries created
+    /// before `deliveries_before`.
+    async fn sweep_webhooks(&self, now: Timestamp, deliveries_before: Timestamp) -> StoreResult<u64>;
+}
+
+#[async_trait]
 pub trait StoreHealth: Send + Sync {
     /// A trivial round trip to the database.
     async fn ping(&self) -> StoreResult<()>;
@@ -273,10 +378,27 @@ pub trait StoreHealth: Send + Sync {
 
 /// Everything the product stores.
 pub trait Store:
-    AccountStore + DomainStore + AgentStore + MessageStore + JobQueue + IdempotencyStore + StoreHealth
+    AccountStore
+    + DomainStore
+    + AgentStore
+    + MessageStore
+    + EventStore
+    + WebhookStore
+    + JobQueue
+    + IdempotencyStore
+    + StoreHealth
 {
 }
-impl<T: AccountStore + DomainStore + AgentStore + MessageStore + JobQueue + IdempotencyStore + StoreHealth>
-    Store for T
+impl<
+    T: AccountStore
+        + DomainStore
+        + AgentStore
+        + MessageStore
+        + EventStore
+        + WebhookStore
+        + JobQueue
+        + IdempotencyStore
+        + StoreHealth,
+> Store for T
 {
 }

@@ -172,9 +172,17 @@ pub struct NewEvent {
     pub kind: String,
     pub agent_email: Option<String>,
     pub message_id: Option<String>,
+    pub conversation_id: Option<String>,
+    /// For webhook label filters.
+    pub labels: Vec<String>,
     /// The whole envelope `{type, id, schema_version, created_at, data}` as JSON.
     pub payload: String,
     pub created_at: Timestamp,
+    /// Not part of the event log (test deliveries).
+    pub internal: bool,
+    /// Deliver to this webhook only, whatever its filters (test deliveries); `None` fans out
+    /// to every enabled matching webhook of the account.
+    pub only_webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,4 +252,178 @@ pub struct ConversationSummary {
     pub has_unread: bool,
     pub latest_subject: String,
     pub latest_from: String,
+}
+
+/// Which events a webhook receives beyond its types: each non-empty list must match, and an
+/// event without that attribute never matches a non-empty list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookFilters {
+    pub agent_emails: Vec<String>,
+    pub conversation_ids: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl WebhookFilters {
+    /// Whether an event with these attributes passes.
+    pub fn matches(&self, agent_email: Option<&str>, conversation_id: Option<&str>, labels: &[String]) -> bool {
+        let one = |list: &[String], v: Option<&str>| list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v));
+        one(&self.agent_emails, agent_email)
+            && one(&self.conversation_ids, conversation_id)
+            && (self.labels.is_empty() || self.labels.iter().any(|l| labels.contains(l)))
+    }
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub id: String,
+    pub account_id: AccountId,
+    pub url: String,
+    pub description: String,
+    pub secret: String,
+    /// Still signing until `previous_secret_expires_at` (rotation grace).
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<Timestamp>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub auto_disabled_at: Option<Timestamp>,
+    pub last_delivered_at: Option<Timestamp>,
+    /// When the current run of failures began (cleared by a success).
+    pub failing_since: Option<Timestamp>,
+    pub events: Vec<String>,
+    pub filters: WebhookFilters,
+    pub created_at: Timestamp,
+}
+
+impl Webhook {
+    /// The previous secret while its grace period runs at `now`.
+    pub fn live_previous_secret(&self, now: Timestamp) -> Option<&str> {
+        match (&self.previous_secret, self.previous_secret_expires_at) {
+            (Some(s), Some(until)) if until > now => Some(s.as_str()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWebhook {
+    pub id: String,
+    pub account_id: AccountId,
+    pub url: String,
+    pub description: String,
+    pub secret: String,
+    pub events: Vec<String>,
+    pub filters: WebhookFilters,
+    pub created_at: Timestamp,
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub filters: Option<WebhookFilters>,
+    pub enabled: Option<bool>,
+}
+
+/// One event's delivery to one webhook (its tries are [`DeliveryAttempt`]s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// pending | delivered | failed
+    pub status: String,
+    pub attempts: i64,
+    pub next_retry_at: Timestamp,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttempt {
+    pub attempt: i64,
+    pub status_code: Option<i64>,
+    pub duration_ms: i64,
+    /// The start of the receiver's answer, truncated.
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// What the worker needs for one try.
+#[derive(Debug, Clone)]
+pub struct DeliveryWork {
+    pub delivery: Delivery,
+    /// `None` when the webhook was deleted.
+    pub webhook: Option<Webhook>,
+    /// The stored envelope bytes, POSTed unchanged on every try.
+    pub payload: String,
+}
+
+/// How a try ended, and what happens next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptNext {
+    Delivered,
+    /// Try again at this time.
+    Retry(Timestamp),
+    /// Give up (attempts exhausted, or a permanent refusal).
+    Failed,
+    /// The receiver answered 410 Gone: give up and disable the webhook.
+    Gone,
+}
+
+/// A finished try, for [`crate::store::WebhookStore::finish_attempt`].
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempt: DeliveryAttempt,
+    pub next: AttemptNext,
+    /// Disable the webhook when its failures began at or before this time and number at
+    /// least `.1` (the auto-disable window), checked after this failure is counted.
+    pub auto_disable: Option<(Timestamp, i64)>,
+}
+
+/// A stored event as the log shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub account_id: AccountId,
+    pub kind: String,
+    pub agent_email: Option<String>,
+    pub message_id: Option<String>,
+    pub conversation_id: Option<String>,
+    pub payload: String,
+    /// pending | processed | no_match
+    pub status: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub matched_webhooks: i64,
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}
+
+/// Event log filters (contract §4.7).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub kind: Option<String>,
+    pub agent_email: Option<String>,
+    pub conversation_id: Option<String>,
+    pub message_id: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// The outcome of a redelivery request for one webhook.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redelivery {
+    Scheduled { webhook_id: String, delivery_id: String },
+    Skipped { webhook_id: String, reason: String },
 }

@@ -35,6 +35,8 @@ pub struct SqlStore {
     /// (measured by bench/inbound: 750 sleeps per 200 messages). Other processes on the same
     /// file still meet the busy timeout, which is correct, just slower.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Told of every event after its transaction commits.
+    pub(super) bus: crate::bus::EventBus,
 }
 
 /// A write transaction (see [`SqlStore::begin_write`]); derefs to its connection, so it is
@@ -116,11 +118,22 @@ impl SqlStore {
             .connect(url)
             .await?;
         tracing::debug!(backend = ?backend, url = %redact_url(url), "database ready");
-        Ok(Self { pool, backend, url: url.to_owned(), write_gate: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Self {
+            pool,
+            backend,
+            url: url.to_owned(),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
+            bus: crate::bus::EventBus::new(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database URL (for the PostgreSQL notification listener).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,211 @@
+//! The webhook worker (`postagent worker`, part of `serve`): claims due deliveries from the
+//! job table under a lease, so replicas never send the same try twice; POSTs each one signed
+//! with both schemes; records an attempt row per try; and schedules the next try, gives up,
+//! or disables the webhook.
+//!
+//! Delivery is at-least-once: a worker that dies mid-POST leaves its lease to expire and the
+//! try is made again by whoever claims it next; receivers dedupe on the event id. A graceful
+//! stop finishes the POSTs in flight (each is bounded by the timeout) and gives back the
+//! leases of anything it could not finish.
+
+pub mod client;
+pub mod retry;
+
+use client::WebhookClient;
+use postagent_core::bus::BusMessage;
+use postagent_core::config::WebhookSettings;
+use postagent_core::store::{AttemptNext, AttemptRecord, DeliveryAttempt, Job, Store, WEBHOOK_JOB};
+use postagent_core::time::Timestamp;
+use postagent_core::webhook_sig;
+use rand::Rng;
+use retry::Decision;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Due work is looked for at least this often (retries come due without any notification).
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// A disabled webhook's deliveries wait this long, without using up a try.
+const DISABLED_POSTPONE_SECS: i64 = 3600;
+
+/// Claimed per round trip to the database at most.
+const CLAIM_BATCH: u32 = 64;
+
+pub struct Worker {
+    store: Arc<dyn Store>,
+    settings: WebhookSettings,
+    client: WebhookClient,
+    id: String,
+}
+
+impl Worker {
+    pub fn new(store: Arc<dyn Store>, settings: WebhookSettings, client: WebhookClient) -> Self {
+        let id = format!("{}-{}", hostname(), postagent_core::ids::mint("", 6));
+        Self { store, settings, client, id }
+    }
+
+    /// The lease of a claimed try: longer than any POST may take, so a live worker never
+    /// loses its work; short enough that a dead one's work is retried soon.
+    fn lease_secs(&self) -> i64 {
+        i64::try_from(self.settings.timeout.as_secs()).unwrap_or(15) * 2 + 5
+    }
+
+    /// Runs until `stop` resolves, then drains within `grace`.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>, grace: Duration) {
+        let me = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(me.settings.concurrency));
+        let mut bus = me.store.bus().subscribe();
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(stop);
+        tracing::info!(worker = %me.id, concurrency = me.settings.concurrency, "webhook worker started");
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let free = permits.available_permits();
+            let mut full_batch = false;
+            if free > 0 {
+                let want = u32::try_from(free).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
+                match me.store.claim_jobs(WEBHOOK_JOB, &me.id, Timestamp::now(), me.lease_secs(), want).await {
+                    Ok(jobs) => {
+                        full_batch = jobs.len() == want as usize;
+                        for job in jobs {
+                            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                            let worker = me.clone();
+                            tasks.spawn(async move {
+                                worker.try_delivery(job).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "webhook worker: cannot claim work; retrying"),
+                }
+            }
+            if full_batch && permits.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = work_announced(&mut bus) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() && free == 0 => {}
+                () = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "webhook worker stopping: finishing deliveries in flight");
+        }
+        let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tasks.abort_all();
+        }
+        match me.store.release_jobs(&me.id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "webhook worker: gave back unfinished deliveries"),
+            Err(e) => tracing::warn!(error = %e, "webhook worker: cannot release leases; they expire by themselves"),
+        }
+        tracing::info!(worker = %me.id, "webhook worker stopped");
+    }
+
+    async fn try_delivery(&self, job: Job) {
+        if let Err(e) = self.try_delivery_inner(&job).await {
+            // The lease expires and the try is made again.
+            tracing::warn!(delivery = %job.ref_id, error = %e, "webhook delivery: store failed; will retry");
+        }
+    }
+
+    async fn try_delivery_inner(&self, job: &Job) -> Result<(), postagent_core::StoreError> {
+        let now = Timestamp::now();
+        let Some(work) = self.store.delivery_work(&job.ref_id).await? else {
+            // The event expired or the delivery was deleted with its webhook.
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        };
+        let d = &work.delivery;
+        let Some(hook) = &work.webhook else {
+            tracing::info!(delivery = %d.id, event = %d.event_id, "webhook delivery failed: webhook not found");
+            return self.store.fail_delivery(job.id, &d.id, "webhook not found", now).await;
+        };
+        if !hook.enabled {
+            let until = now.plus_secs(DISABLED_POSTPONE_SECS);
+            return self.store.postpone_delivery(job.id, &self.id, until, "webhook is disabled").await;
+        }
+        let attempt = d.attempts + 1;
+        let t = now.as_micros() / 1_000_000;
+        let sig = webhook_sig::sign(&hook.secret, hook.live_previous_secret(now), &d.event_id, t, work.payload.as_bytes());
+        let posted = self.client.post(&hook.url, &d.event_type, &sig, &work.payload).await;
+        let decision = retry::decide(&self.settings, attempt, &posted.answer, rand::thread_rng().gen_range(-1.0..=1.0));
+        let finished = Timestamp::now();
+        let next = match &decision {
+            Decision::Delivered => AttemptNext::Delivered,
+            Decision::Gone => AttemptNext::Gone,
+            Decision::GiveUp => AttemptNext::Failed,
+            Decision::RetryIn(delay) => {
+                AttemptNext::Retry(finished.plus_micros(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX)))
+            }
+        };
+        let disable_secs = i64::try_from(self.settings.disable_after.as_secs()).unwrap_or(i64::MAX / 2);
+        let record = AttemptRecord {
+            attempt: DeliveryAttempt {
+                attempt,
+                status_code: posted.status_code.map(i64::from),
+                duration_ms: i64::try_from(posted.duration.as_millis()).unwrap_or(i64::MAX),
+                response_body: posted.response.clone(),
+                error: posted.error.clone(),
+                created_at: finished,
+            },
+            next: next.clone(),
+            auto_disable: Some((finished.plus_secs(-disable_secs), self.settings.disable_min_failures)),
+        };
+        let message_id = message_id(&work.payload);
+        let outcome = match &next {
+            AttemptNext::Delivered => "delivered".to_owned(),
+            AttemptNext::Gone => "failed: 410 Gone, webhook disabled".to_owned(),
+            AttemptNext::Failed => "failed: no tries left".to_owned(),
+            AttemptNext::Retry(at) => format!("retry at {at}"),
+        };
+        let line = format!(
+            "webhook msg={} event={} delivery={} webhook={} attempt={attempt} status={} ms={}",
+            message_id.as_deref().unwrap_or("-"),
+            d.event_id,
+            d.id,
+            hook.id,
+            posted.status_code.map_or("-".to_owned(), |c| c.to_string()),
+            posted.duration.as_millis(),
+        );
+        match (&next, &posted.error) {
+            (AttemptNext::Delivered, _) => tracing::info!("{line}: {outcome}"),
+            (_, Some(err)) => tracing::warn!("{line} error={err:?}: {outcome}"),
+            (_, None) => tracing::warn!("{line}: {outcome}"),
+        }
+        if !self.store.finish_attempt(job.id, &self.id, &d.id, &hook.id, record).await? {
+            tracing::warn!(delivery = %d.id, "webhook delivery: lease lost while posting; the new owner decides");
+        }
+        Ok(())
+    }
+}
+
+/// Resolves when the bus says deliveries may be due (or that it missed messages).
+async fn work_announced(bus: &mut tokio::sync::broadcast::Receiver<Arc<BusMessage>>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match bus.recv().await {
+            Ok(m) => match m.as_ref() {
+                BusMessage::Event { deliveries, .. } if *deliveries > 0 => return,
+                BusMessage::Work => return,
+                _ => {}
+            },
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
+
+/// `data.message_id` of an envelope, for the log line.
+fn message_id(payload: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    v["data"]["message_id"].as_str().map(str::to_owned)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "postagent".into())
+}
