@@ -5,6 +5,7 @@
 
 mod admin;
 mod lab;
+mod listen;
 mod logging;
 mod serve;
 mod verify;
@@ -116,6 +117,11 @@ enum Command {
     Milter,
     /// Run the LMTP delivery role alone.
     Lmtp,
+    /// Run the webhook delivery worker alone (any number of replicas may run it).
+    Worker,
+    /// Follow an agent's inbox over the WebSocket stream: print each message, or POST it to
+    /// a local URL (for agents without a public URL).
+    Listen(listen::ListenArgs),
     /// Operator tasks against the configured database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -183,6 +189,8 @@ fn main() -> ExitCode {
             Command::Api => serve::run(config, file, serve::Roles::api_only()).await,
             Command::Milter => serve::run(config, file, serve::Roles::milter_only()).await,
             Command::Lmtp => serve::run(config, file, serve::Roles::lmtp_only()).await,
+            Command::Worker => serve::run(config, file, serve::Roles::worker_only()).await,
+            Command::Listen(args) => listen::run(args, config.public_url()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
             Command::Config => {
                 println!("{config:#?}");

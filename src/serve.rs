@@ -21,23 +21,28 @@ pub struct Roles {
     api: bool,
     milter: bool,
     lmtp: bool,
+    worker: bool,
 }
 
 impl Roles {
     pub fn all() -> Self {
-        Self { api: true, milter: true, lmtp: true }
+        Self { api: true, milter: true, lmtp: true, worker: true }
     }
 
     pub fn api_only() -> Self {
-        Self { api: true, milter: false, lmtp: false }
+        Self { api: true, milter: false, lmtp: false, worker: false }
     }
 
     pub fn milter_only() -> Self {
-        Self { api: false, milter: true, lmtp: false }
+        Self { api: false, milter: true, lmtp: false, worker: false }
     }
 
     pub fn lmtp_only() -> Self {
-        Self { api: false, milter: false, lmtp: true }
+        Self { api: false, milter: false, lmtp: true, worker: false }
+    }
+
+    pub fn worker_only() -> Self {
+        Self { api: false, milter: false, lmtp: false, worker: true }
     }
 }
 
@@ -100,6 +105,7 @@ pub struct Running {
     pub lmtp_addr: Option<String>,
     tasks: tokio::task::JoinSet<RoleResult>,
     janitor: Option<tokio::task::JoinHandle<()>>,
+    listener: Option<tokio::task::JoinHandle<()>>,
     sockets: Vec<PathBuf>,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -138,6 +144,7 @@ impl Running {
             lmtp_addr: None,
             tasks: tokio::task::JoinSet::new(),
             janitor: None,
+            listener: None,
             sockets,
             stop: Arc::new(stop_tx),
         };
@@ -175,8 +182,9 @@ impl Running {
             running.lmtp_addr = Some(shown);
         }
         if let Some((bound, shown)) = api {
+            let keep = postagent_core::janitor::Retention { events: config.webhooks().events_retention };
             running.janitor =
-                Some(tokio::spawn(postagent_core::janitor::run(store.clone(), JANITOR_EVERY, stopped())));
+                Some(tokio::spawn(postagent_core::janitor::run(store.clone(), JANITOR_EVERY, keep, stopped())));
             let listener = match bound {
                 Bound::Tcp(l) => Listener::Tcp(l),
                 Bound::Unix(l) => Listener::Unix(l),
@@ -186,10 +194,34 @@ impl Running {
                 secret: shared.secret.clone(),
                 resolver: shared.resolver.clone(),
                 settings: Arc::new(Settings::from_config(config)),
+                webhooks: Arc::new(config.webhooks()),
+                hub: postagent_api::ws::Hub::start(store.clone(), config.webhooks().ws_ping_interval),
             };
             let api = postagent_api::run(listener, state, stopped(), config.shutdown_timeout());
             running.tasks.spawn(async move { ("api", api.await) });
             running.api_addr = Some(shown);
+        }
+        if roles.worker {
+            use postagent_delivery::webhook::{Worker, client::WebhookClient};
+            let settings = config.webhooks();
+            let client = WebhookClient::new(&settings, shared.resolver.clone())
+                .context("cannot build the webhook HTTP client")?;
+            let grace = config.shutdown_timeout().min(settings.timeout + Duration::from_secs(1));
+            let worker = Worker::new(store.clone(), settings, client);
+            let stop = stopped();
+            running.tasks.spawn(async move {
+                worker.run(stop, grace).await;
+                ("worker", Ok(()))
+            });
+        }
+        // Replicas hear of each other's events (webhook wake-ups, WebSocket pushes).
+        if (roles.api || roles.worker) && shared.store.backend() == postagent_core::store::Backend::Postgres {
+            let bus = postagent_core::store::EventStore::bus(shared.store.as_ref()).clone();
+            running.listener = Some(tokio::spawn(postagent_core::bus::listen_postgres(
+                shared.store.url().to_owned(),
+                bus,
+                stopped(),
+            )));
         }
         if running.tasks.is_empty() {
             anyhow::bail!(
@@ -245,7 +277,7 @@ impl Running {
         for path in &self.sockets {
             let _ = std::fs::remove_file(path);
         }
-        if let Some(j) = self.janitor.take() {
+        for j in [self.janitor.take(), self.listener.take()].into_iter().flatten() {
             let _ = j.await;
         }
         failure.map_or(Ok(()), Err)

@@ -9,6 +9,8 @@ pub mod proxy;
 
 use postagent_api::{AppState, Listener, Settings};
 use postagent_core::Config;
+use postagent_core::config::WebhookSettings;
+use postagent_delivery::webhook::{Worker, client::WebhookClient};
 use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;
 use postagent_core::service;
@@ -37,8 +39,9 @@ pub struct TestApp {
     /// The bootstrap account's key.
     pub key: String,
     pub account_email: String,
+    pub hub: postagent_api::ws::Hub,
     _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 pub struct Reply {
@@ -70,18 +73,54 @@ impl Reply {
     }
 }
 
+/// Webhook settings for tests: development mode (local receivers), retries a second apart.
+pub fn test_webhooks() -> WebhookSettings {
+    WebhookSettings {
+        mode: postagent_core::ssrf::WebhookMode::Development,
+        schedule: vec![Duration::from_secs(1); 3],
+        timeout: Duration::from_secs(2),
+        throttle_delay: Duration::from_secs(2),
+        retry_after_max: Duration::from_secs(5),
+        ..WebhookSettings::default()
+    }
+}
+
 /// `None` when PostgreSQL is wanted but absent outside CI (the test is skipped).
 pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    spawn_app_with(db, test_webhooks(), None).await
+}
+
+/// An app with these webhook settings, over `url` when given (another replica's database).
+pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<String>) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = match db {
-        Db::Sqlite => format!("sqlite://{}/postagent.db", dir.path().display()),
-        Db::Postgres => PgCluster::shared()?.create_database().expect("create database"),
+    let url = match (url, db) {
+        (Some(u), _) => u,
+        (None, Db::Sqlite) => format!("sqlite://{}/postagent.db", dir.path().display()),
+        (None, Db::Postgres) => PgCluster::shared()?.create_database().expect("create database"),
     };
     let store = Arc::new(SqlStore::open(&url, 5).await.expect("open store"));
     let dns = DnsServer::start().await.expect("dns server");
     let resolver = Resolver::new(Some(dns.addr()), Duration::from_millis(500)).expect("resolver");
     let account_email = "owner@example.org".to_owned();
-    let (_, key) = service::bootstrap_account(store.as_ref(), &account_email).await.expect("bootstrap");
+    let key = match service::bootstrap_account(store.as_ref(), &account_email).await {
+        Ok((_, key)) => key,
+        // A second replica on the same database: a fresh key for the same account.
+        Err(_) => {
+            use postagent_core::store::AccountStore;
+            let account = store.find_account_by_email(&account_email).await.expect("query").expect("account");
+            let (_, key) = service::create_api_key(
+                store.as_ref(),
+                &account.id,
+                "replica",
+                postagent_core::apikey::KeyScope::Account,
+                None,
+                None,
+            )
+            .await
+            .expect("key");
+            key
+        }
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     // Through the real configuration path, in the spellings an operator might use.
@@ -91,21 +130,30 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
         ("public_url", format!("{base}/")),
     ];
     let (config, _) = Config::load(None, Vec::new(), &flags).expect("config");
+    let dyn_store = store.clone() as Arc<dyn Store>;
+    let hub = postagent_api::ws::Hub::start(dyn_store.clone(), webhooks.ws_ping_interval);
     let state = AppState {
-        store: store.clone() as Arc<dyn Store>,
+        store: dyn_store.clone(),
         secret: Secret::new(vec![42; 32]),
-        resolver,
+        resolver: resolver.clone(),
         settings: Arc::new(Settings::from_config(&config)),
+        webhooks: Arc::new(webhooks.clone()),
+        hub: hub.clone(),
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(postagent_api::run(
-        Listener::Tcp(listener),
-        state,
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
         async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(postagent_api::run(Listener::Tcp(listener), state, stopped(), Duration::from_secs(5)));
+    let client = WebhookClient::new(&webhooks, resolver).expect("webhook client");
+    tokio::spawn(Worker::new(dyn_store.clone(), webhooks, client).run(stopped(), Duration::from_secs(3)));
+    if store.backend() == postagent_core::store::Backend::Postgres {
+        let bus = postagent_core::store::EventStore::bus(store.as_ref()).clone();
+        tokio::spawn(postagent_core::bus::listen_postgres(store.url().to_owned(), bus, stopped()));
+    }
     Some(TestApp {
         base,
         http: reqwest::Client::new(),
@@ -113,15 +161,16 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
         store,
         key,
         account_email,
+        hub,
         _dir: dir,
-        stop: Some(stop),
+        stop: Some(stop_tx),
     })
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
     }
 }
