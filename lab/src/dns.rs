@@ -128,6 +128,16 @@ impl DnsServer {
         self.add(name, RData::A(A(ip)));
     }
 
+    /// Adds an AAAA record.
+    pub fn add_aaaa(&self, name: &str, ip: std::net::Ipv6Addr) {
+        self.add(name, RData::AAAA(hickory_proto::rr::rdata::AAAA(ip)));
+    }
+
+    /// Removes every record at `name`.
+    pub fn clear(&self, name: &str) {
+        self.zone().records.remove(&key(name));
+    }
+
     /// Removes all records of `record_type` at `name` (`RecordType::ANY` removes them all).
     pub fn remove(&self, name: &str, record_type: RecordType) {
         let mut zone = self.zone();

@@ -20,6 +20,7 @@ pub mod lmtp_sink;
 pub mod mail_lab;
 pub mod pg;
 pub mod postfix;
+pub mod receiver;
 pub mod smtp;
 
 pub use dns::DnsServer;
