@@ -73,6 +73,19 @@ struct GlobalFlags {
     /// Largest message the milter and the LMTP server accept, in bytes.
     #[arg(long, global = true)]
     max_message_bytes: Option<String>,
+    /// Webhook URL rules: production (HTTPS, public addresses) or development (also http://
+    /// and loopback receivers).
+    #[arg(long, global = true)]
+    webhook_mode: Option<String>,
+    /// Delays between webhook tries, e.g. 1m,5m,15m.
+    #[arg(long, global = true)]
+    webhook_retry_schedule: Option<String>,
+    /// Upper bound of one webhook POST, e.g. 15s.
+    #[arg(long, global = true)]
+    webhook_timeout: Option<String>,
+    /// WebSocket keepalive ping interval, e.g. 30s.
+    #[arg(long, global = true)]
+    ws_ping_interval: Option<String>,
     /// plain or json.
     #[arg(long, global = true)]
     log_format: Option<String>,
@@ -98,6 +111,10 @@ impl GlobalFlags {
             ("shutdown_timeout", &self.shutdown_timeout),
             ("database_max_connections", &self.database_max_connections),
             ("max_message_bytes", &self.max_message_bytes),
+            ("webhook_mode", &self.webhook_mode),
+            ("webhook_retry_schedule", &self.webhook_retry_schedule),
+            ("webhook_timeout", &self.webhook_timeout),
+            ("ws_ping_interval", &self.ws_ping_interval),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),
         ]

@@ -5,8 +5,8 @@
 mod common;
 
 use common::bin::{Server, run, text};
-use postagent_lab::{DnsServer, PgCluster, require, require_that};
-use std::path::{Path, PathBuf};
+use postagent_lab::{DnsServer, PgCluster};
+use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -33,44 +33,10 @@ async fn sdk_5_8_1_drives_the_foundation() {
     drive("5.8.1", "e2a==5.8.1", None).await;
 }
 
-/// A venv with `spec` installed, cached under the target directory between runs.
-fn venv(tag: &str, spec: &str) -> Option<PathBuf> {
-    if !require("python3", "install Python 3 with the venv module") {
-        return None;
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("e2a-venv-{tag}"));
-    let marker = dir.join("installed-spec");
-    // Tests sharing a venv build it once: the second waits on this lock, then finds it ready.
-    let lock = std::fs::File::create(dir.with_extension("lock")).expect("lock file");
-    lock.lock().expect("lock");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == spec) {
-        return Some(dir);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let made = std::process::Command::new("python3").args(["-m", "venv"]).arg(&dir).status();
-    if !require_that(made.is_ok_and(|s| s.success()), "python3 -m venv failed", "install python3-venv") {
-        return None;
-    }
-    let pip = std::process::Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", spec])
-        .output()
-        .expect("run pip");
-    let installed = pip.status.success();
-    if !require_that(
-        installed,
-        &format!("pip install {spec} failed: {}", text(&pip.stderr)),
-        "PyPI must be reachable",
-    ) {
-        return None;
-    }
-    std::fs::write(&marker, spec).expect("marker");
-    Some(dir)
-}
-
 /// `database_url = None` runs the server on its default SQLite file.
 async fn drive(tag: &str, spec: &str, database_url: Option<String>) {
     let (tag_owned, spec_owned) = (tag.to_owned(), spec.to_owned());
-    let Some(venv) = tokio::task::spawn_blocking(move || venv(&tag_owned, &spec_owned)).await.expect("join")
+    let Some(venv) = tokio::task::spawn_blocking(move || common::python::venv(&tag_owned, &[spec_owned.as_str()])).await.expect("join")
     else {
         return;
     };

@@ -6,6 +6,7 @@
 pub mod bin;
 pub mod mail;
 pub mod proxy;
+pub mod python;
 
 use postagent_api::{AppState, Listener, Settings};
 use postagent_core::Config;
