@@ -10,7 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest, protocol::frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{
+    self, Message, client::IntoClientRequest, protocol::frame::coding::CloseCode,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ListenArgs {
@@ -132,7 +134,8 @@ async fn connect_once(url: &str, args: &ListenArgs, http: &reqwest::Client, seen
         Ok(c) => c,
         Err(tungstenite::Error::Http(res)) => {
             let status = res.status();
-            let body = res.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let body =
+                res.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
             let why = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
@@ -156,7 +159,8 @@ async fn connect_once(url: &str, args: &ListenArgs, http: &reqwest::Client, seen
                 let _ = ws.send(Message::Pong(p)).await;
             }
             Ok(Message::Close(frame)) => {
-                let (code, reason) = frame.map_or((CloseCode::Status, String::new()), |f| (f.code, f.reason.to_string()));
+                let (code, reason) =
+                    frame.map_or((CloseCode::Status, String::new()), |f| (f.code, f.reason.to_string()));
                 return match u16::from(code) {
                     1000 => Ended::Stop(None),
                     4000 => Ended::Stop(Some("replaced: another connection for this agent took over".into())),
@@ -227,7 +231,10 @@ mod tests {
             ws_url("http://127.0.0.1:8080/", "a+b@x.test").expect("url"),
             "ws://127.0.0.1:8080/v1/agents/a%2Bb%40x.test/ws"
         );
-        assert_eq!(ws_url("https://api.example.org", "a@x.test").expect("url"), "wss://api.example.org/v1/agents/a%40x.test/ws");
+        assert_eq!(
+            ws_url("https://api.example.org", "a@x.test").expect("url"),
+            "wss://api.example.org/v1/agents/a%40x.test/ws"
+        );
         assert!(ws_url("ftp://x", "a@x.test").is_err());
     }
 

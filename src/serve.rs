@@ -183,8 +183,12 @@ impl Running {
         }
         if let Some((bound, shown)) = api {
             let keep = postagent_core::janitor::Retention { events: config.webhooks().events_retention };
-            running.janitor =
-                Some(tokio::spawn(postagent_core::janitor::run(store.clone(), JANITOR_EVERY, keep, stopped())));
+            running.janitor = Some(tokio::spawn(postagent_core::janitor::run(
+                store.clone(),
+                JANITOR_EVERY,
+                keep,
+                stopped(),
+            )));
             let listener = match bound {
                 Bound::Tcp(l) => Listener::Tcp(l),
                 Bound::Unix(l) => Listener::Unix(l),

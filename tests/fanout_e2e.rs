@@ -21,7 +21,14 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn world() -> Option<(MailWorld, Server)> {
     let options = Options {
-        extra_args: vec!["--webhook-mode", "development", "--webhook-timeout", "2s", "--webhook-retry-schedule", "1s,1s,1s"],
+        extra_args: vec![
+            "--webhook-mode",
+            "development",
+            "--webhook-timeout",
+            "2s",
+            "--webhook-retry-schedule",
+            "1s,1s,1s",
+        ],
         ..Options::default()
     };
     let mut world = MailWorld::start(options).await?;
@@ -83,11 +90,20 @@ async fn verify_with_python(hits: &[(Hit, Vec<String>)]) {
 async fn mail_through_postfix_reaches_a_webhook_the_published_verifiers_accept() {
     let Some((world, server)) = world().await else { return };
     let rx = Receiver::start().await.expect("receiver");
-    let created = api(&server, &world.key, reqwest::Method::POST, "/v1/webhooks", json!({
-        "url": rx.url("/inbox"), "events": ["email.received"],
-    }))
+    let created = api(
+        &server,
+        &world.key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({
+            "url": rx.url("/inbox"), "events": ["email.received"],
+        }),
+    )
     .await;
-    let (hook, first_secret) = (created["id"].as_str().expect("id").to_owned(), created["signing_secret"].as_str().expect("s").to_owned());
+    let (hook, first_secret) = (
+        created["id"].as_str().expect("id").to_owned(),
+        created["signing_secret"].as_str().expect("s").to_owned(),
+    );
     let queue_id = send(&world, "signed fan-out").await;
     let hits = rx.wait_hits(1, WAIT).await;
     let env = hits[0].json();
@@ -99,7 +115,14 @@ async fn mail_through_postfix_reaches_a_webhook_the_published_verifiers_accept()
     assert!(line.contains(env["id"].as_str().expect("id")) && line.contains("delivered"), "{line}");
     assert!(server.log().contains(&format!("{queue_id}: stored msg={msg}")));
     // Rotate: the next delivery carries both signatures, each verifies on its own.
-    let rotated = api(&server, &world.key, reqwest::Method::POST, &format!("/v1/webhooks/{hook}/rotate-secret"), json!({})).await;
+    let rotated = api(
+        &server,
+        &world.key,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{hook}/rotate-secret"),
+        json!({}),
+    )
+    .await;
     let new_secret = rotated["signing_secret"].as_str().expect("secret").to_owned();
     send(&world, "after rotation").await;
     let hits = rx.wait_hits(2, WAIT).await;
@@ -133,7 +156,11 @@ fn listen(server: &Server, key: &str, extra: &[&str]) -> Listener {
 
 impl Listener {
     async fn line(&mut self) -> String {
-        tokio::time::timeout(WAIT, self.lines.next_line()).await.expect("a line in time").expect("read").expect("open")
+        tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("open")
     }
 }
 
@@ -148,7 +175,10 @@ async fn an_agent_without_a_public_url_follows_its_inbox_with_listen() {
     assert!(line.contains(&format!("verified={SENDER_DOMAIN}")), "{line}");
     send(&world, "live through Postfix").await;
     let line = summary.line().await;
-    assert!(line.contains("\"live through Postfix\"") && line.contains(&format!("from=alice@{SENDER_DOMAIN}")), "{line}");
+    assert!(
+        line.contains("\"live through Postfix\"") && line.contains(&format!("from=alice@{SENDER_DOMAIN}")),
+        "{line}"
+    );
     drop(summary);
     // --json prints the envelope itself; --forward POSTs it to a local URL.
     let mut full = listen(&server, &world.key, &["--json"]);
@@ -159,7 +189,8 @@ async fn an_agent_without_a_public_url_follows_its_inbox_with_listen() {
     let rx = Receiver::start().await.expect("receiver");
     let _forward = listen(&server, &world.key, &["--forward", &rx.url("/local")]);
     let hits = rx.wait_hits(2, WAIT).await;
-    let subjects: Vec<String> = hits.iter().map(|h| h.json()["data"]["subject"].as_str().unwrap_or("").to_owned()).collect();
+    let subjects: Vec<String> =
+        hits.iter().map(|h| h.json()["data"]["subject"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(subjects, ["while offline", "live through Postfix"]);
     assert_eq!(hits[0].header("x-e2a-event-type"), "email.received");
     // A bad key is a clear error, not a retry loop.
@@ -179,9 +210,15 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     let rx = Receiver::start().await.expect("receiver");
     // The first POST is never answered: the worker is killed while it waits.
     rx.script(vec![Answer::Hang]);
-    let created = api(&server, &world.key, reqwest::Method::POST, "/v1/webhooks", json!({
-        "url": rx.url("/inbox"), "events": ["email.received"],
-    }))
+    let created = api(
+        &server,
+        &world.key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({
+            "url": rx.url("/inbox"), "events": ["email.received"],
+        }),
+    )
     .await;
     let hook = created["id"].as_str().expect("id").to_owned();
     send(&world, "interrupted").await;
@@ -196,7 +233,9 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     assert_eq!(hits[1].body, first[0].body);
     let key = world.key.clone();
     let delivered = until("the delivery to be recorded", WAIT, || async {
-        let d = api(&server, &key, reqwest::Method::GET, &format!("/v1/webhooks/{hook}/deliveries"), Value::Null).await;
+        let d =
+            api(&server, &key, reqwest::Method::GET, &format!("/v1/webhooks/{hook}/deliveries"), Value::Null)
+                .await;
         (d["items"][0]["status"] == "delivered").then_some(d)
     })
     .await;

@@ -36,7 +36,10 @@ async fn sdk_5_8_1_drives_the_foundation() {
 /// `database_url = None` runs the server on its default SQLite file.
 async fn drive(tag: &str, spec: &str, database_url: Option<String>) {
     let (tag_owned, spec_owned) = (tag.to_owned(), spec.to_owned());
-    let Some(venv) = tokio::task::spawn_blocking(move || common::python::venv(&tag_owned, &[spec_owned.as_str()])).await.expect("join")
+    let Some(venv) =
+        tokio::task::spawn_blocking(move || common::python::venv(&tag_owned, &[spec_owned.as_str()]))
+            .await
+            .expect("join")
     else {
         return;
     };

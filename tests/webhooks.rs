@@ -37,13 +37,22 @@ async fn subscribe(app: &TestApp, url: &str, extra: Value) -> (String, String) {
     }
     let r = app.post("/v1/webhooks", body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    (r.body["id"].as_str().expect("id").to_owned(), r.body["signing_secret"].as_str().expect("secret").to_owned())
+    (
+        r.body["id"].as_str().expect("id").to_owned(),
+        r.body["signing_secret"].as_str().expect("secret").to_owned(),
+    )
 }
 
 /// Checks both signature schemes of a received POST against `secrets` (current first).
 fn assert_signed(hit: &Hit, secrets: &[&str]) {
     let t: i64 = hit.header("webhook-timestamp").parse().expect("webhook-timestamp");
-    let expected = webhook_sig::sign(secrets[0], secrets.get(1).copied(), hit.header("webhook-id"), t, hit.body.as_bytes());
+    let expected = webhook_sig::sign(
+        secrets[0],
+        secrets.get(1).copied(),
+        hit.header("webhook-id"),
+        t,
+        hit.body.as_bytes(),
+    );
     assert_eq!(hit.header("x-e2a-signature"), expected.e2a_signature, "e2a signature");
     assert_eq!(hit.header("webhook-signature"), expected.webhook_signature, "standard signature");
     assert_eq!(hit.header("webhook-id"), hit.json()["id"].as_str().expect("envelope id"));
@@ -99,7 +108,10 @@ async fn signed_delivery_of_received_mail(app: &TestApp) {
     assert_eq!(d["type"], "email.received");
     assert_eq!(d["attempt_log"].as_array().map(Vec::len), Some(1));
     let event = app.get(&format!("/v1/events/{}", env["id"].as_str().expect("id"))).await;
-    assert_eq!(event.body["delivery_status"], json!({"matched_webhooks": 1, "pending": 0, "delivered": 1, "failed": 0}));
+    assert_eq!(
+        event.body["delivery_status"],
+        json!({"matched_webhooks": 1, "pending": 0, "delivered": 1, "failed": 0})
+    );
     let w = app.get(&format!("/v1/webhooks/{hook}")).await;
     assert!(w.body["last_delivered_at"].is_string(), "{}", w.body);
     assert!(w.body.get("signing_secret").is_none(), "the secret is shown once");
@@ -121,7 +133,9 @@ async fn retries_until_the_receiver_recovers(app: &TestApp) {
     let hits = rx.hits();
     assert_eq!(hits.len(), 3);
     // Every try is the same event, the same bytes, freshly signed.
-    assert!(hits.iter().all(|h| h.body == hits[0].body && h.header("webhook-id") == hits[0].header("webhook-id")));
+    assert!(
+        hits.iter().all(|h| h.body == hits[0].body && h.header("webhook-id") == hits[0].header("webhook-id"))
+    );
     for h in &hits {
         assert_signed(h, &[&secret]);
     }
@@ -139,16 +153,23 @@ async fn throttled_receivers_are_given_time(app: &TestApp) {
     let d = settled(app, &hook, "pending", 1).await;
     let first = &d["attempt_log"][0];
     assert_eq!(first["status_code"], 429);
-    let tried = postagent_core::Timestamp::parse_rfc3339(first["created_at"].as_str().expect("t")).expect("t");
-    let next = postagent_core::Timestamp::parse_rfc3339(d["next_retry_at"].as_str().expect("next")).expect("next");
+    let tried =
+        postagent_core::Timestamp::parse_rfc3339(first["created_at"].as_str().expect("t")).expect("t");
+    let next =
+        postagent_core::Timestamp::parse_rfc3339(d["next_retry_at"].as_str().expect("next")).expect("next");
     let wait = (next.as_micros() - tried.as_micros()) / 1000;
     // Retry-After 4 s beats the 1 s schedule and the 2 s throttle minimum (capped at 5 s).
     assert!((3_900..=4_100).contains(&wait), "waited {wait} ms after Retry-After: 4");
     let d = settled(app, &hook, "delivered", 3).await;
     let log = d["attempt_log"].as_array().expect("log");
-    let t = |i: usize| postagent_core::Timestamp::parse_rfc3339(log[i]["created_at"].as_str().expect("t")).expect("t");
+    let t = |i: usize| {
+        postagent_core::Timestamp::parse_rfc3339(log[i]["created_at"].as_str().expect("t")).expect("t")
+    };
     let second_gap = (t(2).as_micros() - t(1).as_micros()) / 1000;
-    assert!(second_gap >= 1_900, "a 429 without Retry-After waits the throttle minimum (2 s), waited {second_gap} ms");
+    assert!(
+        second_gap >= 1_900,
+        "a 429 without Retry-After waits the throttle minimum (2 s), waited {second_gap} ms"
+    );
 }
 
 async fn gone_disables_the_webhook(app: &TestApp) {
@@ -164,7 +185,9 @@ async fn gone_disables_the_webhook(app: &TestApp) {
     assert!(w.body["auto_disabled_at"].is_string());
     // Disabled: no new deliveries; re-enabling right away is the cooldown.
     app.deliver(AGENT, &mail("after gone"), true).await;
-    let again = app.call(Method::PATCH, &format!("/v1/webhooks/{hook}"), Some(&app.key), Some(json!({"enabled": true}))).await;
+    let again = app
+        .call(Method::PATCH, &format!("/v1/webhooks/{hook}"), Some(&app.key), Some(json!({"enabled": true})))
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
     assert_eq!(again.code(), "webhook_cooldown");
     let test = app.post(&format!("/v1/webhooks/{hook}/test"), json!({})).await;
@@ -196,7 +219,10 @@ async fn a_hanging_receiver_times_out(app: &TestApp) {
     let first = &d["attempt_log"][0];
     assert!(first["status_code"].is_null());
     assert!(first["error"].as_str().is_some_and(|e| e.contains("no answer")), "{d}");
-    assert!(first["duration_ms"].as_i64().is_some_and(|ms| (1_900..6_000).contains(&ms)), "timeout is 2 s: {first}");
+    assert!(
+        first["duration_ms"].as_i64().is_some_and(|ms| (1_900..6_000).contains(&ms)),
+        "timeout is 2 s: {first}"
+    );
 }
 
 async fn rotation_signs_with_both_secrets(app: &TestApp) {
@@ -207,8 +233,9 @@ async fn rotation_signs_with_both_secrets(app: &TestApp) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let new = r.body["signing_secret"].as_str().expect("secret").to_owned();
     assert_ne!(new, old);
-    let until_t = postagent_core::Timestamp::parse_rfc3339(r.body["previous_secret_expires_at"].as_str().expect("t"))
-        .expect("t");
+    let until_t =
+        postagent_core::Timestamp::parse_rfc3339(r.body["previous_secret_expires_at"].as_str().expect("t"))
+            .expect("t");
     let hours = (until_t.as_micros() - postagent_core::Timestamp::now().as_micros()) / 3_600_000_000;
     assert!((23..=24).contains(&hours), "24 h grace, got {hours} h");
     app.deliver(AGENT, &mail("rotated"), true).await;
@@ -223,12 +250,15 @@ async fn filters_and_test_deliveries(app: &TestApp) {
     let other = app.post("/v1/agents", json!({"email": "other@agents.test"})).await;
     assert_eq!(other.status, StatusCode::CREATED);
     let rx = Receiver::start().await.expect("receiver");
-    let (only_other, _) = subscribe(app, &rx.url("/other"), json!({"filters": {"agent_emails": ["other@agents.test"]}})).await;
+    let (only_other, _) =
+        subscribe(app, &rx.url("/other"), json!({"filters": {"agent_emails": ["other@agents.test"]}})).await;
     let (sent_only, _) = subscribe(app, &rx.url("/sent"), json!({"events": ["email.sent"]})).await;
     let id = app.deliver(AGENT, &mail("filtered"), true).await;
     let events = app.get(&format!("/v1/events?message_id={id}")).await;
     assert_eq!(events.body["items"][0]["status"], "no_match", "{}", events.body);
-    let t = app.post(&format!("/v1/webhooks/{sent_only}/test"), json!({"type": "email.sent", "data": {"hello": 1}})).await;
+    let t = app
+        .post(&format!("/v1/webhooks/{sent_only}/test"), json!({"type": "email.sent", "data": {"hello": 1}}))
+        .await;
     assert_eq!(t.status, StatusCode::OK, "{}", t.body);
     let hits = rx.wait_hits(1, WAIT).await;
     assert_eq!(hits.len(), 1, "only the test delivery: {hits:?}");
@@ -244,8 +274,14 @@ async fn filters_and_test_deliveries(app: &TestApp) {
     for (body, code) in [
         (json!({"url": rx.url("/x"), "events": ["email.nope"]}), "invalid_event_type"),
         (json!({"url": rx.url("/x"), "events": []}), "invalid_event_type"),
-        (json!({"url": rx.url("/x"), "events": ["email.sent"], "filters": {"agent_emails": ["nobody@agents.test"]}}), "invalid_filter"),
-        (json!({"url": rx.url("/x"), "events": ["email.sent"], "filters": {"labels": ["Bad Label"]}}), "invalid_filter"),
+        (
+            json!({"url": rx.url("/x"), "events": ["email.sent"], "filters": {"agent_emails": ["nobody@agents.test"]}}),
+            "invalid_filter",
+        ),
+        (
+            json!({"url": rx.url("/x"), "events": ["email.sent"], "filters": {"labels": ["Bad Label"]}}),
+            "invalid_filter",
+        ),
     ] {
         let r = app.post("/v1/webhooks", body).await;
         assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, code), "{}", r.body);
@@ -286,7 +322,12 @@ async fn events_log_and_redelivery(app: &TestApp) {
     let all = app.post(&format!("/v1/events/{event_id}/redeliver"), json!({})).await;
     assert_eq!(all.status, StatusCode::ACCEPTED);
     assert_eq!(all.body["status"], "scheduled");
-    let ids: Vec<&str> = all.body["deliveries"].as_array().expect("d").iter().filter_map(|d| d["webhook_id"].as_str()).collect();
+    let ids: Vec<&str> = all.body["deliveries"]
+        .as_array()
+        .expect("d")
+        .iter()
+        .filter_map(|d| d["webhook_id"].as_str())
+        .collect();
     assert!(ids.contains(&a.as_str()) && ids.contains(&b.as_str()), "{}", all.body);
     // A webhook that never matched the event, and unknown ids.
     let rx2 = Receiver::start().await.expect("receiver");
@@ -322,9 +363,13 @@ async fn subscription_lifecycle(app: &TestApp) {
     assert_eq!(patched.body["enabled"], false);
     assert_eq!(patched.body["events"], json!(["email.received", "email.sent"]));
     app.deliver(AGENT, &mail("while paused"), true).await;
-    let on = app.call(Method::PATCH, &format!("/v1/webhooks/{hook}"), Some(&app.key), Some(json!({"enabled": true}))).await;
+    let on = app
+        .call(Method::PATCH, &format!("/v1/webhooks/{hook}"), Some(&app.key), Some(json!({"enabled": true})))
+        .await;
     assert_eq!(on.body["enabled"], true, "a manual disable has no cooldown");
-    let unknown = app.call(Method::PATCH, &format!("/v1/webhooks/{hook}"), Some(&app.key), Some(json!({"secret": "x"}))).await;
+    let unknown = app
+        .call(Method::PATCH, &format!("/v1/webhooks/{hook}"), Some(&app.key), Some(json!({"secret": "x"})))
+        .await;
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
     let no_confirm = app.delete(&format!("/v1/webhooks/{hook}")).await;
     assert_eq!(no_confirm.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -403,14 +448,26 @@ async fn ssrf_guard_at_registration() {
     );
     for url in &refused {
         let r = app.post("/v1/webhooks", json!({"url": url, "events": ["email.received"]})).await;
-        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_webhook_url"), "{url}: {}", r.body);
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "invalid_webhook_url"),
+            "{url}: {}",
+            r.body
+        );
     }
-    let ok = app.post("/v1/webhooks", json!({"url": "https://public.hooks.test/hook", "events": ["email.received"]})).await;
+    let ok = app
+        .post("/v1/webhooks", json!({"url": "https://public.hooks.test/hook", "events": ["email.received"]}))
+        .await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
     // A PATCH goes through the same guard.
     let id = ok.body["id"].as_str().expect("id");
     let p = app
-        .call(Method::PATCH, &format!("/v1/webhooks/{id}"), Some(&app.key), Some(json!({"url": "https://metadata.hooks.test/"})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/webhooks/{id}"),
+            Some(&app.key),
+            Some(json!({"url": "https://metadata.hooks.test/"})),
+        )
         .await;
     assert_eq!(p.code(), "invalid_webhook_url");
 }
@@ -421,7 +478,9 @@ async fn dns_rebinding_is_refused_at_connect_time() {
     setup(&app).await;
     // Public when registered...
     app.dns.add_a("rebind.hooks.test", "93.184.216.34".parse().expect("ip"));
-    let r = app.post("/v1/webhooks", json!({"url": "https://rebind.hooks.test/hook", "events": ["email.received"]})).await;
+    let r = app
+        .post("/v1/webhooks", json!({"url": "https://rebind.hooks.test/hook", "events": ["email.received"]}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let hook = r.body["id"].as_str().expect("id").to_owned();
     // ...loopback when the worker connects.
@@ -439,11 +498,13 @@ async fn development_mode_still_refuses_internal_ranges() {
     let app = spawn_app(Db::Sqlite).await.expect("app");
     setup(&app).await;
     app.dns.add_a("internal.hooks.test", "10.9.9.9".parse().expect("ip"));
-    for url in ["http://internal.hooks.test/", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/"] {
+    for url in ["http://internal.hooks.test/", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/"]
+    {
         let r = app.post("/v1/webhooks", json!({"url": url, "events": ["email.received"]})).await;
         assert_eq!(r.code(), "invalid_webhook_url", "{url}");
     }
-    let ok = app.post("/v1/webhooks", json!({"url": "http://localhost:9/x", "events": ["email.received"]})).await;
+    let ok =
+        app.post("/v1/webhooks", json!({"url": "http://localhost:9/x", "events": ["email.received"]})).await;
     assert_eq!(ok.status, StatusCode::CREATED, "development mode allows loopback receivers: {}", ok.body);
 }
 

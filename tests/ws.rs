@@ -36,7 +36,11 @@ async fn connect(app: &TestApp, agent: &str, key: &str) -> Result<Socket, tungst
 /// The next text frame as JSON (pings are answered by the client library while reading).
 async fn next_event(ws: &mut Socket) -> Value {
     loop {
-        let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("a frame in time").expect("open").expect("frame");
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
         match frame {
             Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json frame"),
             Message::Close(c) => panic!("closed: {c:?}"),
@@ -73,7 +77,9 @@ async fn refusals_are_json_before_the_upgrade(app: &TestApp) {
     let intruder = app.other_account().await;
     let hidden = app.call(Method::GET, &path, Some(&intruder), None).await;
     assert_eq!((hidden.status, hidden.code()), (StatusCode::NOT_FOUND, "not_found"));
-    let unknown = app.call(Method::GET, &format!("/v1/agents/{}/ws", enc("ghost@agents.test")), Some(&app.key), None).await;
+    let unknown = app
+        .call(Method::GET, &format!("/v1/agents/{}/ws", enc("ghost@agents.test")), Some(&app.key), None)
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     app.post("/v1/agents", json!({"email": "other@agents.test"})).await;
     let other_key = app.agent_key("other@agents.test").await;
@@ -82,7 +88,9 @@ async fn refusals_are_json_before_the_upgrade(app: &TestApp) {
     let plain = app.call(Method::GET, &path, Some(&app.key), None).await;
     assert_eq!(plain.status, StatusCode::UPGRADE_REQUIRED, "authorized, but not a WebSocket handshake");
     // And through a real WebSocket client, the handshake fails with those statuses.
-    match connect(app, AGENT, "e2a_acct_0000000000000000000000000000000000000000000000000000000000000000").await {
+    match connect(app, AGENT, "e2a_acct_0000000000000000000000000000000000000000000000000000000000000000")
+        .await
+    {
         Err(tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
         other => panic!("expected a 401 handshake, got {other:?}"),
     }
@@ -123,14 +131,11 @@ async fn drain_then_live(app: &TestApp) {
     // A reconnect drains whatever is still unread again (dedupe by id).
     drop(ws);
     let mut again = connect(app, AGENT, &app.key).await.expect("reconnect");
-    let ids: HashSet<String> = [
-        next_event(&mut again).await,
-        next_event(&mut again).await,
-        next_event(&mut again).await,
-    ]
-    .iter()
-    .map(|e| e["data"]["message_id"].as_str().expect("id").to_owned())
-    .collect();
+    let ids: HashSet<String> =
+        [next_event(&mut again).await, next_event(&mut again).await, next_event(&mut again).await]
+            .iter()
+            .map(|e| e["data"]["message_id"].as_str().expect("id").to_owned())
+            .collect();
     assert_eq!(ids, HashSet::from([first, third, live]));
 }
 
@@ -218,7 +223,12 @@ async fn two_workers_deliver_each_event_once_per_subscription() {
     }
     let mut seen = HashSet::new();
     for h in rx.hits() {
-        assert!(seen.insert((h.path.clone(), h.header("webhook-id").to_owned())), "sent twice: {} {}", h.path, h.header("webhook-id"));
+        assert!(
+            seen.insert((h.path.clone(), h.header("webhook-id").to_owned())),
+            "sent twice: {} {}",
+            h.path,
+            h.header("webhook-id")
+        );
     }
     assert_eq!(seen.len(), 40, "each of 20 events to each of 2 webhooks, exactly once");
     assert_eq!(ids.len(), 20);

@@ -129,8 +129,12 @@ where
         }
         Err(e) => Err(e),
     };
-    // Finished rows stay; anything else (an error, a failed finish) releases the key.
-    guard.armed = result.is_err();
+    // Finished rows stay; anything else (an error, a failed finish) releases the key, before
+    // the error is answered, so a client retrying at once is not told the key is in flight.
+    if result.is_err() && state.store.idempotency_release(account, &key).await.is_ok() {
+        guard.armed = false;
+    }
+    guard.armed &= result.is_err();
     drop(guard);
     result
 }

@@ -12,7 +12,9 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::routes::normalize;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::ws::{
+    CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -38,6 +40,7 @@ enum Push {
 
 struct Slot {
     conn_id: String,
+    opened_at: i64,
     tx: mpsc::Sender<Push>,
 }
 
@@ -56,7 +59,8 @@ impl Hub {
     /// A hub listening to `store`'s bus (the listening task ends with the runtime).
     pub fn start(store: Arc<dyn Store>, ping_every: Duration) -> Self {
         let (stopping, _) = watch::channel(false);
-        let hub = Hub(Arc::new(HubInner { sockets: Mutex::new(HashMap::new()), store, ping_every, stopping }));
+        let hub =
+            Hub(Arc::new(HubInner { sockets: Mutex::new(HashMap::new()), store, ping_every, stopping }));
         let feeder = hub.clone();
         tokio::spawn(async move { feeder.feed().await });
         hub
@@ -83,7 +87,10 @@ impl Hub {
             let msg = match bus.recv().await {
                 Ok(m) => m,
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "ws hub: fell behind the bus; those messages reach sockets on reconnect");
+                    tracing::warn!(
+                        missed = n,
+                        "ws hub: fell behind the bus; those messages reach sockets on reconnect"
+                    );
                     continue;
                 }
                 Err(RecvError::Closed) => return,
@@ -110,10 +117,12 @@ impl Hub {
                         let _ = tx.try_send(Push::Close(1011, "client too slow"));
                     }
                 }
-                BusMessage::WsClaimed { agent_email, conn_id } => {
-                    // Another replica opened a newer socket for this agent.
+                BusMessage::WsClaimed { agent_email, conn_id, opened_at } => {
+                    // Another replica opened a socket for this agent: ours goes if it is older.
                     let mut sockets = self.lock();
-                    if sockets.get(agent_email).is_some_and(|s| s.conn_id != *conn_id)
+                    if sockets
+                        .get(agent_email)
+                        .is_some_and(|s| s.conn_id != *conn_id && s.opened_at <= *opened_at)
                         && let Some(old) = sockets.remove(agent_email)
                     {
                         let _ = old.tx.try_send(Push::Close(4000, "replaced"));
@@ -124,14 +133,15 @@ impl Hub {
         }
     }
 
-    fn register(&self, agent: &str) -> (String, mpsc::Receiver<Push>) {
+    fn register(&self, agent: &str) -> (String, i64, mpsc::Receiver<Push>) {
         let conn_id = postagent_core::ids::mint("", 8);
+        let opened_at = postagent_core::time::Timestamp::now().as_micros();
         let (tx, rx) = mpsc::channel(QUEUE);
-        let old = self.lock().insert(agent.to_owned(), Slot { conn_id: conn_id.clone(), tx });
+        let old = self.lock().insert(agent.to_owned(), Slot { conn_id: conn_id.clone(), opened_at, tx });
         if let Some(old) = old {
             let _ = old.tx.try_send(Push::Close(4000, "replaced"));
         }
-        (conn_id, rx)
+        (conn_id, opened_at, rx)
     }
 
     fn unregister(&self, agent: &str, conn_id: &str) {
@@ -158,7 +168,11 @@ pub async fn handler(
         .ok_or_else(|| ApiError::not_found("agent"))?;
     who.require_agent(&agent.email)?;
     let upgrade = upgrade.map_err(|e| {
-        ApiError::new(StatusCode::UPGRADE_REQUIRED, "invalid_request", format!("this endpoint is a WebSocket: {e}"))
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "invalid_request",
+            format!("this endpoint is a WebSocket: {e}"),
+        )
     })?;
     let hub = state.hub.clone();
     Ok(upgrade
@@ -170,8 +184,16 @@ pub async fn handler(
 }
 
 async fn serve(hub: Hub, agent: String, mut socket: WebSocket) {
-    let (conn_id, mut rx) = hub.register(&agent);
-    if let Err(e) = hub.0.store.broadcast(BusMessage::WsClaimed { agent_email: agent.clone(), conn_id: conn_id.clone() }).await
+    let (conn_id, opened_at, mut rx) = hub.register(&agent);
+    if let Err(e) = hub
+        .0
+        .store
+        .tell_replicas(BusMessage::WsClaimed {
+            agent_email: agent.clone(),
+            conn_id: conn_id.clone(),
+            opened_at,
+        })
+        .await
     {
         tracing::warn!(agent = %agent, error = %e, "ws: cannot tell other replicas about this socket");
     }

@@ -50,6 +50,10 @@ pub enum BusMessage {
         agent_email: String,
         #[serde(rename = "c")]
         conn_id: String,
+        /// When it was opened (unix microseconds): only older sockets give way, so a
+        /// notification that arrives late never closes a newer socket.
+        #[serde(rename = "at", default)]
+        opened_at: i64,
     },
 }
 

@@ -305,7 +305,8 @@ impl Config {
             "webhook_retry_schedule" => self.webhook_retry_schedule = v,
             "webhook_timeout" => self.webhook_timeout = v,
             "webhook_concurrency" => {
-                self.webhook_concurrency = v.parse().map_err(|_| bad(key, format!("{v:?} is not a number")))?;
+                self.webhook_concurrency =
+                    v.parse().map_err(|_| bad(key, format!("{v:?} is not a number")))?;
             }
             "webhook_throttle_delay" => self.webhook_throttle_delay = v,
             "webhook_retry_after_max" => self.webhook_retry_after_max = v,
@@ -393,7 +394,10 @@ impl Config {
         if parse_schedule(&self.webhook_retry_schedule).is_none() {
             return Err(bad(
                 "webhook_retry_schedule",
-                format!("{:?} is not a comma-separated list of durations (e.g. 1m,5m,1h)", self.webhook_retry_schedule),
+                format!(
+                    "{:?} is not a comma-separated list of durations (e.g. 1m,5m,1h)",
+                    self.webhook_retry_schedule
+                ),
             ));
         }
         if self.webhook_concurrency == 0 {
@@ -459,7 +463,8 @@ impl Config {
     pub fn webhooks(&self) -> WebhookSettings {
         let d = |v: &str, fallback: u64| parse_duration(v).unwrap_or(Duration::from_secs(fallback));
         WebhookSettings {
-            mode: crate::ssrf::WebhookMode::parse(&self.webhook_mode).unwrap_or(crate::ssrf::WebhookMode::Production),
+            mode: crate::ssrf::WebhookMode::parse(&self.webhook_mode)
+                .unwrap_or(crate::ssrf::WebhookMode::Production),
             schedule: parse_schedule(&self.webhook_retry_schedule).unwrap_or_default(),
             timeout: d(&self.webhook_timeout, 15),
             concurrency: self.webhook_concurrency.max(1) as usize,

@@ -130,7 +130,7 @@ pub fn check_url(raw: &str, mode: WebhookMode) -> Result<Target, Refused> {
     }
     let literal = match url.host() {
         None => return Err(Refused::NoHost),
-        Some(url::Host::Domain(d)) if d.is_empty() => return Err(Refused::NoHost),
+        Some(url::Host::Domain("")) => return Err(Refused::NoHost),
         Some(url::Host::Domain(_)) => None,
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -212,7 +212,8 @@ mod tests {
         ] {
             assert_eq!(classify(ip(addr), Prod), Some(class), "{addr}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"]
+        for public in
+            ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"]
         {
             assert_eq!(classify(ip(public), Prod), None, "{public}");
         }

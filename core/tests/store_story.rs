@@ -423,7 +423,10 @@ async fn idempotency(s: &dyn Store, a: &AccountId) {
         0,
         "kept 24 h"
     );
-    assert_eq!(postagent_core::janitor::sweep(s, later.plus_secs(day + 1), Default::default()).await.expect("sweep"), 3);
+    assert_eq!(
+        postagent_core::janitor::sweep(s, later.plus_secs(day + 1), Default::default()).await.expect("sweep"),
+        3
+    );
     assert_eq!(
         s.idempotency_begin(a, "k1", "fp9", now, stale).await.expect("begin"),
         IdempotencyBegin::Started

@@ -40,4 +40,3 @@ pub fn venv(tag: &str, specs: &[&str]) -> Option<PathBuf> {
     std::fs::write(&marker, &spec).expect("marker");
     Some(dir)
 }
-

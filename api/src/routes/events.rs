@@ -33,7 +33,11 @@ async fn event_view(state: &AppState, e: &StoredEvent) -> Result<Value, ApiError
         },
     });
     if let Some(obj) = v.as_object_mut() {
-        for (k, val) in [("agent_email", &e.agent_email), ("conversation_id", &e.conversation_id), ("message_id", &e.message_id)] {
+        for (k, val) in [
+            ("agent_email", &e.agent_email),
+            ("conversation_id", &e.conversation_id),
+            ("message_id", &e.message_id),
+        ] {
             if let Some(val) = val {
                 obj.insert(k.into(), json!(val));
             }
@@ -45,7 +49,10 @@ async fn event_view(state: &AppState, e: &StoredEvent) -> Result<Value, ApiError
 fn time_param(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
     q.get(name)
         .filter(|v| !v.is_empty())
-        .map(|v| Timestamp::parse_rfc3339(v).ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time")))
+        .map(|v| {
+            Timestamp::parse_rfc3339(v)
+                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
+        })
         .transpose()
 }
 
@@ -76,8 +83,10 @@ pub async fn list(
     );
     let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
     let rows = state.store.list_events(&who.account_id, &filter, page.after.as_ref(), limit).await?;
-    let (rows, next_cursor) =
-        cursor::finish_page(&state.secret, &pin, rows, limit, |e| After { created_at: e.created_at, key: e.id.clone() });
+    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |e| After {
+        created_at: e.created_at,
+        key: e.id.clone(),
+    });
     let mut items = Vec::with_capacity(rows.len());
     for e in &rows {
         items.push(event_view(&state, e).await?);
@@ -87,7 +96,8 @@ pub async fn list(
 
 /// The account's event, or 404; 410 once it is past retention.
 async fn live_event(state: &AppState, who: &AccountScope, id: &str) -> Result<StoredEvent, ApiError> {
-    let e = state.store.get_event(&who.0.account_id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let e =
+        state.store.get_event(&who.0.account_id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
     let keep = i64::try_from(state.webhooks.events_retention.as_secs()).unwrap_or(i64::MAX / 2);
     if e.created_at < Timestamp::now().plus_secs(-keep) {
         return Err(ApiError::new(StatusCode::GONE, "gone", "the event is past the event log's retention"));
@@ -138,9 +148,10 @@ pub async fn redeliver(
         .redeliver(account, &e.id, req.webhook_id.as_deref(), now, now.plus_secs(-REDELIVER_DEDUPE_SECS))
         .await
         .map_err(|err| match err {
-            StoreError::Precondition("webhook_never_matched") => {
-                ApiError::conflict("conflict", "this webhook never received the event, so it cannot be redelivered")
-            }
+            StoreError::Precondition("webhook_never_matched") => ApiError::conflict(
+                "conflict",
+                "this webhook never received the event, so it cannot be redelivered",
+            ),
             StoreError::NotFound => ApiError::not_found("event"),
             err => err.into(),
         })?;
@@ -149,7 +160,9 @@ pub async fn redeliver(
         return match results.into_iter().next() {
             Some(Redelivery::Scheduled { webhook_id, delivery_id }) => Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"event_id": e.id, "webhook_id": webhook_id, "delivery_id": delivery_id, "status": "pending"})),
+                Json(
+                    json!({"event_id": e.id, "webhook_id": webhook_id, "delivery_id": delivery_id, "status": "pending"}),
+                ),
             )),
             Some(Redelivery::Skipped { reason, .. }) => Err(ApiError::conflict("webhook_disabled", reason)),
             None => Err(ApiError::internal()),
@@ -166,5 +179,8 @@ pub async fn redeliver(
             }
         })
         .collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({"event_id": e.id, "status": "scheduled", "deliveries": deliveries}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"event_id": e.id, "status": "scheduled", "deliveries": deliveries})),
+    ))
 }

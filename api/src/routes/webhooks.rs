@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use postagent_core::ids::AccountId;
 use postagent_core::ssrf;
-use postagent_core::store::{After, Delivery, NewEvent, NewWebhook, StoreError, Webhook, WebhookFilters, WebhookPatch};
+use postagent_core::store::{
+    After, Delivery, NewEvent, NewWebhook, StoreError, Webhook, WebhookFilters, WebhookPatch,
+};
 use postagent_core::time::Timestamp;
 use postagent_core::webhook_sig;
 use serde::Deserialize;
@@ -181,9 +183,14 @@ fn check_events(events: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
-async fn check_filters(state: &AppState, account: &AccountId, f: FiltersRequest) -> Result<WebhookFilters, ApiError> {
+async fn check_filters(
+    state: &AppState,
+    account: &AccountId,
+    f: FiltersRequest,
+) -> Result<WebhookFilters, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_filter", m);
-    for (name, list) in [("agent_emails", &f.agent_emails), ("conversation_ids", &f.conversation_ids), ("labels", &f.labels)]
+    for (name, list) in
+        [("agent_emails", &f.agent_emails), ("conversation_ids", &f.conversation_ids), ("labels", &f.labels)]
     {
         if list.len() > MAX_FILTER_VALUES {
             return Err(bad(format!("filters.{name} takes at most {MAX_FILTER_VALUES} values")));
@@ -197,7 +204,8 @@ async fn check_filters(state: &AppState, account: &AccountId, f: FiltersRequest)
         return Err(bad(format!("filters.conversation_ids: {c:?} may only hold letters, digits, _ and -")));
     }
     let label_ok = |l: &str| {
-        l.len() <= 64 && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_-".contains(&b))
+        l.len() <= 64
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_-".contains(&b))
     };
     if let Some(l) = f.labels.iter().find(|l| !label_ok(l)) {
         return Err(bad(format!("filters.labels: {l:?} must be at most 64 of a-z 0-9 : _ -")));
@@ -216,7 +224,8 @@ async fn check_filters(state: &AppState, account: &AccountId, f: FiltersRequest)
 /// The SSRF guard at registration: the URL's shape, then every address its host resolves to.
 async fn check_target(state: &AppState, url: &str) -> Result<String, ApiError> {
     let mode = state.webhooks.mode;
-    let invalid = |e: ssrf::Refused| ApiError::bad_request("invalid_webhook_url", format!("webhook URL refused: {e}"));
+    let invalid =
+        |e: ssrf::Refused| ApiError::bad_request("invalid_webhook_url", format!("webhook URL refused: {e}"));
     let target = ssrf::check_url(url.trim(), mode).map_err(invalid)?;
     if let Some(host) = &target.host {
         state.resolver.webhook_addresses(host, mode).await.map_err(invalid)?;
@@ -225,7 +234,8 @@ async fn check_target(state: &AppState, url: &str) -> Result<String, ApiError> {
 }
 
 fn webhook_id(id: &str) -> Result<&str, ApiError> {
-    let ok = id.strip_prefix("wh_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let ok =
+        id.strip_prefix("wh_").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
     if ok { Ok(id) } else { Err(ApiError::not_found("webhook")) }
 }
 
@@ -280,8 +290,10 @@ pub async fn list(
     let limit = q.limit()?;
     let page = cursor::page_query(&state.secret, "webhooks", q.get("cursor"), limit)?;
     let rows = state.store.list_webhooks(&who.account_id, &page).await?;
-    let (rows, next_cursor) =
-        cursor::finish_page(&state.secret, "webhooks", rows, limit, |w| After { created_at: w.created_at, key: w.id.clone() });
+    let (rows, next_cursor) = cursor::finish_page(&state.secret, "webhooks", rows, limit, |w| After {
+        created_at: w.created_at,
+        key: w.id.clone(),
+    });
     Ok(Json(Page { items: rows.iter().map(webhook_view).collect(), next_cursor }))
 }
 
@@ -413,7 +425,8 @@ pub async fn test(
     let now = Timestamp::now();
     let event_id = postagent_core::ids::mint("evt_", 16);
     let data = req.data.map(Value::Object).unwrap_or_else(|| json!({"test": true}));
-    let envelope = json!({"type": kind, "id": event_id, "schema_version": "1", "created_at": now, "data": data});
+    let envelope =
+        json!({"type": kind, "id": event_id, "schema_version": "1", "created_at": now, "data": data});
     let deliveries = state
         .store
         .emit_event(NewEvent {
@@ -452,8 +465,10 @@ pub async fn deliveries(
     let pin = format!("deliveries:{}:{}", hook.id, status.unwrap_or(""));
     let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
     let rows = state.store.list_deliveries(&who.account_id, &hook.id, status, &page).await?;
-    let (rows, next_cursor) =
-        cursor::finish_page(&state.secret, &pin, rows, limit, |d| After { created_at: d.created_at, key: d.id.clone() });
+    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |d| After {
+        created_at: d.created_at,
+        key: d.id.clone(),
+    });
     Ok(Json(Page { items: rows.iter().map(delivery_view).collect(), next_cursor }))
 }
 

@@ -5,8 +5,8 @@
 
 use super::sql::{Backend, ts};
 use super::{
-    DeliveryCounts, EventFilter, EventStore, NewEvent, Redelivery, SqlStore, StoreError, StoreResult, StoredEvent,
-    WebhookFilters,
+    DeliveryCounts, EventFilter, EventStore, NewEvent, Redelivery, SqlStore, StoreError, StoreResult,
+    StoredEvent, WebhookFilters,
 };
 use crate::bus::BusMessage;
 use crate::ids::AccountId;
@@ -82,7 +82,9 @@ pub(super) async fn insert_event(
     .await?;
     let mut deliveries = Vec::with_capacity(matched.len());
     for webhook_id in &matched {
-        deliveries.push(schedule_delivery(conn, webhook_id, &event.id, &event.kind, false, event.created_at).await?);
+        deliveries.push(
+            schedule_delivery(conn, webhook_id, &event.id, &event.kind, false, event.created_at).await?,
+        );
     }
     let msg = BusMessage::Event {
         event_id: event.id.clone(),
@@ -147,7 +149,11 @@ fn event(row: &AnyRow) -> StoreResult<StoredEvent> {
 impl SqlStore {
     /// On PostgreSQL, queues `msg` for the other replicas; it is sent when `conn`'s
     /// transaction commits. Nothing to do on SQLite, whose writers share one process.
-    pub(super) async fn notify_in_tx(&self, conn: &mut sqlx::AnyConnection, msg: &BusMessage) -> StoreResult<()> {
+    pub(super) async fn notify_in_tx(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        msg: &BusMessage,
+    ) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::bus::CHANNEL)
@@ -165,7 +171,7 @@ impl EventStore for SqlStore {
         &self.bus
     }
 
-    async fn broadcast(&self, msg: BusMessage) -> StoreResult<()> {
+    async fn tell_replicas(&self, msg: BusMessage) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(crate::bus::CHANNEL)
@@ -173,7 +179,6 @@ impl EventStore for SqlStore {
                 .execute(&self.pool)
                 .await?;
         }
-        self.bus.publish(msg);
         Ok(())
     }
 
@@ -193,7 +198,8 @@ impl EventStore for SqlStore {
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>> {
         // Forward in time: the log is read like a feed, resuming after the last event seen.
-        let (at, key) = after.map_or((i64::MIN, String::new()), |a| (a.created_at.as_micros(), a.key.clone()));
+        let (at, key) =
+            after.map_or((i64::MIN, String::new()), |a| (a.created_at.as_micros(), a.key.clone()));
         let sql = format!(
             "SELECT {EVENT_COLS} FROM events
              WHERE account_id = $1 AND internal = 0 AND (created_at > $2 OR (created_at = $2 AND id > $3))

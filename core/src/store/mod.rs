@@ -19,8 +19,8 @@ mod models;
 mod sql;
 mod webhooks;
 
-pub use models::*;
 pub use events::WEBHOOK_JOB;
+pub use models::*;
 pub use sql::{Backend, SqlStore};
 pub use webhooks::MAX_WEBHOOKS;
 
@@ -271,8 +271,9 @@ pub trait MessageStore: Send + Sync {
 pub trait EventStore: Send + Sync {
     /// This process's bus, told of every event this store commits.
     fn bus(&self) -> &crate::bus::EventBus;
-    /// Tells this process and, on PostgreSQL, every replica.
-    async fn broadcast(&self, msg: crate::bus::BusMessage) -> StoreResult<()>;
+    /// Tells the other replicas (PostgreSQL NOTIFY), not this process: the caller has
+    /// already acted locally, and hearing its own message late would undo newer local state.
+    async fn tell_replicas(&self, msg: crate::bus::BusMessage) -> StoreResult<()>;
     /// Stores an event on its own (test deliveries, events not tied to another change) with
     /// its deliveries, then tells the bus. Returns the ids of the deliveries it scheduled.
     async fn emit_event(&self, event: NewEvent) -> StoreResult<Vec<String>>;
@@ -360,9 +361,21 @@ pub trait WebhookStore: Send + Sync {
         record: AttemptRecord,
     ) -> StoreResult<bool>;
     /// Moves the job to `until` without counting a try (the webhook is disabled).
-    async fn postpone_delivery(&self, job_id: i64, worker: &str, until: Timestamp, reason: &str) -> StoreResult<()>;
+    async fn postpone_delivery(
+        &self,
+        job_id: i64,
+        worker: &str,
+        until: Timestamp,
+        reason: &str,
+    ) -> StoreResult<()>;
     /// Gives up on a delivery without a try (its webhook was deleted).
-    async fn fail_delivery(&self, job_id: i64, delivery_id: &str, reason: &str, now: Timestamp) -> StoreResult<()>;
+    async fn fail_delivery(
+        &self,
+        job_id: i64,
+        delivery_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// Clears rotation secrets past their grace and deletes finished deliveries created
     /// before `deliveries_before`.
     async fn sweep_webhooks(&self, now: Timestamp, deliveries_before: Timestamp) -> StoreResult<u64>;

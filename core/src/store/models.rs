@@ -265,8 +265,15 @@ pub struct WebhookFilters {
 
 impl WebhookFilters {
     /// Whether an event with these attributes passes.
-    pub fn matches(&self, agent_email: Option<&str>, conversation_id: Option<&str>, labels: &[String]) -> bool {
-        let one = |list: &[String], v: Option<&str>| list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v));
+    pub fn matches(
+        &self,
+        agent_email: Option<&str>,
+        conversation_id: Option<&str>,
+        labels: &[String],
+    ) -> bool {
+        let one = |list: &[String], v: Option<&str>| {
+            list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+        };
         one(&self.agent_emails, agent_email)
             && one(&self.conversation_ids, conversation_id)
             && (self.labels.is_empty() || self.labels.iter().any(|l| labels.contains(l)))

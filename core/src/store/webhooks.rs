@@ -5,8 +5,8 @@
 use super::events::{WEBHOOK_JOB, json_vec};
 use super::sql::{flag, opt_ts, ts};
 use super::{
-    AttemptNext, AttemptRecord, Delivery, DeliveryAttempt, DeliveryWork, NewWebhook, PageQuery, SqlStore, StoreError,
-    StoreResult, Webhook, WebhookFilters, WebhookPatch, WebhookStore,
+    AttemptNext, AttemptRecord, Delivery, DeliveryAttempt, DeliveryWork, NewWebhook, PageQuery, SqlStore,
+    StoreError, StoreResult, Webhook, WebhookFilters, WebhookPatch, WebhookStore,
 };
 use crate::ids::AccountId;
 use crate::time::Timestamp;
@@ -114,11 +114,12 @@ impl WebhookStore for SqlStore {
     }
 
     async fn get_webhook(&self, account: &AccountId, id: &str) -> StoreResult<Option<Webhook>> {
-        let row = sqlx::query(&format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE id = $1 AND account_id = $2"))
-            .bind(id)
-            .bind(account.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(&format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE id = $1 AND account_id = $2"))
+                .bind(id)
+                .bind(account.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(webhook).transpose()
     }
 
@@ -143,7 +144,8 @@ impl WebhookStore for SqlStore {
         let Some(mut w) = self.webhook_by_id(&mut tx, id).await?.filter(|w| w.account_id == *account) else {
             return Ok(None);
         };
-        if patch.enabled == Some(true) && !w.enabled && w.auto_disabled_at.is_some_and(|t| t > cooldown_since) {
+        if patch.enabled == Some(true) && !w.enabled && w.auto_disabled_at.is_some_and(|t| t > cooldown_since)
+        {
             return Err(StoreError::Precondition("webhook_cooldown"));
         }
         if let Some(url) = patch.url {
@@ -436,7 +438,13 @@ impl WebhookStore for SqlStore {
         Ok(true)
     }
 
-    async fn postpone_delivery(&self, job_id: i64, worker: &str, until: Timestamp, reason: &str) -> StoreResult<()> {
+    async fn postpone_delivery(
+        &self,
+        job_id: i64,
+        worker: &str,
+        until: Timestamp,
+        reason: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE jobs SET run_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL
@@ -460,7 +468,13 @@ impl WebhookStore for SqlStore {
         Ok(())
     }
 
-    async fn fail_delivery(&self, job_id: i64, delivery_id: &str, reason: &str, now: Timestamp) -> StoreResult<()> {
+    async fn fail_delivery(
+        &self,
+        job_id: i64,
+        delivery_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET status = 'failed', last_error = $2, updated_at = $3 WHERE id = $1",
@@ -483,12 +497,10 @@ impl WebhookStore for SqlStore {
         .bind(now.as_micros())
         .execute(&self.pool)
         .await?;
-        let old = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE created_at < $1 AND status <> 'pending'",
-        )
-        .bind(deliveries_before.as_micros())
-        .execute(&self.pool)
-        .await?;
+        let old = sqlx::query("DELETE FROM webhook_deliveries WHERE created_at < $1 AND status <> 'pending'")
+            .bind(deliveries_before.as_micros())
+            .execute(&self.pool)
+            .await?;
         Ok(secrets.rows_affected() + old.rows_affected())
     }
 }

@@ -29,7 +29,10 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let mode = self.mode;
         let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
         Box::pin(async move {
-            let ips = dns.webhook_addresses(&host, mode).await.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
+            let ips = dns
+                .webhook_addresses(&host, mode)
+                .await
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?;
             let addrs: reqwest::dns::Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
@@ -115,7 +118,8 @@ impl WebhookClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc().unix_timestamp()));
-        let location = res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location =
+            res.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
         // Only the start of the answer is kept; the rest is not read.
         let mut kept = Vec::new();
         while kept.len() < RESPONSE_KEEP_BYTES {

@@ -65,7 +65,8 @@ impl Worker {
             let mut full_batch = false;
             if free > 0 {
                 let want = u32::try_from(free).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
-                match me.store.claim_jobs(WEBHOOK_JOB, &me.id, Timestamp::now(), me.lease_secs(), want).await {
+                match me.store.claim_jobs(WEBHOOK_JOB, &me.id, Timestamp::now(), me.lease_secs(), want).await
+                {
                     Ok(jobs) => {
                         full_batch = jobs.len() == want as usize;
                         for job in jobs {
@@ -101,7 +102,9 @@ impl Worker {
         match me.store.release_jobs(&me.id).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "webhook worker: gave back unfinished deliveries"),
-            Err(e) => tracing::warn!(error = %e, "webhook worker: cannot release leases; they expire by themselves"),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook worker: cannot release leases; they expire by themselves")
+            }
         }
         tracing::info!(worker = %me.id, "webhook worker stopped");
     }
@@ -131,9 +134,16 @@ impl Worker {
         }
         let attempt = d.attempts + 1;
         let t = now.as_micros() / 1_000_000;
-        let sig = webhook_sig::sign(&hook.secret, hook.live_previous_secret(now), &d.event_id, t, work.payload.as_bytes());
+        let sig = webhook_sig::sign(
+            &hook.secret,
+            hook.live_previous_secret(now),
+            &d.event_id,
+            t,
+            work.payload.as_bytes(),
+        );
         let posted = self.client.post(&hook.url, &d.event_type, &sig, &work.payload).await;
-        let decision = retry::decide(&self.settings, attempt, &posted.answer, rand::thread_rng().gen_range(-1.0..=1.0));
+        let decision =
+            retry::decide(&self.settings, attempt, &posted.answer, rand::thread_rng().gen_range(-1.0..=1.0));
         let finished = Timestamp::now();
         let next = match &decision {
             Decision::Delivered => AttemptNext::Delivered,
@@ -207,5 +217,7 @@ fn message_id(payload: &str) -> Option<String> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "postagent".into())
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "postagent".into())
 }
