@@ -241,3 +241,41 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     .await;
     assert_eq!(delivered["items"].as_array().map(Vec::len), Some(1), "one delivery, not two");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_delivery_in_flight_finish() {
+    let Some((mut world, server)) = world().await else { return };
+    let rx = Receiver::start().await.expect("receiver");
+    rx.script(vec![Answer::Slow(Duration::from_millis(1500), 200)]);
+    let created = api(
+        &server,
+        &world.key,
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        json!({
+            "url": rx.url("/inbox"), "events": ["email.received"],
+        }),
+    )
+    .await;
+    let hook = created["id"].as_str().expect("id").to_owned();
+    send(&world, "in flight at shutdown").await;
+    rx.wait_hits(1, WAIT).await;
+    let mut server = server;
+    server.signal("-TERM");
+    let status = server.wait_exit();
+    assert!(status.success(), "graceful stop: {status}");
+    assert!(server.log().contains("finishing deliveries in flight"), "{}", server.log());
+    // The POST was answered before the process left, and recorded: no second try.
+    let server = world.serve();
+    let d = api(
+        &server,
+        &world.key,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{hook}/deliveries"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(d["items"][0]["status"], "delivered", "{d}");
+    assert_eq!(d["items"][0]["attempts"], 1);
+    assert_eq!(rx.hits().len(), 1);
+}

@@ -126,6 +126,16 @@ impl QueryParams {
         }
     }
 
+    /// An RFC 3339 date-time parameter (empty counts as absent).
+    pub fn time(&self, name: &str) -> Result<Option<postagent_core::time::Timestamp>, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) => postagent_core::time::Timestamp::parse_rfc3339(v)
+                .map(Some)
+                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time")),
+        }
+    }
+
     /// `limit`: 1–100, default 100.
     pub fn limit(&self) -> Result<u32, ApiError> {
         match self.get("limit") {

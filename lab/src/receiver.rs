@@ -35,6 +35,8 @@ pub enum Answer {
     With(u16, Vec<(String, String)>),
     /// Read the request, never answer (until the client gives up).
     Hang,
+    /// Answer with this status after a pause.
+    Slow(Duration, u16),
 }
 
 #[derive(Default)]
@@ -132,6 +134,10 @@ impl Receiver {
             let (code, extra) = match answer {
                 Answer::Status(c) => (c, Vec::new()),
                 Answer::With(c, h) => (c, h),
+                Answer::Slow(pause, c) => {
+                    tokio::time::sleep(pause).await;
+                    (c, Vec::new())
+                }
                 Answer::Hang => {
                     // Hold the connection open, silent, until the client hangs up.
                     let mut sink = [0u8; 1024];

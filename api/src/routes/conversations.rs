@@ -9,7 +9,6 @@ use crate::{AppState, cursor};
 use axum::Json;
 use axum::extract::{Path, State};
 use postagent_core::store::{After, ConversationSummary, MessageFilter, PageQuery};
-use postagent_core::time::Timestamp;
 use serde_json::{Value, json};
 
 fn view(c: &ConversationSummary) -> Value {
@@ -26,16 +25,6 @@ fn view(c: &ConversationSummary) -> Value {
     })
 }
 
-fn time_param(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    q.get(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            Timestamp::parse_rfc3339(v)
-                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
-        })
-        .transpose()
-}
-
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -43,7 +32,7 @@ pub async fn list(
     q: QueryParams,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let agent = agent_for(&state, &who, &email).await?;
-    let (since, until) = (time_param(&q, "since")?, time_param(&q, "until")?);
+    let (since, until) = (q.time("since")?, q.time("until")?);
     let pin = format!("conversations:{}:{since:?}:{until:?}", agent.email);
     let limit = q.limit()?;
     let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;

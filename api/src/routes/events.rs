@@ -46,16 +46,6 @@ async fn event_view(state: &AppState, e: &StoredEvent) -> Result<Value, ApiError
     Ok(v)
 }
 
-fn time_param(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    q.get(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            Timestamp::parse_rfc3339(v)
-                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
-        })
-        .transpose()
-}
-
 pub async fn list(
     State(state): State<AppState>,
     AccountScope(who): AccountScope,
@@ -67,8 +57,8 @@ pub async fn list(
         agent_email: text("agent_email").map(|e| e.to_ascii_lowercase()),
         conversation_id: text("conversation_id"),
         message_id: text("message_id"),
-        since: time_param(&q, "since")?,
-        until: time_param(&q, "until")?,
+        since: q.time("since")?,
+        until: q.time("until")?,
     };
     let limit = q.limit()?;
     // The filters are pinned inside the cursor: a cursor is only good for the same query.

@@ -141,15 +141,6 @@ fn one_of(q: &QueryParams, name: &str, allowed: &[&str]) -> Result<Option<String
     }
 }
 
-fn time_param(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    match q.get(name) {
-        None | Some("") => Ok(None),
-        Some(v) => Timestamp::parse_rfc3339(v)
-            .map(Some)
-            .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time")),
-    }
-}
-
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -179,8 +170,8 @@ pub async fn list(
         subject_contains: q.get("subject_contains").filter(|s| !s.is_empty()).map(str::to_owned),
         conversation_id: q.get("conversation_id").filter(|s| !s.is_empty()).map(str::to_owned),
         labels,
-        since: time_param(&q, "since")?,
-        until: time_param(&q, "until")?,
+        since: q.time("since")?,
+        until: q.time("until")?,
         trash,
         ascending: sort == "asc",
     };
