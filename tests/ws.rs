@@ -233,3 +233,32 @@ async fn two_workers_deliver_each_event_once_per_subscription() {
     assert_eq!(seen.len(), 40, "each of 20 events to each of 2 webhooks, exactly once");
     assert_eq!(ids.len(), 20);
 }
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_with_ping_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut settings = test_webhooks();
+    settings.ws_ping_interval = Duration::from_millis(200);
+    let app = spawn_app_with(Db::Sqlite, settings, None).await.expect("app");
+    setup(&app).await;
+    // A raw handshake, after which the client reads nothing and so never answers a ping.
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let request = format!(
+        "GET /v1/agents/{}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        enc(AGENT),
+        app.key
+    );
+    tcp.write_all(request.as_bytes()).await.expect("handshake");
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut received)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(received.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&received));
+    // The close frame: opcode 0x88, then the code 1001 and the reason.
+    let close = [&[0x88u8, 2 + 12, 0x03, 0xe9][..], b"ping_timeout"].concat();
+    assert!(received.windows(close.len()).any(|w| w == close.as_slice()), "no 1001 ping_timeout close frame");
+    assert!(started.elapsed() >= postagent_api::ws::PONG_DEADLINE, "closed only after the pong deadline");
+}

@@ -46,6 +46,19 @@ impl JobQueue for SqlStore {
                  ORDER BY run_at, id LIMIT $5 {skip_locked})
              RETURNING id, kind, ref_id, attempts"
         );
+        // Most polls find nothing: ask with a plain read first, so an idle worker never takes
+        // the write lock (SQLite has one writer at a time; the LMTP server needs it).
+        let due = sqlx::query(
+            "SELECT 1 AS due FROM jobs WHERE kind = $1 AND run_at <= $2
+               AND (locked_until IS NULL OR locked_until <= $2) LIMIT 1",
+        )
+        .bind(kind)
+        .bind(now.as_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&sql)
             .bind(kind)
