@@ -17,6 +17,7 @@
 //! idle, under a steady load the system keeps up with, and while a full-speed `smtp-source`
 //! run saturates it (then Postfix's queue grows, and the figure is mostly queueing).
 
+pub mod fanout;
 mod probe;
 mod report;
 
@@ -158,7 +159,7 @@ fn paced_source(postfix: &PostfixInstance, opts: &Opts) -> anyhow::Result<Child>
         .context("cannot run smtp-source")
 }
 
-async fn start_postfix(milter: Option<SocketAddr>, lmtp: SocketAddr) -> anyhow::Result<PostfixInstance> {
+pub(crate) async fn start_postfix(milter: Option<SocketAddr>, lmtp: SocketAddr) -> anyhow::Result<PostfixInstance> {
     let wiring = Wiring {
         hostname: HOSTNAME.into(),
         agent_domains: vec![AGENT_DOMAIN.into()],
@@ -211,10 +212,11 @@ fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// `postagent serve` with its milter and LMTP on loopback and SQLite in a temp dir.
-struct Postagent {
+pub(crate) struct Postagent {
     child: Child,
     milter: SocketAddr,
     lmtp: SocketAddr,
+    api: String,
     db_url: String,
     _dir: tempfile::TempDir,
 }
@@ -224,6 +226,22 @@ impl Postagent {
         let dir = tempfile::tempdir()?;
         let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
         probe::seed(&db_url, AGENT_DOMAIN, AGENT).await?;
+        Self::start_in(bin, zone, dir, db_url, &[], &[]).await
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts on an already seeded database in `dir`, with `extra` flags.
+    async fn start_in(
+        bin: &Path,
+        zone: &SampleZone,
+        dir: tempfile::TempDir,
+        db_url: String,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Postagent> {
         let milter = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let lmtp = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut child = Command::new(bin)
@@ -233,6 +251,8 @@ impl Postagent {
             .args(["--api-listen", "127.0.0.1:0", "--milter-listen", &milter.to_string()])
             .args(["--lmtp-listen", &lmtp.to_string(), "--shared-domain", AGENT_DOMAIN])
             .args(["--mail-hostname", HOSTNAME, "--dns-server", &zone.dns().addr().to_string()])
+            .args(extra)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -245,14 +265,14 @@ impl Postagent {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("API listening on") {
-                    let _ = ready_tx.send(());
+                if let Some(addr) = line.split("API listening on ").nth(1) {
+                    let _ = ready_tx.send(addr.trim().to_owned());
                 }
                 let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(30)).context("postagent serve did not start")?;
-        Ok(Postagent { child, milter, lmtp, db_url, _dir: dir })
+        let api = ready_rx.recv_timeout(Duration::from_secs(30)).context("postagent serve did not start")?;
+        Ok(Postagent { child, milter, lmtp, api: format!("http://{api}"), db_url, _dir: dir })
     }
 
     fn stop(mut self) -> anyhow::Result<()> {

@@ -56,9 +56,20 @@ fn micros_now() -> i64 {
 
 /// Sends one 1 KB probe; returns its Message-ID and the time the final dot was written.
 async fn send_probe(postfix: &PostfixInstance, n: u32, token: &str) -> anyhow::Result<(String, i64)> {
+    let (id, t0, _) = send_probe_at(postfix, n, token).await?;
+    Ok((id, t0))
+}
+
+/// [`send_probe`], also with the monotonic time the final dot was written. The subject is
+/// `probe <n> <token>`.
+pub(crate) async fn send_probe_at(
+    postfix: &PostfixInstance,
+    n: u32,
+    token: &str,
+) -> anyhow::Result<(String, i64, Instant)> {
     let local = format!("probe-{n}-{token}");
     let body = "x".repeat(76) + "\r\n";
-    let message = sample_message(crate::AGENT, &format!("probe {n}"), &local, &body.repeat(10));
+    let message = sample_message(crate::AGENT, &format!("probe {n} {token}"), &local, &body.repeat(10));
     let id = format!("{local}@{SENDER_DOMAIN}");
     let stream = TcpStream::connect(postfix.smtp_addr()).await?;
     stream.set_nodelay(true)?;
@@ -76,10 +87,10 @@ async fn send_probe(postfix: &PostfixInstance, n: u32, token: &str) -> anyhow::R
     w.write_all(message.as_bytes()).await?;
     w.write_all(b".\r\n").await?;
     w.flush().await?;
-    let t0 = micros_now();
+    let (t0, at) = (micros_now(), Instant::now());
     expect(&mut r, "250").await?;
     w.write_all(b"QUIT\r\n").await?;
-    Ok((id, t0))
+    Ok((id, t0, at))
 }
 
 /// Reads one (possibly multi-line) reply and checks its code.
