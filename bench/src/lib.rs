@@ -159,7 +159,10 @@ fn paced_source(postfix: &PostfixInstance, opts: &Opts) -> anyhow::Result<Child>
         .context("cannot run smtp-source")
 }
 
-pub(crate) async fn start_postfix(milter: Option<SocketAddr>, lmtp: SocketAddr) -> anyhow::Result<PostfixInstance> {
+pub(crate) async fn start_postfix(
+    milter: Option<SocketAddr>,
+    lmtp: SocketAddr,
+) -> anyhow::Result<PostfixInstance> {
     let wiring = Wiring {
         hostname: HOSTNAME.into(),
         agent_domains: vec![AGENT_DOMAIN.into()],

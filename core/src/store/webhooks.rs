@@ -344,13 +344,29 @@ impl WebhookStore for SqlStore {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        let held = sqlx::query("SELECT id FROM jobs WHERE id = $1 AND locked_by = $2")
-            .bind(job_id)
-            .bind(worker)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !held {
+        // The job first: it tells whether this worker still holds the delivery.
+        let job = match &record.next {
+            AttemptNext::Retry(t) => {
+                sqlx::query(
+                    "UPDATE jobs SET run_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL
+                 WHERE id = $1 AND locked_by = $2",
+                )
+                .bind(job_id)
+                .bind(worker)
+                .bind(t.as_micros())
+                .bind(a.error.as_deref())
+                .execute(&mut *tx)
+                .await?
+            }
+            _ => {
+                sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2")
+                    .bind(job_id)
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
+        if job.rows_affected() == 0 {
             // The lease ran out and another worker owns the delivery now: keep the record of
             // this try, leave the state to the new owner.
             tx.commit().await?;
@@ -376,28 +392,18 @@ impl WebhookStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         match &record.next {
-            AttemptNext::Retry(t) => {
+            AttemptNext::Delivered => {
+                // Only writes when something changes (or once a second), not on every success.
                 sqlx::query(
-                    "UPDATE jobs SET run_at = $2, last_error = $3, locked_until = NULL, locked_by = NULL
-                     WHERE id = $1",
+                    "UPDATE webhooks SET last_delivered_at = $2, failing_since = NULL
+                     WHERE id = $1 AND (failing_since IS NOT NULL OR last_delivered_at IS NULL
+                                        OR last_delivered_at < $3)",
                 )
-                .bind(job_id)
-                .bind(t.as_micros())
-                .bind(a.error.as_deref())
+                .bind(webhook_id)
+                .bind(at)
+                .bind(at - 1_000_000)
                 .execute(&mut *tx)
                 .await?;
-            }
-            _ => {
-                sqlx::query("DELETE FROM jobs WHERE id = $1").bind(job_id).execute(&mut *tx).await?;
-            }
-        }
-        match &record.next {
-            AttemptNext::Delivered => {
-                sqlx::query("UPDATE webhooks SET last_delivered_at = $2, failing_since = NULL WHERE id = $1")
-                    .bind(webhook_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
             }
             AttemptNext::Gone => {
                 sqlx::query(

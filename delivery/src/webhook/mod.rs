@@ -59,16 +59,19 @@ impl Worker {
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(stop);
         tracing::info!(worker = %me.id, concurrency = me.settings.concurrency, "webhook worker started");
+        // Claim in batches: when a quarter of the slots are free (or nothing runs), not
+        // after every single finished POST, so a busy worker makes few claim transactions.
+        let threshold = (me.settings.concurrency / 4).max(1);
         loop {
             while tasks.try_join_next().is_some() {}
             let free = permits.available_permits();
-            let mut full_batch = false;
-            if free > 0 {
+            let mut more = false;
+            if free >= threshold || (tasks.is_empty() && free > 0) {
                 let want = u32::try_from(free).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
                 match me.store.claim_jobs(WEBHOOK_JOB, &me.id, Timestamp::now(), me.lease_secs(), want).await
                 {
                     Ok(jobs) => {
-                        full_batch = jobs.len() == want as usize;
+                        more = jobs.len() == want as usize;
                         for job in jobs {
                             let Ok(permit) = permits.clone().acquire_owned().await else { break };
                             let worker = me.clone();
@@ -81,13 +84,14 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "webhook worker: cannot claim work; retrying"),
                 }
             }
-            if full_batch && permits.available_permits() > 0 {
+            if more && permits.available_permits() >= threshold {
                 continue;
             }
+            let saturated = permits.available_permits() < threshold;
             tokio::select! {
                 () = &mut stop => break,
-                () = work_announced(&mut bus) => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() && free == 0 => {}
+                () = work_announced(&mut bus), if !saturated => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = tokio::time::sleep(POLL_EVERY) => {}
             }
         }
