@@ -360,6 +360,8 @@ pub trait WebhookStore: Send + Sync {
         webhook_id: &str,
         record: AttemptRecord,
     ) -> StoreResult<bool>;
+    /// [`Self::finish_attempt`] for several tries in one transaction; one flag per try.
+    async fn finish_attempts(&self, batch: &[FinishedAttempt]) -> StoreResult<Vec<bool>>;
     /// Moves the job to `until` without counting a try (the webhook is disabled).
     async fn postpone_delivery(
         &self,

@@ -434,3 +434,13 @@ pub enum Redelivery {
     Scheduled { webhook_id: String, delivery_id: String },
     Skipped { webhook_id: String, reason: String },
 }
+
+/// A finished try with the job it belongs to, for [`crate::store::WebhookStore::finish_attempts`].
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub job_id: i64,
+    pub worker: String,
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub record: AttemptRecord,
+}

@@ -5,8 +5,8 @@
 use super::events::{WEBHOOK_JOB, json_vec};
 use super::sql::{flag, opt_ts, ts};
 use super::{
-    AttemptNext, AttemptRecord, Delivery, DeliveryAttempt, DeliveryWork, NewWebhook, PageQuery, SqlStore,
-    StoreError, StoreResult, Webhook, WebhookFilters, WebhookPatch, WebhookStore,
+    AttemptNext, AttemptRecord, Delivery, DeliveryAttempt, DeliveryWork, FinishedAttempt, NewWebhook,
+    PageQuery, SqlStore, StoreError, StoreResult, Webhook, WebhookFilters, WebhookPatch, WebhookStore,
 };
 use crate::ids::AccountId;
 use crate::time::Timestamp;
@@ -66,6 +66,130 @@ fn delivery(row: &AnyRow) -> StoreResult<Delivery> {
 
 fn json(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Records one finished try on `conn` (inside the caller's transaction); `false` when the
+/// lease was lost (only the attempt row is written then).
+async fn record_attempt(
+    conn: &mut sqlx::AnyConnection,
+    job_id: i64,
+    worker: &str,
+    delivery_id: &str,
+    webhook_id: &str,
+    record: &AttemptRecord,
+) -> StoreResult<bool> {
+    let a = &record.attempt;
+    let at = a.created_at.as_micros();
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, duration_ms, response_body, error,
+             created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(delivery_id)
+    .bind(a.attempt)
+    .bind(a.status_code)
+    .bind(a.duration_ms)
+    .bind(a.response_body.as_deref())
+    .bind(a.error.as_deref())
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    // The job first: it tells whether this worker still holds the delivery.
+    let job = match &record.next {
+        AttemptNext::Retry(t) => {
+            sqlx::query(
+                "UPDATE jobs SET run_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL
+             WHERE id = $1 AND locked_by = $2",
+            )
+            .bind(job_id)
+            .bind(worker)
+            .bind(t.as_micros())
+            .bind(a.error.as_deref())
+            .execute(&mut *conn)
+            .await?
+        }
+        _ => {
+            sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2")
+                .bind(job_id)
+                .bind(worker)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    if job.rows_affected() == 0 {
+        // The lease ran out and another worker owns the delivery now: keep the record of
+        // this try, leave the state to the new owner.
+        return Ok(false);
+    }
+    let (status, next_at) = match &record.next {
+        AttemptNext::Delivered => ("delivered", a.created_at),
+        AttemptNext::Retry(t) => ("pending", *t),
+        AttemptNext::Failed | AttemptNext::Gone => ("failed", a.created_at),
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = $2, attempt_count = $3, last_status_code = $4,
+             last_error = $5, last_attempt_at = $6, next_retry_at = $7, updated_at = $6
+         WHERE id = $1",
+    )
+    .bind(delivery_id)
+    .bind(status)
+    .bind(a.attempt)
+    .bind(a.status_code)
+    .bind(a.error.as_deref())
+    .bind(at)
+    .bind(next_at.as_micros())
+    .execute(&mut *conn)
+    .await?;
+    match &record.next {
+        AttemptNext::Delivered => {
+            // Only writes when something changes (or once a second), not on every success.
+            sqlx::query(
+                "UPDATE webhooks SET last_delivered_at = $2, failing_since = NULL
+                 WHERE id = $1 AND (failing_since IS NOT NULL OR last_delivered_at IS NULL
+                                    OR last_delivered_at < $3)",
+            )
+            .bind(webhook_id)
+            .bind(at)
+            .bind(at - 1_000_000)
+            .execute(&mut *conn)
+            .await?;
+        }
+        AttemptNext::Gone => {
+            sqlx::query(
+                "UPDATE webhooks SET enabled = 0, auto_disabled_at = $2,
+                     disabled_reason = 'the endpoint answered 410 Gone'
+                 WHERE id = $1 AND enabled = 1",
+            )
+            .bind(webhook_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        AttemptNext::Retry(_) | AttemptNext::Failed => {
+            sqlx::query("UPDATE webhooks SET failing_since = COALESCE(failing_since, $2) WHERE id = $1")
+                .bind(webhook_id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            if let Some((window_start, min_failures)) = record.auto_disable {
+                sqlx::query(
+                    "UPDATE webhooks SET enabled = 0, auto_disabled_at = $2,
+                         disabled_reason = 'failing continuously for the auto-disable window'
+                     WHERE id = $1 AND enabled = 1 AND failing_since <= $3
+                       AND (SELECT COUNT(*) FROM webhook_attempts a
+                            JOIN webhook_deliveries d ON d.id = a.delivery_id
+                            WHERE d.webhook_id = $1 AND a.created_at >= webhooks.failing_since) >= $4",
+                )
+                .bind(webhook_id)
+                .bind(at)
+                .bind(window_start.as_micros())
+                .bind(min_failures)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    Ok(true)
 }
 
 impl SqlStore {
@@ -328,120 +452,23 @@ impl WebhookStore for SqlStore {
         record: AttemptRecord,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let a = &record.attempt;
-        let at = a.created_at.as_micros();
-        sqlx::query(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, duration_ms, response_body, error,
-                 created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(delivery_id)
-        .bind(a.attempt)
-        .bind(a.status_code)
-        .bind(a.duration_ms)
-        .bind(a.response_body.as_deref())
-        .bind(a.error.as_deref())
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        // The job first: it tells whether this worker still holds the delivery.
-        let job = match &record.next {
-            AttemptNext::Retry(t) => {
-                sqlx::query(
-                    "UPDATE jobs SET run_at = $3, last_error = $4, locked_until = NULL, locked_by = NULL
-                 WHERE id = $1 AND locked_by = $2",
-                )
-                .bind(job_id)
-                .bind(worker)
-                .bind(t.as_micros())
-                .bind(a.error.as_deref())
-                .execute(&mut *tx)
-                .await?
-            }
-            _ => {
-                sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2")
-                    .bind(job_id)
-                    .bind(worker)
-                    .execute(&mut *tx)
-                    .await?
-            }
-        };
-        if job.rows_affected() == 0 {
-            // The lease ran out and another worker owns the delivery now: keep the record of
-            // this try, leave the state to the new owner.
-            tx.commit().await?;
-            return Ok(false);
-        }
-        let (status, next_at) = match &record.next {
-            AttemptNext::Delivered => ("delivered", a.created_at),
-            AttemptNext::Retry(t) => ("pending", *t),
-            AttemptNext::Failed | AttemptNext::Gone => ("failed", a.created_at),
-        };
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $2, attempt_count = $3, last_status_code = $4,
-                 last_error = $5, last_attempt_at = $6, next_retry_at = $7, updated_at = $6
-             WHERE id = $1",
-        )
-        .bind(delivery_id)
-        .bind(status)
-        .bind(a.attempt)
-        .bind(a.status_code)
-        .bind(a.error.as_deref())
-        .bind(at)
-        .bind(next_at.as_micros())
-        .execute(&mut *tx)
-        .await?;
-        match &record.next {
-            AttemptNext::Delivered => {
-                // Only writes when something changes (or once a second), not on every success.
-                sqlx::query(
-                    "UPDATE webhooks SET last_delivered_at = $2, failing_since = NULL
-                     WHERE id = $1 AND (failing_since IS NOT NULL OR last_delivered_at IS NULL
-                                        OR last_delivered_at < $3)",
-                )
-                .bind(webhook_id)
-                .bind(at)
-                .bind(at - 1_000_000)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptNext::Gone => {
-                sqlx::query(
-                    "UPDATE webhooks SET enabled = 0, auto_disabled_at = $2,
-                         disabled_reason = 'the endpoint answered 410 Gone'
-                     WHERE id = $1 AND enabled = 1",
-                )
-                .bind(webhook_id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            AttemptNext::Retry(_) | AttemptNext::Failed => {
-                sqlx::query("UPDATE webhooks SET failing_since = COALESCE(failing_since, $2) WHERE id = $1")
-                    .bind(webhook_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some((window_start, min_failures)) = record.auto_disable {
-                    sqlx::query(
-                        "UPDATE webhooks SET enabled = 0, auto_disabled_at = $2,
-                             disabled_reason = 'failing continuously for the auto-disable window'
-                         WHERE id = $1 AND enabled = 1 AND failing_since <= $3
-                           AND (SELECT COUNT(*) FROM webhook_attempts a
-                                JOIN webhook_deliveries d ON d.id = a.delivery_id
-                                WHERE d.webhook_id = $1 AND a.created_at >= webhooks.failing_since) >= $4",
-                    )
-                    .bind(webhook_id)
-                    .bind(at)
-                    .bind(window_start.as_micros())
-                    .bind(min_failures)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        let held = record_attempt(&mut tx, job_id, worker, delivery_id, webhook_id, &record).await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn finish_attempts(&self, batch: &[FinishedAttempt]) -> StoreResult<Vec<bool>> {
+        // One transaction (one commit, one fsync) for a batch of finished tries.
+        let mut tx = self.begin_write().await?;
+        let mut held = Vec::with_capacity(batch.len());
+        for f in batch {
+            held.push(
+                record_attempt(&mut tx, f.job_id, &f.worker, &f.delivery_id, &f.webhook_id, &f.record)
+                    .await?,
+            );
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(held)
     }
 
     async fn postpone_delivery(

@@ -14,7 +14,9 @@ pub mod retry;
 use client::WebhookClient;
 use postagent_core::bus::BusMessage;
 use postagent_core::config::WebhookSettings;
-use postagent_core::store::{AttemptNext, AttemptRecord, DeliveryAttempt, Job, Store, WEBHOOK_JOB};
+use postagent_core::store::{
+    AttemptNext, AttemptRecord, DeliveryAttempt, FinishedAttempt, Job, Store, WEBHOOK_JOB,
+};
 use postagent_core::time::Timestamp;
 use postagent_core::webhook_sig;
 use rand::Rng;
@@ -31,6 +33,9 @@ const DISABLED_POSTPONE_SECS: i64 = 3600;
 
 /// Claimed per round trip to the database at most.
 const CLAIM_BATCH: u32 = 64;
+
+/// Finished tries recorded per transaction at most.
+const RECORD_BATCH: usize = 64;
 
 pub struct Worker {
     store: Arc<dyn Store>,
@@ -57,6 +62,9 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(me.settings.concurrency));
         let mut bus = me.store.bus().subscribe();
         let mut tasks = tokio::task::JoinSet::new();
+        // Finished tries are recorded by one task, many per transaction (one commit each).
+        let (finished, to_record) = tokio::sync::mpsc::channel(me.settings.concurrency * 2);
+        let recorder = tokio::spawn(record_finished(me.store.clone(), to_record));
         tokio::pin!(stop);
         tracing::info!(worker = %me.id, concurrency = me.settings.concurrency, "webhook worker started");
         // Claim in batches: when a quarter of the slots are free (or nothing runs), not
@@ -75,8 +83,11 @@ impl Worker {
                         for job in jobs {
                             let Ok(permit) = permits.clone().acquire_owned().await else { break };
                             let worker = me.clone();
+                            let finished = finished.clone();
                             tasks.spawn(async move {
-                                worker.try_delivery(job).await;
+                                if let Some(f) = worker.try_delivery(job).await {
+                                    let _ = finished.send(f).await;
+                                }
                                 drop(permit);
                             });
                         }
@@ -102,7 +113,10 @@ impl Worker {
         let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
+        drop(finished);
+        let _ = recorder.await;
         match me.store.release_jobs(&me.id).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "webhook worker: gave back unfinished deliveries"),
@@ -113,28 +127,40 @@ impl Worker {
         tracing::info!(worker = %me.id, "webhook worker stopped");
     }
 
-    async fn try_delivery(&self, job: Job) {
-        if let Err(e) = self.try_delivery_inner(&job).await {
-            // The lease expires and the try is made again.
-            tracing::warn!(delivery = %job.ref_id, error = %e, "webhook delivery: store failed; will retry");
+    /// Makes one try; the finished try comes back to be recorded.
+    async fn try_delivery(&self, job: Job) -> Option<FinishedAttempt> {
+        match self.try_delivery_inner(&job).await {
+            Ok(f) => f,
+            Err(e) => {
+                // The lease expires and the try is made again.
+                tracing::warn!(delivery = %job.ref_id, error = %e, "webhook delivery: store failed; will retry");
+                None
+            }
         }
     }
 
-    async fn try_delivery_inner(&self, job: &Job) -> Result<(), postagent_core::StoreError> {
+    async fn try_delivery_inner(
+        &self,
+        job: &Job,
+    ) -> Result<Option<FinishedAttempt>, postagent_core::StoreError> {
         let now = Timestamp::now();
         let Some(work) = self.store.delivery_work(&job.ref_id).await? else {
             // The event expired or the delivery was deleted with its webhook.
             self.store.complete_job(job.id, &self.id).await?;
-            return Ok(());
+            return Ok(None);
         };
         let d = &work.delivery;
         let Some(hook) = &work.webhook else {
             tracing::info!(delivery = %d.id, event = %d.event_id, "webhook delivery failed: webhook not found");
-            return self.store.fail_delivery(job.id, &d.id, "webhook not found", now).await;
+            return self.store.fail_delivery(job.id, &d.id, "webhook not found", now).await.map(|()| None);
         };
         if !hook.enabled {
             let until = now.plus_secs(DISABLED_POSTPONE_SECS);
-            return self.store.postpone_delivery(job.id, &self.id, until, "webhook is disabled").await;
+            return self
+                .store
+                .postpone_delivery(job.id, &self.id, until, "webhook is disabled")
+                .await
+                .map(|()| None);
         }
         let attempt = d.attempts + 1;
         let t = now.as_micros() / 1_000_000;
@@ -191,10 +217,35 @@ impl Worker {
             (_, Some(err)) => tracing::warn!("{line} error={err:?}: {outcome}"),
             (_, None) => tracing::warn!("{line}: {outcome}"),
         }
-        if !self.store.finish_attempt(job.id, &self.id, &d.id, &hook.id, record).await? {
-            tracing::warn!(delivery = %d.id, "webhook delivery: lease lost while posting; the new owner decides");
+        Ok(Some(FinishedAttempt {
+            job_id: job.id,
+            worker: self.id.clone(),
+            delivery_id: d.id.clone(),
+            webhook_id: hook.id.clone(),
+            record,
+        }))
+    }
+}
+
+/// Records finished tries as they come, up to [`RECORD_BATCH`] per transaction, until every
+/// sender is gone. A batch that cannot be written keeps its leases, so its tries are made again
+/// once they expire (at least once, never lost).
+async fn record_finished(store: Arc<dyn Store>, mut rx: tokio::sync::mpsc::Receiver<FinishedAttempt>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        match store.finish_attempts(&batch).await {
+            Ok(held) => {
+                for (f, held) in batch.iter().zip(held) {
+                    if !held {
+                        tracing::warn!(delivery = %f.delivery_id, "webhook delivery: lease lost while posting; the new owner decides");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, tries = batch.len(), "webhook worker: cannot record tries; they will be retried")
+            }
         }
-        Ok(())
+        batch.clear();
     }
 }
 
