@@ -1,34 +1,43 @@
 //! `bench/fanout`: how fast stored mail reaches agents.
 //!
-//! One `postagent serve` (release build, SQLite, `webhook_mode = development` so the receiver
-//! may be on loopback), a private Postfix wired to it as in production, and in this process
-//! a real HTTP receiver and real WebSocket clients:
+//! Release builds of `postagent` on fresh SQLite databases, `webhook_mode = development` so
+//! the receiver may be on loopback, and in this process a real HTTP receiver (axum, answering
+//! 204) and real WebSocket clients (tokio-tungstenite). Three figures:
 //!
-//! - **(a) deliveries/s**: five webhook subscriptions for `email.received`; messages go
-//!   straight to postagent's LMTP server from 8 sessions; the figure is deliveries received
-//!   per second from the first message sent to the last POST received.
-//! - **(b) Postfix → webhook**: one subscription; probes sent through Postfix over SMTP,
-//!   timed from the final `.` of DATA to the POST's arrival at the receiver: one at a time
-//!   (idle), and while `smtp-source` sends about `paced_rate` msg/s through Postfix.
+//! - **(a) deliveries/s** with `subscriptions` webhooks for `email.received`, two ways:
+//!   *live*, `postagent serve` storing `messages` messages sent straight to its LMTP port from
+//!   8 sessions as fast as it takes them while it delivers them (the figure is deliveries per
+//!   second from the first POST received to the last; the storing rate is beside it); and
+//!   *backlog*, the same messages stored by `postagent api` + `postagent lmtp` with no worker
+//!   running, then drained by `postagent worker` alone (the worker's own ceiling).
+//! - **(b) Postfix → webhook**: `postagent serve` behind a private Postfix (milter and LMTP,
+//!   as `postfix-conf/` wires them) with one subscription; probes over SMTP timed from the
+//!   final `.` of DATA to the POST's arrival, one every 20 ms on an idle system, and again
+//!   while an even load of `paced_rate` msg/s goes through the same Postfix. Each probe is
+//!   also split at the row's `created_at` into DATA → stored and stored → POST.
 //! - **(c) WebSockets**: `connections` agents, one socket each; the server's RSS before and
-//!   after they are all open gives the memory per connection; then messages to random
+//!   after they are all open gives the memory per connection; then `ws_messages` messages to
 //!   connected agents over LMTP, timed from the final `.` to the frame on that agent's socket.
+
+mod load;
+pub mod receiver;
 
 use crate::probe::send_probe_at;
 use crate::report::{Latency, environment};
-use crate::{AGENT, AGENT_DOMAIN, Postagent, SMTP_SOURCE, start_postfix};
+use crate::{AGENT, AGENT_DOMAIN, Postagent, start_postfix};
 use anyhow::Context as _;
 use futures_util::StreamExt;
+use load::Load;
 use postagent_core::service;
 use postagent_core::store::SqlStore;
+use postagent_lab::PostfixInstance;
 use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, sample_message, unique_token};
-use postagent_lab::receiver::Receiver;
+use receiver::Receiver;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -39,184 +48,295 @@ pub struct Opts {
     pub postagent: PathBuf,
     pub messages: u32,
     pub subscriptions: u32,
+    /// `webhook_concurrency` of the servers measured.
+    pub concurrency: u32,
     pub probes: u32,
     pub paced_rate: u32,
     pub paced_seconds: u32,
     pub connections: u32,
     pub ws_messages: u32,
+    /// The pace of the (c) messages, msg/s.
+    pub ws_rate: u32,
+}
+
+/// One (a) run.
+#[derive(Debug, Clone, Default)]
+pub struct Throughput {
+    pub messages: u32,
+    /// Distinct deliveries received (path and `webhook-id`).
+    pub deliveries: usize,
+    /// POSTs of a delivery already received.
+    pub duplicates: usize,
+    /// Messages stored per second over LMTP (from the first message sent to the last 250).
+    pub ingest_per_sec: f64,
+    /// Deliveries per second from the first POST received to the last.
+    pub deliveries_per_sec: f64,
+    /// Seconds from the first message sent (live) or the worker's start (backlog) to the last
+    /// POST received.
+    pub total_secs: f64,
+    /// Seconds from the last message stored to the last POST received (live only).
+    pub tail_secs: f64,
+    /// Unexpected WARN or ERROR lines in the server's log during the run.
+    pub warnings: usize,
+    /// From the first message sent (live) or the worker's start (backlog) to the last POST.
+    pub cpu: Cpu,
+}
+
+/// (b) probes: the whole path, and split at the row's `created_at`.
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    pub to_webhook: Latency,
+    pub to_stored: Latency,
+    pub stored_to_webhook: Latency,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub opts: Option<Opts>,
-    pub ingest_per_sec: f64,
-    pub deliveries_per_sec: f64,
-    pub deliveries: usize,
-    pub idle: Latency,
-    pub paced: Latency,
+    pub live: Throughput,
+    pub backlog: Throughput,
+    pub idle: Probes,
+    pub paced: Probes,
+    pub load: Load,
+    /// Seconds from the load's end until Postfix's queue was empty.
+    pub drain_secs: f64,
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
+    pub rss_after_messages_kib: u64,
     pub connected: usize,
+    pub open_secs: f64,
+    pub open_cpu: Cpu,
+    /// WebSocket handshakes (TCP connect to 101), 250 at a time.
+    pub handshake: Latency,
+    /// Connections the kernel dropped meanwhile because a listen queue was full.
+    pub listen_overflows: u64,
+    pub load_cpu: Cpu,
     pub ws: Latency,
+    pub ws_warnings: usize,
     pub environment: String,
 }
 
 const LIMIT: Duration = Duration::from_secs(600);
+/// Gap between (b) probes.
+const PROBE_GAP: Duration = Duration::from_millis(20);
+/// LMTP sessions sending the (a) messages at once.
+const SESSIONS: u32 = 8;
 
 pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     postagent_lab::mail_lab::check_can_run_postfix()?;
+    check_open_files(u64::from(opts.connections))?;
     let zone = SampleZone::start().await?;
     zone.dns().set_ttl(crate::DNS_TTL);
+    let mut report = Report { opts: Some(opts.clone()), environment: environment(), ..Report::default() };
+
+    // (a)
+    report.live = live(opts, &zone).await?;
+    eprintln!("(a) live: {}; {}", report.live, report.live.cpu);
+    report.backlog = backlog(opts, &zone).await?;
+    eprintln!("(a) backlog: {}; {}", report.backlog, report.backlog.cpu);
+
+    // (b) and (c) share one server (its agents seeded before it starts).
     let dir = tempfile::tempdir()?;
     let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
     eprintln!("seeding {} agents", opts.connections + 1);
     let (key, agents) = seed(&db_url, opts.connections).await?;
-    let extra = ["--webhook-mode", "development"];
-    let env = [("POSTAGENT_WEBHOOK_CONCURRENCY", "64")];
-    let pa = Postagent::start_in(&opts.postagent, &zone, dir, db_url, &extra, &env).await?;
+    let pa = serve(opts, &zone, dir, db_url).await?;
     let postfix = start_postfix(Some(pa.milter), pa.lmtp).await?;
     let http = reqwest::Client::new();
-    let mut report = Report { opts: Some(opts.clone()), environment: environment(), ..Report::default() };
-
-    // (a)
-    let a = deliveries_per_sec(opts, &zone).await?;
-    (report.deliveries, report.ingest_per_sec, report.deliveries_per_sec) = a;
-    eprintln!("(a) {:.0} deliveries/s ({} deliveries; the backlog was stored at {:.0} msg/s)", a.2, a.0, a.1);
 
     // (b)
     let rx = Receiver::start().await?;
-    subscribe(&http, &pa.api, &key, &rx.url("/latency")).await?;
+    let hook = subscribe(&http, &pa.api, &key, &rx.url("/latency")).await?;
     postfix.wait_queue_empty(LIMIT).await?;
-    report.idle = probe_latency(&postfix, &rx, opts.probes, None).await?;
-    eprintln!("(b) idle: {}", report.idle);
-    let load = paced(&postfix, opts)?;
-    report.paced = probe_latency(&postfix, &rx, u32::MAX, Some(load)).await?;
-    eprintln!("(b) at about {} msg/s: {}", opts.paced_rate, report.paced);
-    postfix.wait_queue_empty(LIMIT).await?;
+    // One uncounted probe: the first connection of each kind is slower (process start-up).
+    probes(&postfix, &pa, &rx, 3, None).await?;
+    report.idle = probes(&postfix, &pa, &rx, opts.probes, None).await?;
+    eprintln!("(b) idle: {}", report.idle.to_webhook);
+    let token = unique_token()?;
+    let meter = CpuMeter::start(pa.pid());
+    let load = load::start(postfix.smtp_addr(), opts.paced_rate, opts.paced_seconds, token);
+    let (paced, load, drain) = probes_under(&postfix, &pa, &rx, load).await?;
+    report.load_cpu = meter.stop();
+    (report.paced, report.load, report.drain_secs) = (paced, load, drain);
+    eprintln!(
+        "(b) at {:.0} msg/s ({} sent, {} failed; {}): {}; queue empty {:.1} s after the load",
+        report.load.achieved_rate(),
+        report.load.sent,
+        report.load.failed,
+        report.load_cpu,
+        report.paced.to_webhook,
+        report.drain_secs
+    );
+    // (c) measures the WebSocket path alone: no webhook POST per message meanwhile.
+    let r =
+        http.delete(format!("{}/v1/webhooks/{hook}?confirm=DELETE", pa.api)).bearer_auth(&key).send().await?;
+    anyhow::ensure!(r.status().is_success(), "delete webhook: {}", r.status());
+    drop(rx);
 
     // (c)
+    let warnings_before = warnings(&pa).len();
     let pid = pa.pid();
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.rss_before_kib = rss_kib(pid)?;
-    let (frames_tx, mut frames) = mpsc::unbounded_channel::<(usize, Instant)>();
-    let mut sockets = Vec::new();
+    let (frames_tx, mut frames) = mpsc::unbounded_channel::<(usize, Instant, String)>();
+    let mut sockets = Vec::with_capacity(agents.len());
+    let mut handshakes = Vec::with_capacity(agents.len());
     let base = pa.api.replace("http://", "ws://");
+    let opened = Instant::now();
+    let meter = CpuMeter::start(pid);
+    let overflows = listen_overflows();
     for (c, chunk) in agents.chunks(250).enumerate() {
         let mut batch = Vec::new();
         for (i, agent) in chunk.iter().enumerate() {
-            let idx = c * 250 + i;
             let url = format!("{base}/v1/agents/{}/ws", agent.replace('@', "%40"));
             let (key, tx) = (key.clone(), frames_tx.clone());
-            batch.push(tokio::spawn(async move { open_socket(url, key, idx, tx).await }));
+            batch.push(tokio::spawn(open_socket(url, key, c * 250 + i, tx)));
         }
         for b in batch {
-            sockets.push(b.await??);
+            let (socket, took) = b.await??;
+            sockets.push(socket);
+            handshakes.push(took.as_secs_f64() * 1000.0);
         }
     }
+    report.open_secs = opened.elapsed().as_secs_f64();
+    report.open_cpu = meter.stop();
+    report.listen_overflows = listen_overflows().saturating_sub(overflows);
+    report.handshake = Latency::from_samples(handshakes);
     report.connected = sockets.len();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    anyhow::ensure!(
+        sockets.iter().all(|s| !s.is_finished()),
+        "{} sockets closed while idle",
+        sockets.iter().filter(|s| s.is_finished()).count()
+    );
     report.rss_after_kib = rss_kib(pid)?;
     eprintln!(
-        "(c) {} sockets: RSS {} → {} KiB, {:.1} KiB per connection",
+        "(c) {} sockets open in {:.1} s (handshakes {}; {} listen-queue overflows; {}): RSS {} → {} KiB, {:.1} KiB per connection",
         report.connected,
+        report.open_secs,
+        report.handshake,
+        report.listen_overflows,
+        report.open_cpu,
         report.rss_before_kib,
         report.rss_after_kib,
         report.per_connection_kib()
     );
-    let mut sent: HashMap<usize, Instant> = HashMap::new();
-    let mut lmtp = Lmtp::connect(pa.lmtp).await?;
-    let mut millis = Vec::new();
-    let step = (agents.len() / opts.ws_messages.max(1) as usize).max(1);
-    for n in 0..opts.ws_messages as usize {
-        let idx = (n * step + n * 7919) % agents.len();
-        let at = lmtp.deliver(&agents[idx], &format!("ws {n}")).await?;
-        sent.insert(idx, at);
-        // Paced at about 100 msg/s, and collect what has arrived.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        while let Ok((i, arrived)) = frames.try_recv() {
-            if let Some(t) = sent.remove(&i) {
-                millis.push(arrived.saturating_duration_since(t).as_secs_f64() * 1000.0);
-            }
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !sent.is_empty() && Instant::now() < deadline {
-        if let Ok(Some((i, arrived))) = tokio::time::timeout(Duration::from_secs(1), frames.recv()).await
-            && let Some(t) = sent.remove(&i)
-        {
-            millis.push(arrived.saturating_duration_since(t).as_secs_f64() * 1000.0);
-        }
-    }
-    anyhow::ensure!(sent.is_empty(), "{} WebSocket pushes never arrived", sent.len());
-    report.ws = Latency::from_samples(millis);
+    report.ws = ws_latency(opts, &pa, &agents, &mut frames).await?;
+    report.rss_after_messages_kib = rss_kib(pid)?;
+    report.ws_warnings = show("(c)", &warnings(&pa), warnings_before);
     eprintln!("(c) delivery: {}", report.ws);
-    drop(sockets);
+    let closed = sockets.iter().filter(|s| s.is_finished()).count();
+    anyhow::ensure!(closed == 0, "{closed} sockets closed while messages were pushed");
+    for s in &sockets {
+        s.abort();
+    }
     drop(postfix);
     pa.stop()?;
     Ok(report)
 }
 
-impl Report {
-    pub fn per_connection_kib(&self) -> f64 {
-        (self.rss_after_kib.saturating_sub(self.rss_before_kib)) as f64 / self.connected.max(1) as f64
-    }
+/// `postagent serve` as measured: development webhook rules, the chosen concurrency.
+async fn serve(
+    opts: &Opts,
+    zone: &SampleZone,
+    dir: tempfile::TempDir,
+    db_url: String,
+) -> anyhow::Result<Postagent> {
+    let concurrency = opts.concurrency.to_string();
+    let env =
+        [("POSTAGENT_WEBHOOK_MODE", "development"), ("POSTAGENT_WEBHOOK_CONCURRENCY", concurrency.as_str())];
+    Postagent::start_in(&opts.postagent, zone, dir, db_url, &[], &env).await
+}
 
-    pub fn markdown(&self, command: &str) -> String {
-        let o = self.opts.clone();
-        let (messages, subs, rate, conns) =
-            o.as_ref().map_or((0, 0, 0, 0), |o| (o.messages, o.subscriptions, o.paced_rate, o.connections));
-        let ok = |met: bool| if met { "met" } else { "**not met**" };
-        format!(
-            "# bench/fanout report\n\n\
-             Reproduce with `{command}` (as root, Debian's postfix installed). What each figure means: \
-             bench/fanout/README.md.\n\n{}\n\n\
-             | figure | measured | target |\n|---|---|---|\n\
-             | (a) webhook deliveries/s by `postagent worker`, {subs} subscriptions per event, a backlog of {messages} messages | **{:.0}/s** ({} deliveries; the backlog was stored over LMTP at {:.0} msg/s) | ≥ 2,000/s: {} |\n\
-             | (b) end of DATA at Postfix → webhook received, idle | p50 **{:.1} ms**, p99 **{:.1} ms** (max {:.1}, {} probes) | p50 ≤ 20, p99 ≤ 100: {} |\n\
-             | (b) the same at about {rate} msg/s through Postfix | p50 **{:.1} ms**, p99 **{:.1} ms** (max {:.1}, {} probes) | — |\n\
-             | (c) server RSS per WebSocket, {conns} open | **{:.1} KiB** ({} → {} KiB for {} sockets) | ≤ 64 KiB: {} |\n\
-             | (c) end of LMTP DATA → frame on the agent's socket, {conns} open | p50 **{:.1} ms**, p99 **{:.1} ms** (max {:.1}, {} messages) | p99 ≤ 250: {} |\n",
-            self.environment,
+/// (a) live: one `postagent serve` stores and delivers at once.
+async fn live(opts: &Opts, zone: &SampleZone) -> anyhow::Result<Throughput> {
+    let dir = tempfile::tempdir()?;
+    let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
+    let (key, _) = seed(&db_url, 0).await?;
+    let pa = serve(opts, zone, dir, db_url).await?;
+    let rx = Receiver::start().await?;
+    let http = reqwest::Client::new();
+    for n in 0..opts.subscriptions {
+        subscribe(&http, &pa.api, &key, &rx.url(&format!("/hook/{n}"))).await?;
+    }
+    // Warm-up, uncounted: one message, all its deliveries.
+    inject(pa.lmtp, 1, 1, "warm-up").await?;
+    let want = opts.subscriptions as usize;
+    anyhow::ensure!(rx.wait_count(want, LIMIT).await >= want, "the warm-up message was not delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rx.take();
+    let before = warnings(&pa).len();
+    let meter = CpuMeter::start(pa.pid());
+    let t0 = Instant::now();
+    inject(pa.lmtp, SESSIONS, opts.messages, "load").await?;
+    let stored = Instant::now();
+    let want = opts.messages as usize * opts.subscriptions as usize;
+    rx.wait_count(want, LIMIT).await;
+    let cpu = meter.stop();
+    // Anything late or duplicated shows up within this second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hits = rx.take();
+    let mut t = throughput(opts, &hits, want)?;
+    t.ingest_per_sec = f64::from(opts.messages) / stored.duration_since(t0).as_secs_f64();
+    let last = hits.iter().map(|h| h.at).max().context("no POST")?;
+    t.total_secs = last.duration_since(t0).as_secs_f64();
+    t.tail_secs = last.saturating_duration_since(stored).as_secs_f64();
+    t.warnings = show("(a) live", &warnings(&pa), before);
+    t.cpu = cpu;
+    pa.stop()?;
+    Ok(t)
+}
+
+/// Counts and rates of one (a) run's POSTs; fails unless every delivery arrived.
+fn throughput(opts: &Opts, hits: &[receiver::Hit], want: usize) -> anyhow::Result<Throughput> {
+    let duplicates = receiver::duplicates(hits);
+    let deliveries = hits.len() - duplicates;
+    anyhow::ensure!(deliveries == want, "{deliveries} deliveries received, expected {want}");
+    let first = hits.iter().map(|h| h.at).min().context("no POST")?;
+    let last = hits.iter().map(|h| h.at).max().context("no POST")?;
+    Ok(Throughput {
+        messages: opts.messages,
+        deliveries,
+        duplicates,
+        deliveries_per_sec: deliveries as f64 / last.duration_since(first).as_secs_f64(),
+        ..Throughput::default()
+    })
+}
+
+impl std::fmt::Display for Throughput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} deliveries/s first to last POST ({} deliveries, {} duplicates, {:.2} s in all); stored at {:.0} msg/s; {} warnings",
             self.deliveries_per_sec,
             self.deliveries,
+            self.duplicates,
+            self.total_secs,
             self.ingest_per_sec,
-            ok(self.deliveries_per_sec >= 2000.0),
-            self.idle.p50,
-            self.idle.p99,
-            self.idle.max,
-            self.idle.samples,
-            ok(self.idle.p50 <= 20.0 && self.idle.p99 <= 100.0),
-            self.paced.p50,
-            self.paced.p99,
-            self.paced.max,
-            self.paced.samples,
-            self.per_connection_kib(),
-            self.rss_before_kib,
-            self.rss_after_kib,
-            self.connected,
-            ok(self.per_connection_kib() <= 64.0),
-            self.ws.p50,
-            self.ws.p99,
-            self.ws.max,
-            self.ws.samples,
-            ok(self.ws.p99 <= 250.0),
+            self.warnings
         )
     }
 }
 
-/// One role of the binary, on `db_url`, until dropped; waits for `ready` in its log.
-struct Role(std::process::Child);
+/// One role of the binary, on `db_url`, until dropped; waits for `ready` in its log, and
+/// keeps its unexpected WARN and ERROR lines.
+struct Role {
+    child: std::process::Child,
+    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
 
 impl Role {
     fn start(
-        bin: &std::path::Path,
+        bin: &Path,
         args: &[&str],
-        dir: &std::path::Path,
+        env: &[(&str, &str)],
+        dir: &Path,
         ready: &str,
     ) -> anyhow::Result<(Role, String)> {
         use std::io::BufRead as _;
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -226,43 +346,60 @@ impl Role {
         let stderr = child.stderr.take().context("stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let ready = ready.to_owned();
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = warnings.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if unexpected(&line) {
+                    kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line.clone());
+                }
                 if let Some(rest) = line.split(ready.as_str()).nth(1) {
                     let _ = tx.send(rest.trim().to_owned());
                 }
             }
         });
         let shown = rx.recv_timeout(Duration::from_secs(30)).context("the role did not start")?;
-        Ok((Role(child), shown))
+        Ok((Role { child, warnings }, shown))
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
 impl Drop for Role {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// (a): the API and LMTP roles store a backlog of `messages` messages with `subscriptions`
-/// pending deliveries each (no worker runs yet); then `postagent worker` starts alone and
-/// drains it. Deliveries/s is from the worker's start to the last POST received, so the
-/// figure is the worker's, not the ingest's. Returns (deliveries, ingest msg/s, deliveries/s).
-async fn deliveries_per_sec(opts: &Opts, zone: &SampleZone) -> anyhow::Result<(usize, f64, f64)> {
+/// (a) backlog: `postagent api` and `postagent lmtp` store the messages with their pending
+/// deliveries (no worker runs yet); then `postagent worker` starts alone and drains them.
+async fn backlog(opts: &Opts, zone: &SampleZone) -> anyhow::Result<Throughput> {
     let dir = tempfile::tempdir()?;
     let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
     let (key, _) = seed(&db_url, 0).await?;
     let bin_path = std::fs::canonicalize(&opts.postagent)?;
     let bin = bin_path.as_path();
     let dns = zone.dns().addr().to_string();
-    let common =
-        ["--database-url", db_url.as_str(), "--webhook-mode", "development", "--dns-server", dns.as_str()];
-    let lmtp_port = postagent_lab::free_port()?.to_string();
-    let lmtp_listen = format!("127.0.0.1:{lmtp_port}");
+    let concurrency = opts.concurrency.to_string();
+    let common = [
+        "--database-url",
+        db_url.as_str(),
+        "--webhook-mode",
+        "development",
+        "--dns-server",
+        dns.as_str(),
+        "--mail-hostname",
+        crate::HOSTNAME,
+    ];
+    let env = [("POSTAGENT_WEBHOOK_CONCURRENCY", concurrency.as_str())];
+    let lmtp_listen = format!("127.0.0.1:{}", postagent_lab::free_port()?);
     let (api_role, api) = Role::start(
         bin,
         &[&["api", "--api-listen", "127.0.0.1:0"][..], &common].concat(),
+        &env,
         dir.path(),
         "API listening on",
     )?;
@@ -270,6 +407,7 @@ async fn deliveries_per_sec(opts: &Opts, zone: &SampleZone) -> anyhow::Result<(u
         bin,
         &[&["lmtp", "--lmtp-listen", lmtp_listen.as_str(), "--shared-domain", AGENT_DOMAIN][..], &common]
             .concat(),
+        &env,
         dir.path(),
         "LMTP listening on",
     )?;
@@ -280,17 +418,28 @@ async fn deliveries_per_sec(opts: &Opts, zone: &SampleZone) -> anyhow::Result<(u
         subscribe(&http, &api, &key, &rx.url(&format!("/hook/{n}"))).await?;
     }
     let t0 = Instant::now();
-    inject(lmtp_listen.parse()?, 8, opts.messages, "load").await?;
+    inject(lmtp_listen.parse()?, SESSIONS, opts.messages, "load").await?;
     let ingest = f64::from(opts.messages) / t0.elapsed().as_secs_f64();
+    let mut warnings = [lmtp_role.warnings(), api_role.warnings()].concat();
     drop(lmtp_role);
     drop(api_role);
     let want = opts.messages as usize * opts.subscriptions as usize;
     let started = Instant::now();
-    let (_worker, _) =
-        Role::start(bin, &[&["worker"][..], &common].concat(), dir.path(), "webhook worker started")?;
-    let hits = rx.wait_hits(want, LIMIT).await;
-    let last = hits.iter().map(|h| h.at).max().context("no hits")?;
-    Ok((hits.len(), ingest, hits.len() as f64 / last.duration_since(started).as_secs_f64()))
+    let (worker, _) =
+        Role::start(bin, &[&["worker"][..], &common].concat(), &env, dir.path(), "webhook worker started")?;
+    let meter = CpuMeter::start(worker.child.id());
+    rx.wait_count(want, LIMIT).await;
+    let cpu = meter.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hits = rx.take();
+    warnings.extend(worker.warnings());
+    let mut t = throughput(opts, &hits, want)?;
+    t.ingest_per_sec = ingest;
+    let last = hits.iter().map(|h| h.at).max().context("no POST")?;
+    t.total_secs = last.duration_since(started).as_secs_f64();
+    t.warnings = show("(a) backlog", &warnings, 0);
+    t.cpu = cpu;
+    Ok(t)
 }
 
 /// The account (its key) and `n` agents on the shared domain, written before postagent starts.
@@ -349,7 +498,8 @@ impl Lmtp {
         }
     }
 
-    /// One 1 KB message to `rcpt`; returns when the final `.` was written.
+    /// One 1 KB message to `rcpt` (commands pipelined, as Postfix's LMTP client does);
+    /// returns the time the final `.` was written, once the message is stored (250).
     async fn deliver(&mut self, rcpt: &str, subject: &str) -> anyhow::Result<Instant> {
         let id = unique_token()?;
         let body = ("x".repeat(76) + "\r\n").repeat(10);
@@ -387,74 +537,296 @@ async fn inject(lmtp: SocketAddr, sessions: u32, total: u32, tag: &str) -> anyho
     Ok(())
 }
 
-/// `smtp-source` at about `paced_rate` msg/s for `paced_seconds` through Postfix.
-fn paced(postfix: &postagent_lab::PostfixInstance, opts: &Opts) -> anyhow::Result<std::process::Child> {
-    let (rate, total) = (opts.paced_rate.max(1), opts.paced_rate.max(1) * opts.paced_seconds.max(1));
-    Command::new(SMTP_SOURCE)
-        .args(["-s", &rate.to_string(), "-m", &total.to_string(), "-w", "1", "-l", "1024"])
-        .args(["-f", &format!("alice@{SENDER_DOMAIN}"), "-t", AGENT, "-M", &format!("mail.{SENDER_DOMAIN}")])
-        .arg(postfix.smtp_addr().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("cannot run smtp-source")
+/// One probe sent: subject, Message-ID, wall clock (µs) and monotonic time of the final dot.
+struct Sent {
+    subject: String,
+    id: String,
+    wall: i64,
+    at: Instant,
 }
 
-/// Probes through Postfix, `count` of them (or for as long as `load` runs), each matched to
-/// its POST by the token in its subject.
-async fn probe_latency(
-    postfix: &postagent_lab::PostfixInstance,
+/// `count` probes through Postfix, one every [`PROBE_GAP`].
+async fn probes(
+    postfix: &PostfixInstance,
+    pa: &Postagent,
     rx: &Receiver,
     count: u32,
-    mut load: Option<std::process::Child>,
-) -> anyhow::Result<Latency> {
-    let token = unique_token()?;
+    token: Option<String>,
+) -> anyhow::Result<Probes> {
+    let token = match token {
+        Some(t) => t,
+        None => unique_token()?,
+    };
     let mut sent = Vec::new();
     for n in 0..count {
-        let (_, _, at) = send_probe_at(postfix, n, &token).await?;
-        sent.push((format!("probe {n} {token}"), at));
-        if let Some(l) = &mut load
-            && l.try_wait()?.is_some()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (id, wall, at) = send_probe_at(postfix, n, &token).await?;
+        sent.push(Sent { subject: format!("probe {n} {token}"), id, wall, at });
+        tokio::time::sleep(PROBE_GAP).await;
     }
-    let deadline = Instant::now() + LIMIT;
-    let mut millis = Vec::new();
-    for (subject, at) in &sent {
-        loop {
-            let hit = rx.hits().into_iter().find(|h| h.json()["data"]["subject"] == subject.as_str());
-            if let Some(h) = hit {
-                millis.push(h.at.saturating_duration_since(*at).as_secs_f64() * 1000.0);
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "no webhook for {subject}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    Ok(Latency::from_samples(millis))
+    measure(pa, rx, &sent).await
 }
 
-/// Opens one socket and reports each text frame's arrival (index, time) until it closes.
+/// Probes every [`PROBE_GAP`] for as long as `load` runs; then waits for Postfix's queue to
+/// empty. Returns the probes, the load and how long the queue took to empty after it.
+async fn probes_under(
+    postfix: &PostfixInstance,
+    pa: &Postagent,
+    rx: &Receiver,
+    mut load: tokio::task::JoinHandle<Load>,
+) -> anyhow::Result<(Probes, Load, f64)> {
+    let token = unique_token()?;
+    let mut sent = Vec::new();
+    let load = loop {
+        let n = sent.len() as u32;
+        let (id, wall, at) = send_probe_at(postfix, n, &token).await?;
+        sent.push(Sent { subject: format!("probe {n} {token}"), id, wall, at });
+        tokio::select! {
+            done = &mut load => break done?,
+            () = tokio::time::sleep(PROBE_GAP) => {}
+        }
+    };
+    let ended = Instant::now();
+    postfix.wait_queue_empty(LIMIT).await?;
+    let drain = ended.elapsed().as_secs_f64();
+    Ok((measure(pa, rx, &sent).await?, load, drain))
+}
+
+/// Matches each probe with its POST (by subject) and its row (by Message-ID).
+async fn measure(pa: &Postagent, rx: &Receiver, sent: &[Sent]) -> anyhow::Result<Probes> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut arrived: HashMap<String, Instant> = HashMap::new();
+    let mut seen = 0;
+    loop {
+        let hits = rx.hits();
+        for h in &hits[seen..] {
+            if let Some(s) = h.subject() {
+                arrived.entry(s).or_insert(h.at);
+            }
+        }
+        seen = hits.len();
+        if sent.iter().all(|s| arrived.contains_key(&s.subject)) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "some probes were never POSTed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = sqlx::SqlitePool::connect(&pa.db_url).await?;
+    let (mut total, mut stored, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    for s in sent {
+        let posted = arrived[&s.subject].saturating_duration_since(s.at);
+        let created: i64 = sqlx::query_scalar("SELECT created_at FROM messages WHERE rfc_message_id = ?")
+            .bind(&s.id)
+            .fetch_one(&pool)
+            .await
+            .with_context(|| format!("probe {} is not stored", s.id))?;
+        let to_stored = (created - s.wall) as f64 / 1000.0;
+        let to_webhook = posted.as_secs_f64() * 1000.0;
+        total.push(to_webhook);
+        stored.push(to_stored);
+        after.push(to_webhook - to_stored);
+    }
+    pool.close().await;
+    Ok(Probes {
+        to_webhook: Latency::from_samples(total),
+        to_stored: Latency::from_samples(stored),
+        stored_to_webhook: Latency::from_samples(after),
+    })
+}
+
+/// Opens one socket and reports each text frame's arrival (index, time, text) until it closes;
+/// returns its task and how long the handshake took.
 async fn open_socket(
     url: String,
     key: String,
     idx: usize,
-    frames: mpsc::UnboundedSender<(usize, Instant)>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    frames: mpsc::UnboundedSender<(usize, Instant, String)>,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, Duration)> {
     let mut req = url.into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {key}").parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.context("WebSocket handshake")?;
-    let frames = Arc::new(frames);
-    Ok(tokio::spawn(async move {
-        let mut ws = ws;
+    let t0 = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.context("WebSocket handshake")?;
+    let took = t0.elapsed();
+    let task = tokio::spawn(async move {
         while let Some(Ok(frame)) = ws.next().await {
-            if let Message::Text(_) = frame {
-                let _ = frames.send((idx, Instant::now()));
+            if let Message::Text(text) = frame {
+                let _ = frames.send((idx, Instant::now(), text.as_str().to_owned()));
             }
         }
-    }))
+    });
+    Ok((task, took))
+}
+
+/// (c) latency: `ws_messages` messages over LMTP at `ws_rate` msg/s, each to a connected
+/// agent without a push still due, timed from the final `.` to the frame on its socket
+/// (matched by subject).
+async fn ws_latency(
+    opts: &Opts,
+    pa: &Postagent,
+    agents: &[String],
+    frames: &mut mpsc::UnboundedReceiver<(usize, Instant, String)>,
+) -> anyhow::Result<Latency> {
+    anyhow::ensure!(!agents.is_empty(), "no WebSocket agents");
+    let token = unique_token()?;
+    let subject_of = |text: &str| -> Option<String> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        v["data"]["subject"].as_str().map(str::to_owned)
+    };
+    // Subject → (agent, final dot).
+    let mut due: HashMap<String, (usize, Instant)> = HashMap::new();
+    let mut pending = vec![false; agents.len()];
+    let mut millis = Vec::new();
+    let mut take = |due: &mut HashMap<String, (usize, Instant)>,
+                    pending: &mut [bool],
+                    (idx, arrived, text): (usize, Instant, String)| {
+        if let Some(subject) = subject_of(&text)
+            && let Some((agent, at)) = due.remove(&subject)
+            && agent == idx
+        {
+            pending[idx] = false;
+            millis.push(arrived.saturating_duration_since(at).as_secs_f64() * 1000.0);
+        }
+    };
+    let mut lmtp = Lmtp::connect(pa.lmtp).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(opts.ws_rate.max(1))));
+    // Spread over the agents: a stride coprime with nothing in particular, then the next
+    // agent without a push due.
+    let mut idx = 0usize;
+    for n in 0..opts.ws_messages {
+        tick.tick().await;
+        idx = (idx + 7919) % agents.len();
+        let mut tries = 0;
+        while pending[idx] && tries < agents.len() {
+            idx = (idx + 1) % agents.len();
+            tries += 1;
+        }
+        let subject = format!("ws {n} {token}");
+        let at = lmtp.deliver(&agents[idx], &subject).await?;
+        pending[idx] = true;
+        due.insert(subject, (idx, at));
+        while let Ok(frame) = frames.try_recv() {
+            take(&mut due, &mut pending, frame);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !due.is_empty() && Instant::now() < deadline {
+        if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(1), frames.recv()).await {
+            take(&mut due, &mut pending, frame);
+        }
+    }
+    anyhow::ensure!(due.is_empty(), "{} WebSocket pushes never arrived", due.len());
+    Ok(Latency::from_samples(millis))
+}
+
+/// Whether a log line is a WARN or ERROR the benchmark did not cause on purpose: messages sent
+/// straight to LMTP carry no milter signature and are logged `signed=no` at WARN, by design.
+fn unexpected(line: &str) -> bool {
+    (line.contains(" WARN ") || line.contains(" ERROR ")) && !line.contains("signed=no")
+}
+
+/// The unexpected WARN and ERROR lines in the server's log so far.
+fn warnings(pa: &Postagent) -> Vec<String> {
+    let log = std::fs::read_to_string(pa.log()).unwrap_or_default();
+    log.lines().filter(|l| unexpected(l)).map(str::to_owned).collect()
+}
+
+/// Shows the first few `lines` (those after the first `skip`) and returns how many there are.
+fn show(what: &str, lines: &[String], skip: usize) -> usize {
+    let new = lines.get(skip..).unwrap_or_default();
+    for l in new.iter().take(5) {
+        eprintln!("  {what}: {l}");
+    }
+    new.len()
+}
+
+/// CPU use over a span: of the server, of this process (clients and receiver) and of the
+/// whole machine (Postfix and everything else included).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    /// Cores busy on average: the server's, the bench's, the machine's.
+    pub server: f64,
+    pub bench: f64,
+    pub machine: f64,
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CPU cores busy: server {:.2}, bench clients {:.2}, whole machine {:.2} of {}",
+            self.server,
+            self.bench,
+            self.machine,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )
+    }
+}
+
+/// Clock ticks (`USER_HZ`, 100 on Linux) a process has run, user and system.
+fn proc_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command (which may contain spaces) end with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3 (state, not a number).
+    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+}
+
+/// The machine's (busy, total) clock ticks over all CPUs.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+struct CpuMeter {
+    server: u32,
+    at: Instant,
+    ticks: (u64, u64, (u64, u64)),
+}
+
+impl CpuMeter {
+    fn start(server: u32) -> CpuMeter {
+        CpuMeter {
+            server,
+            at: Instant::now(),
+            ticks: (proc_ticks(server), proc_ticks(std::process::id()), machine_ticks()),
+        }
+    }
+
+    fn stop(&self) -> Cpu {
+        let secs = self.at.elapsed().as_secs_f64().max(f64::EPSILON);
+        let (s0, b0, (busy0, total0)) = self.ticks;
+        let (busy, total) = machine_ticks();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Cpu {
+            server: proc_ticks(self.server).saturating_sub(s0) as f64 / 100.0 / secs,
+            bench: proc_ticks(std::process::id()).saturating_sub(b0) as f64 / 100.0 / secs,
+            machine: busy.saturating_sub(busy0) as f64 / total.saturating_sub(total0).max(1) as f64 * cores,
+        }
+    }
+}
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt ListenOverflows` in /proc/net/netstat), machine-wide.
+fn listen_overflows() -> u64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// VmRSS of `pid` in KiB.
@@ -465,4 +837,160 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS")
+}
+
+/// The soft open-file limit (which the server inherits) must cover every socket plus some, in
+/// this process and in the server alike.
+fn check_open_files(connections: u64) -> anyhow::Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .context("no open-file limit in /proc/self/limits")?;
+    let need = connections + 256;
+    anyhow::ensure!(
+        soft >= need,
+        "the open-file limit is {soft}, {connections} WebSockets need {need}: run bench/fanout/run \
+         (which raises it to the hard limit) or ulimit -n {need}"
+    );
+    Ok(())
+}
+
+/// CPU model and memory of the machine.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown CPU", |m| m.trim_start_matches(|c: char| c == ':' || c.is_whitespace()));
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = mem
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024 / 1024);
+    format!("{model}, {total} GiB RAM")
+}
+
+impl Report {
+    pub fn per_connection_kib(&self) -> f64 {
+        (self.rss_after_kib.saturating_sub(self.rss_before_kib)) as f64 / self.connected.max(1) as f64
+    }
+
+    pub fn markdown(&self, command: &str) -> String {
+        let o = self.opts.clone().unwrap_or(Opts {
+            postagent: PathBuf::new(),
+            messages: 0,
+            subscriptions: 0,
+            concurrency: 0,
+            probes: 0,
+            paced_rate: 0,
+            paced_seconds: 0,
+            connections: 0,
+            ws_messages: 0,
+            ws_rate: 0,
+        });
+        let ok = |met: bool| if met { "met" } else { "**not met**" };
+        let lat =
+            |l: &Latency| format!("p50 **{:.1} ms**, p99 **{:.1} ms** (max {:.1})", l.p50, l.p99, l.max);
+        let small = |l: &Latency| format!("p50 {:.1}, p99 {:.1}", l.p50, l.p99);
+        let (live, backlog) = (&self.live, &self.backlog);
+        let mut out = format!(
+            "# bench/fanout report\n\n\
+             Reproduce with `{command}` (as root, Debian's postfix installed). What each figure means \
+             and how it is taken: bench/fanout/README.md.\n\n{} Machine: {}. postagent logs at `info` \
+             (one line per webhook POST) to a file, as in production.\n\n",
+            self.environment,
+            machine(),
+        );
+        out.push_str(&format!(
+            "| figure | measured | target |\n|---|---|---|\n\
+             | (a) webhook deliveries/s, {subs} subscriptions per event, {m} messages into `postagent serve` over LMTP ({SESSIONS} sessions) while it delivers | **{:.0}/s** first to last POST ({} deliveries in {:.2} s from the first message sent; stored at {:.0} msg/s, so at most {:.0} deliveries/s could be due) | ≥ 2,000/s: {} |\n\
+             | (a) the same {m} messages stored first, then drained by `postagent worker` alone | **{:.0}/s** first to last POST ({} deliveries in {:.2} s from the worker's start) | — |\n\
+             | (b) end of DATA at Postfix → webhook received, idle ({} probes, one per {} ms) | {} | p50 ≤ 20, p99 ≤ 100: {} |\n\
+             | (b) the same under {:.0} msg/s through the same Postfix ({} probes) | {} | — |\n\
+             | (c) server RSS per WebSocket, {} open | **{:.1} KiB** ({} → {} KiB) | ≤ 64 KiB: {} |\n\
+             | (c) end of LMTP DATA → frame on the agent's socket, {} open, {} messages at {} msg/s | {} | p99 ≤ 250: {} |\n",
+            live.deliveries_per_sec,
+            live.deliveries,
+            live.total_secs,
+            live.ingest_per_sec,
+            live.ingest_per_sec * f64::from(o.subscriptions),
+            ok(live.deliveries_per_sec >= 2000.0),
+            backlog.deliveries_per_sec,
+            backlog.deliveries,
+            backlog.total_secs,
+            self.idle.to_webhook.samples,
+            PROBE_GAP.as_millis(),
+            lat(&self.idle.to_webhook),
+            ok(self.idle.to_webhook.p50 <= 20.0 && self.idle.to_webhook.p99 <= 100.0),
+            self.load.achieved_rate(),
+            self.paced.to_webhook.samples,
+            lat(&self.paced.to_webhook),
+            self.connected,
+            self.per_connection_kib(),
+            self.rss_before_kib,
+            self.rss_after_kib,
+            ok(self.per_connection_kib() <= 64.0),
+            self.connected,
+            self.ws.samples,
+            o.ws_rate,
+            lat(&self.ws),
+            ok(self.ws.p99 <= 250.0),
+            subs = o.subscriptions,
+            m = o.messages,
+        ));
+        out.push_str(&format!(
+            "\n### Details\n\n\
+             - (a) live: the last POST came {:.2} s after the last message was stored; {} duplicate POSTs; \
+             {} unexpected WARN/ERROR log lines. {}.\n\
+             - (a) backlog: stored by `postagent api` + `postagent lmtp` with no worker at {:.0} msg/s; \
+             {} duplicate POSTs; {} unexpected WARN/ERROR lines. While `postagent worker` drained it: {}.\n\
+             - (a) both: `webhook_concurrency` {}; the receiver (axum, in the bench process) answers 204 at \
+             once; the `signed=no` WARN of each message sent straight to LMTP (no milter) is expected \
+             and not counted.\n\
+             - (b) split at the row's `created_at` (ms): idle, DATA → stored {}, stored → POST {}; \
+             loaded, DATA → stored {}, stored → POST {}.\n\
+             - (b) load: {} msg/s asked for {} s, {:.0} msg/s achieved ({} sent, {} failed), each \
+             message its own SMTP connection, evenly spaced; every one is a webhook POST too. Postfix's \
+             queue was empty {:.1} s after the load ended. {}.\n\
+             - (c) {} sockets opened in {:.1} s ({:.0}/s, 250 handshakes in flight; {}). Handshake (TCP \
+             connect to 101) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; the kernel counted {} listen-queue \
+             overflows (`TcpExt ListenOverflows`) meanwhile. RSS {} KiB after the messages; {} unexpected \
+             WARN/ERROR lines meanwhile.\n",
+            live.tail_secs,
+            live.duplicates,
+            live.warnings,
+            live.cpu,
+            backlog.ingest_per_sec,
+            backlog.duplicates,
+            backlog.warnings,
+            backlog.cpu,
+            o.concurrency,
+            small(&self.idle.to_stored),
+            small(&self.idle.stored_to_webhook),
+            small(&self.paced.to_stored),
+            small(&self.paced.stored_to_webhook),
+            self.load.asked_rate,
+            o.paced_seconds,
+            self.load.achieved_rate(),
+            self.load.sent,
+            self.load.failed,
+            self.drain_secs,
+            self.load_cpu,
+            self.connected,
+            self.open_secs,
+            self.connected as f64 / self.open_secs.max(f64::EPSILON),
+            self.open_cpu,
+            self.handshake.p50,
+            self.handshake.p99,
+            self.handshake.max,
+            self.listen_overflows,
+            self.rss_after_messages_kib,
+            self.ws_warnings,
+        ));
+        out
+    }
 }

@@ -236,6 +236,11 @@ impl Postagent {
         self.child.id()
     }
 
+    /// Its log (stderr), as written so far.
+    fn log(&self) -> PathBuf {
+        self._dir.path().join("postagent.log")
+    }
+
     /// Starts on an already seeded database in `dir`, with `extra` flags.
     async fn start_in(
         bin: &Path,

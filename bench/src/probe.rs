@@ -6,6 +6,7 @@ use postagent_core::service;
 use postagent_core::store::SqlStore;
 use postagent_lab::PostfixInstance;
 use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message, unique_token};
+use std::net::SocketAddr;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -67,11 +68,21 @@ pub(crate) async fn send_probe_at(
     n: u32,
     token: &str,
 ) -> anyhow::Result<(String, i64, Instant)> {
-    let local = format!("probe-{n}-{token}");
+    send_smtp(postfix.smtp_addr(), &format!("probe {n} {token}"), &format!("probe-{n}-{token}")).await
+}
+
+/// One 1 KB message to the bench agent over SMTP (one connection, as a sender on the
+/// internet would): returns its Message-ID (`<local>@` the sender domain) and the wall-clock
+/// (µs) and monotonic times right after the final dot was written.
+pub(crate) async fn send_smtp(
+    addr: SocketAddr,
+    subject: &str,
+    local: &str,
+) -> anyhow::Result<(String, i64, Instant)> {
     let body = "x".repeat(76) + "\r\n";
-    let message = sample_message(crate::AGENT, &format!("probe {n} {token}"), &local, &body.repeat(10));
+    let message = sample_message(crate::AGENT, subject, local, &body.repeat(10));
     let id = format!("{local}@{SENDER_DOMAIN}");
-    let stream = TcpStream::connect(postfix.smtp_addr()).await?;
+    let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
