@@ -19,8 +19,14 @@
 //!   after they are all open gives the memory per connection; then `ws_messages` messages to
 //!   connected agents over LMTP, timed from the final `.` to the frame on that agent's socket.
 
+mod lmtp;
 mod load;
 pub mod receiver;
+mod system;
+
+use lmtp::{Lmtp, inject, subscribe};
+pub use system::Cpu;
+use system::*;
 
 use crate::probe::send_probe_at;
 use crate::report::{Latency, environment};
@@ -113,6 +119,8 @@ pub struct Report {
     pub load_cpu: Cpu,
     pub ws: Latency,
     pub ws_warnings: usize,
+    /// CPU cores busy on the machine in the 2 s before the run (other processes).
+    pub background: f64,
     pub environment: String,
 }
 
@@ -125,9 +133,19 @@ const SESSIONS: u32 = 8;
 pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     postagent_lab::mail_lab::check_can_run_postfix()?;
     check_open_files(u64::from(opts.connections))?;
+    // Anything else busy on the machine skews every figure: measured, and said in the report.
+    let (busy0, total0) = machine_ticks();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (busy, total) = machine_ticks();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let background = busy.saturating_sub(busy0) as f64 / total.saturating_sub(total0).max(1) as f64 * cores;
+    if background > 0.2 {
+        eprintln!("warning: {background:.2} CPU cores were busy before the run; the figures will be low");
+    }
     let zone = SampleZone::start().await?;
     zone.dns().set_ttl(crate::DNS_TTL);
-    let mut report = Report { opts: Some(opts.clone()), environment: environment(), ..Report::default() };
+    let mut report =
+        Report { opts: Some(opts.clone()), environment: environment(), background, ..Report::default() };
 
     // (a)
     report.live = live(opts, &zone).await?;
@@ -457,86 +475,6 @@ async fn seed(db_url: &str, n: u32) -> anyhow::Result<(String, Vec<String>)> {
     Ok((key, agents))
 }
 
-async fn subscribe(http: &reqwest::Client, api: &str, key: &str, url: &str) -> anyhow::Result<String> {
-    let r = http
-        .post(format!("{api}/v1/webhooks"))
-        .bearer_auth(key)
-        .json(&json!({"url": url, "events": ["email.received"]}))
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "create webhook: {}", r.status());
-    let v: Value = r.json().await?;
-    v["id"].as_str().map(str::to_owned).context("webhook id")
-}
-
-/// A minimal LMTP client: LHLO once, then transactions.
-struct Lmtp {
-    r: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Lmtp {
-    async fn connect(addr: SocketAddr) -> anyhow::Result<Lmtp> {
-        let s = tokio::net::TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        let (r, w) = s.into_split();
-        let mut c = Lmtp { r: BufReader::new(r), w };
-        c.expect("220").await?;
-        c.w.write_all(b"LHLO bench.test\r\n").await?;
-        c.expect("250").await?;
-        Ok(c)
-    }
-
-    async fn expect(&mut self, code: &str) -> anyhow::Result<()> {
-        loop {
-            let mut line = String::new();
-            anyhow::ensure!(self.r.read_line(&mut line).await? > 0, "LMTP closed, wanted {code}");
-            anyhow::ensure!(line.starts_with(code), "wanted {code}, got {line:?}");
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(());
-            }
-        }
-    }
-
-    /// One 1 KB message to `rcpt` (commands pipelined, as Postfix's LMTP client does);
-    /// returns the time the final `.` was written, once the message is stored (250).
-    async fn deliver(&mut self, rcpt: &str, subject: &str) -> anyhow::Result<Instant> {
-        let id = unique_token()?;
-        let body = ("x".repeat(76) + "\r\n").repeat(10);
-        let msg = sample_message(rcpt, subject, &id, &body);
-        let head = format!("MAIL FROM:<alice@{SENDER_DOMAIN}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
-        self.w.write_all(head.as_bytes()).await?;
-        self.expect("250").await?;
-        self.expect("250").await?;
-        self.expect("354").await?;
-        self.w.write_all(msg.as_bytes()).await?;
-        self.w.write_all(b".\r\n").await?;
-        let at = Instant::now();
-        self.expect("250").await?;
-        Ok(at)
-    }
-}
-
-/// `total` messages to the bench agent over `sessions` LMTP connections at once.
-async fn inject(lmtp: SocketAddr, sessions: u32, total: u32, tag: &str) -> anyhow::Result<()> {
-    let mut tasks = Vec::new();
-    for s in 0..sessions {
-        let count = total / sessions + u32::from(s < total % sessions);
-        let tag = tag.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut c = Lmtp::connect(lmtp).await?;
-            for n in 0..count {
-                c.deliver(AGENT, &format!("{tag} {s}.{n}")).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
-}
-
 /// One probe sent: subject, Message-ID, wall clock (µs) and monotonic time of the final dot.
 struct Sent {
     subject: String,
@@ -719,161 +657,6 @@ async fn ws_latency(
 
 /// Whether a log line is a WARN or ERROR the benchmark did not cause on purpose: messages sent
 /// straight to LMTP carry no milter signature and are logged `signed=no` at WARN, by design.
-fn unexpected(line: &str) -> bool {
-    (line.contains(" WARN ") || line.contains(" ERROR ")) && !line.contains("signed=no")
-}
-
-/// The unexpected WARN and ERROR lines in the server's log so far.
-fn warnings(pa: &Postagent) -> Vec<String> {
-    let log = std::fs::read_to_string(pa.log()).unwrap_or_default();
-    log.lines().filter(|l| unexpected(l)).map(str::to_owned).collect()
-}
-
-/// Shows the first few `lines` (those after the first `skip`) and returns how many there are.
-fn show(what: &str, lines: &[String], skip: usize) -> usize {
-    let new = lines.get(skip..).unwrap_or_default();
-    for l in new.iter().take(5) {
-        eprintln!("  {what}: {l}");
-    }
-    new.len()
-}
-
-/// CPU use over a span: of the server, of this process (clients and receiver) and of the
-/// whole machine (Postfix and everything else included).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu {
-    /// Cores busy on average: the server's, the bench's, the machine's.
-    pub server: f64,
-    pub bench: f64,
-    pub machine: f64,
-}
-
-impl std::fmt::Display for Cpu {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "CPU cores busy: server {:.2}, bench clients {:.2}, whole machine {:.2} of {}",
-            self.server,
-            self.bench,
-            self.machine,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
-        )
-    }
-}
-
-/// Clock ticks (`USER_HZ`, 100 on Linux) a process has run, user and system.
-fn proc_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command (which may contain spaces) end with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3 (state, not a number).
-    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
-}
-
-/// The machine's (busy, total) clock ticks over all CPUs.
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
-struct CpuMeter {
-    server: u32,
-    at: Instant,
-    ticks: (u64, u64, (u64, u64)),
-}
-
-impl CpuMeter {
-    fn start(server: u32) -> CpuMeter {
-        CpuMeter {
-            server,
-            at: Instant::now(),
-            ticks: (proc_ticks(server), proc_ticks(std::process::id()), machine_ticks()),
-        }
-    }
-
-    fn stop(&self) -> Cpu {
-        let secs = self.at.elapsed().as_secs_f64().max(f64::EPSILON);
-        let (s0, b0, (busy0, total0)) = self.ticks;
-        let (busy, total) = machine_ticks();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        Cpu {
-            server: proc_ticks(self.server).saturating_sub(s0) as f64 / 100.0 / secs,
-            bench: proc_ticks(std::process::id()).saturating_sub(b0) as f64 / 100.0 / secs,
-            machine: busy.saturating_sub(busy0) as f64 / total.saturating_sub(total0).max(1) as f64 * cores,
-        }
-    }
-}
-
-/// The kernel's count of connections dropped because a listen queue was full
-/// (`TcpExt ListenOverflows` in /proc/net/netstat), machine-wide.
-fn listen_overflows() -> u64 {
-    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else { return 0 };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "ListenOverflows")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
-}
-
-/// The soft open-file limit (which the server inherits) must cover every socket plus some, in
-/// this process and in the server alike.
-fn check_open_files(connections: u64) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    let soft: u64 = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .context("no open-file limit in /proc/self/limits")?;
-    let need = connections + 256;
-    anyhow::ensure!(
-        soft >= need,
-        "the open-file limit is {soft}, {connections} WebSockets need {need}: run bench/fanout/run \
-         (which raises it to the hard limit) or ulimit -n {need}"
-    );
-    Ok(())
-}
-
-/// CPU model and memory of the machine.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown CPU", |m| m.trim_start_matches(|c: char| c == ':' || c.is_whitespace()));
-    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let total = mem
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib / 1024 / 1024);
-    format!("{model}, {total} GiB RAM")
-}
-
 impl Report {
     pub fn per_connection_kib(&self) -> f64 {
         (self.rss_after_kib.saturating_sub(self.rss_before_kib)) as f64 / self.connected.max(1) as f64
@@ -900,10 +683,12 @@ impl Report {
         let mut out = format!(
             "# bench/fanout report\n\n\
              Reproduce with `{command}` (as root, Debian's postfix installed). What each figure means \
-             and how it is taken: bench/fanout/README.md.\n\n{} Machine: {}. postagent logs at `info` \
-             (one line per webhook POST) to a file, as in production.\n\n",
+             and how it is taken: bench/fanout/README.md.\n\n{} Machine: {}; {:.2} CPU cores were busy \
+             with other work in the 2 s before the run. postagent logs at `info` (one line per webhook \
+             POST) to a file, as in production.\n\n",
             self.environment,
             machine(),
+            self.background,
         );
         out.push_str(&format!(
             "| figure | measured | target |\n|---|---|---|\n\
