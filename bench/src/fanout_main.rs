@@ -4,7 +4,7 @@ use postagent_bench::fanout::{Opts, run};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: bench-fanout [--postagent PATH] [--messages N] [--subscriptions N] [--concurrency N] \
+const USAGE: &str = "usage: bench-fanout [--postagent PATH] [--messages N] [--subscriptions N] [--runs N] [--concurrency N] \
                      [--probes N] [--paced-rate N] [--paced-seconds N] [--connections N] [--ws-messages N] \
                      [--ws-rate N] [--out FILE]";
 
@@ -13,6 +13,7 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         postagent: PathBuf::from("target/release/postagent"),
         messages: 2000,
         subscriptions: 5,
+        runs: 3,
         concurrency: 64,
         probes: 200,
         paced_rate: 200,
@@ -30,6 +31,7 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
             "--postagent" => opts.postagent = PathBuf::from(value()?),
             "--messages" => opts.messages = number(value()?)?,
             "--subscriptions" => opts.subscriptions = number(value()?)?,
+            "--runs" => opts.runs = number(value()?)?,
             "--concurrency" => opts.concurrency = number(value()?)?,
             "--probes" => opts.probes = number(value()?)?,
             "--paced-rate" => opts.paced_rate = number(value()?)?,
@@ -63,7 +65,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&opts)) {
         Ok(report) => {
             let command = std::env::var("BENCH_FANOUT_COMMAND").unwrap_or_else(|_| "bench/fanout/run".into());
-            let md = report.markdown(&command);
+            let command = command.trim_end();
+            let md = report.markdown(command);
             print!("{md}");
             if let Some(path) = out
                 && let Err(e) = std::fs::write(&path, &md)

@@ -24,6 +24,7 @@ async fn a_small_run_measures_all_three_figures() {
         postagent: bin,
         messages: 20,
         subscriptions: 2,
+        runs: 1,
         concurrency: 8,
         probes: 3,
         paced_rate: 5,
@@ -33,6 +34,7 @@ async fn a_small_run_measures_all_three_figures() {
         ws_rate: 50,
     };
     let report = run(&opts).await.expect("benchmark run");
+    assert_eq!((report.live_runs.len(), report.backlog_runs.len()), (1, 1));
     assert_eq!((report.live.deliveries, report.backlog.deliveries), (40, 40));
     assert!(report.live.deliveries_per_sec > 0.0 && report.backlog.deliveries_per_sec > 0.0);
     assert_eq!(report.idle.to_webhook.samples, 3);
