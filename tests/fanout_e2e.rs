@@ -48,6 +48,13 @@ async fn api(server: &Server, key: &str, method: reqwest::Method, path: &str, bo
     r.json().await.expect("json")
 }
 
+/// An `email.received` subscription to the receiver's `/inbox`; returns the WebhookView with
+/// its signing secret.
+async fn subscribe(server: &Server, key: &str, rx: &Receiver) -> Value {
+    let body = json!({"url": rx.url("/inbox"), "events": ["email.received"]});
+    api(server, key, reqwest::Method::POST, "/v1/webhooks", body).await
+}
+
 async fn send(world: &MailWorld, subject: &str) -> String {
     let id = postagent_lab::mail_lab::unique_token().expect("token");
     let message = sample_message(AGENT, subject, &id, "Hello from Postfix.\r\n");
@@ -90,16 +97,7 @@ async fn verify_with_python(hits: &[(Hit, Vec<String>)]) {
 async fn mail_through_postfix_reaches_a_webhook_the_published_verifiers_accept() {
     let Some((world, server)) = world().await else { return };
     let rx = Receiver::start().await.expect("receiver");
-    let created = api(
-        &server,
-        &world.key,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        json!({
-            "url": rx.url("/inbox"), "events": ["email.received"],
-        }),
-    )
-    .await;
+    let created = subscribe(&server, &world.key, &rx).await;
     let (hook, first_secret) = (
         created["id"].as_str().expect("id").to_owned(),
         created["signing_secret"].as_str().expect("s").to_owned(),
@@ -210,16 +208,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     let rx = Receiver::start().await.expect("receiver");
     // The first POST is never answered: the worker is killed while it waits.
     rx.script(vec![Answer::Hang]);
-    let created = api(
-        &server,
-        &world.key,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        json!({
-            "url": rx.url("/inbox"), "events": ["email.received"],
-        }),
-    )
-    .await;
+    let created = subscribe(&server, &world.key, &rx).await;
     let hook = created["id"].as_str().expect("id").to_owned();
     send(&world, "interrupted").await;
     let first = rx.wait_hits(1, WAIT).await;
@@ -247,16 +236,7 @@ async fn sigterm_lets_a_delivery_in_flight_finish() {
     let Some((mut world, server)) = world().await else { return };
     let rx = Receiver::start().await.expect("receiver");
     rx.script(vec![Answer::Slow(Duration::from_millis(1500), 200)]);
-    let created = api(
-        &server,
-        &world.key,
-        reqwest::Method::POST,
-        "/v1/webhooks",
-        json!({
-            "url": rx.url("/inbox"), "events": ["email.received"],
-        }),
-    )
-    .await;
+    let created = subscribe(&server, &world.key, &rx).await;
     let hook = created["id"].as_str().expect("id").to_owned();
     send(&world, "in flight at shutdown").await;
     rx.wait_hits(1, WAIT).await;

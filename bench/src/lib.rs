@@ -59,6 +59,19 @@ pub struct Opts {
     pub paced_seconds: u32,
 }
 
+/// The debug `postagent` binary next to the tests' target dir (built by `cargo test
+/// --workspace`), for the smoke tests; `None` after a SKIP (fails in CI) when it is missing.
+pub fn debug_postagent(target_tmpdir: &str) -> Option<PathBuf> {
+    let target = PathBuf::from(target_tmpdir);
+    let bin = target.parent()?.join("debug").join("postagent");
+    postagent_lab::require_that(
+        bin.exists(),
+        &format!("{} is not built", bin.display()),
+        "run cargo test --workspace",
+    )
+    .then_some(bin)
+}
+
 /// Runs both configurations and the latency probes.
 pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     postagent_lab::mail_lab::check_can_run_postfix()?;

@@ -3,7 +3,6 @@
 //! got through both configurations and every probe was matched.
 
 use postagent_bench::{Opts, run};
-use std::path::PathBuf;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_measures_both_configurations() {
@@ -11,15 +10,7 @@ async fn a_small_run_measures_both_configurations() {
         return;
     }
     // `cargo test --workspace` builds the binary next to this crate's tests (target/debug).
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let bin = target.parent().expect("target dir").join("debug").join("postagent");
-    if !postagent_lab::require_that(
-        bin.exists(),
-        &format!("{} is not built", bin.display()),
-        "run cargo test --workspace",
-    ) {
-        return;
-    }
+    let Some(bin) = postagent_bench::debug_postagent(env!("CARGO_TARGET_TMPDIR")) else { return };
     let opts = Opts {
         postagent: bin,
         messages: 30,

@@ -146,11 +146,15 @@ impl Receiver {
                     return;
                 }
             };
-            let mut res = format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\n");
+            // 204 and 304 have no body (RFC 9110); a body there would desynchronise the
+            // next request on a keep-alive connection.
+            let body = if matches!(code, 204 | 304) { "" } else { "ok" };
+            let mut res = format!("HTTP/1.1 {code} X\r\ncontent-length: {}\r\n", body.len());
             for (k, v) in extra {
                 res.push_str(&format!("{k}: {v}\r\n"));
             }
-            res.push_str("\r\nok");
+            res.push_str("\r\n");
+            res.push_str(body);
             if stream.write_all(res.as_bytes()).await.is_err() {
                 return;
             }

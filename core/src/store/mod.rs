@@ -350,17 +350,8 @@ pub trait WebhookStore: Send + Sync {
     ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>)>>;
     /// What a worker needs to try `delivery_id`; `None` when the delivery or its event is gone.
     async fn delivery_work(&self, delivery_id: &str) -> StoreResult<Option<DeliveryWork>>;
-    /// Records a try and applies its outcome, if `worker` still holds job `job_id` (else
-    /// only the attempt row is kept and `false` returned).
-    async fn finish_attempt(
-        &self,
-        job_id: i64,
-        worker: &str,
-        delivery_id: &str,
-        webhook_id: &str,
-        record: AttemptRecord,
-    ) -> StoreResult<bool>;
-    /// [`Self::finish_attempt`] for several tries in one transaction; one flag per try.
+    /// Records finished tries in one transaction, each applying its outcome if its worker
+    /// still holds its job (else only the attempt row is kept); one flag per try.
     async fn finish_attempts(&self, batch: &[FinishedAttempt]) -> StoreResult<Vec<bool>>;
     /// Moves the job to `until` without counting a try (the webhook is disabled).
     async fn postpone_delivery(

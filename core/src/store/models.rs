@@ -370,6 +370,8 @@ pub struct DeliveryWork {
     pub webhook: Option<Webhook>,
     /// The stored envelope bytes, POSTed unchanged on every try.
     pub payload: String,
+    /// The message the event is about, if any (for the log line).
+    pub message_id: Option<String>,
 }
 
 /// How a try ended, and what happens next.
@@ -384,7 +386,7 @@ pub enum AttemptNext {
     Gone,
 }
 
-/// A finished try, for [`crate::store::WebhookStore::finish_attempt`].
+/// A finished try, for [`crate::store::WebhookStore::finish_attempts`].
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub attempt: DeliveryAttempt,

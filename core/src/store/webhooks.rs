@@ -48,6 +48,11 @@ fn webhook(row: &AnyRow) -> StoreResult<Webhook> {
 const DELIVERY_COLS: &str = "id, webhook_id, event_id, event_type, status, attempt_count, next_retry_at, \
      last_status_code, last_error, last_attempt_at, created_at";
 
+/// [`DELIVERY_COLS`] of the table aliased `d`.
+fn qualified_delivery_cols() -> String {
+    DELIVERY_COLS.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ")
+}
+
 fn delivery(row: &AnyRow) -> StoreResult<Delivery> {
     Ok(Delivery {
         id: row.try_get("id")?,
@@ -369,7 +374,7 @@ impl WebhookStore for SqlStore {
             Some(a) => (a.created_at.as_micros(), a.key.clone()),
             None => (i64::MAX, String::new()),
         };
-        let cols = DELIVERY_COLS.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ");
+        let cols = qualified_delivery_cols();
         let rows = sqlx::query(&format!(
             "SELECT {cols} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.webhook_id = $1 AND w.account_id = $2 AND ($3 = '' OR d.status = $3)
@@ -393,7 +398,7 @@ impl WebhookStore for SqlStore {
         webhook_id: &str,
         id: &str,
     ) -> StoreResult<Option<(Delivery, Vec<DeliveryAttempt>)>> {
-        let cols = DELIVERY_COLS.split(", ").map(|c| format!("d.{c}")).collect::<Vec<_>>().join(", ");
+        let cols = qualified_delivery_cols();
         let row = sqlx::query(&format!(
             "SELECT {cols} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.id = $1 AND d.webhook_id = $2 AND w.account_id = $3"
@@ -430,8 +435,9 @@ impl WebhookStore for SqlStore {
     async fn delivery_work(&self, delivery_id: &str) -> StoreResult<Option<DeliveryWork>> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLS}, (SELECT payload FROM events e WHERE e.id = event_id) AS payload
-             FROM webhook_deliveries WHERE id = $1"
+            "SELECT {}, e.payload, e.message_id FROM webhook_deliveries d
+             LEFT JOIN events e ON e.id = d.event_id WHERE d.id = $1",
+            qualified_delivery_cols()
         ))
         .bind(delivery_id)
         .fetch_optional(&mut *conn)
@@ -439,22 +445,9 @@ impl WebhookStore for SqlStore {
         let Some(row) = row else { return Ok(None) };
         let d = delivery(&row)?;
         let payload: Option<String> = row.try_get("payload")?;
+        let message_id: Option<String> = row.try_get("message_id")?;
         let hook = self.webhook_by_id(&mut conn, &d.webhook_id).await?;
-        Ok(payload.map(|payload| DeliveryWork { delivery: d, webhook: hook, payload }))
-    }
-
-    async fn finish_attempt(
-        &self,
-        job_id: i64,
-        worker: &str,
-        delivery_id: &str,
-        webhook_id: &str,
-        record: AttemptRecord,
-    ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let held = record_attempt(&mut tx, job_id, worker, delivery_id, webhook_id, &record).await?;
-        tx.commit().await?;
-        Ok(held)
+        Ok(payload.map(|payload| DeliveryWork { delivery: d, webhook: hook, payload, message_id }))
     }
 
     async fn finish_attempts(&self, batch: &[FinishedAttempt]) -> StoreResult<Vec<bool>> {

@@ -196,7 +196,6 @@ impl Worker {
             next: next.clone(),
             auto_disable: Some((finished.plus_secs(-disable_secs), self.settings.disable_min_failures)),
         };
-        let message_id = message_id(&work.payload);
         let outcome = match &next {
             AttemptNext::Delivered => "delivered".to_owned(),
             AttemptNext::Gone => "failed: 410 Gone, webhook disabled".to_owned(),
@@ -205,7 +204,7 @@ impl Worker {
         };
         let line = format!(
             "webhook msg={} event={} delivery={} webhook={} attempt={attempt} status={} ms={}",
-            message_id.as_deref().unwrap_or("-"),
+            work.message_id.as_deref().unwrap_or("-"),
             d.event_id,
             d.id,
             hook.id,
@@ -263,12 +262,6 @@ async fn work_announced(bus: &mut tokio::sync::broadcast::Receiver<Arc<BusMessag
             Err(RecvError::Closed) => return std::future::pending().await,
         }
     }
-}
-
-/// `data.message_id` of an envelope, for the log line.
-fn message_id(payload: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
-    v["data"]["message_id"].as_str().map(str::to_owned)
 }
 
 fn hostname() -> String {
