@@ -83,6 +83,15 @@ struct GlobalFlags {
     /// Upper bound of one webhook POST, e.g. 15s.
     #[arg(long, global = true)]
     webhook_timeout: Option<String>,
+    /// Postfix's originating listener for outbound mail, HOST:PORT.
+    #[arg(long, global = true)]
+    submission_relay: Option<String>,
+    /// Delays between submission tries after a temporary failure, e.g. 1m,5m,1h.
+    #[arg(long, global = true)]
+    submission_retry_schedule: Option<String>,
+    /// How often expired review holds are swept, e.g. 60s.
+    #[arg(long, global = true)]
+    hold_sweep_interval: Option<String>,
     /// WebSocket keepalive ping interval, e.g. 30s.
     #[arg(long, global = true)]
     ws_ping_interval: Option<String>,
@@ -114,6 +123,9 @@ impl GlobalFlags {
             ("webhook_mode", &self.webhook_mode),
             ("webhook_retry_schedule", &self.webhook_retry_schedule),
             ("webhook_timeout", &self.webhook_timeout),
+            ("submission_relay", &self.submission_relay),
+            ("submission_retry_schedule", &self.submission_retry_schedule),
+            ("hold_sweep_interval", &self.hold_sweep_interval),
             ("ws_ping_interval", &self.ws_ping_interval),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),

@@ -217,6 +217,16 @@ impl Running {
                 worker.run(stop, grace).await;
                 ("worker", Ok(()))
             });
+            let submitter = postagent_delivery::submit::Submitter::new(
+                store.clone(),
+                shared.secret.clone(),
+                config.submission(),
+            );
+            let stop = stopped();
+            running.tasks.spawn(async move {
+                submitter.run(stop).await;
+                ("submission", Ok(()))
+            });
         }
         // Replicas hear of each other's events (webhook wake-ups, WebSocket pushes).
         if (roles.api || roles.worker) && shared.store.backend() == postagent_core::store::Backend::Postgres {

@@ -7,30 +7,20 @@ use crate::error::ApiError;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use postagent_core::inbound;
+use postagent_core::magic;
 use postagent_core::secret::Secret;
-use postagent_core::sign::{ct_eq, hmac_sha256};
 use postagent_core::time::Timestamp;
 
 pub const TOKEN_TTL_SECS: i64 = 15 * 60;
 
 pub fn token(secret: &Secret, message_id: &str, index: i64, expires_at: Timestamp) -> String {
-    let payload = format!("{message_id}|{index}|{}", expires_at.as_micros() / 1_000_000);
-    let mac = hmac_sha256(secret.expose(), &[payload.as_bytes()]);
-    format!("{}.{}", B64.encode(payload), B64.encode(mac))
+    magic::sign(secret, &format!("{message_id}|{index}|{}", expires_at.as_micros() / 1_000_000))
 }
 
 /// `(message_id, index)` from a valid, unexpired token.
 fn check(secret: &Secret, token: &str, now: Timestamp) -> Option<(String, i64)> {
-    let (payload_b64, mac_b64) = token.split_once('.')?;
-    let payload = B64.decode(payload_b64).ok()?;
-    let mac = B64.decode(mac_b64).ok()?;
-    if !ct_eq(&mac, &hmac_sha256(secret.expose(), &[&payload])) {
-        return None;
-    }
-    let text = String::from_utf8(payload).ok()?;
+    let text = magic::open(secret, token)?;
     let mut parts = text.split('|');
     let (id, index, exp) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse::<i64>().ok()?);
     (exp * 1_000_000 > now.as_micros()).then(|| (id.to_owned(), index))
@@ -101,6 +91,8 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 
     #[test]
     fn tokens_verify_expire_and_resist_tampering() {

@@ -166,11 +166,11 @@ pub async fn envelope(mut req: Request, next: Next) -> Response {
         parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         res = Response::from_parts(parts, axum::body::Body::from(err.body(&request_id).to_string()));
     } else if status.is_client_error() || status.is_server_error() {
-        let is_json = res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-        if !is_json {
+        // JSON bodies are ours already; HTML ones are the magic-link pages, meant for people.
+        let is_ours = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+        if !is_ours {
             let err = fallback_error(status);
             let (mut parts, _) = res.into_parts();
             parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

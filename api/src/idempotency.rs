@@ -19,7 +19,7 @@ use postagent_core::time::Timestamp;
 use std::future::Future;
 
 const MAX_KEY_LEN: usize = 255;
-const SEAL_PURPOSE: &str = "idempotency-response";
+const SEAL_PURPOSE: &str = postagent_core::outbound::send::IDEMPOTENCY_SEAL;
 /// An `in_flight` row older than this belongs to a request that is gone.
 pub const STALE_AFTER_SECS: i64 = 120;
 
@@ -74,8 +74,26 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
 {
+    once_keyed(state, account, key, route, raw_body, |_| op()).await
+}
+
+/// [`once`], handing `op` the key so it can commit its response in its own transaction
+/// (sends do: the 202 is stored with the message, so a crash between the two cannot make a
+/// retry send twice).
+pub async fn once_keyed<F, Fut>(
+    state: &AppState,
+    account: &AccountId,
+    key: Option<String>,
+    route: &str,
+    raw_body: &[u8],
+    op: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+{
     let Some(key) = key else {
-        let (status, body) = op().await?;
+        let (status, body) = op(None).await?;
         return Ok((status, axum::Json(body)).into_response());
     };
     let fingerprint = sha256_hex(&[route.as_bytes(), b"\n", raw_body].concat());
@@ -115,7 +133,7 @@ where
     }
     let mut guard =
         Release { store: state.store.clone(), account: account.clone(), key: key.clone(), armed: true };
-    let outcome = op().await;
+    let outcome = op(Some(key.clone())).await;
     let result = match outcome {
         Ok((status, body)) => {
             let text = body.to_string();

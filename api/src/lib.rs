@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod download;
 pub mod error;
 pub mod idempotency;
+pub mod magic;
 pub mod routes;
 pub mod views;
 pub mod ws;
@@ -29,6 +30,8 @@ pub const API_VERSION: &str = "1.0.0";
 
 /// Request bodies above this are 413 `payload_too_large` (send paths raise it later).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Send, reply, forward and approve accept up to this (contract §2.2).
+pub const MAX_SEND_BODY_BYTES: usize = 40 * 1024 * 1024;
 
 /// The settings handlers read.
 #[derive(Debug, Clone)]
@@ -74,8 +77,9 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    use routes::{account, agents, conversations, domains, events, messages, meta, webhooks};
+    use routes::{account, agents, conversations, domains, events, messages, meta, reviews, send, webhooks};
     let message = "/v1/agents/{email}/messages/{id}";
+    let big = || DefaultBodyLimit::max(MAX_SEND_BODY_BYTES);
     Router::new()
         .route("/api/health", get(meta::health).head(meta::health))
         .route("/v1/info", get(meta::info))
@@ -88,7 +92,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents", get(agents::list).post(agents::create))
         .route("/v1/agents/{email}", get(agents::get).patch(agents::update).delete(agents::delete))
         .route("/v1/agents/{email}/restore", post(agents::restore))
-        .route("/v1/agents/{email}/messages", get(messages::list))
+        .route("/v1/agents/{email}/messages", get(messages::list).post(send::send).layer(big()))
+        .route(&format!("{message}/reply"), post(send::reply).layer(big()))
+        .route(&format!("{message}/forward"), post(send::forward).layer(big()))
+        .route("/v1/agents/{email}/protection", get(reviews::get_protection).put(reviews::put_protection))
+        .route("/v1/reviews", get(reviews::list))
+        .route("/v1/reviews/{id}", get(reviews::get))
+        .route("/v1/reviews/{id}/approve", post(reviews::approve).layer(big()))
+        .route("/v1/reviews/{id}/reject", post(reviews::reject))
+        .route(
+            "/v1/approve",
+            get(magic::approve_page).post(magic::approve_post).fallback(magic::other_method),
+        )
+        .route("/v1/reject", get(magic::reject_page).post(magic::reject_post).fallback(magic::other_method))
         .route(message, get(messages::get).patch(messages::update).delete(messages::delete))
         .route(&format!("{message}/restore"), post(messages::restore))
         .route(&format!("{message}/attachments/{{index}}"), get(messages::attachment))

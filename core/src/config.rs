@@ -72,6 +72,16 @@ pub struct Config {
     pub events_retention: String,
     /// WebSocket keepalive ping interval.
     pub ws_ping_interval: String,
+    /// Postfix's originating listener (master.cf `-o milter_macro_daemon_name=ORIGINATING`),
+    /// `HOST:PORT`, where agents' outbound mail is submitted.
+    pub submission_relay: String,
+    /// Delays between submission tries after a temporary (4xx or connection) failure;
+    /// one more try than delays, then the message fails.
+    pub submission_retry_schedule: String,
+    /// How long one SMTP submission may take.
+    pub submission_timeout: String,
+    /// How often expired review holds are swept (their `on_expiry` applied).
+    pub hold_sweep_interval: String,
     /// `plain` or `json`.
     pub log_format: String,
     /// A `tracing` filter, e.g. `info` or `postagent=debug,info`.
@@ -108,6 +118,10 @@ impl Default for Config {
             webhook_disable_min_failures: 10,
             events_retention: "30d".into(),
             ws_ping_interval: "30s".into(),
+            submission_relay: "127.0.0.1:10587".into(),
+            submission_retry_schedule: "1m,5m,15m,1h,4h,8h".into(),
+            submission_timeout: "60s".into(),
+            hold_sweep_interval: "60s".into(),
             log_format: "plain".into(),
             log_level: "info".into(),
         }
@@ -183,6 +197,21 @@ pub fn parse_schedule(s: &str) -> Option<Vec<Duration>> {
         return Some(Vec::new());
     }
     s.split(',').map(parse_duration).collect()
+}
+
+/// Outbound submission and review-hold settings, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionSettings {
+    pub relay_host: String,
+    pub relay_port: u16,
+    /// The delay before try n+2 is `retry[n]`.
+    pub retry: Vec<Duration>,
+    pub timeout: Duration,
+    pub hold_sweep_every: Duration,
+    /// Our EHLO name.
+    pub helo: String,
+    /// The base of magic links in review notices.
+    pub public_url: String,
 }
 
 /// Webhook delivery and event-log settings, typed.
@@ -317,6 +346,10 @@ impl Config {
             }
             "events_retention" => self.events_retention = v,
             "ws_ping_interval" => self.ws_ping_interval = v,
+            "submission_relay" => self.submission_relay = v,
+            "submission_retry_schedule" => self.submission_retry_schedule = v,
+            "submission_timeout" => self.submission_timeout = v,
+            "hold_sweep_interval" => self.hold_sweep_interval = v,
             "log_format" => self.log_format = v,
             "log_level" => self.log_level = v,
             _ => return Err(bad(key, "unknown configuration key")),
@@ -383,6 +416,8 @@ impl Config {
             ("webhook_disable_after", &self.webhook_disable_after),
             ("events_retention", &self.events_retention),
             ("ws_ping_interval", &self.ws_ping_interval),
+            ("submission_timeout", &self.submission_timeout),
+            ("hold_sweep_interval", &self.hold_sweep_interval),
         ] {
             if parse_duration(v).is_none() {
                 return Err(bad(key, format!("{v:?} is not a duration (e.g. 250ms, 5s, 2m)")));
@@ -399,6 +434,19 @@ impl Config {
                     self.webhook_retry_schedule
                 ),
             ));
+        }
+        if parse_schedule(&self.submission_retry_schedule).is_none() {
+            return Err(bad(
+                "submission_retry_schedule",
+                format!("{:?} is not a comma-separated list of durations", self.submission_retry_schedule),
+            ));
+        }
+        match self.submission_relay.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(bad("submission_relay", "must be HOST:PORT, e.g. 127.0.0.1:10587")),
+        }
+        if parse_duration(&self.hold_sweep_interval).is_some_and(|d| d.is_zero()) {
+            return Err(bad("hold_sweep_interval", "must be more than 0"));
         }
         if self.webhook_concurrency == 0 {
             return Err(bad("webhook_concurrency", "must be at least 1"));
@@ -474,6 +522,20 @@ impl Config {
             disable_min_failures: i64::from(self.webhook_disable_min_failures),
             events_retention: d(&self.events_retention, 30 * 86400),
             ws_ping_interval: d(&self.ws_ping_interval, 30),
+        }
+    }
+
+    pub fn submission(&self) -> SubmissionSettings {
+        let d = |v: &str, fallback: u64| parse_duration(v).unwrap_or(Duration::from_secs(fallback));
+        let (host, port) = self.submission_relay.rsplit_once(':').unwrap_or(("127.0.0.1", "10587"));
+        SubmissionSettings {
+            relay_host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            relay_port: port.parse().unwrap_or(10587),
+            retry: parse_schedule(&self.submission_retry_schedule).unwrap_or_default(),
+            timeout: d(&self.submission_timeout, 60),
+            hold_sweep_every: d(&self.hold_sweep_interval, 60),
+            helo: self.mail_hostname(),
+            public_url: self.public_url(),
         }
     }
 
@@ -564,6 +626,10 @@ impl fmt::Debug for Config {
             .field("webhook_disable_min_failures", &self.webhook_disable_min_failures)
             .field("events_retention", &self.events_retention)
             .field("ws_ping_interval", &self.ws_ping_interval)
+            .field("submission_relay", &self.submission_relay)
+            .field("submission_retry_schedule", &self.submission_retry_schedule)
+            .field("submission_timeout", &self.submission_timeout)
+            .field("hold_sweep_interval", &self.hold_sweep_interval)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()

@@ -7,10 +7,12 @@
 //! and milter message id so a redelivery after a lost 250 is stored once.
 
 use crate::auth::headers::{self, Claims, EntityType};
+use crate::event::MessageEvent;
 use crate::ids;
+use crate::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::sign::sha256_hex;
-use crate::store::{Inserted, NewAttachment, NewEvent, NewInboundMessage, Store, StoreError};
+use crate::store::{Agent, Inserted, NewAttachment, NewEvent, NewHold, NewInboundMessage, Store, StoreError};
 use crate::time::Timestamp;
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
@@ -176,8 +178,6 @@ pub async fn store_for(
         .find_live_agent(email.as_str())
         .await?
         .ok_or_else(|| IngestError::UnknownAgent(email.to_string()))?;
-    let authentication = p.claims.as_ref().map(|c| c.authentication.clone());
-    let verified_domain = authentication.as_ref().and_then(|a| a.verified_domain().map(str::to_owned));
     // The conversation header is ours only on mail our own API sent (signed as agent mail);
     // anything else threads by its references among this agent's messages.
     let trusted_conversation = p
@@ -193,35 +193,93 @@ pub async fn store_for(
             store.find_conversation(&agent.email, &refs).await?
         }
     };
+    let protection = Protection::from_stored(store.get_protection(&agent.email).await?.as_deref());
+    let sender = p.parsed.header_from.as_deref().or(p.envelope_from.as_deref());
+    let verdict = protection.inbound_verdict(sender);
+    let (msg, events) = filed(&agent, p, conversation_id, &verdict, &protection, now);
+    let id = msg.id.clone();
+    match store.insert_inbound(msg, p.parsed.attachments.clone(), events).await? {
+        Inserted::Stored => Ok(Delivered::Stored { id }),
+        Inserted::Duplicate { id } => Ok(Delivered::Duplicate { id }),
+    }
+}
+
+/// The row and the events of one agent's copy. The gate's verdict decides what the agent
+/// sees: `Pass` and `Flag` deliver (`email.received`, plus `email.flagged`), `Review` holds
+/// the message out of the inbox until a reviewer decides (`email.review_requested`), `Block`
+/// keeps it, hidden, as rejected (`email.blocked`).
+pub fn filed(
+    agent: &Agent,
+    p: &Prepared,
+    conversation_id: Option<String>,
+    verdict: &Verdict,
+    protection: &Protection,
+    now: Timestamp,
+) -> (NewInboundMessage, Vec<NewEvent>) {
+    let authentication = p.claims.as_ref().map(|c| c.authentication.clone());
+    let verified_domain = authentication.as_ref().and_then(|a| a.verified_domain().map(str::to_owned));
     let id = message_id_for(&p.source_id, &agent.email);
     let auth_json = authentication.as_ref().and_then(|a| serde_json::to_value(a).ok());
-    let mut data = json!({
-        "message_id": id,
-        "agent_email": agent.email,
-        "direction": "inbound",
-        "header_from": p.parsed.header_from,
-        "envelope_from": p.envelope_from,
-        "verified_domain": verified_domain,
-        "authentication": auth_json,
-        "to": p.parsed.to,
-        "cc": p.parsed.cc,
-        "reply_to": p.parsed.reply_to,
-        "delivered_to": agent.email,
-        "subject": p.parsed.subject,
-        "received_at": now,
-        "attachments": p.parsed.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
+    let data = received_data(
+        agent,
+        p,
+        &id,
+        auth_json.clone(),
+        verified_domain.as_deref(),
+        conversation_id.as_deref(),
+        now,
+    );
+    let (status, review_status, flag_reason, hold) = match verdict {
+        Verdict::Pass => ("received", None, None, None),
+        Verdict::Flag { reason } => ("received", None, Some(reason.clone()), None),
+        Verdict::Review { .. } => (
+            "held",
+            Some("pending_review".to_owned()),
+            None,
+            Some(NewHold {
+                direction: "inbound".into(),
+                reason: verdict.hold_reason("inbound").to_string(),
+                on_expiry: protection.holds.on_expiry.clone(),
+                expires_at: now.plus_secs(protection.holds.ttl_seconds),
+            }),
+        ),
+        Verdict::Block { .. } => ("rejected", Some("review_rejected".to_owned()), None, None),
+    };
+    let event = |kind: &str, data: serde_json::Value| {
+        MessageEvent {
+            account_id: &agent.account_id,
+            agent_email: &agent.email,
+            message_id: &id,
+            conversation_id: conversation_id.as_deref(),
+            kind,
+            data,
+            at: now,
+        }
+        .build()
+    };
+    let mut gate_data = json!({
+        "message_id": id, "agent_email": agent.email, "direction": "inbound",
+        "header_from": p.parsed.header_from, "envelope_from": p.envelope_from,
+        "authentication": auth_json, "delivered_to": agent.email, "subject": p.parsed.subject,
+        "policy": protection.inbound.gate.policy, "reason_source": "gate",
     });
-    if let (Some(conv), Some(obj)) = (&conversation_id, data.as_object_mut()) {
-        obj.insert("conversation_id".into(), json!(conv));
+    let reason = match verdict {
+        Verdict::Pass => String::new(),
+        Verdict::Flag { reason } | Verdict::Review { reason } | Verdict::Block { reason } => reason.clone(),
+    };
+    if let Some(obj) = gate_data.as_object_mut() {
+        obj.insert("reason".into(), json!(reason));
+        if let Some(h) = &hold {
+            obj.insert("approval_expires_at".into(), json!(h.expires_at));
+            obj.insert("conversation_id".into(), json!(conversation_id.clone().unwrap_or_default()));
+        }
     }
-    let event_id = format!("evt_{}", &sha256_hex(format!("{id}|email.received").as_bytes())[..32]);
-    let envelope = json!({
-        "type": "email.received",
-        "id": event_id,
-        "schema_version": "1",
-        "created_at": now,
-        "data": data,
-    });
+    let events = match verdict {
+        Verdict::Pass => vec![event("email.received", data)],
+        Verdict::Flag { .. } => vec![event("email.received", data), event("email.flagged", gate_data)],
+        Verdict::Review { .. } => vec![event("email.review_requested", gate_data)],
+        Verdict::Block { .. } => vec![event("email.blocked", gate_data)],
+    };
     let msg = NewInboundMessage {
         id: id.clone(),
         account_id: agent.account_id.clone(),
@@ -244,24 +302,44 @@ pub async fn store_for(
         size_bytes: p.raw.len() as i64,
         postfix_queue_id: p.postfix_queue_id.clone(),
         created_at: now,
+        status: status.into(),
+        review_status,
+        flag_reason,
+        hold,
     };
-    let event = NewEvent {
-        id: event_id,
-        account_id: agent.account_id.clone(),
-        kind: "email.received".into(),
-        agent_email: Some(agent.email.clone()),
-        message_id: Some(id.clone()),
-        conversation_id: msg.conversation_id.clone(),
-        labels: Vec::new(),
-        payload: envelope.to_string(),
-        created_at: now,
-        internal: false,
-        only_webhook: None,
-    };
-    match store.insert_inbound(msg, p.parsed.attachments.clone(), event).await? {
-        Inserted::Stored => Ok(Delivered::Stored { id }),
-        Inserted::Duplicate { id } => Ok(Delivered::Duplicate { id }),
+    (msg, events)
+}
+
+/// The `email.received` payload (contract §4.3).
+pub fn received_data(
+    agent: &Agent,
+    p: &Prepared,
+    id: &str,
+    authentication: Option<serde_json::Value>,
+    verified_domain: Option<&str>,
+    conversation_id: Option<&str>,
+    now: Timestamp,
+) -> serde_json::Value {
+    let mut data = json!({
+        "message_id": id,
+        "agent_email": agent.email,
+        "direction": "inbound",
+        "header_from": p.parsed.header_from,
+        "envelope_from": p.envelope_from,
+        "verified_domain": verified_domain,
+        "authentication": authentication,
+        "to": p.parsed.to,
+        "cc": p.parsed.cc,
+        "reply_to": p.parsed.reply_to,
+        "delivered_to": agent.email,
+        "subject": p.parsed.subject,
+        "received_at": now,
+        "attachments": p.parsed.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
+    });
+    if let (Some(conv), Some(obj)) = (conversation_id.filter(|c| !c.is_empty()), data.as_object_mut()) {
+        obj.insert("conversation_id".into(), json!(conv));
     }
+    data
 }
 
 /// The contract's `AttachmentMetaView`.

@@ -5,7 +5,7 @@ use std::fmt;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// A point in time with microsecond precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

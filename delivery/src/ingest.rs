@@ -7,6 +7,8 @@
 use crate::lmtp::{Envelope, LmtpBackend, Reply};
 use postagent_core::ids::AgentEmail;
 use postagent_core::inbound::{self, Delivered, IngestError};
+use postagent_core::outbound::bounce::{self, BounceOutcome};
+use postagent_core::outbound::verp;
 use postagent_core::secret::Secret;
 use postagent_core::store::Store;
 use postagent_core::time::Timestamp;
@@ -27,9 +29,40 @@ impl StoreBackend {
     }
 }
 
+impl StoreBackend {
+    /// A delivery status notification for one of our outbound messages: applied to it, then
+    /// dropped (a report is not mail for an agent's inbox).
+    async fn bounce(&self, queue_id: &str, message_id: &str, rcpt: &str, raw: &[u8]) -> Reply {
+        match bounce::apply(self.store.as_ref(), message_id, raw, Timestamp::now()).await {
+            Ok(BounceOutcome::Bounced { recipients }) => {
+                tracing::info!(
+                    "{queue_id}: bounce msg={message_id} to=<{rcpt}> bounced={}",
+                    recipients.join(",")
+                );
+                Reply::Ok
+            }
+            Ok(other) => {
+                tracing::info!("{queue_id}: bounce msg={message_id} to=<{rcpt}> ignored: {other:?}");
+                Reply::Ok
+            }
+            Err(e) => {
+                tracing::warn!("{queue_id}: defer bounce msg={message_id}: store failed: {e}");
+                Reply::store_unavailable()
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl LmtpBackend for StoreBackend {
     async fn check_recipient(&self, rcpt: &str) -> Reply {
+        if verp::looks_like_bounce(rcpt) {
+            // Our outbound mail's envelope sender: only a genuine (tagged) one is accepted.
+            return match verp::parse_bounce(&self.secret, rcpt) {
+                Some(_) => Reply::Ok,
+                None => Reply::unknown_recipient(),
+            };
+        }
         let Some(email) = AgentEmail::parse(rcpt) else { return Reply::unknown_recipient() };
         match self.store.find_live_agent(email.as_str()).await {
             Ok(Some(_)) => Reply::Ok,
@@ -82,6 +115,10 @@ impl LmtpBackend for StoreBackend {
         }
         let mut replies = Vec::with_capacity(envelope.recipients.len());
         for rcpt in &envelope.recipients {
+            if let Some(message_id) = verp::parse_bounce(&self.secret, rcpt) {
+                replies.push(self.bounce(&queue_id, &message_id, rcpt, &prepared.raw).await);
+                continue;
+            }
             let reply = match inbound::store_for(self.store.as_ref(), &prepared, rcpt, Timestamp::now()).await
             {
                 Ok(Delivered::Stored { id }) => {

@@ -9,4 +9,5 @@
 
 pub mod ingest;
 pub mod lmtp;
+pub mod submit;
 pub mod webhook;

@@ -129,7 +129,9 @@ async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) ->
     let Some(arg) = args.first() else { return Status::Continue };
     let rcpt = arg.to_string_lossy();
     let address = recipients::strip_brackets(&rcpt);
-    match recipients::classify(&*shared.directory, &shared.config.shared_domain, &rcpt).await {
+    match recipients::classify(&*shared.directory, &shared.config.shared_domain, &shared.config.secret, &rcpt)
+        .await
+    {
         RecipientClass::Foreign | RecipientClass::Agent => Status::Continue,
         RecipientClass::UnknownAgent => {
             // Before DATA Postfix has no queue id for us: the log says NOQUEUE like Postfix's.

@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 use postagent_core::ids::AgentEmail;
+use postagent_core::outbound::verp;
+use postagent_core::secret::Secret;
 use postagent_core::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +63,17 @@ pub enum RecipientClass {
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Classifies `rcpt` (the RCPT argument with or without angle brackets).
-pub async fn classify(directory: &dyn AgentDirectory, shared_domain: &str, rcpt: &str) -> RecipientClass {
+///
+/// A genuine VERP bounce address on one of our domains (`bounce+msg_….tag@…`, what our
+/// outbound mail is sent from) counts as an agent: delivery status notifications come back
+/// to it. A forged one is an unknown agent, refused here so nothing is accepted that would
+/// bounce again later.
+pub async fn classify(
+    directory: &dyn AgentDirectory,
+    shared_domain: &str,
+    secret: &Secret,
+    rcpt: &str,
+) -> RecipientClass {
     let address = strip_brackets(rcpt);
     let Some((_, domain)) = address.rsplit_once('@') else {
         // `postmaster` without a domain and the like: local to Postfix, not ours.
@@ -73,6 +85,13 @@ pub async fn classify(directory: &dyn AgentDirectory, shared_domain: &str, rcpt:
             || directory.is_agent_domain(&domain).await?;
         if !ours {
             return Ok(RecipientClass::Foreign);
+        }
+        if verp::looks_like_bounce(address) {
+            return Ok(if verp::parse_bounce(secret, address).is_some() {
+                RecipientClass::Agent
+            } else {
+                RecipientClass::UnknownAgent
+            });
         }
         // Agent addresses are stored as AgentEmail normalises them; an address that cannot
         // be one (quoted local part, odd bytes) names no agent.
@@ -142,7 +161,7 @@ mod tests {
             Fake { domains: vec!["own.test"], agents: vec!["bot@own.test", "bot@agents.test"], fail: false };
         let c = |r: &'static str| {
             let dir = &dir;
-            async move { classify(dir, "agents.test", r).await }
+            async move { classify(dir, "agents.test", &Secret::new(vec![1; 32]), r).await }
         };
         assert_eq!(c("<Bot@Own.Test>").await, RecipientClass::Agent);
         assert_eq!(c("<bot@agents.test>").await, RecipientClass::Agent);
@@ -151,14 +170,28 @@ mod tests {
         assert_eq!(c("<\"odd one\"@own.test>").await, RecipientClass::UnknownAgent);
         assert_eq!(c("<someone@elsewhere.test>").await, RecipientClass::Foreign);
         assert_eq!(c("<postmaster>").await, RecipientClass::Foreign);
+        let bounce = verp::bounce_address(
+            &Secret::new(vec![1; 32]),
+            "msg_0123456789abcdef0123456789abcdef",
+            "own.test",
+        );
+        assert_eq!(
+            classify(&dir, "agents.test", &Secret::new(vec![1; 32]), &bounce).await,
+            RecipientClass::Agent
+        );
+        assert_eq!(
+            classify(&dir, "agents.test", &Secret::new(vec![2; 32]), &bounce).await,
+            RecipientClass::UnknownAgent,
+            "a bounce address under another secret is forged"
+        );
         let down = Fake { domains: vec![], agents: vec![], fail: true };
         assert!(matches!(
-            classify(&down, "agents.test", "<x@own.test>").await,
+            classify(&down, "agents.test", &Secret::new(vec![1; 32]), "<x@own.test>").await,
             RecipientClass::Unavailable(_)
         ));
         // The shared domain needs no domain lookup, but the agent lookup still fails.
         assert!(matches!(
-            classify(&down, "agents.test", "<x@agents.test>").await,
+            classify(&down, "agents.test", &Secret::new(vec![1; 32]), "<x@agents.test>").await,
             RecipientClass::Unavailable(_)
         ));
     }

@@ -84,12 +84,19 @@ pub fn summary(m: &Message) -> Value {
         insert_opt(obj, "review_status", m.review_status.clone().map(Value::from));
         insert_opt(obj, "delivery_status", m.delivery_status.clone().map(Value::from));
         insert_opt(obj, "delivery_detail", m.delivery_detail.clone().map(Value::from));
+        insert_opt(obj, "sent_as", m.sent_as.clone().map(Value::from));
+        if m.flagged {
+            obj.insert("flagged".into(), json!(true));
+            insert_opt(obj, "flag_reason", m.flag_reason.clone().map(Value::from));
+        }
     }
     v
 }
 
 /// `MessageView`: the summary plus authentication, bodies, attachments and the raw MIME.
-async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError> {
+/// A held outbound draft has no MIME yet: `raw_message` is null and `body` shows what the
+/// agent wrote; a held message carries its `hold_reason`.
+pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError> {
     let raw = state.store.get_raw(&m.id).await?;
     let attachments = state.store.list_attachments(&m.id).await?;
     let authentication: Value = match &m.authentication {
@@ -126,6 +133,16 @@ async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError> {
                 p.insert("html".into(), json!(html));
             }
             obj.insert("parsed".into(), parsed);
+        } else if let Some(draft) = state.store.get_draft(&m.id).await? {
+            let draft: postagent_core::outbound::Draft = serde_json::from_str(&draft).unwrap_or_default();
+            obj.insert("body".into(), json!({"text": draft.text, "html": draft.html}));
+        }
+        if m.review_status.is_some()
+            && let Some(hold) = state.store.get_hold(&m.id).await?
+            && let Ok(reason) = serde_json::from_str::<Value>(&hold.reason)
+            && reason.get("code").is_some()
+        {
+            obj.insert("hold_reason".into(), reason);
         }
     }
     Ok(v)

@@ -7,6 +7,8 @@ pub mod domains;
 pub mod events;
 pub mod messages;
 pub mod meta;
+pub mod reviews;
+pub mod send;
 pub mod webhooks;
 
 use crate::error::ApiError;

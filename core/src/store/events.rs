@@ -63,10 +63,12 @@ pub(super) async fn insert_event(
         }
     }
     let status = if matched.is_empty() { "no_match" } else { "processed" };
-    sqlx::query(
+    // Event ids are deterministic: the same event recorded twice (a redelivered bounce, a
+    // submission retried after its worker died) is one event, delivered once.
+    let inserted = sqlx::query(
         "INSERT INTO events (id, account_id, type, agent_email, message_id, conversation_id, payload,
              status, internal, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
     )
     .bind(event.id.as_str())
     .bind(event.account_id.as_str())
@@ -79,7 +81,12 @@ pub(super) async fn insert_event(
     .bind(i64::from(event.internal))
     .bind(now)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        matched.clear();
+    }
     let mut deliveries = Vec::with_capacity(matched.len());
     for webhook_id in &matched {
         deliveries.push(

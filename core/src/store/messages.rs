@@ -14,7 +14,8 @@ use sqlx::any::AnyRow;
 const MESSAGE_COLS: &str = "id, account_id, agent_email, direction, status, review_status, read_status, \
      header_from, envelope_from, verified_domain, to_addrs, cc_addrs, bcc_addrs, reply_to, delivered_to, \
      subject, rfc_message_id, conversation_id, labels, authentication, size_bytes, delivery_status, \
-     delivery_detail, created_at, deleted_at";
+     delivery_detail, created_at, deleted_at, in_reply_to, references_ids, provider_message_id, \
+     postfix_queue_id, message_type, method, sent_as, flagged, flag_reason, bounce_type";
 
 fn list(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
     let text: String = row.try_get(col)?;
@@ -48,10 +49,20 @@ fn message(row: &AnyRow) -> StoreResult<Message> {
         delivery_detail: row.try_get("delivery_detail")?,
         created_at: ts(row, "created_at")?,
         deleted_at: opt_ts(row, "deleted_at")?,
+        in_reply_to: row.try_get("in_reply_to")?,
+        references: list(row, "references_ids")?,
+        provider_message_id: row.try_get("provider_message_id")?,
+        postfix_queue_id: row.try_get("postfix_queue_id")?,
+        message_type: row.try_get("message_type")?,
+        method: row.try_get("method")?,
+        sent_as: row.try_get("sent_as")?,
+        flagged: super::sql::flag(row, "flagged")?,
+        flag_reason: row.try_get("flag_reason")?,
+        bounce_type: row.try_get("bounce_type")?,
     })
 }
 
-fn json_list(v: &[String]) -> String {
+pub(super) fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
@@ -102,6 +113,85 @@ impl Conditions {
     }
 }
 
+/// Inserts an inbound row, its attachment metadata and its hold; `false` (nothing written)
+/// when the agent already has this source.
+pub(super) async fn insert_inbound_row(
+    conn: &mut sqlx::AnyConnection,
+    msg: &NewInboundMessage,
+    attachments: &[NewAttachment],
+) -> StoreResult<bool> {
+    let now = msg.created_at.as_micros();
+    // One statement for the common case; the unique (agent_email, source_id) key turns a
+    // redelivery into "no row inserted" instead of a read before every write.
+    let inserted = sqlx::query(
+        "INSERT INTO messages (id, account_id, agent_email, direction, status, read_status, source_id,
+             header_from, envelope_from, verified_domain, to_addrs, cc_addrs, reply_to, delivered_to, subject,
+             rfc_message_id, in_reply_to, references_ids, conversation_id, authentication, raw_message,
+             size_bytes, postfix_queue_id, created_at, updated_at, review_status, flagged, flag_reason)
+         VALUES ($1, $2, $3, 'inbound', $22, 'unread', $4, $5, $6, $7, $8, $9, $10, $11, $12,
+             $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, $23, $24, $25)
+         ON CONFLICT (agent_email, source_id) DO NOTHING",
+    )
+    .bind(msg.id.as_str())
+    .bind(msg.account_id.as_str())
+    .bind(msg.agent_email.as_str())
+    .bind(msg.source_id.as_str())
+    .bind(msg.header_from.as_deref())
+    .bind(msg.envelope_from.as_deref())
+    .bind(msg.verified_domain.as_deref())
+    .bind(json_list(&msg.to))
+    .bind(json_list(&msg.cc))
+    .bind(json_list(&msg.reply_to))
+    .bind(msg.delivered_to.as_str())
+    .bind(msg.subject.as_str())
+    .bind(msg.rfc_message_id.as_deref())
+    .bind(msg.in_reply_to.as_deref())
+    .bind(json_list(&msg.references))
+    .bind(msg.conversation_id.as_deref())
+    .bind(msg.authentication.as_deref())
+    .bind(msg.raw.as_slice())
+    .bind(msg.size_bytes)
+    .bind(msg.postfix_queue_id.as_deref())
+    .bind(now)
+    .bind(msg.status.as_str())
+    .bind(msg.review_status.as_deref())
+    .bind(i64::from(msg.flag_reason.is_some()))
+    .bind(msg.flag_reason.as_deref())
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    insert_attachments(conn, &msg.id, attachments).await?;
+    if let Some(hold) = &msg.hold {
+        super::outbound::insert_hold(conn, &msg.id, &msg.account_id, &msg.agent_email, hold, msg.created_at)
+            .await?;
+    }
+    Ok(true)
+}
+
+pub(super) async fn insert_attachments(
+    conn: &mut sqlx::AnyConnection,
+    message_id: &str,
+    attachments: &[NewAttachment],
+) -> StoreResult<()> {
+    for a in attachments {
+        sqlx::query(
+            "INSERT INTO attachments (message_id, idx, filename, content_type, content_id, size_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(message_id)
+        .bind(a.index)
+        .bind(a.filename.as_deref())
+        .bind(a.content_type.as_deref())
+        .bind(a.content_id.as_deref())
+        .bind(a.size_bytes)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// `LIKE` pattern matching `needle` anywhere, literally (case folded by the caller).
 fn contains_pattern(needle: &str) -> String {
     let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -114,45 +204,10 @@ impl MessageStore for SqlStore {
         &self,
         msg: NewInboundMessage,
         attachments: Vec<NewAttachment>,
-        event: NewEvent,
+        events: Vec<NewEvent>,
     ) -> StoreResult<Inserted> {
         let mut tx = self.begin_write().await?;
-        let now = msg.created_at.as_micros();
-        // One statement for the common case; the unique (agent_email, source_id) key turns a
-        // redelivery into "no row inserted" instead of a read before every write.
-        let inserted = sqlx::query(
-            "INSERT INTO messages (id, account_id, agent_email, direction, status, read_status, source_id,
-                 header_from, envelope_from, verified_domain, to_addrs, cc_addrs, reply_to, delivered_to, subject,
-                 rfc_message_id, in_reply_to, references_ids, conversation_id, authentication, raw_message,
-                 size_bytes, postfix_queue_id, created_at, updated_at)
-             VALUES ($1, $2, $3, 'inbound', 'received', 'unread', $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21, $21)
-             ON CONFLICT (agent_email, source_id) DO NOTHING",
-        )
-        .bind(msg.id.as_str())
-        .bind(msg.account_id.as_str())
-        .bind(msg.agent_email.as_str())
-        .bind(msg.source_id.as_str())
-        .bind(msg.header_from.as_deref())
-        .bind(msg.envelope_from.as_deref())
-        .bind(msg.verified_domain.as_deref())
-        .bind(json_list(&msg.to))
-        .bind(json_list(&msg.cc))
-        .bind(json_list(&msg.reply_to))
-        .bind(msg.delivered_to.as_str())
-        .bind(msg.subject.as_str())
-        .bind(msg.rfc_message_id.as_deref())
-        .bind(msg.in_reply_to.as_deref())
-        .bind(json_list(&msg.references))
-        .bind(msg.conversation_id.as_deref())
-        .bind(msg.authentication.as_deref())
-        .bind(msg.raw)
-        .bind(msg.size_bytes)
-        .bind(msg.postfix_queue_id.as_deref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if !insert_inbound_row(&mut tx, &msg, &attachments).await? {
             // A redelivery (Postfix never saw our 250): the first copy stands.
             let row = sqlx::query("SELECT id FROM messages WHERE agent_email = $1 AND source_id = $2")
                 .bind(msg.agent_email.as_str())
@@ -161,23 +216,14 @@ impl MessageStore for SqlStore {
                 .await?;
             return Ok(Inserted::Duplicate { id: row.try_get("id")? });
         }
-        for a in attachments {
-            sqlx::query(
-                "INSERT INTO attachments (message_id, idx, filename, content_type, content_id, size_bytes)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(msg.id.as_str())
-            .bind(a.index)
-            .bind(a.filename)
-            .bind(a.content_type)
-            .bind(a.content_id)
-            .bind(a.size_bytes)
-            .execute(&mut *tx)
-            .await?;
+        let mut published = Vec::new();
+        for event in &events {
+            published.push(super::events::insert_event(self, &mut tx, event).await?.0);
         }
-        let (published, _) = super::events::insert_event(self, &mut tx, &event).await?;
         tx.commit().await?;
-        self.bus.publish(published);
+        for p in published {
+            self.bus.publish(p);
+        }
         Ok(Inserted::Stored)
     }
 

@@ -16,11 +16,13 @@ mod idempotency;
 mod jobs;
 mod messages;
 mod models;
+mod outbound;
 mod sql;
 mod webhooks;
 
 pub use events::WEBHOOK_JOB;
 pub use models::*;
+pub use outbound::{NOTIFY_JOB, OutboundStore, SUBMIT_JOB};
 pub use sql::{Backend, SqlStore};
 pub use webhooks::MAX_WEBHOOKS;
 
@@ -214,13 +216,14 @@ pub trait IdempotencyStore: Send + Sync {
 
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Stores an inbound message, its attachment metadata and its `email.received` event in
-    /// one transaction; a message already stored for this agent and source is left as is.
+    /// Stores an inbound message, its attachment metadata, its hold (if any) and its events
+    /// (`email.received`, or the review/block events) in one transaction; a message already
+    /// stored for this agent and source is left as is.
     async fn insert_inbound(
         &self,
         msg: NewInboundMessage,
         attachments: Vec<NewAttachment>,
-        event: NewEvent,
+        events: Vec<NewEvent>,
     ) -> StoreResult<Inserted>;
     /// The newest conversation id among the agent's messages whose Message-ID (or provider
     /// id) is one of `rfc_ids`.
@@ -392,6 +395,7 @@ pub trait Store:
     + WebhookStore
     + JobQueue
     + IdempotencyStore
+    + OutboundStore
     + StoreHealth
 {
 }
@@ -404,6 +408,7 @@ impl<
         + WebhookStore
         + JobQueue
         + IdempotencyStore
+        + OutboundStore
         + StoreHealth,
 > Store for T
 {

@@ -150,6 +150,151 @@ pub struct NewInboundMessage {
     pub size_bytes: i64,
     pub postfix_queue_id: Option<String>,
     pub created_at: Timestamp,
+    /// `received`, or `held` / `rejected` when the agent's inbound gate says so.
+    pub status: String,
+    pub review_status: Option<String>,
+    pub flag_reason: Option<String>,
+    /// Set when the message is held for review.
+    pub hold: Option<NewHold>,
+}
+
+/// A hold on a message: it waits for a reviewer until `expires_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewHold {
+    pub direction: String,
+    /// The contract's `hold_reason` object as JSON.
+    pub reason: String,
+    pub on_expiry: String,
+    pub expires_at: Timestamp,
+}
+
+/// A hold as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hold {
+    pub message_id: String,
+    pub account_id: AccountId,
+    pub agent_email: String,
+    pub direction: String,
+    pub reason: String,
+    /// `pending`, `approved`, `rejected`, `expired_approved`, `expired_rejected`.
+    pub state: String,
+    pub on_expiry: String,
+    pub expires_at: Timestamp,
+    pub decided_at: Option<Timestamp>,
+    pub decided_by: Option<String>,
+    pub reject_reason: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// An outbound message ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboundMessage {
+    pub id: String,
+    pub account_id: AccountId,
+    pub agent_email: String,
+    /// `accepted` (queued for submission), `pending_review` (held) or `sent` (loopback).
+    pub status: String,
+    pub review_status: Option<String>,
+    pub delivery_status: Option<String>,
+    pub message_type: String,
+    pub method: String,
+    pub sent_as: String,
+    pub header_from: String,
+    /// Bare addresses, lowercase.
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub bcc: Vec<String>,
+    pub reply_to: Vec<String>,
+    pub subject: String,
+    pub rfc_message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub conversation_id: String,
+    /// The composed MIME; `None` while held (composed on approval).
+    pub raw: Option<Vec<u8>>,
+    /// The request as JSON (`outbound::Draft`).
+    pub draft: String,
+    pub size_bytes: i64,
+    pub provider_message_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// An `Idempotency-Key` response committed with the change it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyDone {
+    pub account_id: AccountId,
+    pub key: String,
+    pub status: u16,
+    /// Sealed, as the idempotency layer stores it.
+    pub body: String,
+}
+
+/// A job to add in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: String,
+    pub ref_id: String,
+    pub run_at: Timestamp,
+}
+
+/// One outbound insert: the row, its attachment metadata, an optional hold, an optional
+/// inbound twin (a loopback self-send), its events and jobs, all in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundInsert {
+    pub message: NewOutboundMessage,
+    pub attachments: Vec<NewAttachment>,
+    pub hold: Option<NewHold>,
+    pub twin: Option<(NewInboundMessage, Vec<NewAttachment>)>,
+    pub events: Vec<NewEvent>,
+    pub jobs: Vec<NewJob>,
+    pub idempotency: Option<IdempotencyDone>,
+}
+
+/// Column values a [`Transition`] sets; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageUpdate {
+    pub status: Option<String>,
+    pub review_status: Option<String>,
+    pub read_status: Option<String>,
+    pub delivery_status: Option<String>,
+    pub delivery_detail: Option<String>,
+    pub postfix_queue_id: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub bounce_type: Option<String>,
+    pub raw: Option<Vec<u8>>,
+    pub draft: Option<String>,
+    pub to: Option<Vec<String>>,
+    pub cc: Option<Vec<String>>,
+    pub bcc: Option<Vec<String>>,
+    pub subject: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub method: Option<String>,
+}
+
+/// How a hold was decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldDecision {
+    pub state: String,
+    pub decided_by: String,
+    pub reject_reason: Option<String>,
+}
+
+/// A compare-and-set change of one message: applied only while its status is one of
+/// `from` (and, with `hold`, while its hold is pending), with its events, jobs and attachment
+/// rows in the same transaction. This is what makes concurrent workers, reviewers and
+/// replicas safe: exactly one of them moves a message out of a state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transition {
+    pub message_id: String,
+    pub from: Vec<String>,
+    pub set: MessageUpdate,
+    pub hold: Option<HoldDecision>,
+    pub attachments: Option<Vec<NewAttachment>>,
+    pub twin: Option<(NewInboundMessage, Vec<NewAttachment>)>,
+    pub events: Vec<NewEvent>,
+    pub jobs: Vec<NewJob>,
+    pub idempotency: Option<IdempotencyDone>,
+    pub at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +367,17 @@ pub struct Message {
     pub delivery_detail: Option<String>,
     pub created_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub provider_message_id: Option<String>,
+    pub postfix_queue_id: Option<String>,
+    /// `send`, `reply`, `forward` (outbound); empty for inbound.
+    pub message_type: String,
+    pub method: Option<String>,
+    pub sent_as: Option<String>,
+    pub flagged: bool,
+    pub flag_reason: Option<String>,
+    pub bounce_type: Option<String>,
 }
 
 /// Inbox filters (contract §3.5). `None` means "no filter".

@@ -1,0 +1,502 @@
+//! `POST /v1/agents/{email}/messages` (send), `…/messages/{id}/reply` and `…/{id}/forward`:
+//! each builds a [`Draft`] and hands it to the outbound flow, which queues it for Postfix,
+//! holds it for review, or delivers a self-send at once. `Idempotency-Key` is honoured, and
+//! the stored response is committed with the message itself. `?wait=sent` waits (up to
+//! [`WAIT_SENT`]) for Postfix's verdict.
+
+use super::messages::agent_for;
+use crate::auth::Principal;
+use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
+use crate::error::{ApiError, FieldError};
+use crate::{AppState, idempotency};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use postagent_core::inbound;
+use postagent_core::outbound::send::{self as flow, Outcome, Outgoing, SendError};
+use postagent_core::outbound::{self, Draft, DraftAttachment, DraftError, forward_subject, reply_subject};
+use postagent_core::store::{Agent, Message};
+use postagent_core::time::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// How long `?wait=sent` waits before answering with the 202 it would have sent anyway.
+pub const WAIT_SENT: Duration = Duration::from_secs(15);
+
+/// `reply_to`: one address, or (SDK 5.6+) a list of up to five.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct AttachmentIn {
+    filename: String,
+    content_type: String,
+    data: String,
+}
+
+fn attachments(list: Option<Vec<AttachmentIn>>) -> Vec<DraftAttachment> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|a| DraftAttachment { filename: a.filename, content_type: a.content_type, data: a.data })
+        .collect()
+}
+
+/// The fields every send request shares, checked the same way.
+fn common_errors(
+    errors: &mut Vec<FieldError>,
+    reply_to: &Option<OneOrMany>,
+    conversation_id: &Option<String>,
+    unsupported: &[(&str, bool)],
+) {
+    if let Some(OneOrMany::Many(list)) = reply_to
+        && list.len() > 5
+    {
+        errors.push(FieldError::new("body.reply_to", "at most 5 addresses"));
+    }
+    if let Some(c) = conversation_id {
+        check_len(errors, "body.conversation_id", c, outbound::MAX_CONVERSATION_ID);
+    }
+    for (name, present) in unsupported {
+        if *present {
+            errors.push(FieldError::new(
+                format!("body.{name}"),
+                "templates and managed unsubscribe are not supported by this server",
+            ));
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct SendRequest {
+    to: Vec<String>,
+    #[serde(default)]
+    cc: Vec<String>,
+    #[serde(default)]
+    bcc: Vec<String>,
+    subject: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+    reply_to: Option<OneOrMany>,
+    conversation_id: Option<String>,
+    attachments: Option<Vec<AttachmentIn>>,
+    template_id: Option<Value>,
+    template_alias: Option<Value>,
+    template_data: Option<Value>,
+    unsubscribe: Option<Value>,
+}
+
+impl RequestBody for SendRequest {
+    const FIELDS: &'static [&'static str] = &[
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "text",
+        "html",
+        "reply_to",
+        "conversation_id",
+        "attachments",
+        "template_id",
+        "template_alias",
+        "template_data",
+        "unsubscribe",
+    ];
+
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        if self.subject.is_none() {
+            errors.push(FieldError::new("body.subject", "required"));
+        }
+        if self.text.is_none() && self.html.is_none() {
+            errors.push(FieldError::new("body.text", "required"));
+        }
+        let templated =
+            self.template_id.is_some() || self.template_alias.is_some() || self.template_data.is_some();
+        common_errors(
+            errors,
+            &self.reply_to,
+            &self.conversation_id,
+            &[("template_id", templated), ("unsubscribe", self.unsubscribe.is_some())],
+        );
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ReplyRequest {
+    text: String,
+    html: Option<String>,
+    #[serde(default)]
+    cc: Vec<String>,
+    #[serde(default)]
+    bcc: Vec<String>,
+    #[serde(default)]
+    reply_all: bool,
+    reply_to: Option<OneOrMany>,
+    conversation_id: Option<String>,
+    attachments: Option<Vec<AttachmentIn>>,
+    unsubscribe: Option<Value>,
+}
+
+impl RequestBody for ReplyRequest {
+    const FIELDS: &'static [&'static str] = &[
+        "text",
+        "html",
+        "cc",
+        "bcc",
+        "reply_all",
+        "reply_to",
+        "conversation_id",
+        "attachments",
+        "unsubscribe",
+    ];
+
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        common_errors(
+            errors,
+            &self.reply_to,
+            &self.conversation_id,
+            &[("unsubscribe", self.unsubscribe.is_some())],
+        );
+    }
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ForwardRequest {
+    to: Vec<String>,
+    text: String,
+    #[serde(default)]
+    cc: Vec<String>,
+    #[serde(default)]
+    bcc: Vec<String>,
+    html: Option<String>,
+    reply_to: Option<OneOrMany>,
+    conversation_id: Option<String>,
+    attachments: Option<Vec<AttachmentIn>>,
+    unsubscribe: Option<Value>,
+}
+
+impl RequestBody for ForwardRequest {
+    const FIELDS: &'static [&'static str] =
+        &["to", "text", "cc", "bcc", "html", "reply_to", "conversation_id", "attachments", "unsubscribe"];
+
+    fn validate(&self, errors: &mut Vec<FieldError>) {
+        common_errors(
+            errors,
+            &self.reply_to,
+            &self.conversation_id,
+            &[("unsubscribe", self.unsubscribe.is_some())],
+        );
+    }
+}
+
+/// How a draft's problems look on the wire (contract §3.5 send-path errors).
+impl From<DraftError> for ApiError {
+    fn from(e: DraftError) -> Self {
+        let msg = e.to_string();
+        match e {
+            DraftError::Field { field, message } => ApiError::field(&field, &message),
+            DraftError::TooManyRecipients { provided } => ApiError::bad_request("too_many_recipients", msg)
+                .with_details(json!({"max_recipients": outbound::MAX_RECIPIENTS, "provided": provided})),
+            DraftError::InvalidRecipient { field, message } => {
+                ApiError::bad_request("invalid_recipient", msg)
+                    .with_details(json!({"fields": [{"location": field, "message": message}]}))
+            }
+            DraftError::TooManyAttachments(_) => ApiError::bad_request("invalid_request", msg).with_details(
+                json!({"fields": [{"location": "body.attachments", "message": "at most 10 attachments"}]}),
+            ),
+            DraftError::InvalidAttachment { .. } => ApiError::bad_request("invalid_attachment", msg),
+            DraftError::TooLarge { scope, actual, max, filename } => {
+                let mut details = json!({"scope": scope, "actual_bytes": actual, "max_bytes": max});
+                if let (Some(f), Some(obj)) = (filename, details.as_object_mut()) {
+                    obj.insert("filename".into(), json!(f));
+                }
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", msg).with_details(details)
+            }
+        }
+    }
+}
+
+impl From<SendError> for ApiError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Draft(d) => d.into(),
+            SendError::Blocked(reason) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "blocked_by_policy",
+                format!("blocked by the agent's outbound gate: {reason}"),
+            ),
+            SendError::Compose(e) => {
+                tracing::error!(error = %e, "composing an outbound message failed");
+                ApiError::internal()
+            }
+            SendError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// The path's agent, if it may send: live, and on a verified domain (or the shared one).
+async fn sender(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
+    let agent = agent_for(state, who, email).await?;
+    if agent.deleted_at.is_some() {
+        return Err(ApiError::not_found("agent"));
+    }
+    let shared = !state.settings.shared_domain.is_empty() && agent.domain == state.settings.shared_domain;
+    if !shared && !agent.domain_verified {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "domain_not_verified",
+            format!("the domain {} is not verified; verify it before sending", agent.domain),
+        ));
+    }
+    Ok(agent)
+}
+
+/// Sends and renders, honouring `Idempotency-Key` and `?wait=sent`.
+async fn run(
+    state: AppState,
+    who: Principal,
+    agent: Agent,
+    headers: &HeaderMap,
+    q: &QueryParams,
+    route: &str,
+    raw: &[u8],
+    make: impl FnOnce() -> Outgoing + Send,
+) -> Result<Response, ApiError> {
+    let wait = match q.get("wait") {
+        None | Some("") => false,
+        Some("sent") => true,
+        Some(_) => return Err(ApiError::field("query.wait", "must be sent")),
+    };
+    let key = idempotency::key_from(headers)?;
+    let account = who.account_id.clone();
+    let st = state.clone();
+    idempotency::once_keyed(&st, &account, key, route, raw, |key| async move {
+        let mut out = make();
+        out.idempotency = key.map(|k| (who.account_id.clone(), k));
+        let outcome = flow::send(state.store.as_ref(), &state.secret, &agent, out, Timestamp::now()).await?;
+        match outcome {
+            Outcome::Accepted { id } if wait => Ok(wait_sent(&state, &id).await?),
+            other => {
+                let (status, body) = other.view();
+                Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), body))
+            }
+        }
+    })
+    .await
+}
+
+/// Polls the message until Postfix accepted or refused it, or [`WAIT_SENT`] passed.
+async fn wait_sent(state: &AppState, id: &str) -> Result<(StatusCode, Value), ApiError> {
+    let deadline = tokio::time::Instant::now() + WAIT_SENT;
+    loop {
+        if let Some(m) = state.store.find_message(id).await?
+            && matches!(m.status.as_str(), "sent" | "failed" | "bounced")
+        {
+            let status = if m.status == "failed" { "failed" } else { "sent" };
+            let mut body =
+                json!({"status": status, "message_id": id, "method": "smtp", "sent_as": "own_address"});
+            if let (Some(p), Some(obj)) = (m.provider_message_id, body.as_object_mut()) {
+                obj.insert("provider_message_id".into(), json!(p));
+            }
+            return Ok((StatusCode::OK, body));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok((
+                StatusCode::ACCEPTED,
+                json!({"status": "accepted", "message_id": id, "method": "smtp"}),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(email): Path<String>,
+    q: QueryParams,
+    headers: HeaderMap,
+    body: StrictJson<SendRequest>,
+) -> Result<Response, ApiError> {
+    let agent = sender(&state, &who, &email).await?;
+    let route = format!("send:{}", agent.email);
+    let r = body.value;
+    let make = move || Outgoing {
+        draft: Draft {
+            to: r.to,
+            cc: r.cc,
+            bcc: r.bcc,
+            subject: r.subject.unwrap_or_default(),
+            text: r.text,
+            html: r.html,
+            reply_to: r.reply_to.map(OneOrMany::into_vec).unwrap_or_default(),
+            attachments: attachments(r.attachments),
+            in_reply_to: None,
+            references: Vec::new(),
+        },
+        message_type: "send",
+        conversation_id: r.conversation_id,
+        idempotency: None,
+    };
+    run(state.clone(), who, agent, &headers, &q, &route, &body.raw, make).await
+}
+
+/// The message being answered or forwarded: one of the agent's own, not a held draft.
+async fn original(state: &AppState, who: &Principal, agent: &Agent, id: &str) -> Result<Message, ApiError> {
+    let m = state
+        .store
+        .get_message(&who.account_id, &agent.email, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    if m.direction == "outbound" && !matches!(m.status.as_str(), "sent" | "bounced") {
+        return Err(ApiError::conflict(
+            "message_not_yet_delivered",
+            "that message has not been sent yet; retry once it is",
+        ));
+    }
+    if m.direction == "inbound" && m.status != "received" {
+        return Err(ApiError::conflict("message_held", "that message is held for review"));
+    }
+    Ok(m)
+}
+
+/// `References` of a reply: the parent's chain, then the parent itself.
+fn references_of(m: &Message) -> Vec<String> {
+    let mut refs = m.references.clone();
+    if let Some(parent) = &m.rfc_message_id
+        && !refs.contains(parent)
+    {
+        refs.push(parent.clone());
+    }
+    refs
+}
+
+pub async fn reply(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+    q: QueryParams,
+    headers: HeaderMap,
+    body: StrictJson<ReplyRequest>,
+) -> Result<Response, ApiError> {
+    let agent = sender(&state, &who, &email).await?;
+    let m = original(&state, &who, &agent, &id).await?;
+    let r = body.value;
+    let me = agent.email.clone();
+    // Reply to what we received: its Reply-To, else its sender. Reply to what we sent: its
+    // recipients again. reply_all adds the other recipients, never the agent itself.
+    let (mut to, mut cc): (Vec<String>, Vec<String>) = if m.direction == "inbound" {
+        let back = m.reply_to.first().cloned().or(m.header_from.clone()).or(m.envelope_from.clone());
+        let to = back.into_iter().collect();
+        let cc = if r.reply_all { m.to.iter().chain(&m.cc).cloned().collect() } else { Vec::new() };
+        (to, cc)
+    } else {
+        (m.to.clone(), if r.reply_all { m.cc.clone() } else { Vec::new() })
+    };
+    to.retain(|a| !a.eq_ignore_ascii_case(&me) || m.direction == "outbound");
+    cc.retain(|a| !a.eq_ignore_ascii_case(&me) && !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
+    cc.extend(r.cc);
+    if to.is_empty() {
+        return Err(ApiError::bad_request("invalid_recipient", "the message has no address to reply to"));
+    }
+    let route = format!("reply:{}:{}", agent.email, m.id);
+    let conversation = r.conversation_id.or(m.conversation_id.clone().filter(|c| !c.is_empty()));
+    let make = move || Outgoing {
+        draft: Draft {
+            to,
+            cc,
+            bcc: r.bcc,
+            subject: reply_subject(&m.subject),
+            text: Some(r.text),
+            html: r.html,
+            reply_to: r.reply_to.map(OneOrMany::into_vec).unwrap_or_default(),
+            attachments: attachments(r.attachments),
+            in_reply_to: m.rfc_message_id.clone(),
+            references: references_of(&m),
+        },
+        message_type: "reply",
+        conversation_id: conversation,
+        idempotency: None,
+    };
+    run(state.clone(), who, agent, &headers, &q, &route, &body.raw, make).await
+}
+
+pub async fn forward(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((email, id)): Path<(String, String)>,
+    q: QueryParams,
+    headers: HeaderMap,
+    body: StrictJson<ForwardRequest>,
+) -> Result<Response, ApiError> {
+    let agent = sender(&state, &who, &email).await?;
+    let m = original(&state, &who, &agent, &id).await?;
+    let raw = state.store.get_raw(&m.id).await?.unwrap_or_default();
+    let r = body.value;
+    // The original's attachments travel on, followed by any new ones.
+    let mut carried = Vec::new();
+    for a in state.store.list_attachments(&m.id).await? {
+        let bytes = inbound::attachment_bytes(&raw, usize::try_from(a.index).unwrap_or(usize::MAX))
+            .unwrap_or_default();
+        carried.push(DraftAttachment {
+            filename: a.filename.unwrap_or_else(|| format!("attachment-{}", a.index + 1)),
+            content_type: a.content_type.unwrap_or_else(|| "application/octet-stream".into()),
+            data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+        });
+    }
+    carried.extend(attachments(r.attachments));
+    let (orig_text, orig_html) = inbound::bodies(&raw);
+    let from = m.header_from.clone().or(m.envelope_from.clone()).unwrap_or_else(|| agent.email.clone());
+    let header = format!(
+        "---------- Forwarded message ---------\nFrom: {from}\nDate: {}\nSubject: {}\nTo: {}\n",
+        m.created_at,
+        m.subject,
+        m.to.join(", ")
+    );
+    let text = format!("{}\n\n{header}\n{}", r.text, orig_text.unwrap_or_default());
+    let html = r.html.map(|h| match &orig_html {
+        Some(o) => format!("{h}<br><br><pre>{}</pre><blockquote>{o}</blockquote>", html_escape(&header)),
+        None => h,
+    });
+    let route = format!("forward:{}:{}", agent.email, m.id);
+    let make = move || Outgoing {
+        draft: Draft {
+            to: r.to,
+            cc: r.cc,
+            bcc: r.bcc,
+            subject: forward_subject(&m.subject),
+            text: Some(text),
+            html,
+            reply_to: r.reply_to.map(OneOrMany::into_vec).unwrap_or_default(),
+            attachments: carried,
+            in_reply_to: None,
+            references: Vec::new(),
+        },
+        message_type: "forward",
+        conversation_id: r.conversation_id,
+        idempotency: None,
+    };
+    run(state.clone(), who, agent, &headers, &q, &route, &body.raw, make).await
+}
+
+/// Text for an HTML page or part.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

@@ -1,0 +1,110 @@
+//! What a delivery status notification does to the message it reports on: each failed
+//! recipient marks the message `bounced` (with the status and diagnostic) and emits one
+//! `email.bounced`; delay warnings change nothing but the delivery detail.
+
+use super::dsn;
+use super::send::{OutboundFacts, outbound_data, outbound_event};
+use crate::store::{MessageUpdate, Store, StoreError, Transition};
+use crate::time::Timestamp;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BounceOutcome {
+    /// No outbound message of ours has this id (any more).
+    UnknownMessage,
+    /// Not `multipart/report; report-type=delivery-status` (an auto-reply, say).
+    NotAReport,
+    /// A report without failures (delays, successes).
+    NoFailure {
+        delayed: usize,
+    },
+    Bounced {
+        recipients: Vec<String>,
+    },
+}
+
+/// Applies the report in `raw` to message `message_id`.
+pub async fn apply(
+    store: &dyn Store,
+    message_id: &str,
+    raw: &[u8],
+    now: Timestamp,
+) -> Result<BounceOutcome, StoreError> {
+    let Some(m) = store.find_message(message_id).await?.filter(|m| m.direction == "outbound") else {
+        return Ok(BounceOutcome::UnknownMessage);
+    };
+    let Some(agent) = store.get_agent(&m.account_id, &m.agent_email).await? else {
+        return Ok(BounceOutcome::UnknownMessage);
+    };
+    if !dsn::is_report(raw) {
+        return Ok(BounceOutcome::NotAReport);
+    }
+    let report = dsn::parse(raw);
+    let failed: Vec<&dsn::RecipientStatus> = report.iter().filter(|r| r.bounce_type().is_some()).collect();
+    if failed.is_empty() {
+        let delayed = report.iter().filter(|r| r.action == "delayed").count();
+        if let Some(d) = report.iter().find(|r| r.action == "delayed") {
+            let t = Transition {
+                message_id: m.id.clone(),
+                from: vec!["sent".into()],
+                set: MessageUpdate {
+                    delivery_status: Some("deferred".into()),
+                    delivery_detail: Some(format!(
+                        "{} delayed: {}",
+                        d.recipient,
+                        d.diagnostic.as_deref().unwrap_or(&d.status)
+                    )),
+                    ..MessageUpdate::default()
+                },
+                at: now,
+                ..Transition::default()
+            };
+            store.transition(t).await?;
+        }
+        return Ok(BounceOutcome::NoFailure { delayed });
+    }
+    let conversation = m.conversation_id.clone().unwrap_or_default();
+    let facts = OutboundFacts {
+        to: &m.to,
+        cc: &m.cc,
+        bcc: &m.bcc,
+        subject: &m.subject,
+        message_type: &m.message_type,
+        conversation_id: &conversation,
+    };
+    let mut recipients = Vec::new();
+    for r in failed {
+        let bounce_type = r.bounce_type().unwrap_or("undetermined");
+        let detail =
+            format!("{} {}: {}", r.recipient, r.status, r.diagnostic.as_deref().unwrap_or("no diagnostic"));
+        let mut data = outbound_data(&agent, &m.id, &facts);
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("delivered_to".into(), json!(r.recipient));
+            obj.insert("bounce_type".into(), json!(bounce_type));
+            obj.insert("smtp_detail".into(), json!(detail));
+        }
+        let mut event = outbound_event(&agent, &m.id, &conversation, "email.bounced", data, now);
+        // One event per bounced recipient, each with its own stable id.
+        let id = crate::event::event_id(&format!("{}|{}", m.id, r.recipient), "email.bounced");
+        event.payload = event.payload.replace(&event.id, &id);
+        event.id = id;
+        let t = Transition {
+            message_id: m.id.clone(),
+            from: vec!["sent".into(), "sending".into(), "bounced".into()],
+            set: MessageUpdate {
+                status: Some("bounced".into()),
+                delivery_status: Some("bounced".into()),
+                delivery_detail: Some(detail.clone()),
+                bounce_type: Some(bounce_type.into()),
+                ..MessageUpdate::default()
+            },
+            events: vec![event],
+            at: now,
+            ..Transition::default()
+        };
+        if store.transition(t).await? {
+            recipients.push(r.recipient.clone());
+        }
+    }
+    Ok(BounceOutcome::Bounced { recipients })
+}

@@ -1,0 +1,144 @@
+//! Delivery status notifications (RFC 3464): `multipart/report; report-type=delivery-status`
+//! with a `message/delivery-status` part of per-recipient field groups. Postfix's bounce(8)
+//! writes them for mail it could not deliver (or delivered late), and so do other MTAs.
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+/// One recipient's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientStatus {
+    /// The `Final-Recipient` address.
+    pub recipient: String,
+    /// `failed`, `delayed`, `delivered`, `relayed` or `expanded`.
+    pub action: String,
+    /// The enhanced status code, e.g. `5.1.1`.
+    pub status: String,
+    /// `Diagnostic-Code` without its type prefix, e.g. `550 5.1.1 <x@y>: no such user`.
+    pub diagnostic: Option<String>,
+}
+
+impl RecipientStatus {
+    /// The contract's `bounce_type` for a failure; `None` when the recipient did not fail
+    /// (a delay warning or a success notice).
+    pub fn bounce_type(&self) -> Option<&'static str> {
+        if self.action != "failed" {
+            return None;
+        }
+        Some(match self.status.chars().next() {
+            Some('5') => "permanent",
+            Some('4') => "transient",
+            _ => "undetermined",
+        })
+    }
+}
+
+/// Whether `raw` is a delivery status notification at all.
+pub fn is_report(raw: &[u8]) -> bool {
+    let Some(m) = MessageParser::default().parse_headers(raw) else { return false };
+    m.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            && ct.attribute("report-type").is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"))
+    })
+}
+
+/// `name: value` fields of a block, continuation lines unfolded, names lowercased.
+fn fields(block: &[&str]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in block {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    out
+}
+
+/// `rfc822; addr` → `addr`.
+fn typed_value(v: &str) -> String {
+    v.split_once(';').map_or(v, |(_, rest)| rest).trim().trim_matches(['<', '>']).to_owned()
+}
+
+/// The per-recipient groups of the report; empty when `raw` is not one.
+pub fn parse(raw: &[u8]) -> Vec<RecipientStatus> {
+    if !is_report(raw) {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(raw);
+    let lines: Vec<&str> = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    // The part's headers end at the first blank line after its Content-Type.
+    let Some(ct_at) = lines.iter().position(|l| {
+        let lower = l.to_ascii_lowercase();
+        lower.starts_with("content-type:")
+            && lower.contains("delivery-status")
+            && !lower.contains("multipart")
+    }) else {
+        return Vec::new();
+    };
+    let Some(body_at) = lines[ct_at..].iter().position(|l| l.is_empty()).map(|i| ct_at + i + 1) else {
+        return Vec::new();
+    };
+    let body: Vec<&str> = lines[body_at..].iter().take_while(|l| !l.starts_with("--")).copied().collect();
+    body.split(|l| l.trim().is_empty())
+        .skip_while(|g| g.is_empty())
+        .skip(1) // the per-message group
+        .filter(|g| !g.is_empty())
+        .filter_map(|group| {
+            let f = fields(group);
+            let get = |n: &str| f.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            Some(RecipientStatus {
+                recipient: typed_value(&get("final-recipient")?).to_ascii_lowercase(),
+                action: get("action")?.to_ascii_lowercase(),
+                status: get("status").unwrap_or_default(),
+                diagnostic: get("diagnostic-code").map(|d| typed_value(&d)),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POSTFIX_BOUNCE: &str = "From: MAILER-DAEMON@mx.postagent.test (Mail Delivery System)\r\n\
+Subject: Undelivered Mail Returned to Sender\r\n\
+To: bounce+msg_0123@agents.test\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"B1\"\r\n\
+\r\n\
+--B1\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
+I'm sorry to have to inform you that your message could not be delivered.\r\n\r\n\
+--B1\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n\
+Reporting-MTA: dns; mx.postagent.test\r\nX-Postfix-Queue-ID: 4dQ1\r\n\
+Arrival-Date: Thu,  3 Dec 2026 06:00:00 +0000 (UTC)\r\n\r\n\
+Final-Recipient: rfc822; nobody@human.test\r\nOriginal-Recipient: rfc822;nobody@human.test\r\n\
+Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; 127.0.0.1\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 <nobody@human.test>: Recipient address\r\n    rejected\r\n\r\n\
+Final-Recipient: rfc822; slow@human.test\r\nAction: delayed\r\nStatus: 4.4.1\r\n\r\n\
+--B1\r\nContent-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n\r\n\
+Subject: hi\r\n\r\nbody\r\n--B1--\r\n";
+
+    #[test]
+    fn reads_postfix_reports() {
+        let r = parse(POSTFIX_BOUNCE.as_bytes());
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0].recipient, "nobody@human.test");
+        assert_eq!(r[0].status, "5.1.1");
+        assert_eq!(r[0].bounce_type(), Some("permanent"));
+        assert_eq!(
+            r[0].diagnostic.as_deref(),
+            Some("550 5.1.1 <nobody@human.test>: Recipient address rejected")
+        );
+        assert_eq!(r[1].action, "delayed");
+        assert_eq!(r[1].bounce_type(), None);
+    }
+
+    #[test]
+    fn ordinary_mail_is_no_report() {
+        assert!(parse(b"From: a@b.test\r\nSubject: Action: failed\r\n\r\nStatus: 5.1.1\r\n").is_empty());
+    }
+}

@@ -1,0 +1,330 @@
+//! Accepting a send: check the draft, run the outbound gate, then store it one of three ways
+//! in a single transaction — queued for the submission worker (`accepted`), held for review
+//! (`pending_review`), or, for a message to the agent's own address, delivered on the spot
+//! (loopback: the sent row, its inbound twin and both events).
+
+use super::address::Mailbox;
+use super::compose::{self, Ids};
+use super::{Checked, Draft, DraftError};
+use crate::event::MessageEvent;
+use crate::ids::{self, AccountId};
+use crate::inbound::{self, Prepared};
+use crate::protection::{Protection, Verdict};
+use crate::secret::Secret;
+use crate::store::{
+    Agent, IdempotencyDone, NOTIFY_JOB, NewAttachment, NewEvent, NewHold, NewInboundMessage, NewJob,
+    NewOutboundMessage, OutboundInsert, SUBMIT_JOB, Store, StoreError,
+};
+use crate::time::Timestamp;
+use serde_json::{Value, json};
+
+/// The seal purpose of stored idempotent responses (shared with the API's idempotency layer).
+pub const IDEMPOTENCY_SEAL: &str = "idempotency-response";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Draft(#[from] DraftError),
+    /// The outbound gate blocks it (403 `blocked_by_policy`).
+    #[error("{0}")]
+    Blocked(String),
+    #[error("composing the message failed: {0}")]
+    Compose(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the agent sends.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub draft: Draft,
+    /// `send`, `reply` or `forward`.
+    pub message_type: &'static str,
+    /// Explicit or inherited; a fresh `conv_…` when `None`.
+    pub conversation_id: Option<String>,
+    /// `(account, key)` of an `Idempotency-Key`: the response is committed with the message.
+    pub idempotency: Option<(AccountId, String)>,
+}
+
+/// How the send was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Accepted { id: String },
+    Held { id: String, expires_at: Timestamp },
+    Loopback { id: String },
+}
+
+impl Outcome {
+    /// The contract's `SendResultView` and its status code.
+    pub fn view(&self) -> (u16, Value) {
+        match self {
+            Self::Accepted { id } => (202, json!({"status": "accepted", "message_id": id, "method": "smtp"})),
+            Self::Held { id, expires_at } => (
+                202,
+                json!({"status": "pending_review", "message_id": id, "approval_expires_at": expires_at}),
+            ),
+            Self::Loopback { id } => (
+                200,
+                json!({"status": "sent", "message_id": id, "method": "loopback", "sent_as": "own_address"}),
+            ),
+        }
+    }
+}
+
+/// The agent as the From mailbox.
+pub fn from_mailbox(agent: &Agent) -> Mailbox {
+    Mailbox { name: Some(agent.name.clone()).filter(|n| !n.is_empty()), address: agent.email.clone() }
+}
+
+/// A self-send: exactly one To, the agent itself, and nobody else.
+pub fn is_loopback(agent: &Agent, checked: &Checked) -> bool {
+    checked.cc.is_empty()
+        && checked.bcc.is_empty()
+        && checked.to.len() == 1
+        && checked.to[0].address == agent.email
+}
+
+/// The MIME of `draft` as `agent` sends it.
+pub fn compose_for(
+    agent: &Agent,
+    draft: &Draft,
+    checked: &Checked,
+    id: &str,
+    conversation_id: &str,
+) -> std::io::Result<(String, Vec<u8>)> {
+    let rfc = compose::rfc_message_id(id, &agent.domain);
+    let ids = Ids { message_id: id, rfc_message_id: &rfc, conversation_id };
+    let raw = compose::compose(draft, checked, &from_mailbox(agent), &ids)?;
+    Ok((rfc, raw))
+}
+
+/// The attachment rows of a composed message, as the parser numbers them.
+pub fn attachment_rows(raw: &[u8]) -> Vec<NewAttachment> {
+    inbound::parse(raw).attachments
+}
+
+/// `email.sent` / `email.failed` / review payloads share these fields (contract §4.3).
+pub fn outbound_data(agent: &Agent, id: &str, m: &OutboundFacts<'_>) -> Value {
+    let mut data = json!({
+        "message_id": id,
+        "agent_email": agent.email,
+        "direction": "outbound",
+        "from": agent.email,
+        "to": m.to,
+        "cc": m.cc,
+        "bcc": m.bcc,
+        "subject": m.subject,
+        "message_type": m.message_type,
+    });
+    if let (Some(obj), false) = (data.as_object_mut(), m.conversation_id.is_empty()) {
+        obj.insert("conversation_id".into(), json!(m.conversation_id));
+    }
+    data
+}
+
+/// The facts about an outbound message that its events repeat.
+pub struct OutboundFacts<'a> {
+    pub to: &'a [String],
+    pub cc: &'a [String],
+    pub bcc: &'a [String],
+    pub subject: &'a str,
+    pub message_type: &'a str,
+    pub conversation_id: &'a str,
+}
+
+/// An event about an outbound message.
+pub fn outbound_event(
+    agent: &Agent,
+    id: &str,
+    conversation_id: &str,
+    kind: &str,
+    data: Value,
+    at: Timestamp,
+) -> NewEvent {
+    MessageEvent {
+        account_id: &agent.account_id,
+        agent_email: &agent.email,
+        message_id: id,
+        conversation_id: Some(conversation_id),
+        kind,
+        data,
+        at,
+    }
+    .build()
+}
+
+/// The inbound copy of a loopback self-send, with its `email.received` event: stored with
+/// `authentication: null` (no milter saw it) and the sender's conversation.
+pub fn loopback_twin(
+    agent: &Agent,
+    outbound_id: &str,
+    raw: &[u8],
+    conversation_id: &str,
+    now: Timestamp,
+) -> ((NewInboundMessage, Vec<NewAttachment>), NewEvent) {
+    let prepared = Prepared {
+        claims: None,
+        unsigned_reason: None,
+        source_id: format!("loopback:{outbound_id}"),
+        envelope_from: Some(agent.email.clone()),
+        postfix_queue_id: None,
+        raw: raw.to_vec(),
+        parsed: inbound::parse(raw),
+    };
+    let (msg, mut events) = inbound::filed(
+        agent,
+        &prepared,
+        Some(conversation_id.to_owned()),
+        &Verdict::Pass,
+        &Protection::default(),
+        now,
+    );
+    let attachments = prepared.parsed.attachments.clone();
+    let event = events.remove(0);
+    ((msg, attachments), event)
+}
+
+fn sealed(secret: &Secret, idem: &Option<(AccountId, String)>, outcome: &Outcome) -> Option<IdempotencyDone> {
+    let (account, key) = idem.as_ref()?;
+    let (status, body) = outcome.view();
+    let body = crate::seal::seal(secret, IDEMPOTENCY_SEAL, body.to_string().as_bytes())?;
+    Some(IdempotencyDone { account_id: account.clone(), key: key.clone(), status, body })
+}
+
+/// Takes a send from `agent`.
+pub async fn send(
+    store: &dyn Store,
+    secret: &Secret,
+    agent: &Agent,
+    out: Outgoing,
+    now: Timestamp,
+) -> Result<Outcome, SendError> {
+    let checked = out.draft.check()?;
+    let id = ids::mint("msg_", 16);
+    let conversation_id =
+        out.conversation_id.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| ids::mint("conv_", 16));
+    let envelope = checked.envelope();
+    let protection = Protection::from_stored(store.get_protection(&agent.email).await?.as_deref());
+    let loopback = is_loopback(agent, &checked);
+    let verdict =
+        if loopback { Verdict::Pass } else { protection.outbound_verdict(&agent.domain, &envelope) };
+    let bare = |l: &[Mailbox]| super::address::bare(l);
+    let (to, cc, bcc) = (bare(&checked.to), bare(&checked.cc), bare(&checked.bcc));
+    let facts = OutboundFacts {
+        to: &to,
+        cc: &cc,
+        bcc: &bcc,
+        subject: &out.draft.subject,
+        message_type: out.message_type,
+        conversation_id: &conversation_id,
+    };
+    if let Verdict::Block { reason } = &verdict {
+        // Nothing is stored: the event names a rowless id, as the contract's `msgblk_…`.
+        let block_id = ids::mint("msgblk_", 12);
+        let mut data = outbound_data(agent, &block_id, &facts);
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("reason".into(), json!(reason));
+            obj.insert("policy".into(), json!(protection.outbound.gate.policy));
+        }
+        let mut event = outbound_event(agent, &block_id, &conversation_id, "email.blocked", data, now);
+        event.message_id = None;
+        store.emit_event(event).await?;
+        return Err(SendError::Blocked(reason.clone()));
+    }
+    let draft_json = serde_json::to_string(&out.draft).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut message = NewOutboundMessage {
+        id: id.clone(),
+        account_id: agent.account_id.clone(),
+        agent_email: agent.email.clone(),
+        status: String::new(),
+        review_status: None,
+        delivery_status: None,
+        message_type: out.message_type.into(),
+        method: if loopback { "loopback".into() } else { "smtp".into() },
+        sent_as: "own_address".into(),
+        header_from: agent.email.clone(),
+        to: to.clone(),
+        cc: cc.clone(),
+        bcc: bcc.clone(),
+        reply_to: bare(&checked.reply_to),
+        subject: out.draft.subject.clone(),
+        rfc_message_id: compose::rfc_message_id(&id, &agent.domain),
+        in_reply_to: out.draft.in_reply_to.clone(),
+        references: out.draft.references.clone(),
+        conversation_id: conversation_id.clone(),
+        raw: None,
+        draft: draft_json,
+        size_bytes: 0,
+        provider_message_id: None,
+        created_at: now,
+    };
+    let mut insert = OutboundInsert {
+        message: message.clone(),
+        attachments: Vec::new(),
+        hold: None,
+        twin: None,
+        events: Vec::new(),
+        jobs: Vec::new(),
+        idempotency: None,
+    };
+    let outcome = if let Verdict::Review { .. } = &verdict {
+        let expires_at = now.plus_secs(protection.holds.ttl_seconds);
+        message.status = "pending_review".into();
+        message.review_status = Some("pending_review".into());
+        let mut data = outbound_data(agent, &id, &facts);
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("approval_expires_at".into(), json!(expires_at));
+        }
+        insert.events.push(outbound_event(agent, &id, &conversation_id, "email.review_requested", data, now));
+        insert.hold = Some(NewHold {
+            direction: "outbound".into(),
+            reason: verdict.hold_reason("outbound").to_string(),
+            on_expiry: protection.holds.on_expiry.clone(),
+            expires_at,
+        });
+        if !protection.holds.suppress_notifications {
+            insert.jobs.push(NewJob { kind: NOTIFY_JOB.into(), ref_id: id.clone(), run_at: now });
+        }
+        Outcome::Held { id: id.clone(), expires_at }
+    } else {
+        let (_, raw) = compose_for(agent, &out.draft, &checked, &id, &conversation_id)?;
+        insert.attachments = attachment_rows(&raw);
+        message.size_bytes = raw.len() as i64;
+        let outcome = if loopback {
+            message.status = "sent".into();
+            message.delivery_status = Some("sent".into());
+            message.provider_message_id = Some(format!("<{}@loopback.{}>", &id[4..], agent.domain));
+            let mut sent = outbound_data(agent, &id, &facts);
+            if let Some(obj) = sent.as_object_mut() {
+                obj.insert("method".into(), json!("loopback"));
+            }
+            insert.events.push(outbound_event(agent, &id, &conversation_id, "email.sent", sent, now));
+            let (twin, received) = loopback_twin(agent, &id, &raw, &conversation_id, now);
+            insert.twin = Some(twin);
+            insert.events.push(received);
+            Outcome::Loopback { id: id.clone() }
+        } else {
+            message.status = "accepted".into();
+            message.delivery_status = Some("accepted".into());
+            insert.jobs.push(NewJob { kind: SUBMIT_JOB.into(), ref_id: id.clone(), run_at: now });
+            Outcome::Accepted { id: id.clone() }
+        };
+        message.raw = Some(raw);
+        outcome
+    };
+    insert.message = message;
+    insert.idempotency = sealed(secret, &out.idempotency, &outcome);
+    store.insert_outbound(insert).await?;
+    tracing::info!(
+        "NOQUEUE: outbound msg={id} agent={} rcpts={} type={} outcome={}",
+        agent.email,
+        envelope.len(),
+        out.message_type,
+        match &outcome {
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::Held { .. } => "pending_review",
+            Outcome::Loopback { .. } => "loopback",
+        }
+    );
+    Ok(outcome)
+}

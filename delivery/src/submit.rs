@@ -1,0 +1,373 @@
+//! The submission worker (part of `postagent worker` and `serve`): hands accepted outbound
+//! mail to Postfix's originating listener over SMTP, mails reviewers about new holds, and
+//! sweeps expired holds.
+//!
+//! Postfix owns delivery: a 250 from the listener means "queued", and its queue id is
+//! recorded (`sent`, `email.sent`). A 5xx fails the message with Postfix's reason
+//! (`failed`, `email.failed`); a 4xx or an unreachable listener is retried on the configured
+//! schedule. The envelope sender is the message's VERP bounce address, so the DSNs Postfix
+//! writes later come back to our LMTP server and name the message.
+//!
+//! Jobs are claimed under a lease, so replicas never submit the same message at once; a
+//! worker that dies mid-submission leaves its lease to expire and the message is submitted
+//! again (at-least-once, like every queue here).
+
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use postagent_core::config::SubmissionSettings;
+use postagent_core::event::with_fields;
+use postagent_core::outbound::send::{OutboundFacts, outbound_data, outbound_event};
+use postagent_core::outbound::{notify, verp};
+use postagent_core::secret::Secret;
+use postagent_core::store::{Job, MessageUpdate, NOTIFY_JOB, SUBMIT_JOB, Store, StoreError, Transition};
+use postagent_core::time::Timestamp;
+use postagent_core::{magic, outbound::Draft, review};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Due work is looked for this often (claims read first, so an idle poll is one SELECT).
+const POLL_EVERY: Duration = Duration::from_millis(200);
+const CLAIM_BATCH: u32 = 16;
+/// Expired holds decided per sweep query.
+const SWEEP_BATCH: u32 = 100;
+
+pub struct Submitter {
+    store: Arc<dyn Store>,
+    secret: Secret,
+    settings: SubmissionSettings,
+    smtp: AsyncSmtpTransport<Tokio1Executor>,
+    id: String,
+}
+
+/// How one SMTP try ended.
+enum Tried {
+    Queued { queue_id: Option<String>, reply: String },
+    Permanent(String),
+    Temporary(String),
+}
+
+/// `250 2.0.0 Ok: queued as 4dQ1xk0sYzz9sWL` → the queue id.
+pub fn queue_id_of(reply: &str) -> Option<String> {
+    let (_, after) = reply.split_once("queued as ")?;
+    let id: String = after.chars().take_while(char::is_ascii_alphanumeric).collect();
+    (!id.is_empty()).then_some(id)
+}
+
+impl Submitter {
+    pub fn new(store: Arc<dyn Store>, secret: Secret, settings: SubmissionSettings) -> Self {
+        let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.relay_host.clone())
+            .port(settings.relay_port)
+            // builder_dangerous: plain SMTP to our own loopback listener, which the master.cf
+            // fragment runs without TLS (smtpd_tls_security_level=none).
+            .hello_name(ClientId::Domain(settings.helo.clone()))
+            .timeout(Some(settings.timeout))
+            .build();
+        let id = format!("submit-{}", postagent_core::ids::mint("", 6));
+        Self { store, secret, settings, smtp, id }
+    }
+
+    fn lease_secs(&self) -> i64 {
+        i64::try_from(self.settings.timeout.as_secs()).unwrap_or(60) * 2 + 5
+    }
+
+    /// Runs until `stop` resolves; the submission in flight finishes first.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        tracing::info!(
+            worker = %self.id,
+            relay = %format!("{}:{}", self.settings.relay_host, self.settings.relay_port),
+            "submission worker started"
+        );
+        tokio::pin!(stop);
+        let mut next_sweep = tokio::time::Instant::now();
+        loop {
+            let mut busy = false;
+            for kind in [SUBMIT_JOB, NOTIFY_JOB] {
+                match self
+                    .store
+                    .claim_jobs(kind, &self.id, Timestamp::now(), self.lease_secs(), CLAIM_BATCH)
+                    .await
+                {
+                    Ok(jobs) => {
+                        busy |= !jobs.is_empty();
+                        for job in jobs {
+                            self.run_job(&job).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "submission worker: cannot claim work; retrying"),
+                }
+            }
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + self.settings.hold_sweep_every;
+                match review::sweep(self.store.as_ref(), &self.secret, Timestamp::now(), SWEEP_BATCH).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(decided = n, "expired review holds decided"),
+                    Err(e) => tracing::warn!(error = %e, "review hold sweep failed; will retry"),
+                }
+            }
+            if busy {
+                continue;
+            }
+            let wake = next_sweep.min(tokio::time::Instant::now() + POLL_EVERY);
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        if let Err(e) = self.store.release_jobs(&self.id).await {
+            tracing::warn!(error = %e, "submission worker: cannot release leases; they expire by themselves");
+        }
+        tracing::info!(worker = %self.id, "submission worker stopped");
+    }
+
+    async fn run_job(&self, job: &Job) {
+        let result = if job.kind == SUBMIT_JOB { self.submit(job).await } else { self.notify(job).await };
+        if let Err(e) = result {
+            // The lease expires and the job is tried again.
+            tracing::warn!("NOQUEUE: {} msg={}: store failed: {e}; will retry", job.kind, job.ref_id);
+        }
+    }
+
+    /// Sends `raw` through the originating listener.
+    async fn smtp_try(&self, from: Option<&str>, to: &[String], raw: &[u8]) -> Tried {
+        let parse = |a: &str| a.parse::<Address>().map_err(|e| format!("{a:?}: {e}"));
+        let envelope = (|| -> Result<Envelope, String> {
+            let from = from.map(parse).transpose()?;
+            let to = to.iter().map(|a| parse(a)).collect::<Result<Vec<_>, _>>()?;
+            Envelope::new(from, to).map_err(|e| e.to_string())
+        })();
+        let envelope = match envelope {
+            Ok(e) => e,
+            Err(e) => return Tried::Permanent(format!("invalid envelope: {e}")),
+        };
+        match self.smtp.send_raw(&envelope, raw).await {
+            Ok(resp) => {
+                let reply = format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" "));
+                Tried::Queued { queue_id: queue_id_of(&reply), reply }
+            }
+            Err(e) if e.is_permanent() => Tried::Permanent(e.to_string()),
+            Err(e) => Tried::Temporary(e.to_string()),
+        }
+    }
+
+    /// The delay before the next try, or `None` when the tries are used up.
+    fn next_try(&self, job: &Job) -> Option<Duration> {
+        usize::try_from(job.attempts - 1).ok().and_then(|n| self.settings.retry.get(n).copied())
+    }
+
+    async fn submit(&self, job: &Job) -> Result<(), StoreError> {
+        let Some(m) = self.store.find_message(&job.ref_id).await? else {
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        };
+        let now = Timestamp::now();
+        let to_sending = Transition {
+            message_id: m.id.clone(),
+            from: vec!["accepted".into(), "sending".into()],
+            set: MessageUpdate {
+                status: Some("sending".into()),
+                delivery_status: Some("sending".into()),
+                ..Default::default()
+            },
+            at: now,
+            ..Transition::default()
+        };
+        let (Some(agent), Some(raw), true) = (
+            self.store.get_agent(&m.account_id, &m.agent_email).await?,
+            self.store.get_raw(&m.id).await?,
+            self.store.transition(to_sending).await?,
+        ) else {
+            // Already sent, failed or gone: nothing to do.
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        };
+        let rcpts: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).cloned().collect();
+        let from = verp::bounce_address(&self.secret, &m.id, &agent.domain);
+        let tried = self.smtp_try(Some(&from), &rcpts, &raw).await;
+        let conversation = m.conversation_id.clone().unwrap_or_default();
+        let facts = OutboundFacts {
+            to: &m.to,
+            cc: &m.cc,
+            bcc: &m.bcc,
+            subject: &m.subject,
+            message_type: &m.message_type,
+            conversation_id: &conversation,
+        };
+        let data = outbound_data(&agent, &m.id, &facts);
+        let now = Timestamp::now();
+        let fail = |reason: String, code: &str| Transition {
+            message_id: m.id.clone(),
+            from: vec!["sending".into()],
+            set: MessageUpdate {
+                status: Some("failed".into()),
+                delivery_status: Some("failed".into()),
+                delivery_detail: Some(reason.clone()),
+                ..Default::default()
+            },
+            events: vec![outbound_event(
+                &agent,
+                &m.id,
+                &conversation,
+                "email.failed",
+                with_fields(
+                    data.clone(),
+                    json!({"method": "smtp", "reason": reason, "reason_code": code, "retryable": false}),
+                ),
+                now,
+            )],
+            at: now,
+            ..Transition::default()
+        };
+        match tried {
+            Tried::Queued { queue_id, reply } => {
+                let qid = queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
+                let mut sent = with_fields(data.clone(), json!({"method": "smtp"}));
+                if let (Some(q), Some(obj)) = (&queue_id, sent.as_object_mut()) {
+                    obj.insert("provider_message_id".into(), json!(q));
+                }
+                let t = Transition {
+                    message_id: m.id.clone(),
+                    from: vec!["sending".into()],
+                    set: MessageUpdate {
+                        status: Some("sent".into()),
+                        delivery_status: Some("sent".into()),
+                        delivery_detail: Some(reply.clone()),
+                        postfix_queue_id: queue_id.clone(),
+                        provider_message_id: queue_id.clone(),
+                        ..Default::default()
+                    },
+                    events: vec![outbound_event(&agent, &m.id, &conversation, "email.sent", sent, now)],
+                    at: now,
+                    ..Transition::default()
+                };
+                self.store.transition(t).await?;
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::info!(
+                    "{qid}: submitted msg={} agent={} from=<{from}> rcpts={} size={} reply={reply:?}",
+                    m.id,
+                    agent.email,
+                    rcpts.len(),
+                    raw.len()
+                );
+            }
+            Tried::Permanent(reason) => {
+                self.store.transition(fail(reason.clone(), "submission.provider_rejected")).await?;
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::warn!("NOQUEUE: submission refused msg={} agent={}: {reason}", m.id, agent.email);
+            }
+            Tried::Temporary(reason) => match self.next_try(job) {
+                Some(delay) => {
+                    let back = Transition {
+                        message_id: m.id.clone(),
+                        from: vec!["sending".into()],
+                        set: MessageUpdate {
+                            status: Some("accepted".into()),
+                            delivery_status: Some("deferred".into()),
+                            delivery_detail: Some(reason.clone()),
+                            ..Default::default()
+                        },
+                        at: now,
+                        ..Transition::default()
+                    };
+                    self.store.transition(back).await?;
+                    let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+                    self.store.retry_job(job.id, &self.id, now.plus_micros(micros), &reason).await?;
+                    tracing::warn!(
+                        "NOQUEUE: submission deferred msg={} agent={} try={} retry_in={delay:?}: {reason}",
+                        m.id,
+                        agent.email,
+                        job.attempts
+                    );
+                }
+                None => {
+                    let reason = format!("gave up after {} tries: {reason}", job.attempts);
+                    self.store.transition(fail(reason.clone(), "submission.local_retries_exhausted")).await?;
+                    self.store.complete_job(job.id, &self.id).await?;
+                    tracing::warn!("NOQUEUE: submission failed msg={} agent={}: {reason}", m.id, agent.email);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Mails the account's reviewer about a new hold.
+    async fn notify(&self, job: &Job) -> Result<(), StoreError> {
+        let Some(hold) = self.store.get_hold(&job.ref_id).await?.filter(|h| h.state == "pending") else {
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        };
+        let (Some(m), Some(account), Some(agent)) = (
+            self.store.find_message(&hold.message_id).await?,
+            self.store.get_account(&hold.account_id).await?,
+            self.store.get_agent(&hold.account_id, &hold.agent_email).await?,
+        ) else {
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        };
+        let reviewer = account.reviewer_email.clone().unwrap_or(account.email.clone());
+        let draft: Draft = self
+            .store
+            .get_draft(&m.id)
+            .await?
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or_default();
+        let (approve_url, reject_url) =
+            magic::links(&self.settings.public_url, &self.secret, &m.id, hold.expires_at);
+        let raw = notify::compose(&notify::Notice {
+            agent: &agent,
+            message: &m,
+            text: draft.text.as_deref(),
+            reviewer: &reviewer,
+            approve_url: &approve_url,
+            reject_url: &reject_url,
+            expires_at: hold.expires_at,
+        });
+        let raw = match raw {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("NOQUEUE: review notice msg={}: cannot compose: {e}", m.id);
+                self.store.complete_job(job.id, &self.id).await?;
+                return Ok(());
+            }
+        };
+        // A null sender: nothing bounces back at an automatic notice.
+        match self.smtp_try(None, std::slice::from_ref(&reviewer), &raw).await {
+            Tried::Queued { queue_id, .. } => {
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::info!(
+                    "{}: review notice msg={} agent={} reviewer=<{reviewer}>",
+                    queue_id.as_deref().unwrap_or("NOQUEUE"),
+                    m.id,
+                    agent.email
+                );
+            }
+            Tried::Permanent(reason) => {
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::warn!("NOQUEUE: review notice refused msg={} reviewer=<{reviewer}>: {reason}", m.id);
+            }
+            Tried::Temporary(reason) => {
+                let delay = self.next_try(job).unwrap_or(Duration::from_secs(3600));
+                let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+                self.store.retry_job(job.id, &self.id, Timestamp::now().plus_micros(micros), &reason).await?;
+                tracing::warn!("NOQUEUE: review notice deferred msg={} retry_in={delay:?}: {reason}", m.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_ids_from_replies() {
+        assert_eq!(
+            queue_id_of("250 2.0.0 Ok: queued as 4dQ1xk0sYzz9sWL").as_deref(),
+            Some("4dQ1xk0sYzz9sWL")
+        );
+        assert_eq!(queue_id_of("250 2.0.0 Ok: queued as 3A2B1C4D5E").as_deref(), Some("3A2B1C4D5E"));
+        assert_eq!(queue_id_of("250 ok"), None);
+    }
+}
