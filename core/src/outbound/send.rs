@@ -200,6 +200,9 @@ pub async fn send(
     now: Timestamp,
 ) -> Result<Outcome, SendError> {
     let checked = out.draft.check()?;
+    if let Some(c) = &out.conversation_id {
+        super::check_conversation_id(c)?;
+    }
     let id = ids::mint("msg_", 16);
     let conversation_id =
         out.conversation_id.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| ids::mint("conv_", 16));

@@ -1,0 +1,334 @@
+//! Sending over the API (send, reply, forward, self-send, idempotency, limits, header
+//! injection) on SQLite and PostgreSQL. No submission worker runs here: accepted mail stays
+//! queued, which is what these tests look at. tests/outbound_e2e.rs sends through Postfix.
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{TestApp, enc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_backends!(
+    accepted_send_matches_the_contract,
+    self_send_is_delivered_locally,
+    header_injection_is_refused_and_nothing_is_stored,
+    limits_answer_with_the_contract_bodies,
+    idempotent_sends,
+    replies_thread_and_reply_all,
+    forward_carries_the_attachments,
+);
+
+pub const BOT: &str = "bot@agents.test";
+
+pub fn messages(agent: &str) -> String {
+    format!("/v1/agents/{}/messages", enc(agent))
+}
+
+pub async fn setup(app: &TestApp) {
+    for email in [BOT, "peer@agents.test"] {
+        let r = app.post("/v1/agents", json!({"email": email, "name": "Bot"})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+}
+
+pub fn raw_of(view: &Value) -> String {
+    let b64 = view["raw_message"].as_str().unwrap_or_else(|| panic!("no raw_message: {view}"));
+    String::from_utf8_lossy(&B64.decode(b64).expect("base64")).into_owned()
+}
+
+/// Outbound messages of the agent, newest first.
+pub async fn outbound(app: &TestApp, agent: &str) -> Vec<Value> {
+    let r = app.get(&format!("{}?direction=outbound", messages(agent))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["items"].as_array().expect("items").clone()
+}
+
+/// The event types recorded for a message, in order.
+pub async fn event_types(app: &TestApp, message_id: &str) -> Vec<String> {
+    let r = app.get(&format!("/v1/events?message_id={message_id}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn inbound_mail(message_id: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "From: Alice <alice@example.org>\r\nTo: bot@agents.test, carol@example.org\r\nCc: dave@example.org\r\n\
+         Subject: Question\r\nMessage-ID: <{message_id}>\r\n{extra}\r\nWhat do you think?\r\n"
+    )
+    .into_bytes()
+}
+
+async fn accepted_send_matches_the_contract(app: &TestApp) {
+    setup(app).await;
+    let r = app
+        .post(
+            &messages(BOT),
+            json!({"to": ["Ann Example <Ann@Example.org>"], "subject": "Hello", "text": "Hi Ann"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let obj = r.body.as_object().expect("object");
+    assert_eq!(obj.len(), 3, "exactly status, message_id, method: {}", r.body);
+    assert_eq!(r.body["status"], "accepted");
+    assert_eq!(r.body["method"], "smtp");
+    let id = r.body["message_id"].as_str().expect("id");
+    assert!(id.starts_with("msg_") && id.len() == 36, "{id}");
+
+    let m = app.get(&format!("{}/{id}", messages(BOT))).await;
+    assert_eq!(m.status, StatusCode::OK, "{}", m.body);
+    assert_eq!(m.body["direction"], "outbound");
+    assert_eq!(m.body["read_status"], "");
+    assert_eq!(m.body["delivery_status"], "accepted");
+    assert_eq!(m.body["to"], json!(["ann@example.org"]));
+    let conv = m.body["conversation_id"].as_str().expect("conversation");
+    assert!(conv.starts_with("conv_"), "a new send mints a conversation: {conv}");
+    let raw = raw_of(&m.body);
+    assert!(raw.contains("From: \"Bot\" <bot@agents.test>"), "{raw}");
+    assert!(raw.contains("To: \"Ann Example\" <ann@example.org>"), "{raw}");
+    assert!(raw.contains(&format!("Message-ID: <{id}@agents.test>")), "{raw}");
+    assert!(raw.contains(&format!("X-E2A-Conversation-Id: {conv}")), "{raw}");
+    assert!(raw.contains(&format!("X-E2A-Message-Id: {id}")), "{raw}");
+    assert_eq!(outbound(app, BOT).await.len(), 1);
+    // Queued, not sent: no email.sent before Postfix said 250.
+    assert!(event_types(app, id).await.is_empty());
+}
+
+async fn self_send_is_delivered_locally(app: &TestApp) {
+    setup(app).await;
+    let r = app
+        .post(&messages(BOT), json!({"to": [BOT], "subject": "Note to self", "text": "remember", "conversation_id": "conv-own"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "sent");
+    assert_eq!(r.body["method"], "loopback");
+    let id = r.body["message_id"].as_str().expect("id").to_owned();
+    let inbox = app.get(&messages(BOT)).await;
+    let items = inbox.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "the inbound twin is in the inbox: {}", inbox.body);
+    let twin = &items[0];
+    assert_eq!(twin["subject"], "Note to self");
+    assert_eq!(twin["conversation_id"], "conv-own");
+    assert_eq!(twin["read_status"], "unread");
+    let full = app.get(&format!("{}/{}", messages(BOT), twin["id"].as_str().expect("id"))).await;
+    assert_eq!(full.body["authentication"], Value::Null, "no milter saw it");
+    assert_eq!(event_types(app, &id).await, vec!["email.sent"]);
+    let twin_id = twin["id"].as_str().expect("id");
+    assert_eq!(event_types(app, twin_id).await, vec!["email.received"]);
+    let sent = outbound(app, BOT).await;
+    assert_eq!(sent[0]["delivery_status"], "sent");
+}
+
+async fn header_injection_is_refused_and_nothing_is_stored(app: &TestApp) {
+    setup(app).await;
+    let base = json!({"to": ["ann@example.org"], "subject": "Hello", "text": "hi"});
+    let attach = |filename: &str, ct: &str| json!([{"filename": filename, "content_type": ct, "data": B64.encode("x")}]);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("subject", json!("Hello\r\nBcc: victim@evil.test"), "body.subject"),
+        ("to", json!(["ann@example.org\r\nBcc: victim@evil.test"]), "body.to[0]"),
+        ("cc", json!(["Ann\n <ann@example.org>"]), "body.cc[0]"),
+        ("bcc", json!(["x@example.org\rX-Evil: 1"]), "body.bcc[0]"),
+        ("reply_to", json!("r@example.org\r\nX-Evil: 1"), "body.reply_to[0]"),
+        ("conversation_id", json!("conv\r\nX-Evil: 1"), "body.conversation_id"),
+        ("attachments", attach("a.txt\r\nX-Evil: 1", "text/plain"), "body.attachments[0].filename"),
+        ("attachments", attach("a.txt", "text/plain\r\nX-Evil: 1"), "body.attachments[0].content_type"),
+    ];
+    for (field, value, location) in cases {
+        let mut body = base.clone();
+        body[field] = value;
+        let r = app.post(&messages(BOT), body).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {}", r.body);
+        assert_eq!(r.code(), "invalid_request");
+        assert_eq!(r.locations(), vec![location.to_owned()], "{}", r.body);
+    }
+    assert!(outbound(app, BOT).await.is_empty(), "nothing half-stored");
+}
+
+async fn limits_answer_with_the_contract_bodies(app: &TestApp) {
+    setup(app).await;
+    let to: Vec<String> = (0..30).map(|i| format!("r{i}@example.org")).collect();
+    let cc: Vec<String> = (0..21).map(|i| format!("c{i}@example.org")).collect();
+    let r = app.post(&messages(BOT), json!({"to": to, "cc": cc, "subject": "s", "text": "t"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.code(), "too_many_recipients");
+    assert_eq!(r.body["error"]["details"], json!({"max_recipients": 50, "provided": 51}));
+
+    let r = app.post(&messages(BOT), json!({"to": ["not an address"], "subject": "s", "text": "t"})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_recipient"), "{}", r.body);
+
+    let eleven: Vec<Value> = (0..11)
+        .map(|i| json!({"filename": format!("{i}.txt"), "content_type": "text/plain", "data": "eA=="}))
+        .collect();
+    let r = app
+        .post(
+            &messages(BOT),
+            json!({"to": ["a@example.org"], "subject": "s", "text": "t", "attachments": eleven}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "{}", r.body);
+
+    let bad = json!([{"filename": "a.bin", "content_type": "application/octet-stream", "data": "%%%"}]);
+    let r = app
+        .post(
+            &messages(BOT),
+            json!({"to": ["a@example.org"], "subject": "s", "text": "t", "attachments": bad}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_attachment"), "{}", r.body);
+
+    let big = B64.encode(vec![7u8; 10 * 1024 * 1024 + 1]);
+    let huge = json!([{"filename": "big.bin", "content_type": "application/octet-stream", "data": big}]);
+    let r = app
+        .post(
+            &messages(BOT),
+            json!({"to": ["a@example.org"], "subject": "s", "text": "t", "attachments": huge}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"), "{}", r.body);
+    assert_eq!(r.body["error"]["details"]["scope"], "attachment");
+    assert_eq!(r.body["error"]["details"]["filename"], "big.bin");
+    assert_eq!(r.body["error"]["details"]["max_bytes"], 10 * 1024 * 1024);
+
+    let r = app.post(&messages(BOT), json!({"to": ["a@example.org"], "text": "t"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.locations(), vec!["body.subject"]);
+    let r = app
+        .post(
+            &messages(BOT),
+            json!({"to": ["a@example.org"], "subject": "s", "text": "t", "from": "x@y.test"}),
+        )
+        .await;
+    assert_eq!(r.locations(), vec!["body.from"], "strict body: {}", r.body);
+    let r = app.post(&messages(BOT), json!({"to": ["a@example.org"], "subject": "s", "text": "t", "reply_to": ["a@x.test", "b@x.test"]})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "reply_to as a list (SDK 5.6+): {}", r.body);
+    assert_eq!(outbound(app, BOT).await.len(), 1, "only the valid send was stored");
+}
+
+async fn send_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value, bool) {
+    let res = app
+        .http
+        .post(format!("{}{}", app.base, messages(BOT)))
+        .bearer_auth(&app.key)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let replayed = res.headers().get("idempotent-replayed").is_some();
+    (res.status(), res.json().await.expect("json"), replayed)
+}
+
+async fn idempotent_sends(app: &TestApp) {
+    setup(app).await;
+    let body = json!({"to": ["ann@example.org"], "subject": "Once", "text": "only once"});
+    let (s1, b1, r1) = send_keyed(app, "key-1", &body).await;
+    assert_eq!((s1, r1), (StatusCode::ACCEPTED, false), "{b1}");
+    let (s2, b2, r2) = send_keyed(app, "key-1", &body).await;
+    assert_eq!((s2, r2), (StatusCode::ACCEPTED, true), "{b2}");
+    assert_eq!(b1, b2, "the same response is replayed");
+    assert_eq!(outbound(app, BOT).await.len(), 1, "one message for two tries");
+    let other = json!({"to": ["ann@example.org"], "subject": "Other", "text": "different"});
+    let (s3, b3, _) = send_keyed(app, "key-1", &other).await;
+    assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{b3}");
+    assert_eq!(b3["error"]["code"], "idempotency_key_reuse");
+    let (s4, _, _) = send_keyed(app, "key-2", &body).await;
+    assert_eq!(s4, StatusCode::ACCEPTED);
+    assert_eq!(outbound(app, BOT).await.len(), 2, "a new key is a new send");
+}
+
+async fn replies_thread_and_reply_all(app: &TestApp) {
+    setup(app).await;
+    let first = app.deliver(BOT, &inbound_mail("root@example.org", ""), true).await;
+    let r = app.post(&format!("{}/{first}/reply", messages(BOT)), json!({"text": "Thanks!"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let reply_id = r.body["message_id"].as_str().expect("id").to_owned();
+    let reply = app.get(&format!("{}/{reply_id}", messages(BOT))).await.body;
+    assert_eq!(reply["to"], json!(["alice@example.org"]));
+    assert_eq!(reply["subject"], "Re: Question");
+    let raw = raw_of(&reply);
+    assert!(raw.contains("In-Reply-To: <root@example.org>"), "{raw}");
+    assert!(raw.contains("References: <root@example.org>"), "{raw}");
+    let conv = reply["conversation_id"].as_str().expect("conversation").to_owned();
+    assert!(conv.starts_with("conv_"));
+
+    // Alice answers the reply: it threads into the reply's conversation by References.
+    let answer = format!(
+        "In-Reply-To: <{reply_id}@agents.test>\r\nReferences: <root@example.org> <{reply_id}@agents.test>\r\n"
+    );
+    let second = app.deliver(BOT, &inbound_mail("answer@example.org", &answer), true).await;
+    let got = app.get(&format!("{}/{second}", messages(BOT))).await.body;
+    assert_eq!(got["conversation_id"], conv.as_str());
+
+    // Replying to that one keeps the thread and the whole References chain.
+    let r = app
+        .post(&format!("{}/{second}/reply", messages(BOT)), json!({"text": "To all", "reply_all": true}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let all =
+        app.get(&format!("{}/{}", messages(BOT), r.body["message_id"].as_str().expect("id"))).await.body;
+    assert_eq!(all["to"], json!(["alice@example.org"]));
+    assert_eq!(all["cc"], json!(["carol@example.org", "dave@example.org"]), "everyone but the agent itself");
+    assert_eq!(all["conversation_id"], conv.as_str());
+    let unfolded = raw_of(&all).replace("\r\n ", " ");
+    assert!(
+        unfolded.contains(&format!(
+            "References: <root@example.org> <{reply_id}@agents.test> <answer@example.org>"
+        )),
+        "{unfolded}"
+    );
+
+    // A reply to a message not yet sent is refused.
+    let queued =
+        app.post(&messages(BOT), json!({"to": ["x@example.org"], "subject": "s", "text": "t"})).await;
+    let queued = queued.body["message_id"].as_str().expect("id").to_owned();
+    let r = app.post(&format!("{}/{queued}/reply", messages(BOT)), json!({"text": "again"})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "message_not_yet_delivered"), "{}", r.body);
+    let r = app
+        .post(&format!("{}/msg_00000000000000000000000000000000/reply", messages(BOT)), json!({"text": "x"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+async fn forward_carries_the_attachments(app: &TestApp) {
+    setup(app).await;
+    let with_pdf = "From: Alice <alice@example.org>\r\nTo: bot@agents.test\r\nSubject: Invoice\r\n\
+        Message-ID: <inv@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+        --b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n--b\r\nContent-Type: application/pdf\r\n\
+        Content-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+        JVBERi0xLjQK\r\n--b--\r\n";
+    let id = app.deliver(BOT, with_pdf.as_bytes(), true).await;
+    let extra =
+        json!([{"filename": "notes.txt", "content_type": "text/plain", "data": B64.encode("my notes")}]);
+    let r = app
+        .post(
+            &format!("{}/{id}/forward", messages(BOT)),
+            json!({"to": ["accounting@example.org"], "text": "FYI", "attachments": extra}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let fwd =
+        app.get(&format!("{}/{}", messages(BOT), r.body["message_id"].as_str().expect("id"))).await.body;
+    assert_eq!(fwd["subject"], "Fwd: Invoice");
+    assert_eq!(fwd["to"], json!(["accounting@example.org"]));
+    let names: Vec<&str> = fwd["attachments"]
+        .as_array()
+        .expect("attachments")
+        .iter()
+        .filter_map(|a| a["filename"].as_str())
+        .collect();
+    assert_eq!(names, vec!["invoice.pdf", "notes.txt"], "originals first, then the new ones");
+    let text = fwd["parsed"]["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("FYI") && text.contains("Forwarded message") && text.contains("See attached."),
+        "{text}"
+    );
+    let r = app.post(&format!("{}/{id}/forward", messages(BOT)), json!({"text": "no to"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.locations(), vec!["body.to"]);
+}
