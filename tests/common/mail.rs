@@ -32,7 +32,14 @@ pub struct Options {
     pub database_url: Option<String>,
     /// More flags for every postagent command (e.g. `--max-message-bytes`).
     pub extra_args: Vec<&'static str>,
+    /// The "internet": Postfix relays mail for [`HUMAN_DOMAIN`] to this SMTP server.
+    pub internet: Option<SocketAddr>,
+    /// More `main.cf` settings.
+    pub main_cf: Vec<(&'static str, String)>,
 }
+
+/// Where the humans of the outbound tests live (the account owner too).
+pub const HUMAN_DOMAIN: &str = "example.org";
 
 impl Default for Options {
     fn default() -> Self {
@@ -42,6 +49,8 @@ impl Default for Options {
             lmtp_next_hop: None,
             database_url: None,
             extra_args: Vec::new(),
+            internet: None,
+            main_cf: Vec::new(),
         }
     }
 }
@@ -87,8 +96,15 @@ impl MailWorld {
         };
         let originating =
             SocketAddr::from((Ipv4Addr::LOCALHOST, wiring.originating_port.expect("set above")));
-        let builder =
+        let mut builder =
             wiring.builder().expect("wiring").main_cf("milter_default_action", options.milter_default_action);
+        if let Some(internet) = options.internet {
+            builder =
+                builder.transport(HUMAN_DOMAIN, &format!("smtp:[{}]:{}", internet.ip(), internet.port()));
+        }
+        for (key, value) in &options.main_cf {
+            builder = builder.main_cf(key, value);
+        }
         let postfix =
             tokio::task::spawn_blocking(move || builder.start()).await.expect("join").expect("start postfix");
         Some(MailWorld {
@@ -113,6 +129,7 @@ impl MailWorld {
         let lmtp = format!("127.0.0.1:{}", self.lmtp_port);
         let dns = self.zone.dns().addr().to_string();
         let database_url = self.database_url.clone();
+        let submission = self.originating.to_string();
         let mut args: Vec<&str> = vec![
             role,
             "--database-url",
@@ -127,6 +144,8 @@ impl MailWorld {
             &dns,
             "--dns-timeout",
             "2s",
+            "--submission-relay",
+            &submission,
         ];
         for (flag, default) in [("--milter-listen", milter.as_str()), ("--lmtp-listen", lmtp.as_str())] {
             let value = listeners.iter().find(|(f, _)| *f == flag).map_or(default, |(_, v)| *v);
@@ -176,6 +195,29 @@ impl MailWorld {
         let r = self.http.get(format!("{api}{path}")).bearer_auth(&self.key).send().await.expect("GET");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.expect("json")
+    }
+
+    /// `method path` with a JSON body (or none): the status and the JSON answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
+        let api = self.api.as_deref().expect("an API is running");
+        let mut req = self.http.request(method, format!("{api}{path}")).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The running API's base URL.
+    pub fn api(&self) -> &str {
+        self.api.as_deref().expect("an API is running")
     }
 
     /// The agent's inbox, newest first.

@@ -1,0 +1,358 @@
+//! Outbound mail end to end, as an operator runs it: `postagent serve` submits to the
+//! originating listener of a private Postfix (wired by the shipped fragments), Postfix relays
+//! to a local SMTP server standing for the internet ([`HUMAN_DOMAIN`]), and everything that
+//! comes back (the human's answer, DSNs, agent-to-agent mail) re-enters through Postfix, the
+//! milter and LMTP.
+
+mod common;
+
+use base64::Engine as _;
+use common::mail::{HUMAN_DOMAIN, MailWorld, Options, WAIT};
+use postagent_lab::lmtp_sink::{Delivered, smtp_sink};
+use postagent_lab::receiver::until;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const BOT: &str = "bot@agents.test";
+const PEER: &str = "peer@agents.test";
+
+async fn next(rx: &mut UnboundedReceiver<Delivered>, what: &str) -> Delivered {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the internet never received {what}"))
+        .expect("sink open")
+}
+
+fn rcpts(d: &Delivered) -> Vec<String> {
+    let mut r: Vec<String> =
+        d.rcpts.iter().map(|l| l.split(['<', '>']).nth(1).unwrap_or("").to_ascii_lowercase()).collect();
+    r.sort();
+    r
+}
+
+fn header<'a>(data: &'a str, name: &str) -> Option<&'a str> {
+    let head = data.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+async fn world(
+    refuse: &[(&str, &str)],
+    main_cf: Vec<(&'static str, String)>,
+) -> Option<(MailWorld, UnboundedReceiver<Delivered>)> {
+    let (internet, rx) = smtp_sink(refuse).await;
+    let options = Options {
+        agents: vec![BOT, PEER],
+        internet: Some(internet),
+        main_cf,
+        extra_args: vec!["--submission-retry-schedule", "1s,1s", "--hold-sweep-interval", "1s"],
+        ..Options::default()
+    };
+    Some((MailWorld::start(options).await?, rx))
+}
+
+async fn send(w: &MailWorld, path: &str, body: Value) -> String {
+    let (status, r) = w.call(Method::POST, path, Some(body)).await;
+    assert!(status.is_success(), "{path}: {status} {r}");
+    r["message_id"].as_str().expect("message_id").to_owned()
+}
+
+async fn message(w: &MailWorld, agent: &str, id: &str) -> Value {
+    w.get(&format!("/v1/agents/{agent}/messages/{id}")).await
+}
+
+/// Waits until the message's status is `status`.
+async fn wait_status(w: &MailWorld, agent: &str, id: &str, status: &str) -> Value {
+    until(&format!("{id} {status}"), WAIT, || async {
+        let m = message(w, agent, id).await;
+        (m["delivery_status"] == status).then_some(m)
+    })
+    .await
+}
+
+fn inbound_ids(list: &[Value]) -> Vec<String> {
+    list.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test]
+async fn conversation_round_trip_through_postfix() {
+    let Some((mut w, mut internet)) = world(&[], Vec::new()).await else { return };
+    let server = w.serve();
+    let msgs = format!("/v1/agents/{BOT}/messages");
+
+    // 1. The agent writes to a human; Postfix queues it (its queue id is recorded) and
+    //    relays it. The envelope sender is the VERP bounce address.
+    let id = send(
+        &w,
+        &msgs,
+        json!({"to": ["Alice <alice@example.org>"], "subject": "Your order", "text": "It shipped."}),
+    )
+    .await;
+    let out = next(&mut internet, "the first send").await;
+    assert_eq!(rcpts(&out), vec!["alice@example.org"]);
+    assert!(out.mail_from.to_ascii_lowercase().contains(&format!("<bounce+{id}.")), "{}", out.mail_from);
+    assert_eq!(header(&out.data, "Message-ID"), Some(format!("<{id}@agents.test>").as_str()));
+    assert_eq!(header(&out.data, "From"), Some("\"Agent\" <bot@agents.test>"));
+    let sent = wait_status(&w, BOT, &id, "sent").await;
+    let conv = sent["conversation_id"].as_str().expect("conversation").to_owned();
+    assert_eq!(header(&out.data, "X-E2A-Conversation-Id"), Some(conv.as_str()));
+    let log = server.log();
+    let submitted =
+        log.lines().find(|l| l.contains("submitted msg=") && l.contains(&id)).expect("submission logged");
+    let queue_id = submitted.split_whitespace().find_map(|w| w.strip_suffix(':')).expect("queue id first");
+    assert!(queue_id.len() >= 5 && queue_id.chars().all(|c| c.is_ascii_alphanumeric()), "{submitted}");
+    w.wait_log(queue_id, "alice@example.org", "status=sent").await;
+
+    // A retried request with the same Idempotency-Key sends nothing more.
+    let keyed = |body: Value| {
+        let client = reqwest::Client::new();
+        let url = format!("{}{msgs}", w.api());
+        let key = w.key.clone();
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "order-42")
+                .json(&body)
+                .send()
+                .await
+                .expect("post");
+            (r.status(), r.json::<Value>().await.expect("json"))
+        }
+    };
+    let body = json!({"to": ["alice@example.org"], "subject": "Once", "text": "exactly once"});
+    let (s1, b1) = keyed(body.clone()).await;
+    let (s2, b2) = keyed(body).await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(b1, b2);
+    let once = next(&mut internet, "the keyed send").await;
+    assert_eq!(header(&once.data, "Subject"), Some("Once"));
+
+    // 2. The human answers through Postfix: threaded into the same conversation.
+    let answer = format!(
+        "From: Alice <alice@example.org>\r\nTo: bot@agents.test\r\nCc: carol@example.org\r\n\
+         Subject: Re: Your order\r\nMessage-ID: <answer1@example.org>\r\nIn-Reply-To: <{id}@agents.test>\r\n\
+         References: <{id}@agents.test>\r\n\r\nThanks! Can you send the invoice?\r\n"
+    );
+    let qid = w.send("alice@example.org", &[BOT, "carol@example.org"], &answer).await;
+    w.wait_sent(&qid, BOT).await;
+    next(&mut internet, "carol's copy of alice's mail").await;
+    let inbox = w.inbox(BOT).await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0]["conversation_id"], conv.as_str(), "the answer joins the agent's conversation");
+    let answer_id = inbound_ids(&inbox)[0].clone();
+
+    // 3. Reply-all with an attachment: alice and carol, threaded, with the file.
+    let pdf = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4 invoice");
+    let reply = send(
+        &w,
+        &format!("{msgs}/{answer_id}/reply"),
+        json!({"text": "Here it is.", "reply_all": true,
+               "attachments": [{"filename": "invoice.pdf", "content_type": "application/pdf", "data": pdf}]}),
+    )
+    .await;
+    let got = next(&mut internet, "the reply-all").await;
+    assert_eq!(rcpts(&got), vec!["alice@example.org", "carol@example.org"]);
+    assert_eq!(header(&got.data, "In-Reply-To"), Some("<answer1@example.org>"));
+    assert_eq!(header(&got.data, "Subject"), Some("Re: Your order"));
+    assert_eq!(header(&got.data, "X-E2A-Conversation-Id"), Some(conv.as_str()));
+    let parsed = postagent_core::inbound::parse(got.data.as_bytes());
+    assert_eq!(parsed.attachments.len(), 1);
+    assert_eq!(parsed.attachments[0].filename.as_deref(), Some("invoice.pdf"));
+    assert_eq!(wait_status(&w, BOT, &reply, "sent").await["conversation_id"], conv.as_str());
+
+    // 4. Forward it (with its attachment, plus a new one) to someone else.
+    let fwd = send(
+        &w,
+        &format!("{msgs}/{reply}/forward"),
+        json!({"to": ["dave@example.org"], "text": "FYI",
+               "attachments": [{"filename": "note.txt", "content_type": "text/plain", "data": "bm90ZQ=="}]}),
+    )
+    .await;
+    let got = next(&mut internet, "the forward").await;
+    assert_eq!(rcpts(&got), vec!["dave@example.org"]);
+    let parsed = postagent_core::inbound::parse(got.data.as_bytes());
+    let names: Vec<_> = parsed.attachments.iter().filter_map(|a| a.filename.clone()).collect();
+    assert_eq!(names, vec!["invoice.pdf", "note.txt"]);
+    wait_status(&w, BOT, &fwd, "sent").await;
+
+    // 5. Agent to agent: through Postfix and the milter, signed as agent mail, and the
+    //    conversation id travels with it (trusted because it came from our listener).
+    let a2a = send(
+        &w,
+        &msgs,
+        json!({"to": [PEER], "subject": "Handover", "text": "Yours now", "conversation_id": "conv-handover"}),
+    )
+    .await;
+    wait_status(&w, BOT, &a2a, "sent").await;
+    let peer_msg = until("the peer's copy", WAIT, || async {
+        let inbox = w.inbox(PEER).await;
+        inbox.first().cloned()
+    })
+    .await;
+    assert_eq!(peer_msg["conversation_id"], "conv-handover");
+    let full = message(&w, PEER, peer_msg["id"].as_str().expect("id")).await;
+    let raw = String::from_utf8_lossy(&common::mail::raw_of(&full)).into_owned();
+    assert!(raw.contains("X-E2A-Auth-Entity-Type: agent"), "signed as agent mail:\n{raw}");
+    let (code, report) = w.verify(&common::mail::raw_of(&full));
+    assert_eq!(code, 0, "{report}");
+    assert!(internet.try_recv().is_err(), "agent-to-agent mail never left the host");
+}
+
+#[tokio::test]
+async fn bounces_refusals_and_retries() {
+    // Postfix itself answers 554 / 450 for two addresses at the originating listener; the
+    // internet refuses a third at RCPT, so Postfix writes a DSN to our VERP address.
+    let restrictions = "check_recipient_access inline:{ { refused@example.org = 554 5.7.1 not for you }, \
+        { busy@example.org = 450 4.2.1 mailbox busy } }, permit_mynetworks, reject_unauth_destination";
+    let refuse = [("nobody@example.org", "550 5.1.1 <nobody@example.org>: no such user")];
+    let Some((mut w, mut internet)) =
+        world(&refuse, vec![("smtpd_relay_restrictions", restrictions.into())]).await
+    else {
+        return;
+    };
+    let server = w.serve();
+    let msgs = format!("/v1/agents/{BOT}/messages");
+
+    let bounced =
+        send(&w, &msgs, json!({"to": ["nobody@example.org"], "subject": "Hello?", "text": "anyone?"})).await;
+    let m = wait_status(&w, BOT, &bounced, "bounced").await;
+    assert!(m["delivery_detail"].as_str().is_some_and(|d| d.contains("5.1.1")), "{m}");
+    let (_, events) = w.call(Method::GET, &format!("/v1/events?message_id={bounced}"), None).await;
+    let kinds: Vec<&str> =
+        events["items"].as_array().expect("items").iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(kinds.contains(&"email.sent") && kinds.contains(&"email.bounced"), "{kinds:?}");
+    let bounce = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["type"] == "email.bounced")
+        .expect("bounced");
+    assert_eq!(bounce["data"]["bounce_type"], "permanent");
+    assert_eq!(bounce["data"]["delivered_to"], "nobody@example.org");
+    assert!(w.inbox(BOT).await.is_empty(), "a DSN is not inbox mail");
+
+    let refused = send(&w, &msgs, json!({"to": ["refused@example.org"], "subject": "s", "text": "t"})).await;
+    let m = wait_status(&w, BOT, &refused, "failed").await;
+    assert!(
+        m["delivery_detail"].as_str().is_some_and(|d| d.contains("not for you")),
+        "Postfix's reason: {m}"
+    );
+
+    let busy = send(&w, &msgs, json!({"to": ["busy@example.org"], "subject": "s", "text": "t"})).await;
+    let m = wait_status(&w, BOT, &busy, "failed").await;
+    let detail = m["delivery_detail"].as_str().expect("detail");
+    assert!(detail.contains("gave up after 3 tries") && detail.contains("mailbox busy"), "{detail}");
+    assert_eq!(
+        server.log().matches(&format!("submission deferred msg={busy}")).count(),
+        2,
+        "{}",
+        server.log()
+    );
+    let (_, events) = w.call(Method::GET, &format!("/v1/events?message_id={busy}"), None).await;
+    assert_eq!(events["items"][0]["type"], "email.failed");
+    assert_eq!(events["items"][0]["data"]["reason_code"], "submission.local_retries_exhausted");
+    if let Ok(d) = internet.try_recv() {
+        panic!("nothing refused ever reaches the internet, but it got {:?}:\n{}", d.rcpts, d.data);
+    }
+}
+
+/// The approve link of a review notice, pointed at the running API.
+fn approve_link(w: &MailWorld, notice: &Delivered) -> String {
+    let (text, _) = postagent_core::inbound::bodies(notice.data.as_bytes());
+    let text = text.expect("a text body");
+    let link = text
+        .split_whitespace()
+        .find(|t| t.contains("/v1/approve?t="))
+        .unwrap_or_else(|| panic!("no approve link in:\n{text}"));
+    let token = link.split_once("?t=").expect("t").1;
+    format!("{}/v1/approve?t={token}", w.api())
+}
+
+#[tokio::test]
+async fn review_by_emailed_link_then_postfix_delivers() {
+    let Some((mut w, mut internet)) = world(&[], Vec::new()).await else { return };
+    let _server = w.serve();
+    let msgs = format!("/v1/agents/{BOT}/messages");
+    let hitl = |ttl: i64, on_expiry: &str| {
+        json!({
+            "inbound": {"gate": {}, "scan": {}},
+            "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}},
+            "holds": {"ttl_seconds": ttl, "on_expiry": on_expiry},
+        })
+    };
+    let (status, _) =
+        w.call(Method::PUT, &format!("/v1/agents/{BOT}/protection"), Some(hitl(3600, "reject"))).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, held) = w
+        .call(
+            Method::POST,
+            &msgs,
+            Some(json!({"to": ["alice@example.org"], "subject": "Offer", "text": "20% off"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{held}");
+    assert_eq!(held["status"], "pending_review");
+    let id = held["message_id"].as_str().expect("id").to_owned();
+
+    // The reviewer (the account owner) is mailed through Postfix.
+    let notice = next(&mut internet, "the review notice").await;
+    assert_eq!(rcpts(&notice), vec![format!("owner@{HUMAN_DOMAIN}")]);
+    assert_eq!(header(&notice.data, "Message-ID"), Some(format!("<hitl-approve-{id}@agents.test>").as_str()));
+    assert!(notice.mail_from.contains("<>"), "a null sender: {}", notice.mail_from);
+    let link = approve_link(&w, &notice);
+
+    // The link opens a confirmation page; only its form's POST sends the message.
+    let http = reqwest::Client::new();
+    let page = http.get(&link).send().await.expect("GET");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(internet.try_recv().is_err(), "nothing leaves on a GET");
+    let token = link.split_once("?t=").expect("t").1.to_owned();
+    let done = http
+        .post(format!("{}/v1/approve", w.api()))
+        .form(&[("t", token.as_str())])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(done.status(), StatusCode::OK);
+    let out = next(&mut internet, "the approved message").await;
+    assert_eq!(rcpts(&out), vec!["alice@example.org"]);
+    assert_eq!(header(&out.data, "Subject"), Some("Offer"));
+    wait_status(&w, BOT, &id, "sent").await;
+    let again = http
+        .post(format!("{}/v1/approve", w.api()))
+        .form(&[("t", token.as_str())])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(again.status(), StatusCode::CONFLICT, "a used link changes nothing");
+
+    // A hold whose time runs out with on_expiry=approve leaves by itself (the worker's sweep).
+    let (status, _) =
+        w.call(Method::PUT, &format!("/v1/agents/{BOT}/protection"), Some(hitl(1, "approve"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let expiring =
+        send(&w, &msgs, json!({"to": ["bob@example.org"], "subject": "Auto", "text": "no reviewer"})).await;
+    next(&mut internet, "the second review notice").await;
+    let out = next(&mut internet, "the auto-approved message").await;
+    assert_eq!(rcpts(&out), vec!["bob@example.org"]);
+    let m = wait_status(&w, BOT, &expiring, "sent").await;
+    assert_eq!(m["review_status"], "review_expired_approved");
+
+    // With on_expiry=reject it never leaves.
+    let (status, _) =
+        w.call(Method::PUT, &format!("/v1/agents/{BOT}/protection"), Some(hitl(1, "reject"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let dropped =
+        send(&w, &msgs, json!({"to": ["carol@example.org"], "subject": "Never", "text": "x"})).await;
+    next(&mut internet, "the third review notice").await;
+    until("the expiry rejection", WAIT, || async {
+        (message(&w, BOT, &dropped).await["review_status"] == "review_expired_rejected").then_some(())
+    })
+    .await;
+    assert!(internet.try_recv().is_err(), "a rejected hold is never sent");
+}
