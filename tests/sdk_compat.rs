@@ -1,6 +1,7 @@
 //! The published e2a Python SDK, installed from PyPI into a venv and run unmodified against
 //! a real `postagent serve`: info, account, API keys, domains (with real DNS verification
-//! through a loopback DNS server) and agents.
+//! through a loopback DNS server), agents, sending (self-send, queued, idempotent, reply) and
+//! the review queue (protection, hold, approve with an edit, reject, agent keys refused).
 
 mod common;
 

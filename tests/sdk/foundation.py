@@ -1,4 +1,5 @@
-"""Drives postagent's foundation endpoints through the published e2a SDK, unmodified.
+"""Drives postagent's endpoints through the published e2a SDK, unmodified: the foundation
+(info, account, keys, domains, agents), sending, and the review queue.
 
 Run by tests/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
 "TOKEN <domain> <token>" and waits for a line on stdin while the test publishes the TXT
@@ -90,6 +91,54 @@ with E2AClient() as c:
         assert agent_client.agents.get(SLUG).email == SLUG
         expect(E2APermissionError, agent_client.agents.get, AGENT)
         expect(E2APermissionError, agent_client.domains.get, DOMAIN)
+
+    # Sending. A self-send is delivered at once (200, loopback); mail for anyone else is
+    # queued for Postfix (202 accepted); a reply to the self-sent copy is a self-send too.
+    own = c.messages.send(SLUG, {"to": [SLUG], "subject": "memo", "text": "note to self"})
+    assert own.status == "sent" and own.method == "loopback", own
+    twin = c.messages.list(SLUG).to_list(limit=10)
+    assert [m.subject for m in twin] == ["memo"], twin
+    full = c.messages.get(SLUG, twin[0].id)
+    assert full.authentication is None and full.conversation_id, full
+    queued = c.messages.send(SLUG, {"to": ["Alice <alice@example.net>"], "subject": "Hi", "text": "Hello"})
+    assert queued.status == "accepted" and queued.method == "smtp", queued
+    again = c.messages.send(
+        SLUG, {"to": ["alice@example.net"], "subject": "Once", "text": "x"}, idempotency_key="sdk-once"
+    )
+    same = c.messages.send(
+        SLUG, {"to": ["alice@example.net"], "subject": "Once", "text": "x"}, idempotency_key="sdk-once"
+    )
+    assert again.message_id == same.message_id, (again, same)
+    re = c.messages.reply(SLUG, twin[0].id, {"text": "ack"})
+    assert re.status == "sent" and re.method == "loopback", re
+    e = expect(E2AValidationError, c.messages.send, SLUG, {"to": ["a@example.net"], "subject": "x\r\nBcc: b@evil.test", "text": "t"})
+    assert e.code == "invalid_request", e
+
+    # Human in the loop: every send held, then approved or rejected from the review queue.
+    hitl = {
+        "inbound": {"gate": {"policy": "open"}, "scan": {"sensitivity": "off"}},
+        "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {"sensitivity": "off"}},
+        "holds": {"ttl_seconds": 3600, "on_expiry": "reject"},
+    }
+    p = c.agents.replace_protection(SLUG, hitl)
+    assert p.outbound.gate.action == "review" and p.holds.ttl_seconds == 3600, p
+    assert c.agents.get_protection(SLUG).outbound.gate.policy == "allowlist"
+    held = c.messages.send(SLUG, {"to": ["bob@example.net"], "subject": "Offer", "text": "20% off"})
+    assert held.status == "pending_review" and held.approval_expires_at is not None, held
+    queue = list(c.reviews.list())
+    assert [r.id for r in queue] == [held.message_id] and queue[0].review_status == "pending_review", queue
+    draft = c.reviews.get(held.message_id)
+    assert draft.raw_message is None and draft.body.text == "20% off", draft
+    with E2AClient(api_key=ak.key) as agent_client:
+        expect(E2APermissionError, agent_client.reviews.approve, held.message_id)
+    ok = c.reviews.approve(held.message_id, {"subject": "Offer (approved)"})
+    assert ok.status == "accepted" and ok.edited is True, ok
+    e = expect(E2AConflictError, c.reviews.approve, held.message_id)
+    assert e.code == "message_not_pending", e
+    held2 = c.messages.send(SLUG, {"to": ["carol@example.net"], "subject": "Risky", "text": "?"})
+    rej = c.reviews.reject(held2.message_id, {"reason": "off-brand"})
+    assert rej.status == "review_rejected" and rej.rejection_reason == "off-brand", rej
+    assert list(c.reviews.list()) == []
 
     # The high-level SDK only trashes; a permanent delete is the documented raw call.
     for email in (AGENT, SLUG):

@@ -109,7 +109,9 @@ pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError>
     let mut v = summary(m);
     if let Some(obj) = v.as_object_mut() {
         obj.insert("authentication".into(), authentication);
-        obj.insert("reply_to".into(), json!(m.reply_to));
+        // The parsed Reply-To of received mail; a Reply-To set on a send is not echoed back.
+        let reply_to: &[String] = if m.direction == "inbound" { &m.reply_to } else { &[] };
+        obj.insert("reply_to".into(), json!(reply_to));
         obj.insert("conversation_id".into(), json!(m.conversation_id.clone().unwrap_or_default()));
         obj.insert(
             "attachments".into(),

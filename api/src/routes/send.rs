@@ -396,9 +396,10 @@ pub async fn reply(
     let m = original(&state, &who, &agent, &id).await?;
     let r = body.value;
     let me = agent.email.clone();
-    // Reply to what we received: its Reply-To, else its sender. Reply to what we sent: its
-    // recipients again. reply_all adds the other recipients, never the agent itself.
-    let (mut to, mut cc): (Vec<String>, Vec<String>) = if m.direction == "inbound" {
+    // Reply to what we received: its Reply-To, else its sender (the agent itself for the
+    // copy of a self-send, which makes the reply a self-send too). Reply to what we sent: its
+    // recipients again. reply_all adds the other recipients as Cc, never the agent itself.
+    let (to, mut cc): (Vec<String>, Vec<String>) = if m.direction == "inbound" {
         let back = m.reply_to.first().cloned().or(m.header_from.clone()).or(m.envelope_from.clone());
         let to = back.into_iter().collect();
         let cc = if r.reply_all { m.to.iter().chain(&m.cc).cloned().collect() } else { Vec::new() };
@@ -406,7 +407,6 @@ pub async fn reply(
     } else {
         (m.to.clone(), if r.reply_all { m.cc.clone() } else { Vec::new() })
     };
-    to.retain(|a| !a.eq_ignore_ascii_case(&me) || m.direction == "outbound");
     cc.retain(|a| !a.eq_ignore_ascii_case(&me) && !to.iter().any(|t| t.eq_ignore_ascii_case(a)));
     cc.extend(r.cc);
     if to.is_empty() {
