@@ -131,6 +131,21 @@ async fn conversation_round_trip_through_postfix() {
     let once = next(&mut internet, "the keyed send").await;
     assert_eq!(header(&once.data, "Subject"), Some("Once"));
 
+    // ?wait=sent answers once Postfix has queued it, with Postfix's queue id.
+    let (status, waited) = w
+        .call(
+            Method::POST,
+            &format!("{msgs}?wait=sent"),
+            Some(json!({"to": ["alice@example.org"], "subject": "Waited", "text": "w"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{waited}");
+    assert_eq!(waited["status"], "sent");
+    let provider = waited["provider_message_id"].as_str().expect("provider_message_id");
+    let got = next(&mut internet, "the waited send").await;
+    assert_eq!(header(&got.data, "Subject"), Some("Waited"));
+    w.wait_log(provider, "alice@example.org", "status=sent").await;
+
     // 2. The human answers through Postfix: threaded into the same conversation.
     let answer = format!(
         "From: Alice <alice@example.org>\r\nTo: bot@agents.test\r\nCc: carol@example.org\r\n\

@@ -241,6 +241,16 @@ async fn holds_expire_into_their_on_expiry(app: &TestApp) {
     let (approve_id, _) = held_send(app, "Approve on expiry").await;
     review_everything(app, 60, "reject").await;
     let (reject_id, _) = held_send(app, "Reject on expiry").await;
+    // An inbound hold that expires with on_expiry=approve is released to the inbox.
+    let gate = json!({
+        "inbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}},
+        "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}},
+        "holds": {"ttl_seconds": 60, "on_expiry": "approve"},
+    });
+    let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(gate)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mail = "From: alice@example.org\r\nTo: bot@agents.test\r\nSubject: Waiting\r\nMessage-ID: <w1@example.org>\r\n\r\nhi\r\n";
+    let inbound = app.deliver(BOT, mail.as_bytes(), true).await;
     let store = app.store.as_ref() as &dyn Store;
     assert_eq!(
         review::sweep(store, &secret(), Timestamp::now(), 100).await.expect("sweep"),
@@ -248,7 +258,13 @@ async fn holds_expire_into_their_on_expiry(app: &TestApp) {
         "not due yet"
     );
     let later = Timestamp::now().plus_secs(61);
-    assert_eq!(review::sweep(store, &secret(), later, 100).await.expect("sweep"), 2);
+    assert_eq!(review::sweep(store, &secret(), later, 100).await.expect("sweep"), 3);
+    let inbox = app.get(&messages()).await.body;
+    assert_eq!(inbox["items"][0]["id"], inbound.as_str(), "released by expiry: {inbox}");
+    assert_eq!(
+        app.get(&format!("{}/{inbound}", messages())).await.body["review_status"],
+        "review_expired_approved"
+    );
     assert_eq!(review::sweep(store, &secret(), later, 100).await.expect("sweep"), 0, "decided once");
 
     let a = app.get(&format!("{}/{approve_id}", messages())).await.body;

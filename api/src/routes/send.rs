@@ -264,26 +264,38 @@ async fn sender(state: &AppState, who: &Principal, email: &str) -> Result<Agent,
     Ok(agent)
 }
 
+/// What a send request carries besides its body: the idempotency route and raw bytes, the
+/// key, and `?wait=sent`.
+struct Call<'a> {
+    route: String,
+    raw: &'a [u8],
+    key: Option<String>,
+    wait: bool,
+}
+
+impl<'a> Call<'a> {
+    fn new(route: String, raw: &'a [u8], headers: &HeaderMap, q: &QueryParams) -> Result<Self, ApiError> {
+        let wait = match q.get("wait") {
+            None | Some("") => false,
+            Some("sent") => true,
+            Some(_) => return Err(ApiError::field("query.wait", "must be sent")),
+        };
+        Ok(Self { route, raw, key: idempotency::key_from(headers)?, wait })
+    }
+}
+
 /// Sends and renders, honouring `Idempotency-Key` and `?wait=sent`.
 async fn run(
     state: AppState,
     who: Principal,
     agent: Agent,
-    headers: &HeaderMap,
-    q: &QueryParams,
-    route: &str,
-    raw: &[u8],
+    call: Call<'_>,
     make: impl FnOnce() -> Outgoing + Send,
 ) -> Result<Response, ApiError> {
-    let wait = match q.get("wait") {
-        None | Some("") => false,
-        Some("sent") => true,
-        Some(_) => return Err(ApiError::field("query.wait", "must be sent")),
-    };
-    let key = idempotency::key_from(headers)?;
     let account = who.account_id.clone();
     let st = state.clone();
-    idempotency::once_keyed(&st, &account, key, route, raw, |key| async move {
+    let wait = call.wait;
+    idempotency::once_keyed(&st, &account, call.key, &call.route, call.raw, |key| async move {
         let mut out = make();
         out.idempotency = key.map(|k| (who.account_id.clone(), k));
         let outcome = flow::send(state.store.as_ref(), &state.secret, &agent, out, Timestamp::now()).await?;
@@ -351,7 +363,8 @@ pub async fn send(
         conversation_id: r.conversation_id,
         idempotency: None,
     };
-    run(state.clone(), who, agent, &headers, &q, &route, &body.raw, make).await
+    let call = Call::new(route, &body.raw, &headers, &q)?;
+    run(state.clone(), who, agent, call, make).await
 }
 
 /// The message being answered or forwarded: one of the agent's own, not a held draft.
@@ -431,7 +444,8 @@ pub async fn reply(
         conversation_id: conversation,
         idempotency: None,
     };
-    run(state.clone(), who, agent, &headers, &q, &route, &body.raw, make).await
+    let call = Call::new(route, &body.raw, &headers, &q)?;
+    run(state.clone(), who, agent, call, make).await
 }
 
 pub async fn forward(
@@ -489,7 +503,8 @@ pub async fn forward(
         conversation_id: r.conversation_id,
         idempotency: None,
     };
-    run(state.clone(), who, agent, &headers, &q, &route, &body.raw, make).await
+    let call = Call::new(route, &body.raw, &headers, &q)?;
+    run(state.clone(), who, agent, call, make).await
 }
 
 /// Text for an HTML page or part.
