@@ -186,14 +186,7 @@ impl Submitter {
         let from = verp::bounce_address(&self.secret, &m.id, &agent.domain);
         let tried = self.smtp_try(Some(&from), &rcpts, &raw).await;
         let conversation = m.conversation_id.clone().unwrap_or_default();
-        let facts = OutboundFacts {
-            to: &m.to,
-            cc: &m.cc,
-            bcc: &m.bcc,
-            subject: &m.subject,
-            message_type: &m.message_type,
-            conversation_id: &conversation,
-        };
+        let facts = OutboundFacts::of(&m, &conversation);
         let data = outbound_data(&agent, &m.id, &facts);
         let now = Timestamp::now();
         let fail = |reason: String, code: &str| Transition {

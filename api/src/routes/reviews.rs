@@ -5,6 +5,7 @@
 
 use super::messages::full_view;
 use super::normalize;
+use super::send::AttachmentIn;
 use crate::auth::AccountScope;
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
 use crate::error::{ApiError, FieldError};
@@ -14,7 +15,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use postagent_core::outbound::{DraftAttachment, MAX_RECIPIENTS};
+use postagent_core::outbound::MAX_RECIPIENTS;
 use postagent_core::protection::Protection;
 use postagent_core::review::{self, DecidedBy, Edits, ReviewError};
 use postagent_core::store::{After, Hold, Message};
@@ -107,13 +108,6 @@ pub async fn get(
     Ok(Json(full_view(&state, &m).await?))
 }
 
-#[derive(Deserialize, Debug)]
-pub struct AttachmentIn {
-    filename: String,
-    content_type: String,
-    data: String,
-}
-
 #[derive(Deserialize, Debug, Default)]
 pub struct ApproveRequest {
     to: Option<Vec<String>>,
@@ -158,11 +152,7 @@ pub async fn approve(
         subject: r.subject,
         text: r.text,
         html: r.html,
-        attachments: r.attachments.map(|l| {
-            l.into_iter()
-                .map(|a| DraftAttachment { filename: a.filename, content_type: a.content_type, data: a.data })
-                .collect()
-        }),
+        attachments: r.attachments.map(|l| super::send::attachments(Some(l))),
     };
     if m.direction == "inbound" && edits != Edits::default() {
         return Err(ApiError::field("body", "a held inbound message cannot be edited; approve it with {}"));

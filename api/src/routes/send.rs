@@ -41,6 +41,7 @@ impl OneOrMany {
     }
 }
 
+/// An attachment in a request body (send, reply, forward, approve).
 #[derive(Deserialize, Debug)]
 pub struct AttachmentIn {
     filename: String,
@@ -48,7 +49,7 @@ pub struct AttachmentIn {
     data: String,
 }
 
-fn attachments(list: Option<Vec<AttachmentIn>>) -> Vec<DraftAttachment> {
+pub fn attachments(list: Option<Vec<AttachmentIn>>) -> Vec<DraftAttachment> {
     list.unwrap_or_default()
         .into_iter()
         .map(|a| DraftAttachment { filename: a.filename, content_type: a.content_type, data: a.data })

@@ -64,14 +64,7 @@ pub async fn apply(
         return Ok(BounceOutcome::NoFailure { delayed });
     }
     let conversation = m.conversation_id.clone().unwrap_or_default();
-    let facts = OutboundFacts {
-        to: &m.to,
-        cc: &m.cc,
-        bcc: &m.bcc,
-        subject: &m.subject,
-        message_type: &m.message_type,
-        conversation_id: &conversation,
-    };
+    let facts = OutboundFacts::of(&m, &conversation);
     let mut recipients = Vec::new();
     for r in failed {
         let bounce_type = r.bounce_type().unwrap_or("undetermined");

@@ -132,6 +132,20 @@ pub struct OutboundFacts<'a> {
     pub conversation_id: &'a str,
 }
 
+impl<'a> OutboundFacts<'a> {
+    /// The facts of a stored outbound message.
+    pub fn of(m: &'a crate::store::Message, conversation_id: &'a str) -> Self {
+        Self {
+            to: &m.to,
+            cc: &m.cc,
+            bcc: &m.bcc,
+            subject: &m.subject,
+            message_type: &m.message_type,
+            conversation_id,
+        }
+    }
+}
+
 /// An event about an outbound message.
 pub fn outbound_event(
     agent: &Agent,
