@@ -46,7 +46,9 @@ pub async fn run(args: LabArgs, flags: Vec<(&'static str, String)>) -> anyhow::R
         None => tempfile::Builder::new().prefix("postagent-lab-").tempdir_in("/tmp")?.keep(),
     };
     let zone = SampleZone::start().await?;
-    let config = lab_config(&dir, &zone, flags)?;
+    // The originating listener's port is chosen first: the submission worker needs it.
+    let originating_port = postagent_lab::free_port()?;
+    let config = lab_config(&dir, &zone, originating_port, flags)?;
     crate::logging::init(&config)?;
     let shared = open_shared(&config).await?;
     let key = sample_agent(shared.store.as_ref(), &config).await?;
@@ -64,7 +66,7 @@ pub async fn run(args: LabArgs, flags: Vec<(&'static str, String)>) -> anyhow::R
         milter: Some(format!("inet:{milter}")),
         lmtp: format!("lmtp:inet:{lmtp}"),
         smtp_port: Some(args.smtp_port),
-        originating_port: Some(postagent_lab::free_port()?),
+        originating_port: Some(originating_port),
     };
     let builder = wiring.builder()?;
     let postfix = tokio::task::spawn_blocking(move || builder.start())
@@ -103,7 +105,12 @@ pub async fn run(args: LabArgs, flags: Vec<(&'static str, String)>) -> anyhow::R
 
 /// The lab's configuration: its own directory and DNS, loopback listeners on free ports
 /// (the API on 127.0.0.1:8080 unless `--api-listen` says otherwise), never a config file.
-fn lab_config(dir: &Path, zone: &SampleZone, flags: Vec<(&'static str, String)>) -> anyhow::Result<Config> {
+fn lab_config(
+    dir: &Path,
+    zone: &SampleZone,
+    originating_port: u16,
+    flags: Vec<(&'static str, String)>,
+) -> anyhow::Result<Config> {
     let mut pairs: Vec<(&str, String)> = vec![
         ("data_dir", dir.display().to_string()),
         ("milter_listen", "127.0.0.1:0".into()),
@@ -112,10 +119,11 @@ fn lab_config(dir: &Path, zone: &SampleZone, flags: Vec<(&'static str, String)>)
         ("mail_hostname", HOSTNAME.into()),
         ("dns_server", zone.dns().addr().to_string()),
         ("dns_timeout", "2s".into()),
+        ("submission_relay", format!("127.0.0.1:{originating_port}")),
     ];
     // The operator's flags win, except where the lab's wiring depends on the value.
     for (key, value) in flags {
-        if matches!(key, "dns_server" | "shared_domain" | "mail_hostname") {
+        if matches!(key, "dns_server" | "shared_domain" | "mail_hostname" | "submission_relay") {
             anyhow::bail!(
                 "--{} cannot be changed in the lab: its DNS zone and Postfix depend on it",
                 key.replace('_', "-")
