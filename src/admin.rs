@@ -25,6 +25,17 @@ pub enum AdminCommand {
     /// API keys of an account.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Where an account's review notices (held messages, with approve/reject links) are
+    /// mailed; without an address, back to the account's own email.
+    Reviewer {
+        /// The reviewer's address (omit with --reset).
+        email: Option<String>,
+        /// Send notices to the account's own email again.
+        #[arg(long, conflicts_with = "email")]
+        reset: bool,
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +156,30 @@ pub async fn run(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 key.agent_email.as_deref().map(|e| format!(", agent {e}")).unwrap_or_default()
             );
             println!("API key: {plaintext}");
+            Ok(())
+        }
+        AdminCommand::Reviewer { email, reset, account } => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let reviewer = match (email, reset) {
+                (Some(e), false) => {
+                    let e = postagent_core::ids::AgentEmail::parse(e.trim())
+                        .with_context(|| format!("{e:?} is not an email address"))?;
+                    Some(e.to_string())
+                }
+                (None, true) => None,
+                _ => {
+                    let now = account.reviewer_email.as_deref().unwrap_or(&account.email);
+                    println!("Review notices for {} go to {now}", account.email);
+                    shared.store.close().await;
+                    return Ok(());
+                }
+            };
+            store.set_reviewer_email(&account.id, reviewer.as_deref()).await?;
+            println!(
+                "Review notices for {} now go to {}",
+                account.email,
+                reviewer.as_deref().unwrap_or(&account.email)
+            );
             Ok(())
         }
     };

@@ -290,6 +290,9 @@ fn approve_link(w: &MailWorld, notice: &Delivered) -> String {
 #[tokio::test]
 async fn review_by_emailed_link_then_postfix_delivers() {
     let Some((mut w, mut internet)) = world(&[], Vec::new()).await else { return };
+    let (code, out) = w.admin(&["reviewer", "reviewer@example.org"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("now go to reviewer@example.org"), "{out}");
     let _server = w.serve();
     let msgs = format!("/v1/agents/{BOT}/messages");
     let hitl = |ttl: i64, on_expiry: &str| {
@@ -314,9 +317,9 @@ async fn review_by_emailed_link_then_postfix_delivers() {
     assert_eq!(held["status"], "pending_review");
     let id = held["message_id"].as_str().expect("id").to_owned();
 
-    // The reviewer (the account owner) is mailed through Postfix.
+    // The account's reviewer (set with `postagent admin reviewer`) is mailed through Postfix.
     let notice = next(&mut internet, "the review notice").await;
-    assert_eq!(rcpts(&notice), vec![format!("owner@{HUMAN_DOMAIN}")]);
+    assert_eq!(rcpts(&notice), vec![format!("reviewer@{HUMAN_DOMAIN}")]);
     assert_eq!(header(&notice.data, "Message-ID"), Some(format!("<hitl-approve-{id}@agents.test>").as_str()));
     assert!(notice.mail_from.contains("<>"), "a null sender: {}", notice.mail_from);
     let link = approve_link(&w, &notice);

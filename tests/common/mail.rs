@@ -122,6 +122,17 @@ impl MailWorld {
         })
     }
 
+    /// `postagent admin ARGS…` against this world's database: (exit code, stdout + stderr).
+    pub fn admin(&self, args: &[&str]) -> (i32, String) {
+        let mut all = vec!["admin"];
+        all.extend(args);
+        all.extend(["--database-url", self.database_url.as_str()]);
+        let out = super::bin::run(self.dir.path(), &all);
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
     /// `postagent ROLE` with this world's settings; `listeners` override the role listeners
     /// (e.g. `[("--lmtp-listen", "")]` to run serve without LMTP).
     pub fn postagent(&mut self, role: &str, listeners: &[(&str, &str)]) -> Server {

@@ -66,6 +66,15 @@ impl AccountStore for SqlStore {
         account(&row)
     }
 
+    async fn set_reviewer_email(&self, id: &AccountId, reviewer: Option<&str>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE accounts SET reviewer_email = $2 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(reviewer)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn get_account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         self.fetch_by(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"), id.as_str(), account)
             .await

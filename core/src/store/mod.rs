@@ -100,6 +100,8 @@ pub trait AccountStore: Send + Sync {
     /// Every account, oldest first (operator tooling; deployments have few).
     async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
     async fn account_usage(&self, id: &AccountId, month_start: Timestamp) -> StoreResult<Usage>;
+    /// Where review notices go; `None` means the account's own email.
+    async fn set_reviewer_email(&self, id: &AccountId, reviewer: Option<&str>) -> StoreResult<bool>;
 
     async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
     async fn list_api_keys(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<ApiKey>>;
