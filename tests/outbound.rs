@@ -240,6 +240,23 @@ async fn idempotent_sends(app: &TestApp) {
     let (s4, _, _) = send_keyed(app, "key-2", &body).await;
     assert_eq!(s4, StatusCode::ACCEPTED);
     assert_eq!(outbound(app, BOT).await.len(), 2, "a new key is a new send");
+
+    // The same request still running elsewhere (its key taken, not finished): 409, retryable.
+    use postagent_core::store::IdempotencyStore;
+    let running = json!({"to": ["ann@example.org"], "subject": "Slow", "text": "in flight"});
+    let raw = serde_json::to_vec(&running).expect("json");
+    let fingerprint =
+        postagent_core::sign::sha256_hex(&[b"send:bot@agents.test\n".as_slice(), &raw].concat());
+    let now = postagent_core::time::Timestamp::now();
+    let begun = app
+        .store
+        .idempotency_begin(&app.account_id().await, "key-3", &fingerprint, now, now.plus_secs(-120))
+        .await;
+    assert_eq!(begun.expect("begin"), postagent_core::store::IdempotencyBegin::Started);
+    let (s5, b5, _) = send_keyed(app, "key-3", &running).await;
+    assert_eq!(s5, StatusCode::CONFLICT, "{b5}");
+    assert_eq!(b5["error"]["code"], "idempotency_in_flight");
+    assert_eq!(outbound(app, BOT).await.len(), 2, "nothing sent while the first is in flight");
 }
 
 async fn replies_thread_and_reply_all(app: &TestApp) {
