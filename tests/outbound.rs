@@ -18,6 +18,7 @@ on_both_backends!(
     idempotent_sends,
     replies_thread_and_reply_all,
     forward_carries_the_attachments,
+    outbound_gate_flags_and_blocks,
 );
 
 pub const BOT: &str = "bot@agents.test";
@@ -348,4 +349,61 @@ async fn forward_carries_the_attachments(app: &TestApp) {
     let r = app.post(&format!("{}/{id}/forward", messages(BOT)), json!({"text": "no to"})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert_eq!(r.locations(), vec!["body.to"]);
+}
+
+async fn outbound_gate_flags_and_blocks(app: &TestApp) {
+    setup(app).await;
+    let gate = |policy: &str, list: &[&str], action: &str| {
+        json!({
+            "inbound": {"gate": {}, "scan": {}},
+            "outbound": {"gate": {"policy": policy, "allowlist": list, "action": action}, "scan": {}},
+            "holds": {"ttl_seconds": 3600, "on_expiry": "reject"},
+        })
+    };
+    let put = |body: Value| async move {
+        let r = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/v1/agents/{}/protection", enc(BOT)),
+                Some(&app.key),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    };
+    put(gate("allowlist", &["ann@example.org"], "block")).await;
+    let r = app.post(&messages(BOT), json!({"to": ["ann@example.org"], "subject": "ok", "text": "t"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "listed: {}", r.body);
+    let r = app
+        .post(
+            &messages(BOT),
+            json!({"to": ["ann@example.org"], "cc": ["eve@example.net"], "subject": "no", "text": "t"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "blocked_by_policy"), "{}", r.body);
+    assert_eq!(outbound(app, BOT).await.len(), 1, "a blocked send stores nothing");
+    let blocked = app.get("/v1/events").await.body;
+    let ev = blocked["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["type"] == "email.blocked")
+        .cloned()
+        .expect("email.blocked");
+    assert!(ev["data"]["message_id"].as_str().is_some_and(|id| id.starts_with("msgblk_")), "{ev}");
+
+    put(gate("domain", &[], "flag")).await;
+    let r = app
+        .post(&messages(BOT), json!({"to": ["peer@agents.test"], "subject": "own domain", "text": "t"}))
+        .await;
+    let own = r.body["message_id"].as_str().expect("id").to_owned();
+    assert!(event_types(app, &own).await.is_empty(), "the agent's own domain passes the domain policy");
+    let r =
+        app.post(&messages(BOT), json!({"to": ["ann@example.org"], "subject": "flag me", "text": "t"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "a flag still sends: {}", r.body);
+    let id = r.body["message_id"].as_str().expect("id").to_owned();
+    assert_eq!(event_types(app, &id).await, vec!["email.flagged"]);
+    let m = app.get(&format!("{}/{id}", messages(BOT))).await.body;
+    assert_eq!(m["flagged"], true);
+    assert_eq!(m["delivery_status"], "accepted");
 }

@@ -450,9 +450,32 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
         1,
         "blocked mail is hidden"
     );
-    let trusted = mail.replace("alice@example.org", "bob@trusted.test").replace("in1@", "in3@");
-    let ok = app.deliver(BOT, trusted.as_bytes(), true).await;
+    // A listed domain passes only when its From authenticated (DMARC-aligned, as the
+    // milter signed it): the same From unsigned, or under another verified domain, does not.
+    let mut allow = gate("block");
+    allow["inbound"]["gate"]["allowlist"] = json!(["example.org"]);
+    let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(allow)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ok = app.deliver(BOT, mail.replace("in1@", "in3@").as_bytes(), true).await;
     assert_eq!(event_types(app, &ok).await, vec!["email.received"], "the allowed domain passes");
+    let forged = app.deliver(BOT, mail.replace("in1@", "in5@").as_bytes(), false).await;
+    assert_eq!(
+        event_types(app, &forged).await,
+        vec!["email.blocked"],
+        "an unauthenticated From is not trusted"
+    );
+    let spoof = mail.replace("alice@example.org", "ceo@trusted.test").replace("in1@", "in6@");
+    let mut trusted = gate("block");
+    trusted["inbound"]["gate"]["policy"] = json!("allowlist");
+    trusted["inbound"]["gate"]["allowlist"] = json!(["ceo@trusted.test"]);
+    let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(trusted)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let spoofed = app.deliver(BOT, spoof.as_bytes(), true).await;
+    assert_eq!(
+        event_types(app, &spoofed).await,
+        vec!["email.blocked"],
+        "verified as example.org, not trusted.test"
+    );
 
     let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(gate("flag"))).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -194,8 +194,14 @@ pub async fn store_for(
         }
     };
     let protection = Protection::from_stored(store.get_protection(&agent.email).await?.as_deref());
-    let sender = p.parsed.header_from.as_deref().or(p.envelope_from.as_deref());
-    let verdict = protection.inbound_verdict(sender);
+    // The gate trusts a From only as far as the milter authenticated it: a DMARC-aligned
+    // verified domain, or mail our own API sent (signed as agent mail).
+    let sender = p.parsed.header_from.as_deref();
+    let verified = p.claims.as_ref().and_then(|c| match c.entity_type {
+        EntityType::Agent => sender.and_then(|s| s.rsplit_once('@')).map(|(_, d)| d.to_owned()),
+        EntityType::Human => c.authentication.verified_domain().map(str::to_owned),
+    });
+    let verdict = protection.inbound_verdict(sender, verified.as_deref());
     let (msg, events) = filed(&agent, p, conversation_id, &verdict, &protection, now);
     let id = msg.id.clone();
     match store.insert_inbound(msg, p.parsed.attachments.clone(), events).await? {

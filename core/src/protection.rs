@@ -168,20 +168,29 @@ impl Protection {
         Verdict::for_action(&gate.action, reason)
     }
 
-    /// Inbound: the sender (envelope or header From) must match.
-    pub fn inbound_verdict(&self, sender: Option<&str>) -> Verdict {
+    /// Inbound: the From address must match, and only counts when it is authenticated:
+    /// `verified_domain` (DMARC-aligned, from the milter's signed verdict) must be its domain.
+    /// An unauthenticated From is never on an allowlist, so a forged one cannot slip past a
+    /// gate.
+    pub fn inbound_verdict(&self, sender: Option<&str>, verified_domain: Option<&str>) -> Verdict {
         let gate = &self.inbound.gate;
         let sender = sender.unwrap_or("").to_ascii_lowercase();
+        let authentic = verified_domain.is_some_and(|d| d.eq_ignore_ascii_case(domain_of(&sender)));
         let matched = match gate.policy.as_str() {
-            "allowlist" => listed(&gate.allowlist, &sender),
-            "domain" => listed(&gate.allowlist, domain_of(&sender)),
+            "allowlist" => authentic && listed(&gate.allowlist, &sender),
+            "domain" => authentic && listed(&gate.allowlist, domain_of(&sender)),
             _ => true,
         };
         if matched {
             return Verdict::Pass;
         }
         let shown = if sender.is_empty() { "<>" } else { sender.as_str() };
-        Verdict::for_action(&gate.action, format!("inbound {} policy does not cover {shown}", gate.policy))
+        let why = if authentic || gate.policy == "open" {
+            "does not cover"
+        } else {
+            "needs an authenticated From; not"
+        };
+        Verdict::for_action(&gate.action, format!("inbound {} policy {why} {shown}", gate.policy))
     }
 
     /// The stored JSON, or the defaults when there is none (or it cannot be read).
@@ -221,9 +230,21 @@ mod tests {
         let mut inbound = Protection::default();
         inbound.inbound.gate =
             Gate { policy: "domain".into(), allowlist: vec!["trusted.test".into()], action: "review".into() };
-        assert_eq!(inbound.inbound_verdict(Some("x@trusted.test")), Verdict::Pass);
-        assert!(matches!(inbound.inbound_verdict(Some("x@other.test")), Verdict::Review { .. }));
-        assert!(matches!(inbound.inbound_verdict(None), Verdict::Review { .. }));
+        assert_eq!(inbound.inbound_verdict(Some("x@trusted.test"), Some("trusted.test")), Verdict::Pass);
+        assert!(matches!(
+            inbound.inbound_verdict(Some("x@other.test"), Some("other.test")),
+            Verdict::Review { .. }
+        ));
+        assert!(matches!(inbound.inbound_verdict(None, None), Verdict::Review { .. }));
+        // A From on the list that did not authenticate (or authenticated another domain) is
+        // not on the list.
+        assert!(matches!(inbound.inbound_verdict(Some("x@trusted.test"), None), Verdict::Review { .. }));
+        assert!(matches!(
+            inbound.inbound_verdict(Some("x@trusted.test"), Some("other.test")),
+            Verdict::Review { .. }
+        ));
+        inbound.inbound.gate.policy = "open".into();
+        assert_eq!(inbound.inbound_verdict(Some("x@forged.test"), None), Verdict::Pass, "open lets all in");
     }
 
     #[test]

@@ -274,6 +274,7 @@ pub async fn send(
         size_bytes: 0,
         provider_message_id: None,
         created_at: now,
+        flag_reason: None,
     };
     let mut insert = OutboundInsert {
         message: message.clone(),
@@ -284,6 +285,16 @@ pub async fn send(
         jobs: Vec::new(),
         idempotency: None,
     };
+    if let Verdict::Flag { reason } = &verdict {
+        // Sent as usual, but marked, and the account hears of it.
+        message.flag_reason = Some(reason.clone());
+        let mut data = outbound_data(agent, &id, &facts);
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("reason".into(), json!(reason));
+            obj.insert("policy".into(), json!(protection.outbound.gate.policy));
+        }
+        insert.events.push(outbound_event(agent, &id, &conversation_id, "email.flagged", data, now));
+    }
     let outcome = if let Verdict::Review { .. } = &verdict {
         let expires_at = now.plus_secs(protection.holds.ttl_seconds);
         message.status = "pending_review".into();

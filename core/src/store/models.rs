@@ -217,6 +217,8 @@ pub struct NewOutboundMessage {
     pub size_bytes: i64,
     pub provider_message_id: Option<String>,
     pub created_at: Timestamp,
+    /// Set when the outbound gate's action is `flag`: sent, but marked.
+    pub flag_reason: Option<String>,
 }
 
 /// An `Idempotency-Key` response committed with the change it answers.

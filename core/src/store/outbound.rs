@@ -161,9 +161,10 @@ impl OutboundStore for SqlStore {
             "INSERT INTO messages (id, account_id, agent_email, direction, status, review_status, read_status,
                  header_from, to_addrs, cc_addrs, bcc_addrs, reply_to, delivered_to, subject, rfc_message_id,
                  in_reply_to, references_ids, conversation_id, raw_message, draft, size_bytes,
-                 provider_message_id, delivery_status, message_type, method, sent_as, created_at, updated_at)
+                 provider_message_id, delivery_status, message_type, method, sent_as, created_at, updated_at,
+                 flagged, flag_reason)
              VALUES ($1, $2, $3, 'outbound', $4, $5, '', $6, $7, $8, $9, $10, '', $11, $12, $13, $14, $15,
-                 $16, $17, $18, $19, $20, $21, $22, $23, $24, $24)",
+                 $16, $17, $18, $19, $20, $21, $22, $23, $24, $24, $25, $26)",
         )
         .bind(m.id.as_str())
         .bind(m.account_id.as_str())
@@ -189,6 +190,8 @@ impl OutboundStore for SqlStore {
         .bind(m.method.as_str())
         .bind(m.sent_as.as_str())
         .bind(m.created_at.as_micros())
+        .bind(i64::from(m.flag_reason.is_some()))
+        .bind(m.flag_reason.as_deref())
         .execute(&mut *tx)
         .await?;
         insert_attachments(&mut tx, &m.id, &new.attachments).await?;
