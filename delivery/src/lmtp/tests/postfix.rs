@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postagent_lab::postfix::require_postfix;
 use postagent_lab::{PostfixBuilder, PostfixInstance};
@@ -156,8 +157,17 @@ async fn server_down_then_up_delivers_once() {
     let listener = TcpListener::bind(lmtp).await.expect("bind the LMTP port Postfix uses");
     let (backend, mut delivered) = RecordingBackend::with_channel();
     let _srv = TestServer::start_on(listener, Arc::clone(&backend) as _, test_config());
-    pf.flush().expect("flush");
-    let d = next_delivery(&mut delivered, &pf).await;
+    // A flush that lands while the deferred message is still being moved out of the active
+    // queue finds nothing to do (seen under a loaded test run): ask again until it arrives.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let d = loop {
+        pf.flush().expect("flush");
+        match tokio::time::timeout(Duration::from_secs(2), delivered.recv()).await {
+            Ok(Some(d)) => break d,
+            _ if tokio::time::Instant::now() < deadline => continue,
+            _ => panic!("no delivery reached the backend; maillog:\n{}", pf.read_log()),
+        }
+    };
     assert_exact_body(&d.data, &queue_id);
     wait_sent(&pf, "a@agents.test").await;
     pf.wait_queue_empty(WAIT).await.expect("queue drains");
