@@ -11,13 +11,14 @@ pub mod download;
 pub mod error;
 pub mod idempotency;
 pub mod magic;
+pub mod openapi;
 pub mod routes;
 pub mod views;
 pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;
 use postagent_core::store::Store;
@@ -77,56 +78,37 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    use routes::{account, agents, conversations, domains, events, messages, meta, reviews, send, webhooks};
-    let message = "/v1/agents/{email}/messages/{id}";
-    let big = || DefaultBodyLimit::max(MAX_SEND_BODY_BYTES);
-    Router::new()
+    use routes::{meta, webhooks};
+    let mut app = Router::new()
         .route("/api/health", get(meta::health).head(meta::health))
-        .route("/v1/info", get(meta::info))
-        .route("/v1/account", get(account::get_account))
-        .route("/v1/account/api-keys", get(account::list_keys).post(account::create_key))
-        .route("/v1/account/api-keys/{id}", axum::routing::delete(account::delete_key))
-        .route("/v1/domains", get(domains::list).post(domains::register))
-        .route("/v1/domains/{domain}", get(domains::get).delete(domains::delete))
-        .route("/v1/domains/{domain}/verify", post(domains::verify))
-        .route("/v1/agents", get(agents::list).post(agents::create))
-        .route("/v1/agents/{email}", get(agents::get).patch(agents::update).delete(agents::delete))
-        .route("/v1/agents/{email}/restore", post(agents::restore))
-        .route("/v1/agents/{email}/messages", get(messages::list).post(send::send).layer(big()))
-        .route(&format!("{message}/reply"), post(send::reply).layer(big()))
-        .route(&format!("{message}/forward"), post(send::forward).layer(big()))
-        .route("/v1/agents/{email}/protection", get(reviews::get_protection).put(reviews::put_protection))
-        .route("/v1/reviews", get(reviews::list))
-        .route("/v1/reviews/{id}", get(reviews::get))
-        .route("/v1/reviews/{id}/approve", post(reviews::approve).layer(big()))
-        .route("/v1/reviews/{id}/reject", post(reviews::reject))
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/v1/agents/{email}/messages/{id}/attachments/{index}/download", get(download::download))
+        .route("/v1/agents/{email}/ws", get(ws::handler))
+        // A postagent extension: one delivery with every try.
+        .route("/v1/webhooks/{id}/deliveries/{delivery_id}", get(webhooks::delivery))
         .route(
             "/v1/approve",
             get(magic::approve_page).post(magic::approve_post).fallback(magic::other_method),
         )
-        .route("/v1/reject", get(magic::reject_page).post(magic::reject_post).fallback(magic::other_method))
-        .route(message, get(messages::get).patch(messages::update).delete(messages::delete))
-        .route(&format!("{message}/restore"), post(messages::restore))
-        .route(&format!("{message}/attachments/{{index}}"), get(messages::attachment))
-        .route(&format!("{message}/attachments/{{index}}/download"), get(download::download))
-        .route("/v1/agents/{email}/conversations", get(conversations::list))
-        .route("/v1/agents/{email}/conversations/{id}", get(conversations::get))
-        .route("/v1/agents/{email}/ws", get(ws::handler))
-        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
-        .route("/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
-        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate))
-        .route("/v1/webhooks/{id}/test", post(webhooks::test))
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/v1/webhooks/{id}/deliveries/{delivery_id}", get(webhooks::delivery))
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/{id}", get(events::get))
-        .route("/v1/events/{id}/redeliver", post(events::redeliver))
-        .fallback(|| async { error::ApiError::not_found("route") })
+        .route("/v1/reject", get(magic::reject_page).post(magic::reject_post).fallback(magic::other_method));
+    for (op, handler) in routes::table::table() {
+        app = app.route(op.path, handler);
+    }
+    for (path, handler) in routes::table::newer_sdk_paths() {
+        app = app.route(path, handler);
+    }
+    app.fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A bug in one handler answers that request 500 instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(error::envelope))
         .with_state(state)
+}
+
+/// `GET /v1/openapi.json`: the document generated from the route table.
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    let ops: Vec<openapi::Op> = routes::table::table().into_iter().map(|(op, _)| op).collect();
+    axum::Json(openapi::document(&ops))
 }
 
 /// A bound API listener.
