@@ -197,7 +197,8 @@ impl Running {
                 store: store.clone(),
                 secret: shared.secret.clone(),
                 resolver: shared.resolver.clone(),
-                settings: Arc::new(Settings::from_config(config)),
+                // Links fall back to the address really bound (port 0 becomes the port we got).
+                settings: Arc::new(Settings { api_listen: shown.clone(), ..Settings::from_config(config) }),
                 webhooks: Arc::new(config.webhooks()),
                 hub: postagent_api::ws::Hub::start(store.clone(), config.webhooks().ws_ping_interval),
             };
@@ -217,11 +218,15 @@ impl Running {
                 worker.run(stop, grace).await;
                 ("worker", Ok(()))
             });
-            let submitter = postagent_delivery::submit::Submitter::new(
-                store.clone(),
-                shared.secret.clone(),
-                config.submission(),
-            );
+            let mut submission = config.submission();
+            if config.public_url.is_empty()
+                && let Some(api) = &running.api_addr
+            {
+                // Review links point at the API this process really serves.
+                submission.public_url = format!("http://{api}");
+            }
+            let submitter =
+                postagent_delivery::submit::Submitter::new(store.clone(), shared.secret.clone(), submission);
             let stop = stopped();
             running.tasks.spawn(async move {
                 submitter.run(stop).await;
