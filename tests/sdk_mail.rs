@@ -14,7 +14,6 @@ use postagent_lab::mail_lab::SENDER_DOMAIN;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const AGENT: &str = "bot@agents.test";
 
