@@ -110,11 +110,15 @@ async fn drive(tag: &str, spec: &str) {
     );
 
     // What left through Postfix: the reply, the forward and the approved message, never the
-    // rejected one.
+    // rejected one. Review notices may come too (one per hold still pending when the worker
+    // got to it: these were decided at once) and are set aside.
     let mut left = Vec::new();
-    for _ in 0..3 {
+    while left.len() < 3 {
         let d = tokio::time::timeout(WAIT, out.recv()).await.expect("mail left").expect("sink");
-        left.push((subject(&d), d));
+        let s = subject(&d);
+        if !s.starts_with("Review needed: ") {
+            left.push((s, d));
+        }
     }
     left.sort_by(|a, b| a.0.cmp(&b.0));
     let subjects: Vec<&str> = left.iter().map(|(s, _)| s.as_str()).collect();
@@ -125,5 +129,7 @@ async fn drive(tag: &str, spec: &str) {
         vec!["invoice.pdf"]
     );
     assert!(left[2].1.data.contains("In-Reply-To: <invoice42@sender.test>"), "{}", left[2].1.data);
-    assert!(out.try_recv().is_err(), "the rejected message never left");
+    while let Ok(d) = out.try_recv() {
+        assert!(subject(&d).starts_with("Review needed: "), "only notices besides: {}", subject(&d));
+    }
 }
