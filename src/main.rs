@@ -212,13 +212,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // SIGHUP re-reads the configuration exactly as it was first read: same file, same
+    // environment, same flags.
+    let config_path = cli.global.config.clone();
+    let reload_flags = flags.clone();
+    let reload: serve::Reload = std::sync::Arc::new(move || {
+        Config::load(config_path.as_deref(), std::env::vars(), &reload_flags)
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    });
     let result = runtime.block_on(async move {
+        let serve = |roles| serve::run(config.clone(), file.clone(), roles, reload.clone());
         match cli.command {
-            Command::Serve => serve::run(config, file, serve::Roles::all()).await,
-            Command::Api => serve::run(config, file, serve::Roles::api_only()).await,
-            Command::Milter => serve::run(config, file, serve::Roles::milter_only()).await,
-            Command::Lmtp => serve::run(config, file, serve::Roles::lmtp_only()).await,
-            Command::Worker => serve::run(config, file, serve::Roles::worker_only()).await,
+            Command::Serve => serve(serve::Roles::all()).await,
+            Command::Api => serve(serve::Roles::api_only()).await,
+            Command::Milter => serve(serve::Roles::milter_only()).await,
+            Command::Lmtp => serve(serve::Roles::lmtp_only()).await,
+            Command::Worker => serve(serve::Roles::worker_only()).await,
             Command::Listen(args) => listen::run(args, config.public_url()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
             Command::Config => {

@@ -64,7 +64,74 @@ pub async fn open_shared(config: &Config) -> anyhow::Result<Shared> {
     Ok(Shared { store: Arc::new(store), secret, resolver })
 }
 
-pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow::Result<()> {
+/// Re-reads the configuration the way the process first read it (SIGHUP).
+pub type Reload = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Settings a SIGHUP applies to the running process; every other change needs a restart.
+const RELOADABLE: &[&str] = &["log_level"];
+
+/// Compares the running configuration with a re-read one: applies what can change in place,
+/// reports what needs a restart (by key only: values may be secrets), and returns the
+/// configuration now in force.
+pub fn apply_reload(running: &Config, new: Config) -> Config {
+    let (old, fresh) =
+        (serde_json::to_value(running).unwrap_or_default(), serde_json::to_value(&new).unwrap_or_default());
+    let changed: Vec<String> = fresh
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| old.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if changed.is_empty() {
+        tracing::info!("configuration reloaded: nothing changed");
+        return new;
+    }
+    let mut applied = running.clone();
+    for key in &changed {
+        if key == "log_level" {
+            match crate::logging::set_level(&new.log_level) {
+                Ok(()) => {
+                    tracing::info!(
+                        "configuration reloaded: log_level {:?} -> {:?}",
+                        running.log_level,
+                        new.log_level
+                    );
+                    applied.log_level = new.log_level.clone();
+                }
+                Err(e) => tracing::warn!("configuration reload: log_level not applied: {e:#}"),
+            }
+        }
+    }
+    let restart: Vec<&String> = changed.iter().filter(|k| !RELOADABLE.contains(&k.as_str())).collect();
+    if !restart.is_empty() {
+        let keys: Vec<&str> = restart.iter().map(|k| k.as_str()).collect();
+        tracing::warn!(
+            "configuration reloaded: {} changed but only take effect after a restart (systemctl restart postagent); still running with the old values",
+            keys.join(", ")
+        );
+    }
+    applied
+}
+
+/// Waits for SIGHUP and reloads, until the process stops.
+fn reload_on_hangup(config: Config, reload: Reload) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        let mut running = config;
+        while hup.recv().await.is_some() {
+            match reload() {
+                Ok(new) => running = apply_reload(&running, new),
+                Err(e) => {
+                    tracing::warn!("configuration reload refused: {e}; keeping the running configuration")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles, reload: Reload) -> anyhow::Result<()> {
     let shared = open_shared(&config).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -82,6 +149,7 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles) -> anyhow:
     // Installed before any listener announces itself, so a signal that arrives right after
     // "listening" is a graceful stop and never the default (immediate) termination.
     let signal = shutdown_signal()?;
+    reload_on_hangup(config.clone(), reload)?;
     Running::start(&config, &shared, roles).await?.serve_until(signal, &shared).await?;
     tracing::info!("postagent stopped");
     Ok(())

@@ -84,6 +84,14 @@ pub struct Config {
     pub hold_sweep_interval: String,
     /// `plain` or `json`.
     pub log_format: String,
+    /// `stderr` (journald under systemd) or `syslog` (the local socket, beside Postfix).
+    pub log_target: String,
+    /// The syslog facility with `log_target = "syslog"`: `mail` puts lines in mail.log.
+    pub syslog_facility: String,
+    /// The local syslog socket.
+    pub syslog_socket: String,
+    /// Prometheus metrics listener (`HOST:PORT`, keep it on loopback); empty disables it.
+    pub metrics_listen: String,
     /// A `tracing` filter, e.g. `info` or `postagent=debug,info`.
     pub log_level: String,
 }
@@ -123,6 +131,10 @@ impl Default for Config {
             submission_timeout: "60s".into(),
             hold_sweep_interval: "60s".into(),
             log_format: "plain".into(),
+            log_target: "stderr".into(),
+            syslog_facility: "mail".into(),
+            syslog_socket: "/dev/log".into(),
+            metrics_listen: String::new(),
             log_level: "info".into(),
         }
     }
@@ -351,6 +363,10 @@ impl Config {
             "submission_timeout" => self.submission_timeout = v,
             "hold_sweep_interval" => self.hold_sweep_interval = v,
             "log_format" => self.log_format = v,
+            "log_target" => self.log_target = v,
+            "syslog_facility" => self.syslog_facility = v,
+            "syslog_socket" => self.syslog_socket = v,
+            "metrics_listen" => self.metrics_listen = v,
             "log_level" => self.log_level = v,
             _ => return Err(bad(key, "unknown configuration key")),
         }
@@ -456,6 +472,27 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "plain" | "json") {
             return Err(bad("log_format", "must be plain or json"));
+        }
+        if !matches!(self.log_target.as_str(), "stderr" | "syslog") {
+            return Err(bad("log_target", "must be stderr or syslog"));
+        }
+        if !matches!(
+            self.syslog_facility.as_str(),
+            "mail"
+                | "daemon"
+                | "local0"
+                | "local1"
+                | "local2"
+                | "local3"
+                | "local4"
+                | "local5"
+                | "local6"
+                | "local7"
+        ) {
+            return Err(bad("syslog_facility", "must be mail, daemon or local0..local7"));
+        }
+        if !self.metrics_listen.is_empty() {
+            ListenAddr::parse(&self.metrics_listen).map_err(|m| bad("metrics_listen", m))?;
         }
         Ok(())
     }
@@ -631,6 +668,10 @@ impl fmt::Debug for Config {
             .field("submission_timeout", &self.submission_timeout)
             .field("hold_sweep_interval", &self.hold_sweep_interval)
             .field("log_format", &self.log_format)
+            .field("log_target", &self.log_target)
+            .field("syslog_facility", &self.syslog_facility)
+            .field("syslog_socket", &self.syslog_socket)
+            .field("metrics_listen", &self.metrics_listen)
             .field("log_level", &self.log_level)
             .finish()
     }
