@@ -92,6 +92,12 @@ struct GlobalFlags {
     /// How often expired review holds are swept, e.g. 60s.
     #[arg(long, global = true)]
     hold_sweep_interval: Option<String>,
+    /// Prometheus metrics listener, HOST:PORT (loopback); empty disables it.
+    #[arg(long, global = true)]
+    metrics_listen: Option<String>,
+    /// stderr or syslog.
+    #[arg(long, global = true)]
+    log_target: Option<String>,
     /// WebSocket keepalive ping interval, e.g. 30s.
     #[arg(long, global = true)]
     ws_ping_interval: Option<String>,
@@ -126,6 +132,8 @@ impl GlobalFlags {
             ("submission_relay", &self.submission_relay),
             ("submission_retry_schedule", &self.submission_retry_schedule),
             ("hold_sweep_interval", &self.hold_sweep_interval),
+            ("metrics_listen", &self.metrics_listen),
+            ("log_target", &self.log_target),
             ("ws_ping_interval", &self.ws_ping_interval),
             ("log_format", &self.log_format),
             ("log_level", &self.log_level),

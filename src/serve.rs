@@ -202,6 +202,17 @@ impl Running {
                 sockets.extend(path);
                 Ok(Some((bound, shown)))
             };
+        let metrics = match config.metrics_listen.as_str() {
+            "" => None,
+            addr => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics: cannot listen on {addr}"))?;
+                tracing::info!("metrics listening on {}", l.local_addr()?);
+                Some(l)
+            }
+        };
+        let mut hub: Option<postagent_api::ws::Hub> = None;
         let milter = bind(roles.milter, &config.milter_listen, "milter").await?;
         let lmtp = bind(roles.lmtp, &config.lmtp_listen, "LMTP").await?;
         let api_listen = config.api_listen.clone();
@@ -270,6 +281,7 @@ impl Running {
                 webhooks: Arc::new(config.webhooks()),
                 hub: postagent_api::ws::Hub::start(store.clone(), config.webhooks().ws_ping_interval),
             };
+            hub = Some(state.hub.clone());
             let api = postagent_api::run(listener, state, stopped(), config.shutdown_timeout());
             running.tasks.spawn(async move { ("api", api.await) });
             running.api_addr = Some(shown);
@@ -300,6 +312,10 @@ impl Running {
                 submitter.run(stop).await;
                 ("submission", Ok(()))
             });
+        }
+        if let Some(listener) = metrics {
+            let serve = postagent_api::metrics::run(listener, store.clone(), hub.clone(), stopped());
+            running.tasks.spawn(async move { ("metrics", serve.await) });
         }
         // Replicas hear of each other's events (webhook wake-ups, WebSocket pushes).
         if (roles.api || roles.worker) && shared.store.backend() == postagent_core::store::Backend::Postgres {

@@ -97,3 +97,50 @@ fn syslog_target_writes_mail_facility_lines() {
     assert!(line.starts_with(&format!("<22>postagent[{}]: ", child.id())), "{line}");
     assert!(!line.contains('\n'), "one line per datagram");
 }
+
+/// `name{label}` or `name` value from a Prometheus text page (0 when absent).
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_postfix_sent_through() {
+    use common::mail::{MailWorld, Options};
+    use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message};
+    let options = Options { extra_args: vec!["--metrics-listen", "127.0.0.1:0"], ..Options::default() };
+    let Some(mut w) = MailWorld::start(options).await else { return };
+    let server = w.serve();
+    let line = server
+        .log()
+        .lines()
+        .find(|l| l.contains("metrics listening on"))
+        .map(str::to_owned)
+        .expect("metrics line");
+    let addr = line.rsplit("metrics listening on ").next().expect("addr").trim().to_owned();
+
+    let message = sample_message("bot@agents.test", "counted", "m1", "Hello.\r\n");
+    let qid = w.send(&format!("alice@{SENDER_DOMAIN}"), &["bot@agents.test"], &message).await;
+    w.wait_sent(&qid, "bot@agents.test").await;
+    let mut smtp = postagent_lab::smtp::Smtp::connect(w.postfix.smtp_addr(), "mail.sender.test").await;
+    assert!(smtp.cmd("MAIL FROM:<alice@sender.test>").await.starts_with("250"));
+    assert!(smtp.cmd("RCPT TO:<nobody@agents.test>").await.starts_with("550"));
+    smtp.cmd("QUIT").await;
+
+    let page = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape");
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().expect("ct").starts_with("text/plain; version=0.0.4"));
+    let page = page.text().await.expect("text");
+    assert_eq!(sample(&page, "postagent_milter_rcpt_total{class=\"agent\"}"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_milter_rcpt_total{class=\"unknown_agent\"}"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_milter_verdicts_total{result=\"verified\"}"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_lmtp_recipients_total{outcome=\"stored\"}"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_milter_eom_seconds_count"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_lmtp_commit_seconds_count"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_database_up"), 1.0, "{page}");
+    assert_eq!(sample(&page, "postagent_websockets_open"), 0.0, "{page}");
+    assert!(page.contains("# TYPE postagent_queue_depth gauge"), "{page}");
+    assert!(page.contains("postagent_build_info{version="), "{page}");
+}

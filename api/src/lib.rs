@@ -11,6 +11,7 @@ pub mod download;
 pub mod error;
 pub mod idempotency;
 pub mod magic;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod views;

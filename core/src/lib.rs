@@ -11,6 +11,7 @@ pub mod ids;
 pub mod inbound;
 pub mod janitor;
 pub mod magic;
+pub mod metrics;
 pub mod outbound;
 pub mod protection;
 pub mod review;

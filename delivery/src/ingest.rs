@@ -7,6 +7,7 @@
 use crate::lmtp::{Envelope, LmtpBackend, Reply};
 use postagent_core::ids::AgentEmail;
 use postagent_core::inbound::{self, Delivered, IngestError};
+use postagent_core::metrics;
 use postagent_core::outbound::bounce::{self, BounceOutcome};
 use postagent_core::outbound::verp;
 use postagent_core::secret::Secret;
@@ -116,11 +117,20 @@ impl LmtpBackend for StoreBackend {
         let mut replies = Vec::with_capacity(envelope.recipients.len());
         for rcpt in &envelope.recipients {
             if let Some(message_id) = verp::parse_bounce(&self.secret, rcpt) {
+                metrics::LMTP_RECIPIENTS.inc("bounce");
                 replies.push(self.bounce(&queue_id, &message_id, rcpt, &prepared.raw).await);
                 continue;
             }
-            let reply = match inbound::store_for(self.store.as_ref(), &prepared, rcpt, Timestamp::now()).await
-            {
+            let started = std::time::Instant::now();
+            let stored = inbound::store_for(self.store.as_ref(), &prepared, rcpt, Timestamp::now()).await;
+            metrics::LMTP_COMMIT.observe(started.elapsed());
+            metrics::LMTP_RECIPIENTS.inc(match &stored {
+                Ok(Delivered::Stored { .. }) => "stored",
+                Ok(Delivered::Duplicate { .. }) => "duplicate",
+                Err(IngestError::UnknownAgent(_)) => "unknown",
+                Err(IngestError::Store(_)) => "deferred",
+            });
+            let reply = match stored {
                 Ok(Delivered::Stored { id }) => {
                     tracing::info!("{queue_id}: stored msg={id} agent={rcpt} source={}", prepared.source_id);
                     Reply::Ok

@@ -17,6 +17,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use postagent_core::config::SubmissionSettings;
 use postagent_core::event::with_fields;
+use postagent_core::metrics;
 use postagent_core::outbound::send::{OutboundFacts, outbound_data, outbound_event};
 use postagent_core::outbound::{notify, verp};
 use postagent_core::secret::Secret;
@@ -212,6 +213,11 @@ impl Submitter {
             at: now,
             ..Transition::default()
         };
+        metrics::SUBMISSIONS.inc(match (&tried, self.next_try(job)) {
+            (Tried::Queued { .. }, _) => "sent",
+            (Tried::Temporary(_), Some(_)) => "deferred",
+            _ => "failed",
+        });
         match tried {
             Tried::Queued { queue_id, reply } => {
                 let qid = queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());

@@ -129,9 +129,16 @@ async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) ->
     let Some(arg) = args.first() else { return Status::Continue };
     let rcpt = arg.to_string_lossy();
     let address = recipients::strip_brackets(&rcpt);
-    match recipients::classify(&*shared.directory, &shared.config.shared_domain, &shared.config.secret, &rcpt)
-        .await
-    {
+    let class =
+        recipients::classify(&*shared.directory, &shared.config.shared_domain, &shared.config.secret, &rcpt)
+            .await;
+    postagent_core::metrics::MILTER_RCPT.inc(match &class {
+        RecipientClass::Foreign => "foreign",
+        RecipientClass::Agent => "agent",
+        RecipientClass::UnknownAgent => "unknown_agent",
+        RecipientClass::Unavailable(_) => "unavailable",
+    });
+    match class {
         RecipientClass::Foreign | RecipientClass::Agent => Status::Continue,
         RecipientClass::UnknownAgent => {
             // Before DATA Postfix has no queue id for us: the log says NOQUEUE like Postfix's.
@@ -154,6 +161,13 @@ async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) ->
 }
 
 async fn eom(shared: &Shared, cx: &mut EomContext<Session>) -> Status {
+    let started = std::time::Instant::now();
+    let status = eom_inner(shared, cx).await;
+    postagent_core::metrics::MILTER_EOM.observe(started.elapsed());
+    status
+}
+
+async fn eom_inner(shared: &Shared, cx: &mut EomContext<Session>) -> Status {
     let queue_id = cx.macros.get(c"i").map(|q| q.to_string_lossy().into_owned()).unwrap_or_default();
     let queue_id = if queue_id.is_empty() { "NOQUEUE".to_owned() } else { queue_id };
     let Some(session) = cx.data.as_mut() else {

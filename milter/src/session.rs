@@ -197,6 +197,11 @@ impl Session {
             auth.dmarc.status,
             if self.originating { " origin=ORIGINATING" } else { "" },
         );
+        postagent_core::metrics::MILTER_VERDICTS.inc(match (self.originating, verified) {
+            (true, _) => "agent",
+            (false, true) => "verified",
+            (false, false) => "unverified",
+        });
         Some(Outcome { deletions, insertions })
     }
 }

@@ -385,6 +385,17 @@ pub trait StoreHealth: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     /// `sqlite` or `postgres`, for logs and the health endpoint.
     fn backend_name(&self) -> &'static str;
+    /// Queue depths by job kind, holds by state and outbound messages by status, for the
+    /// metrics listener.
+    async fn gauges(&self) -> StoreResult<Gauges>;
+}
+
+/// Counts read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    pub jobs: Vec<(String, i64)>,
+    pub holds: Vec<(String, i64)>,
+    pub outbound: Vec<(String, i64)>,
 }
 
 /// Everything the product stores.

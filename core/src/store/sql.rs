@@ -288,6 +288,23 @@ impl SqlStore {
 
 #[async_trait::async_trait]
 impl super::StoreHealth for SqlStore {
+    async fn gauges(&self) -> StoreResult<super::Gauges> {
+        let count = |sql: &'static str| async move {
+            let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>("k")?, r.try_get::<i64, _>("n")?)))
+                .collect::<StoreResult<Vec<_>>>()
+        };
+        Ok(super::Gauges {
+            jobs: count("SELECT kind AS k, COUNT(*) AS n FROM jobs GROUP BY kind ORDER BY kind").await?,
+            holds: count("SELECT state AS k, COUNT(*) AS n FROM holds GROUP BY state ORDER BY state").await?,
+            outbound: count(
+                "SELECT status AS k, COUNT(*) AS n FROM messages WHERE direction = 'outbound' GROUP BY status ORDER BY status",
+            )
+            .await?,
+        })
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -183,6 +183,13 @@ impl Worker {
                 AttemptNext::Retry(finished.plus_micros(i64::try_from(delay.as_micros()).unwrap_or(i64::MAX)))
             }
         };
+        postagent_core::metrics::WEBHOOK_DELIVERY.observe(posted.duration);
+        postagent_core::metrics::WEBHOOK_ATTEMPTS.inc(match &next {
+            AttemptNext::Delivered => "delivered",
+            AttemptNext::Gone => "gone",
+            AttemptNext::Failed => "failed",
+            AttemptNext::Retry(_) => "retry",
+        });
         let disable_secs = i64::try_from(self.settings.disable_after.as_secs()).unwrap_or(i64::MAX / 2);
         let record = AttemptRecord {
             attempt: DeliveryAttempt {
