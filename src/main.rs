@@ -7,6 +7,7 @@ mod admin;
 mod lab;
 mod listen;
 mod logging;
+mod postfix;
 mod serve;
 mod verify;
 
@@ -162,6 +163,9 @@ enum Command {
     /// Operator tasks against the configured database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Plug postagent into Postfix (main.cf and master.cf via postconf), or unplug it.
+    #[command(subcommand)]
+    Postfix(postfix::PostfixCommand),
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
     /// Start a private Postfix, a test DNS zone and every postagent role on loopback, and
@@ -239,6 +243,7 @@ fn main() -> ExitCode {
             Command::Worker => serve(serve::Roles::worker_only()).await,
             Command::Listen(args) => listen::run(args, config.public_url()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
+            Command::Postfix(cmd) => postfix::run(config, cmd).await,
             Command::Config => {
                 println!("{config:#?}");
                 Ok(())

@@ -144,3 +144,76 @@ async fn metrics_count_what_postfix_sent_through() {
     assert!(page.contains("# TYPE postagent_queue_depth gauge"), "{page}");
     assert!(page.contains("postagent_build_info{version="), "{page}");
 }
+
+/// A full run at debug level (inbound through Postfix, a webhook with its secret, a send with
+/// an attachment, API keys) logs no secret, no body and no attachment byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_carry_secrets_or_bodies() {
+    use common::mail::{MailWorld, Options};
+    use postagent_lab::lmtp_sink::smtp_sink;
+    use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message};
+    use reqwest::Method;
+    use serde_json::json;
+    let (internet, mut out) = smtp_sink(&[]).await;
+    let options = Options {
+        internet: Some(internet),
+        extra_args: vec!["--log-level", "debug", "--webhook-mode", "development"],
+        ..Options::default()
+    };
+    let Some(mut w) = MailWorld::start(options).await else { return };
+    let server = w.serve();
+    let inbound_body = "INBOUND-BODY-7f3a9c";
+    let message = sample_message("bot@agents.test", "secret test", "s1", &format!("{inbound_body}\r\n"));
+    let qid = w.send(&format!("alice@{SENDER_DOMAIN}"), &["bot@agents.test"], &message).await;
+    w.wait_sent(&qid, "bot@agents.test").await;
+    let (_, hook) = w
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/h", "events": ["email.received"]})),
+        )
+        .await;
+    let signing_secret = hook["signing_secret"].as_str().expect("secret").to_owned();
+    let (_, minted) = w.call(Method::POST, "/v1/account/api-keys", Some(json!({"name": "x"}))).await;
+    let minted = minted["key"].as_str().expect("key").to_owned();
+    let outbound_body = "OUTBOUND-BODY-c41d22";
+    let attachment = "QVRUQUNITUVOVC1CWVRFUy05ZTE=";
+    let (status, _) = w
+        .call(
+            Method::POST,
+            "/v1/agents/bot@agents.test/messages",
+            Some(json!({"to": ["ann@example.org"], "subject": "s", "text": outbound_body,
+                "attachments": [{"filename": "a.txt", "content_type": "text/plain", "data": attachment}]})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+    tokio::time::timeout(common::mail::WAIT, out.recv()).await.expect("sent").expect("sink");
+    server.wait_for("submitted msg=");
+    let secret = std::fs::read_to_string(w.secret_file()).expect("secret file");
+
+    let log = server.log();
+    for (what, needle) in [
+        ("the account key", w.key.as_str()),
+        ("a minted key", minted.as_str()),
+        ("a webhook signing secret", signing_secret.as_str()),
+        ("the deployment secret", secret.trim()),
+        ("an inbound body", inbound_body),
+        ("an outbound body", outbound_body),
+        ("attachment bytes", attachment),
+        ("decoded attachment bytes", "ATTACHMENT-BYTES"),
+    ] {
+        assert!(!log.contains(needle), "the log carries {what}:\n{log}");
+    }
+    // Per-message lines lead with the Postfix queue id.
+    let stored = log.lines().find(|l| l.contains("stored msg=")).expect("stored line");
+    assert!(stored.contains(&format!("{qid}: stored msg=")), "{stored}");
+    let submitted = log.lines().find(|l| l.contains("submitted msg=")).expect("submitted line");
+    let first = submitted.split(": submitted").next().expect("prefix");
+    assert!(
+        first
+            .rsplit(' ')
+            .next()
+            .is_some_and(|q| q.len() >= 5 && q.chars().all(|c| c.is_ascii_alphanumeric())),
+        "{submitted}"
+    );
+}

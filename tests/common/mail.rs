@@ -275,7 +275,7 @@ pub fn header_count(raw: &[u8], name: &str) -> usize {
 }
 
 /// The account and agents, written before postagent first starts; returns the API key.
-async fn seed(database_url: &str, agents: &[&str]) -> String {
+pub async fn seed(database_url: &str, agents: &[&str]) -> String {
     let store = SqlStore::open(database_url, 2).await.expect("open the store");
     let (account, key) = service::bootstrap_account(&store, "owner@example.org").await.expect("account");
     for agent in agents {

@@ -1,0 +1,316 @@
+//! `postagent postfix setup [--apply]` and `postagent postfix remove [--apply]`: the exact,
+//! idempotent `postconf` changes that plug postagent into a Postfix instance (the default one,
+//! or `-c DIR`), printed for review and applied on request.
+//!
+//! What setup changes, derived from postagent's own configuration:
+//! - `smtpd_milters` gains postagent's milter (other milters stay, in order);
+//! - `milter_default_action`, `milter_protocol` and the milter timeouts as
+//!   `postfix-conf/main.cf.fragment` explains them;
+//! - `relay_domains` and `transport_maps` gain one table, `postagent_domains` in the config
+//!   directory (`texthash:`, no postmap), mapping every agent domain to postagent's LMTP;
+//! - `master.cf` gains the originating listener at `submission_relay`.
+//!
+//! The values it replaces are saved in `postagent.previous` beside main.cf, and remove puts
+//! them back, so setup followed by remove leaves the instance as it was.
+
+use crate::serve::open_shared;
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use postagent_core::Config;
+use postagent_core::config::ListenAddr;
+use postagent_core::store::{PageQuery, Store};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const POSTCONF: &str = "/usr/sbin/postconf";
+const DOMAINS_FILE: &str = "postagent_domains";
+const PREVIOUS_FILE: &str = "postagent.previous";
+/// Settings setup owns outright (their earlier values are saved and restored).
+const OWNED: &[(&str, &str)] = &[
+    ("milter_default_action", "tempfail"),
+    ("milter_protocol", "6"),
+    ("milter_connect_timeout", "10s"),
+    ("milter_command_timeout", "30s"),
+    ("milter_content_timeout", "120s"),
+];
+
+#[derive(Subcommand)]
+pub enum PostfixCommand {
+    /// Print (and with --apply, make) the main.cf and master.cf changes.
+    Setup {
+        #[arg(long)]
+        apply: bool,
+        /// The Postfix configuration directory (postconf -c); default: the default instance.
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+    },
+    /// Undo what setup did (print, and with --apply, make the changes).
+    Remove {
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
+    },
+}
+
+/// `postconf [-c DIR] ARGS`, stdout on success.
+fn postconf(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = Command::new(POSTCONF);
+    if let Some(d) = dir {
+        cmd.arg("-c").arg(d);
+    }
+    let out =
+        cmd.args(args).output().with_context(|| format!("cannot run {POSTCONF}: is Postfix installed?"))?;
+    if !out.status.success() {
+        bail!("postconf {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A comma/space separated Postfix list.
+fn list(value: &str) -> Vec<String> {
+    value.split([',', ' ', '\t', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// How Postfix should reach a postagent listener: `unix:` paths under the queue directory
+/// are written relative to it (chrooted daemons see them that way).
+fn endpoint(listen: &str, queue_dir: &str, kind: &str) -> anyhow::Result<String> {
+    let addr = ListenAddr::parse(listen).map_err(|e| anyhow::anyhow!("{kind} listener: {e}"))?;
+    Ok(match addr {
+        ListenAddr::Tcp(a) => format!("inet:{a}"),
+        ListenAddr::Unix(p) => match p.strip_prefix(queue_dir) {
+            Ok(relative) => format!("unix:{}", relative.display()),
+            Err(_) => format!("unix:{}", p.display()),
+        },
+    })
+}
+
+/// One change: the parameter, its value now, and the value setup wants.
+struct Change {
+    key: String,
+    now: String,
+    want: String,
+}
+
+struct Plan {
+    main: Vec<Change>,
+    service: String,
+    service_options: Vec<String>,
+    service_present: bool,
+    domains_file: PathBuf,
+    domains: String,
+}
+
+async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
+    let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
+    let queue_dir = postconf(dir, &["-h", "queue_directory"])?;
+    if config.milter_listen.is_empty() || config.lmtp_listen.is_empty() {
+        bail!("milter_listen and lmtp_listen must be set: Postfix needs both");
+    }
+    let milter = endpoint(&config.milter_listen, &queue_dir, "milter")?;
+    let lmtp = format!("lmtp:{}", endpoint(&config.lmtp_listen, &queue_dir, "LMTP")?);
+    let domains_file = config_dir.join(DOMAINS_FILE);
+    let table = format!("texthash:{}", domains_file.display());
+
+    let shared = open_shared(config).await?;
+    let store: &dyn Store = shared.store.as_ref();
+    let mut domains: Vec<String> = Vec::new();
+    if !config.shared_domain.is_empty() {
+        domains.push(config.shared_domain.clone());
+    }
+    for account in store.list_accounts().await? {
+        for d in store.list_domains(&account.id, &PageQuery { after: None, limit: u32::MAX - 1 }).await? {
+            if d.verified && !domains.contains(&d.domain) {
+                domains.push(d.domain);
+            }
+        }
+    }
+    shared.store.close().await;
+    let mut text =
+        String::from("# Written by `postagent postfix setup`: agent domains, relayed to postagent's LMTP.\n");
+    for d in &domains {
+        text.push_str(&format!("{d}\t{lmtp}\n"));
+    }
+
+    let mut main = Vec::new();
+    let mut add_to_list = |key: &str, item: &str| -> anyhow::Result<()> {
+        let now = postconf(dir, &["-h", key])?;
+        let mut items = list(&now);
+        if !items.iter().any(|i| i == item) {
+            items.push(item.to_owned());
+        }
+        main.push(Change { key: key.to_owned(), now, want: items.join(", ") });
+        Ok(())
+    };
+    add_to_list("smtpd_milters", &milter)?;
+    add_to_list("relay_domains", &table)?;
+    add_to_list("transport_maps", &table)?;
+    for (key, value) in OWNED {
+        main.push(Change {
+            key: (*key).to_owned(),
+            now: postconf(dir, &["-h", key])?,
+            want: (*value).to_owned(),
+        });
+    }
+
+    let relay = &config.submission_relay;
+    let service = format!("{relay}/inet");
+    let present = postconf(dir, &["-M", &service]).is_ok_and(|s| !s.is_empty());
+    // Chrooted like the instance's own smtpd (Debian: yes; a private instance: often no).
+    let chroot = postconf(dir, &["-M", "smtp/inet"])
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .filter(|c| c == "y" || c == "n")
+        .unwrap_or_else(|| "y".into());
+    Ok(Plan {
+        main,
+        service_present: present,
+        service: format!("{service}={relay} inet n - {chroot} - - smtpd"),
+        service_options: vec![
+            format!("{service}/syslog_name=postfix/postagent"),
+            format!("{service}/milter_macro_daemon_name=ORIGINATING"),
+            format!("{service}/smtpd_client_restrictions=permit_mynetworks,reject"),
+            format!("{service}/smtpd_recipient_restrictions=permit_mynetworks,reject"),
+            format!("{service}/smtpd_tls_security_level=none"),
+        ],
+        domains_file,
+        domains: text,
+    })
+}
+
+fn dash_c(dir: Option<&Path>) -> String {
+    dir.map(|d| format!(" -c {}", d.display())).unwrap_or_default()
+}
+
+pub async fn run(config: Config, cmd: PostfixCommand) -> anyhow::Result<()> {
+    match cmd {
+        PostfixCommand::Setup { apply, config_dir } => setup(&config, config_dir.as_deref(), apply).await,
+        PostfixCommand::Remove { apply, config_dir } => remove(config_dir.as_deref(), apply),
+    }
+}
+
+async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
+    let p = plan(config, dir).await?;
+    let c = dash_c(dir);
+    println!("# {}: {} agent domain(s)", p.domains_file.display(), p.domains.lines().count() - 1);
+    print!("{}", p.domains.lines().skip(1).map(|l| format!("#   {l}\n")).collect::<String>());
+    for ch in &p.main {
+        if ch.now == ch.want {
+            println!("# {} is already {:?}", ch.key, ch.want);
+        } else {
+            println!("postconf{c} -e '{} = {}'", ch.key, ch.want);
+        }
+    }
+    println!("postconf{c} -M '{}'", p.service);
+    for o in &p.service_options {
+        println!("postconf{c} -P '{o}'");
+    }
+    println!("postfix{c} reload");
+    if !apply {
+        println!("# Nothing changed. Re-run with --apply to make these changes.");
+        return Ok(());
+    }
+    let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
+    let previous_path = config_dir.join(PREVIOUS_FILE);
+    // The first setup's "before" is what remove restores; a repeated setup keeps it.
+    if !previous_path.exists() {
+        // Only what main.cf set explicitly is restored as a value; a default is restored by
+        // removing the line again.
+        let mut before: BTreeMap<&str, Option<String>> = BTreeMap::new();
+        for ch in &p.main {
+            let explicit = postconf(dir, &["-n", &ch.key])?;
+            before.insert(ch.key.as_str(), (!explicit.is_empty()).then(|| ch.now.clone()));
+        }
+        let mut saved = serde_json::json!({"main": before});
+        saved["had_service"] = serde_json::json!(p.service_present);
+        std::fs::write(&previous_path, saved.to_string())
+            .with_context(|| format!("cannot write {}", previous_path.display()))?;
+    }
+    std::fs::write(&p.domains_file, &p.domains)
+        .with_context(|| format!("cannot write {}", p.domains_file.display()))?;
+    for ch in p.main.iter().filter(|ch| ch.now != ch.want) {
+        postconf(dir, &["-e", &format!("{} = {}", ch.key, ch.want)])?;
+    }
+    postconf(dir, &["-M", &p.service])?;
+    for o in &p.service_options {
+        postconf(dir, &["-P", o])?;
+    }
+    println!("# Applied. Run `postfix{c} reload` (or `systemctl reload postfix`) to load it.");
+    Ok(())
+}
+
+fn remove(dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
+    let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
+    let previous_path = config_dir.join(PREVIOUS_FILE);
+    let text = std::fs::read_to_string(&previous_path).with_context(|| {
+        format!(
+            "{} not found: setup was not applied to this instance (nothing to remove)",
+            previous_path.display()
+        )
+    })?;
+    let saved: serde_json::Value = serde_json::from_str(&text).context("postagent.previous is not JSON")?;
+    let c = dash_c(dir);
+    let mut changes: Vec<(String, Option<String>)> = Vec::new();
+    for (key, value) in saved["main"].as_object().into_iter().flatten() {
+        let value = value.as_str().map(str::to_owned);
+        match &value {
+            Some(v) => println!("postconf{c} -e '{key} = {v}'"),
+            None => println!("postconf{c} -X {key}"),
+        }
+        changes.push((key.clone(), value));
+    }
+    let relay_service: Option<String> = postconf(dir, &["-M"])?
+        .lines()
+        .find(|l| {
+            l.contains("milter_macro_daemon_name=ORIGINATING") || l.contains("syslog_name=postfix/postagent")
+        })
+        .and_then(|l| l.split_whitespace().next().map(|s| format!("{s}/inet")));
+    let had_service = saved["had_service"].as_bool().unwrap_or(false);
+    if let (Some(s), false) = (&relay_service, had_service) {
+        println!("postconf{c} -MX '{s}'");
+    }
+    println!("rm {}", config_dir.join(DOMAINS_FILE).display());
+    println!("postfix{c} reload");
+    if !apply {
+        println!("# Nothing changed. Re-run with --apply to make these changes.");
+        return Ok(());
+    }
+    for (key, value) in &changes {
+        match value {
+            Some(v) => postconf(dir, &["-e", &format!("{key} = {v}")])?,
+            None => postconf(dir, &["-X", key])?,
+        };
+    }
+    if let (Some(s), false) = (&relay_service, had_service) {
+        postconf(dir, &["-MX", s])?;
+    }
+    let _ = std::fs::remove_file(config_dir.join(DOMAINS_FILE));
+    std::fs::remove_file(&previous_path)
+        .with_context(|| format!("cannot remove {}", previous_path.display()))?;
+    println!("# Removed. Run `postfix{c} reload` to load it.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_for_postfix() {
+        assert_eq!(
+            endpoint("127.0.0.1:8894", "/var/spool/postfix", "m").expect("tcp"),
+            "inet:127.0.0.1:8894"
+        );
+        assert_eq!(
+            endpoint("unix:/var/spool/postfix/postagent/milter.sock", "/var/spool/postfix", "m")
+                .expect("unix"),
+            "unix:postagent/milter.sock"
+        );
+        assert_eq!(
+            endpoint("unix:/run/pa.sock", "/var/spool/postfix", "m").expect("elsewhere"),
+            "unix:/run/pa.sock"
+        );
+        assert_eq!(list("a, b\tc,,d"), vec!["a", "b", "c", "d"]);
+    }
+}

@@ -1,0 +1,121 @@
+//! `postagent postfix setup` and `remove` against a private Postfix that starts knowing
+//! nothing of postagent: the printed plan changes nothing, `--apply` makes Postfix deliver
+//! agent mail through postagent's milter and LMTP, a second apply changes nothing more, and
+//! remove puts every setting back.
+
+mod common;
+
+use common::bin::{Server, run, text};
+use common::mail::{AGENT_DOMAIN, HOSTNAME, WAIT, seed};
+use postagent_lab::free_port;
+use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, sample_message};
+use postagent_lab::postfix::{PostfixBuilder, require_postfix};
+use postagent_lab::smtp::Smtp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
+    if !require_postfix() {
+        return;
+    }
+    let zone = SampleZone::start().await.expect("zone");
+    let pf = tokio::task::spawn_blocking(|| PostfixBuilder::new().main_cf("myhostname", HOSTNAME).start())
+        .await
+        .expect("join")
+        .expect("postfix");
+    let data = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", data.path().join("postagent.db").display());
+    let key = seed(&db, &["bot@agents.test"]).await;
+    let (milter, lmtp, originating) =
+        (free_port().expect("p"), free_port().expect("p"), free_port().expect("p"));
+    let (m, l, o) =
+        (format!("127.0.0.1:{milter}"), format!("127.0.0.1:{lmtp}"), format!("127.0.0.1:{originating}"));
+    let dir = pf.config_dir().display().to_string();
+    let flags = [
+        "--database-url",
+        db.as_str(),
+        "--shared-domain",
+        AGENT_DOMAIN,
+        "--milter-listen",
+        m.as_str(),
+        "--lmtp-listen",
+        l.as_str(),
+        "--submission-relay",
+        o.as_str(),
+    ];
+    let setup = |apply: bool| {
+        let mut args = vec!["postfix", "setup", "--config-dir", dir.as_str()];
+        if apply {
+            args.push("--apply");
+        }
+        args.extend(flags);
+        let out = run(data.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let before = pf.postconf(&["-n"]).expect("postconf -n");
+    let plan = setup(false);
+    assert!(plan.contains(&format!("postconf -c {dir} -e 'smtpd_milters = inet:{m}'")), "{plan}");
+    assert!(plan.contains("transport_maps = texthash:") && plan.contains("ORIGINATING"), "{plan}");
+    assert!(plan.contains(&format!("#   {AGENT_DOMAIN}\tlmtp:inet:{l}")), "{plan}");
+    assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), before, "printing changes nothing");
+
+    setup(true);
+    assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), format!("inet:{m}"));
+    assert_eq!(pf.postconf(&["-h", "milter_default_action"]).expect("action").trim(), "tempfail");
+    let service = pf.postconf(&["-M", &format!("{o}/inet")]).expect("service");
+    assert!(service.contains("milter_macro_daemon_name=ORIGINATING") && service.contains(" n "), "{service}");
+    let applied = pf.postconf(&["-n"]).expect("postconf -n");
+    let again = setup(true);
+    assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), applied, "a second apply changes nothing");
+    assert!(again.contains("# smtpd_milters is already"), "{again}");
+
+    // The instance now delivers agent mail through postagent.
+    pf.reload().expect("reload");
+    let dns = zone.dns().addr().to_string();
+    let mut serve = vec![
+        "serve",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--dns-server",
+        dns.as_str(),
+        "--mail-hostname",
+        HOSTNAME,
+    ];
+    serve.extend(flags);
+    let server = Server::start(data.path(), &serve);
+    let mut smtp = Smtp::connect(pf.smtp_addr(), "mail.sender.test").await;
+    let reply = smtp
+        .send(
+            &format!("alice@{SENDER_DOMAIN}"),
+            &["bot@agents.test"],
+            &sample_message("bot@agents.test", "via setup", "su1", "hi\r\n"),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let qid = reply.trim_end().rsplit(' ').next().expect("queue id").to_owned();
+    pf.wait_log_line(&[&qid, "to=<bot@agents.test>", "status=sent"], WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let inbox: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/agents/bot@agents.test/messages", server.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("inbox")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "through the milter: {inbox}");
+    drop(server);
+
+    let out = run(data.path(), &["postfix", "remove", "--apply", "--config-dir", dir.as_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), before, "remove restores every setting");
+    assert!(pf.postconf(&["-M", &format!("{o}/inet")]).expect("-M").is_empty(), "the listener is gone");
+    let out = run(data.path(), &["postfix", "remove", "--config-dir", dir.as_str()]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("nothing to remove"),
+        "{}",
+        text(&out.stderr)
+    );
+}
