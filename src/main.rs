@@ -7,6 +7,7 @@ mod admin;
 mod lab;
 mod listen;
 mod logging;
+mod notify;
 mod postfix;
 mod serve;
 mod verify;

@@ -120,12 +120,14 @@ fn reload_on_hangup(config: Config, reload: Reload) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let mut running = config;
         while hup.recv().await.is_some() {
+            crate::notify::notify("RELOADING=1");
             match reload() {
                 Ok(new) => running = apply_reload(&running, new),
                 Err(e) => {
                     tracing::warn!("configuration reload refused: {e}; keeping the running configuration")
                 }
             }
+            crate::notify::notify("READY=1");
         }
     });
     Ok(())
@@ -150,7 +152,9 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles, reload: Re
     // "listening" is a graceful stop and never the default (immediate) termination.
     let signal = shutdown_signal()?;
     reload_on_hangup(config.clone(), reload)?;
-    Running::start(&config, &shared, roles).await?.serve_until(signal, &shared).await?;
+    let running = Running::start(&config, &shared, roles).await?;
+    crate::notify::notify("READY=1");
+    running.serve_until(signal, &shared).await?;
     tracing::info!("postagent stopped");
     Ok(())
 }
@@ -479,5 +483,6 @@ pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>
             _ = term.recv() => tracing::info!("SIGTERM received: finishing in-flight requests"),
             _ = int.recv() => tracing::info!("SIGINT received: finishing in-flight requests"),
         }
+        crate::notify::notify("STOPPING=1");
     })
 }

@@ -217,3 +217,33 @@ async fn logs_never_carry_secrets_or_bodies() {
         "{submitted}"
     );
 }
+
+/// Under systemd (`Type=notify`): READY=1 once serving, RELOADING=1/READY=1 around a SIGHUP,
+/// STOPPING=1 on SIGTERM.
+#[test]
+fn systemd_readiness_notifications() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket).expect("bind");
+    notify.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let file = config(dir.path(), "");
+    let mut child = common::bin::postagent(dir.path(), &["serve", "--config", file.to_str().expect("utf-8")])
+        .env("NOTIFY_SOCKET", &socket)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let next = || {
+        let mut buf = [0u8; 128];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    let pid = child.id().to_string();
+    let kill = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+    kill("-HUP");
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    kill("-TERM");
+    assert_eq!(next(), "STOPPING=1");
+    assert!(child.wait().expect("wait").success());
+}
