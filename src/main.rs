@@ -4,6 +4,7 @@
 //! command; the libraries do the work.
 
 mod admin;
+mod doctor;
 mod lab;
 mod listen;
 mod logging;
@@ -164,6 +165,8 @@ enum Command {
     /// Operator tasks against the configured database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Check a live installation end to end; each finding says what is wrong and the fix.
+    Doctor(doctor::DoctorArgs),
     /// Plug postagent into Postfix (main.cf and master.cf via postconf), or unplug it.
     #[command(subcommand)]
     Postfix(postfix::PostfixCommand),
@@ -245,6 +248,7 @@ fn main() -> ExitCode {
             Command::Listen(args) => listen::run(args, config.public_url()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
             Command::Postfix(cmd) => postfix::run(config, cmd).await,
+            Command::Doctor(args) => doctor::run(config, file, args).await,
             Command::Config => {
                 println!("{config:#?}");
                 Ok(())

@@ -55,7 +55,7 @@ pub enum PostfixCommand {
 }
 
 /// `postconf [-c DIR] ARGS`, stdout on success.
-fn postconf(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn postconf(dir: Option<&Path>, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = Command::new(POSTCONF);
     if let Some(d) = dir {
         cmd.arg("-c").arg(d);
@@ -75,7 +75,7 @@ fn list(value: &str) -> Vec<String> {
 
 /// How Postfix should reach a postagent listener: `unix:` paths under the queue directory
 /// are written relative to it (chrooted daemons see them that way).
-fn endpoint(listen: &str, queue_dir: &str, kind: &str) -> anyhow::Result<String> {
+pub(crate) fn endpoint(listen: &str, queue_dir: &str, kind: &str) -> anyhow::Result<String> {
     let addr = ListenAddr::parse(listen).map_err(|e| anyhow::anyhow!("{kind} listener: {e}"))?;
     Ok(match addr {
         ListenAddr::Tcp(a) => format!("inet:{a}"),

@@ -53,6 +53,30 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
         text(&out.stdout)
     };
     let before = pf.postconf(&["-n"]).expect("postconf -n");
+    let dns = zone.dns().addr().to_string();
+    zone.dns().add_mx(AGENT_DOMAIN, 10, HOSTNAME);
+    let doctor = |extra: &[&str]| {
+        let mut args = vec![
+            "doctor",
+            "--postfix-config-dir",
+            dir.as_str(),
+            "--dns-server",
+            dns.as_str(),
+            "--mail-hostname",
+            HOSTNAME,
+        ];
+        args.extend(flags);
+        args.extend(extra);
+        let out = run(data.path(), &args);
+        (out.status.success(), text(&out.stdout))
+    };
+    let (ok, report) = doctor(&[]);
+    assert!(!ok, "doctor fails before setup:\n{report}");
+    assert!(
+        report.contains("FAIL  smtpd_milters") && report.contains("fix: postagent postfix setup --apply"),
+        "{report}"
+    );
+    assert!(report.contains("FAIL  agents.test has no transport_maps entry"), "{report}");
     let plan = setup(false);
     assert!(plan.contains(&format!("postconf -c {dir} -e 'smtpd_milters = inet:{m}'")), "{plan}");
     assert!(plan.contains("transport_maps = texthash:") && plan.contains("ORIGINATING"), "{plan}");
@@ -71,7 +95,6 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
 
     // The instance now delivers agent mail through postagent.
     pf.reload().expect("reload");
-    let dns = zone.dns().addr().to_string();
     let mut serve = vec![
         "serve",
         "--api-listen",
@@ -83,6 +106,20 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     ];
     serve.extend(flags);
     let server = Server::start(data.path(), &serve);
+    let smtp_addr = pf.smtp_addr().to_string();
+    let (ok, report) =
+        doctor(&["--api-listen", server.addr.as_str(), "--send-test", "--smtp", smtp_addr.as_str()]);
+    assert!(ok, "doctor is green after setup:\n{report}");
+    for line in [
+        "ok    smtpd_milters includes",
+        "ok    agents.test is routed to lmtp:inet:",
+        "ok    agents.test MX points at",
+        "ok    originating listener",
+        "ok    test message through Postfix stored for bot@agents.test",
+        "0 failed, 0 warnings",
+    ] {
+        assert!(report.contains(line), "{line:?} missing:\n{report}");
+    }
     let mut smtp = Smtp::connect(pf.smtp_addr(), "mail.sender.test").await;
     let reply = smtp
         .send(
