@@ -158,9 +158,12 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     let service = format!("{relay}/inet");
     let present = postconf(dir, &["-M", &service]).is_ok_and(|s| !s.is_empty());
     // Chrooted like the instance's own smtpd (Debian: yes; a private instance: often no).
-    let chroot = postconf(dir, &["-M", "smtp/inet"])
-        .ok()
-        .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+    let chroot = postconf(dir, &["-M"])
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 7 && f[1] == "inet" && f[7] == "smtpd" && !f[0].ends_with(&relay.to_string()))
+        .map(|f| f[4].to_owned())
         .filter(|c| c == "y" || c == "n")
         .unwrap_or_else(|| "y".into());
     Ok(Plan {

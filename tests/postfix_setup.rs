@@ -87,7 +87,8 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), format!("inet:{m}"));
     assert_eq!(pf.postconf(&["-h", "milter_default_action"]).expect("action").trim(), "tempfail");
     let service = pf.postconf(&["-M", &format!("{o}/inet")]).expect("service");
-    assert!(service.contains("milter_macro_daemon_name=ORIGINATING") && service.contains(" n "), "{service}");
+    assert!(service.contains("milter_macro_daemon_name=ORIGINATING"), "{service}");
+    assert_eq!(service.split_whitespace().nth(4), Some("n"), "chrooted like the instance's smtpd: {service}");
     let applied = pf.postconf(&["-n"]).expect("postconf -n");
     let again = setup(true);
     assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), applied, "a second apply changes nothing");

@@ -52,6 +52,7 @@ pub struct PostfixBuilder {
     main_cf: Vec<(String, String)>,
     master_services: Vec<String>,
     smtp_port: Option<u16>,
+    chrooted: bool,
 }
 
 impl PostfixBuilder {
@@ -92,6 +93,15 @@ impl PostfixBuilder {
     /// `n` like every other service.
     pub fn master_cf_service(mut self, line: &str) -> Self {
         self.master_services.push(line.to_owned());
+        self
+    }
+
+    /// Runs smtpd, cleanup and lmtp chrooted in the queue directory, as Debian ships them,
+    /// with the files they read there (`/etc/services`, `hosts`, `resolv.conf`, `localtime`,
+    /// `nsswitch.conf`) copied in the way Debian's postfix start-up does. Milter and LMTP
+    /// sockets must then live under the queue directory and be named relative to it.
+    pub fn chrooted(mut self) -> Self {
+        self.chrooted = true;
         self
     }
 
@@ -227,6 +237,24 @@ impl PostfixBuilder {
         // After appending the extra services, so they run unchrooted too (paths are absolute
         // and outside any chroot).
         inst.postconf(&["-F", "-e", "*/*/chroot = n"])?;
+        if self.chrooted {
+            inst.postconf(&[
+                "-F",
+                "-e",
+                "smtp/inet/chroot = y",
+                "cleanup/unix/chroot = y",
+                "lmtp/unix/chroot = y",
+            ])?;
+            let etc = base.join("spool/etc");
+            std::fs::create_dir_all(&etc)?;
+            for f in ["services", "hosts", "resolv.conf", "localtime", "nsswitch.conf", "host.conf"] {
+                let src = Path::new("/etc").join(f);
+                if src.exists() {
+                    std::fs::copy(&src, etc.join(f))
+                        .with_context(|| format!("copying {} into the chroot", src.display()))?;
+                }
+            }
+        }
         // The watchdog stops and removes the instance if the test process dies without
         // dropping it (killed, aborted, or the instance was leaked).
         let etc = sh_quote(&inst.config_dir.to_string_lossy());

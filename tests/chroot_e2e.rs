@@ -1,0 +1,130 @@
+//! A Postfix whose smtpd, cleanup and lmtp run chrooted in the queue directory, as Debian
+//! ships them: postagent's unix sockets live under that directory with group postfix and mode
+//! 0660, `postfix setup` names them relative to it, and mail goes through the milter and LMTP
+//! from inside the chroot.
+
+mod common;
+
+use common::bin::{Server, run, text};
+use common::mail::{AGENT_DOMAIN, HOSTNAME, WAIT, seed};
+use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, sample_message};
+use postagent_lab::postfix::{PostfixBuilder, require_postfix};
+use postagent_lab::smtp::Smtp;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+fn gid_of(group: &str) -> u32 {
+    let groups = std::fs::read_to_string("/etc/group").expect("/etc/group");
+    groups
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == group).then(|| f[2].parse().expect("gid"))
+        })
+        .unwrap_or_else(|| panic!("no group {group}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
+    if !require_postfix() {
+        return;
+    }
+    let zone = SampleZone::start().await.expect("zone");
+    let pf = tokio::task::spawn_blocking(|| {
+        PostfixBuilder::new().main_cf("myhostname", HOSTNAME).chrooted().start()
+    })
+    .await
+    .expect("join")
+    .expect("postfix");
+    let smtpd = pf.postconf(&["-M", &format!("{}/inet", pf.smtp_addr())]).expect("-M");
+    assert_eq!(smtpd.split_whitespace().nth(4), Some("y"), "smtpd is chrooted: {smtpd}");
+    let spool = pf.spool_dir();
+    let data = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", data.path().join("postagent.db").display());
+    let key = seed(&db, &["bot@agents.test"]).await;
+    let milter = format!("unix:{}/postagent/milter.sock", spool.display());
+    let lmtp = format!("unix:{}/postagent/lmtp.sock", spool.display());
+    let relay = format!("127.0.0.1:{}", postagent_lab::free_port().expect("port"));
+    let dns = zone.dns().addr().to_string();
+    let flags = [
+        "--database-url",
+        db.as_str(),
+        "--shared-domain",
+        AGENT_DOMAIN,
+        "--milter-listen",
+        milter.as_str(),
+        "--lmtp-listen",
+        lmtp.as_str(),
+        "--submission-relay",
+        relay.as_str(),
+        "--dns-server",
+        dns.as_str(),
+        "--mail-hostname",
+        HOSTNAME,
+    ];
+    let mut serve = vec!["serve", "--api-listen", "127.0.0.1:0"];
+    serve.extend(flags);
+    // unix_socket_group has no flag: the environment sets it, as an operator's unit might.
+    let server = {
+        std::fs::write(
+            data.path().join("postagent.toml"),
+            "unix_socket_group = \"postfix\"\nunix_socket_mode = \"0660\"\n",
+        )
+        .expect("config");
+        let cfg = data.path().join("postagent.toml");
+        let mut args = vec!["--config", cfg.to_str().expect("utf-8")];
+        args.extend(&serve);
+        Server::start(data.path(), &args)
+    };
+    for sock in [spool.join("postagent/milter.sock"), spool.join("postagent/lmtp.sock")] {
+        let meta = std::fs::metadata(&sock).expect("socket exists");
+        assert!(meta.file_type().is_socket(), "{}", sock.display());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660, "{}", sock.display());
+        assert_eq!(meta.gid(), gid_of("postfix"), "{} belongs to group postfix", sock.display());
+    }
+
+    let dir = pf.config_dir().display().to_string();
+    let cfg = data.path().join("postagent.toml");
+    let mut args = vec![
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "postfix",
+        "setup",
+        "--apply",
+        "--config-dir",
+        dir.as_str(),
+    ];
+    args.extend(flags);
+    let out = run(data.path(), &args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), "unix:postagent/milter.sock");
+    let table = format!("texthash:{dir}/postagent_domains");
+    let hop = std::fs::read_to_string(format!("{dir}/postagent_domains")).expect("table");
+    assert!(hop.contains(&format!("{AGENT_DOMAIN}\tlmtp:unix:postagent/lmtp.sock")), "{hop}");
+    assert!(pf.postconf(&["-h", "transport_maps"]).expect("maps").contains(&table));
+    pf.reload().expect("reload");
+
+    let mut smtp = Smtp::connect(pf.smtp_addr(), "mail.sender.test").await;
+    let reply = smtp
+        .send(
+            &format!("alice@{SENDER_DOMAIN}"),
+            &["bot@agents.test"],
+            &sample_message("bot@agents.test", "through the chroot", "ch1", "hi\r\n"),
+        )
+        .await;
+    assert!(reply.starts_with("250"), "{reply}\n{}", pf.read_log());
+    let qid = reply.trim_end().rsplit(' ').next().expect("queue id").to_owned();
+    pf.wait_log_line(&[&qid, "to=<bot@agents.test>", "status=sent"], WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pf.read_log()));
+    let inbox: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/agents/bot@agents.test/messages", server.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("inbox")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(inbox["items"][0]["subject"], "through the chroot");
+    assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "the chrooted smtpd reached the milter");
+}
