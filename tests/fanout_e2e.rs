@@ -107,9 +107,9 @@ async fn mail_through_postfix_reaches_a_webhook_the_published_verifiers_accept()
     let env = hits[0].json();
     assert_eq!(env["data"]["subject"], "signed fan-out");
     assert_eq!(env["data"]["verified_domain"], SENDER_DOMAIN, "DMARC passed at the milter");
-    // The worker's log line names the message and the event; Postfix's names the queue id.
+    // The worker's log line leads with the Postfix queue id and names the message and event.
     let msg = env["data"]["message_id"].as_str().expect("message id");
-    let line = server.wait_for(&format!("webhook msg={msg}"));
+    let line = server.wait_for(&format!("{queue_id}: webhook msg={msg}"));
     assert!(line.contains(env["id"].as_str().expect("id")) && line.contains("delivered"), "{line}");
     assert!(server.log().contains(&format!("{queue_id}: stored msg={msg}")));
     // Rotate: the next delivery carries both signatures, each verifies on its own.

@@ -530,6 +530,8 @@ pub struct DeliveryWork {
     pub payload: String,
     /// The message the event is about, if any (for the log line).
     pub message_id: Option<String>,
+    /// Its Postfix queue id, which leads the log line (NOQUEUE when there is none).
+    pub queue_id: Option<String>,
 }
 
 /// How a try ended, and what happens next.

@@ -435,8 +435,9 @@ impl WebhookStore for SqlStore {
     async fn delivery_work(&self, delivery_id: &str) -> StoreResult<Option<DeliveryWork>> {
         let mut conn = self.pool.acquire().await?;
         let row = sqlx::query(&format!(
-            "SELECT {}, e.payload, e.message_id FROM webhook_deliveries d
-             LEFT JOIN events e ON e.id = d.event_id WHERE d.id = $1",
+            "SELECT {}, e.payload, e.message_id, m.postfix_queue_id FROM webhook_deliveries d
+             LEFT JOIN events e ON e.id = d.event_id LEFT JOIN messages m ON m.id = e.message_id
+             WHERE d.id = $1",
             qualified_delivery_cols()
         ))
         .bind(delivery_id)
@@ -446,8 +447,9 @@ impl WebhookStore for SqlStore {
         let d = delivery(&row)?;
         let payload: Option<String> = row.try_get("payload")?;
         let message_id: Option<String> = row.try_get("message_id")?;
+        let queue_id: Option<String> = row.try_get("postfix_queue_id")?;
         let hook = self.webhook_by_id(&mut conn, &d.webhook_id).await?;
-        Ok(payload.map(|payload| DeliveryWork { delivery: d, webhook: hook, payload, message_id }))
+        Ok(payload.map(|payload| DeliveryWork { delivery: d, webhook: hook, payload, message_id, queue_id }))
     }
 
     async fn finish_attempts(&self, batch: &[FinishedAttempt]) -> StoreResult<Vec<bool>> {

@@ -210,7 +210,8 @@ impl Worker {
             AttemptNext::Retry(at) => format!("retry at {at}"),
         };
         let line = format!(
-            "webhook msg={} event={} delivery={} webhook={} attempt={attempt} status={} ms={}",
+            "{}: webhook msg={} event={} delivery={} webhook={} attempt={attempt} status={} ms={}",
+            work.queue_id.as_deref().unwrap_or("NOQUEUE"),
             work.message_id.as_deref().unwrap_or("-"),
             d.event_id,
             d.id,
