@@ -27,8 +27,19 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
     let (filter, handle) = reload::Layer::new(filter);
     let json = config.log_format == "json";
     let fmt = tracing_subscriber::fmt::layer();
-    let layer = if config.log_target == "syslog" {
-        let writer = Syslog::connect(&config.syslog_socket, &config.syslog_facility)?;
+    let syslog = if config.log_target == "syslog" {
+        match Syslog::connect(&config.syslog_socket, &config.syslog_facility) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                // A host without a syslog daemon still gets its logs, and is told why.
+                eprintln!("postagent: {e:#}; logging to stderr instead");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let layer = if let Some(writer) = syslog {
         // syslog stamps time and host itself.
         if json {
             fmt.json().with_current_span(false).without_time().with_writer(writer).boxed()
