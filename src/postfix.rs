@@ -135,7 +135,10 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
 
     let mut main = Vec::new();
     let mut add_to_list = |key: &str, item: &str| -> anyhow::Result<()> {
-        let now = postconf(dir, &["-h", key])?;
+        // A default may be an expression (relay_domains': `${{$compatibility_level} <level
+        // {2} ? …}`): extend what it means now, not its text.
+        let explicit = postconf(dir, &["-n", "-h", key])?;
+        let now = if explicit.is_empty() { postconf(dir, &["-x", "-h", key])? } else { explicit };
         let mut items = list(&now);
         if !items.iter().any(|i| i == item) {
             items.push(item.to_owned());

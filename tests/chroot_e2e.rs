@@ -6,10 +6,9 @@
 mod common;
 
 use common::bin::{Server, run, text};
-use common::mail::{AGENT_DOMAIN, HOSTNAME, WAIT, seed};
-use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, sample_message};
+use common::mail::{AGENT_DOMAIN, HOSTNAME, deliver_through, inbox_at, seed};
+use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone};
 use postagent_lab::postfix::{PostfixBuilder, require_postfix};
-use postagent_lab::smtp::Smtp;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 fn gid_of(group: &str) -> u32 {
@@ -103,28 +102,8 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
     assert!(pf.postconf(&["-h", "transport_maps"]).expect("maps").contains(&table));
     pf.reload().expect("reload");
 
-    let mut smtp = Smtp::connect(pf.smtp_addr(), "mail.sender.test").await;
-    let reply = smtp
-        .send(
-            &format!("alice@{SENDER_DOMAIN}"),
-            &["bot@agents.test"],
-            &sample_message("bot@agents.test", "through the chroot", "ch1", "hi\r\n"),
-        )
-        .await;
-    assert!(reply.starts_with("250"), "{reply}\n{}", pf.read_log());
-    let qid = reply.trim_end().rsplit(' ').next().expect("queue id").to_owned();
-    pf.wait_log_line(&[&qid, "to=<bot@agents.test>", "status=sent"], WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", pf.read_log()));
-    let inbox: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/v1/agents/bot@agents.test/messages", server.addr))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("inbox")
-        .json()
-        .await
-        .expect("json");
+    deliver_through(&pf, "bot@agents.test", "through the chroot").await;
+    let inbox = inbox_at(&server.addr, &key, "bot@agents.test").await;
     assert_eq!(inbox["items"][0]["subject"], "through the chroot");
     assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "the chrooted smtpd reached the milter");
 }

@@ -8,7 +8,8 @@ use common::bin::{run, text};
 use std::path::Path;
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 #[test]
@@ -17,7 +18,8 @@ fn every_configuration_key_is_in_the_man_page() {
     let keys = serde_json::to_value(postagent_core::Config::default()).expect("config as JSON");
     for key in keys.as_object().expect("object").keys() {
         assert!(
-            page.lines().any(|l| l.trim() == format!(".B {key}") || l.trim().starts_with(&format!(".B {key} "))),
+            page.lines()
+                .any(|l| l.trim() == format!(".B {key}") || l.trim().starts_with(&format!(".B {key} "))),
             "man/postagent.toml.5 has no `.B {key}` entry"
         );
     }
@@ -38,7 +40,10 @@ fn every_command_is_in_the_man_page() {
         .collect();
     assert!(commands.len() >= 10, "{help}");
     for c in commands {
-        assert!(page.contains(&format!(".B {c}")) || page.contains(&format!("\\fB{c}\\fR")), "man/postagent.8 does not describe `{c}`");
+        assert!(
+            page.contains(&format!(".B {c}")) || page.contains(&format!("\\fB{c}\\fR")),
+            "man/postagent.8 does not describe `{c}`"
+        );
     }
 }
 
@@ -49,5 +54,8 @@ fn the_debian_configuration_is_valid() {
     let out = run(dir.path(), &["config", "--config", file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.contains("/var/spool/postfix/postagent/milter.sock") && shown.contains("syslog"), "{shown}");
+    assert!(
+        shown.contains("/var/spool/postfix/postagent/milter.sock") && shown.contains("syslog"),
+        "{shown}"
+    );
 }

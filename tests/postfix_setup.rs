@@ -6,11 +6,10 @@
 mod common;
 
 use common::bin::{Server, run, text};
-use common::mail::{AGENT_DOMAIN, HOSTNAME, WAIT, seed};
+use common::mail::{AGENT_DOMAIN, HOSTNAME, deliver_through, inbox_at, seed};
 use postagent_lab::free_port;
-use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, sample_message};
+use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone};
 use postagent_lab::postfix::{PostfixBuilder, require_postfix};
-use postagent_lab::smtp::Smtp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
@@ -52,6 +51,9 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
+    // As on a stock Debian main.cf: relay_domains left at its default, an expression
+    // (`${{$compatibility_level} <level {2} ? …}`) that setup must not take apart as a list.
+    pf.postconf(&["-X", "relay_domains"]).expect("-X relay_domains");
     let before = pf.postconf(&["-n"]).expect("postconf -n");
     let dns = zone.dns().addr().to_string();
     zone.dns().add_mx(AGENT_DOMAIN, 10, HOSTNAME);
@@ -86,6 +88,10 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     setup(true);
     assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), format!("inet:{m}"));
     assert_eq!(pf.postconf(&["-h", "milter_default_action"]).expect("action").trim(), "tempfail");
+    assert_eq!(
+        pf.postconf(&["-h", "relay_domains"]).expect("relay_domains").trim(),
+        format!("texthash:{dir}/postagent_domains")
+    );
     let service = pf.postconf(&["-M", &format!("{o}/inet")]).expect("service");
     assert!(service.contains("milter_macro_daemon_name=ORIGINATING"), "{service}");
     assert_eq!(service.split_whitespace().nth(4), Some("n"), "chrooted like the instance's smtpd: {service}");
@@ -121,28 +127,8 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     ] {
         assert!(report.contains(line), "{line:?} missing:\n{report}");
     }
-    let mut smtp = Smtp::connect(pf.smtp_addr(), "mail.sender.test").await;
-    let reply = smtp
-        .send(
-            &format!("alice@{SENDER_DOMAIN}"),
-            &["bot@agents.test"],
-            &sample_message("bot@agents.test", "via setup", "su1", "hi\r\n"),
-        )
-        .await;
-    assert!(reply.starts_with("250"), "{reply}");
-    let qid = reply.trim_end().rsplit(' ').next().expect("queue id").to_owned();
-    pf.wait_log_line(&[&qid, "to=<bot@agents.test>", "status=sent"], WAIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    let inbox: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/v1/agents/bot@agents.test/messages", server.addr))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .expect("inbox")
-        .json()
-        .await
-        .expect("json");
+    deliver_through(&pf, "bot@agents.test", "via setup").await;
+    let inbox = inbox_at(&server.addr, &key, "bot@agents.test").await;
     assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "through the milter: {inbox}");
     drop(server);
 

@@ -17,6 +17,9 @@ pub fn postagent(dir: &Path, args: &[&str]) -> Command {
             cmd.env_remove(k);
         }
     }
+    // Never the host's /etc/postagent/postagent.toml (an empty file is the defaults); a
+    // test's own --config still wins over this.
+    cmd.env("POSTAGENT_CONFIG", "/dev/null");
     cmd
 }
 

@@ -260,6 +260,35 @@ impl MailWorld {
     }
 }
 
+/// Sends `subject` from alice@sender.test to `agent` through `pf`'s SMTP port and waits for
+/// Postfix's `status=sent`; returns the queue id.
+pub async fn deliver_through(pf: &PostfixInstance, agent: &str, subject: &str) -> String {
+    use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message};
+    let mut smtp = Smtp::connect(pf.smtp_addr(), "mail.sender.test").await;
+    let message = sample_message(agent, subject, &subject.replace(' ', "-"), "hi\r\n");
+    let reply = smtp.send(&format!("alice@{SENDER_DOMAIN}"), &[agent], &message).await;
+    assert!(reply.starts_with("250"), "{reply}\n{}", pf.read_log());
+    let qid = reply.trim_end().rsplit(' ').next().expect("queue id").to_owned();
+    let to = format!("to=<{agent}>");
+    pf.wait_log_line(&[&qid, &to, "status=sent"], WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", pf.read_log()));
+    qid
+}
+
+/// `GET /v1/agents/{agent}/messages` on the API at `addr`.
+pub async fn inbox_at(addr: &str, key: &str, agent: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/v1/agents/{agent}/messages"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("inbox")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// The raw MIME of a `MessageView`.
 pub fn raw_of(view: &Value) -> Vec<u8> {
     use base64::Engine as _;
