@@ -22,6 +22,7 @@ on_both_backends!(
     two_replicas_race_on_expiry,
     magic_links_confirm_then_act,
     inbound_holds_and_blocks,
+    trash_pauses_a_hold,
 );
 
 const BOT: &str = "bot@agents.test";
@@ -484,4 +485,30 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     let m = app.get(&format!("{}/{flagged}", messages())).await.body;
     assert_eq!(m["flagged"], true);
     assert!(m["flag_reason"].as_str().is_some_and(|r| r.contains("alice@example.org")), "{m}");
+}
+
+async fn trash_pauses_a_hold(app: &TestApp) {
+    use postagent_core::store::OutboundStore;
+    setup(app).await;
+    review_everything(app, 60, "approve").await;
+    let (id, _) = held_send(app, "Paused").await;
+    let before = app.store.get_hold(&id).await.expect("hold").expect("exists").expires_at;
+    let r = app.delete(&format!("/v1/agents/{}?confirm=DELETE", enc(BOT))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        app.get("/v1/reviews").await.body["items"].as_array().expect("items").is_empty(),
+        "a trashed agent's holds drop out"
+    );
+    let store = app.store.as_ref() as &dyn Store;
+    let later = Timestamp::now().plus_secs(120);
+    assert_eq!(
+        review::sweep(store, &secret(), later, 100).await.expect("sweep"),
+        0,
+        "the sweep skips trashed agents"
+    );
+    let r = app.post(&format!("/v1/agents/{}/restore", enc(BOT)), Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let after = app.store.get_hold(&id).await.expect("hold").expect("exists").expires_at;
+    assert!(after > before, "the deadline moved on by the time in the trash ({before} -> {after})");
+    assert_eq!(app.get("/v1/reviews").await.body["items"][0]["id"], id.as_str(), "back in the queue");
 }

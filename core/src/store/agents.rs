@@ -171,16 +171,32 @@ impl AgentStore for SqlStore {
     }
 
     async fn restore_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<Agent>> {
-        let done = sqlx::query(
-            "UPDATE agents SET deleted_at = NULL WHERE email = $1 AND account_id = $2 AND deleted_at IS NOT NULL",
+        let mut tx = self.begin_write().await?;
+        let trashed = sqlx::query(
+            "SELECT deleted_at FROM agents WHERE email = $1 AND account_id = $2 AND deleted_at IS NOT NULL",
         )
         .bind(email)
         .bind(account.as_str())
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Ok(None);
-        }
+        let Some(row) = trashed else { return Ok(None) };
+        let since: i64 = row.try_get("deleted_at")?;
+        sqlx::query("UPDATE agents SET deleted_at = NULL WHERE email = $1 AND account_id = $2")
+            .bind(email)
+            .bind(account.as_str())
+            .execute(&mut *tx)
+            .await?;
+        // Time in the trash does not count against a pending hold (the sweep skips trashed
+        // agents), so its deadline moves on by as long (contract §7.4).
+        let in_trash = (Timestamp::now().as_micros() - since).max(0);
+        sqlx::query(
+            "UPDATE holds SET expires_at = expires_at + $2 WHERE agent_email = $1 AND state = 'pending'",
+        )
+        .bind(email)
+        .bind(in_trash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.get_agent(account, email).await
     }
 }
