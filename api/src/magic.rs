@@ -74,6 +74,16 @@ async fn resolve(
     if hold.state != "pending" {
         return Err(decided_already(&hold.state));
     }
+    let agent =
+        state.store.find_live_agent(&hold.agent_email).await.map_err(|_| unavailable())?.ok_or_else(gone)?;
+    let shared = !state.settings.shared_domain.is_empty() && agent.domain == state.settings.shared_domain;
+    if !shared && !agent.domain_verified {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "The sender's domain is not verified",
+            "The agent's domain is no longer verified, so nothing can be sent from it; nothing was changed.",
+        ));
+    }
     state.store.find_message(&id).await.map_err(|_| unavailable())?.ok_or_else(gone)
 }
 
