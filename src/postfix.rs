@@ -86,11 +86,13 @@ pub(crate) fn endpoint(listen: &str, queue_dir: &str, kind: &str) -> anyhow::Res
     })
 }
 
-/// One change: the parameter, its value now, and the value setup wants.
+/// One change: the parameter, its value now, and the value setup wants; `item` is what setup
+/// adds to a list parameter (remove takes exactly that out again).
 struct Change {
     key: String,
     now: String,
     want: String,
+    item: Option<String>,
 }
 
 struct Plan {
@@ -143,7 +145,7 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         if !items.iter().any(|i| i == item) {
             items.push(item.to_owned());
         }
-        main.push(Change { key: key.to_owned(), now, want: items.join(", ") });
+        main.push(Change { key: key.to_owned(), now, want: items.join(", "), item: Some(item.to_owned()) });
         Ok(())
     };
     add_to_list("smtpd_milters", &milter)?;
@@ -154,6 +156,7 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
             key: (*key).to_owned(),
             now: postconf(dir, &["-h", key])?,
             want: (*value).to_owned(),
+            item: None,
         });
     }
 
@@ -220,6 +223,12 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
     let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
     let previous_path = config_dir.join(PREVIOUS_FILE);
     // The first setup's "before" is what remove restores; a repeated setup keeps it.
+    if !previous_path.exists() && p.service_present {
+        bail!(
+            "master.cf already has a service at {}: choose another submission_relay, or remove that service first",
+            config.submission_relay
+        );
+    }
     if !previous_path.exists() {
         // Only what main.cf set explicitly is restored as a value; a default is restored by
         // removing the line again.
@@ -228,8 +237,13 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
             let explicit = postconf(dir, &["-n", &ch.key])?;
             before.insert(ch.key.as_str(), (!explicit.is_empty()).then(|| ch.now.clone()));
         }
-        let mut saved = serde_json::json!({"main": before});
-        saved["had_service"] = serde_json::json!(p.service_present);
+        let items: BTreeMap<&str, &str> =
+            p.main.iter().filter_map(|ch| ch.item.as_deref().map(|i| (ch.key.as_str(), i))).collect();
+        let saved = serde_json::json!({
+            "main": before,
+            "items": items,
+            "service": format!("{}/inet", config.submission_relay),
+        });
         std::fs::write(&previous_path, saved.to_string())
             .with_context(|| format!("cannot write {}", previous_path.display()))?;
     }
@@ -258,22 +272,29 @@ fn remove(dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
     let saved: serde_json::Value = serde_json::from_str(&text).context("postagent.previous is not JSON")?;
     let c = dash_c(dir);
     let mut changes: Vec<(String, Option<String>)> = Vec::new();
+    let items = saved["items"].as_object().cloned().unwrap_or_default();
     for (key, value) in saved["main"].as_object().into_iter().flatten() {
-        let value = value.as_str().map(str::to_owned);
+        let before = value.as_str().map(str::to_owned);
+        // A list setup extended loses only postagent's item: whatever was added to it since
+        // stays. Other parameters get their earlier value back.
+        let value = match items.get(key).and_then(|i| i.as_str()) {
+            Some(item) => {
+                let rest: Vec<String> =
+                    list(&postconf(dir, &["-h", key])?).into_iter().filter(|x| x != item).collect();
+                if rest.is_empty() && before.is_none() { None } else { Some(rest.join(", ")) }
+            }
+            None => before,
+        };
         match &value {
             Some(v) => println!("postconf{c} -e '{key} = {v}'"),
             None => println!("postconf{c} -X {key}"),
         }
         changes.push((key.clone(), value));
     }
-    let relay_service: Option<String> = postconf(dir, &["-M"])?
-        .lines()
-        .find(|l| {
-            l.contains("milter_macro_daemon_name=ORIGINATING") || l.contains("syslog_name=postfix/postagent")
-        })
-        .and_then(|l| l.split_whitespace().next().map(|s| format!("{s}/inet")));
-    let had_service = saved["had_service"].as_bool().unwrap_or(false);
-    if let (Some(s), false) = (&relay_service, had_service) {
+    // Exactly the service setup added, never one found by its options (Debian's own
+    // submission service also says milter_macro_daemon_name=ORIGINATING).
+    let relay_service = saved["service"].as_str().map(str::to_owned);
+    if let Some(s) = &relay_service {
         println!("postconf{c} -MX '{s}'");
     }
     println!("rm {}", config_dir.join(DOMAINS_FILE).display());
@@ -288,7 +309,9 @@ fn remove(dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
             None => postconf(dir, &["-X", key])?,
         };
     }
-    if let (Some(s), false) = (&relay_service, had_service) {
+    if let Some(s) = &relay_service
+        && postconf(dir, &["-M", s]).is_ok_and(|l| !l.is_empty())
+    {
         postconf(dir, &["-MX", s])?;
     }
     let _ = std::fs::remove_file(config_dir.join(DOMAINS_FILE));

@@ -132,9 +132,18 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "through the milter: {inbox}");
     drop(server);
 
+    // Since setup, the operator added a milter and Debian's submission service (which also
+    // says ORIGINATING): remove must take out only what setup put in.
+    pf.postconf(&["-e", &format!("smtpd_milters = inet:{m}, inet:127.0.0.1:8891")]).expect("-e");
+    pf.postconf(&["-M", "submission/inet=submission inet n - n - - smtpd"]).expect("-M");
+    pf.postconf(&["-P", "submission/inet/milter_macro_daemon_name=ORIGINATING"]).expect("-P");
     let out = run(data.path(), &["postfix", "remove", "--apply", "--config-dir", dir.as_str()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), before, "remove restores every setting");
+    assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), "inet:127.0.0.1:8891");
+    assert!(!pf.postconf(&["-M", "submission/inet"]).expect("-M").is_empty(), "the operator's service stays");
+    pf.postconf(&["-X", "smtpd_milters"]).expect("-X");
+    pf.postconf(&["-MX", "submission/inet"]).expect("-MX");
+    assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), before, "remove restores every other setting");
     assert!(pf.postconf(&["-M", &format!("{o}/inet")]).expect("-M").is_empty(), "the listener is gone");
     let out = run(data.path(), &["postfix", "remove", "--config-dir", dir.as_str()]);
     assert!(
