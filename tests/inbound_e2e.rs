@@ -373,4 +373,16 @@ async fn agent_mail_from_the_originating_listener_keeps_its_conversation() {
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("X-E2A-Auth-Entity-Type: agent\r\n"), "{text}");
     assert_eq!(header_count(&raw, "X-E2A-Conversation-Id"), 1);
+    // Something else submitted on the originating port (a mailbox user, a local process) with
+    // a From that is no agent of ours: its conversation header is not trusted.
+    let forged = "From: boss@trusted.example\r\nTo: peer@agents.test\r\nSubject: not ours\r\n\
+        X-E2A-Conversation-Id: conv_0123456789abcdef\r\nMessage-ID: <forged-1@trusted.example>\r\n\r\nhi\r\n";
+    let qid = world.send_via(world.originating, "boss@trusted.example", &["peer@agents.test"], forged).await;
+    world.wait_sent(&qid, "peer@agents.test").await;
+    let inbox = world.inbox("peer@agents.test").await;
+    let not_ours = inbox.iter().find(|m| m["subject"] == "not ours").expect("delivered");
+    assert!(
+        not_ours.get("conversation_id").is_none(),
+        "a non-agent From does not thread by header: {not_ours}"
+    );
 }

@@ -178,13 +178,18 @@ pub async fn store_for(
         .find_live_agent(email.as_str())
         .await?
         .ok_or_else(|| IngestError::UnknownAgent(email.to_string()))?;
-    // The conversation header is ours only on mail our own API sent (signed as agent mail);
-    // anything else threads by its references among this agent's messages.
-    let trusted_conversation = p
-        .claims
-        .as_ref()
-        .filter(|c| c.entity_type == EntityType::Agent)
-        .and(p.parsed.conversation_header.clone());
+    // Mail is ours (sent by our API for one of our agents) only when it came through the
+    // originating listener (signed as agent mail) *and* its From is a live agent: anything else
+    // submitted there (a mailbox user on a shared ORIGINATING port, a local process) is not.
+    let from_agent = match (&p.claims, &p.parsed.header_from) {
+        (Some(c), Some(from)) if c.entity_type == EntityType::Agent => {
+            store.find_live_agent(from).await?.is_some()
+        }
+        _ => false,
+    };
+    // The conversation header is trusted only on our own agents' mail; anything else threads
+    // by its references among this agent's messages.
+    let trusted_conversation = if from_agent { p.parsed.conversation_header.clone() } else { None };
     let conversation_id = match trusted_conversation {
         Some(c) => Some(c),
         None => {
@@ -198,8 +203,8 @@ pub async fn store_for(
     // verified domain, or mail our own API sent (signed as agent mail).
     let sender = p.parsed.header_from.as_deref();
     let verified = p.claims.as_ref().and_then(|c| match c.entity_type {
-        EntityType::Agent => sender.and_then(|s| s.rsplit_once('@')).map(|(_, d)| d.to_owned()),
-        EntityType::Human => c.authentication.verified_domain().map(str::to_owned),
+        EntityType::Agent if from_agent => sender.and_then(|s| s.rsplit_once('@')).map(|(_, d)| d.to_owned()),
+        _ => c.authentication.verified_domain().map(str::to_owned),
     });
     let verdict = protection.inbound_verdict(sender, verified.as_deref());
     let (msg, events) = filed(&agent, p, conversation_id, &verdict, &protection, now);
