@@ -174,6 +174,14 @@ pub async fn run(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                     return Ok(());
                 }
             };
+            if let Some(r) = &reviewer
+                && store.find_live_agent(r).await?.is_some()
+            {
+                bail!(
+                    "{r} is an agent: its own key could read the approve links and approve its agents' mail; \
+                     choose a person's address"
+                );
+            }
             store.set_reviewer_email(&account.id, reviewer.as_deref()).await?;
             println!(
                 "Review notices for {} now go to {}",

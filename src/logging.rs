@@ -100,6 +100,9 @@ impl Syslog {
         socket
             .connect(path)
             .map_err(|e| anyhow::anyhow!("cannot connect to the syslog socket {path}: {e}"))?;
+        // A stuck syslogd must never stall a mail transaction: a line that cannot be sent at
+        // once is dropped.
+        socket.set_nonblocking(true)?;
         Ok(Self { socket: Arc::new(socket), facility })
     }
 }

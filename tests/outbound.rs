@@ -19,6 +19,8 @@ on_both_backends!(
     replies_thread_and_reply_all,
     forward_carries_the_attachments,
     outbound_gate_flags_and_blocks,
+    bounces_only_count_for_the_message_recipients,
+    derived_fields_are_made_header_safe,
 );
 
 pub const BOT: &str = "bot@agents.test";
@@ -406,4 +408,66 @@ async fn outbound_gate_flags_and_blocks(app: &TestApp) {
     let m = app.get(&format!("{}/{id}", messages(BOT))).await.body;
     assert_eq!(m["flagged"], true);
     assert_eq!(m["delivery_status"], "accepted");
+}
+
+async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
+    use postagent_core::outbound::bounce::{self, BounceOutcome};
+    use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
+    use postagent_core::time::Timestamp;
+    setup(app).await;
+    let r = app
+        .post(&messages(BOT), json!({"to": ["a@example.org", "b@example.org"], "subject": "s", "text": "t"}))
+        .await;
+    let id = r.body["message_id"].as_str().expect("id").to_owned();
+    let sent = Transition {
+        message_id: id.clone(),
+        from: vec!["accepted".into()],
+        set: MessageUpdate {
+            status: Some("sent".into()),
+            delivery_status: Some("sent".into()),
+            ..Default::default()
+        },
+        at: Timestamp::now(),
+        ..Transition::default()
+    };
+    assert!(app.store.transition(sent).await.expect("transition"));
+    let dsn = |rcpt: &str| {
+        format!(
+            "From: MAILER-DAEMON@x.test\r\nTo: bounce@agents.test\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+             --B\r\nContent-Type: text/plain\r\n\r\nfailed\r\n\
+             --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x.test\r\n\r\n\
+             Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--B--\r\n"
+        )
+    };
+    // Recipient a@ forging a bounce for somebody who was never a recipient changes nothing.
+    let forged =
+        bounce::apply(app.store.as_ref(), &id, dsn("victim@example.net").as_bytes(), Timestamp::now()).await;
+    assert_eq!(forged.expect("apply"), BounceOutcome::NoFailure { delayed: 0 });
+    assert_eq!(app.get(&format!("{}/{id}", messages(BOT))).await.body["delivery_status"], "sent");
+    let real =
+        bounce::apply(app.store.as_ref(), &id, dsn("b@example.org").as_bytes(), Timestamp::now()).await;
+    assert_eq!(real.expect("apply"), BounceOutcome::Bounced { recipients: vec!["b@example.org".into()] });
+    assert_eq!(app.get(&format!("{}/{id}", messages(BOT))).await.body["delivery_status"], "bounced");
+}
+
+async fn derived_fields_are_made_header_safe(app: &TestApp) {
+    setup(app).await;
+    let mail = "From: Alice <alice@example.org>\r\nTo: bot@agents.test\r\nSubject: Invoice\t#123\r\n\
+        Message-ID: <tab@example.org>\r\n\r\nhi\r\n";
+    let id = app.deliver(BOT, mail.as_bytes(), true).await;
+    let r = app.post(&format!("{}/{id}/reply", messages(BOT)), json!({"text": "ok"})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "a tab in the parent's subject is not the agent's fault: {}",
+        r.body
+    );
+    let reply =
+        app.get(&format!("{}/{}", messages(BOT), r.body["message_id"].as_str().expect("id"))).await.body;
+    assert_eq!(reply["subject"], "Re: Invoice #123");
+    let r = app
+        .post(&format!("{}/{id}/forward", messages(BOT)), json!({"to": ["x@example.org"], "text": "fyi"}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
 }

@@ -278,6 +278,20 @@ async fn holds_expire_into_their_on_expiry(app: &TestApp) {
     assert_eq!(submit_jobs(app).await, 1, "only the approved one is queued");
     let r = app.post(&format!("/v1/reviews/{approve_id}/approve"), json!({})).await;
     assert_eq!(r.code(), "message_not_pending");
+
+    // Past its deadline, before any sweep, a hold can no longer be decided by a person.
+    let (late, _) = held_send(app, "Too late").await;
+    let after = Timestamp::now().plus_secs(61);
+    let by = review::DecidedBy::Reviewer("test".into());
+    let refused =
+        review::approve(store, &secret(), &late, review::Edits::default(), by.clone(), None, after).await;
+    assert!(matches!(refused, Err(review::ReviewError::Expired)), "{refused:?}");
+    assert!(matches!(review::reject(store, &late, None, by, after).await, Err(review::ReviewError::Expired)));
+    assert_eq!(
+        review::sweep(store, &secret(), after, 100).await.expect("sweep"),
+        1,
+        "the sweep still applies on_expiry"
+    );
 }
 
 async fn two_replicas_race_on_expiry(app: &TestApp) {
@@ -338,10 +352,7 @@ async fn magic_links_confirm_then_act(app: &TestApp) {
     assert_eq!(headers["x-frame-options"], "DENY");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     assert_eq!(headers["x-robots-tag"], "noindex, nofollow");
-    assert!(
-        html.contains("<form method=\"post\" action=\"/v1/approve\">") && html.contains("Magic"),
-        "{html}"
-    );
+    assert!(html.contains("<form method=\"post\" action=\"approve\">") && html.contains("Magic"), "{html}");
     let m = app.get(&format!("{}/{id}", messages())).await.body;
     assert_eq!(m["review_status"], "pending_review", "a GET decides nothing");
 

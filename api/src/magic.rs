@@ -128,9 +128,10 @@ async fn confirm(state: &AppState, p: Params, action: Action) -> Response {
         ),
     };
     let body = format!(
-        "{}<form method=\"post\" action=\"/v1/{}\"><input type=\"hidden\" name=\"t\" value=\"{}\">{extra}\
+        "{}<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"t\" value=\"{}\">{extra}\
          <p><button type=\"submit\">{button}</button></p></form>",
         summary(&m),
+        // Relative: the page's own path, whatever prefix a proxy puts before /v1.
         action.as_str(),
         html_escape(&p.t)
     );
@@ -168,6 +169,11 @@ async fn act(state: &AppState, p: Params, action: Action) -> Response {
                 state.store.get_hold(&m.id).await.ok().flatten().map(|h| h.state).unwrap_or_default();
             decided_already(&state_now)
         }
+        Err(ReviewError::Expired) => problem(
+            StatusCode::GONE,
+            "This link has expired",
+            "The review window for this message has closed; nothing was changed.",
+        ),
         Err(ReviewError::NotFound) => {
             problem(StatusCode::NOT_FOUND, "Message not found", "This message no longer exists.")
         }

@@ -24,6 +24,9 @@ pub enum ReviewError {
     NotFound,
     #[error("the message is not pending review")]
     NotPending,
+    /// The hold's window closed; its `on_expiry` outcome is the expiry sweep's to apply.
+    #[error("the review window of this message has closed")]
+    Expired,
     #[error(transparent)]
     Draft(#[from] DraftError),
     #[error("composing the message failed: {0}")]
@@ -144,12 +147,21 @@ struct Context {
     agent: Agent,
 }
 
-async fn load(store: &dyn Store, message_id: &str) -> Result<Context, ReviewError> {
+async fn load(
+    store: &dyn Store,
+    message_id: &str,
+    by: &DecidedBy,
+    now: Timestamp,
+) -> Result<Context, ReviewError> {
     let hold = store.get_hold(message_id).await?.ok_or(ReviewError::NotFound)?;
     let message = store.find_message(message_id).await?.ok_or(ReviewError::NotFound)?;
     let agent = store.find_live_agent(&hold.agent_email).await?.ok_or(ReviewError::NotFound)?;
     if hold.state != "pending" {
         return Err(ReviewError::NotPending);
+    }
+    // Past its deadline a hold belongs to its on_expiry outcome, even before a sweep ran.
+    if *by != DecidedBy::Expiry && hold.expires_at <= now {
+        return Err(ReviewError::Expired);
     }
     Ok(Context { hold, message, agent })
 }
@@ -196,7 +208,7 @@ pub async fn approve(
     idempotency: Option<(crate::ids::AccountId, String)>,
     now: Timestamp,
 ) -> Result<Decided, ReviewError> {
-    let cx = load(store, message_id).await?;
+    let cx = load(store, message_id, &by, now).await?;
     let auto = by.auto();
     let hold_state = if auto { "expired_approved" } else { "approved" };
     let mut t = Transition {
@@ -313,7 +325,7 @@ pub async fn reject(
     by: DecidedBy,
     now: Timestamp,
 ) -> Result<Decided, ReviewError> {
-    let cx = load(store, message_id).await?;
+    let cx = load(store, message_id, &by, now).await?;
     let auto = by.auto();
     let reason = reason.unwrap_or_default();
     let inbound = cx.hold.direction == "inbound";
@@ -368,7 +380,7 @@ pub async fn expire(
     };
     match result {
         Ok(d) => Ok(Some(d)),
-        Err(ReviewError::NotPending) => Ok(None),
+        Err(ReviewError::NotPending | ReviewError::Expired) => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -30,7 +30,10 @@ use std::time::Duration;
 
 /// Due work is looked for this often (claims read first, so an idle poll is one SELECT).
 const POLL_EVERY: Duration = Duration::from_millis(200);
-const CLAIM_BATCH: u32 = 16;
+/// One job per claim: a lease covers one SMTP try, so a slow submission can never outlive the
+/// lease of a job still waiting behind it in the same batch (which another replica would then
+/// claim and submit too).
+const CLAIM_BATCH: u32 = 1;
 /// Expired holds decided per sweep query.
 const SWEEP_BATCH: u32 = 100;
 
@@ -108,7 +111,12 @@ impl Submitter {
                 }
             }
             if busy {
-                continue;
+                // Between jobs, a stop request wins over the backlog.
+                tokio::select! {
+                    biased;
+                    () = &mut stop => break,
+                    () = std::future::ready(()) => continue,
+                }
             }
             let wake = next_sweep.min(tokio::time::Instant::now() + POLL_EVERY);
             tokio::select! {
@@ -240,7 +248,16 @@ impl Submitter {
                     at: now,
                     ..Transition::default()
                 };
-                self.store.transition(t).await?;
+                if !self.store.transition(t.clone()).await? {
+                    // A DSN can beat this commit (an immediate local bounce): the message is
+                    // already bounced; still record what Postfix said and that it was sent.
+                    let mut late = t;
+                    late.from = vec!["bounced".into()];
+                    late.set.status = None;
+                    late.set.delivery_status = None;
+                    late.set.delivery_detail = None;
+                    self.store.transition(late).await?;
+                }
                 self.store.complete_job(job.id, &self.id).await?;
                 tracing::info!(
                     "{qid}: submitted msg={} agent={} from=<{from}> rcpts={} size={} reply={reply:?}",

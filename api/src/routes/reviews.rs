@@ -30,6 +30,10 @@ impl From<ReviewError> for ApiError {
             ReviewError::NotPending => {
                 ApiError::conflict("message_not_pending", "the message is no longer pending review")
             }
+            ReviewError::Expired => ApiError::conflict(
+                "message_not_pending",
+                "the review window of this message has closed; its on_expiry outcome applies",
+            ),
             ReviewError::Draft(d) => d.into(),
             ReviewError::Compose(e) => {
                 tracing::error!(error = %e, "composing an approved message failed");

@@ -433,7 +433,7 @@ pub async fn reply(
             to,
             cc,
             bcc: r.bcc,
-            subject: reply_subject(&m.subject),
+            subject: reply_subject(&one_line(&m.subject)),
             text: Some(r.text),
             html: r.html,
             reply_to: r.reply_to.map(OneOrMany::into_vec).unwrap_or_default(),
@@ -466,9 +466,19 @@ pub async fn forward(
     for a in state.store.list_attachments(&m.id).await? {
         let bytes = inbound::attachment_bytes(&raw, usize::try_from(a.index).unwrap_or(usize::MAX))
             .unwrap_or_default();
+        // Names and types come from received mail: made fit for a header, never refused.
+        let filename = a.filename.map(|f| one_line(&f)).filter(|f| !f.trim().is_empty());
+        let content_type = a.content_type.filter(|ct| {
+            ct.split_once('/').is_some_and(|(t, s)| {
+                let token = |x: &str| {
+                    !x.is_empty() && x.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+                };
+                token(t) && token(s)
+            })
+        });
         carried.push(DraftAttachment {
-            filename: a.filename.unwrap_or_else(|| format!("attachment-{}", a.index + 1)),
-            content_type: a.content_type.unwrap_or_else(|| "application/octet-stream".into()),
+            filename: filename.unwrap_or_else(|| format!("attachment-{}", a.index + 1)),
+            content_type: content_type.unwrap_or_else(|| "application/octet-stream".into()),
             data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
         });
     }
@@ -492,7 +502,7 @@ pub async fn forward(
             to: r.to,
             cc: r.cc,
             bcc: r.bcc,
-            subject: forward_subject(&m.subject),
+            subject: forward_subject(&one_line(&m.subject)),
             text: Some(text),
             html,
             reply_to: r.reply_to.map(OneOrMany::into_vec).unwrap_or_default(),
@@ -506,6 +516,13 @@ pub async fn forward(
     };
     let call = Call::new(route, &body.raw, &headers, &q)?;
     run(state.clone(), who, agent, call, make).await
+}
+
+/// A value taken from received mail, as one header-safe line: control characters (tabs,
+/// stray line breaks, escapes) become spaces, and the result is at most 2000 characters.
+fn one_line(s: &str) -> String {
+    let mapped: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(2000).collect();
+    mapped.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Text for an HTML page or part.

@@ -39,7 +39,11 @@ pub async fn apply(
     if !dsn::is_report(raw) {
         return Ok(BounceOutcome::NotAReport);
     }
-    let report = dsn::parse(raw);
+    // Only groups about this message's own recipients count: a recipient who got the VERP
+    // address as Return-Path could otherwise "bounce" somebody else.
+    let ours: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).map(|a| a.to_ascii_lowercase()).collect();
+    let report: Vec<dsn::RecipientStatus> =
+        dsn::parse(raw).into_iter().filter(|r| ours.contains(&r.recipient)).collect();
     let failed: Vec<&dsn::RecipientStatus> = report.iter().filter(|r| r.bounce_type().is_some()).collect();
     if failed.is_empty() {
         let delayed = report.iter().filter(|r| r.action == "delayed").count();

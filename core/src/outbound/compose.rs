@@ -34,6 +34,11 @@ fn list(ms: &[Mailbox]) -> Address<'_> {
     if ms.len() == 1 { address(&ms[0]) } else { Address::new_list(ms.iter().map(address).collect()) }
 }
 
+/// A Message-ID safe to write as is: one token, printable ASCII, no angle brackets.
+pub fn plain_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 250 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+}
+
 /// The message as it goes to Postfix. Bcc recipients are envelope-only: they never appear
 /// in a header.
 pub fn compose(draft: &Draft, checked: &Checked, from: &Mailbox, ids: &Ids<'_>) -> std::io::Result<Vec<u8>> {
@@ -50,11 +55,16 @@ pub fn compose(draft: &Draft, checked: &Checked, from: &Mailbox, ids: &Ids<'_>) 
     if !checked.reply_to.is_empty() {
         b = b.reply_to(list(&checked.reply_to));
     }
-    if let Some(parent) = &draft.in_reply_to {
-        b = b.in_reply_to(parent.as_str());
+    // Ids come from mail we received: written raw by mail-builder, so anything that is not a
+    // plain `left@right` token (whitespace, control characters, angle brackets) is left out.
+    if let Some(parent) = draft.in_reply_to.as_deref().filter(|id| plain_id(id)) {
+        b = b.in_reply_to(parent);
     }
-    if !draft.references.is_empty() {
-        b = b.references(MessageId::new_list(draft.references.iter().map(String::as_str)));
+    let refs: Vec<&str> = draft.references.iter().map(String::as_str).filter(|id| plain_id(id)).collect();
+    if !refs.is_empty() {
+        // The newest 50: enough for any thread, bounded for a hostile one.
+        let keep = &refs[refs.len().saturating_sub(50)..];
+        b = b.references(MessageId::new_list(keep.iter().copied()));
     }
     match (&draft.text, &draft.html) {
         (text, Some(html)) => {
@@ -113,6 +123,13 @@ mod tests {
         assert_eq!(inbound::attachment_bytes(&raw, 0).as_deref(), Some(&b"the notes"[..]));
         let text = String::from_utf8_lossy(&raw);
         assert!(!text.to_ascii_lowercase().contains("hidden@example.org"), "bcc stays off the headers");
+        let mut hostile = draft.clone();
+        hostile.in_reply_to = Some("a\rBcc: x@y.test".into());
+        hostile.references = vec!["ok@x.test".into(), "bad id@x.test".into(), "<b@x.test>".into()];
+        let raw = compose(&hostile, &checked, &from, &ids).expect("compose");
+        let p = inbound::parse(&raw);
+        assert_eq!(p.in_reply_to, None, "an unsafe parent id is left out");
+        assert_eq!(p.references, vec!["ok@x.test"]);
         assert!(checked.envelope().contains(&"hidden@example.org".to_owned()));
     }
 }
