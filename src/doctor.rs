@@ -113,7 +113,7 @@ fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
                 );
             }
             let group_ok = config.unix_socket_group.is_empty()
-                || group_name(meta.gid()).as_deref() == Some(config.unix_socket_group.as_str());
+                || crate::serve::group_id(&config.unix_socket_group) == Some(meta.gid());
             if !group_ok {
                 r.fail(
                     &format!("{} belongs to group {}, not {}", path.display(), meta.gid(), config.unix_socket_group),
@@ -127,14 +127,6 @@ fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
         }
         Err(e) => r.fail(&format!("{role} listener: {e}"), "fix the *_listen setting"),
     }
-}
-
-fn group_name(gid: u32) -> Option<String> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.get(2)? == &gid.to_string().as_str()).then(|| f[0].to_owned())
-    })
 }
 
 fn endpoint(listen: &str, queue_dir: &str) -> Option<String> {
@@ -338,18 +330,10 @@ pub async fn run(config: Config, file: Option<PathBuf>, args: DoctorArgs) -> any
     };
     let store: &dyn Store = shared.store.as_ref();
     r.ok(&format!("database reachable, migrations applied ({})", store.backend_name()));
-    let mut domains: Vec<String> = Vec::new();
+    let domains = postagent_core::service::agent_domains(store, &config.shared_domain).await?;
     let mut first_agent = None;
-    if !config.shared_domain.is_empty() {
-        domains.push(config.shared_domain.clone());
-    }
     for account in store.list_accounts().await? {
         let all = PageQuery { after: None, limit: u32::MAX - 1 };
-        for d in store.list_domains(&account.id, &all).await? {
-            if d.verified && !domains.contains(&d.domain) {
-                domains.push(d.domain);
-            }
-        }
         if first_agent.is_none() {
             first_agent =
                 store.list_agents(&account.id, false, &all).await?.into_iter().next().map(|a| a.email);

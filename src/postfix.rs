@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use postagent_core::Config;
 use postagent_core::config::ListenAddr;
-use postagent_core::store::{PageQuery, Store};
+use postagent_core::store::Store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -117,17 +117,7 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
 
     let shared = open_shared(config).await?;
     let store: &dyn Store = shared.store.as_ref();
-    let mut domains: Vec<String> = Vec::new();
-    if !config.shared_domain.is_empty() {
-        domains.push(config.shared_domain.clone());
-    }
-    for account in store.list_accounts().await? {
-        for d in store.list_domains(&account.id, &PageQuery { after: None, limit: u32::MAX - 1 }).await? {
-            if d.verified && !domains.contains(&d.domain) {
-                domains.push(d.domain);
-            }
-        }
-    }
+    let domains = postagent_core::service::agent_domains(store, &config.shared_domain).await?;
     shared.store.close().await;
     let mut text =
         String::from("# Written by `postagent postfix setup`: agent domains, relayed to postagent's LMTP.\n");

@@ -412,7 +412,7 @@ impl SocketOptions {
 }
 
 /// A group's id from /etc/group.
-fn group_id(name: &str) -> Option<u32> {
+pub fn group_id(name: &str) -> Option<u32> {
     let groups = std::fs::read_to_string("/etc/group").ok()?;
     groups.lines().find_map(|l| {
         let mut f = l.split(':');

@@ -8,7 +8,6 @@ mod common;
 use common::bin::{Server, run, text};
 use postagent_lab::{DnsServer, PgCluster};
 use std::path::Path;
-use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const MAIL_HOST: &str = "mx.sdk.test";
@@ -83,17 +82,8 @@ async fn drive(tag: &str, spec: &str, database_url: Option<String>) {
 }
 
 async fn run_script(venv: &Path, server: &Server, key: &str, dns: &DnsServer) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/foundation.py");
-    let mut child = tokio::process::Command::new(venv.join("bin/python"))
-        .arg(script)
-        .env("E2A_API_KEY", key)
-        .env("E2A_API_URL", format!("http://{}", server.addr))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python");
+    let mut child =
+        common::python::spawn_script(venv, "foundation.py", key, &format!("http://{}", server.addr));
     let mut stdin = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut stderr = child.stderr.take().expect("stderr");

@@ -11,8 +11,6 @@ mod common;
 use common::mail::{MailWorld, Options, WAIT};
 use postagent_lab::lmtp_sink::{Delivered, smtp_sink};
 use postagent_lab::mail_lab::SENDER_DOMAIN;
-use std::path::Path;
-use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const AGENT: &str = "bot@agents.test";
@@ -71,17 +69,7 @@ async fn drive(tag: &str, spec: &str) {
     let qid = w.send(&format!("alice@{SENDER_DOMAIN}"), &[AGENT], &signed).await;
     w.wait_sent(&qid, AGENT).await;
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/mail_flows.py");
-    let mut child = tokio::process::Command::new(venv.join("bin/python"))
-        .arg(script)
-        .env("E2A_API_KEY", &w.key)
-        .env("E2A_API_URL", w.api())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python");
+    let mut child = common::python::spawn_script(&venv, "mail_flows.py", &w.key, w.api());
     let mut stdin = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut transcript = Vec::new();

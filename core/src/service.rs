@@ -246,3 +246,21 @@ pub async fn rename_agent(
     check_agent_name(name)?;
     Ok(store.rename_agent(account, email, name).await?)
 }
+
+/// Every domain Postfix must hand to postagent: the shared domain (if any) and every verified
+/// domain of every account, in that order, once each.
+pub async fn agent_domains(store: &dyn Store, shared_domain: &str) -> Result<Vec<String>, StoreError> {
+    let mut domains: Vec<String> = Vec::new();
+    if !shared_domain.is_empty() {
+        domains.push(shared_domain.to_owned());
+    }
+    let all = crate::store::PageQuery { after: None, limit: u32::MAX - 1 };
+    for account in store.list_accounts().await? {
+        for d in store.list_domains(&account.id, &all).await? {
+            if d.verified && !domains.contains(&d.domain) {
+                domains.push(d.domain);
+            }
+        }
+    }
+    Ok(domains)
+}

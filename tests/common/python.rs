@@ -3,7 +3,7 @@
 
 use super::bin::text;
 use postagent_lab::{require, require_that};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A venv with `specs` installed, cached under the target directory between runs.
 pub fn venv(tag: &str, specs: &[&str]) -> Option<PathBuf> {
@@ -39,4 +39,21 @@ pub fn venv(tag: &str, specs: &[&str]) -> Option<PathBuf> {
     }
     std::fs::write(&marker, &spec).expect("marker");
     Some(dir)
+}
+
+/// Starts `tests/sdk/<script>` with the venv's Python, pointed at a postagent API with the
+/// environment the e2a SDK reads (`E2A_API_KEY`, `E2A_API_URL`); stdin, stdout and stderr are
+/// piped for a line protocol with the test, and the child dies with the test.
+pub fn spawn_script(venv: &Path, script: &str, key: &str, api_url: &str) -> tokio::process::Child {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script);
+    tokio::process::Command::new(venv.join("bin/python"))
+        .arg(path)
+        .env("E2A_API_KEY", key)
+        .env("E2A_API_URL", api_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python")
 }
