@@ -184,14 +184,17 @@ enum Command {
         /// Refuse signatures older than this many seconds.
         #[arg(long)]
         max_age: Option<i64>,
+        /// Also check that the set names this envelope recipient.
+        #[arg(long)]
+        recipient: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Verify { secret_file, max_age } = &cli.command {
+    if let Command::Verify { secret_file, max_age, recipient } = &cli.command {
         // Synchronous, no logging set-up, no database: usable on any host holding the secret.
-        return verify::run(&cli.global, secret_file.as_deref(), *max_age);
+        return verify::run(&cli.global, secret_file.as_deref(), *max_age, recipient.as_deref());
     }
     let flags = cli.global.pairs();
     if let Command::Lab(args) = cli.command {

@@ -234,7 +234,7 @@ impl Running {
 
         if let Some((bound, shown)) = milter {
             let listener = match bound {
-                Bound::Tcp(l) => postagent_milter::MilterListener::Tcp(l),
+                Bound::Tcp(l) => postagent_milter::MilterListener::Tcp(l, config.milter_peers()),
                 Bound::Unix(l) => postagent_milter::MilterListener::Unix(l),
             };
             let milter_config = postagent_milter::MilterConfig {
@@ -244,7 +244,9 @@ impl Running {
                 dns_timeout: config.dns_timeout(),
                 shared_domain: config.shared_domain.clone(),
                 max_message_bytes: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
+                max_header_fields: usize::try_from(config.max_header_fields).unwrap_or(usize::MAX),
                 max_connections: 200,
+                timeout: config.milter_timeout(),
             };
             let milter = postagent_milter::run(listener, store.clone(), milter_config, stopped());
             running.tasks.spawn(async move { ("milter", milter.await) });

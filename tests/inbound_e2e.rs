@@ -15,7 +15,8 @@ use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 
 const AGENT: &str = "bot@agents.test";
-const AUTH_HEADERS: [&str; 9] = [
+const AUTH_HEADERS: [&str; 13] = [
+    "X-E2A-Auth-Version",
     "X-E2A-Auth-Verified",
     "X-E2A-Auth-Sender",
     "X-E2A-Auth-Entity-Type",
@@ -23,6 +24,9 @@ const AUTH_HEADERS: [&str; 9] = [
     "X-E2A-Auth-Delegation",
     "X-E2A-Auth-Timestamp",
     "X-E2A-Auth-Message-Id",
+    "X-E2A-Auth-Queue-Id",
+    "X-E2A-Auth-Recipients",
+    "X-E2A-Auth-Header-Hash",
     "X-E2A-Auth-Body-Hash",
     "X-E2A-Auth-Signature",
 ];
@@ -357,14 +361,15 @@ async fn malformed_mime_is_stored_as_received() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_mail_from_the_originating_listener_keeps_its_conversation() {
+async fn agent_mail_from_the_originating_listener_keeps_its_conversation_only_with_its_token() {
     let options = Options { agents: vec![AGENT, "peer@agents.test"], ..Options::default() };
     let Some(mut world) = MailWorld::start(options).await else { return };
     let _server = world.serve();
     let message = "From: bot@agents.test\r\nTo: peer@agents.test\r\nSubject: our thread\r\n\
-        X-E2A-Conversation-Id: conv_0123456789abcdef\r\nMessage-ID: <agent-1@agents.test>\r\n\r\n\
-        Between agents.\r\n";
-    let qid = world.send_via(world.originating, AGENT, &["peer@agents.test"], message).await;
+        X-E2A-Conversation-Id: conv_0123456789abcdef\r\nMessage-ID: <agent-1@agents.test>\r\n\
+        X-E2A-Message-Id: msg_0123456789abcdef0123456789abcdef\r\n\r\nBetween agents.\r\n";
+    let stamped = world.stamped(message, "msg_0123456789abcdef0123456789abcdef", AGENT).await;
+    let qid = world.send_via(world.originating, AGENT, &["peer@agents.test"], &stamped).await;
     world.wait_sent(&qid, "peer@agents.test").await;
     let view = world.only_message("peer@agents.test").await;
     assert_eq!(view["conversation_id"], "conv_0123456789abcdef", "{view}");
@@ -372,17 +377,27 @@ async fn agent_mail_from_the_originating_listener_keeps_its_conversation() {
     assert_one_valid_set(&world, &raw);
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("X-E2A-Auth-Entity-Type: agent\r\n"), "{text}");
+    assert!(!text.contains("X-E2A-Submission"), "the token never reaches the store: {text}");
     assert_eq!(header_count(&raw, "X-E2A-Conversation-Id"), 1);
-    // Something else submitted on the originating port (a mailbox user, a local process) with
-    // a From that is no agent of ours: its conversation header is not trusted.
+    // The same message without the token (anything else that can submit on the originating
+    // port: a local process, a SASL user of a submission service sharing the macro): a From
+    // naming our agent is not enough, so it is human mail and its header is not trusted.
+    let unproven = message.replace("our thread", "claims to be ours").replace("agent-1@", "agent-2@");
+    let qid = world.send_via(world.originating, AGENT, &["peer@agents.test"], &unproven).await;
+    world.wait_sent(&qid, "peer@agents.test").await;
+    // Something submitted there with a From that is no agent of ours, likewise.
     let forged = "From: boss@trusted.example\r\nTo: peer@agents.test\r\nSubject: not ours\r\n\
         X-E2A-Conversation-Id: conv_0123456789abcdef\r\nMessage-ID: <forged-1@trusted.example>\r\n\r\nhi\r\n";
     let qid = world.send_via(world.originating, "boss@trusted.example", &["peer@agents.test"], forged).await;
     world.wait_sent(&qid, "peer@agents.test").await;
     let inbox = world.inbox("peer@agents.test").await;
-    let not_ours = inbox.iter().find(|m| m["subject"] == "not ours").expect("delivered");
-    assert!(
-        not_ours.get("conversation_id").is_none(),
-        "a non-agent From does not thread by header: {not_ours}"
-    );
+    for subject in ["claims to be ours", "not ours"] {
+        let m = inbox.iter().find(|m| m["subject"] == subject).expect("delivered");
+        assert!(m.get("conversation_id").is_none(), "{subject}: not threaded by header: {m}");
+        let id = m["id"].as_str().expect("id");
+        let full = world.get(&format!("/v1/agents/peer@agents.test/messages/{id}")).await;
+        let text = String::from_utf8_lossy(&raw_of(&full)).into_owned();
+        assert!(text.contains("X-E2A-Auth-Entity-Type: human\r\n"), "{subject}: {text}");
+        assert!(!text.contains("X-E2A-Conversation-Id"), "{subject}: removed by the milter: {text}");
+    }
 }

@@ -219,24 +219,29 @@ async fn attachments_and_download_links(app: &TestApp) {
 async fn conversations_and_scope(app: &TestApp) {
     setup(app).await;
     app.post("/v1/agents", json!({"email": "peer@agents.test"})).await;
-    // A thread: agent mail signed as originating carries its conversation id; the reply
-    // joins it through References.
-    use postagent_core::auth::headers::{self, Claims, EntityType};
+    // A thread: our own agent's mail (signed as agent mail for this account) carries its
+    // conversation id; the reply joins it through References.
+    use postagent_core::auth::headers::EntityType;
     use postagent_core::inbound::{self, Delivered};
     use postagent_core::secret::Secret;
     use postagent_core::time::Timestamp;
-    let claims = Claims {
-        authentication: common::passing_authentication(),
-        sender: "peer@agents.test".into(),
-        entity_type: EntityType::Agent,
-        delegation: String::new(),
-        timestamp: Timestamp::now(),
-        message_id: postagent_core::ids::MessageId::mint().to_string(),
-        body_hash: String::new(),
-    };
     let opener = "From: peer@agents.test\r\nTo: bot@agents.test\r\nSubject: Plan\r\nMessage-ID: <plan@agents.test>\r\nX-E2A-Conversation-Id: conv_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\nhi\r\n";
-    let signed = headers::prepend(&Secret::new(vec![42; 32]), &claims, opener.as_bytes());
-    let p = inbound::prepare(&Secret::new(vec![42; 32]), signed, "peer@agents.test", Timestamp::now());
+    let delegation = format!("agent=peer@agents.test;human={}", app.account_id().await.as_str());
+    let signed = common::signed_for(
+        "bot@agents.test",
+        "peer@agents.test",
+        EntityType::Agent,
+        &delegation,
+        opener.as_bytes(),
+    );
+    let p = inbound::prepare(
+        &Secret::new(vec![42; 32]),
+        signed,
+        "peer@agents.test",
+        &["bot@agents.test".to_owned()],
+        Timestamp::now(),
+    );
+    assert!(p.claims.is_some(), "{:?}", p.unsigned_reason);
     let Delivered::Stored { .. } =
         inbound::store_for(app.store.as_ref(), &p, "bot@agents.test", Timestamp::now()).await.expect("store")
     else {

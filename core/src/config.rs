@@ -30,11 +30,32 @@ pub struct Config {
     pub milter_listen: String,
     /// LMTP listener (`HOST:PORT` or `unix:PATH`); empty disables the role.
     pub lmtp_listen: String,
+    /// Peers a TCP milter listener admits (comma-separated addresses or networks); every
+    /// other peer is refused before a word is said. Unix sockets are guarded by their mode.
+    pub milter_peers: String,
+    /// Peers a TCP LMTP listener admits, as `milter_peers`.
+    pub lmtp_peers: String,
+    /// How long a milter connection may wait for Postfix's next command.
+    pub milter_timeout: String,
+    /// LMTP sessions served at once; more are answered `421 4.3.2` and closed.
+    pub lmtp_max_sessions: u32,
+    /// The longest one LMTP session may last; then it is closed (`421`) at its next wait.
+    pub lmtp_session_deadline: String,
     /// The authserv-id of our `Authentication-Results` headers (RFC 8601); empty means
     /// `mail_hostname`. Inbound headers carrying it are removed as forgeries.
     pub authserv_id: String,
     /// Largest message the milter and the LMTP server accept, in bytes.
     pub max_message_bytes: u64,
+    /// MIME parts of one message parsed into the stored view; past it the view is truncated.
+    pub max_mime_parts: u32,
+    /// Attachments of one message recorded (rows, event entries); past it the view is truncated.
+    pub max_attachments: u32,
+    /// Deepest multipart nesting parsed; deeper parts are left out of the view.
+    pub max_mime_depth: u32,
+    /// Header fields of one header block parsed (and kept by the milter for DKIM).
+    pub max_header_fields: u32,
+    /// Bytes of one header block parsed.
+    pub max_header_bytes: u64,
     /// Mode of the unix sockets postagent creates (octal), e.g. "0660".
     pub unix_socket_mode: String,
     /// Group given to those sockets (e.g. "postfix"); empty leaves the process's group.
@@ -106,8 +127,18 @@ impl Default for Config {
             api_listen: "127.0.0.1:8080".into(),
             milter_listen: "127.0.0.1:8894".into(),
             lmtp_listen: "127.0.0.1:2424".into(),
+            milter_peers: crate::peers::PeerList::LOOPBACK.into(),
+            lmtp_peers: crate::peers::PeerList::LOOPBACK.into(),
+            milter_timeout: "10m".into(),
+            lmtp_max_sessions: 100,
+            lmtp_session_deadline: "20m".into(),
             authserv_id: String::new(),
             max_message_bytes: 25 * 1024 * 1024,
+            max_mime_parts: 250,
+            max_attachments: 100,
+            max_mime_depth: 20,
+            max_header_fields: 1000,
+            max_header_bytes: 256 * 1024,
             unix_socket_mode: "0660".into(),
             unix_socket_group: String::new(),
             public_url: String::new(),
@@ -150,6 +181,10 @@ pub struct ConfigError {
 
 fn bad(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { key: key.to_owned(), message: message.into() }
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| bad(key, format!("{v:?} is not a number")))
 }
 
 /// A listener address: TCP `HOST:PORT` or a unix socket path.
@@ -329,6 +364,16 @@ impl Config {
             "api_listen" => self.api_listen = v,
             "milter_listen" => self.milter_listen = v,
             "lmtp_listen" => self.lmtp_listen = v,
+            "milter_peers" => self.milter_peers = v,
+            "lmtp_peers" => self.lmtp_peers = v,
+            "milter_timeout" => self.milter_timeout = v,
+            "lmtp_max_sessions" => self.lmtp_max_sessions = number(key, &v)?,
+            "lmtp_session_deadline" => self.lmtp_session_deadline = v,
+            "max_mime_parts" => self.max_mime_parts = number(key, &v)?,
+            "max_attachments" => self.max_attachments = number(key, &v)?,
+            "max_mime_depth" => self.max_mime_depth = number(key, &v)?,
+            "max_header_fields" => self.max_header_fields = number(key, &v)?,
+            "max_header_bytes" => self.max_header_bytes = number(key, &v)?,
             "authserv_id" => self.authserv_id = v,
             "max_message_bytes" => {
                 self.max_message_bytes =
@@ -404,6 +449,21 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return Err(bad("max_message_bytes", "must be at least 1024"));
         }
+        for (key, v) in [("milter_peers", &self.milter_peers), ("lmtp_peers", &self.lmtp_peers)] {
+            crate::peers::PeerList::parse(v).map_err(|m| bad(key, m))?;
+        }
+        for (key, v) in [
+            ("lmtp_max_sessions", u64::from(self.lmtp_max_sessions)),
+            ("max_mime_parts", u64::from(self.max_mime_parts)),
+            ("max_attachments", u64::from(self.max_attachments)),
+            ("max_mime_depth", u64::from(self.max_mime_depth)),
+            ("max_header_fields", u64::from(self.max_header_fields)),
+            ("max_header_bytes", self.max_header_bytes),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
         if self.database_max_connections == 0 {
             return Err(bad("database_max_connections", "must be at least 1"));
         }
@@ -434,6 +494,8 @@ impl Config {
             ("ws_ping_interval", &self.ws_ping_interval),
             ("submission_timeout", &self.submission_timeout),
             ("hold_sweep_interval", &self.hold_sweep_interval),
+            ("milter_timeout", &self.milter_timeout),
+            ("lmtp_session_deadline", &self.lmtp_session_deadline),
         ] {
             if parse_duration(v).is_none() {
                 return Err(bad(key, format!("{v:?} is not a duration (e.g. 250ms, 5s, 2m)")));
@@ -576,6 +638,24 @@ impl Config {
         }
     }
 
+    /// The peer allowlists (call after [`Config::validate`]; a bad list falls back to loopback).
+    pub fn milter_peers(&self) -> crate::peers::PeerList {
+        crate::peers::PeerList::parse(&self.milter_peers)
+            .unwrap_or_else(|_| crate::peers::PeerList::loopback())
+    }
+
+    pub fn lmtp_peers(&self) -> crate::peers::PeerList {
+        crate::peers::PeerList::parse(&self.lmtp_peers).unwrap_or_else(|_| crate::peers::PeerList::loopback())
+    }
+
+    pub fn milter_timeout(&self) -> Duration {
+        parse_duration(&self.milter_timeout).unwrap_or(Duration::from_secs(600))
+    }
+
+    pub fn lmtp_session_deadline(&self) -> Duration {
+        parse_duration(&self.lmtp_session_deadline).unwrap_or(Duration::from_secs(1200))
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         parse_duration(&self.shutdown_timeout).unwrap_or(Duration::from_secs(30))
     }
@@ -643,8 +723,18 @@ impl fmt::Debug for Config {
             .field("api_listen", &self.api_listen)
             .field("milter_listen", &self.milter_listen)
             .field("lmtp_listen", &self.lmtp_listen)
+            .field("milter_peers", &self.milter_peers)
+            .field("lmtp_peers", &self.lmtp_peers)
+            .field("milter_timeout", &self.milter_timeout)
+            .field("lmtp_max_sessions", &self.lmtp_max_sessions)
+            .field("lmtp_session_deadline", &self.lmtp_session_deadline)
             .field("authserv_id", &self.authserv_id)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_mime_parts", &self.max_mime_parts)
+            .field("max_attachments", &self.max_attachments)
+            .field("max_mime_depth", &self.max_mime_depth)
+            .field("max_header_fields", &self.max_header_fields)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("unix_socket_mode", &self.unix_socket_mode)
             .field("unix_socket_group", &self.unix_socket_group)
             .field("public_url", &self.public_url)

@@ -6,9 +6,10 @@
 //! attachment metadata and the `email.received` event in one transaction, idempotent per agent
 //! and milter message id so a redelivery after a lost 250 is stored once.
 
-use crate::auth::headers::{self, Claims, EntityType};
+use crate::auth::headers::{self, Claims, Delivery, EntityType, VerifyError};
 use crate::event::MessageEvent;
 use crate::ids;
+use crate::outbound::verp;
 use crate::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::sign::sha256_hex;
@@ -18,20 +19,43 @@ use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 
 /// Postfix keeps a message queued for up to `maximal_queue_lifetime` (5 days by default); a
-/// signature must stay valid while it waits for us.
+/// signature must stay valid while it waits for us. A set is bound to its queue entry, so
+/// its age no longer decides whether it can be replayed.
 pub const MAX_SIGNATURE_AGE_SECS: i64 = 7 * 86_400;
 
 /// The message as parsed once, for every recipient.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The signed set, when it verified for this content and queue entry.
     pub claims: Option<Claims>,
     /// Why the signature did not verify, for the log.
     pub unsigned_reason: Option<String>,
+    /// Which check failed (`VerifyError::binding`), for the log and metrics.
+    pub unsigned_binding: Option<&'static str>,
+    /// Lowercase envelope recipients the set was not made for: their copies are unsigned.
+    pub unbound: Vec<String>,
+    /// The id of the message in our store before it is one agent's: the milter's message id
+    /// when the set is valid, else a hash of the bytes.
     pub source_id: String,
+    /// The bytes' hash source id, for copies whose recipient the set does not bind.
+    pub raw_source_id: String,
     pub envelope_from: Option<String>,
     pub postfix_queue_id: Option<String>,
     pub raw: Vec<u8>,
     pub parsed: Parsed,
+}
+
+impl Prepared {
+    /// The claims that hold for `recipient`'s copy: none when the message is unsigned or its
+    /// set was made for other recipients.
+    pub fn claims_for(&self, recipient: &str) -> Option<&Claims> {
+        let lower = recipient.to_ascii_lowercase();
+        self.claims.as_ref().filter(|_| !self.unbound.contains(&lower))
+    }
+
+    fn source_for(&self, recipient: &str) -> &str {
+        if self.claims_for(recipient).is_some() { &self.source_id } else { &self.raw_source_id }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,53 +122,80 @@ pub fn parse(raw: &[u8]) -> Parsed {
     }
 }
 
-/// The Postfix queue id from the first `Received:` header of the header block, best effort.
-///
-/// Postfix's LMTP client never sends its queue id as a command, but the `Received:` header
-/// its smtpd prepends reads `… by host (Postfix) with ESMTP id 4Xyz12345\r\n\tfor <…>; date`.
-/// Only the first `Received:` counts: later ones were written by other hosts (and can be
-/// forged by the sender). Only used for logging, so a miss costs nothing.
+/// The Postfix queue id from the first `Received:` header (the trace header the last
+/// Postfix wrote), best effort: see [`headers::trace_queue_id`].
 pub fn postfix_queue_id(message: &[u8]) -> Option<String> {
-    let mut lines = message.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let mut received = lines.by_ref().take_while(|l| !l.is_empty()).skip_while(|l| !is_received(l));
-    let mut value = String::from_utf8_lossy(received.next()?).into_owned();
-    // RFC 5322 §2.2.3: continuation lines start with whitespace.
-    for folded in received.take_while(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
-        value.push(' ');
-        value.push_str(&String::from_utf8_lossy(folded));
+    headers::trace_queue_id(message)
+}
+
+/// Every check of a delivered message's set (`headers::verify` with the queue id of its trace
+/// header and, when given, the recipient), plus the one that needs the parsed message: the
+/// signed Sender is the message's single From address. `header_from` is that address as
+/// [`parse`] reads it.
+pub fn verify_delivered(
+    secret: &Secret,
+    raw: &[u8],
+    header_from: Option<&str>,
+    recipient: Option<&str>,
+    now: Timestamp,
+    max_age_secs: Option<i64>,
+) -> Result<Claims, VerifyError> {
+    let c = headers::verify(secret, raw, now, max_age_secs, Delivery { recipient, check_queue_id: true })?;
+    if header_from.map(str::to_ascii_lowercase) == Some(c.sender.to_ascii_lowercase()) {
+        Ok(c)
+    } else {
+        Err(VerifyError::Sender { signed: c.sender.clone(), from: header_from.map(str::to_owned) })
     }
-    let mut words = value.split_whitespace();
-    words.find(|w| w.eq_ignore_ascii_case("id"))?;
-    let id = words.next()?.trim_end_matches(';');
-    // Short ids are hex, long ids (enable_long_queue_ids) base-52ish; both are alphanumeric.
-    ((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| id.to_owned())
 }
 
-fn is_received(line: &[u8]) -> bool {
-    line.get(..9).is_some_and(|h| h.eq_ignore_ascii_case(b"received:"))
-}
-
-pub fn prepare(secret: &Secret, raw: Vec<u8>, envelope_from: &str, now: Timestamp) -> Prepared {
-    let (claims, unsigned_reason) = match headers::verify(secret, &raw, now, Some(MAX_SIGNATURE_AGE_SECS)) {
-        Ok(c) => (Some(c), None),
-        Err(e) => (None, Some(e.to_string())),
+/// Verifies the milter's set for this content and queue entry (and, per recipient, for the
+/// recipients it names), checks that its Sender is the message's From, and parses the MIME.
+/// A set that fails any check leaves the message unsigned (`authentication: null`), never
+/// verified.
+pub fn prepare(
+    secret: &Secret,
+    raw: Vec<u8>,
+    envelope_from: &str,
+    recipients: &[String],
+    now: Timestamp,
+) -> Prepared {
+    let parsed = parse(&raw);
+    let checked = verify_delivered(
+        secret,
+        &raw,
+        parsed.header_from.as_deref(),
+        None,
+        now,
+        Some(MAX_SIGNATURE_AGE_SECS),
+    );
+    let (claims, unsigned_reason, unsigned_binding) = match checked {
+        Ok(c) => (Some(c), None, None),
+        Err(e) => (None, Some(e.to_string()), Some(e.binding())),
     };
+    let unbound = match &claims {
+        Some(c) => recipients
+            .iter()
+            .filter(|r| !verp::looks_like_bounce(r) && !c.binds_recipient(secret, r))
+            .map(|r| r.to_ascii_lowercase())
+            .collect(),
+        None => Vec::new(),
+    };
+    let raw_source_id = format!("raw:{}", sha256_hex(&raw));
     // With a valid signature the milter's id names the message; without one, its bytes do.
-    let source_id = match &claims {
-        Some(c) => c.message_id.clone(),
-        None => format!("raw:{}", sha256_hex(&raw)),
-    };
+    let source_id = claims.as_ref().map_or_else(|| raw_source_id.clone(), |c| c.message_id.clone());
     Prepared {
         claims,
         unsigned_reason,
+        unsigned_binding,
+        unbound,
         source_id,
+        raw_source_id,
         envelope_from: Some(envelope_from.to_owned()).filter(|e| !e.is_empty()),
         postfix_queue_id: postfix_queue_id(&raw),
-        parsed: parse(&raw),
+        parsed,
         raw,
     }
 }
-
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("no such agent: {0}")]
@@ -178,18 +229,18 @@ pub async fn store_for(
         .find_live_agent(email.as_str())
         .await?
         .ok_or_else(|| IngestError::UnknownAgent(email.to_string()))?;
-    // Mail is ours (sent by our API for one of our agents) only when it came through the
-    // originating listener (signed as agent mail) *and* its From is a live agent: anything else
-    // submitted there (a mailbox user on a shared ORIGINATING port, a local process) is not.
-    let from_agent = match (&p.claims, &p.parsed.header_from) {
-        (Some(c), Some(from)) if c.entity_type == EntityType::Agent => {
-            store.find_live_agent(from).await?.is_some()
-        }
-        _ => false,
-    };
-    // The conversation header is trusted only on our own agents' mail; anything else threads
+    // The set as it holds for this copy: none when unsigned or made for other recipients.
+    let claims = p.claims_for(recipient);
+    // Mail is our agents' own only when the milter signed it as agent mail, which it does
+    // only for a message carrying our submission worker's token (docs/security.md): a From
+    // naming an agent, or the listener it came through, is never enough.
+    let from_agent = claims.is_some_and(|c| c.entity_type == EntityType::Agent);
+    // Its conversation id is honoured only inside the account that sent it: an agent of
+    // another account cannot put its mail into this agent's threads. Everything else threads
     // by its references among this agent's messages.
-    let trusted_conversation = if from_agent { p.parsed.conversation_header.clone() } else { None };
+    let same_account = claims.and_then(Claims::delegated_account) == Some(agent.account_id.as_str());
+    let trusted_conversation =
+        if from_agent && same_account { p.parsed.conversation_header.clone() } else { None };
     let conversation_id = match trusted_conversation {
         Some(c) => Some(c),
         None => {
@@ -200,14 +251,14 @@ pub async fn store_for(
     };
     let protection = Protection::from_stored(store.get_protection(&agent.email).await?.as_deref());
     // The gate trusts a From only as far as the milter authenticated it: a DMARC-aligned
-    // verified domain, or mail our own API sent (signed as agent mail).
+    // verified domain, or our own agent's mail (its From is the signed Sender).
     let sender = p.parsed.header_from.as_deref();
-    let verified = p.claims.as_ref().and_then(|c| match c.entity_type {
-        EntityType::Agent if from_agent => sender.and_then(|s| s.rsplit_once('@')).map(|(_, d)| d.to_owned()),
-        _ => c.authentication.verified_domain().map(str::to_owned),
+    let verified = claims.and_then(|c| match c.entity_type {
+        EntityType::Agent => c.sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()),
+        EntityType::Human => c.authentication.verified_domain().map(str::to_owned),
     });
     let verdict = protection.inbound_verdict(sender, verified.as_deref());
-    let (msg, events) = filed(&agent, p, conversation_id, &verdict, &protection, now);
+    let (msg, events) = filed(&agent, p, recipient, conversation_id, &verdict, &protection, now);
     let id = msg.id.clone();
     match store.insert_inbound(msg, p.parsed.attachments.clone(), events).await? {
         Inserted::Stored => Ok(Delivered::Stored { id }),
@@ -222,14 +273,16 @@ pub async fn store_for(
 pub fn filed(
     agent: &Agent,
     p: &Prepared,
+    recipient: &str,
     conversation_id: Option<String>,
     verdict: &Verdict,
     protection: &Protection,
     now: Timestamp,
 ) -> (NewInboundMessage, Vec<NewEvent>) {
-    let authentication = p.claims.as_ref().map(|c| c.authentication.clone());
+    let authentication = p.claims_for(recipient).map(|c| c.authentication.clone());
     let verified_domain = authentication.as_ref().and_then(|a| a.verified_domain().map(str::to_owned));
-    let id = message_id_for(&p.source_id, &agent.email);
+    let source_id = p.source_for(recipient);
+    let id = message_id_for(source_id, &agent.email);
     let auth_json = authentication.as_ref().and_then(|a| serde_json::to_value(a).ok());
     let data = received_data(
         agent,
@@ -295,7 +348,7 @@ pub fn filed(
         id: id.clone(),
         account_id: agent.account_id.clone(),
         agent_email: agent.email.clone(),
-        source_id: p.source_id.clone(),
+        source_id: source_id.to_owned(),
         header_from: p.parsed.header_from.clone(),
         envelope_from: p.envelope_from.clone(),
         verified_domain,
@@ -389,21 +442,6 @@ pub fn attachment_bytes(raw: &[u8], index: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_id_from_the_first_received() {
-        let msg = b"Received: from client.example (unknown [127.0.0.1])\r\n\
-            \tby mx.postagent.test (Postfix) with ESMTP id 4dQ1xk0sYzz9sWL\r\n\
-            \tfor <a@agents.test>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\n\
-            Received: by evil.example with SMTP id FORGED123;\r\n\
-            Subject: id NOTME\r\n\r\nbody\r\n";
-        assert_eq!(postfix_queue_id(msg).as_deref(), Some("4dQ1xk0sYzz9sWL"));
-        let short = b"X-Other: 1\r\nreceived: from x by mx (Postfix) with ESMTP id 3A2B1C4D5E; Sat\r\n\r\n";
-        assert_eq!(postfix_queue_id(short).as_deref(), Some("3A2B1C4D5E"));
-        assert_eq!(postfix_queue_id(b"Subject: no\r\n\r\nReceived: by x id ABCDEF123\r\n"), None);
-        assert_eq!(postfix_queue_id(b"Received: by x with LMTP\r\n\r\n"), None);
-        assert_eq!(postfix_queue_id(b""), None);
-    }
 
     #[test]
     fn html_only_from_a_real_html_part() {

@@ -93,7 +93,7 @@ impl Histogram {
 
 pub static MILTER_VERDICTS: CounterVec = CounterVec::new(
     "postagent_milter_verdicts_total",
-    "Messages the milter signed, by verdict (verified: DMARC-aligned pass).",
+    "Messages the milter signed, by verdict (verified: DMARC-aligned pass; agent: proven by a submission token; carried: a valid set re-bound after a content filter).",
     "result",
 );
 pub static MILTER_RCPT: CounterVec = CounterVec::new(
@@ -127,9 +127,28 @@ pub static SUBMISSIONS: CounterVec = CounterVec::new(
     "outcome",
 );
 
+pub static PEERS_REFUSED: CounterVec = CounterVec::new(
+    "postagent_peers_refused_total",
+    "Connections refused before a word was said, by listener (milter or lmtp: a peer outside milter_peers / lmtp_peers; lmtp_busy: lmtp_max_sessions reached).",
+    "listener",
+);
+pub static LMTP_UNSIGNED: CounterVec = CounterVec::new(
+    "postagent_lmtp_unsigned_total",
+    "Recipient copies stored without authentication, by the check that failed (missing, signature, body, headers, queue_id, recipient, sender, version, age, malformed).",
+    "binding",
+);
+
 /// Every counter and histogram, rendered.
 pub fn render(out: &mut String) {
-    for c in [&MILTER_VERDICTS, &MILTER_RCPT, &LMTP_RECIPIENTS, &WEBHOOK_ATTEMPTS, &SUBMISSIONS] {
+    for c in [
+        &MILTER_VERDICTS,
+        &MILTER_RCPT,
+        &LMTP_RECIPIENTS,
+        &LMTP_UNSIGNED,
+        &PEERS_REFUSED,
+        &WEBHOOK_ATTEMPTS,
+        &SUBMISSIONS,
+    ] {
         c.render(out);
     }
     for h in [&MILTER_EOM, &LMTP_COMMIT, &WEBHOOK_DELIVERY] {

@@ -40,19 +40,37 @@ fn passing() -> Authentication {
     }
 }
 
-/// A message as the milter would have signed it.
-fn signed(head: &str, body: &str, entity: EntityType) -> Vec<u8> {
+/// A message as the milter would have signed it for `rcpts` (queue id 4AbC12xYz, the id of
+/// its trace header).
+fn signed_for(head: &str, body: &str, entity: EntityType, delegation: &str, rcpts: &[&str]) -> Vec<u8> {
+    let message_id = postagent_core::ids::MessageId::mint().to_string();
+    let sender = head
+        .lines()
+        .find_map(|l| l.strip_prefix("From: "))
+        .map(|f| f.rsplit_once('<').map_or(f, |(_, a)| a.trim_end_matches('>')).to_owned())
+        .unwrap_or_default();
     let claims = Claims {
         authentication: passing(),
-        sender: "alice@example.org".into(),
+        sender,
         entity_type: entity,
-        delegation: String::new(),
+        delegation: delegation.into(),
         timestamp: Timestamp::now(),
-        message_id: postagent_core::ids::MessageId::mint().to_string(),
+        recipients: rcpts.iter().map(|r| headers::recipient_tag(&secret(), &message_id, r)).collect(),
+        message_id,
+        queue_id: String::new(),
+        header_hash: String::new(),
         body_hash: String::new(),
     };
     let received = "Received: from client (unknown [127.0.0.1]) by mx.test (Postfix) with ESMTP id 4AbC12xYz\r\n\tfor <bot@agents.test>; Sat, 21 Nov 2026 12:00:00 +0000\r\n";
     headers::prepend(&secret(), &claims, format!("{received}{head}\r\n{body}").as_bytes())
+}
+
+fn signed(head: &str, body: &str, entity: EntityType) -> Vec<u8> {
+    signed_for(head, body, entity, "", &["bot@agents.test", "other@agents.test"])
+}
+
+fn rcpts(r: &[&str]) -> Vec<String> {
+    r.iter().map(|r| (*r).to_owned()).collect()
 }
 
 const HEAD: &str = "From: Alice <alice@example.org>\r\nTo: bot@agents.test, other@agents.test\r\nCc: carol@example.net\r\nReply-To: desk@example.org\r\nSubject: Invoice 42\r\nMessage-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n";
@@ -74,7 +92,13 @@ async fn scenario(store: Arc<SqlStore>) {
     let now = Timestamp::now();
 
     let raw = signed(HEAD, BODY, EntityType::Human);
-    let p = inbound::prepare(&secret(), raw.clone(), "bounce@example.org", now);
+    let p = inbound::prepare(
+        &secret(),
+        raw.clone(),
+        "bounce@example.org",
+        &rcpts(&["bot@agents.test", "Other@Agents.Test"]),
+        now,
+    );
     assert!(p.claims.is_some(), "{:?}", p.unsigned_reason);
     assert_eq!(p.postfix_queue_id.as_deref(), Some("4AbC12xYz"));
     assert_eq!(p.parsed.header_from.as_deref(), Some("alice@example.org"));
@@ -122,13 +146,14 @@ async fn scenario(store: Arc<SqlStore>) {
         .expect("utf8")
         .replace("Please pay.", "Pay me.");
     let forged = format!("X-E2A-Conversation-Id: conv_hijack\r\n{forged}").into_bytes();
-    let p2 = inbound::prepare(&secret(), forged, "", now);
+    let p2 = inbound::prepare(&secret(), forged, "", &rcpts(&["bot@agents.test"]), now);
     assert!(p2.claims.is_none());
     assert!(
         p2.unsigned_reason.as_deref().is_some_and(|r| r.contains("Body-Hash")),
         "{:?}",
         p2.unsigned_reason
     );
+    assert_eq!(p2.unsigned_binding, Some("body"));
     let Delivered::Stored { id } = inbound::store_for(s, &p2, "bot@agents.test", now).await.expect("store")
     else {
         panic!("stored")
@@ -137,10 +162,59 @@ async fn scenario(store: Arc<SqlStore>) {
     assert_eq!((m2.authentication, m2.verified_domain, m2.envelope_from), (None, None, None));
     assert_eq!(m2.conversation_id, None, "an unsigned conversation header is not trusted");
 
-    // Agent mail (signed as originating) carries its conversation; a human reply that
-    // references it joins that conversation.
+    // A set made for other recipients proves nothing for this one: its copy is unsigned.
+    let p_other = inbound::prepare(
+        &secret(),
+        signed_for(HEAD, "Pay now.\r\n", EntityType::Human, "", &["bot@agents.test"]),
+        "bounce@example.org",
+        &rcpts(&["bot@agents.test", "other@agents.test"]),
+        now,
+    );
+    assert!(p_other.claims_for("BOT@agents.test").is_some());
+    assert!(p_other.claims_for("other@agents.test").is_none());
+    let Delivered::Stored { id: unbound } =
+        inbound::store_for(s, &p_other, "other@agents.test", now).await.expect("store")
+    else {
+        panic!("stored")
+    };
+    let unbound = s.get_message(&account, "other@agents.test", &unbound).await.expect("get").expect("stored");
+    assert_eq!((unbound.authentication, unbound.verified_domain), (None, None), "not verified for other");
+
+    // Another account's agent mail does not carry its conversation id into this account.
+    let foreign = "From: bot@agents.test\r\nTo: other@agents.test\r\nSubject: Hijack\r\nMessage-ID: <hijack@agents.test>\r\nX-E2A-Conversation-Id: conv_ffffffffffffffffffffffffffffffff\r\n";
+    let p_foreign = inbound::prepare(
+        &secret(),
+        signed_for(
+            foreign,
+            "Hi\r\n",
+            EntityType::Agent,
+            "agent=bot@agents.test;human=usr_someoneelse",
+            &["other@agents.test"],
+        ),
+        "bot@agents.test",
+        &rcpts(&["other@agents.test"]),
+        now,
+    );
+    assert!(p_foreign.claims.is_some(), "{:?}", p_foreign.unsigned_reason);
+    let Delivered::Stored { id: hijack } =
+        inbound::store_for(s, &p_foreign, "other@agents.test", now).await.expect("store")
+    else {
+        panic!("stored")
+    };
+    let hijack = s.get_message(&account, "other@agents.test", &hijack).await.expect("get").expect("stored");
+    assert_eq!(hijack.conversation_id, None, "another account's conversation id is not honoured");
+
+    // Our own agent's mail (signed as agent mail for this account) carries its conversation;
+    // a human reply that references it joins that conversation.
     let ours = "From: bot@agents.test\r\nTo: other@agents.test\r\nSubject: Plan\r\nMessage-ID: <plan-1@agents.test>\r\nX-E2A-Conversation-Id: conv_0123456789abcdef0123456789abcdef\r\n";
-    let p3 = inbound::prepare(&secret(), signed(ours, "Hi\r\n", EntityType::Agent), "bot@agents.test", now);
+    let delegation = format!("agent=bot@agents.test;human={}", account.as_str());
+    let p3 = inbound::prepare(
+        &secret(),
+        signed_for(ours, "Hi\r\n", EntityType::Agent, &delegation, &["other@agents.test"]),
+        "bot@agents.test",
+        &rcpts(&["other@agents.test"]),
+        now,
+    );
     let Delivered::Stored { id: plan } =
         inbound::store_for(s, &p3, "other@agents.test", now).await.expect("store")
     else {
@@ -149,7 +223,13 @@ async fn scenario(store: Arc<SqlStore>) {
     let plan = s.get_message(&account, "other@agents.test", &plan).await.expect("get").expect("stored");
     assert_eq!(plan.conversation_id.as_deref(), Some("conv_0123456789abcdef0123456789abcdef"));
     let reply = "From: carol@example.net\r\nTo: other@agents.test\r\nSubject: Re: Plan\r\nIn-Reply-To: <plan-1@agents.test>\r\nReferences: <older@x> <plan-1@agents.test>\r\n";
-    let p4 = inbound::prepare(&secret(), format!("{reply}\r\nok\r\n").into_bytes(), "", now.plus_secs(1));
+    let p4 = inbound::prepare(
+        &secret(),
+        format!("{reply}\r\nok\r\n").into_bytes(),
+        "",
+        &rcpts(&["other@agents.test"]),
+        now.plus_secs(1),
+    );
     let Delivered::Stored { id: r } =
         inbound::store_for(s, &p4, "other@agents.test", now.plus_secs(1)).await.expect("store")
     else {
@@ -199,7 +279,7 @@ async fn scenario(store: Arc<SqlStore>) {
 
     // The outbox row, with the deterministic event id.
     let usage = s.account_usage(&account, Timestamp::from_micros(0)).await.expect("usage");
-    assert_eq!(usage.messages_month, 5);
+    assert_eq!(usage.messages_month, 7);
     assert!(usage.storage_bytes > raw.len() as i64);
 }
 

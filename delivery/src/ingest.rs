@@ -78,12 +78,14 @@ impl LmtpBackend for StoreBackend {
     async fn deliver(&self, envelope: &Envelope, data: bytes::Bytes) -> Vec<Reply> {
         let secret = self.secret.clone();
         let mail_from = envelope.mail_from.clone();
+        let recipients = envelope.recipients.clone();
         let size = data.len();
         // Signature check and MIME parsing are CPU work on up to max_message_bytes: large
         // messages go to the blocking pool so they never stall other sessions; a small one
         // is parsed in place, faster than the two thread hops would be.
         // `Vec::from` takes the buffer over when this is its only owner: no copy of the message.
-        let prepare = move || inbound::prepare(&secret, Vec::from(data), &mail_from, Timestamp::now());
+        let prepare =
+            move || inbound::prepare(&secret, Vec::from(data), &mail_from, &recipients, Timestamp::now());
         let prepared = if size <= PARSE_INLINE_BYTES {
             Ok(prepare())
         } else {
@@ -109,10 +111,20 @@ impl LmtpBackend for StoreBackend {
                 c.authentication.verified_domain().unwrap_or("-")
             ),
             (None, reason) => tracing::warn!(
-                "{queue_id}: lmtp from=<{}> signed=no reason={:?}: stored without authentication",
+                "{queue_id}: lmtp from=<{}> signed=no binding={} reason={:?}: stored without authentication",
                 envelope.mail_from,
+                prepared.unsigned_binding.unwrap_or("missing"),
                 reason.as_deref().unwrap_or("unknown")
             ),
+        }
+        if let Some(c) = &prepared.claims {
+            for rcpt in &prepared.unbound {
+                tracing::warn!(
+                    "{queue_id}: lmtp msg={} to=<{rcpt}> signed=no binding=recipient reason=\"the set was not made \
+                     for this recipient\": stored without authentication",
+                    c.message_id
+                );
+            }
         }
         let mut replies = Vec::with_capacity(envelope.recipients.len());
         for rcpt in &envelope.recipients {

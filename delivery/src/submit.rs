@@ -193,6 +193,15 @@ impl Submitter {
         };
         let rcpts: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).cloned().collect();
         let from = verp::bounce_address(&self.secret, &m.id, &agent.domain);
+        // A fresh token per try, so a retried submission is never refused as stale.
+        let raw = postagent_core::auth::submission::stamp(
+            &self.secret,
+            &raw,
+            &m.id,
+            m.account_id.as_str(),
+            &agent.email,
+            Timestamp::now(),
+        );
         let tried = self.smtp_try(Some(&from), &rcpts, &raw).await;
         let conversation = m.conversation_id.clone().unwrap_or_default();
         let facts = OutboundFacts::of(&m, &conversation);

@@ -3,7 +3,7 @@
 
 use crate::MilterConfig;
 use crate::recipients::{self, AgentDirectory, RecipientClass};
-use crate::session::Session;
+use crate::session::{Caps, Finish, Session};
 use crate::verdict::Verifier;
 use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext, ProtoOpts,
@@ -68,10 +68,11 @@ pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
         // SMFIC_DATA acknowledges it at once.
         .on_data(|_cx| Box::pin(async { Status::Continue }))
         .on_header(move |cx, name, value| {
-            let cap = s_header.config.max_message_bytes;
+            let shared = s_header.clone();
             Box::pin(async move {
                 if let Some(s) = cx.data.as_mut() {
-                    s.header(name.to_bytes(), value.to_bytes(), cap);
+                    let caps = Caps::of(&shared.config);
+                    s.header(name.to_bytes(), value.to_bytes(), caps, &shared.config.authserv_id);
                 }
                 Status::Continue
             })
@@ -139,7 +140,14 @@ async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) ->
         RecipientClass::Unavailable(_) => "unavailable",
     });
     match class {
-        RecipientClass::Foreign | RecipientClass::Agent => Status::Continue,
+        RecipientClass::Foreign => Status::Continue,
+        RecipientClass::Agent => {
+            // The signed set names it: LMTP trusts the set only for recipients it names.
+            if let Some(s) = cx.data.as_mut() {
+                s.add_recipient(address);
+            }
+            Status::Continue
+        }
         RecipientClass::UnknownAgent => {
             // Before DATA Postfix has no queue id for us: the log says NOQUEUE like Postfix's.
             tracing::info!("NOQUEUE: reject RCPT <{}>: unknown agent", printable(address));
@@ -174,9 +182,18 @@ async fn eom_inner(shared: &Shared, cx: &mut EomContext<Session>) -> Status {
         tracing::warn!("{queue_id}: end of message without a session; tempfailing");
         return Status::Tempfail;
     };
-    let Some(outcome) = session.finish_message(&shared.verifier, &shared.config, &queue_id).await else {
-        tracing::warn!("{queue_id}: end of message without MAIL FROM; tempfailing");
-        return Status::Tempfail;
+    let outcome = match session.finish_message(&shared.verifier, &shared.config, &queue_id).await {
+        Some(Finish::Sign(outcome)) => outcome,
+        Some(Finish::Reject(text)) => {
+            if cx.reply.set_error_reply("550", Some("5.7.1"), [text]).is_err() {
+                tracing::warn!("cannot set the 550 reply text; Postfix will use its generic one");
+            }
+            return Status::Reject;
+        }
+        None => {
+            tracing::warn!("{queue_id}: end of message without MAIL FROM; tempfailing");
+            return Status::Tempfail;
+        }
     };
     let result = async {
         for d in &outcome.deletions {

@@ -6,13 +6,27 @@
 //! received. Deleting the first of two equal names would renumber the second, so deletions
 //! run from the last header to the first (the bug behind OpenDKIM CVE-2022-48521), and all of
 //! them run before anything is inserted.
+//!
+//! [`Surgery`] is fed header by header and keeps only the fields it may act on, so a message
+//! with a million header fields costs a counter, not a million strings; a message with more
+//! than [`MAX_DELETIONS`] fields to delete is refused outright.
 
 use postagent_core::auth::Authentication;
 use postagent_core::auth::headers::PREFIX;
+use postagent_core::auth::submission;
 
 /// Names compared case-insensitively, as RFC 5322 and Postfix do.
 pub const CONVERSATION_ID: &str = "X-E2A-Conversation-Id";
 pub const AUTHENTICATION_RESULTS: &str = "Authentication-Results";
+/// The outbound message's postagent id, written by the composer; the submission token names it.
+pub const MESSAGE_ID: &str = "X-E2A-Message-Id";
+
+/// More forged fields than any honest message carries (a set has 13): past this the message
+/// is refused rather than answered with an unbounded list of deletions.
+pub const MAX_DELETIONS: usize = 1000;
+
+/// Copies of the set's fields kept for a possible carry-over; more means a forged set anyway.
+const MAX_SET_FIELDS: usize = 32;
 
 /// One `smfi_chgheader(name, index, NULL)`: delete the `index`-th (1-based) field named
 /// `name`, counted case-insensitively over the headers as received.
@@ -22,43 +36,118 @@ pub struct Deletion {
     pub index: i32,
 }
 
-/// The deletions for a message's `headers` (name, value as received), in the order they must
-/// be sent: highest position first.
-///
-/// Removed: every `X-E2A-Auth-*` (only the milter writes those), every
-/// `X-E2A-Conversation-Id` unless the message comes from our originating listener (threading
-/// trusts it), and every `Authentication-Results` carrying our authserv-id (a forged verdict
-/// in our name; other hops' results are kept).
-pub fn deletions<N: AsRef<str>, V: AsRef<[u8]>>(
-    headers: &[(N, V)],
-    authserv_id: &str,
-    originating: bool,
-) -> Vec<Deletion> {
-    let mut seen: Vec<(String, i32)> = Vec::new();
-    let mut out = Vec::new();
-    for (name, value) in headers {
-        let name = name.as_ref().trim();
+/// Why a field goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doom {
+    /// Always: our namespace, our authserv-id, the submission token.
+    Always,
+    /// Unless the message is proven agent mail.
+    Conversation,
+}
+
+/// The header fields of one message that the milter deletes or reads, collected as Postfix
+/// shows them.
+#[derive(Debug, Default)]
+pub struct Surgery {
+    /// Fields seen so far per lowercase name, for the names we may delete only.
+    counts: Vec<(String, i32)>,
+    doomed: Vec<(Deletion, Doom)>,
+    /// `X-E2A-Auth-*` fields as (name, unfolded value), for a carry-over check.
+    pub set: Vec<(String, String)>,
+    /// `X-E2A-Submission` values (one is expected).
+    pub tokens: Vec<String>,
+    /// `X-E2A-Message-Id` values.
+    pub message_ids: Vec<String>,
+    overflow: bool,
+}
+
+impl Surgery {
+    /// Looks at one field (`value` as received, folding included).
+    pub fn add(&mut self, name: &str, value: &[u8], authserv_id: &str) {
+        let name = name.trim();
+        let ours = starts_with_ignore_case(name, PREFIX);
+        let token = name.eq_ignore_ascii_case(submission::HEADER);
+        let conversation = name.eq_ignore_ascii_case(CONVERSATION_ID);
+        let results = name.eq_ignore_ascii_case(AUTHENTICATION_RESULTS);
+        if name.eq_ignore_ascii_case(MESSAGE_ID) && self.message_ids.len() < 2 {
+            self.message_ids.push(unfold(value));
+        }
+        if !(ours || token || conversation || results) {
+            return;
+        }
         let lower = name.to_ascii_lowercase();
-        let index = match seen.iter_mut().find(|(n, _)| *n == lower) {
+        let index = match self.counts.iter_mut().find(|(n, _)| *n == lower) {
             Some((_, count)) => {
                 *count += 1;
                 *count
             }
             None => {
-                seen.push((lower, 1));
+                if self.counts.len() >= MAX_DELETIONS {
+                    self.overflow = true;
+                    return;
+                }
+                self.counts.push((lower, 1));
                 1
             }
         };
-        let doomed = starts_with_ignore_case(name, PREFIX)
-            || (!originating && name.eq_ignore_ascii_case(CONVERSATION_ID))
-            || (name.eq_ignore_ascii_case(AUTHENTICATION_RESULTS)
-                && authserv_id_of(value.as_ref()).is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)));
-        if doomed {
-            out.push(Deletion { name: name.to_owned(), index });
+        if ours && self.set.len() < MAX_SET_FIELDS {
+            self.set.push((name.to_owned(), unfold(value)));
+        }
+        if token && self.tokens.len() < 2 {
+            self.tokens.push(unfold(value));
+        }
+        let doom = if ours || token {
+            Some(Doom::Always)
+        } else if conversation {
+            Some(Doom::Conversation)
+        } else {
+            // A verdict in our name is a forgery; other hops' results are kept.
+            authserv_id_of(value).filter(|id| id.eq_ignore_ascii_case(authserv_id)).map(|_| Doom::Always)
+        };
+        if let Some(doom) = doom {
+            if self.doomed.len() >= MAX_DELETIONS {
+                self.overflow = true;
+                return;
+            }
+            self.doomed.push((Deletion { name: name.to_owned(), index }, doom));
         }
     }
-    out.reverse();
-    out
+
+    /// More fields to delete than [`MAX_DELETIONS`]: the message is refused.
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    /// The deletions in the order they must be sent (last field first). The conversation id
+    /// stays only on proven agent mail (threading trusts it there).
+    pub fn deletions(&self, keep_conversation: bool) -> Vec<Deletion> {
+        self.doomed
+            .iter()
+            .rev()
+            .filter(|(_, doom)| !(keep_conversation && *doom == Doom::Conversation))
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+}
+
+/// A value as a header reader sees it: Postfix's long-line breaks undone, unfolded, trimmed.
+fn unfold(value: &[u8]) -> String {
+    let value = postagent_core::auth::canon::undo_postfix_breaks(value);
+    let kept: Vec<u8> = value.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
+    String::from_utf8_lossy(&kept).trim().to_owned()
+}
+
+/// The deletions for a whole header block at once (tests and tools).
+pub fn deletions<N: AsRef<str>, V: AsRef<[u8]>>(
+    headers: &[(N, V)],
+    authserv_id: &str,
+    keep_conversation: bool,
+) -> Vec<Deletion> {
+    let mut s = Surgery::default();
+    for (name, value) in headers {
+        s.add(name.as_ref(), value.as_ref(), authserv_id);
+    }
+    s.deletions(keep_conversation)
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
@@ -190,6 +279,28 @@ mod tests {
         let originating = names(deletions(&h, "mx.test", true));
         assert!(!originating.iter().any(|(n, _)| n == "X-E2A-Conversation-Id"));
         assert_eq!(originating.len(), 5);
+    }
+
+    #[test]
+    fn tokens_always_go_and_hostile_counts_are_bounded() {
+        let mut s = Surgery::default();
+        s.add("X-E2A-Submission", b" v=1; m=x", "mx.test");
+        s.add("X-E2A-Message-Id", b" msg_1", "mx.test");
+        s.add("X-E2A-Auth-Version", b" 2\r\n", "mx.test");
+        assert_eq!(s.tokens, vec!["v=1; m=x".to_owned()]);
+        assert_eq!(s.message_ids, vec!["msg_1".to_owned()]);
+        assert_eq!(s.set, vec![("X-E2A-Auth-Version".to_owned(), "2".to_owned())]);
+        let kept = s.deletions(true);
+        assert_eq!(kept.len(), 2, "the token and the set go even from agent mail: {kept:?}");
+        assert!(!s.overflowed());
+        let mut hostile = Surgery::default();
+        for i in 0..5000 {
+            hostile.add(&format!("X-E2A-Auth-F{i}"), b" x", "mx.test");
+            hostile.add("Received", b" from x", "mx.test");
+        }
+        assert!(hostile.overflowed());
+        assert!(hostile.counts.len() <= MAX_DELETIONS && hostile.doomed.len() <= MAX_DELETIONS);
+        assert!(hostile.set.len() <= MAX_SET_FIELDS);
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub use listener::MilterListener;
 pub use recipients::{AgentDirectory, DirectoryError, RecipientClass, StoreDirectory};
 
 /// `{daemon_name}` of the Postfix listener our own API submits through (master.cf:
-/// `-o milter_macro_daemon_name=ORIGINATING`). Mail from it is signed as agent mail and keeps
-/// its `X-E2A-Conversation-Id`; every other listener is the internet.
+/// `-o milter_macro_daemon_name=ORIGINATING`). Mail from it that carries a valid submission
+/// token is signed as agent mail and keeps its `X-E2A-Conversation-Id`; everything else,
+/// there or on any other listener, is the internet.
 pub const ORIGINATING: &str = "ORIGINATING";
 
 /// What the milter needs to know; built by `main` from postagent's configuration.
@@ -51,9 +52,15 @@ pub struct MilterConfig {
     /// DKIM signatures are reported `permerror` (the body hash still covers
     /// everything; SPF-aligned DMARC can still verify).
     pub max_message_bytes: usize,
+    /// Most header fields of one message kept for DKIM; past it every DKIM signature is
+    /// `permerror` (a hostile header block costs a counter, not a parse).
+    pub max_header_fields: usize,
     /// Concurrent milter connections (Postfix holds one per smtpd process; its default
     /// process limit is 100).
     pub max_connections: usize,
+    /// How long a connection may wait for Postfix's next command before it is closed, so an
+    /// idle peer cannot hold a connection slot for long.
+    pub timeout: Duration,
 }
 
 /// Serves the milter protocol on `listener` until `shutdown` completes, classifying
@@ -79,7 +86,7 @@ pub async fn run_with_directory(
     let indy_config = indymilter::Config {
         max_connections: config.max_connections.max(1),
         actions: callbacks::ACTIONS,
-        ..Default::default()
+        connection_timeout: config.timeout,
     };
     let shared = Arc::new(callbacks::Shared { config, directory, verifier });
     tracing::info!(listener = %listener.describe(), "milter listening");

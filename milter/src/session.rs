@@ -3,20 +3,26 @@
 //! end-of-message or abort. One connection carries any number of messages, so nothing of a
 //! message may survive into the next.
 //!
-//! Size cap: the headers and body are kept (for DKIM) up to `max_message_bytes`. Past the cap
-//! the milter stops keeping bytes but goes on hashing the body, so `Body-Hash` still covers
-//! all of it; every DKIM signature is then reported `permerror` ("message larger than
-//! max_message_bytes"), never `temperror`, because a retry would meet the same limit. SPF
-//! and DMARC-through-SPF still work, so a large message can still be verified by an aligned
-//! SPF pass. Set the cap at or above Postfix's `message_size_limit` to avoid this.
+//! What a message costs is bounded whatever it holds: the bytes kept for DKIM stop at
+//! `max_message_bytes` and at `max_header_fields` header fields (past either, every DKIM
+//! signature is `permerror`, never `temperror`, because a retry would meet the same limit;
+//! SPF-aligned DMARC still works); the body and header hashes are computed as the bytes
+//! stream by; header surgery keeps only the fields it acts on ([`Surgery`]); recipients are
+//! kept up to Postfix's own `smtpd_recipient_limit` default.
 
 use crate::MilterConfig;
-use crate::headers::{self, AUTHENTICATION_RESULTS, Deletion};
+use crate::headers::{self, AUTHENTICATION_RESULTS, Deletion, SpfIdentity, Surgery};
 use crate::verdict::{Input, Verifier};
-use postagent_core::auth::headers::{BodyHasher, Claims, EntityType, sign};
+use postagent_core::auth::canon::{BodyHasher, HeaderHasher, TOKEN_HEADERS};
+use postagent_core::auth::headers::{Claims, EntityType, recipient_tag, sign, verify_set};
+use postagent_core::auth::submission::{self, Submission};
 use postagent_core::ids::MessageId;
+use postagent_core::inbound::MAX_SIGNATURE_AGE_SECS;
 use postagent_core::time::Timestamp;
 use std::net::IpAddr;
+
+/// Recipients remembered per message (Postfix's `smtpd_recipient_limit` default).
+const MAX_RECIPIENTS: usize = 1000;
 
 /// Connection-scoped state (`cx.data` in indymilter).
 #[derive(Default)]
@@ -36,10 +42,12 @@ pub struct Session {
 struct Message {
     /// Without angle brackets; empty for the null sender.
     mail_from: String,
-    /// Every header name in order (for deletion indices), with the value kept only where a
-    /// deletion decision needs it (`Authentication-Results`).
-    headers: Vec<(String, Vec<u8>)>,
-    /// Headers and body with CRLF line ends, up to the cap.
+    /// Lowercase envelope recipients on our domains (agents and bounce addresses).
+    recipients: Vec<String>,
+    surgery: Surgery,
+    header_hash: HeaderHasher,
+    header_fields: usize,
+    /// Headers and body with CRLF line ends, up to the caps, for DKIM.
     raw: Vec<u8>,
     in_body: bool,
     truncated: bool,
@@ -54,6 +62,27 @@ struct Message {
 pub struct Outcome {
     pub deletions: Vec<Deletion>,
     pub insertions: Vec<(&'static str, String)>,
+}
+
+/// How end-of-message ends.
+#[derive(Debug)]
+pub enum Finish {
+    Sign(Outcome),
+    /// Refused with `550 5.7.1` and this text.
+    Reject(&'static str),
+}
+
+/// The limits of one message's state, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub max_message_bytes: usize,
+    pub max_header_fields: usize,
+}
+
+impl Caps {
+    pub fn of(config: &MilterConfig) -> Self {
+        Self { max_message_bytes: config.max_message_bytes, max_header_fields: config.max_header_fields }
+    }
 }
 
 impl Session {
@@ -75,12 +104,15 @@ impl Session {
     pub fn start_message(&mut self, mail_from: &str) {
         self.message = Some(Message {
             mail_from: crate::recipients::strip_brackets(mail_from).to_owned(),
-            headers: Vec::new(),
+            recipients: Vec::new(),
+            surgery: Surgery::default(),
+            header_hash: HeaderHasher::default(),
+            header_fields: 0,
             raw: Vec::new(),
             in_body: false,
             truncated: false,
             last_cr: false,
-            body_hash: BodyHasher::default(),
+            body_hash: BodyHasher::new(),
         });
     }
 
@@ -88,13 +120,21 @@ impl Session {
         self.message = None;
     }
 
-    pub fn header(&mut self, name: &[u8], value: &[u8], cap: usize) {
+    /// A recipient on our domains that the milter accepted (the signed set names it).
+    pub fn add_recipient(&mut self, address: &str) {
+        let Some(m) = self.message.as_mut() else { return };
+        let address = crate::recipients::strip_brackets(address).to_ascii_lowercase();
+        if m.recipients.len() < MAX_RECIPIENTS && !m.recipients.contains(&address) {
+            m.recipients.push(address);
+        }
+    }
+
+    pub fn header(&mut self, name: &[u8], value: &[u8], caps: Caps, authserv_id: &str) {
         let leading_space = self.leading_space;
         let Some(m) = self.message.as_mut() else { return };
-        let name_text = String::from_utf8_lossy(name).into_owned();
-        let kept =
-            if name_text.eq_ignore_ascii_case(AUTHENTICATION_RESULTS) { value.to_vec() } else { Vec::new() };
-        m.headers.push((name_text, kept));
+        let name_text = String::from_utf8_lossy(name);
+        m.surgery.add(&name_text, value, authserv_id);
+        m.header_fields += 1;
         let mut field = Vec::with_capacity(name.len() + value.len() + 4);
         field.extend_from_slice(name);
         field.push(b':');
@@ -111,8 +151,12 @@ impl Session {
             field.push(b);
             prev_cr = b == b'\r';
         }
+        m.header_hash.add(&name_text, &field);
         field.extend_from_slice(b"\r\n");
-        m.keep(&field, cap);
+        if m.header_fields > caps.max_header_fields {
+            m.truncated = true;
+        }
+        m.keep(&field, caps.max_message_bytes);
     }
 
     pub fn body(&mut self, chunk: &[u8], cap: usize) {
@@ -135,17 +179,30 @@ impl Session {
         m.keep(&normalized, cap);
     }
 
-    /// Evaluates the message, signs the verdict and says which headers to change; logs the
-    /// message's one info line. Clears the message state: the next MAIL starts afresh.
-    /// `None` when no message is in progress (a protocol error on the MTA's side).
+    /// Evaluates the message (or carries a valid set over to this queue entry), signs the
+    /// verdict and says which headers to change; logs the message's one info line. Clears the
+    /// message state: the next MAIL starts afresh. `None` when no message is in progress (a
+    /// protocol error on the MTA's side).
     pub async fn finish_message(
         &mut self,
         verifier: &Verifier,
         config: &MilterConfig,
         queue_id: &str,
-    ) -> Option<Outcome> {
+    ) -> Option<Finish> {
         let mut m = self.message.take()?;
+        if m.surgery.overflowed() {
+            tracing::info!(
+                "{queue_id}: reject: more than {} X-E2A or Authentication-Results fields to remove",
+                headers::MAX_DELETIONS
+            );
+            return Some(Finish::Reject("too many X-E2A header fields"));
+        }
         m.start_body(config.max_message_bytes);
+        let body_hash = std::mem::take(&mut m.body_hash).finish();
+        let now = Timestamp::now();
+        if let Some(outcome) = self.carry_over(&m, config, queue_id, &body_hash, now) {
+            return Some(Finish::Sign(outcome));
+        }
         let input = Input {
             client_ip: self.client_ip,
             helo: &self.helo,
@@ -158,31 +215,33 @@ impl Session {
         let evaluation = verifier.evaluate(&input).await;
         tracing::debug!("{queue_id}: evaluation took {:?}", started.elapsed());
         let auth = evaluation.authentication;
-        let message_id = MessageId::mint();
+        let sender = evaluation.from.clone().unwrap_or_default();
+        let all_headers = m.header_hash.clone().finish();
+        let token_headers = m.header_hash.clone().finish_only(&TOKEN_HEADERS);
+        let submission = self.submission(&m, config, queue_id, &sender, &token_headers, &body_hash, now);
+        let agent = submission.is_some();
+        // The conversation id stays (and is signed) only on proven agent mail.
+        let header_hash = if agent {
+            all_headers
+        } else {
+            let mut h = std::mem::take(&mut m.header_hash);
+            h.forget(headers::CONVERSATION_ID);
+            h.finish()
+        };
+        let message_id = MessageId::mint().to_string();
         let claims = Claims {
-            sender: evaluation.from.clone().unwrap_or_default(),
-            entity_type: if self.originating { EntityType::Agent } else { EntityType::Human },
-            // Agent mail's `agent=…;human=…` is known only to the submitting API; the Outbound
-            // issue passes it in a header this milter will read. Until then it is empty.
-            delegation: String::new(),
-            timestamp: Timestamp::now(),
-            message_id: message_id.to_string(),
-            body_hash: std::mem::take(&mut m.body_hash).finish(),
+            entity_type: if agent { EntityType::Agent } else { EntityType::Human },
+            delegation: submission.map(|s| s.delegation(&sender)).unwrap_or_default(),
+            sender,
+            timestamp: now,
+            recipients: m.recipients.iter().map(|r| recipient_tag(&config.secret, &message_id, r)).collect(),
+            message_id: message_id.clone(),
+            queue_id: queue_id.to_owned(),
+            header_hash,
+            body_hash,
             authentication: auth.clone(),
         };
         let verified = claims.verified();
-        let mut insertions = sign(&config.secret, &claims);
-        insertions.push((
-            AUTHENTICATION_RESULTS,
-            headers::authentication_results(&config.authserv_id, &auth, evaluation.spf_identity),
-        ));
-        if self.leading_space {
-            // With SMFIP_HDR_LEADSPC Postfix writes `name:value` exactly, in both directions.
-            for (_, value) in &mut insertions {
-                value.insert(0, ' ');
-            }
-        }
-        let deletions = headers::deletions(&m.headers, &config.authserv_id, self.originating);
         let dkim: Vec<&str> = auth.dkim.iter().map(|d| d.status.as_str()).collect();
         let from_domain = evaluation.from.as_deref().and_then(|f| f.rsplit_once('@')).map_or("-", |(_, d)| d);
         tracing::info!(
@@ -195,14 +254,134 @@ impl Session {
             auth.spf.status,
             if dkim.is_empty() { "none".to_owned() } else { dkim.join(",") },
             auth.dmarc.status,
-            if self.originating { " origin=ORIGINATING" } else { "" },
+            match (self.originating, agent) {
+                (true, true) => " origin=ORIGINATING entity=agent",
+                (true, false) => " origin=ORIGINATING entity=human",
+                _ => "",
+            },
         );
-        postagent_core::metrics::MILTER_VERDICTS.inc(match (self.originating, verified) {
+        postagent_core::metrics::MILTER_VERDICTS.inc(match (agent, verified) {
             (true, _) => "agent",
             (false, true) => "verified",
             (false, false) => "unverified",
         });
-        Some(Outcome { deletions, insertions })
+        Some(Finish::Sign(self.outcome(&m, config, &claims, evaluation.spf_identity)))
+    }
+
+    /// The submission our worker proved with its token, on mail from the originating
+    /// listener; anything else (no token, a bad one, another listener) is `None`, logged.
+    #[allow(clippy::too_many_arguments)]
+    fn submission(
+        &self,
+        m: &Message,
+        config: &MilterConfig,
+        queue_id: &str,
+        sender: &str,
+        header_hash: &str,
+        body_hash: &str,
+        now: Timestamp,
+    ) -> Option<Submission> {
+        if !self.originating {
+            if !m.surgery.tokens.is_empty() {
+                tracing::info!("{queue_id}: submission token outside the originating listener ignored");
+            }
+            return None;
+        }
+        let checked = match (m.surgery.tokens.as_slice(), m.surgery.message_ids.as_slice()) {
+            ([token], [id]) => submission::check(
+                &config.secret,
+                token,
+                Some(id.as_str()),
+                sender,
+                header_hash,
+                body_hash,
+                now,
+            )
+            .map_err(|e| e.to_string()),
+            ([], _) => Err("no submission token".to_owned()),
+            (_, ids) if ids.len() > 1 => Err("more than one X-E2A-Message-Id".to_owned()),
+            ([_], _) => Err("no X-E2A-Message-Id".to_owned()),
+            _ => Err("more than one submission token".to_owned()),
+        };
+        match checked {
+            Ok(s) => Some(s),
+            Err(reason) => {
+                tracing::warn!(
+                    "{queue_id}: origin=ORIGINATING from={} without a valid submission token ({reason}): \
+                     signed as human mail",
+                    printable(sender)
+                );
+                None
+            }
+        }
+    }
+
+    /// A message that arrives carrying a valid set of ours for exactly this content and for
+    /// every recipient on our domains (a content filter re-injecting it, a second Postfix
+    /// instance): the verdict is carried over to this queue entry instead of being evaluated
+    /// again from a client that is only the filter. Only the queue id changes, so a copy that
+    /// reaches an agent twice is stored once.
+    fn carry_over(
+        &self,
+        m: &Message,
+        config: &MilterConfig,
+        queue_id: &str,
+        body_hash: &str,
+        now: Timestamp,
+    ) -> Option<Outcome> {
+        if m.surgery.set.is_empty() {
+            return None;
+        }
+        let header_hash = m.header_hash.clone().finish();
+        let checked = verify_set(
+            &config.secret,
+            &m.surgery.set,
+            &header_hash,
+            body_hash,
+            now,
+            Some(MAX_SIGNATURE_AGE_SECS),
+        );
+        let claims = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!("{queue_id}: a signed set arrived and is removed: {e}");
+                return None;
+            }
+        };
+        if let Some(r) = m.recipients.iter().find(|r| !claims.binds_recipient(&config.secret, r)) {
+            tracing::info!(
+                "{queue_id}: a signed set for msg={} arrived for a recipient it does not name (<{}>) and is removed",
+                claims.message_id,
+                printable(r)
+            );
+            return None;
+        }
+        tracing::info!(
+            "{queue_id}: msg={} carried over from queue id {} verified={} entity={}",
+            claims.message_id,
+            printable(&claims.queue_id),
+            claims.verified(),
+            claims.entity_type.as_str()
+        );
+        postagent_core::metrics::MILTER_VERDICTS.inc("carried");
+        let carried = Claims { queue_id: queue_id.to_owned(), ..claims };
+        Some(self.outcome(m, config, &carried, SpfIdentity::MailFrom))
+    }
+
+    fn outcome(&self, m: &Message, config: &MilterConfig, claims: &Claims, identity: SpfIdentity) -> Outcome {
+        let mut insertions = sign(&config.secret, claims);
+        insertions.push((
+            AUTHENTICATION_RESULTS,
+            headers::authentication_results(&config.authserv_id, &claims.authentication, identity),
+        ));
+        if self.leading_space {
+            // With SMFIP_HDR_LEADSPC Postfix writes `name:value` exactly, in both directions.
+            for (_, value) in &mut insertions {
+                value.insert(0, ' ');
+            }
+        }
+        let deletions = m.surgery.deletions(claims.entity_type == EntityType::Agent);
+        Outcome { deletions, insertions }
     }
 }
 
@@ -236,13 +415,17 @@ fn printable(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const CAPS: Caps = Caps { max_message_bytes: 1000, max_header_fields: 100 };
+
     #[test]
     fn rebuilds_the_message_with_crlf_and_caps_it() {
         let mut s = Session::new(true);
         s.connect(None, "mx", "mx.test");
         s.start_message("<a@example.org>");
-        s.header(b"Subject", b" folded\n\tline", 1000);
-        s.header(b"Authentication-Results", b" mx.test; spf=pass", 1000);
+        s.add_recipient("<Bot@Agents.Test>");
+        s.add_recipient("bot@agents.test");
+        s.header(b"Subject", b" folded\n\tline", CAPS, "mx.test");
+        s.header(b"Authentication-Results", b" mx.test; spf=pass", CAPS, "mx.test");
         s.body(b"one\r", 1000);
         s.body(b"\ntwo\nthree\r\n", 1000);
         let m = s.message.as_ref().expect("message");
@@ -250,13 +433,13 @@ mod tests {
             String::from_utf8_lossy(&m.raw),
             "Subject: folded\r\n\tline\r\nAuthentication-Results: mx.test; spf=pass\r\n\r\none\r\ntwo\r\nthree\r\n"
         );
-        assert_eq!(m.headers[0], ("Subject".to_owned(), Vec::new()));
-        assert_eq!(m.headers[1].1, b" mx.test; spf=pass".to_vec());
+        assert_eq!(m.recipients, vec!["bot@agents.test".to_owned()]);
+        assert_eq!(m.surgery.deletions(false).len(), 1, "our authserv-id's results go");
         assert_eq!(m.mail_from, "a@example.org");
 
         let mut s = Session::new(false);
         s.start_message("<>");
-        s.header(b"Subject", b"x", 30);
+        s.header(b"Subject", b"x", Caps { max_message_bytes: 30, max_header_fields: 100 }, "mx.test");
         s.body(b"0123456789012345678901234567890123456789", 30);
         let m = s.message.as_ref().expect("message");
         assert!(m.truncated);
@@ -264,5 +447,17 @@ mod tests {
         assert_eq!(m.mail_from, "");
         s.abort_message();
         assert!(s.message.is_none());
+    }
+
+    #[test]
+    fn too_many_header_fields_stop_the_dkim_copy() {
+        let mut s = Session::new(true);
+        s.start_message("<a@example.org>");
+        for _ in 0..101 {
+            s.header(b"X-Filler", b" x", CAPS, "mx.test");
+        }
+        let m = s.message.as_ref().expect("message");
+        assert!(m.truncated, "past max_header_fields DKIM is not attempted");
+        assert!(m.raw.len() < 101 * 12);
     }
 }

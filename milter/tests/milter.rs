@@ -5,7 +5,7 @@ mod common;
 
 use common::{AUTHSERV_ID, FakeDirectory, Milter, config, secret};
 use indymilter_test::{EomAction, EomActions, MacroStage, Status, TestConnection};
-use postagent_core::auth::headers::{ALL, EntityType, verify};
+use postagent_core::auth::headers::{ALL, Claims, Delivery, EntityType, VerifyError, verify};
 use postagent_core::time::Timestamp;
 use postagent_lab::DnsServer;
 use std::time::{Duration, Instant};
@@ -36,6 +36,8 @@ async fn open(m: &Milter, daemon: &str) -> TestConnection {
     conn
 }
 
+const QUEUE_ID: &str = "4XQUEUE1D";
+
 /// One message: headers as (name, value-without-leading-space), then `body`; returns the EOM
 /// actions and status.
 async fn send(
@@ -45,14 +47,39 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (EomActions, Status) {
+    send_as(conn, mail_from, rcpt, headers, body, QUEUE_ID).await
+}
+
+async fn send_as(
+    conn: &mut TestConnection,
+    mail_from: &str,
+    rcpt: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    queue_id: &str,
+) -> (EomActions, Status) {
     assert_eq!(conn.mail([mail_from]).await.expect("mail"), Status::Continue);
     assert_eq!(conn.rcpt([rcpt]).await.expect("rcpt"), Status::Continue);
     for (name, value) in headers {
         assert_eq!(conn.header(*name, *value).await.expect("header"), Status::Continue);
     }
     assert_eq!(conn.body(body.to_owned()).await.expect("body"), Status::Continue);
-    conn.macros(MacroStage::Eom, [("i", "4XQUEUE1D")]).await.expect("eom macros");
+    conn.macros(MacroStage::Eom, [("i", queue_id)]).await.expect("eom macros");
     conn.eom().await.expect("eom")
+}
+
+/// The set of a replayed message, checked for `rcpt` (these messages carry no trace header
+/// of Postfix's, so the queue id is compared with the EOM macro instead).
+fn check(raw: &str, rcpt: &str) -> Result<Claims, VerifyError> {
+    let claims = verify(
+        &secret(),
+        raw.as_bytes(),
+        Timestamp::now(),
+        Some(60),
+        Delivery { recipient: Some(rcpt), check_queue_id: false },
+    )?;
+    assert_eq!(claims.queue_id, QUEUE_ID, "bound to the queue id Postfix gave at end of message");
+    Ok(claims)
 }
 
 /// Replays the milter's header actions on `headers` the way Postfix applies them and returns
@@ -153,21 +180,25 @@ async fn forged_headers_go_and_one_verifying_set_is_inserted_on_top() {
     let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
     let mut top = ALL.to_vec();
     top.push("Authentication-Results");
-    assert_eq!(&names[..10], &top[..], "{names:?}");
+    assert_eq!(&names[..14], &top[..], "{names:?}");
     assert_eq!(
-        &names[10..],
+        &names[14..],
         ["Received", "From", "Authentication-Results", "Subject"],
         "our forged A-R removed, the relay's kept"
     );
-    let ar = &fields[9].1;
+    let ar = &fields[13].1;
     assert_eq!(
         ar.trim(),
         "mx.postagent.test; spf=pass smtp.mailfrom=example.org; dkim=none; dmarc=pass (p=reject) header.from=example.org"
     );
-    assert!(fields[12].1.contains("relay.example.net"));
+    assert!(fields[16].1.contains("relay.example.net"));
 
-    let claims =
-        verify(&secret(), raw.as_bytes(), Timestamp::now(), Some(60)).expect("the inserted set verifies");
+    let claims = check(&raw, "Bot@Agents.Test").expect("the inserted set verifies");
+    assert_eq!(
+        check(&raw, "other@agents.test"),
+        Err(VerifyError::Recipient("other@agents.test".into())),
+        "bound to the recipients the milter accepted"
+    );
     assert!(claims.verified(), "aligned SPF pass under p=reject: {claims:?}");
     assert_eq!(claims.sender, "alice@example.org");
     assert_eq!(claims.entity_type, EntityType::Human);
@@ -179,26 +210,146 @@ async fn forged_headers_go_and_one_verifying_set_is_inserted_on_top() {
     m.stop().await;
 }
 
+/// An outbound message as the submission worker hands it to Postfix: composed headers with a
+/// fresh submission token on top.
+fn submitted(token_secret: &postagent_core::secret::Secret) -> (Vec<(String, String)>, String) {
+    let composed = "From: Bot <bot@agents.test>\r\nTo: someone@example.org\r\nSubject: Plan\r\nX-E2A-Conversation-Id: conv_0123\r\nX-E2A-Message-Id: msg_0123456789abcdef0123456789abcdef\r\nX-E2A-Auth-Entity-Type: agent\r\n\r\nhi\r\n";
+    let raw = postagent_core::auth::submission::stamp(
+        token_secret,
+        composed.as_bytes(),
+        "msg_0123456789abcdef0123456789abcdef",
+        "usr_owner",
+        "bot@agents.test",
+        Timestamp::now(),
+    );
+    let raw = String::from_utf8(raw).expect("utf-8");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("blank line");
+    let headers = head
+        .split("\r\n")
+        .map(|l| l.split_once(": ").map(|(n, v)| (n.to_owned(), v.to_owned())).expect("field"))
+        .collect();
+    (headers, body.to_owned())
+}
+
 #[tokio::test]
-async fn originating_mail_keeps_its_conversation_and_is_agent_mail() {
+async fn originating_mail_with_a_valid_token_is_agent_mail_and_keeps_its_conversation() {
     let dns = dns().await;
     let m = milter(&dns).await;
     let mut conn = open(&m, "ORIGINATING").await;
-    let headers = [
-        ("From", "bot@agents.test"),
-        ("X-E2A-Conversation-Id", "conv_0123"),
-        ("X-E2A-Auth-Entity-Type", "human"),
-    ];
-    let (actions, status) =
-        send(&mut conn, "<bot@agents.test>", "<someone@example.org>", &headers, "hi\r\n").await;
+    let (headers, body) = submitted(&secret());
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let (actions, status) = send(&mut conn, "<bot@agents.test>", "<bot@own.test>", &headers, &body).await;
     assert_eq!(status, Status::Continue);
-    assert_eq!(deletions(&actions), [("X-E2A-Auth-Entity-Type".to_owned(), 1)]);
-    let (fields, raw) = apply(&headers, "hi\r\n", &actions);
+    assert_eq!(
+        deletions(&actions),
+        [("X-E2A-Auth-Entity-Type".to_owned(), 1), ("X-E2A-Submission".to_owned(), 1)],
+        "the token and forged fields go; the conversation id stays"
+    );
+    let (fields, raw) = apply(&headers, &body, &actions);
     assert!(fields.iter().any(|(n, v)| n == "X-E2A-Conversation-Id" && v.trim() == "conv_0123"));
-    let claims = verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies");
+    let claims = check(&raw, "bot@own.test").expect("verifies");
     assert_eq!(claims.entity_type, EntityType::Agent);
     assert_eq!(claims.sender, "bot@agents.test");
+    assert_eq!(claims.delegation, "agent=bot@agents.test;human=usr_owner");
+    assert_eq!(claims.delegated_account(), Some("usr_owner"));
     assert!(!claims.verified(), "agents.test publishes no SPF or DMARC here");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_from_naming_an_agent_is_never_enough() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    // No token, a token of another deployment, and a valid token on another listener.
+    let (plain, body) = submitted(&secret());
+    let no_token: Vec<(&str, &str)> = plain
+        .iter()
+        .filter(|(n, _)| n != "X-E2A-Submission")
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let (foreign, _) = submitted(&postagent_core::secret::Secret::new(vec![1; 32]));
+    let foreign: Vec<(&str, &str)> = foreign.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let valid: Vec<(&str, &str)> = plain.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    for (what, daemon, headers) in [
+        ("no token", "ORIGINATING", &no_token),
+        ("another secret's token", "ORIGINATING", &foreign),
+        ("a token on the internet listener", "mx", &valid),
+    ] {
+        let mut conn = open(&m, daemon).await;
+        let (actions, status) = send(&mut conn, "<bot@agents.test>", "<bot@own.test>", headers, &body).await;
+        assert_eq!(status, Status::Continue, "{what}");
+        let (fields, raw) = apply(headers, &body, &actions);
+        assert!(
+            !fields
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("X-E2A-Conversation-Id") || n == "X-E2A-Submission"),
+            "{what}: the conversation id and the token are removed: {fields:?}"
+        );
+        let claims = check(&raw, "bot@own.test").expect("verifies");
+        assert_eq!((claims.entity_type, claims.delegation.as_str()), (EntityType::Human, ""), "{what}");
+        conn.close().await.expect("close");
+    }
+    assert!(common::logs().contains("without a valid submission token"));
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_message_that_comes_back_is_carried_over_only_unchanged() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    let mut conn = open(&m, "mx").await;
+    let headers = [("From", "alice@example.org"), ("Subject", "Invoice")];
+    let (actions, _) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, BODY).await;
+    let (fields, raw) = apply(&headers, BODY, &actions);
+    let first = check(&raw, "bot@agents.test").expect("verifies");
+    assert!(first.verified());
+    // A content filter hands it back from 127.0.0.1 (SPF would fail there) under a new queue id.
+    let back: Vec<(String, String)> = fields.iter().map(|(n, v)| (n.clone(), v.trim().to_owned())).collect();
+    let back: Vec<(&str, &str)> = back.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut filter = TestConnection::open(m.addr).await.expect("open");
+    filter.macros(MacroStage::Connect, [("{daemon_name}", "mx"), ("j", AUTHSERV_ID)]).await.expect("macros");
+    filter.connect("localhost", [127, 0, 0, 1]).await.expect("connect");
+    filter.helo("localhost").await.expect("helo");
+    let (again, _) =
+        send_as(&mut filter, "<alice@example.org>", "<bot@agents.test>", &back, BODY, "4XREINJECT").await;
+    let (_, raw2) = apply(&back, BODY, &again);
+    let carried = verify(
+        &secret(),
+        raw2.as_bytes(),
+        Timestamp::now(),
+        None,
+        Delivery { recipient: Some("bot@agents.test"), check_queue_id: false },
+    )
+    .expect("verifies");
+    assert_eq!(carried.queue_id, "4XREINJECT", "re-bound to the new queue entry");
+    assert_eq!((carried.message_id.as_str(), carried.verified()), (first.message_id.as_str(), true));
+    assert!(common::logs().contains("carried over from queue id 4XQUEUE1D"));
+    // Changed on the way, or sent to a recipient the set does not name: evaluated afresh.
+    let changed: Vec<(&str, &str)> =
+        back.iter().map(|&(n, v)| if n == "Subject" { (n, "Invoice (paid)") } else { (n, v) }).collect();
+    for (what, hs, rcpt) in
+        [("a changed subject", &changed, "<bot@agents.test>"), ("another recipient", &back, "<bot@own.test>")]
+    {
+        let (actions, _) = send_as(&mut filter, "<alice@example.org>", rcpt, hs, BODY, "4XREINJECT2").await;
+        let (_, raw3) = apply(hs, BODY, &actions);
+        let fresh = verify(&secret(), raw3.as_bytes(), Timestamp::now(), None, Delivery::default())
+            .expect("verifies");
+        assert_ne!(fresh.message_id, first.message_id, "{what}");
+        assert!(!fresh.verified(), "{what}: 127.0.0.1 is not in example.org's SPF");
+    }
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_forged_fields_are_refused() {
+    let dns = dns().await;
+    let m = milter(&dns).await;
+    let mut conn = open(&m, "mx").await;
+    let names: Vec<String> = (0..1100).map(|i| format!("X-E2A-Auth-F{i}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "x")).collect();
+    headers.push(("From", "alice@example.org"));
+    let (_, status) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, BODY).await;
+    assert!(matches!(status, Status::Reject { .. }), "{status:?}");
     m.stop().await;
 }
 
@@ -219,7 +370,8 @@ async fn message_state_does_not_leak_between_messages_on_one_connection() {
     let (a2, _) = send(&mut conn, "<carol@other.example>", "<bot@own.test>", &clean, "two\r\n").await;
     assert!(deletions(&a2).is_empty(), "{a2:?}");
     let (_, raw) = apply(&clean, "two\r\n", &a2);
-    let claims = verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies");
+    let claims = check(&raw, "bot@own.test").expect("verifies");
+    assert_eq!(check(&raw, "bot@agents.test"), Err(VerifyError::Recipient("bot@agents.test".into())));
     assert_eq!(claims.sender, "carol@other.example");
     assert_eq!(claims.authentication.spf.status, "pass");
     assert_eq!(claims.authentication.spf.aligned, None, "no DMARC record for other.example");
@@ -273,7 +425,7 @@ async fn dns_timeout_is_a_temperror_within_the_budget() {
     // The documented bound: four DNS timeouts, plus slack for a loaded machine.
     assert!(took < dns_timeout * 4 + Duration::from_secs(1), "took {took:?}");
     let (_, raw) = apply(&headers, "x\r\n", &actions);
-    let claims = verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies");
+    let claims = check(&raw, "bot@agents.test").expect("verifies");
     assert_eq!(claims.authentication.spf.status, "temperror");
     assert_eq!(claims.authentication.dmarc.status, "temperror");
     assert!(!claims.verified());
@@ -298,8 +450,7 @@ async fn oversized_message_reports_dkim_permerror_but_keeps_spf() {
     let body = "0123456789 ".repeat(500) + "\r\n";
     let (actions, _) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, &body).await;
     let (_, raw) = apply(&headers, &body, &actions);
-    let claims =
-        verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("body hash covers the whole body");
+    let claims = check(&raw, "bot@agents.test").expect("body hash covers the whole body");
     let dkim = &claims.authentication.dkim;
     assert_eq!(dkim.len(), 1);
     assert_eq!(
@@ -353,7 +504,7 @@ async fn serves_a_unix_socket_too() {
         send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, "x\r\n").await;
     assert_eq!(status, Status::Continue);
     let (_, raw) = apply(&headers, "x\r\n", &actions);
-    assert!(verify(&secret(), raw.as_bytes(), Timestamp::now(), None).expect("verifies").verified());
+    assert!(check(&raw, "bot@agents.test").expect("verifies").verified());
     conn.close().await.expect("close");
     stop.send(()).expect("stop");
     task.await.expect("join").expect("clean exit");

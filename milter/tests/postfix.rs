@@ -7,7 +7,7 @@
 mod common;
 
 use common::{AUTHSERV_ID, SHARED_DOMAIN, config, secret};
-use postagent_core::auth::headers::{Claims, EntityType, VERIFIED, verify};
+use postagent_core::auth::headers::{Claims, Delivery, EntityType, VERIFIED, verify};
 use postagent_core::service;
 use postagent_core::store::{SqlStore, Store};
 use postagent_core::time::Timestamp;
@@ -55,7 +55,12 @@ impl Lab {
             let _ = stopped.await;
         };
         let cfg = config(Some(dns.addr()), Duration::from_secs(2));
-        tokio::spawn(postagent_milter::run(MilterListener::Tcp(listener), store, cfg, shutdown));
+        tokio::spawn(postagent_milter::run(
+            MilterListener::Tcp(listener, postagent_core::peers::PeerList::loopback()),
+            store,
+            cfg,
+            shutdown,
+        ));
 
         let (lmtp, delivered) = sink().await;
         let originating = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port().expect("port")));
@@ -102,7 +107,10 @@ fn claims_of(d: &Delivered) -> Claims {
         })
         .count();
     assert_eq!(verified_headers, 1, "exactly one signed set:\n{}", d.data);
-    verify(&secret(), d.data.as_bytes(), Timestamp::now(), Some(300))
+    // Everything the LMTP server checks: content, this queue entry (the message's own trace
+    // header) and the recipient.
+    let delivery = Delivery { recipient: Some(AGENT), check_queue_id: true };
+    verify(&secret(), d.data.as_bytes(), Timestamp::now(), Some(300), delivery)
         .unwrap_or_else(|e| panic!("signed set does not verify: {e}\n{}", d.data))
 }
 
@@ -282,11 +290,29 @@ async fn unknown_agents_are_refused_at_rcpt_and_originating_mail_keeps_its_threa
     assert!(!d.data.contains("X-E2A-Conversation-Id"), "internet mail loses it:\n{}", d.data);
     assert_eq!(claims_of(&d).entity_type, EntityType::Human);
 
+    // The originating listener without a token: a From naming the agent is not enough.
     let outbound = message(AGENT, "agent thread", headers, "hi\r\n");
     let via = lab.originating;
     let d = lab.deliver(via, AGENT, &outbound).await;
-    assert!(d.data.contains(headers), "originating mail keeps it:\n{}", d.data);
+    assert!(!d.data.contains("X-E2A-Conversation-Id"), "unproven mail loses it:\n{}", d.data);
+    assert_eq!(claims_of(&d).entity_type, EntityType::Human);
+
+    // With the submission worker's token it is our agent's mail and keeps its thread; the
+    // token itself never leaves the milter.
+    let id_header = "X-E2A-Message-Id: msg_00112233445566778899aabbccddeeff\r\n";
+    let outbound = message(AGENT, "agent thread", &format!("{headers}{id_header}"), "hi\r\n");
+    let stamped = postagent_core::auth::submission::stamp(
+        &secret(),
+        outbound.as_bytes(),
+        "msg_00112233445566778899aabbccddeeff",
+        "usr_owner",
+        AGENT,
+        Timestamp::now(),
+    );
+    let d = lab.deliver(via, AGENT, &String::from_utf8(stamped).expect("utf-8")).await;
+    assert!(d.data.contains(headers), "proven agent mail keeps it:\n{}", d.data);
+    assert!(!d.data.contains("X-E2A-Submission"), "the token is removed:\n{}", d.data);
     let claims = claims_of(&d);
     assert_eq!(claims.entity_type, EntityType::Agent);
-    assert_eq!(claims.delegation, "");
+    assert_eq!(claims.delegation, format!("agent={AGENT};human=usr_owner"));
 }

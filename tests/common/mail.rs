@@ -249,6 +249,25 @@ impl MailWorld {
         self.dir.path().join("hmac.secret")
     }
 
+    /// `message` as postagent's submission worker would hand it to the originating listener
+    /// for `agent` of this world's account: with a fresh submission token under the running
+    /// deployment's secret (the message must carry `X-E2A-Message-Id: message_id`).
+    pub async fn stamped(&self, message: &str, message_id: &str, agent: &str) -> String {
+        let secret =
+            postagent_core::secret::load_or_create(&self.secret_file()).expect("the deployment secret");
+        let account = self.get("/v1/account").await;
+        let account = account["user"]["id"].as_str().expect("account id");
+        let raw = postagent_core::auth::submission::stamp(
+            &secret,
+            message.as_bytes(),
+            message_id,
+            account,
+            agent,
+            postagent_core::time::Timestamp::now(),
+        );
+        String::from_utf8(raw).expect("utf-8")
+    }
+
     /// `postagent verify --secret-file …` on `raw`: (exit code, stdout + stderr).
     pub fn verify(&self, raw: &[u8]) -> (i32, String) {
         let secret = self.secret_file();

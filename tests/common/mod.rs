@@ -210,26 +210,28 @@ impl TestApp {
     }
 
     /// Delivers `raw` to `recipient` as the LMTP server would (signed by the app's secret
-    /// when `verified`), returning the stored message id.
+    /// for this recipient and a fresh queue entry when `verified`), returning the stored id.
     pub async fn deliver(&self, recipient: &str, raw: &[u8], verified: bool) -> String {
-        use postagent_core::auth::headers::{self, Claims, EntityType};
         use postagent_core::inbound::{self, Delivered};
         use postagent_core::time::Timestamp;
         let raw = if verified {
-            let claims = Claims {
-                authentication: passing_authentication(),
-                sender: "alice@example.org".into(),
-                entity_type: EntityType::Human,
-                delegation: String::new(),
-                timestamp: Timestamp::now(),
-                message_id: postagent_core::ids::MessageId::mint().to_string(),
-                body_hash: String::new(),
-            };
-            headers::prepend(&Secret::new(vec![42; 32]), &claims, raw)
+            signed_for(
+                recipient,
+                "alice@example.org",
+                postagent_core::auth::headers::EntityType::Human,
+                "",
+                raw,
+            )
         } else {
             raw.to_vec()
         };
-        let p = inbound::prepare(&Secret::new(vec![42; 32]), raw, "bounce@example.org", Timestamp::now());
+        let p = inbound::prepare(
+            &Secret::new(vec![42; 32]),
+            raw,
+            "bounce@example.org",
+            &[recipient.to_owned()],
+            Timestamp::now(),
+        );
         match inbound::store_for(self.store.as_ref(), &p, recipient, Timestamp::now()).await.expect("deliver")
         {
             Delivered::Stored { id } | Delivered::Duplicate { id } => id,
@@ -304,6 +306,39 @@ macro_rules! on_both_backends {
             })*
         }
     };
+}
+
+/// `raw` as the milter leaves it for one delivery: a trace header with a fresh queue id on
+/// top, then the set (signed with the test apps' secret) naming `recipient`.
+pub fn signed_for(
+    recipient: &str,
+    sender: &str,
+    entity_type: postagent_core::auth::headers::EntityType,
+    delegation: &str,
+    raw: &[u8],
+) -> Vec<u8> {
+    use postagent_core::auth::headers::{self, Claims};
+    let secret = Secret::new(vec![42; 32]);
+    let message_id = postagent_core::ids::MessageId::mint().to_string();
+    let queue_id = format!("4T{}", &postagent_core::ids::mint("", 6)[..10].to_ascii_uppercase());
+    let claims = Claims {
+        authentication: passing_authentication(),
+        sender: sender.into(),
+        entity_type,
+        delegation: delegation.into(),
+        timestamp: postagent_core::time::Timestamp::now(),
+        recipients: vec![headers::recipient_tag(&secret, &message_id, recipient)],
+        message_id,
+        queue_id: queue_id.clone(),
+        header_hash: String::new(),
+        body_hash: String::new(),
+    };
+    let mut traced = format!(
+        "Received: from client.example.org (client.example.org [192.0.2.10])\r\n\tby mx.postagent.test (Postfix) with ESMTP id {queue_id}\r\n\tfor <{recipient}>; Mon,  7 Dec 2026 10:00:00 +0000 (UTC)\r\n"
+    )
+    .into_bytes();
+    traced.extend_from_slice(raw);
+    headers::prepend(&secret, &claims, &traced)
 }
 
 /// What the milter records for mail from example.org that passes DMARC.

@@ -6,8 +6,10 @@
 //! (in the LMTP server and in `postagent verify`). The exact byte-level rules are in
 //! `docs/auth-headers.md`.
 
+pub mod canon;
 pub mod domain_check;
 pub mod headers;
+pub mod submission;
 
 use serde::{Deserialize, Serialize};
 

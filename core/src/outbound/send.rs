@@ -179,7 +179,10 @@ pub fn loopback_twin(
     let prepared = Prepared {
         claims: None,
         unsigned_reason: None,
+        unsigned_binding: None,
+        unbound: Vec::new(),
         source_id: format!("loopback:{outbound_id}"),
+        raw_source_id: format!("loopback:{outbound_id}"),
         envelope_from: Some(agent.email.clone()),
         postfix_queue_id: None,
         raw: raw.to_vec(),
@@ -188,6 +191,7 @@ pub fn loopback_twin(
     let (msg, mut events) = inbound::filed(
         agent,
         &prepared,
+        &agent.email,
         Some(conversation_id.to_owned()),
         &Verdict::Pass,
         &Protection::default(),

@@ -29,7 +29,9 @@ pub fn config(dns: Option<SocketAddr>, dns_timeout: Duration) -> MilterConfig {
         dns_timeout,
         shared_domain: SHARED_DOMAIN.into(),
         max_message_bytes: 1 << 20,
+        max_header_fields: 1000,
         max_connections: 16,
+        timeout: Duration::from_secs(60),
     }
 }
 
@@ -91,7 +93,7 @@ impl Milter {
             let _ = rx.await;
         };
         let task = tokio::spawn(postagent_milter::run_with_directory(
-            MilterListener::Tcp(listener),
+            MilterListener::Tcp(listener, postagent_core::peers::PeerList::loopback()),
             directory,
             config,
             shutdown,
