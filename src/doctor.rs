@@ -69,6 +69,27 @@ fn postmap_q(dir: Option<&Path>, key: &str, table: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// A mail listener on TCP: who may connect. Loopback admits every local user; beyond it only
+/// the allowlist stands between the network and a signing oracle.
+fn check_peers(r: &mut Report, role: &str, addr: &str, peers: &postagent_core::peers::PeerList, key: &str) {
+    let ip = addr.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok();
+    let loopback = ip.is_some_and(|ip| ip.is_loopback());
+    if loopback {
+        r.warn(
+            &format!("{role} listens on loopback TCP {addr}: every local user can connect to it"),
+            &format!("use a unix socket under Postfix's queue directory ({role_key}_listen = \"unix:/var/spool/postfix/postagent/{sock}.sock\", docs/security.md)",
+                role_key = key.trim_end_matches("_peers"), sock = key.trim_end_matches("_peers")),
+        );
+    } else if peers.admits_anyone() || peers.is_loopback_only() {
+        r.fail(
+            &format!("{role} listens on {addr} beyond loopback and {key} = \"{peers}\" names no peer there"),
+            &format!("set {key} to Postfix's address(es), e.g. {key} = \"192.0.2.25\""),
+        );
+    } else {
+        r.ok(&format!("{role} on {addr} admits only {peers}"));
+    }
+}
+
 fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
     match ListenAddr::parse(listen) {
         Ok(ListenAddr::Tcp(addr)) => match std::net::TcpStream::connect_timeout(
@@ -185,12 +206,23 @@ fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &
             r.fail(&format!("{d} is not in relay_domains: Postfix refuses its mail"), setup);
         }
     }
-    let service = format!("{}/inet", config.submission_relay);
-    match postconf(dir, &["-M", &service]) {
-        Some(s) if s.contains("milter_macro_daemon_name=ORIGINATING") => {
-            r.ok(&format!("originating listener {service}"))
-        }
-        _ => r.fail(&format!("no originating listener at {service}: agents cannot send"), setup),
+    let non_smtpd = postconf(dir, &["-h", "non_smtpd_milters"]).unwrap_or_default();
+    match endpoint(&config.milter_listen, &queue_dir) {
+        Some(m) if non_smtpd.split([',', ' ']).any(|x| x == m) => r.ok(&format!("non_smtpd_milters includes {m}")),
+        Some(m) => r.warn(
+            &format!("non_smtpd_milters ({non_smtpd:?}) does not include {m}: mail submitted with sendmail is not checked"),
+            setup,
+        ),
+        None => {}
+    }
+    match crate::postfix::originating(config, &queue_dir) {
+        Ok(o) => match postconf(dir, &["-M", &o.key]) {
+            Some(s) if s.contains("milter_macro_daemon_name=ORIGINATING") => {
+                r.ok(&format!("originating listener {}", o.key))
+            }
+            _ => r.fail(&format!("no originating listener {}: agents cannot send", o.key), setup),
+        },
+        Err(e) => r.fail(&format!("{e:#}"), "set submission_relay"),
     }
 }
 
@@ -344,6 +376,14 @@ pub async fn run(config: Config, file: Option<PathBuf>, args: DoctorArgs) -> any
     {
         if !listen.is_empty() {
             check_socket(&mut r, role, listen, &config);
+        }
+    }
+    for (role, listen, peers, key) in [
+        ("milter", &config.milter_listen, config.milter_peers(), "milter_peers"),
+        ("LMTP", &config.lmtp_listen, config.lmtp_peers(), "lmtp_peers"),
+    ] {
+        if let Ok(ListenAddr::Tcp(addr)) = ListenAddr::parse(listen) {
+            check_peers(&mut r, role, &addr, &peers, key);
         }
     }
     check_postfix(&mut r, &config, args.postfix_config_dir.as_deref(), &domains);

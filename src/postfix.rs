@@ -3,12 +3,16 @@
 //! or `-c DIR`), printed for review and applied on request.
 //!
 //! What setup changes, derived from postagent's own configuration:
-//! - `smtpd_milters` gains postagent's milter (other milters stay, in order);
+//! - `smtpd_milters` and `non_smtpd_milters` gain postagent's milter (other milters stay, in
+//!   order): mail submitted with `sendmail` is checked and signed too, so a signed set copied
+//!   into a locally submitted message is replaced, never delivered;
 //! - `milter_default_action`, `milter_protocol` and the milter timeouts as
 //!   `postfix-conf/main.cf.fragment` explains them;
 //! - `relay_domains` and `transport_maps` gain one table, `postagent_domains` in the config
 //!   directory (`texthash:`, no postmap), mapping every agent domain to postagent's LMTP;
-//! - `master.cf` gains the originating listener at `submission_relay`.
+//! - `master.cf` gains the originating listener at `submission_relay`: a `unix` service in
+//!   `$queue_directory/public/` (only root, postfix and the postdrop group can connect: the
+//!   shipped choice) or a loopback `inet` one.
 //!
 //! The values it replaces are saved in `postagent.previous` beside main.cf, and remove puts
 //! them back, so setup followed by remove leaves the instance as it was.
@@ -100,8 +104,43 @@ struct Plan {
     service: String,
     service_options: Vec<String>,
     service_present: bool,
+    service_key: String,
     domains_file: PathBuf,
     domains: String,
+}
+
+/// The originating listener as `master.cf` names it: its `service/type` key and the service
+/// name to write on its line.
+pub(crate) struct Originating {
+    pub key: String,
+    pub name: String,
+    pub kind: &'static str,
+}
+
+/// Where `submission_relay` puts the originating listener. A unix socket must be
+/// `$queue_directory/public/NAME`: Postfix's master creates unix services there (mode 0666 in
+/// a directory only root, postfix and the postdrop group may enter).
+pub(crate) fn originating(config: &Config, queue_dir: &str) -> anyhow::Result<Originating> {
+    match ListenAddr::parse(&config.submission_relay).map_err(|e| anyhow::anyhow!("submission_relay: {e}"))? {
+        ListenAddr::Tcp(a) => Ok(Originating { key: format!("{a}/inet"), name: a, kind: "inet" }),
+        ListenAddr::Unix(p) => {
+            let public = Path::new(queue_dir).join("public");
+            let name = p
+                .strip_prefix(&public)
+                .ok()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.is_empty() && !n.contains('/'))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "submission_relay = \"unix:{}\": Postfix creates unix services in {}; use unix:{}/postagent-submit",
+                        p.display(),
+                        public.display(),
+                        public.display()
+                    )
+                })?;
+            Ok(Originating { key: format!("{name}/unix"), name: name.to_owned(), kind: "unix" })
+        }
+    }
 }
 
 async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
@@ -139,6 +178,7 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         Ok(())
     };
     add_to_list("smtpd_milters", &milter)?;
+    add_to_list("non_smtpd_milters", &milter)?;
     add_to_list("relay_domains", &table)?;
     add_to_list("transport_maps", &table)?;
     for (key, value) in OWNED {
@@ -150,29 +190,37 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         });
     }
 
-    let relay = &config.submission_relay;
-    let service = format!("{relay}/inet");
-    let present = postconf(dir, &["-M", &service]).is_ok_and(|s| !s.is_empty());
+    let o = originating(config, &queue_dir)?;
+    let service = &o.key;
+    let present = postconf(dir, &["-M", service]).is_ok_and(|s| !s.is_empty());
     // Chrooted like the instance's own smtpd (Debian: yes; a private instance: often no).
     let chroot = postconf(dir, &["-M"])
         .unwrap_or_default()
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 7 && f[1] == "inet" && f[7] == "smtpd" && !f[0].ends_with(&relay.to_string()))
+        .find(|f| f.len() > 7 && f[1] == "inet" && f[7] == "smtpd" && f[0] != o.name)
         .map(|f| f[4].to_owned())
         .filter(|c| c == "y" || c == "n")
         .unwrap_or_else(|| "y".into());
+    // Postfix treats a unix-socket client as localhost[127.0.0.1], so mynetworks (which
+    // always holds the loopback network unless an operator removes it) admits both kinds.
+    // smtpd_relay_restrictions stays the instance's own: the site's outbound policy applies.
+    let restrictions = [
+        "smtpd_client_restrictions=permit_mynetworks,reject",
+        "smtpd_recipient_restrictions=permit_mynetworks,reject",
+    ];
+    let mut service_options = vec![
+        format!("{service}/syslog_name=postfix/postagent"),
+        format!("{service}/milter_macro_daemon_name=ORIGINATING"),
+    ];
+    service_options.extend(restrictions.iter().map(|r| format!("{service}/{r}")));
+    service_options.push(format!("{service}/smtpd_tls_security_level=none"));
     Ok(Plan {
         main,
         service_present: present,
-        service: format!("{service}={relay} inet n - {chroot} - - smtpd"),
-        service_options: vec![
-            format!("{service}/syslog_name=postfix/postagent"),
-            format!("{service}/milter_macro_daemon_name=ORIGINATING"),
-            format!("{service}/smtpd_client_restrictions=permit_mynetworks,reject"),
-            format!("{service}/smtpd_recipient_restrictions=permit_mynetworks,reject"),
-            format!("{service}/smtpd_tls_security_level=none"),
-        ],
+        service: format!("{service}={} {} n - {chroot} - - smtpd", o.name, o.kind),
+        service_options,
+        service_key: service.clone(),
         domains_file,
         domains: text,
     })
@@ -232,7 +280,7 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
         let saved = serde_json::json!({
             "main": before,
             "items": items,
-            "service": format!("{}/inet", config.submission_relay),
+            "service": p.service_key,
         });
         std::fs::write(&previous_path, saved.to_string())
             .with_context(|| format!("cannot write {}", previous_path.display()))?;

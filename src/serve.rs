@@ -260,6 +260,9 @@ impl Running {
             };
             let mut lmtp_config = lmtp::LmtpConfig::new(config.mail_hostname());
             lmtp_config.max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX);
+            lmtp_config.peers = config.lmtp_peers();
+            lmtp_config.max_sessions = usize::try_from(config.lmtp_max_sessions).unwrap_or(usize::MAX);
+            lmtp_config.session_deadline = config.lmtp_session_deadline();
             let backend =
                 Arc::new(postagent_delivery::ingest::StoreBackend::new(store.clone(), shared.secret.clone()));
             let lmtp = lmtp::run(listener, backend, lmtp_config, stopped());

@@ -1,7 +1,9 @@
 //! A Postfix whose smtpd, cleanup and lmtp run chrooted in the queue directory, as Debian
-//! ships them: postagent's unix sockets live under that directory with group postfix and mode
-//! 0660, `postfix setup` names them relative to it, and mail goes through the milter and LMTP
-//! from inside the chroot.
+//! ships them, wired the way postagent ships: the milter and LMTP are unix sockets under that
+//! directory with group postfix and mode 0660, the originating listener is a unix service in
+//! its `public/` directory, `postfix setup` names them relative to it, and mail goes in
+//! through the milter and LMTP, and out from an agent through the originating listener (with
+//! its submission token) back to another agent, all from inside the chroot.
 
 mod common;
 
@@ -39,10 +41,10 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
     let spool = pf.spool_dir();
     let data = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", data.path().join("postagent.db").display());
-    let key = seed(&db, &["bot@agents.test"]).await;
+    let key = seed(&db, &["bot@agents.test", "peer@agents.test"]).await;
     let milter = format!("unix:{}/postagent/milter.sock", spool.display());
     let lmtp = format!("unix:{}/postagent/lmtp.sock", spool.display());
-    let relay = format!("127.0.0.1:{}", postagent_lab::free_port().expect("port"));
+    let relay = format!("unix:{}/public/postagent-submit", spool.display());
     let dns = zone.dns().addr().to_string();
     let flags = [
         "--database-url",
@@ -100,10 +102,56 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
     let hop = std::fs::read_to_string(format!("{dir}/postagent_domains")).expect("table");
     assert!(hop.contains(&format!("{AGENT_DOMAIN}\tlmtp:unix:postagent/lmtp.sock")), "{hop}");
     assert!(pf.postconf(&["-h", "transport_maps"]).expect("maps").contains(&table));
+    let service = pf.postconf(&["-M", "postagent-submit/unix"]).expect("-M");
+    assert!(
+        service.starts_with("postagent-submit unix n")
+            && service.contains("milter_macro_daemon_name=ORIGINATING"),
+        "{service}"
+    );
     pf.reload().expect("reload");
+    let public = std::fs::metadata(spool.join("public")).expect("public/");
+    assert_eq!(public.permissions().mode() & 0o007, 0, "public/ is closed to other users");
+    pf.wait_service_socket("public/postagent-submit", common::mail::WAIT)
+        .await
+        .expect("the originating socket");
 
     deliver_through(&pf, "bot@agents.test", "through the chroot").await;
     let inbox = inbox_at(&server.addr, &key, "bot@agents.test").await;
     assert_eq!(inbox["items"][0]["subject"], "through the chroot");
     assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "the chrooted smtpd reached the milter");
+
+    // Out through the unix originating listener and back in: our agent's mail, proven by the
+    // submission token, threaded in the same account.
+    let http = reqwest::Client::new();
+    let sent: serde_json::Value = http
+        .post(format!("http://{}/v1/agents/bot@agents.test/messages", server.addr))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"to": ["peer@agents.test"], "subject": "via the unix listener", "text": "hi"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sent["status"], "accepted", "{sent}");
+    pf.wait_log_line(&["to=<peer@agents.test>", "status=sent"], common::mail::WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}\npostagent:\n{}", pf.read_log(), server.log()));
+    let inbox = inbox_at(&server.addr, &key, "peer@agents.test").await;
+    let got = &inbox["items"][0];
+    assert_eq!(got["subject"], "via the unix listener", "{inbox}");
+    let id = got["id"].as_str().expect("id");
+    let full: serde_json::Value = http
+        .get(format!("http://{}/v1/agents/peer@agents.test/messages/{id}", server.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let raw = String::from_utf8(common::mail::raw_of(&full)).expect("utf-8");
+    assert!(raw.contains("X-E2A-Auth-Entity-Type: agent\r\n"), "{raw}");
+    assert!(!raw.contains("X-E2A-Submission"), "{raw}");
+    assert!(full["conversation_id"].as_str().is_some_and(|c| c.starts_with("conv_")), "{full}");
 }

@@ -87,6 +87,11 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
 
     setup(true);
     assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), format!("inet:{m}"));
+    assert_eq!(
+        pf.postconf(&["-h", "non_smtpd_milters"]).expect("milters").trim(),
+        format!("inet:{m}"),
+        "sendmail-submitted mail passes the milter too"
+    );
     assert_eq!(pf.postconf(&["-h", "milter_default_action"]).expect("action").trim(), "tempfail");
     assert_eq!(
         pf.postconf(&["-h", "relay_domains"]).expect("relay_domains").trim(),
@@ -121,9 +126,12 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
         "ok    smtpd_milters includes",
         "ok    agents.test is routed to lmtp:inet:",
         "ok    agents.test MX points at",
+        "ok    non_smtpd_milters includes",
         "ok    originating listener",
         "ok    test message through Postfix stored for bot@agents.test",
-        "0 failed, 0 warnings",
+        "WARN  milter listens on loopback TCP",
+        "WARN  LMTP listens on loopback TCP",
+        "0 failed, 2 warnings",
     ] {
         assert!(report.contains(line), "{line:?} missing:\n{report}");
     }

@@ -94,7 +94,7 @@ pub struct Config {
     /// WebSocket keepalive ping interval.
     pub ws_ping_interval: String,
     /// Postfix's originating listener (master.cf `-o milter_macro_daemon_name=ORIGINATING`),
-    /// `HOST:PORT`, where agents' outbound mail is submitted.
+    /// `HOST:PORT` or `unix:PATH`, where agents' outbound mail is submitted.
     pub submission_relay: String,
     /// Delays between submission tries after a temporary (4xx or connection) failure;
     /// one more try than delays, then the message fails.
@@ -249,8 +249,8 @@ pub fn parse_schedule(s: &str) -> Option<Vec<Duration>> {
 /// Outbound submission and review-hold settings, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubmissionSettings {
-    pub relay_host: String,
-    pub relay_port: u16,
+    /// The originating listener: `HOST:PORT` or a unix socket.
+    pub relay: ListenAddr,
     /// The delay before try n+2 is `retry[n]`.
     pub retry: Vec<Duration>,
     pub timeout: Duration,
@@ -519,10 +519,12 @@ impl Config {
                 format!("{:?} is not a comma-separated list of durations", self.submission_retry_schedule),
             ));
         }
-        match self.submission_relay.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => return Err(bad("submission_relay", "must be HOST:PORT, e.g. 127.0.0.1:10587")),
-        }
+        ListenAddr::parse(&self.submission_relay).map_err(|m| {
+            bad(
+                "submission_relay",
+                format!("{m}: write HOST:PORT (127.0.0.1:10587) or unix:PATH (unix:/var/spool/postfix/public/postagent-submit)"),
+            )
+        })?;
         if parse_duration(&self.hold_sweep_interval).is_some_and(|d| d.is_zero()) {
             return Err(bad("hold_sweep_interval", "must be more than 0"));
         }
@@ -626,10 +628,9 @@ impl Config {
 
     pub fn submission(&self) -> SubmissionSettings {
         let d = |v: &str, fallback: u64| parse_duration(v).unwrap_or(Duration::from_secs(fallback));
-        let (host, port) = self.submission_relay.rsplit_once(':').unwrap_or(("127.0.0.1", "10587"));
         SubmissionSettings {
-            relay_host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            relay_port: port.parse().unwrap_or(10587),
+            relay: ListenAddr::parse(&self.submission_relay)
+                .unwrap_or_else(|_| ListenAddr::Tcp("127.0.0.1:10587".into())),
             retry: parse_schedule(&self.submission_retry_schedule).unwrap_or_default(),
             timeout: d(&self.submission_timeout, 60),
             hold_sweep_every: d(&self.hold_sweep_interval, 60),

@@ -9,5 +9,6 @@
 
 pub mod ingest;
 pub mod lmtp;
+pub mod relay;
 pub mod submit;
 pub mod webhook;

@@ -12,9 +12,8 @@
 //! worker that dies mid-submission leaves its lease to expire and the message is submitted
 //! again (at-least-once, like every queue here).
 
+use crate::relay::{Relay, Sent};
 use lettre::address::{Address, Envelope};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use postagent_core::config::SubmissionSettings;
 use postagent_core::event::with_fields;
 use postagent_core::metrics;
@@ -41,7 +40,7 @@ pub struct Submitter {
     store: Arc<dyn Store>,
     secret: Secret,
     settings: SubmissionSettings,
-    smtp: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Relay,
     id: String,
 }
 
@@ -61,15 +60,12 @@ pub fn queue_id_of(reply: &str) -> Option<String> {
 
 impl Submitter {
     pub fn new(store: Arc<dyn Store>, secret: Secret, settings: SubmissionSettings) -> Self {
-        let smtp = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(settings.relay_host.clone())
-            .port(settings.relay_port)
-            // builder_dangerous: plain SMTP to our own loopback listener, which the master.cf
-            // fragment runs without TLS (smtpd_tls_security_level=none).
-            .hello_name(ClientId::Domain(settings.helo.clone()))
-            .timeout(Some(settings.timeout))
-            .build();
+        // Plain SMTP to our own listener (loopback or a unix socket under Postfix's queue
+        // directory), which the master.cf fragment runs without TLS.
+        let relay =
+            Relay { addr: settings.relay.clone(), helo: settings.helo.clone(), timeout: settings.timeout };
         let id = format!("submit-{}", postagent_core::ids::mint("", 6));
-        Self { store, secret, settings, smtp, id }
+        Self { store, secret, settings, relay, id }
     }
 
     fn lease_secs(&self) -> i64 {
@@ -80,7 +76,7 @@ impl Submitter {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tracing::info!(
             worker = %self.id,
-            relay = %format!("{}:{}", self.settings.relay_host, self.settings.relay_port),
+            relay = %self.relay.describe(),
             "submission worker started"
         );
         tokio::pin!(stop);
@@ -150,13 +146,10 @@ impl Submitter {
             Ok(e) => e,
             Err(e) => return Tried::Permanent(format!("invalid envelope: {e}")),
         };
-        match self.smtp.send_raw(&envelope, raw).await {
-            Ok(resp) => {
-                let reply = format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" "));
-                Tried::Queued { queue_id: queue_id_of(&reply), reply }
-            }
-            Err(e) if e.is_permanent() => Tried::Permanent(e.to_string()),
-            Err(e) => Tried::Temporary(e.to_string()),
+        match self.relay.send(&envelope, raw).await {
+            Sent::Accepted(reply) => Tried::Queued { queue_id: queue_id_of(&reply), reply },
+            Sent::Permanent(e) => Tried::Permanent(e),
+            Sent::Temporary(e) => Tried::Temporary(e),
         }
     }
 

@@ -34,8 +34,9 @@ const SIGNED_HEADERS: [&str; 5] = ["From", "To", "Subject", "Date", "Message-ID"
 const MAIN_CF_FRAGMENT: &str = include_str!("../../postfix-conf/main.cf.fragment");
 /// The originating listener an operator adds (postfix-conf/master.cf.fragment).
 const MASTER_CF_FRAGMENT: &str = include_str!("../../postfix-conf/master.cf.fragment");
-/// The listener address written in [`MASTER_CF_FRAGMENT`], replaced by the lab's own.
-const FRAGMENT_ORIGINATING: &str = "127.0.0.1:10587";
+/// The service written in [`MASTER_CF_FRAGMENT`] (a unix socket in Postfix's `public/`),
+/// replaced by the lab's loopback TCP listener so a test can submit to it directly.
+const FRAGMENT_ORIGINATING: &str = "postagent-submit unix";
 
 /// The loopback DNS server with [`SENDER_DOMAIN`]'s SPF, DKIM and DMARC records.
 pub struct SampleZone {
@@ -118,10 +119,15 @@ impl Wiring {
             b = b.milter(milter);
             for (key, value) in fragment_settings(MAIN_CF_FRAGMENT) {
                 // Site-specific: the builder sets these from the wiring.
-                if !matches!(key.as_str(), "relay_domains" | "transport_maps" | "smtpd_milters") {
+                if !matches!(
+                    key.as_str(),
+                    "relay_domains" | "transport_maps" | "smtpd_milters" | "non_smtpd_milters"
+                ) {
                     b = b.main_cf(&key, &value);
                 }
             }
+            // As the fragment says: locally submitted mail passes the milter too.
+            b = b.main_cf("non_smtpd_milters", milter);
         }
         if let Some(port) = self.smtp_port {
             b = b.smtp_port(port);
@@ -134,7 +140,7 @@ impl Wiring {
                 "master.cf.fragment no longer names {FRAGMENT_ORIGINATING}"
             );
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            b = b.master_cf_service(&service.replace(FRAGMENT_ORIGINATING, &addr.to_string()));
+            b = b.master_cf_service(&service.replace(FRAGMENT_ORIGINATING, &format!("{addr} inet")));
         }
         Ok(b)
     }
@@ -197,7 +203,7 @@ mod tests {
         let settings = fragment_settings(MAIN_CF_FRAGMENT);
         let keys: Vec<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
         assert!(keys.contains(&"milter_default_action"), "{keys:?}");
-        assert!(keys.contains(&"smtpd_milters"), "{keys:?}");
+        assert!(keys.contains(&"smtpd_milters") && keys.contains(&"non_smtpd_milters"), "{keys:?}");
         assert!(settings.iter().all(|(k, _)| !k.is_empty() && !k.contains(' ')), "{settings:?}");
         assert!(MASTER_CF_FRAGMENT.contains(FRAGMENT_ORIGINATING));
     }

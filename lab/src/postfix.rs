@@ -467,6 +467,27 @@ impl PostfixInstance {
         }
     }
 
+    /// Waits (polling every 50 ms) until `master` has created the unix service socket at
+    /// `rel` under the queue directory (it does so while it reloads, and says nothing when).
+    pub async fn wait_service_socket(&self, rel: &str, timeout: Duration) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::FileTypeExt;
+        let path = self.spool_dir().join(rel);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
+                return Ok(path);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "master created no socket {} within {timeout:?}:\n{}",
+                    path.display(),
+                    self.read_log()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// The pid of the running `master`, if any.
     pub fn master_pid(&self) -> Option<u32> {
         let pid = std::fs::read_to_string(self.spool_dir().join("pid").join("master.pid")).ok()?;

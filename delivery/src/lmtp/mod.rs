@@ -24,6 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postagent_core::peers::PeerList;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,12 +51,23 @@ pub struct LmtpConfig {
     /// How long to wait for each read of message content during DATA (RFC 5321 §4.5.3.2.5-6).
     /// Also the shutdown grace period: see [`run`].
     pub data_timeout: Duration,
+    /// The only peers a TCP listener admits; others are closed before the greeting.
+    pub peers: PeerList,
+    /// Sessions served at once; the next connection gets `421 4.3.2` and is closed, so a
+    /// flood of idle connections cannot make the process run out of anything.
+    pub max_sessions: usize,
+    /// The longest one session may last: when it runs out the session is closed with `421`
+    /// at its next read (a message in DATA is abandoned and Postfix retries it).
+    pub session_deadline: Duration,
 }
 
 impl LmtpConfig {
     /// Defaults that suit a normal Postfix: 25 MiB (above Postfix's own 10 MB
     /// `message_size_limit`), 100 recipients (the RFC 5321 §4.5.3.1.8 minimum), 5 minute
-    /// command timeout and 3 minute data timeout (RFC 5321 §4.5.3.2).
+    /// command timeout and 3 minute data timeout (RFC 5321 §4.5.3.2), loopback peers only,
+    /// 100 sessions (Postfix's `default_process_limit`) of at most 20 minutes (Postfix reuses
+    /// an LMTP connection for at most `lmtp_connection_reuse_time_limit`, 300 s, plus one
+    /// delivery of at most `lmtp_data_xfer_timeout` + `lmtp_data_done_timeout`, 780 s).
     pub fn new(hostname: impl Into<String>) -> Self {
         LmtpConfig {
             hostname: hostname.into(),
@@ -62,6 +75,9 @@ impl LmtpConfig {
             max_recipients: 100,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            peers: PeerList::loopback(),
+            max_sessions: 100,
+            session_deadline: Duration::from_secs(1200),
         }
     }
 }
@@ -133,6 +149,20 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = accept(&listener) => match accepted {
+                Ok(Accepted::Tcp(_, peer)) if !config.peers.allows(peer.ip()) => {
+                    // Dropped unanswered: only Postfix may file mail into the store.
+                    tracing::warn!("NOQUEUE: lmtp refused connection from {peer}: not in lmtp_peers");
+                    postagent_core::metrics::PEERS_REFUSED.inc("lmtp");
+                }
+                Ok(conn) if sessions.len() >= config.max_sessions => {
+                    tracing::warn!(
+                        "NOQUEUE: lmtp refused a connection: {} sessions already (lmtp_max_sessions)",
+                        sessions.len()
+                    );
+                    postagent_core::metrics::PEERS_REFUSED.inc("lmtp_busy");
+                    // RFC 5321 §3.8: 421 in place of the greeting; Postfix defers and retries.
+                    sessions.spawn(refuse_busy(conn));
+                }
                 Ok(conn) => {
                     let (backend, config, stop) = (backend.clone(), config.clone(), stop_rx.clone());
                     match conn {
@@ -192,6 +222,20 @@ async fn accept(listener: &LmtpListener) -> io::Result<Accepted> {
         }
         LmtpListener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
     }
+}
+
+/// Answers a connection over the session cap with `421` and closes it. Runs as a session of
+/// its own (bounded by a short write timeout), so a peer that does not read cannot stall the
+/// accept loop.
+async fn refuse_busy(conn: Accepted) {
+    const BUSY: &[u8] = b"421 4.3.2 too many sessions, try again later\r\n";
+    let write = async {
+        match conn {
+            Accepted::Tcp(mut s, _) => s.write_all(BUSY).await.and(s.shutdown().await),
+            Accepted::Unix(mut s) => s.write_all(BUSY).await.and(s.shutdown().await),
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }
 
 /// Accept errors are either about one connection (reset before we got to it: retry at once)

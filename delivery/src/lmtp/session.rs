@@ -43,8 +43,10 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let deadline = tokio::time::Instant::now() + config.session_deadline;
     let mut session = Session {
         stream,
+        deadline,
         input: BytesMut::with_capacity(READ_CHUNK),
         output: Vec::new(),
         config,
@@ -73,6 +75,8 @@ pub(crate) async fn serve<S>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Quit,
+    /// `session_deadline` ran out.
+    Deadline,
     Eof,
     Timeout,
     Shutdown,
@@ -102,6 +106,8 @@ struct Transaction {
 
 struct Session<S> {
     stream: S,
+    /// When the session must end, whatever it is doing (`session_deadline`).
+    deadline: tokio::time::Instant,
     input: BytesMut,
     output: Vec<u8>,
     config: Arc<LmtpConfig>,
@@ -144,6 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match end {
             End::Timeout => self.reply(421, "4.4.2", "timeout exceeded, closing connection"),
+            End::Deadline => self.reply(421, "4.4.2", "session time limit reached, closing connection"),
             // RFC 3463 §3.4: X.3.2 "system not accepting network messages".
             End::Shutdown => self.reply(421, "4.3.2", "shutting down"),
             End::Quit | End::Eof | End::TooManyErrors => {}
@@ -337,8 +344,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Phase::Command => self.config.command_timeout,
             Phase::Data => self.config.data_timeout,
         };
+        let left = self.deadline.saturating_duration_since(tokio::time::Instant::now());
+        let by_deadline = left < timeout;
         self.input.reserve(READ_CHUNK);
-        let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input));
+        let read = tokio::time::timeout(timeout.min(left), self.stream.read_buf(&mut self.input));
         let result = match phase {
             // Shutdown interrupts only a session that waits for a command (see `run` in
             // mod.rs); one inside DATA finishes its message first.
@@ -350,6 +359,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Phase::Data => read.await,
         };
         match result {
+            Err(_elapsed) if by_deadline => Ok(Some(End::Deadline)),
             Err(_elapsed) => Ok(Some(End::Timeout)),
             Ok(Ok(0)) => Ok(Some(End::Eof)),
             Ok(Ok(_)) => Ok(None),

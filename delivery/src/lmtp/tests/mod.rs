@@ -104,6 +104,9 @@ pub(super) fn test_config() -> LmtpConfig {
         max_recipients: 3,
         command_timeout: Duration::from_secs(10),
         data_timeout: Duration::from_secs(10),
+        peers: postagent_core::peers::PeerList::loopback(),
+        max_sessions: 100,
+        session_deadline: Duration::from_secs(60),
     }
 }
 

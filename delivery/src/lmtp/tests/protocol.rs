@@ -326,6 +326,66 @@ async fn data_timeout() {
 }
 
 #[tokio::test]
+async fn a_peer_outside_lmtp_peers_is_closed_before_the_greeting() {
+    let backend = Arc::new(RecordingBackend::default());
+    let peers = postagent_core::peers::PeerList::parse("192.0.2.0/24").expect("peers");
+    let srv = TestServer::start(backend.clone(), super::super::LmtpConfig { peers, ..test_config() }).await;
+    let stream = tokio::net::TcpStream::connect(srv.addr).await.expect("connect");
+    let mut got = Vec::new();
+    use tokio::io::AsyncReadExt as _;
+    let (mut r, _w) = stream.into_split();
+    let read =
+        tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut got)).await.expect("closed in time");
+    assert!(read.is_err() || got.is_empty(), "a stranger hears nothing: {:?}", String::from_utf8_lossy(&got));
+    assert!(backend.checked.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn sessions_past_the_cap_get_421_and_the_rest_go_on() {
+    let backend = Arc::new(RecordingBackend::default());
+    let srv =
+        TestServer::start(backend.clone(), super::super::LmtpConfig { max_sessions: 2, ..test_config() })
+            .await;
+    let mut first = Client::ready(srv.addr).await;
+    let _second = Client::ready(srv.addr).await;
+    let (mut third, greeting) = Client::connect(srv.addr).await;
+    assert!(greeting.starts_with("421 4.3.2 "), "{greeting}");
+    third.expect_closed().await;
+    // The sessions already open are served as before.
+    assert_eq!(transaction(&mut first, "s@sender.test", &["a@agents.test"], MESSAGE).await.len(), 1);
+    drop(first);
+    // A freed slot is used again.
+    let mut fourth = loop {
+        let (c, greeting) = Client::connect(srv.addr).await;
+        if greeting.starts_with("220 ") {
+            break c;
+        }
+    };
+    assert!(fourth.cmd("LHLO mx.client.test").await.starts_with("250-"));
+}
+
+#[tokio::test]
+async fn a_session_past_its_deadline_is_closed_even_when_busy() {
+    let backend = Arc::new(RecordingBackend::default());
+    let config = super::super::LmtpConfig {
+        session_deadline: Duration::from_millis(300),
+        command_timeout: Duration::from_secs(10),
+        ..test_config()
+    };
+    let srv = TestServer::start(backend.clone(), config).await;
+    let mut c = Client::ready(srv.addr).await;
+    c.cmd("MAIL FROM:<s@sender.test>").await;
+    c.cmd("RCPT TO:<a@agents.test>").await;
+    c.cmd("DATA").await;
+    // A peer that trickles its message (each read well within data_timeout) is still cut off.
+    c.send(b"Subject: slow\r\n").await;
+    let r = c.reply().await;
+    assert!(r.starts_with("421 4.4.2 session time limit"), "{r}");
+    c.expect_closed().await;
+    assert!(backend.deliveries().is_empty(), "nothing half-delivered");
+}
+
+#[tokio::test]
 async fn shutdown_while_idle_gives_421() {
     let (mut srv, _) = server().await;
     let mut c = Client::ready(srv.addr).await;
