@@ -54,6 +54,7 @@ pub async fn run(args: LabArgs, flags: Vec<(&'static str, String)>) -> anyhow::R
     let key = sample_agent(shared.store.as_ref(), &config).await?;
 
     let signal = shutdown_signal()?;
+    postagent_core::mime::configure(config.mime_caps());
     let running = Running::start(&config, &shared, Roles::all()).await?;
     let (Some(milter), Some(lmtp), Some(api)) =
         (running.milter_addr.clone(), running.lmtp_addr.clone(), running.api_addr.clone())

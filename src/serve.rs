@@ -134,6 +134,9 @@ fn reload_on_hangup(config: Config, reload: Reload) -> anyhow::Result<()> {
 }
 
 pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles, reload: Reload) -> anyhow::Result<()> {
+    // Every view of a message (rows at delivery, bodies and downloads later) under the same
+    // caps, so attachment indices agree.
+    postagent_core::mime::configure(config.mime_caps());
     let shared = open_shared(&config).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

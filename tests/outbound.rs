@@ -351,6 +351,24 @@ async fn forward_carries_the_attachments(app: &TestApp) {
     let r = app.post(&format!("{}/{id}/forward", messages(BOT)), json!({"text": "no to"})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert_eq!(r.locations(), vec!["body.to"]);
+
+    // More attachments than a send may carry: refused from the stored rows, before the
+    // original is parsed; nothing is queued.
+    let mut many = String::from(
+        "From: Alice <alice@example.org>\r\nTo: bot@agents.test\r\nSubject: Many\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+    );
+    for i in 0..11 {
+        many.push_str(&format!(
+            "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=f{i}.bin\r\n\r\nx\r\n"
+        ));
+    }
+    many.push_str("--b--\r\n");
+    let id = app.deliver(BOT, many.as_bytes(), true).await;
+    let r = app
+        .post(&format!("{}/{id}/forward", messages(BOT)), json!({"to": ["x@example.org"], "text": "fyi"}))
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "{}", r.body);
 }
 
 async fn outbound_gate_flags_and_blocks(app: &TestApp) {

@@ -18,6 +18,7 @@
 //! run saturates it (then Postfix's queue grows, and the figure is mostly queueing).
 
 pub mod fanout;
+pub mod hostile;
 mod probe;
 mod report;
 

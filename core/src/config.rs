@@ -657,6 +657,18 @@ impl Config {
         parse_duration(&self.lmtp_session_deadline).unwrap_or(Duration::from_secs(1200))
     }
 
+    /// The caps on one message's parsed view ([`crate::mime`]).
+    pub fn mime_caps(&self) -> crate::mime::Caps {
+        let n = |v: u32| usize::try_from(v).unwrap_or(usize::MAX);
+        crate::mime::Caps {
+            max_parts: n(self.max_mime_parts),
+            max_attachments: n(self.max_attachments),
+            max_depth: n(self.max_mime_depth),
+            max_header_fields: n(self.max_header_fields),
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         parse_duration(&self.shutdown_timeout).unwrap_or(Duration::from_secs(30))
     }

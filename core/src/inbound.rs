@@ -9,13 +9,14 @@
 use crate::auth::headers::{self, Claims, Delivery, EntityType, VerifyError};
 use crate::event::MessageEvent;
 use crate::ids;
+use crate::mime;
 use crate::outbound::verp;
 use crate::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::sign::sha256_hex;
 use crate::store::{Agent, Inserted, NewAttachment, NewEvent, NewHold, NewInboundMessage, Store, StoreError};
 use crate::time::Timestamp;
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MimeHeaders;
 use serde_json::json;
 
 /// Postfix keeps a message queued for up to `maximal_queue_lifetime` (5 days by default); a
@@ -71,14 +72,46 @@ pub struct Parsed {
     pub references: Vec<String>,
     pub conversation_header: Option<String>,
     pub attachments: Vec<NewAttachment>,
+    /// Something was left out: a cap of [`mime`] (parts, attachments, depth, headers) or of
+    /// the fields below (addresses, references, subject and attachment names). The message is
+    /// stored whole all the same.
+    pub truncated: bool,
 }
 
-/// Parses what the API shows of a message. Malformed MIME still yields what could be read:
-/// a message Postfix accepted is never refused for its formatting.
+/// Addresses kept per list (To, Cc, Reply-To) in the view and in events.
+pub const MAX_ADDRESSES: usize = 100;
+/// Message ids kept from `References` (the nearest ones, which threading looks at).
+pub const MAX_REFERENCES: usize = 100;
+/// Characters kept of a subject (as a send may have).
+pub const MAX_SUBJECT_CHARS: usize = 2000;
+/// Characters kept of an attachment's file name, content type or content id.
+pub const MAX_ATTACHMENT_FIELD_CHARS: usize = 255;
+
+/// Parses what the API shows of a message, within this process's caps ([`mime`]).
+/// Malformed MIME still yields what could be read: a message Postfix accepted is never
+/// refused for its formatting.
 pub fn parse(raw: &[u8]) -> Parsed {
-    let Some(m) = MessageParser::default().parse(raw) else { return Parsed::default() };
-    let addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
-        a.map(|a| a.iter().filter_map(|x| x.address().map(str::to_owned)).collect()).unwrap_or_default()
+    parse_with(raw, mime::caps())
+}
+
+/// `s` cut to `max` characters; whether it was cut.
+fn capped(s: &str, max: usize) -> (String, bool) {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => (s[..end].to_owned(), true),
+        None => (s.to_owned(), false),
+    }
+}
+
+/// [`parse`] under explicit caps.
+pub fn parse_with(raw: &[u8], caps: mime::Caps) -> Parsed {
+    let source = mime::parse(raw, caps);
+    let Some(m) = source.parse() else { return Parsed { truncated: source.truncated, ..Parsed::default() } };
+    let mut truncated = source.truncated;
+    let mut addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        let all: Vec<String> =
+            a.map(|a| a.iter().filter_map(|x| x.address().map(str::to_owned)).collect()).unwrap_or_default();
+        truncated |= all.len() > MAX_ADDRESSES;
+        all.into_iter().take(MAX_ADDRESSES).collect()
     };
     let from_fields = m.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case("From")).count();
     let from = addrs(m.from());
@@ -90,17 +123,28 @@ pub fn parse(raw: &[u8]) -> Parsed {
             _ => Vec::new(),
         }
     };
+    let (to, cc, reply_to) = (addrs(m.to()), addrs(m.cc()), addrs(m.reply_to()));
+    truncated |= m.attachments().nth(caps.max_attachments).is_some();
+    let mut field_cut = false;
+    let mut field = |v: Option<String>| {
+        v.map(|v| {
+            let (v, cut) = capped(&v, MAX_ATTACHMENT_FIELD_CHARS);
+            field_cut |= cut;
+            v
+        })
+    };
     let attachments = m
         .attachments()
+        .take(caps.max_attachments)
         .enumerate()
         .map(|(i, part)| NewAttachment {
             index: i as i64,
-            filename: part.attachment_name().map(str::to_owned),
-            content_type: part.content_type().map(|ct| match ct.subtype() {
+            filename: field(part.attachment_name().map(str::to_owned)),
+            content_type: field(part.content_type().map(|ct| match ct.subtype() {
                 Some(sub) => format!("{}/{}", ct.ctype(), sub),
                 None => ct.ctype().to_owned(),
-            }),
-            content_id: part.content_id().map(str::to_owned),
+            })),
+            content_id: field(part.content_id().map(str::to_owned)),
             size_bytes: part.contents().len() as i64,
         })
         .collect();
@@ -108,17 +152,22 @@ pub fn parse(raw: &[u8]) -> Parsed {
         .header_raw("X-E2A-Conversation-Id")
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 200);
+    let (subject, subject_cut) = capped(m.subject().unwrap_or(""), MAX_SUBJECT_CHARS);
+    let mut references = ids_of(m.references());
+    let references_cut = references.len() > MAX_REFERENCES;
+    references.drain(..references.len().saturating_sub(MAX_REFERENCES));
     Parsed {
         header_from,
-        to: addrs(m.to()),
-        cc: addrs(m.cc()),
-        reply_to: addrs(m.reply_to()),
-        subject: m.subject().unwrap_or("").to_owned(),
+        to,
+        cc,
+        reply_to,
+        subject,
         rfc_message_id: m.message_id().map(str::to_owned),
         in_reply_to: ids_of(m.in_reply_to()).into_iter().next(),
-        references: ids_of(m.references()),
+        references,
         conversation_header,
         attachments,
+        truncated: truncated || field_cut || subject_cut || references_cut,
     }
 }
 
@@ -427,16 +476,54 @@ pub fn attachment_json(a: &NewAttachment) -> serde_json::Value {
 /// would otherwise render a plain-text-only message as HTML. `text` falls back to a
 /// rendering of the HTML when the message has no text part, so agents always get text.
 pub fn bodies(raw: &[u8]) -> (Option<String>, Option<String>) {
-    let Some(m) = MessageParser::default().parse(raw) else { return (None, None) };
+    let view = body_view(raw);
+    (view.text, view.html)
+}
+
+/// The bodies of a stored message as the API shows them, and whether its view is truncated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BodyView {
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// A cap of [`mime`] left part of the message out of the view.
+    pub truncated: bool,
+}
+
+/// [`bodies`] with the view's `truncated`.
+pub fn body_view(raw: &[u8]) -> BodyView {
+    let source = mime::parse(raw, mime::caps());
+    let Some(m) = source.parse() else {
+        return BodyView { truncated: source.truncated, ..BodyView::default() };
+    };
     let text = m.body_text(0).map(|t| t.into_owned());
     let html = m.html_part(0).filter(|p| p.is_text_html()).and(m.body_html(0)).map(|h| h.into_owned());
-    (text, html)
+    BodyView { text, html, truncated: source.truncated }
 }
 
 /// The decoded bytes of attachment `index` (document order, as [`parse`] numbers them).
 pub fn attachment_bytes(raw: &[u8], index: usize) -> Option<Vec<u8>> {
-    let m = MessageParser::default().parse(raw)?;
+    let caps = mime::caps();
+    if index >= caps.max_attachments {
+        return None;
+    }
+    let source = mime::parse(raw, caps);
+    let m = source.parse()?;
     m.attachments().nth(index).map(|part| part.contents().to_vec())
+}
+
+/// Everything a forward carries from the original in one parse: the decoded bytes of its
+/// attachments (as [`parse`] numbers them) and its bodies. CPU work on up to a whole message:
+/// callers run it off the async runtime.
+pub fn forwarded_parts(raw: &[u8]) -> (Vec<Vec<u8>>, BodyView) {
+    let caps = mime::caps();
+    let source = mime::parse(raw, caps);
+    let Some(m) = source.parse() else {
+        return (Vec::new(), BodyView { truncated: source.truncated, ..BodyView::default() });
+    };
+    let attachments = m.attachments().take(caps.max_attachments).map(|p| p.contents().to_vec()).collect();
+    let text = m.body_text(0).map(|t| t.into_owned());
+    let html = m.html_part(0).filter(|p| p.is_text_html()).and(m.body_html(0)).map(|h| h.into_owned());
+    (attachments, BodyView { text, html, truncated: source.truncated })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod janitor;
 pub mod magic;
 pub mod metrics;
+pub mod mime;
 pub mod outbound;
 pub mod peers;
 pub mod protection;

@@ -283,6 +283,61 @@ async fn scenario(store: Arc<SqlStore>) {
     assert!(usage.storage_bytes > raw.len() as i64);
 }
 
+/// A message built to be expensive: 100,000 empty MIME parts and 150 attachments after a
+/// few ordinary parts. It is stored once, whole, with a view within the caps: at most
+/// `max_attachments` attachment rows, a small `email.received` event, `truncated` set.
+async fn hostile_mail_is_cheap(store: Arc<SqlStore>) {
+    let s: &dyn Store = store.as_ref();
+    setup(s).await;
+    let account = s.find_account_by_email("owner@example.org").await.expect("q").expect("account").id;
+    let mut raw = b"From: Mallory <mallory@example.net>\r\nTo: bot@agents.test\r\nSubject: many parts\r\n\
+        MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+        --b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        .to_vec();
+    for i in 0..150 {
+        raw.extend_from_slice(
+            format!("--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=f{i}.bin\r\n\r\nx\r\n")
+                .as_bytes(),
+        );
+    }
+    raw.extend(std::iter::repeat_n(b"--b\r\n".as_slice(), 100_000).flatten());
+    raw.extend_from_slice(b"--b--\r\n");
+    let now = Timestamp::now();
+    let p = inbound::prepare(&secret(), raw.clone(), "m@example.net", &rcpts(&["bot@agents.test"]), now);
+    assert!(p.parsed.truncated, "past the caps");
+    assert_eq!(p.parsed.attachments.len(), 100, "max_attachments rows, not one per part");
+    assert_eq!(p.parsed.subject, "many parts");
+    let Delivered::Stored { id } = inbound::store_for(s, &p, "bot@agents.test", now).await.expect("store")
+    else {
+        panic!("stored")
+    };
+    assert_eq!(
+        s.get_raw(&id).await.expect("raw").as_deref(),
+        Some(raw.as_slice()),
+        "stored whole, byte for byte"
+    );
+    assert_eq!(s.list_attachments(&id).await.expect("rows").len(), 100);
+    let filter = postagent_core::store::EventFilter { message_id: Some(id.clone()), ..Default::default() };
+    let events = s.list_events(&account, &filter, None, 10).await.expect("events");
+    assert_eq!(events.len(), 1);
+    let payload = s.event_payload(&events[0].id).await.expect("payload").expect("event");
+    assert!(payload.len() < 64 * 1024, "the event stays small: {} bytes", payload.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_mail_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/hostile.db", dir.path().display());
+    hostile_mail_is_cheap(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_mail_on_postgres() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let url = cluster.create_database().expect("db");
+    hostile_mail_is_cheap(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");

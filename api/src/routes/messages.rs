@@ -118,12 +118,18 @@ pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError>
             json!(attachments.iter().map(inbound::attachment_json).collect::<Vec<_>>()),
         );
         obj.insert("raw_message".into(), raw.as_ref().map_or(Value::Null, |r| json!(B64.encode(r))));
-        if let Some(raw) = &raw {
-            let (text, html) = inbound::bodies(raw);
-            let text = text.unwrap_or_default();
-            let truncated = text.len() > MAX_PARSED_TEXT;
+        if let Some(raw) = raw {
+            // Parsing a large message is CPU work: off the async runtime.
+            let view = tokio::task::spawn_blocking(move || inbound::body_view(&raw)).await.map_err(|e| {
+                tracing::error!(message = %m.id, error = %e, "parsing the stored message failed");
+                ApiError::internal()
+            })?;
+            let html = view.html;
+            let text = view.text.unwrap_or_default();
+            // `truncated` also when a parse cap left part of the message out (docs/security.md).
+            let truncated = text.len() > MAX_PARSED_TEXT || view.truncated;
             let mut cut = text;
-            if truncated {
+            if cut.len() > MAX_PARSED_TEXT {
                 let mut end = MAX_PARSED_TEXT;
                 while !cut.is_char_boundary(end) {
                     end -= 1;

@@ -459,12 +459,27 @@ pub async fn forward(
 ) -> Result<Response, ApiError> {
     let agent = sender(&state, &who, &email).await?;
     let m = original(&state, &who, &agent, &id).await?;
-    let raw = state.store.get_raw(&m.id).await?.unwrap_or_default();
     let r = body.value;
-    // The original's attachments travel on, followed by any new ones.
+    // The original's attachments travel on, followed by any new ones. Counted from the rows
+    // before anything is parsed, so a message with more than a send may carry is refused at
+    // once; then one parse (off the async runtime) yields every attachment and the bodies.
+    let rows = state.store.list_attachments(&m.id).await?;
+    let total = rows.len() + r.attachments.as_ref().map_or(0, Vec::len);
+    if total > outbound::MAX_ATTACHMENTS {
+        return Err(DraftError::TooManyAttachments(total).into());
+    }
+    let raw = state.store.get_raw(&m.id).await?.unwrap_or_default();
+    let (mut bytes, view) =
+        tokio::task::spawn_blocking(move || inbound::forwarded_parts(&raw)).await.map_err(|e| {
+            tracing::error!(message = %m.id, error = %e, "parsing the original for a forward failed");
+            ApiError::internal()
+        })?;
     let mut carried = Vec::new();
-    for a in state.store.list_attachments(&m.id).await? {
-        let bytes = inbound::attachment_bytes(&raw, usize::try_from(a.index).unwrap_or(usize::MAX))
+    for a in rows {
+        let data = usize::try_from(a.index)
+            .ok()
+            .and_then(|i| bytes.get_mut(i))
+            .map(std::mem::take)
             .unwrap_or_default();
         // Names and types come from received mail: made fit for a header, never refused.
         let filename = a.filename.map(|f| one_line(&f)).filter(|f| !f.trim().is_empty());
@@ -479,11 +494,11 @@ pub async fn forward(
         carried.push(DraftAttachment {
             filename: filename.unwrap_or_else(|| format!("attachment-{}", a.index + 1)),
             content_type: content_type.unwrap_or_else(|| "application/octet-stream".into()),
-            data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+            data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data),
         });
     }
     carried.extend(attachments(r.attachments));
-    let (orig_text, orig_html) = inbound::bodies(&raw);
+    let (orig_text, orig_html) = (view.text, view.html);
     let from = m.header_from.clone().or(m.envelope_from.clone()).unwrap_or_else(|| agent.email.clone());
     let header = format!(
         "---------- Forwarded message ---------\nFrom: {from}\nDate: {}\nSubject: {}\nTo: {}\n",

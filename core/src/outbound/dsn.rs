@@ -32,8 +32,23 @@ impl RecipientStatus {
     }
 }
 
+/// How much of a report is read: the delivery-status part comes second, after a short
+/// notice, so a report whose status part lies further in is not one we act on, and a hostile
+/// one (a huge header block, millions of lines) costs no more than this.
+pub const MAX_REPORT_BYTES: usize = 256 * 1024;
+
+/// The first [`MAX_REPORT_BYTES`] of `raw`, cut at a line end.
+fn head(raw: &[u8]) -> &[u8] {
+    if raw.len() <= MAX_REPORT_BYTES {
+        return raw;
+    }
+    let cut = raw[..MAX_REPORT_BYTES].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    &raw[..cut]
+}
+
 /// Whether `raw` is a delivery status notification at all.
 pub fn is_report(raw: &[u8]) -> bool {
+    let raw = head(raw);
     let Some(m) = MessageParser::default().parse_headers(raw) else { return false };
     m.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
@@ -68,7 +83,7 @@ pub fn parse(raw: &[u8]) -> Vec<RecipientStatus> {
     if !is_report(raw) {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(raw);
+    let text = String::from_utf8_lossy(head(raw));
     let lines: Vec<&str> = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     // The part's headers end at the first blank line after its Content-Type.
     let Some(ct_at) = lines.iter().position(|l| {
@@ -135,6 +150,17 @@ Subject: hi\r\n\r\nbody\r\n--B1--\r\n";
         );
         assert_eq!(r[1].action, "delayed");
         assert_eq!(r[1].bounce_type(), None);
+    }
+
+    #[test]
+    fn a_hostile_report_costs_its_first_quarter_megabyte() {
+        let mut huge = POSTFIX_BOUNCE.replace("--B1--\r\n", "");
+        huge.push_str(&"Final-Recipient: rfc822; x@y.test\r\nAction: failed\r\n\r\n".repeat(200_000));
+        let r = parse(huge.as_bytes());
+        assert!(r.len() < 10_000, "{}", r.len());
+        let mut headers = "X-A: b\r\n".repeat(200_000);
+        headers.push_str(POSTFIX_BOUNCE);
+        assert!(parse(headers.as_bytes()).is_empty(), "a report's headers are at the top");
     }
 
     #[test]
