@@ -98,8 +98,15 @@ pub async fn run(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Domains(DomainsCommand::Add { domain, verified, account }) => {
             let account = pick_account(store, account.as_deref()).await?;
-            let (d, created) =
-                service::register_domain(store, &account.id, &domain, &shared_domain, verified).await?;
+            let (d, created) = service::register_domain(
+                store,
+                &shared.secret,
+                &account.id,
+                &domain,
+                &shared_domain,
+                verified,
+            )
+            .await?;
             println!(
                 "{} {} (verified: {})",
                 if created { "Added" } else { "Already registered:" },

@@ -138,6 +138,14 @@ pub async fn run(config: Config, file: Option<PathBuf>, roles: Roles, reload: Re
     // caps, so attachment indices agree.
     postagent_core::mime::configure(config.mime_caps());
     let shared = open_shared(&config).await?;
+    // Webhook secrets written before they were sealed are sealed now, in place.
+    match postagent_core::service::seal_webhook_secrets(shared.store.as_ref(), &shared.secret).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(webhooks = n, "sealed webhook secrets stored in the clear"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot seal webhook secrets stored in the clear; will retry at the next start")
+        }
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %file.as_deref().map_or("(none: defaults)".into(), |p| p.display().to_string()),
@@ -304,7 +312,7 @@ impl Running {
             let client = WebhookClient::new(&settings, shared.resolver.clone())
                 .context("cannot build the webhook HTTP client")?;
             let grace = config.shutdown_timeout().min(settings.timeout + Duration::from_secs(1));
-            let worker = Worker::new(store.clone(), settings, client);
+            let worker = Worker::new(store.clone(), settings, client, shared.secret.clone());
             let stop = stopped();
             running.tasks.spawn(async move {
                 worker.run(stop, grace).await;

@@ -26,7 +26,68 @@ on_both_backends!(
     expired_and_orphaned_keys_stop_working,
     default_page_size_is_100,
     empty_bodies_and_scope_before_body,
+    unverified_domain_claims_give_way,
+    a_reviewer_address_cannot_become_an_agent,
 );
+
+/// An account that proves the TXT record takes over another's unverified claim; a claim left
+/// unverified lapses; a verified domain stays with its account.
+async fn unverified_domain_claims_give_way(app: &TestApp) {
+    let squatter = app.other_account().await;
+    let claim = app
+        .call(Method::POST, "/v1/domains", Some(&squatter), Some(json!({"domain": "squat.example"})))
+        .await;
+    assert_eq!(claim.status, StatusCode::CREATED, "{}", claim.body);
+    let taken = app.post("/v1/domains", json!({"domain": "squat.example"})).await;
+    assert_eq!((taken.status, taken.code()), (StatusCode::CONFLICT, "domain_taken"), "{}", taken.body);
+    let txt = taken.body["error"]["details"]["takeover_txt"].as_str().expect("takeover token").to_owned();
+    // Not proven yet: nothing moves.
+    let early = app.post("/v1/domains/squat.example/verify", Value::Null).await;
+    assert_eq!(early.status, StatusCode::NOT_FOUND, "{}", early.body);
+    app.dns.add_txt("squat.example", &txt);
+    app.dns.add_mx("squat.example", 10, MAIL_HOST);
+    let v = app.post("/v1/domains/squat.example/verify", Value::Null).await;
+    assert_eq!((v.status, v.body["verified"].clone()), (StatusCode::OK, json!(true)), "{}", v.body);
+    assert_eq!(app.get("/v1/domains/squat.example").await.body["verified"], true);
+    let gone = app.call(Method::GET, "/v1/domains/squat.example", Some(&squatter), None).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "the squatter's claim is over");
+    // A verified domain is not taken over, whatever the other account publishes.
+    let back = app
+        .call(Method::POST, "/v1/domains", Some(&squatter), Some(json!({"domain": "squat.example"})))
+        .await;
+    assert_eq!((back.status, back.code()), (StatusCode::CONFLICT, "domain_taken"));
+    assert!(back.body["error"]["details"]["takeover_txt"].is_null(), "{}", back.body);
+    // Unverified registrations lapse.
+    app.post("/v1/domains", json!({"domain": "idle.example"})).await;
+    let swept = postagent_core::janitor::sweep(
+        app.store.as_ref(),
+        postagent_core::time::Timestamp::now().plus_secs(8 * 86_400),
+        postagent_core::janitor::Retention::default(),
+    )
+    .await
+    .expect("sweep");
+    assert!(swept >= 1);
+    assert_eq!(app.get("/v1/domains/idle.example").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/v1/domains/squat.example").await.status, StatusCode::OK, "verified ones stay");
+}
+
+/// An agent's key reads its mail; the address review notices go to must not be an agent's.
+async fn a_reviewer_address_cannot_become_an_agent(app: &TestApp) {
+    app.verified_domain("people.example").await;
+    let account = app.account_id().await;
+    use postagent_core::store::AccountStore as _;
+    app.store.set_reviewer_email(&account, Some("boss@people.example")).await.expect("reviewer");
+    let r = app.post("/v1/agents", json!({"email": "boss@people.example"})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "agent_address_reserved"), "{}", r.body);
+    // Nor another account's reviewer (its own address by default): that agent's key would
+    // read the other account's approve links.
+    app.other_account().await;
+    app.verified_domain("example.net").await;
+    let r = app.post("/v1/agents", json!({"email": "intruder@example.net"})).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "agent_address_reserved"), "{}", r.body);
+    let ok = app.post("/v1/agents", json!({"email": "helper@people.example"})).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+}
 
 /// The response to a keyed API-key creation is kept for replay, but never in clear.
 #[tokio::test]

@@ -439,6 +439,13 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     let reviews = app.get("/v1/reviews").await.body;
     assert_eq!(reviews["items"][0]["direction"], "inbound");
     assert_eq!(reviews["items"][0]["header_from"], "alice@example.org");
+    // The agent's own key cannot read what is held from it, by id or its attachments.
+    let agent_key = app.agent_key(BOT).await;
+    for path in [format!("{}/{id}", messages()), format!("{}/{id}/attachments/0", messages())] {
+        let r = app.call(Method::GET, &path, Some(&agent_key), None).await;
+        assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"), "{path}: {}", r.body);
+    }
+    assert_eq!(app.get(&format!("/v1/reviews/{id}")).await.status, StatusCode::OK, "the account sees it");
 
     let r = app.post(&format!("/v1/reviews/{id}/approve"), json!({"subject": "edited"})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "inbound mail cannot be edited: {}", r.body);
@@ -462,6 +469,8 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
         1,
         "blocked mail is hidden"
     );
+    let r = app.call(Method::GET, &format!("{}/{blocked}", messages()), Some(&agent_key), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "blocked mail is not the agent's: {}", r.body);
     // A listed domain passes only when its From authenticated (DMARC-aligned, as the
     // milter signed it): the same From unsigned, or under another verified domain, does not.
     let mut allow = gate("block");

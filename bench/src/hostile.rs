@@ -56,13 +56,17 @@ pub struct Report {
     pub refused: Option<(u32, f64, u16)>,
 }
 
+/// The boundary of every generated message: 18 characters, so an empty part (`--B`, CRLF,
+/// an empty header block, an empty line) is 26 bytes and 400,000 of them make 10 MB.
+const B: &str = "hostile-boundary-x";
+
 /// A multipart message: `text`, then `attachments` parts of `attachment_bytes` (base64), then
 /// `empty` empty parts.
 pub fn message(subject: &str, attachments: u32, attachment_bytes: u32, empty: u32) -> Vec<u8> {
     let mut m = format!(
         "From: Alice <alice@{SENDER_DOMAIN}>\r\nTo: {AGENT}\r\nSubject: {subject}\r\nMessage-ID: <{}@{SENDER_DOMAIN}>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
-        subject.replace(' ', "-")
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary={B}\r\n\r\n--{B}\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+        subject.replace(' ', "-"),
     )
     .into_bytes();
     let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
@@ -70,7 +74,7 @@ pub fn message(subject: &str, attachments: u32, attachment_bytes: u32, empty: u3
     for i in 0..attachments {
         m.extend_from_slice(
             format!(
-                "--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
+                "--{B}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
                  Content-Disposition: attachment; filename=\"f{i}.bin\"\r\n\r\n"
             )
             .as_bytes(),
@@ -80,9 +84,9 @@ pub fn message(subject: &str, attachments: u32, attachment_bytes: u32, empty: u3
         }
     }
     for _ in 0..empty {
-        m.extend_from_slice(b"--b\r\n\r\n\r\n");
+        m.extend_from_slice(format!("--{B}\r\n\r\n\r\n").as_bytes());
     }
-    m.extend_from_slice(b"--b--\r\n");
+    m.extend_from_slice(format!("--{B}--\r\n").as_bytes());
     m
 }
 

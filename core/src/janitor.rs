@@ -1,6 +1,7 @@
 //! Housekeeping on a timer: forgets idempotency keys past their retention, expires the event
-//! log, ends webhook secret rotations whose grace is over and prunes old delivery rows. Every
-//! replica may run it; the deletes are idempotent.
+//! log, ends webhook secret rotations whose grace is over, prunes old delivery rows and drops
+//! domain registrations left unverified too long. Every replica may run it; the deletes are
+//! idempotent.
 
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -35,7 +36,10 @@ pub async fn sweep(store: &dyn Store, now: Timestamp, keep: Retention) -> Result
     let events_secs = i64::try_from(keep.events.as_secs()).unwrap_or(i64::MAX / 2);
     let events = store.expire_events(now.plus_secs(-(events_secs + EVENT_TOMBSTONE_SECS))).await?;
     let hooks = store.sweep_webhooks(now, now.plus_secs(-DELIVERY_KEEP_SECS)).await?;
-    Ok(keys + events + hooks)
+    let domains = store
+        .expire_unverified_domains(now.plus_secs(-crate::service::UNVERIFIED_DOMAIN_DAYS * 86_400))
+        .await?;
+    Ok(keys + events + hooks + domains)
 }
 
 /// Sweeps every `every` until `stop` resolves.

@@ -77,8 +77,19 @@ pub struct Source<'a> {
 impl Source<'_> {
     /// The view: the parsed message (`None` when not even a header could be read).
     pub fn parse(&self) -> Option<Message<'_>> {
-        MessageParser::default().parse(self.text.as_ref())
+        guarded(self.text.as_ref())
     }
+}
+
+/// mail-parser's parse, with a panic inside it (it has `debug_assert!`s that hostile MIME
+/// reaches, found by `core/tests/props.rs`) turned into "nothing could be read" instead of a
+/// dead LMTP session or API request: a message is never refused or lost for its formatting.
+fn guarded(text: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| MessageParser::default().parse(text)))
+        .unwrap_or_else(|_| {
+            tracing::warn!(bytes = text.len(), "the MIME parser gave up on a message; its view is empty");
+            None
+        })
 }
 
 /// The bounded view of `raw` under `caps`.
@@ -94,7 +105,11 @@ pub fn parse(raw: &[u8], caps: Caps) -> Source<'_> {
     } else {
         Cow::Owned(neutralized(&raw[..end], &scan.neutralize))
     };
-    let cut = MessageParser::default().parse(text.as_ref()).and_then(|m| part_cut(&m, caps));
+    let parsed = guarded(text.as_ref());
+    if parsed.is_none() && !text.is_empty() {
+        truncated = true;
+    }
+    let cut = parsed.and_then(|m| part_cut(&m, caps));
     let text = match cut {
         Some(cut) => {
             truncated = true;

@@ -27,8 +27,18 @@ pub enum ManageError {
     DomainNotVerified(String),
     #[error("domain {0} is registered to another account")]
     DomainTaken(String),
+    /// Another account registered it but never proved it: publishing `token` as a TXT record
+    /// at the domain (and its MX) and verifying takes the claim over.
+    #[error(
+        "domain {domain} is claimed by another account that has not verified it; publish the TXT record {token:?} at {domain} and verify to take the claim over"
+    )]
+    DomainClaimed { domain: String, token: String },
     #[error("{0} is already taken")]
     AgentTaken(String),
+    #[error(
+        "{0} receives an account's review notices, so it cannot be an agent (its key could approve held mail); the operator can change the reviewer with postagent admin reviewer"
+    )]
+    ReviewerAddress(String),
     #[error("{0} is in your trash: restore it instead")]
     AgentInTrash(String),
     #[error("agent {0} not found")]
@@ -93,9 +103,29 @@ pub async fn create_api_key(
     Ok((key, minted.plaintext))
 }
 
+/// How long a registration may stay unverified before it lapses (and another account may
+/// register the domain without proof).
+pub const UNVERIFIED_DOMAIN_DAYS: i64 = 7;
+
+/// The TXT token with which `account` can take over another account's unverified claim on
+/// `domain`: derived, so it needs no row of its own until it is proven.
+pub fn takeover_token(secret: &crate::secret::Secret, account: &AccountId, domain: &str) -> String {
+    let mac = crate::sign::hmac_sha256(
+        secret.expose(),
+        &[b"postagent-domain-takeover\n", account.as_str().as_bytes(), b"\n", domain.as_bytes()],
+    );
+    format!("e2a-verify={}", &hex::encode(mac)[..32])
+}
+
 /// Registers (or re-claims) a domain. `operator_owned` domains are verified at once.
+///
+/// A domain another account registered and never verified is not theirs for ever: past
+/// [`UNVERIFIED_DOMAIN_DAYS`] the claim lapses and this registration replaces it; before that
+/// the answer is [`ManageError::DomainClaimed`] with the token whose proof takes it over
+/// ([`verify_domain`]). A verified domain stays with its account.
 pub async fn register_domain(
     store: &dyn Store,
+    secret: &crate::secret::Secret,
     account: &AccountId,
     name: &str,
     shared_domain: &str,
@@ -112,10 +142,35 @@ pub async fn register_domain(
         verification_token: ids::mint("e2a-verify=", 16),
         operator_owned,
     };
-    let (row, created) = store.register_domain(new).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ManageError::DomainTaken(domain.to_string()),
-        e => e.into(),
-    })?;
+    let (row, created) = match store.register_domain(new.clone()).await {
+        Ok(r) => r,
+        Err(StoreError::Conflict(_)) => {
+            let Some(held) = store.find_domain(domain.as_str()).await? else {
+                return Err(ManageError::DomainTaken(domain.to_string()));
+            };
+            if held.verified || held.operator_owned {
+                return Err(ManageError::DomainTaken(domain.to_string()));
+            }
+            let lapsed = held.created_at < Timestamp::now().plus_secs(-UNVERIFIED_DOMAIN_DAYS * 86_400);
+            if !lapsed && !operator_owned {
+                return Err(ManageError::DomainClaimed {
+                    domain: domain.to_string(),
+                    token: takeover_token(secret, account, domain.as_str()),
+                });
+            }
+            // A lapsed claim (or the operator's word) gives way.
+            let taken = store
+                .take_over_domain(domain.as_str(), &held.account_id, &new, None, Timestamp::now())
+                .await?;
+            if !taken {
+                return Err(ManageError::DomainTaken(domain.to_string()));
+            }
+            tracing::info!(domain = %domain, from = %held.account_id, to = %account, "unverified domain claim taken over");
+            let row = store.get_domain(account, domain.as_str()).await?.ok_or(StoreError::NotFound)?;
+            (row, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
     if operator_owned && !row.operator_owned {
         // The account's own self-registered row, now claimed by the operator.
         store.claim_operator_domain(account, &row.domain, Timestamp::now()).await?;
@@ -164,15 +219,20 @@ pub async fn probe_domain(resolver: &Resolver, domain: &Domain, mail_hostname: &
     DomainProbe { txt: txt_status, mx: mx_status, spf }
 }
 
-/// Probes and records the result; returns the updated row and the probe.
+/// Probes and records the result; returns the updated row and the probe. For a domain
+/// another account claimed and never verified, a proof of this account's
+/// [`takeover_token`] (and the MX) moves the claim here, verified.
 pub async fn verify_domain(
     store: &dyn Store,
+    secret: &crate::secret::Secret,
     resolver: &Resolver,
     account: &AccountId,
     name: &str,
     mail_hostname: &str,
 ) -> Result<Option<(Domain, DomainProbe)>, ManageError> {
-    let Some(domain) = store.get_domain(account, name).await? else { return Ok(None) };
+    let Some(domain) = store.get_domain(account, name).await? else {
+        return take_over(store, secret, resolver, account, name, mail_hostname).await;
+    };
     let probe = probe_domain(resolver, &domain, mail_hostname).await;
     let check = DomainCheck {
         verified: probe.txt == "found" && probe.mx == "found",
@@ -187,6 +247,44 @@ pub async fn verify_domain(
     }
     let updated = store.get_domain(account, name).await?.ok_or(StoreError::NotFound)?;
     Ok(Some((updated, probe)))
+}
+
+async fn take_over(
+    store: &dyn Store,
+    secret: &crate::secret::Secret,
+    resolver: &Resolver,
+    account: &AccountId,
+    name: &str,
+    mail_hostname: &str,
+) -> Result<Option<(Domain, DomainProbe)>, ManageError> {
+    let Some(held) = store.find_domain(name).await?.filter(|d| !d.verified && !d.operator_owned) else {
+        return Ok(None);
+    };
+    let mut ours = held.clone();
+    ours.verification_token = takeover_token(secret, account, name);
+    let probe = probe_domain(resolver, &ours, mail_hostname).await;
+    tracing::info!(domain = %name, account = %account, txt = probe.txt, mx = probe.mx,
+        "domain takeover probe");
+    if probe.txt != "found" || probe.mx != "found" {
+        return Ok(None);
+    }
+    let new = NewDomain {
+        account_id: account.clone(),
+        domain: name.to_owned(),
+        verification_token: ours.verification_token.clone(),
+        operator_owned: false,
+    };
+    let check = DomainCheck {
+        verified: true,
+        txt_status: probe.txt.to_owned(),
+        mx_status: probe.mx.to_owned(),
+        checked_at: Timestamp::now(),
+    };
+    if !store.take_over_domain(name, &held.account_id, &new, Some(check), Timestamp::now()).await? {
+        return Ok(None);
+    }
+    tracing::info!(domain = %name, from = %held.account_id, to = %account, "unverified domain claim taken over by proof");
+    Ok(store.get_domain(account, name).await?.map(|d| (d, probe)))
 }
 
 /// Agent display names end up in From headers: one line, at most 200 characters.
@@ -215,6 +313,11 @@ pub async fn create_agent(
     let on_shared = !shared_domain.is_empty() && email.domain() == shared_domain;
     if on_shared && let Some(problem) = ids::slug_problem(email.local_part()) {
         return Err(ManageError::InvalidSlug(format!("{}: {problem}", email.local_part())));
+    }
+    // An agent's key reads its mail; an agent that received review notices could approve the
+    // holds they are about, its own account's or another's.
+    if store.is_reviewer_address(email.as_str()).await? {
+        return Err(ManageError::ReviewerAddress(email.to_string()));
     }
     let new = NewAgent {
         account_id: account.clone(),
@@ -263,4 +366,47 @@ pub async fn agent_domains(store: &dyn Store, shared_domain: &str) -> Result<Vec
         }
     }
     Ok(domains)
+}
+
+/// Seals every webhook secret still stored in the clear (rows written before secrets were
+/// sealed); run at start by every replica, so it is idempotent and races harmlessly.
+/// Returns how many webhooks it sealed.
+pub async fn seal_webhook_secrets(
+    store: &dyn Store,
+    secret: &crate::secret::Secret,
+) -> Result<usize, StoreError> {
+    use crate::webhook_sig::{is_plain, seal_secret};
+    let mut sealed = 0;
+    loop {
+        let rows = store.plain_webhook_secrets(100).await?;
+        if rows.is_empty() {
+            return Ok(sealed);
+        }
+        let mut progress = false;
+        for (id, current, previous) in rows {
+            let before = sealed;
+            let seal = |s: &str| if is_plain(s) { seal_secret(secret, s) } else { Some(s.to_owned()) };
+            let (Some(new_current), Some(new_previous)) =
+                (seal(&current), previous.as_deref().map(seal).unwrap_or(Some(String::new())))
+            else {
+                return Err(StoreError::Precondition("no random source to seal webhook secrets"));
+            };
+            let new_previous = previous.as_ref().map(|_| new_previous);
+            if store
+                .replace_webhook_secrets(
+                    &id,
+                    (&current, previous.as_deref()),
+                    (&new_current, new_previous.as_deref()),
+                )
+                .await?
+            {
+                sealed += 1;
+            }
+            progress |= sealed > before;
+        }
+        // A batch where nothing could be replaced (rows changing under us) ends the pass.
+        if !progress {
+            return Ok(sealed);
+        }
+    }
 }

@@ -2,9 +2,11 @@
 //! every address the delivery client is about to connect to (so a name that resolved to a
 //! public address at registration and to `127.0.0.1` later — DNS rebinding — is refused).
 //!
-//! Refused everywhere: private (RFC 1918, ULA), link-local (incl. the 169.254.169.254
-//! metadata address), CGNAT, multicast, unspecified, broadcast and reserved/documentation
-//! ranges, and IPv4 addresses smuggled inside IPv6 (mapped, NAT64, 6to4). Loopback and raw
+//! Admitted: global unicast only. Refused everywhere: private (RFC 1918, ULA), link-local
+//! (incl. the 169.254.169.254 metadata address), CGNAT, multicast, unspecified, broadcast,
+//! reserved and documentation ranges, IPv6 outside 2000::/3, and IPv4 addresses smuggled
+//! inside IPv6 (mapped, NAT64 /96 and /48, 6to4, Teredo), which are judged by the IPv4 address
+//! they reach. Loopback and raw
 //! IP URLs are refused in production; [`WebhookMode::Development`] allows loopback receivers
 //! (and plain `http://`) so a developer, or a test, can point a webhook at a local port.
 
@@ -72,6 +74,43 @@ fn classify_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
         (198, 18..=19, _) => "reserved (benchmarking)",
         (192, 88, 99) => "reserved (6to4 relay anycast)",
+        (192, 31, 196) | (192, 175, 48) => "reserved (AS112)",
+        (192, 52, 193) => "reserved (AMT)",
+        _ => return None,
+    })
+}
+
+fn v4(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+}
+
+/// The IPv4 addresses an IPv6 address reaches through a translation or tunnel, judged in its
+/// place: mapped (`::ffff:0:0/96`), NAT64 well-known (`64:ff9b::/96`) and local-use
+/// (`64:ff9b:1::/48`, RFC 8215, whose operator may embed the IPv4 address in the /48 layout of
+/// RFC 6052 §2.2 or at the end as in a /96: both are judged), 6to4 (`2002::/16`) and Teredo
+/// (`2001::/32`: the server, and the client obfuscated in the last 32 bits, RFC 4380 §4).
+fn embedded_v4(s: [u16; 8]) -> Option<Vec<Ipv4Addr>> {
+    Some(match s {
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => vec![v4(hi, lo)],
+        [0x64, 0xff9b, 0x1, ..] => {
+            // /48 layout: bits 48..63 and 72..87 (bits 64..71 are the "u" octet, zero).
+            let (a, b) = ((s[3] >> 8) as u8, s[3] as u8);
+            let (c, d) = (s[4] as u8, (s[5] >> 8) as u8);
+            let mut reached = vec![Ipv4Addr::new(a, b, c, d)];
+            if s[4] >> 8 != 0 {
+                // Not RFC 6052: judged by what its last 32 bits would reach.
+                reached.push(Ipv4Addr::UNSPECIFIED);
+            }
+            if (s[6], s[7]) != (0, 0) {
+                // A /96 carved from the /48 puts the address at the end.
+                reached.push(v4(s[6], s[7]));
+            }
+            reached
+        }
+        [0x2002, hi, lo, ..] => vec![v4(hi, lo)],
+        [0x2001, 0, server_hi, server_lo, _, _, client_hi, client_lo] => {
+            vec![v4(server_hi, server_lo), v4(!client_hi, !client_lo)]
+        }
         _ => return None,
     })
 }
@@ -84,27 +123,23 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("unspecified");
     }
     let s = ip.segments();
-    // IPv4 inside IPv6: mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002::/16)
-    // reach the embedded address, so they are judged by it.
-    let embedded = match s {
-        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some((hi, lo)),
-        [0x2002, hi, lo, ..] => Some((hi, lo)),
-        _ => None,
-    };
-    if let Some((hi, lo)) = embedded {
-        let v4 = Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(inner) = embedded_v4(s) {
         // A public address behind the prefix is fine; the prefix alone is not a reason.
-        return classify_v4(v4);
+        return inner.into_iter().find_map(classify_v4);
     }
+    // Only global unicast (2000::/3) is reachable at all, less its special-purpose blocks.
     Some(match s[0] {
+        0x2000..=0x3fff => match s {
+            [0x2001, 0x0db8, ..] => "documentation",
+            [0x3fff, b, ..] if b < 0x1000 => "documentation",
+            [0x2001, 0x0002, 0, ..] => "reserved (benchmarking)",
+            [0x2001, 0x0000..=0x01ff, ..] => "reserved (IETF protocol assignments)",
+            _ => return None,
+        },
         0xfc00..=0xfdff => "private (unique local)",
         0xfe80..=0xfebf => "link-local",
-        0xfec0..=0xfeff => "reserved (site-local)",
         0xff00..=0xffff => "multicast",
-        0x2001 if s[1] == 0x0db8 => "documentation",
-        0x0100 if s[1..4] == [0, 0, 0] => "reserved (discard)",
-        0x0000 => "reserved",
-        _ => return None,
+        _ => "reserved (not global unicast)",
     })
 }
 
@@ -209,12 +244,34 @@ mod tests {
             ("::ffff:10.0.0.1", "private"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
             ("2002:c0a8:0101::1", "private"),
+            // Local-use NAT64: 10.0.0.1 in the /48 layout, 127.0.0.1 at the end (a /96 in it).
+            ("64:ff9b:1:a00:0:100::", "private"),
+            ("64:ff9b:1:5db8:d8:2200:7f00:1", "loopback"),
+            ("64:ff9b:1:5db8:ffd8:2200::", "unspecified"),
+            // Teredo: the server, or the (obfuscated) client, embeds a private address.
+            ("2001:0:c0a8:101::", "private"),
+            ("2001:0:5db8:d822::f5ff:fffe", "private"),
+            ("3fff::1", "documentation"),
+            ("2001:2::1", "reserved (benchmarking)"),
+            ("2001:10::1", "reserved (IETF protocol assignments)"),
+            ("5f00::1", "reserved (not global unicast)"),
+            ("100::1", "reserved (not global unicast)"),
+            ("::1.2.3.4", "reserved (not global unicast)"),
+            ("192.31.196.1", "reserved (AS112)"),
         ] {
             assert_eq!(classify(ip(addr), Prod), Some(class), "{addr}");
         }
-        for public in
-            ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8"]
-        {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b:1:5db8:d8:2200::",
+            "2002:5db8:d822::1",
+            "2001:0:5db8:d822::a247:27dd",
+        ] {
             assert_eq!(classify(ip(public), Prod), None, "{public}");
         }
     }

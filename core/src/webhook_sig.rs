@@ -18,6 +18,30 @@ pub fn mint_secret() -> String {
     crate::ids::mint("whsec_", 32)
 }
 
+/// What a subscription secret is sealed for (`crate::seal`): the database keeps only
+/// sealed secrets, so a reader of it (a backup, a replica's disk) cannot sign webhooks.
+const SEAL_PURPOSE: &str = "webhook-secret";
+
+/// A subscription secret as the store keeps it.
+pub fn seal_secret(deployment: &crate::secret::Secret, secret: &str) -> Option<String> {
+    crate::seal::seal(deployment, SEAL_PURPOSE, secret.as_bytes())
+}
+
+/// The secret of a stored value: sealed (opened with the deployment secret) or, for a row a
+/// replica has not migrated yet, a plain `whsec_` secret. `None` when it cannot be opened
+/// (another deployment secret, or a damaged value).
+pub fn reveal_secret(deployment: &crate::secret::Secret, stored: &str) -> Option<String> {
+    if is_plain(stored) {
+        return Some(stored.to_owned());
+    }
+    crate::seal::open(deployment, SEAL_PURPOSE, stored).and_then(|b| String::from_utf8(b).ok())
+}
+
+/// A secret stored before secrets were sealed.
+pub fn is_plain(stored: &str) -> bool {
+    stored.starts_with("whsec_")
+}
+
 /// The signature headers of one POST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureHeaders {
@@ -61,6 +85,17 @@ pub fn sign(current: &str, previous: Option<&str>, id: &str, t: i64, body: &[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_sealed_and_revealed() {
+        let deployment = crate::secret::Secret::new(vec![3; 32]);
+        let secret = mint_secret();
+        let sealed = seal_secret(&deployment, &secret).expect("seal");
+        assert!(!sealed.contains(&secret[6..]) && !is_plain(&sealed), "{sealed}");
+        assert_eq!(reveal_secret(&deployment, &sealed).as_deref(), Some(secret.as_str()));
+        assert_eq!(reveal_secret(&deployment, &secret).as_deref(), Some(secret.as_str()), "not yet migrated");
+        assert_eq!(reveal_secret(&crate::secret::Secret::new(vec![4; 32]), &sealed), None);
+    }
     use serde_json::Value;
 
     fn vector(name: &str) -> Value {

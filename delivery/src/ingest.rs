@@ -59,7 +59,7 @@ impl LmtpBackend for StoreBackend {
     async fn check_recipient(&self, rcpt: &str) -> Reply {
         if verp::looks_like_bounce(rcpt) {
             // Our outbound mail's envelope sender: only a genuine (tagged) one is accepted.
-            return match verp::parse_bounce(&self.secret, rcpt) {
+            return match verp::parse_bounce(&self.secret, rcpt, Timestamp::now()) {
                 Some(_) => Reply::Ok,
                 None => Reply::unknown_recipient(),
             };
@@ -128,7 +128,7 @@ impl LmtpBackend for StoreBackend {
         }
         let mut replies = Vec::with_capacity(envelope.recipients.len());
         for rcpt in &envelope.recipients {
-            if let Some(message_id) = verp::parse_bounce(&self.secret, rcpt) {
+            if let Some(message_id) = verp::parse_bounce(&self.secret, rcpt, Timestamp::now()) {
                 metrics::LMTP_RECIPIENTS.inc("bounce");
                 replies.push(self.bounce(&queue_id, &message_id, rcpt, &prepared.raw).await);
                 continue;

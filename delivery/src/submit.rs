@@ -185,7 +185,7 @@ impl Submitter {
             return Ok(());
         };
         let rcpts: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).cloned().collect();
-        let from = verp::bounce_address(&self.secret, &m.id, &agent.domain);
+        let from = verp::bounce_address(&self.secret, &m.id, &agent.domain, Timestamp::now());
         // A fresh token per try, so a retried submission is never refused as stale.
         let raw = postagent_core::auth::submission::stamp(
             &self.secret,
@@ -324,6 +324,17 @@ impl Submitter {
             return Ok(());
         };
         let reviewer = account.reviewer_email.clone().unwrap_or(account.email.clone());
+        // A reviewer address that became an agent would let that agent's key approve the
+        // hold: no notice (the hold waits for the API or its expiry).
+        if self.store.find_live_agent(&reviewer.to_ascii_lowercase()).await?.is_some() {
+            tracing::warn!(
+                "NOQUEUE: review notice msg={} not sent: the reviewer <{reviewer}> is an agent; \
+                 set a person's address with postagent admin reviewer",
+                m.id
+            );
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        }
         let draft: Draft = self
             .store
             .get_draft(&m.id)

@@ -24,6 +24,9 @@ use crate::postfix::PostfixBuilder;
 
 /// The sample sender domain whose records [`SampleZone`] serves.
 pub const SENDER_DOMAIN: &str = "sender.test";
+/// A second sample domain that authenticates by DKIM only: its SPF authorises no address of
+/// this host (so mail re-submitted locally cannot pass by SPF), its DMARC says `p=reject`.
+pub const DKIM_ONLY_DOMAIN: &str = "far.test";
 /// The DKIM selector of [`SENDER_DOMAIN`]'s key.
 pub const DKIM_SELECTOR: &str = "lab";
 /// The headers [`SampleZone::sign`] covers (RFC 6376 §5.4.1's recommended core set).
@@ -57,6 +60,12 @@ impl SampleZone {
             &format!("v=DKIM1; k=ed25519; p={public}"),
         );
         dns.add_txt(&format!("_dmarc.{SENDER_DOMAIN}"), "v=DMARC1; p=reject; adkim=s; aspf=s");
+        dns.add_txt(DKIM_ONLY_DOMAIN, "v=spf1 ip4:192.0.2.99 -all");
+        dns.add_txt(
+            &format!("{DKIM_SELECTOR}._domainkey.{DKIM_ONLY_DOMAIN}"),
+            &format!("v=DKIM1; k=ed25519; p={public}"),
+        );
+        dns.add_txt(&format!("_dmarc.{DKIM_ONLY_DOMAIN}"), "v=DMARC1; p=reject");
         Ok(SampleZone { dns, dkim_pkcs8 })
     }
 
@@ -68,10 +77,15 @@ impl SampleZone {
     /// `message` (CRLF line ends) with a `DKIM-Signature` of [`SENDER_DOMAIN`] prepended
     /// (ed25519-sha256, relaxed/relaxed).
     pub fn sign(&self, message: &str) -> anyhow::Result<String> {
+        self.sign_as(SENDER_DOMAIN, message)
+    }
+
+    /// [`Self::sign`] for `domain` ([`SENDER_DOMAIN`] or [`DKIM_ONLY_DOMAIN`]).
+    pub fn sign_as(&self, domain: &str, message: &str) -> anyhow::Result<String> {
         let key =
             Ed25519Key::from_pkcs8_der(&self.dkim_pkcs8).map_err(|e| anyhow::anyhow!("DKIM key: {e}"))?;
         let signature = DkimSigner::from_key(key)
-            .domain(SENDER_DOMAIN)
+            .domain(domain)
             .selector(DKIM_SELECTOR)
             .headers(SIGNED_HEADERS)
             .sign(message.as_bytes())

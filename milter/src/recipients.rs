@@ -87,11 +87,13 @@ pub async fn classify(
             return Ok(RecipientClass::Foreign);
         }
         if verp::looks_like_bounce(address) {
-            return Ok(if verp::parse_bounce(secret, address).is_some() {
-                RecipientClass::Agent
-            } else {
-                RecipientClass::UnknownAgent
-            });
+            return Ok(
+                if verp::parse_bounce(secret, address, postagent_core::time::Timestamp::now()).is_some() {
+                    RecipientClass::Agent
+                } else {
+                    RecipientClass::UnknownAgent
+                },
+            );
         }
         // Agent addresses are stored as AgentEmail normalises them; an address that cannot
         // be one (quoted local part, odd bytes) names no agent.
@@ -174,6 +176,7 @@ mod tests {
             &Secret::new(vec![1; 32]),
             "msg_0123456789abcdef0123456789abcdef",
             "own.test",
+            postagent_core::time::Timestamp::now(),
         );
         assert_eq!(
             classify(&dir, "agents.test", &Secret::new(vec![1; 32]), &bounce).await,
@@ -183,6 +186,17 @@ mod tests {
             classify(&dir, "agents.test", &Secret::new(vec![2; 32]), &bounce).await,
             RecipientClass::UnknownAgent,
             "a bounce address under another secret is forged"
+        );
+        let old = verp::bounce_address(
+            &Secret::new(vec![1; 32]),
+            "msg_0123456789abcdef0123456789abcdef",
+            "own.test",
+            postagent_core::time::Timestamp::now().plus_secs(-40 * 86_400),
+        );
+        assert_eq!(
+            classify(&dir, "agents.test", &Secret::new(vec![1; 32]), &old).await,
+            RecipientClass::UnknownAgent,
+            "an expired bounce address is refused at RCPT"
         );
         let down = Fake { domains: vec![], agents: vec![], fail: true };
         assert!(matches!(

@@ -36,6 +36,8 @@ pub struct Options {
     pub internet: Option<SocketAddr>,
     /// More `main.cf` settings.
     pub main_cf: Vec<(&'static str, String)>,
+    /// More `master.cf` services (a content filter's re-injection listener).
+    pub master_cf: Vec<String>,
 }
 
 /// Where the humans of the outbound tests live (the account owner too).
@@ -51,6 +53,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             internet: None,
             main_cf: Vec::new(),
+            master_cf: Vec::new(),
         }
     }
 }
@@ -104,6 +107,9 @@ impl MailWorld {
         }
         for (key, value) in &options.main_cf {
             builder = builder.main_cf(key, value);
+        }
+        for service in &options.master_cf {
+            builder = builder.master_cf_service(service);
         }
         let postfix =
             tokio::task::spawn_blocking(move || builder.start()).await.expect("join").expect("start postfix");

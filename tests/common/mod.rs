@@ -150,7 +150,8 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
     };
     tokio::spawn(postagent_api::run(Listener::Tcp(listener), state, stopped(), Duration::from_secs(5)));
     let client = WebhookClient::new(&webhooks, resolver).expect("webhook client");
-    tokio::spawn(Worker::new(dyn_store.clone(), webhooks, client).run(stopped(), Duration::from_secs(3)));
+    let worker = Worker::new(dyn_store.clone(), webhooks, client, Secret::new(vec![42; 32]));
+    tokio::spawn(worker.run(stopped(), Duration::from_secs(3)));
     if store.backend() == postagent_core::store::Backend::Postgres {
         let bus = postagent_core::store::EventStore::bus(store.as_ref()).clone();
         tokio::spawn(postagent_core::bus::listen_postgres(store.url().to_owned(), bus, stopped()));

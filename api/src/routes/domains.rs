@@ -31,6 +31,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<DomainView>), ApiError> {
     let (domain, created) = service::register_domain(
         state.store.as_ref(),
+        &state.secret,
         &who.account_id,
         &body.value.domain,
         &state.settings.shared_domain,
@@ -81,6 +82,7 @@ pub async fn verify(
 ) -> Result<Json<Value>, ApiError> {
     let (row, probe) = service::verify_domain(
         state.store.as_ref(),
+        &state.secret,
         &state.resolver,
         &who.account_id,
         &normalize(&domain),

@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use postagent_core::apikey::KeyScope;
 use postagent_core::inbound;
 use postagent_core::store::{After, Agent, Message, MessageFilter};
 use postagent_core::time::Timestamp;
@@ -43,6 +44,13 @@ async fn message_for(
         .store
         .get_message(&who.account_id, &agent.email, id)
         .await?
+        // Inbound mail a gate held for review or blocked is not the agent's to read: its key
+        // sees it as it sees a message that does not exist. The account sees it (reviews).
+        .filter(|m| {
+            !(who.scope == KeyScope::Agent
+                && m.direction == "inbound"
+                && matches!(m.status.as_str(), "held" | "rejected"))
+        })
         .ok_or_else(|| ApiError::not_found("message"))?;
     Ok((agent, msg))
 }

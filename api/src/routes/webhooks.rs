@@ -252,6 +252,8 @@ pub async fn create(
         let filters = check_filters(&state, &who.account_id, req.filters.clone().unwrap_or_default()).await?;
         let url = check_target(&state, &req.url).await?;
         let secret = webhook_sig::mint_secret();
+        // Shown once, here; the store keeps it sealed under the deployment secret.
+        let sealed = webhook_sig::seal_secret(&state.secret, &secret).ok_or_else(ApiError::internal)?;
         let created = state
             .store
             .create_webhook(NewWebhook {
@@ -259,7 +261,7 @@ pub async fn create(
                 account_id: who.account_id.clone(),
                 url,
                 description: req.description.clone().unwrap_or_default(),
-                secret: secret.clone(),
+                secret: sealed,
                 events,
                 filters,
                 created_at: Timestamp::now(),
@@ -374,9 +376,10 @@ pub async fn rotate(
     idempotency::once(&state, &who.account_id, key, &route, &raw, || async {
         find(&state, &who.account_id, &id).await?;
         let secret = webhook_sig::mint_secret();
+        let sealed = webhook_sig::seal_secret(&state.secret, &secret).ok_or_else(ApiError::internal)?;
         let now = Timestamp::now();
         let until = now.plus_secs(ROTATION_GRACE_SECS);
-        if !state.store.rotate_webhook_secret(&who.account_id, &id, &secret, until, now).await? {
+        if !state.store.rotate_webhook_secret(&who.account_id, &id, &sealed, until, now).await? {
             return Err(ApiError::not_found("webhook"));
         }
         tracing::info!(account = %who.account_id, webhook = %id, previous_until = %until, "webhook secret rotated");

@@ -66,6 +66,16 @@ impl AccountStore for SqlStore {
         account(&row)
     }
 
+    async fn is_reviewer_address(&self, email: &str) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM accounts WHERE lower(COALESCE(reviewer_email, email)) = lower($1)",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     async fn set_reviewer_email(&self, id: &AccountId, reviewer: Option<&str>) -> StoreResult<bool> {
         let done = sqlx::query("UPDATE accounts SET reviewer_email = $2 WHERE id = $1")
             .bind(id.as_str())

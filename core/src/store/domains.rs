@@ -66,6 +66,60 @@ impl DomainStore for SqlStore {
         Ok(self.domain_by_name(name).await?.filter(|d| &d.account_id == account))
     }
 
+    async fn find_domain(&self, name: &str) -> StoreResult<Option<Domain>> {
+        self.domain_by_name(name).await
+    }
+
+    async fn take_over_domain(
+        &self,
+        name: &str,
+        from: &AccountId,
+        new: &NewDomain,
+        check: Option<DomainCheck>,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let at = now.as_micros();
+        let (verified, txt, mx, checked) = match &check {
+            Some(c) => (
+                i64::from(c.verified),
+                c.txt_status.as_str(),
+                c.mx_status.as_str(),
+                Some(c.checked_at.as_micros()),
+            ),
+            None => (0, "pending", "pending", None),
+        };
+        let done = sqlx::query(
+            "UPDATE domains SET account_id = $3, verification_token = $4, verified = $5,
+                 verified_at = CASE WHEN $5 = 1 THEN $8 ELSE NULL END, txt_status = $6, mx_status = $7,
+                 last_checked_at = $9, created_at = $8
+             WHERE domain = $1 AND account_id = $2 AND verified = 0 AND operator_owned = 0",
+        )
+        .bind(name)
+        .bind(from.as_str())
+        .bind(new.account_id.as_str())
+        .bind(new.verification_token.as_str())
+        .bind(verified)
+        .bind(txt)
+        .bind(mx)
+        .bind(at)
+        .bind(checked)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn expire_unverified_domains(&self, before: Timestamp) -> StoreResult<u64> {
+        // An unverified domain has no agents (they need a verified one), so nothing hangs on it.
+        let done = sqlx::query(
+            "DELETE FROM domains WHERE verified = 0 AND operator_owned = 0 AND created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.domain = domains.domain)",
+        )
+        .bind(before.as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn list_domains(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Domain>> {
         let sql = format!(
             "SELECT {DOMAIN_COLS} FROM domains d

@@ -102,6 +102,9 @@ pub trait AccountStore: Send + Sync {
     async fn account_usage(&self, id: &AccountId, month_start: Timestamp) -> StoreResult<Usage>;
     /// Where review notices go; `None` means the account's own email.
     async fn set_reviewer_email(&self, id: &AccountId, reviewer: Option<&str>) -> StoreResult<bool>;
+    /// Whether some account's review notices go to `email` (its reviewer, or its own address
+    /// when it has none), compared case-insensitively.
+    async fn is_reviewer_address(&self, email: &str) -> StoreResult<bool>;
 
     async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKey>;
     async fn list_api_keys(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<ApiKey>>;
@@ -118,6 +121,21 @@ pub trait DomainStore: Send + Sync {
     /// a domain held by another account is `Conflict("domain")`.
     async fn register_domain(&self, new: NewDomain) -> StoreResult<(Domain, bool)>;
     async fn get_domain(&self, account: &AccountId, domain: &str) -> StoreResult<Option<Domain>>;
+    /// The registration of `domain`, whichever account holds it (for the takeover rules).
+    async fn find_domain(&self, domain: &str) -> StoreResult<Option<Domain>>;
+    /// Moves `domain` from account `from` to `new`'s account, if `from` still holds it
+    /// unverified and not operator-owned: verified at once with `check`, else a fresh
+    /// unverified claim. Whether it did.
+    async fn take_over_domain(
+        &self,
+        domain: &str,
+        from: &AccountId,
+        new: &NewDomain,
+        check: Option<DomainCheck>,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Deletes registrations left unverified since before `before`; how many.
+    async fn expire_unverified_domains(&self, before: Timestamp) -> StoreResult<u64>;
     async fn list_domains(&self, account: &AccountId, page: &PageQuery) -> StoreResult<Vec<Domain>>;
     /// Records a probe of `domain` as registered by `account` with `token`. A row that changed
     /// hands (deleted and re-registered, with a new token) while the probe ran is left alone:
@@ -329,6 +347,17 @@ pub trait WebhookStore: Send + Sync {
         cooldown_since: Timestamp,
     ) -> StoreResult<Option<Webhook>>;
     async fn delete_webhook(&self, account: &AccountId, id: &str) -> StoreResult<bool>;
+    /// Webhooks whose current or previous secret is still stored in the clear, as `(id,
+    /// secret, previous_secret)` (at most `limit`).
+    async fn plain_webhook_secrets(&self, limit: u32) -> StoreResult<Vec<(String, String, Option<String>)>>;
+    /// Replaces both secrets of webhook `id` if they are still `(old, old_previous)`; whether
+    /// it did (a concurrent rotation or another replica's migration wins).
+    async fn replace_webhook_secrets(
+        &self,
+        id: &str,
+        old: (&str, Option<&str>),
+        new: (&str, Option<&str>),
+    ) -> StoreResult<bool>;
     /// The current secret becomes the previous one (signing until `previous_until`).
     async fn rotate_webhook_secret(
         &self,

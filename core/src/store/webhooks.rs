@@ -340,6 +340,40 @@ impl WebhookStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn plain_webhook_secrets(&self, limit: u32) -> StoreResult<Vec<(String, String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT id, secret, previous_secret FROM webhooks
+             WHERE substr(secret, 1, 6) = 'whsec_' OR substr(previous_secret, 1, 6) = 'whsec_'
+             ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("secret")?, r.try_get("previous_secret")?)))
+            .collect()
+    }
+
+    async fn replace_webhook_secrets(
+        &self,
+        id: &str,
+        old: (&str, Option<&str>),
+        new: (&str, Option<&str>),
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET secret = $2, previous_secret = $3
+             WHERE id = $1 AND secret = $4 AND COALESCE(previous_secret, '') = COALESCE($5, '')",
+        )
+        .bind(id)
+        .bind(new.0)
+        .bind(new.1)
+        .bind(old.0)
+        .bind(old.1)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn rotate_webhook_secret(
         &self,
         account: &AccountId,

@@ -14,6 +14,7 @@ pub mod retry;
 use client::WebhookClient;
 use postagent_core::bus::BusMessage;
 use postagent_core::config::WebhookSettings;
+use postagent_core::secret::Secret;
 use postagent_core::store::{
     AttemptNext, AttemptRecord, DeliveryAttempt, FinishedAttempt, Job, Store, WEBHOOK_JOB,
 };
@@ -41,13 +42,20 @@ pub struct Worker {
     store: Arc<dyn Store>,
     settings: WebhookSettings,
     client: WebhookClient,
+    /// Opens the sealed subscription secrets.
+    secret: Secret,
     id: String,
 }
 
 impl Worker {
-    pub fn new(store: Arc<dyn Store>, settings: WebhookSettings, client: WebhookClient) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: WebhookSettings,
+        client: WebhookClient,
+        secret: Secret,
+    ) -> Self {
         let id = format!("{}-{}", hostname(), postagent_core::ids::mint("", 6));
-        Self { store, settings, client, id }
+        Self { store, settings, client, secret, id }
     }
 
     /// The lease of a claimed try: longer than any POST may take, so a live worker never
@@ -164,13 +172,22 @@ impl Worker {
         }
         let attempt = d.attempts + 1;
         let t = now.as_micros() / 1_000_000;
-        let sig = webhook_sig::sign(
-            &hook.secret,
-            hook.live_previous_secret(now),
-            &d.event_id,
-            t,
-            work.payload.as_bytes(),
-        );
+        // Secrets are sealed at rest: opened here, for this one signature.
+        let current = webhook_sig::reveal_secret(&self.secret, &hook.secret);
+        let previous = hook.live_previous_secret(now).map(|p| webhook_sig::reveal_secret(&self.secret, p));
+        let (Some(current), Some(previous)) = (current, previous.map_or(Some(None), |p| p.map(Some))) else {
+            tracing::error!(
+                webhook = %hook.id,
+                delivery = %d.id,
+                "webhook secret cannot be opened (another deployment secret?); delivery failed"
+            );
+            return self
+                .store
+                .fail_delivery(job.id, &d.id, "webhook secret unreadable", now)
+                .await
+                .map(|()| None);
+        };
+        let sig = webhook_sig::sign(&current, previous.as_deref(), &d.event_id, t, work.payload.as_bytes());
         let posted = self.client.post(&hook.url, &d.event_type, &sig, &work.payload).await;
         let decision =
             retry::decide(&self.settings, attempt, &posted.answer, rand::thread_rng().gen_range(-1.0..=1.0));

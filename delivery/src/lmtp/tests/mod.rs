@@ -5,6 +5,7 @@
 //! socket or a delivery received on a channel, and every wait has a timeout that fails loudly.
 
 mod postfix;
+mod props;
 mod protocol;
 
 use std::collections::HashSet;
