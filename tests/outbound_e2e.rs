@@ -293,7 +293,7 @@ async fn review_by_emailed_link_then_postfix_delivers() {
     let (code, out) = w.admin(&["reviewer", "reviewer@example.org"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("now go to reviewer@example.org"), "{out}");
-    let _server = w.serve();
+    let server = w.serve();
     let msgs = format!("/v1/agents/{BOT}/messages");
     let hitl = |ttl: i64, on_expiry: &str| {
         json!({
@@ -373,4 +373,27 @@ async fn review_by_emailed_link_then_postfix_delivers() {
     })
     .await;
     assert!(internet.try_recv().is_err(), "a rejected hold is never sent");
+
+    // A reviewer address that is an agent (written before the rule, here straight into the
+    // database): its key could approve the hold from the notice, so no notice is sent.
+    let account = w.get("/v1/account").await["user"]["id"].as_str().expect("id").to_owned();
+    let store = w.store().await;
+    use postagent_core::store::AccountStore as _;
+    store
+        .set_reviewer_email(&postagent_core::ids::AccountId::from_stored(account), Some(BOT))
+        .await
+        .expect("reviewer");
+    store.close().await;
+    let (status, _) =
+        w.call(Method::PUT, &format!("/v1/agents/{BOT}/protection"), Some(hitl(3600, "reject"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let quiet = send(&w, &msgs, json!({"to": ["dave@example.org"], "subject": "Quiet", "text": "x"})).await;
+    until("the refused notice", WAIT, || async {
+        server
+            .log()
+            .contains(&format!("review notice msg={quiet} not sent: the reviewer <{BOT}> is an agent"))
+            .then_some(())
+    })
+    .await;
+    assert!(internet.try_recv().is_err(), "nothing was mailed");
 }

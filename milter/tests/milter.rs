@@ -462,6 +462,24 @@ async fn oversized_message_reports_dkim_permerror_but_keeps_spf() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_is_closed_after_milter_timeout() {
+    let dns = dns().await;
+    let dir = FakeDirectory::new(&[], &["bot@agents.test"]);
+    let mut cfg = config(Some(dns.addr()), Duration::from_secs(2));
+    cfg.timeout = Duration::from_millis(300);
+    let m = Milter::spawn(dir, cfg).await;
+    // A peer that connects and never says a word holds its slot only until the timeout.
+    let started = Instant::now();
+    let mut idle = tokio::net::TcpStream::connect(m.addr).await.expect("connect");
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt as _;
+    let closed = tokio::time::timeout(Duration::from_secs(30), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the milter closed the idle connection");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    m.stop().await;
+}
+
+#[tokio::test]
 async fn negotiates_only_what_it_uses() {
     let dns = dns().await;
     let m = milter(&dns).await;

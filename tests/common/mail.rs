@@ -251,6 +251,11 @@ impl MailWorld {
         self.get(&format!("/v1/agents/{agent}/messages/{id}")).await
     }
 
+    /// The world's database, for a test that must write what the API refuses.
+    pub async fn store(&self) -> SqlStore {
+        SqlStore::open(&self.database_url, 2).await.expect("open the store")
+    }
+
     pub fn secret_file(&self) -> PathBuf {
         self.dir.path().join("hmac.secret")
     }
