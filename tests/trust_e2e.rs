@@ -163,6 +163,27 @@ async fn a_signed_message_replayed_with_any_change_is_stored_unverified() {
     assert!(!raw.contains(first["id"].as_str().expect("id")), "the old set is gone");
 }
 
+/// `postagent --config <cfg> serve` with the given milter and LMTP listeners.
+fn serve_with(dir: &std::path::Path, cfg: &std::path::Path, db: &str, milter: &str, lmtp: &str) -> Server {
+    let cfg = cfg.to_str().expect("utf-8");
+    Server::start(
+        dir,
+        &[
+            "--config",
+            cfg,
+            "serve",
+            "--database-url",
+            db,
+            "--api-listen",
+            "127.0.0.1:0",
+            "--milter-listen",
+            milter,
+            "--lmtp-listen",
+            lmtp,
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_postfix_reaches_the_mail_sockets() {
     if !postagent_lab::postfix::require_postfix() {
@@ -178,22 +199,7 @@ async fn only_postfix_reaches_the_mail_sockets() {
     )
     .expect("config");
     let cfg = dir.path().join("postagent.toml");
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "serve",
-            "--database-url",
-            &db,
-            "--api-listen",
-            "127.0.0.1:0",
-            "--milter-listen",
-            "127.0.0.1:0",
-            "--lmtp-listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let server = serve_with(dir.path(), &cfg, &db, "127.0.0.1:0", "127.0.0.1:0");
     for (role, addr) in [("milter", server.milter_addr.clone()), ("LMTP", server.lmtp_addr.clone())] {
         let addr = addr.expect("TCP listener");
         let mut s = tokio::net::TcpStream::connect(&addr).await.expect("connect");
@@ -225,22 +231,7 @@ async fn only_postfix_reaches_the_mail_sockets() {
     )
     .expect("config");
     let (m, l) = (format!("unix:{}", milter.display()), format!("unix:{}", lmtp.display()));
-    let _server = Server::start(
-        dir.path(),
-        &[
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "serve",
-            "--database-url",
-            &db,
-            "--api-listen",
-            "127.0.0.1:0",
-            "--milter-listen",
-            &m,
-            "--lmtp-listen",
-            &l,
-        ],
-    );
+    let _server = serve_with(dir.path(), &cfg, &db, &m, &l);
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     for sock in [&milter, &lmtp] {
         let out = std::process::Command::new("runuser")

@@ -55,30 +55,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bench-fanout: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&opts)) {
-        Ok(report) => {
-            let command = std::env::var("BENCH_FANOUT_COMMAND").unwrap_or_else(|_| "bench/fanout/run".into());
-            let command = command.trim_end();
-            let md = report.markdown(command);
-            print!("{md}");
-            if let Some(path) = out
-                && let Err(e) = std::fs::write(&path, &md)
-            {
-                eprintln!("bench-fanout: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-fanout: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    postagent_bench::main_with("bench-fanout", "BENCH_FANOUT_COMMAND", out, run(&opts))
 }

@@ -50,30 +50,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bench-hostile: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&opts)) {
-        Ok(report) => {
-            let command = std::env::var("BENCH_HOSTILE_COMMAND")
-                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-            let text = report.markdown(command.trim_end());
-            print!("{text}");
-            if let Some(path) = out
-                && let Err(e) = std::fs::write(&path, &text)
-            {
-                eprintln!("bench-hostile: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-hostile: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    postagent_bench::main_with("bench-hostile", "BENCH_HOSTILE_COMMAND", out, run(&opts))
 }

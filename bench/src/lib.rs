@@ -33,6 +33,67 @@ use std::time::{Duration, Instant};
 
 pub use report::{Latency, Report, Row};
 
+/// A benchmark's report as the `bench-*` binaries print and write it.
+pub trait Markdown {
+    fn markdown(&self, command: &str) -> String;
+}
+
+impl Markdown for Report {
+    fn markdown(&self, command: &str) -> String {
+        Report::markdown(self, command)
+    }
+}
+
+impl Markdown for fanout::Report {
+    fn markdown(&self, command: &str) -> String {
+        fanout::Report::markdown(self, command)
+    }
+}
+
+impl Markdown for hostile::Report {
+    fn markdown(&self, command: &str) -> String {
+        hostile::Report::markdown(self, command)
+    }
+}
+
+/// What the `bench-*` binaries share after parsing their arguments: run the benchmark on a
+/// runtime, print its report and write it to `out`. `name` prefixes errors; the command shown
+/// in the report is `$<command_env>` (the `run` script's invocation) or this binary's own.
+pub fn main_with<T: Markdown>(
+    name: &str,
+    command_env: &str,
+    out: Option<PathBuf>,
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(report) => {
+            let command =
+                std::env::var(command_env).unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
+            let text = report.markdown(command.trim_end());
+            print!("{text}");
+            if let Some(path) = out
+                && let Err(e) = std::fs::write(&path, &text)
+            {
+                eprintln!("{name}: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 const AGENT_DOMAIN: &str = "agents.bench.test";
 const AGENT: &str = "bot@agents.bench.test";
 const HOSTNAME: &str = "mx.bench.test";

@@ -53,32 +53,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bench-inbound: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&opts)) {
-        Ok(report) => {
-            // bench/inbound/run says how it was invoked; otherwise this binary's own arguments.
-            let command = std::env::var("BENCH_INBOUND_COMMAND")
-                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
-            let text = report.markdown(command.trim_end());
-
-            print!("{text}");
-            if let Some(path) = out
-                && let Err(e) = std::fs::write(&path, &text)
-            {
-                eprintln!("bench-inbound: cannot write {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-inbound: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    postagent_bench::main_with("bench-inbound", "BENCH_INBOUND_COMMAND", out, run(&opts))
 }

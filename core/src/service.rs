@@ -188,6 +188,18 @@ pub struct DomainProbe {
     pub spf: &'static str,
 }
 
+impl DomainProbe {
+    /// What a probe records: verified when the TXT and the MX were both found.
+    pub fn check(&self, at: Timestamp) -> DomainCheck {
+        DomainCheck {
+            verified: self.txt == "found" && self.mx == "found",
+            txt_status: self.txt.to_owned(),
+            mx_status: self.mx.to_owned(),
+            checked_at: at,
+        }
+    }
+}
+
 /// Looks the domain's records up: ownership TXT at the apex containing the token, and an MX
 /// pointing at `mail_hostname`. A DNS failure is `deferred`, never a verdict.
 pub async fn probe_domain(resolver: &Resolver, domain: &Domain, mail_hostname: &str) -> DomainProbe {
@@ -234,12 +246,7 @@ pub async fn verify_domain(
         return take_over(store, secret, resolver, account, name, mail_hostname).await;
     };
     let probe = probe_domain(resolver, &domain, mail_hostname).await;
-    let check = DomainCheck {
-        verified: probe.txt == "found" && probe.mx == "found",
-        txt_status: probe.txt.to_owned(),
-        mx_status: probe.mx.to_owned(),
-        checked_at: Timestamp::now(),
-    };
+    let check = probe.check(Timestamp::now());
     tracing::info!(domain = %domain.domain, txt = probe.txt, mx = probe.mx, spf = probe.spf,
         verified = check.verified, "domain verification probe");
     if !store.record_domain_check(account, &domain.domain, &domain.verification_token, check).await? {
@@ -265,7 +272,8 @@ async fn take_over(
     let probe = probe_domain(resolver, &ours, mail_hostname).await;
     tracing::info!(domain = %name, account = %account, txt = probe.txt, mx = probe.mx,
         "domain takeover probe");
-    if probe.txt != "found" || probe.mx != "found" {
+    let check = probe.check(Timestamp::now());
+    if !check.verified {
         return Ok(None);
     }
     let new = NewDomain {
@@ -273,12 +281,6 @@ async fn take_over(
         domain: name.to_owned(),
         verification_token: ours.verification_token.clone(),
         operator_owned: false,
-    };
-    let check = DomainCheck {
-        verified: true,
-        txt_status: probe.txt.to_owned(),
-        mx_status: probe.mx.to_owned(),
-        checked_at: Timestamp::now(),
     };
     if !store.take_over_domain(name, &held.account_id, &new, Some(check), Timestamp::now()).await? {
         return Ok(None);
