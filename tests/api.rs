@@ -57,6 +57,29 @@ async fn unverified_domain_claims_give_way(app: &TestApp) {
         .await;
     assert_eq!((back.status, back.code()), (StatusCode::CONFLICT, "domain_taken"));
     assert!(back.body["error"]["details"]["takeover_txt"].is_null(), "{}", back.body);
+    // A takeover acts on the very claim it read: one deleted and made afresh meanwhile stays.
+    use postagent_core::store::DomainStore as _;
+    let race =
+        app.call(Method::POST, "/v1/domains", Some(&squatter), Some(json!({"domain": "race.example"}))).await;
+    assert_eq!(race.status, StatusCode::CREATED, "{}", race.body);
+    let read = app.store.find_domain("race.example").await.expect("find").expect("held");
+    let del =
+        app.call(Method::DELETE, "/v1/domains/race.example?confirm=DELETE", Some(&squatter), None).await;
+    assert!(del.status.is_success(), "{}", del.body);
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let again =
+        app.call(Method::POST, "/v1/domains", Some(&squatter), Some(json!({"domain": "race.example"}))).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    let new = postagent_core::store::NewDomain {
+        account_id: app.account_id().await,
+        domain: "race.example".into(),
+        verification_token: "e2a-verify=x".into(),
+        operator_owned: false,
+    };
+    let now = postagent_core::time::Timestamp::now();
+    assert!(!app.store.take_over_domain(&read, &new, None, now).await.expect("take"), "a fresh claim");
+    let fresh = app.store.find_domain("race.example").await.expect("find").expect("held");
+    assert!(app.store.take_over_domain(&fresh, &new, None, now).await.expect("take"), "the claim as read");
     // Unverified registrations lapse.
     app.post("/v1/domains", json!({"domain": "idle.example"})).await;
     let swept = postagent_core::janitor::sweep(

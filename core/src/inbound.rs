@@ -113,7 +113,10 @@ pub fn parse_with(raw: &[u8], caps: mime::Caps) -> Parsed {
         truncated |= all.len() > MAX_ADDRESSES;
         all.into_iter().take(MAX_ADDRESSES).collect()
     };
-    let from_fields = m.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case("From")).count();
+    // Counted over the whole header, not the capped view: a second From past
+    // max_header_fields still makes the author ambiguous (the milter counts the same way).
+    let from_fields =
+        headers::fields(headers::split_head(raw).0).filter(|(n, _)| n.eq_ignore_ascii_case(b"from")).count();
     let from = addrs(m.from());
     let header_from = (from_fields == 1 && from.len() == 1).then(|| from[0].clone());
     let ids_of = |v: &mail_parser::HeaderValue| -> Vec<String> {

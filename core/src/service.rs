@@ -159,9 +159,7 @@ pub async fn register_domain(
                 });
             }
             // A lapsed claim (or the operator's word) gives way.
-            let taken = store
-                .take_over_domain(domain.as_str(), &held.account_id, &new, None, Timestamp::now())
-                .await?;
+            let taken = store.take_over_domain(&held, &new, None, Timestamp::now()).await?;
             if !taken {
                 return Err(ManageError::DomainTaken(domain.to_string()));
             }
@@ -282,7 +280,7 @@ async fn take_over(
         verification_token: ours.verification_token.clone(),
         operator_owned: false,
     };
-    if !store.take_over_domain(name, &held.account_id, &new, Some(check), Timestamp::now()).await? {
+    if !store.take_over_domain(&held, &new, Some(check), Timestamp::now()).await? {
         return Ok(None);
     }
     tracing::info!(domain = %name, from = %held.account_id, to = %account, "unverified domain claim taken over by proof");

@@ -5,8 +5,11 @@
 //! Admitted: global unicast only. Refused everywhere: private (RFC 1918, ULA), link-local
 //! (incl. the 169.254.169.254 metadata address), CGNAT, multicast, unspecified, broadcast,
 //! reserved and documentation ranges, IPv6 outside 2000::/3, and IPv4 addresses smuggled
-//! inside IPv6 (mapped, NAT64 /96 and /48, 6to4, Teredo), which are judged by the IPv4 address
-//! they reach. Loopback and raw
+//! inside IPv6 (mapped, well-known NAT64, 6to4, Teredo), which are judged by the IPv4 address
+//! they reach. The local-use NAT64 prefix `64:ff9b:1::/48` (RFC 8215) is refused whole: IANA
+//! lists it as not globally reachable, and where in it the IPv4 address sits (RFC 6052's /48,
+//! /56, /64 or /96 layout) is the local operator's choice, so no reading of it is safe.
+//! Loopback and raw
 //! IP URLs are refused in production; [`WebhookMode::Development`] allows loopback receivers
 //! (and plain `http://`) so a developer, or a test, can point a webhook at a local port.
 
@@ -85,28 +88,11 @@ fn v4(hi: u16, lo: u16) -> Ipv4Addr {
 }
 
 /// The IPv4 addresses an IPv6 address reaches through a translation or tunnel, judged in its
-/// place: mapped (`::ffff:0:0/96`), NAT64 well-known (`64:ff9b::/96`) and local-use
-/// (`64:ff9b:1::/48`, RFC 8215, whose operator may embed the IPv4 address in the /48 layout of
-/// RFC 6052 §2.2 or at the end as in a /96: both are judged), 6to4 (`2002::/16`) and Teredo
-/// (`2001::/32`: the server, and the client obfuscated in the last 32 bits, RFC 4380 §4).
+/// place: mapped (`::ffff:0:0/96`), NAT64 well-known (`64:ff9b::/96`), 6to4 (`2002::/16`) and
+/// Teredo (`2001::/32`: the server, and the client obfuscated in the last 32 bits, RFC 4380 §4).
 fn embedded_v4(s: [u16; 8]) -> Option<Vec<Ipv4Addr>> {
     Some(match s {
         [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => vec![v4(hi, lo)],
-        [0x64, 0xff9b, 0x1, ..] => {
-            // /48 layout: bits 48..63 and 72..87 (bits 64..71 are the "u" octet, zero).
-            let (a, b) = ((s[3] >> 8) as u8, s[3] as u8);
-            let (c, d) = (s[4] as u8, (s[5] >> 8) as u8);
-            let mut reached = vec![Ipv4Addr::new(a, b, c, d)];
-            if s[4] >> 8 != 0 {
-                // Not RFC 6052: judged by what its last 32 bits would reach.
-                reached.push(Ipv4Addr::UNSPECIFIED);
-            }
-            if (s[6], s[7]) != (0, 0) {
-                // A /96 carved from the /48 puts the address at the end.
-                reached.push(v4(s[6], s[7]));
-            }
-            reached
-        }
         [0x2002, hi, lo, ..] => vec![v4(hi, lo)],
         [0x2001, 0, server_hi, server_lo, _, _, client_hi, client_lo] => {
             vec![v4(server_hi, server_lo), v4(!client_hi, !client_lo)]
@@ -123,9 +109,15 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("unspecified");
     }
     let s = ip.segments();
+    if let [0x64, 0xff9b, 0x1, ..] = s {
+        return Some("reserved (local-use NAT64)");
+    }
     if let Some(inner) = embedded_v4(s) {
-        // A public address behind the prefix is fine; the prefix alone is not a reason.
-        return inner.into_iter().find_map(classify_v4);
+        // A public address behind the prefix is fine; the prefix alone is not a reason. Of
+        // several classes the strictest counts: loopback (allowed in development) only when
+        // every embedded address is loopback or public.
+        let classes: Vec<&'static str> = inner.into_iter().filter_map(classify_v4).collect();
+        return classes.iter().find(|class| **class != "loopback").or(classes.first()).copied();
     }
     // Only global unicast (2000::/3) is reachable at all, less its special-purpose blocks.
     Some(match s[0] {
@@ -244,10 +236,10 @@ mod tests {
             ("::ffff:10.0.0.1", "private"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
             ("2002:c0a8:0101::1", "private"),
-            // Local-use NAT64: 10.0.0.1 in the /48 layout, 127.0.0.1 at the end (a /96 in it).
-            ("64:ff9b:1:a00:0:100::", "private"),
-            ("64:ff9b:1:5db8:d8:2200:7f00:1", "loopback"),
-            ("64:ff9b:1:5db8:ffd8:2200::", "unspecified"),
+            // Local-use NAT64, whatever it embeds (here 10.0.0.1 in the /64 layout, 8.8.8.8).
+            ("64:ff9b:1:abcd:a:0:100:0", "reserved (local-use NAT64)"),
+            ("64:ff9b:1::808:808", "reserved (local-use NAT64)"),
+            ("64:ff9b:1:5db8:d8:2200::", "reserved (local-use NAT64)"),
             // Teredo: the server, or the (obfuscated) client, embeds a private address.
             ("2001:0:c0a8:101::", "private"),
             ("2001:0:5db8:d822::f5ff:fffe", "private"),
@@ -268,7 +260,7 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
-            "64:ff9b:1:5db8:d8:2200::",
+            "64:ff9b::808:808",
             "2002:5db8:d822::1",
             "2001:0:5db8:d822::a247:27dd",
         ] {
@@ -282,6 +274,9 @@ mod tests {
         assert_eq!(classify(ip("::1"), Dev), None);
         assert_eq!(classify(ip("10.0.0.1"), Dev), Some("private"));
         assert_eq!(classify(ip("169.254.169.254"), Dev), Some("link-local"));
+        // Teredo with a loopback server and a private client: the private one counts.
+        assert_eq!(classify(ip("2001:0:7f00:1::f5ff:fffe"), Dev), Some("private"));
+        assert_eq!(classify(ip("2001:0:7f00:1::f5ff:fffe"), Prod), Some("private"));
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn signed_for(head: &str, body: &str, entity: EntityType, delegation: &str, rcpt
         header_hash: String::new(),
         body_hash: String::new(),
     };
-    let received = "Received: from client (unknown [127.0.0.1]) by mx.test (Postfix) with ESMTP id 4AbC12xYz\r\n\tfor <bot@agents.test>; Sat, 21 Nov 2026 12:00:00 +0000\r\n";
+    let received = "Received: from client (unknown [127.0.0.1])\r\n\tby mx.test (Postfix) with ESMTP id 4AbC12xYz\r\n\tfor <bot@agents.test>; Sat, 21 Nov 2026 12:00:00 +0000\r\n";
     headers::prepend(&secret(), &claims, format!("{received}{head}\r\n{body}").as_bytes())
 }
 
@@ -350,4 +350,31 @@ async fn inbound_on_postgres() {
     let Some(cluster) = PgCluster::shared() else { return };
     let url = cluster.create_database().expect("db");
     scenario(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
+
+#[test]
+fn a_second_from_past_the_header_cap_leaves_the_message_unsigned() {
+    // The set names the first From; a second one hides past max_header_fields (1000).
+    let head = format!("{HEAD}{}From: ceo@bank.example\r\n", "X-Filler: x\r\n".repeat(1100));
+    let p = inbound::prepare(
+        &secret(),
+        signed(&head, BODY, EntityType::Human),
+        "bounce@example.org",
+        &rcpts(&["bot@agents.test"]),
+        Timestamp::now(),
+    );
+    assert!(p.parsed.truncated, "the view stops at the cap");
+    assert_eq!(p.parsed.header_from, None, "two From fields: no single author");
+    assert!(p.claims.is_none());
+    assert!(p.unsigned_reason.as_deref().is_some_and(|r| r.contains("From")), "{:?}", p.unsigned_reason);
+    // Without the hidden From the same padding verifies.
+    let head = format!("{HEAD}{}", "X-Filler: x\r\n".repeat(1100));
+    let p = inbound::prepare(
+        &secret(),
+        signed(&head, BODY, EntityType::Human),
+        "bounce@example.org",
+        &rcpts(&["bot@agents.test"]),
+        Timestamp::now(),
+    );
+    assert!(p.claims.is_some(), "{:?}", p.unsigned_reason);
 }

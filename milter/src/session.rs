@@ -22,7 +22,7 @@ use postagent_core::time::Timestamp;
 use std::net::IpAddr;
 
 /// Recipients remembered per message (Postfix's `smtpd_recipient_limit` default).
-const MAX_RECIPIENTS: usize = 1000;
+const MAX_RECIPIENTS: usize = postagent_core::auth::headers::MAX_RECIPIENTS;
 
 /// Connection-scoped state (`cx.data` in indymilter).
 #[derive(Default)]
@@ -47,6 +47,9 @@ struct Message {
     surgery: Surgery,
     header_hash: HeaderHasher,
     header_fields: usize,
+    /// `From` fields among all the header fields, not only those kept for DKIM: a second
+    /// `From` past `max_header_fields` still makes the author ambiguous.
+    from_fields: usize,
     /// Headers and body with CRLF line ends, up to the caps, for DKIM.
     raw: Vec<u8>,
     in_body: bool,
@@ -108,6 +111,7 @@ impl Session {
             surgery: Surgery::default(),
             header_hash: HeaderHasher::default(),
             header_fields: 0,
+            from_fields: 0,
             raw: Vec::new(),
             in_body: false,
             truncated: false,
@@ -135,6 +139,9 @@ impl Session {
         let name_text = String::from_utf8_lossy(name);
         m.surgery.add(&name_text, value, authserv_id);
         m.header_fields += 1;
+        if name.trim_ascii().eq_ignore_ascii_case(b"from") {
+            m.from_fields += 1;
+        }
         let mut field = Vec::with_capacity(name.len() + value.len() + 4);
         field.extend_from_slice(name);
         field.push(b':');
@@ -215,7 +222,9 @@ impl Session {
         let evaluation = verifier.evaluate(&input).await;
         tracing::debug!("{queue_id}: evaluation took {:?}", started.elapsed());
         let auth = evaluation.authentication;
-        let sender = evaluation.from.clone().unwrap_or_default();
+        // The signed Sender is the one From address, counted over every field.
+        let sender =
+            if m.from_fields == 1 { evaluation.from.clone().unwrap_or_default() } else { String::new() };
         let all_headers = m.header_hash.clone().finish();
         let token_headers = m.header_hash.clone().finish_only(&TOKEN_HEADERS);
         let submission = self.submission(&m, config, queue_id, &sender, &token_headers, &body_hash, now);

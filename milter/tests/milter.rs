@@ -462,6 +462,27 @@ async fn oversized_message_reports_dkim_permerror_but_keeps_spf() {
 }
 
 #[tokio::test]
+async fn a_second_from_past_the_header_cap_still_unsigns_the_sender() {
+    let dns = dns().await;
+    let dir = FakeDirectory::new(&[], &["bot@agents.test"]);
+    let mut cfg = config(Some(dns.addr()), Duration::from_secs(2));
+    cfg.max_header_fields = 5;
+    let m = Milter::spawn(dir, cfg).await;
+    let mut conn = open(&m, "mx").await;
+    let mut headers = vec![("From", "alice@example.org")];
+    headers.extend(std::iter::repeat_n(("X-Filler", "x"), 10));
+    let (actions, _) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, BODY).await;
+    let (_, raw) = apply(&headers, BODY, &actions);
+    assert_eq!(check(&raw, "bot@agents.test").expect("signed").sender, "alice@example.org");
+    // The same with a second From past the cap: the author is ambiguous, the Sender empty.
+    headers.push(("From", "ceo@bank.example"));
+    let (actions, _) = send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, BODY).await;
+    let (_, raw) = apply(&headers, BODY, &actions);
+    assert_eq!(check(&raw, "bot@agents.test").expect("signed").sender, "");
+    m.stop().await;
+}
+
+#[tokio::test]
 async fn an_idle_connection_is_closed_after_milter_timeout() {
     let dns = dns().await;
     let dir = FakeDirectory::new(&[], &["bot@agents.test"]);

@@ -50,6 +50,8 @@ pub const PREFIX: &str = "X-E2A-Auth-";
 
 /// Hex digits of a recipient tag (64 bits of an HMAC: unguessable without the secret).
 const TAG_HEX: usize = 16;
+/// Most recipient tags one set carries (Postfix's `smtpd_recipient_limit` default).
+pub const MAX_RECIPIENTS: usize = 1000;
 
 /// Who sent the message: mail from the internet is `human`; mail our own submission worker
 /// composed and proved with its token is `agent`.
@@ -198,8 +200,8 @@ pub fn prepend(secret: &Secret, claims: &Claims, raw: &[u8]) -> Vec<u8> {
 /// set excluded (it is never among the bound names).
 pub fn header_hash(head: &[u8]) -> String {
     let mut h = canon::HeaderHasher::default();
-    for (name, raw_field) in raw_fields(head) {
-        h.add(&name, raw_field);
+    for (name, raw_field) in fields(head) {
+        h.add(&String::from_utf8_lossy(name), raw_field);
     }
     h.finish()
 }
@@ -265,43 +267,54 @@ pub fn split_head(raw: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// The header fields of a header block as they stand (name, raw text with folding), after
-/// undoing Postfix's long-line breaks.
-pub fn raw_fields(head: &[u8]) -> Vec<(String, &[u8])> {
-    let mut fields: Vec<(String, usize, usize)> = Vec::new();
-    let mut start = 0;
-    for (i, &b) in head.iter().enumerate() {
-        if b != b'\n' {
-            continue;
-        }
-        let next = head.get(i + 1);
-        let continues = next.is_some_and(|&c| c == b' ' || c == b'\t');
-        if !continues {
-            let end = if i > start && head[i - 1] == b'\r' { i - 1 } else { i };
-            push_field(&mut fields, head, start, end);
-            start = i + 1;
-        }
-    }
-    if start < head.len() {
-        push_field(&mut fields, head, start, head.len());
-    }
-    fields.into_iter().map(|(n, s, e)| (n, &head[s..e])).collect()
+/// The header fields of a header block as they stand, lazily: the name (trimmed) and the raw
+/// field (with its folding, without its last line end). Lines without a colon are skipped.
+/// Nothing is allocated per field, so a header of millions of fields costs one pass.
+pub fn fields(head: &[u8]) -> Fields<'_> {
+    Fields { head, pos: 0 }
 }
 
-fn push_field(fields: &mut Vec<(String, usize, usize)>, head: &[u8], start: usize, end: usize) {
-    let line = &head[start..end];
-    if let Some(colon) = line.iter().position(|&b| b == b':') {
-        let name = String::from_utf8_lossy(line[..colon].trim_ascii()).into_owned();
-        fields.push((name, start, end));
+/// The iterator of [`fields`].
+pub struct Fields<'a> {
+    head: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let head = self.head;
+        while self.pos < head.len() {
+            let start = self.pos;
+            let mut end = head.len();
+            let mut i = start;
+            while let Some(nl) = head[i..].iter().position(|&b| b == b'\n') {
+                let at = i + nl;
+                if head.get(at + 1).is_some_and(|&c| c == b' ' || c == b'\t') {
+                    i = at + 1;
+                    continue;
+                }
+                end = at;
+                break;
+            }
+            self.pos = if end == head.len() { end } else { end + 1 };
+            let end = if end > start && head[end - 1] == b'\r' { end - 1 } else { end };
+            let line = &head[start..end];
+            if let Some(colon) = line.iter().position(|&b| b == b':') {
+                return Some((line[..colon].trim_ascii(), line));
+            }
+        }
+        None
     }
 }
 
-/// Splits a raw message into its header fields (unfolded, `(name, value)`) and its body.
-/// Postfix's long-line breaks are undone first, so a long value reads as it was signed.
-pub fn split_message(raw: &[u8]) -> (Vec<(String, String)>, &[u8]) {
-    let (head, body) = split_head(raw);
-    let fields = raw_fields(head)
-        .into_iter()
+/// Our own fields (`X-E2A-Auth-*`, unfolded `(name, value)`), at most one more than a set has:
+/// past that the set is malformed whatever follows, and a flood of them costs nothing.
+fn our_fields(head: &[u8]) -> Vec<(String, String)> {
+    fields(head)
+        .filter(|(name, _)| is_ours_bytes(name))
+        .take(ALL.len() + 2)
         .map(|(name, raw_field)| {
             let field = canon::undo_postfix_breaks(raw_field);
             let colon = field.iter().position(|&b| b == b':').unwrap_or(field.len());
@@ -312,10 +325,9 @@ pub fn split_message(raw: &[u8]) -> (Vec<(String, String)>, &[u8]) {
                 .copied()
                 .filter(|&b| b != b'\r' && b != b'\n')
                 .collect();
-            (name, String::from_utf8_lossy(&value).trim().to_owned())
+            (String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(&value).trim().to_owned())
         })
-        .collect();
-    (fields, body)
+        .collect()
 }
 
 /// End of the header block and start of the body (after the first empty line).
@@ -345,28 +357,39 @@ fn find_blank_line(raw: &[u8]) -> Option<(usize, usize)> {
 /// The Postfix queue id from the first `Received:` header of the header block: the trace
 /// header the last Postfix that queued this message wrote for it.
 ///
-/// Postfix's smtpd writes `… by host (Postfix) with ESMTP id 4Xyz12345\r\n\tfor <…>; date`,
-/// pickup `by host (Postfix, from userid 0)\r\n\tid 4Xyz12345; date`. Only the first
-/// `Received:` counts: Postfix prepends it to whatever the message carried, so everything
-/// below it may be the sender's. A signed set is bound to this id.
+/// Postfix writes the id on a line of its own making, never on one the client fills in:
+/// smtpd `Received: from <helo> (…)` ⏎ `\tby host (Postfix) with ESMTP id 4Xyz12345` ⏎
+/// `\tfor <…>; date`, pickup `Received: by host (Postfix, from userid 0)` ⏎
+/// `\tid 4Xyz12345; date`. So the id is read from the first physical line that starts with
+/// `by ` (its last words `id <qid>`), or from the `id <qid>;` line after it, after undoing
+/// Postfix's own long-line breaks: a HELO of `id FAKE` or one long enough to push text onto
+/// a continuation line cannot place an id. Only the first `Received:` counts: Postfix
+/// prepends it to whatever the message carried, so everything below it may be the sender's.
+/// A signed set is bound to this id.
 pub fn trace_queue_id(message: &[u8]) -> Option<String> {
-    let mut lines = message.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let mut received = lines.by_ref().take_while(|l| !l.is_empty()).skip_while(|l| !is_received(l));
-    let mut value = String::from_utf8_lossy(received.next()?).into_owned();
-    // RFC 5322 §2.2.3: continuation lines start with whitespace.
-    for folded in received.take_while(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
-        value.push(' ');
-        value.push_str(&String::from_utf8_lossy(folded));
-    }
-    let mut words = value.split_whitespace();
-    words.find(|w| w.eq_ignore_ascii_case("id"))?;
-    let id = words.next()?.trim_end_matches(';');
+    let (head, _) = split_head(message);
+    let (_, field) = fields(head).find(|(name, _)| name.eq_ignore_ascii_case(b"received"))?;
+    let field = canon::undo_postfix_breaks(field);
+    let text = String::from_utf8_lossy(&field);
+    let mut lines = text.lines().map(str::trim);
+    let first = lines.next()?;
+    let first = first.get(first.find(':')? + 1..)?.trim_start();
+    let mut lines = std::iter::once(first).chain(lines);
+    let by = lines.find(|l| l.starts_with("by "))?;
+    let words: Vec<&str> = by.split_whitespace().collect();
+    let id = match words.as_slice() {
+        [.., id, qid] if id.eq_ignore_ascii_case("id") => qid.trim_end_matches(';'),
+        _ => {
+            let next = lines.next()?;
+            let mut words = next.split_whitespace();
+            if !words.next()?.eq_ignore_ascii_case("id") {
+                return None;
+            }
+            words.next()?.trim_end_matches(';')
+        }
+    };
     // Short ids are hex, long ids (enable_long_queue_ids) base-52ish; both are alphanumeric.
     ((5..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| id.to_owned())
-}
-
-fn is_received(line: &[u8]) -> bool {
-    line.get(..9).is_some_and(|h| h.eq_ignore_ascii_case(b"received:"))
 }
 
 /// The delivery a set is checked against: this message's trace queue id is read from the
@@ -393,8 +416,7 @@ pub fn verify(
     delivery: Delivery<'_>,
 ) -> Result<Claims, VerifyError> {
     let (head, body) = split_head(raw);
-    let (fields, _) = split_message(raw);
-    let ours: Vec<(String, String)> = fields.into_iter().filter(|(n, _)| is_ours(n)).collect();
+    let ours = our_fields(head);
     let claims = verify_set(secret, &ours, &header_hash(head), &canon::body_hash(body), now, max_age_secs)?;
     if delivery.check_queue_id {
         let trace = trace_queue_id(raw);
@@ -466,7 +488,11 @@ pub fn verify_set(
     if crate::ids::MessageId::parse(message_id).is_none() {
         return Err(VerifyError::Malformed(MESSAGE_ID, format!("{message_id:?}")));
     }
-    let recipients: Vec<String> = one(RECIPIENTS)?.split_whitespace().map(str::to_owned).collect();
+    let recipients: Vec<String> =
+        one(RECIPIENTS)?.split_whitespace().take(MAX_RECIPIENTS + 1).map(str::to_owned).collect();
+    if recipients.len() > MAX_RECIPIENTS {
+        return Err(VerifyError::Malformed(RECIPIENTS, format!("more than {MAX_RECIPIENTS} recipient tags")));
+    }
     if recipients.iter().any(|t| t.len() != TAG_HEX || !t.bytes().all(|b| b.is_ascii_hexdigit())) {
         return Err(VerifyError::Malformed(RECIPIENTS, "not a list of recipient tags".into()));
     }
@@ -512,7 +538,11 @@ pub fn verify_set(
 
 /// Whether a header name belongs to the set's namespace (every such field is ours to write).
 pub fn is_ours(name: &str) -> bool {
-    name.len() >= PREFIX.len() && name.as_bytes()[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
+    is_ours_bytes(name.as_bytes())
+}
+
+fn is_ours_bytes(name: &[u8]) -> bool {
+    name.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX.as_bytes()))
 }
 
 #[cfg(test)]

@@ -96,8 +96,8 @@ pub fn stamp(
 ) -> Vec<u8> {
     let (head, body) = super::headers::split_head(raw);
     let mut headers = super::canon::HeaderHasher::default();
-    for (name, field) in super::headers::raw_fields(head) {
-        headers.add(&name, field);
+    for (name, field) in super::headers::fields(head) {
+        headers.add(&String::from_utf8_lossy(name), field);
     }
     let token = mint(
         secret,

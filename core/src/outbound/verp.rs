@@ -4,10 +4,12 @@
 //! `bounce+<msg id>.<day>.<tag>@<agent domain>`: the agent's own domain already routes to
 //! postagent (no new DNS or transport entry), `bounce+` cannot be an agent on the shared
 //! domain (slugs have no `+`), and, as in BATV, the tag is an HMAC of the message id and the
-//! day the address was made (days since 1970, modulo 1000, three digits) under the
-//! deployment secret: nobody can forge a bounce for a message without having seen its
-//! address, and an address stops being accepted [`MAX_AGE_DAYS`] after it was made, so one
-//! seen once cannot be used to forge bounces for the message's other recipients for ever.
+//! day the address was made (days since 1970) under the deployment secret: nobody can forge
+//! a bounce for a message without having seen its address, and an address stops being
+//! accepted [`MAX_AGE_DAYS`] after it was made, so one seen once cannot be used to forge
+//! bounces for the message's other recipients for ever. The address shows the day modulo
+//! 1000 (three digits); the MAC covers the whole day number, which the verifier rebuilds as
+//! the latest day with those digits, so an address never comes back to life 1000 days on.
 
 use crate::secret::Secret;
 use crate::sign::{ct_eq, hmac_sha256};
@@ -24,14 +26,15 @@ fn day_of(now: Timestamp) -> i64 {
     now.as_micros().div_euclid(86_400 * 1_000_000)
 }
 
-fn tag(secret: &Secret, message_id: &str, day: &str) -> String {
+fn tag(secret: &Secret, message_id: &str, day: i64) -> String {
+    let day = day.to_string();
     let mac = hmac_sha256(secret.expose(), &[b"verp-v2\n", message_id.as_bytes(), b"\n", day.as_bytes()]);
     hex::encode(mac)[..TAG_HEX].to_owned()
 }
 
 pub fn bounce_address(secret: &Secret, message_id: &str, domain: &str, now: Timestamp) -> String {
-    let day = format!("{:03}", day_of(now).rem_euclid(1000));
-    format!("{PREFIX}{message_id}.{day}.{}@{domain}", tag(secret, message_id, &day))
+    let day = day_of(now);
+    format!("{PREFIX}{message_id}.{:03}.{}@{domain}", day.rem_euclid(1000), tag(secret, message_id, day))
 }
 
 /// Whether the local part has the bounce form at all (before the tag is checked): such a
@@ -51,13 +54,18 @@ pub fn parse_bounce(secret: &Secret, address: &str, now: Timestamp) -> Option<St
         && id[4..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && day.len() == 3
         && day.bytes().all(|b| b.is_ascii_digit());
-    if !well_formed || !ct_eq(given.as_bytes(), tag(secret, id, day).as_bytes()) {
+    if !well_formed {
         return None;
     }
-    // The day number wraps every 1000 days; its age is taken modulo that.
-    let made: i64 = day.parse().ok()?;
-    let age = (day_of(now) - made).rem_euclid(1000);
-    (age <= MAX_AGE_DAYS).then(|| id.to_owned())
+    // The day it was made, rebuilt from its three digits: today's age modulo 1000, where
+    // 999 is a day ahead (another replica's clock just past midnight).
+    let today = day_of(now);
+    let age = (today - day.parse::<i64>().ok()?).rem_euclid(1000);
+    let age = if age == 999 { -1 } else { age };
+    if age > MAX_AGE_DAYS || !ct_eq(given.as_bytes(), tag(secret, id, today - age).as_bytes()) {
+        return None;
+    }
+    Some(id.to_owned())
 }
 
 #[cfg(test)]
@@ -87,7 +95,15 @@ mod tests {
             None,
             "a changed day breaks the tag"
         );
+        let earlier = format!("{base}.{:03}.{tag}@{domain}", (day.parse::<i64>().expect("day") + 995) % 1000);
+        assert_eq!(parse_bounce(&s, &earlier, now), None, "a day within the window breaks the tag too");
         assert_eq!(parse_bounce(&Secret::new(vec![8; 32]), &a, now), None, "another deployment's tag");
+        assert_eq!(parse_bounce(&s, &a, now.plus_secs(1000 * 86_400)), None, "1000 days on it stays dead");
+        assert_eq!(parse_bounce(&s, &a, now.plus_secs(1010 * 86_400)), None);
+        let ahead = bounce_address(&s, id, "agents.test", now.plus_secs(86_400));
+        assert_eq!(parse_bounce(&s, &ahead, now).as_deref(), Some(id), "a replica a day ahead");
+        let two_ahead = bounce_address(&s, id, "agents.test", now.plus_secs(2 * 86_400));
+        assert_eq!(parse_bounce(&s, &two_ahead, now), None);
         assert_eq!(
             parse_bounce(&s, &format!("bounce+{id}.{tag}@agents.test"), now),
             None,

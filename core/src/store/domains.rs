@@ -72,8 +72,7 @@ impl DomainStore for SqlStore {
 
     async fn take_over_domain(
         &self,
-        name: &str,
-        from: &AccountId,
+        held: &Domain,
         new: &NewDomain,
         check: Option<DomainCheck>,
         now: Timestamp,
@@ -92,10 +91,11 @@ impl DomainStore for SqlStore {
             "UPDATE domains SET account_id = $3, verification_token = $4, verified = $5,
                  verified_at = CASE WHEN $5 = 1 THEN $8 ELSE NULL END, txt_status = $6, mx_status = $7,
                  last_checked_at = $9, created_at = $8
-             WHERE domain = $1 AND account_id = $2 AND verified = 0 AND operator_owned = 0",
+             WHERE domain = $1 AND account_id = $2 AND verified = 0 AND operator_owned = 0
+               AND created_at = $10",
         )
-        .bind(name)
-        .bind(from.as_str())
+        .bind(held.domain.as_str())
+        .bind(held.account_id.as_str())
         .bind(new.account_id.as_str())
         .bind(new.verification_token.as_str())
         .bind(verified)
@@ -103,6 +103,7 @@ impl DomainStore for SqlStore {
         .bind(mx)
         .bind(at)
         .bind(checked)
+        .bind(held.created_at.as_micros())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

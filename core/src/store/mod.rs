@@ -123,13 +123,13 @@ pub trait DomainStore: Send + Sync {
     async fn get_domain(&self, account: &AccountId, domain: &str) -> StoreResult<Option<Domain>>;
     /// The registration of `domain`, whichever account holds it (for the takeover rules).
     async fn find_domain(&self, domain: &str) -> StoreResult<Option<Domain>>;
-    /// Moves `domain` from account `from` to `new`'s account, if `from` still holds it
-    /// unverified and not operator-owned: verified at once with `check`, else a fresh
-    /// unverified claim. Whether it did.
+    /// Moves the registration `held` (as read by [`Store::find_domain`]) to `new`'s account,
+    /// if it is still that very claim (same account, same creation time: not one deleted and
+    /// made afresh meanwhile), unverified and not operator-owned: verified at once with
+    /// `check`, else a fresh unverified claim. Whether it did.
     async fn take_over_domain(
         &self,
-        domain: &str,
-        from: &AccountId,
+        held: &Domain,
         new: &NewDomain,
         check: Option<DomainCheck>,
         now: Timestamp,

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postagent_core::peers::PeerList;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -161,7 +160,7 @@ pub async fn run(
                     );
                     postagent_core::metrics::PEERS_REFUSED.inc("lmtp_busy");
                     // RFC 5321 §3.8: 421 in place of the greeting; Postfix defers and retries.
-                    sessions.spawn(refuse_busy(conn));
+                    refuse_busy(conn);
                 }
                 Ok(conn) => {
                     let (backend, config, stop) = (backend.clone(), config.clone(), stop_rx.clone());
@@ -227,15 +226,14 @@ async fn accept(listener: &LmtpListener) -> io::Result<Accepted> {
 /// Answers a connection over the session cap with `421` and closes it. Runs as a session of
 /// its own (bounded by a short write timeout), so a peer that does not read cannot stall the
 /// accept loop.
-async fn refuse_busy(conn: Accepted) {
+/// Answers `421` and closes, without a task: a fresh socket's send buffer takes the line at
+/// once, so a burst of refusals costs neither tasks nor session slots.
+fn refuse_busy(conn: Accepted) {
     const BUSY: &[u8] = b"421 4.3.2 too many sessions, try again later\r\n";
-    let write = async {
-        match conn {
-            Accepted::Tcp(mut s, _) => s.write_all(BUSY).await.and(s.shutdown().await),
-            Accepted::Unix(mut s) => s.write_all(BUSY).await.and(s.shutdown().await),
-        }
+    let _ = match conn {
+        Accepted::Tcp(s, _) => s.try_write(BUSY),
+        Accepted::Unix(s) => s.try_write(BUSY),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }
 
 /// Accept errors are either about one connection (reset before we got to it: retry at once)

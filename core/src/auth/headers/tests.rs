@@ -225,11 +225,75 @@ fn trace_queue_id_is_the_first_received() {
         Received: by evil.example with SMTP id FORGED123;\r\n\
         Subject: id NOTME\r\n\r\nbody\r\n";
     assert_eq!(trace_queue_id(msg).as_deref(), Some("4dQ1xk0sYzz9sWL"));
-    let short = b"X-Other: 1\r\nreceived: from x by mx (Postfix) with ESMTP id 3A2B1C4D5E; Sat\r\n\r\n";
+    let short = b"X-Other: 1\r\nreceived: from x (x [192.0.2.1])\r\n\tby mx (Postfix) with ESMTP id 3A2B1C4D5E;\r\n\tSat\r\n\r\n";
     assert_eq!(trace_queue_id(short).as_deref(), Some("3A2B1C4D5E"));
     let pickup = b"Received: by mx.lab.test (Postfix, from userid 0)\r\n\tid C3C2598C1D2; Mon,  7 Dec 2026 00:31:38 +0000 (UTC)\r\n\r\n";
     assert_eq!(trace_queue_id(pickup).as_deref(), Some("C3C2598C1D2"));
     assert_eq!(trace_queue_id(b"Subject: no\r\n\r\nReceived: by x id ABCDEF123\r\n"), None);
     assert_eq!(trace_queue_id(b"Received: by x with LMTP\r\n\r\n"), None);
     assert_eq!(trace_queue_id(b""), None);
+}
+
+#[test]
+fn trace_queue_id_ignores_what_the_client_wrote() {
+    // Postfix joins a multi-word HELO into one name: `HELO id 4ABC123` reads `from id 4ABC123`.
+    let helo = b"Received: from id 4ABC123 (unknown [192.0.2.9])\r\n\
+        \tby mx.postagent.test (Postfix) with ESMTP id 4REAL5678\r\n\
+        \tfor <a@agents.test>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\n\r\n";
+    assert_eq!(trace_queue_id(helo).as_deref(), Some("4REAL5678"));
+    // A HELO long enough that Postfix's delivery breaks the line right before a fake `by`:
+    // the break (CRLF SP after exactly 998 octets) is undone before the lines are read.
+    let prefix = "Received: from ";
+    let fake = " by evil (Postfix) with ESMTP id 4FAKE1234";
+    let pad = "a".repeat(canon::POSTFIX_LINE_LIMIT - prefix.len());
+    let broken = format!(
+        "{prefix}{pad}\r\n{fake} (unknown [192.0.2.9])\r\n\
+         \tby mx.postagent.test (Postfix) with ESMTP id 4REAL5678;\r\n\
+         \tSat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\n\r\n"
+    );
+    assert_eq!(trace_queue_id(broken.as_bytes()).as_deref(), Some("4REAL5678"));
+    // The recipient line is the client's too.
+    let rcpt = b"Received: from c (unknown [192.0.2.9])\r\n\
+        \tby mx.postagent.test (Postfix) with ESMTP\r\n\
+        \tfor <\"by x id 4FAKE1234\"@agents.test>; Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\n";
+    assert_eq!(trace_queue_id(rcpt), None);
+}
+
+#[test]
+fn hostile_header_blocks_cost_one_pass() {
+    let s = Secret::new(vec![7; 32]);
+    // Millions of tiny fields: no set, found without a value per field.
+    let mut tiny = "a:x\n".repeat(2_500_000).into_bytes();
+    tiny.extend_from_slice(b"\nbody\n");
+    assert_eq!(verify(&s, &tiny, at(), None, Delivery::default()), Err(VerifyError::Missing));
+    // A flood of our own fields: refused, with only a set's worth read.
+    let flood = format!("{}\r\nbody\r\n", "X-E2A-Auth-Sender: a@b.test\r\n".repeat(200_000));
+    assert!(verify(&s, flood.as_bytes(), at(), None, Delivery::default()).is_err());
+    assert_eq!(our_fields(flood.as_bytes()).len(), ALL.len() + 2);
+}
+
+#[test]
+fn a_set_names_at_most_max_recipients() {
+    let v = vector();
+    let s = secret(&v);
+    let mut c = claims(&v);
+    c.recipients = (0..=MAX_RECIPIENTS).map(|i| format!("{i:016x}")).collect();
+    let ours: Vec<(String, String)> = sign(&s, &c).into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+    assert!(matches!(
+        verify_set(&s, &ours, &c.header_hash, &c.body_hash, at(), None),
+        Err(VerifyError::Malformed(RECIPIENTS, _))
+    ));
+    c.recipients.pop();
+    let ours: Vec<(String, String)> = sign(&s, &c).into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+    assert!(verify_set(&s, &ours, &c.header_hash, &c.body_hash, at(), None).is_ok());
+}
+
+#[test]
+fn fields_keep_folding_and_skip_junk() {
+    let head = b"A: 1\r\n\tfolded\r\nnot a field\r\nB :2\nC:3";
+    let got: Vec<(&[u8], &[u8])> = fields(head).collect();
+    assert_eq!(
+        got,
+        vec![(&b"A"[..], &b"A: 1\r\n\tfolded"[..]), (&b"B"[..], &b"B :2"[..]), (&b"C"[..], &b"C:3"[..]),]
+    );
 }

@@ -351,6 +351,11 @@ async fn sessions_past_the_cap_get_421_and_the_rest_go_on() {
     let (mut third, greeting) = Client::connect(srv.addr).await;
     assert!(greeting.starts_with("421 4.3.2 "), "{greeting}");
     third.expect_closed().await;
+    // A burst of refusals takes no session slot of its own (no task waits on them).
+    for _ in 0..50 {
+        let (_, greeting) = Client::connect(srv.addr).await;
+        assert!(greeting.starts_with("421 4.3.2 "), "{greeting}");
+    }
     // The sessions already open are served as before.
     assert_eq!(transaction(&mut first, "s@sender.test", &["a@agents.test"], MESSAGE).await.len(), 1);
     drop(first);
