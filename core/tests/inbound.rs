@@ -354,27 +354,17 @@ async fn inbound_on_postgres() {
 
 #[test]
 fn a_second_from_past_the_header_cap_leaves_the_message_unsigned() {
-    // The set names the first From; a second one hides past max_header_fields (1000).
-    let head = format!("{HEAD}{}From: ceo@bank.example\r\n", "X-Filler: x\r\n".repeat(1100));
-    let p = inbound::prepare(
-        &secret(),
-        signed(&head, BODY, EntityType::Human),
-        "bounce@example.org",
-        &rcpts(&["bot@agents.test"]),
-        Timestamp::now(),
-    );
+    // The set names the first From; a second one may hide past max_header_fields (1000).
+    let padded = format!("{HEAD}{}", "X-Filler: x\r\n".repeat(1100));
+    let prepare = |head: &str| {
+        let raw = signed(head, BODY, EntityType::Human);
+        inbound::prepare(&secret(), raw, "bounce@example.org", &rcpts(&["bot@agents.test"]), Timestamp::now())
+    };
+    let p = prepare(&format!("{padded}From: ceo@bank.example\r\n"));
     assert!(p.parsed.truncated, "the view stops at the cap");
     assert_eq!(p.parsed.header_from, None, "two From fields: no single author");
     assert!(p.claims.is_none());
     assert!(p.unsigned_reason.as_deref().is_some_and(|r| r.contains("From")), "{:?}", p.unsigned_reason);
-    // Without the hidden From the same padding verifies.
-    let head = format!("{HEAD}{}", "X-Filler: x\r\n".repeat(1100));
-    let p = inbound::prepare(
-        &secret(),
-        signed(&head, BODY, EntityType::Human),
-        "bounce@example.org",
-        &rcpts(&["bot@agents.test"]),
-        Timestamp::now(),
-    );
-    assert!(p.claims.is_some(), "{:?}", p.unsigned_reason);
+    let p = prepare(&padded);
+    assert!(p.claims.is_some(), "without the hidden From the same padding verifies: {:?}", p.unsigned_reason);
 }
