@@ -6,8 +6,8 @@
 //!   process's peak RSS above its warm resident size (`VmHWM` − `VmRSS` before), the time to
 //!   the LMTP `250`, the attachment rows and the `email.received` payload bytes stored for it.
 //!   Cases: a 10 MB message of 400,000 empty MIME parts (the hostile one), the 2.8 MB,
-//!   100,000-part message of the trust-chain issue, and an ordinary 10 MB message with one
-//!   attachment for scale.
+//!   100,000-part message of the trust-chain issue, a 10 MB header of 2,000,000 tiny fields,
+//!   and an ordinary 10 MB message with one attachment for scale.
 //! - **(b) forward**: messages with 1 to 10 attachments of 100 KB (10 is what a send may
 //!   carry), each forwarded `runs` times over the API; the median time per request. It must
 //!   grow linearly with the attachments (one parse per forward, not one per attachment).
@@ -87,6 +87,20 @@ pub fn message(subject: &str, attachments: u32, attachment_bytes: u32, empty: u3
         m.extend_from_slice(format!("--{B}\r\n\r\n\r\n").as_bytes());
     }
     m.extend_from_slice(format!("--{B}--\r\n").as_bytes());
+    m
+}
+
+/// A small message whose header carries `fields` tiny fields (`a:x`) after its own.
+pub fn header_flood(fields: u32) -> Vec<u8> {
+    let mut m = format!(
+        "From: Alice <alice@{SENDER_DOMAIN}>\r\nTo: {AGENT}\r\nSubject: header flood\r\n\
+         Message-ID: <header-flood@{SENDER_DOMAIN}>\r\n"
+    )
+    .into_bytes();
+    for _ in 0..fields {
+        m.extend_from_slice(b"a:x\r\n");
+    }
+    m.extend_from_slice(b"\r\nhello\r\n");
     m
 }
 
@@ -227,6 +241,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     for (case, raw) in [
         (format!("{} empty MIME parts", opts.parts), message("hostile", 0, 0, opts.parts)),
         ("100,000 empty MIME parts (the issue's 2.8 MB)".to_owned(), message("issue", 0, 0, 100_000)),
+        ("2,000,000 header fields `a:x`".to_owned(), header_flood(2_000_000)),
         ("one 7.5 MB attachment (ordinary, for scale)".to_owned(), message("ordinary", 1, 7_500_000, 0)),
     ] {
         let s = one_stored(opts, &zone, &case, raw).await?;
