@@ -12,7 +12,10 @@ on_both_backends!(
     inbox_and_message_view,
     labels_trash_and_restore,
     attachments_and_download_links,
-    conversations_and_scope
+    conversations_and_scope,
+    list_filters_are_checked_like_e2a,
+    download_links_check_in_e2a_order,
+    a_trashed_agent_is_not_found
 );
 
 const PDF: &str = "JVBERi0xLjQKJcfs";
@@ -96,11 +99,7 @@ async fn inbox_and_message_view(app: &TestApp) {
     assert_eq!(by_subject.body["items"].as_array().map(Vec::len), Some(1));
     let outbound = app.get(&format!("{}?direction=outbound", inbox("bot@agents.test"))).await;
     assert_eq!(outbound.body["items"], json!([]));
-    for (q, loc) in [
-        ("direction=sideways", "query.direction"),
-        ("since=yesterday", "query.since"),
-        ("read_status=maybe", "query.read_status"),
-    ] {
+    for (q, loc) in [("direction=sideways", "query.direction"), ("read_status=maybe", "query.read_status")] {
         let r = app.get(&format!("{}?{q}", inbox("bot@agents.test"))).await;
         assert_eq!(
             (r.status, r.locations()),
@@ -147,14 +146,41 @@ async fn labels_trash_and_restore(app: &TestApp) {
     let filtered =
         app.get(&format!("{}?read_status=all&labels=done,vip:gold", inbox("bot@agents.test"))).await;
     assert_eq!(filtered.body["items"].as_array().map(Vec::len), Some(1));
-    for bad in [
-        json!({"add_labels": ["Bad Label"]}),
-        json!({"add_labels": ["e2a:system"]}),
-        json!({"add_label": ["x"]}),
+    // The schema refuses unknown fields (422); the label rules are the handler's (400).
+    let r = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"add_label": ["x"]}))).await;
+    assert_eq!(r.locations(), vec!["body.add_label"]);
+    let e2a = |m: &str| (400, "invalid_request".to_owned(), m.to_owned());
+    let many: Vec<String> = (0..51).map(|i| format!("l{i}")).collect();
+    for (bad, want) in [
+        (
+            json!({"add_labels": ["bad label"]}),
+            e2a("label \"bad label\" has invalid character; allowed: a-z 0-9 : - _"),
+        ),
+        (
+            json!({"add_labels": ["e2a:system"]}),
+            e2a("labels starting with \"e2a:\" are reserved for system use"),
+        ),
+        (json!({"remove_labels": [""]}), e2a("label must not be empty")),
+        (json!({"add_labels": ["x".repeat(65)]}), e2a("label too long (max 64 chars)")),
+        (json!({"add_labels": many}), e2a("add_labels exceeds per-request cap of 50")),
     ] {
         let r = app.call(Method::PATCH, &path, Some(&app.key), Some(bad.clone())).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert_eq!(r.error(), want, "{bad}");
     }
+    // Labels are trimmed and lowercased, as e2a stores them; an empty change is a read.
+    let r = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"add_labels": [" Urgent "]}))).await;
+    assert_eq!(r.body["labels"], json!(["vip:gold", "done", "urgent"]));
+    let r = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({}))).await;
+    assert_eq!((r.status, &r.body["labels"]), (StatusCode::OK, &json!(["vip:gold", "done", "urgent"])));
+    let hundred: Vec<String> = (0..50).map(|i| format!("x{i}")).collect();
+    app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"add_labels": hundred}))).await;
+    let more: Vec<String> = (0..50).map(|i| format!("y{i}")).collect();
+    let r = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"add_labels": more}))).await;
+    assert_eq!(r.error(), e2a("label limit exceeded — a message may carry at most 100 labels"));
+    let r = app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"remove_labels": ["urgent"]}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let cleared: Vec<String> = (0..50).map(|i| format!("x{i}")).collect();
+    app.call(Method::PATCH, &path, Some(&app.key), Some(json!({"remove_labels": cleared}))).await;
 
     let not_trashed = app.delete(&format!("{path}?permanent=true&confirm=DELETE")).await;
     assert_eq!((not_trashed.status, not_trashed.code()), (StatusCode::CONFLICT, "not_in_trash"));
@@ -202,10 +228,6 @@ async fn attachments_and_download_links(app: &TestApp) {
     assert!(bytes.headers()["content-disposition"].to_str().expect("ascii").contains("in voice.pdf"));
     let expected = base64::engine::general_purpose::STANDARD.decode(PDF).expect("b64");
     assert_eq!(bytes.bytes().await.expect("body").to_vec(), expected, "no bearer key needed, exact bytes");
-    let tampered = url.replace("/attachments/0/", "/attachments/1/");
-    assert_eq!(app.http.get(&tampered).send().await.expect("send").status(), StatusCode::FORBIDDEN);
-    let forged = format!("{}x", url);
-    assert_eq!(app.http.get(&forged).send().await.expect("send").status(), StatusCode::FORBIDDEN);
 
     let inline = app.get(&format!("{path}?inline=true")).await;
     let data = base64::engine::general_purpose::STANDARD
@@ -214,6 +236,13 @@ async fn attachments_and_download_links(app: &TestApp) {
     assert_eq!(data, expected);
     let missing = app.get(&format!("{}/{id}/attachments/5", inbox("bot@agents.test"))).await;
     assert_eq!((missing.status, missing.code()), (StatusCode::NOT_FOUND, "attachment_not_found"));
+    for bad in ["-1", "x"] {
+        let r = app.get(&format!("{}/{id}/attachments/{bad}", inbox("bot@agents.test"))).await;
+        assert_eq!(
+            (r.status, r.locations()),
+            (StatusCode::UNPROCESSABLE_ENTITY, vec!["path.index".to_owned()])
+        );
+    }
 }
 
 async fn conversations_and_scope(app: &TestApp) {
@@ -284,4 +313,162 @@ async fn conversations_and_scope(app: &TestApp) {
     let intruder = app.other_account().await;
     let r = app.call(Method::GET, &inbox("bot@agents.test"), Some(&intruder), None).await;
     assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+}
+
+/// 400 `invalid_filter` for the handler's filter checks, with e2a's messages; 422 for the
+/// schema's (enums, limit).
+async fn list_filters_are_checked_like_e2a(app: &TestApp) {
+    setup(app).await;
+    let filter = |m: &str| (400, "invalid_filter".to_owned(), m.to_owned());
+    let many: Vec<String> = (0..51).map(|i| format!("l{i}")).collect();
+    let long = "x".repeat(201);
+    for (q, want) in [
+        ("since=yesterday".to_owned(), filter("since must be RFC3339 (e.g. 2026-05-25T00:00:00Z)")),
+        ("until=2026-13-01".to_owned(), filter("until must be RFC3339 (e.g. 2026-05-25T00:00:00Z)")),
+        (
+            "since=2026-05-25T00:00:00Z&until=2026-05-24T00:00:00Z".to_owned(),
+            filter("since must be earlier than until"),
+        ),
+        (format!("labels={}", many.join(",")), filter("labels filter exceeds cap of 50")),
+        (
+            "labels=a%20b".to_owned(),
+            filter("labels filter: label \"a b\" has invalid character; allowed: a-z 0-9 : - _"),
+        ),
+        (format!("from={long}"), filter("from filter too long (max 200 chars)")),
+        (format!("subject_contains={long}"), filter("subject_contains filter too long (max 200 chars)")),
+        (format!("conversation_id={long}"), filter("conversation_id too long (max 200 chars)")),
+        ("conversation_id=a%0Db".to_owned(), filter("conversation_id must not contain CR or LF")),
+        (
+            "direction=outbound&read_status=unread".to_owned(),
+            filter(
+                "status filter only applies to inbound messages — pass status=all when direction=outbound",
+            ),
+        ),
+    ] {
+        let r = app.get(&format!("{}?{q}", inbox("bot@agents.test"))).await;
+        assert_eq!(r.error(), want, "{q}");
+    }
+    let ok = app
+        .get(&format!(
+            "{}?direction=outbound&read_status=all&labels=e2a:flagged,Work",
+            inbox("bot@agents.test")
+        ))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "system labels may be filtered on: {}", ok.body);
+    for path in [
+        format!("/v1/agents/{}/conversations?since=nope", enc("bot@agents.test")),
+        "/v1/events?until=nope".to_owned(),
+    ] {
+        assert_eq!(app.get(&path).await.error().1, "invalid_filter", "{path}");
+    }
+}
+
+/// The download link: index form (400), token presence (401), token (403), then lookups
+/// (404); the attachment's own type, but never one a browser would render.
+async fn download_links_check_in_e2a_order(app: &TestApp) {
+    setup(app).await;
+    let html = "--b\r\nContent-Type: text/html; name=page.html\r\nContent-Disposition: attachment; filename=page.html\r\n\r\n<script>alert(1)</script>\r\n--b--\r\n";
+    let raw = String::from_utf8(mail("files", "")).expect("utf-8").replace("--b--\r\n", html);
+    let id = app.deliver("bot@agents.test", raw.as_bytes(), true).await;
+    let url_of = |i: u32| format!("{}/{id}/attachments/{i}", inbox("bot@agents.test"));
+    let url = app.get(&url_of(0)).await.body["download_url"].as_str().expect("url").to_owned();
+    let got = app.http.get(&url).send().await.expect("download");
+    assert_eq!(got.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, h: &str| r.headers()[h].to_str().expect("ascii").to_owned();
+    assert_eq!(header(&got, "content-type"), "application/pdf", "the attachment's own type");
+    assert_eq!(header(&got, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&got, "content-disposition"), "attachment; filename=\"in voice.pdf\"");
+    let page = app.get(&url_of(1)).await.body["download_url"].as_str().expect("url").to_owned();
+    let got = app.http.get(&page).send().await.expect("download");
+    assert_eq!(header(&got, "content-type"), "application/octet-stream", "HTML is never served as HTML");
+    assert!(header(&got, "content-security-policy").contains("sandbox"));
+
+    let (base, token) = url.split_once("?token=").expect("token");
+    let error = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.expect("json");
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            body["error"]["message"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let cases = [
+        (
+            base.replace("/attachments/0/", "/attachments/-1/") + "?token=" + token,
+            400,
+            "invalid_request",
+            "invalid attachment index",
+        ),
+        (
+            base.replace("/attachments/0/", "/attachments/x/"),
+            400,
+            "invalid_request",
+            "invalid attachment index",
+        ),
+        (base.to_owned(), 401, "unauthorized", "token query parameter required"),
+        (format!("{base}?token="), 401, "unauthorized", "token query parameter required"),
+        (format!("{url}x"), 403, "forbidden", "invalid or expired download token"),
+        (
+            url.replace("/attachments/0/", "/attachments/1/"),
+            403,
+            "forbidden",
+            "invalid or expired download token",
+        ),
+        (
+            url.replace(&enc("bot@agents.test"), &enc("other@agents.test")),
+            404,
+            "not_found",
+            "agent not found",
+        ),
+    ];
+    for (u, status, code, message) in cases {
+        let r = app.http.get(&u).send().await.expect("send");
+        if status == 401 {
+            assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"e2a\"", "{u}");
+        }
+        assert_eq!(error(r).await, (status, code.to_owned(), message.to_owned()), "{u}");
+    }
+}
+
+/// A trashed agent is seen only in the trash list and by restore: every per-agent route
+/// answers 404 as for an agent that never existed.
+async fn a_trashed_agent_is_not_found(app: &TestApp) {
+    setup(app).await;
+    let id = app.deliver("bot@agents.test", &mail("files", ""), true).await;
+    let url = app.get(&format!("{}/{id}/attachments/0", inbox("bot@agents.test"))).await.body["download_url"]
+        .as_str()
+        .expect("url")
+        .to_owned();
+    let agent = format!("/v1/agents/{}", enc("bot@agents.test"));
+    assert_eq!(app.delete(&format!("{agent}?confirm=DELETE")).await.status, StatusCode::OK);
+    let msg = format!("{agent}/messages/{id}");
+    for (method, path, body) in [
+        (Method::GET, agent.clone(), None),
+        (Method::PATCH, agent.clone(), Some(json!({"name": "x"}))),
+        (Method::PATCH, agent.clone(), Some(json!({}))),
+        (Method::GET, format!("{agent}/messages"), None),
+        (Method::GET, msg.clone(), None),
+        (Method::PATCH, msg.clone(), Some(json!({"add_labels": ["x"]}))),
+        (Method::GET, format!("{msg}/attachments/0"), None),
+        (Method::POST, format!("{msg}/reply"), Some(json!({"text": "hi"}))),
+        (
+            Method::POST,
+            format!("{agent}/messages"),
+            Some(json!({"to": ["a@example.org"], "subject": "s", "text": "t"})),
+        ),
+        (Method::GET, format!("{agent}/conversations"), None),
+        (Method::GET, format!("{agent}/protection"), None),
+        (Method::GET, format!("{agent}/ws"), None),
+    ] {
+        let r = app.call(method.clone(), &path, Some(&app.key), body).await;
+        assert_eq!(r.error(), (404, "not_found".to_owned(), "agent not found".to_owned()), "{method} {path}");
+    }
+    let r = app.http.get(&url).send().await.expect("download");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "its attachment links die with it");
+    let trash = app.get("/v1/agents?deleted=true").await;
+    assert_eq!(trash.body["items"][0]["email"], "bot@agents.test");
+    let back = app.post(&format!("{agent}/restore"), Value::Null).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert_eq!(app.get(&msg).await.status, StatusCode::OK, "restored with its mail");
 }

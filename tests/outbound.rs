@@ -121,6 +121,14 @@ async fn self_send_is_delivered_locally(app: &TestApp) {
     assert_eq!(twin["read_status"], "unread");
     let full = app.get(&format!("{}/{}", messages(BOT), twin["id"].as_str().expect("id"))).await;
     assert_eq!(full.body["authentication"], Value::Null, "no milter saw it");
+    assert_eq!(full.body["verified_domain"], Value::Null);
+    assert_eq!(
+        full.body["envelope_from"],
+        Value::Null,
+        "providerless delivery has no envelope: {}",
+        full.body
+    );
+    assert!(full.body.as_object().is_some_and(|o| o.contains_key("envelope_from")), "present, as null");
     assert_eq!(event_types(app, &id).await, vec!["email.sent"]);
     let twin_id = twin["id"].as_str().expect("id");
     assert_eq!(event_types(app, twin_id).await, vec!["email.received"]);
@@ -132,23 +140,50 @@ async fn header_injection_is_refused_and_nothing_is_stored(app: &TestApp) {
     setup(app).await;
     let base = json!({"to": ["ann@example.org"], "subject": "Hello", "text": "hi"});
     let attach = |filename: &str, ct: &str| json!([{"filename": filename, "content_type": ct, "data": B64.encode("x")}]);
-    let cases: Vec<(&str, Value, &str)> = vec![
-        ("subject", json!("Hello\r\nBcc: victim@evil.test"), "body.subject"),
-        ("to", json!(["ann@example.org\r\nBcc: victim@evil.test"]), "body.to[0]"),
-        ("cc", json!(["Ann\n <ann@example.org>"]), "body.cc[0]"),
-        ("bcc", json!(["x@example.org\rX-Evil: 1"]), "body.bcc[0]"),
-        ("reply_to", json!("r@example.org\r\nX-Evil: 1"), "body.reply_to[0]"),
-        ("conversation_id", json!("conv\r\nX-Evil: 1"), "body.conversation_id"),
-        ("attachments", attach("a.txt\r\nX-Evil: 1", "text/plain"), "body.attachments[0].filename"),
-        ("attachments", attach("a.txt", "text/plain\r\nX-Evil: 1"), "body.attachments[0].content_type"),
+    // Each is e2a's handler check (400), worded as e2a words it where it has one.
+    let invalid = |m: &str| (400, "invalid_request".to_owned(), m.to_owned());
+    let recipient = |field: &str| {
+        (
+            400,
+            "invalid_recipient".to_owned(),
+            format!("{field}: must not contain line breaks or control characters"),
+        )
+    };
+    let attachment = (
+        400,
+        "invalid_attachment".to_owned(),
+        "attachments[0]: filename and content_type must not contain line breaks or control characters"
+            .to_owned(),
+    );
+    let cases: Vec<(&str, Value, (u16, String, String))> = vec![
+        (
+            "subject",
+            json!("Hello\r\nBcc: victim@evil.test"),
+            invalid("subject must not contain CR or LF characters"),
+        ),
+        (
+            "subject",
+            json!("Hello\nBcc: victim@evil.test"),
+            invalid("subject must not contain CR or LF characters"),
+        ),
+        ("subject", json!("Hello\u{1b}[2J"), invalid("subject must not contain control characters")),
+        ("to", json!(["ann@example.org\r\nBcc: victim@evil.test"]), recipient("body.to[0]")),
+        ("cc", json!(["Ann\n <ann@example.org>"]), recipient("body.cc[0]")),
+        ("bcc", json!(["x@example.org\rX-Evil: 1"]), recipient("body.bcc[0]")),
+        (
+            "reply_to",
+            json!("r@example.org\r\nX-Evil: 1"),
+            invalid("reply_to is not a valid email address: it holds a line break or control character"),
+        ),
+        ("conversation_id", json!("conv\r\nX-Evil: 1"), invalid("conversation_id must not contain CR or LF")),
+        ("attachments", attach("a.txt\r\nX-Evil: 1", "text/plain"), attachment.clone()),
+        ("attachments", attach("a.txt", "text/plain\r\nX-Evil: 1"), attachment),
     ];
-    for (field, value, location) in cases {
+    for (field, value, want) in cases {
         let mut body = base.clone();
         body[field] = value;
         let r = app.post(&messages(BOT), body).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {}", r.body);
-        assert_eq!(r.code(), "invalid_request");
-        assert_eq!(r.locations(), vec![location.to_owned()], "{}", r.body);
+        assert_eq!(r.error(), want, "{field}: {}", r.body);
     }
     assert!(outbound(app, BOT).await.is_empty(), "nothing half-stored");
 }
@@ -198,9 +233,34 @@ async fn limits_answer_with_the_contract_bodies(app: &TestApp) {
     assert_eq!(r.body["error"]["details"]["filename"], "big.bin");
     assert_eq!(r.body["error"]["details"]["max_bytes"], 10 * 1024 * 1024);
 
-    let r = app.post(&messages(BOT), json!({"to": ["a@example.org"], "text": "t"})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
-    assert_eq!(r.locations(), vec!["body.subject"]);
+    // Subject and text: not in the schema (templates may stand in), required by the handler.
+    let required = (400, "invalid_request".to_owned(), "subject and text are required".to_owned());
+    for body in [
+        json!({"to": ["a@example.org"], "text": "t"}),
+        json!({"to": ["a@example.org"], "subject": "s"}),
+        json!({"to": ["a@example.org"], "subject": "", "text": "t"}),
+        json!({"to": ["a@example.org"], "subject": "s", "text": "  "}),
+    ] {
+        assert_eq!(app.post(&messages(BOT), body.clone()).await.error(), required, "{body}");
+    }
+    let r = app.post(&messages(BOT), json!({"to": [], "cc": [], "subject": "s", "text": "t"})).await;
+    assert_eq!(
+        r.error(),
+        (400, "invalid_request".to_owned(), "at least one recipient in to or cc is required".to_owned())
+    );
+    let r = app.post(&messages(BOT), json!({"subject": "s", "text": "t"})).await;
+    assert_eq!((r.status, r.locations()), (StatusCode::UNPROCESSABLE_ENTITY, vec!["body.to".to_owned()]));
+    let r = app
+        .post(&messages(BOT), json!({"to": ["a@example.org"], "subject": "s".repeat(2001), "text": "t"}))
+        .await;
+    assert_eq!(r.locations(), vec!["body.subject"], "the schema's maxLength first: {}", r.body);
+    let r =
+        app.post(&messages(BOT), json!({"to": ["a@example.org"], "subject": "s", "html": "<p>t</p>"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "an HTML-only send: {}", r.body);
+    let r = app
+        .post(&messages(BOT), json!({"to": [], "cc": ["c@example.org"], "subject": "s", "text": "t"}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "a Cc-only send: {}", r.body);
     let r = app
         .post(
             &messages(BOT),
@@ -210,7 +270,7 @@ async fn limits_answer_with_the_contract_bodies(app: &TestApp) {
     assert_eq!(r.locations(), vec!["body.from"], "strict body: {}", r.body);
     let r = app.post(&messages(BOT), json!({"to": ["a@example.org"], "subject": "s", "text": "t", "reply_to": ["a@x.test", "b@x.test"]})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "reply_to as a list (SDK 5.6+): {}", r.body);
-    assert_eq!(outbound(app, BOT).await.len(), 1, "only the valid send was stored");
+    assert_eq!(outbound(app, BOT).await.len(), 3, "only the valid sends were stored");
 }
 
 async fn send_keyed(app: &TestApp, key: &str, body: &Value) -> (StatusCode, Value, bool) {
@@ -313,6 +373,11 @@ async fn replies_thread_and_reply_all(app: &TestApp) {
         .post(&format!("{}/msg_00000000000000000000000000000000/reply", messages(BOT)), json!({"text": "x"}))
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // `text` is in the schema (422 when absent); empty is the handler's 400.
+    let r = app.post(&format!("{}/{first}/reply", messages(BOT)), json!({})).await;
+    assert_eq!(r.locations(), vec!["body.text"]);
+    let r = app.post(&format!("{}/{first}/reply", messages(BOT)), json!({"text": ""})).await;
+    assert_eq!(r.error(), (400, "invalid_request".to_owned(), "text is required".to_owned()));
 }
 
 async fn forward_carries_the_attachments(app: &TestApp) {
@@ -351,6 +416,10 @@ async fn forward_carries_the_attachments(app: &TestApp) {
     let r = app.post(&format!("{}/{id}/forward", messages(BOT)), json!({"text": "no to"})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert_eq!(r.locations(), vec!["body.to"]);
+    let r = app
+        .post(&format!("{}/{id}/forward", messages(BOT)), json!({"to": ["x@example.org"], "text": " "}))
+        .await;
+    assert_eq!(r.error(), (400, "invalid_request".to_owned(), "text is required".to_owned()));
 
     // More attachments than a send may carry: refused from the stored rows, before the
     // original is parsed; nothing is queued.
@@ -411,6 +480,12 @@ async fn outbound_gate_flags_and_blocks(app: &TestApp) {
         .cloned()
         .expect("email.blocked");
     assert!(ev["data"]["message_id"].as_str().is_some_and(|id| id.starts_with("msgblk_")), "{ev}");
+    assert_eq!(
+        (&ev["data"]["reason_source"], &ev["data"]["policy"]),
+        (&json!("recipient_gate"), &json!("allowlist")),
+        "{ev}"
+    );
+    assert!(ev["data"]["reason"].as_str().is_some_and(|r| r.contains("eve@example.net")), "{ev}");
 
     put(gate("domain", &[], "flag")).await;
     let r = app
@@ -423,6 +498,8 @@ async fn outbound_gate_flags_and_blocks(app: &TestApp) {
     assert_eq!(r.status, StatusCode::ACCEPTED, "a flag still sends: {}", r.body);
     let id = r.body["message_id"].as_str().expect("id").to_owned();
     assert_eq!(event_types(app, &id).await, vec!["email.flagged"]);
+    let flagged = app.get(&format!("/v1/events?message_id={id}")).await.body;
+    assert_eq!(flagged["items"][0]["data"]["reason_source"], "recipient_gate", "{flagged}");
     let m = app.get(&format!("{}/{id}", messages(BOT))).await.body;
     assert_eq!(m["flagged"], true);
     assert_eq!(m["delivery_status"], "accepted");

@@ -436,6 +436,8 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     let inbox = app.get(&messages()).await;
     assert!(inbox.body["items"].as_array().expect("items").is_empty(), "held mail stays out of the inbox");
     assert_eq!(event_types(app, &id).await, vec!["email.review_requested"], "no email.received while held");
+    let requested = app.get(&format!("/v1/events?message_id={id}")).await.body;
+    assert_eq!(requested["items"][0]["data"]["reason_source"], "sender_gate", "{requested}");
     let reviews = app.get("/v1/reviews").await.body;
     assert_eq!(reviews["items"][0]["direction"], "inbound");
     assert_eq!(reviews["items"][0]["header_from"], "alice@example.org");
@@ -464,6 +466,12 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     assert_eq!(r.status, StatusCode::OK);
     let blocked = app.deliver(BOT, mail.replace("in1@", "in2@").as_bytes(), true).await;
     assert_eq!(event_types(app, &blocked).await, vec!["email.blocked"]);
+    let ev = app.get(&format!("/v1/events?message_id={blocked}")).await.body;
+    assert_eq!(
+        (&ev["items"][0]["data"]["reason_source"], &ev["items"][0]["data"]["policy"]),
+        (&json!("sender_gate"), &json!("domain")),
+        "{ev}"
+    );
     assert_eq!(
         app.get(&messages()).await.body["items"].as_array().expect("items").len(),
         1,

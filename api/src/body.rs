@@ -126,14 +126,41 @@ impl QueryParams {
         }
     }
 
-    /// An RFC 3339 date-time parameter (empty counts as absent).
-    pub fn time(&self, name: &str) -> Result<Option<postagent_core::time::Timestamp>, ApiError> {
-        match self.get(name) {
+    /// `since` and `until` of a listing: RFC 3339, `since` before `until`. Failures are 400
+    /// `invalid_filter` (e2a's handler checks them; its schema takes any string).
+    pub fn time_range(
+        &self,
+    ) -> Result<(Option<postagent_core::time::Timestamp>, Option<postagent_core::time::Timestamp>), ApiError>
+    {
+        let one = |name: &str| match self.get(name) {
             None | Some("") => Ok(None),
-            Some(v) => postagent_core::time::Timestamp::parse_rfc3339(v)
-                .map(Some)
-                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time")),
+            Some(v) => postagent_core::time::Timestamp::parse_rfc3339(v).map(Some).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_filter",
+                    format!("{name} must be RFC3339 (e.g. 2026-05-25T00:00:00Z)"),
+                )
+            }),
+        };
+        let (since, until) = (one("since")?, one("until")?);
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            return Err(ApiError::bad_request("invalid_filter", "since must be earlier than until"));
         }
+        Ok((since, until))
+    }
+
+    /// A free-text filter value: at most 200 characters, one line; 400 `invalid_filter`
+    /// naming it as `label` otherwise. Empty counts as absent.
+    pub fn text_filter(&self, name: &str, label: &str) -> Result<Option<String>, ApiError> {
+        let Some(v) = self.get(name).filter(|v| !v.is_empty()) else { return Ok(None) };
+        if v.chars().count() > 200 {
+            return Err(ApiError::bad_request("invalid_filter", format!("{label} too long (max 200 chars)")));
+        }
+        if v.contains(['\r', '\n']) {
+            return Err(ApiError::bad_request("invalid_filter", format!("{name} must not contain CR or LF")));
+        }
+        Ok(Some(v.to_owned()))
     }
 
     /// `limit`: 1–100, default 100.

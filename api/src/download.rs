@@ -43,45 +43,73 @@ fn safe_filename(name: &str) -> String {
     if cleaned.trim().is_empty() { "attachment".into() } else { cleaned }
 }
 
+/// The `Content-Type` a download is served with: the attachment's own type when it is a
+/// plain `type/subtype`, except for types a browser would render or run in our origin
+/// (HTML, XML and SVG, scripts), which are served as `application/octet-stream`. The response
+/// is always `attachment` and `nosniff` besides.
+fn served_type(content_type: Option<&str>) -> HeaderValue {
+    const OCTETS: HeaderValue = HeaderValue::from_static("application/octet-stream");
+    let Some(ct) = content_type.map(|c| c.trim().to_ascii_lowercase()) else { return OCTETS };
+    let token =
+        |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    let Some((top, sub)) = ct.split_once('/').filter(|(t, s)| token(t) && token(s)) else { return OCTETS };
+    let active = matches!(
+        (top, sub),
+        ("text", "html" | "xml" | "javascript" | "ecmascript" | "xsl" | "vtt")
+            | ("application", "xhtml" | "xml" | "javascript" | "ecmascript" | "x-javascript" | "xslt+xml")
+            | ("image", "svg+xml")
+            | ("multipart", _)
+    ) || sub.ends_with("+xml")
+        || sub.ends_with("+html");
+    if active { OCTETS } else { HeaderValue::from_str(&ct).unwrap_or(OCTETS) }
+}
+
+/// Serves one attachment's bytes for a valid link. The checks run in the contract's order:
+/// the index's form (400), the token's presence (401), the token itself (403, before anything
+/// is looked up, so a stranger learns nothing), then the agent, message and attachment (404).
 pub async fn download(
     State(state): State<AppState>,
     Path((email, id, index)): Path<(String, String, String)>,
     q: crate::body::QueryParams,
 ) -> Result<Response, ApiError> {
-    let denied = || ApiError::not_found("attachment");
-    let token = q.get("token").ok_or_else(denied)?;
-    let (token_id, token_index) = check(&state.secret, token, Timestamp::now()).ok_or_else(|| {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the download link is invalid or has expired")
-    })?;
-    if token_id != id || index.parse::<i64>().ok() != Some(token_index) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the download link is for another attachment",
-        ));
+    let index: i64 = index
+        .parse()
+        .ok()
+        .filter(|i| *i >= 0)
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "invalid attachment index"))?;
+    let token = q
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("token query parameter required"))?;
+    let forbidden = || ApiError::forbidden("invalid or expired download token");
+    let (token_id, token_index) = check(&state.secret, token, Timestamp::now()).ok_or_else(forbidden)?;
+    if token_id != id || token_index != index {
+        return Err(forbidden());
     }
-    let msg = state.store.find_message(&id).await?.ok_or_else(denied)?;
-    if msg.agent_email != super::routes::normalize(&email) {
-        return Err(denied());
+    let email = super::routes::normalize(&email);
+    let msg = state.store.find_message(&id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    let agent = state.store.get_agent(&msg.account_id, &email).await?.filter(|a| a.deleted_at.is_none());
+    if agent.is_none() {
+        return Err(ApiError::not_found("agent"));
     }
-    let meta = state
-        .store
-        .list_attachments(&id)
-        .await?
-        .into_iter()
-        .find(|a| a.index == token_index)
-        .ok_or_else(denied)?;
-    let raw = state.store.get_raw(&id).await?.ok_or_else(denied)?;
-    let bytes = inbound::attachment_bytes(&raw, usize::try_from(token_index).unwrap_or(usize::MAX))
-        .ok_or_else(denied)?;
+    if msg.agent_email != email {
+        return Err(ApiError::not_found("message"));
+    }
+    let gone = || ApiError::new(StatusCode::NOT_FOUND, "attachment_not_found", "attachment not found");
+    let meta =
+        state.store.list_attachments(&id).await?.into_iter().find(|a| a.index == index).ok_or_else(gone)?;
+    let raw = state.store.get_raw(&id).await?.ok_or_else(gone)?;
+    let bytes =
+        inbound::attachment_bytes(&raw, usize::try_from(index).unwrap_or(usize::MAX)).ok_or_else(gone)?;
     let mut res = (StatusCode::OK, bytes).into_response();
     let headers = res.headers_mut();
-    // Always a download, never rendered by the browser in our origin.
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    let disposition = format!(
-        "attachment; filename=\"{}\"",
-        safe_filename(meta.filename.as_deref().unwrap_or("attachment"))
-    );
+    headers.insert(header::CONTENT_TYPE, served_type(meta.content_type.as_deref()));
+    // Always a download, never a page of our origin (nosniff is set for every response).
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    let disposition = match meta.filename.as_deref().map(safe_filename) {
+        Some(name) => format!("attachment; filename=\"{name}\""),
+        None => "attachment".to_owned(),
+    };
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -106,5 +134,24 @@ mod tests {
             format!("{}.{}", B64.encode("msg_x|3|9999999999"), t.split_once('.').map(|x| x.1).unwrap_or(""));
         assert_eq!(check(&s, &forged, now), None);
         assert_eq!(safe_filename("a\"b\r\n.pdf"), "ab.pdf");
+    }
+
+    #[test]
+    fn downloads_keep_their_type_unless_a_browser_would_render_it() {
+        let served = |ct: Option<&str>| served_type(ct).to_str().map(str::to_owned).unwrap_or_default();
+        assert_eq!(served(Some("application/pdf")), "application/pdf");
+        assert_eq!(served(Some("Image/PNG")), "image/png");
+        assert_eq!(served(Some("text/plain")), "text/plain");
+        for active in
+            ["text/html", "image/svg+xml", "application/xhtml+xml", "text/javascript", "application/rss+xml"]
+        {
+            assert_eq!(served(Some(active)), "application/octet-stream", "{active}");
+        }
+        assert_eq!(
+            served(Some("text/plain; charset=utf-8")),
+            "application/octet-stream",
+            "parameters are not ours"
+        );
+        assert_eq!(served(None), "application/octet-stream");
     }
 }

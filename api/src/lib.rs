@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod download;
 pub mod error;
 pub mod idempotency;
+pub mod labels;
 pub mod magic;
 pub mod metrics;
 pub mod openapi;

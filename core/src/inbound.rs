@@ -377,7 +377,7 @@ pub fn filed(
         "message_id": id, "agent_email": agent.email, "direction": "inbound",
         "header_from": p.parsed.header_from, "envelope_from": p.envelope_from,
         "authentication": auth_json, "delivered_to": agent.email, "subject": p.parsed.subject,
-        "policy": protection.inbound.gate.policy, "reason_source": "gate",
+        "policy": protection.inbound.gate.policy, "reason_source": crate::protection::SENDER_GATE,
     });
     let reason = match verdict {
         Verdict::Pass => String::new(),

@@ -66,6 +66,11 @@ pub struct Protection {
     pub holds: Holds,
 }
 
+/// `reason_source` of gate events (e2a's review-reason vocabulary): the inbound gate judges
+/// the sender, the outbound gate the recipients.
+pub const SENDER_GATE: &str = "sender_gate";
+pub const RECIPIENT_GATE: &str = "recipient_gate";
+
 /// What a gate decided about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -100,12 +100,39 @@ pub fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, close.
+/// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
-/// Only for daemons that must be told a port number in their config (Postfix, PostgreSQL).
-/// Another process could grab it in between; the window is tiny and the kernel hands out
-/// ephemeral ports round-robin, so tests running in parallel do not collide in practice.
+/// Only for daemons that must be told a port number in their config (Postfix, PostgreSQL,
+/// postagent behind a lab Postfix). Chosen at random *below* the kernel's ephemeral range
+/// (`ip_local_port_range`): the client sockets of tests running in parallel take their ports
+/// from that range, so none of them can grab this one before the daemon binds it (a port
+/// from `bind(0)` could, and did). Falls back to `bind(0)` when no such range is left.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    const LOW: u16 = 10_000;
+    if ephemeral_low > LOW + 1000 {
+        let span = u64::from(ephemeral_low - LOW);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        // A cheap mix of time, pid and call count: distinct processes start far apart.
+        let mut x = (nanos as u64)
+            ^ (u64::from(std::process::id()) << 32)
+            ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = LOW + u16::try_from(x % span).unwrap_or(0);
+            if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     Ok(l.local_addr()?.port())
 }

@@ -65,6 +65,14 @@ impl Reply {
         err["code"].as_str().unwrap_or_else(|| panic!("not an error envelope: {}", self.body))
     }
 
+    /// `(status, code, message)` of an error envelope, after checking its shape: what e2a's
+    /// clients branch on, pinned in one comparison.
+    pub fn error(&self) -> (u16, String, String) {
+        let code = self.code().to_owned();
+        let message = self.body["error"]["message"].as_str().unwrap_or_default().to_owned();
+        (self.status.as_u16(), code, message)
+    }
+
     /// The `details.fields[].location` values of a 422.
     pub fn locations(&self) -> Vec<String> {
         self.body["error"]["details"]["fields"]

@@ -93,9 +93,20 @@ pub async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
-/// The caller's agent, or 404 (also for another account's agent: existence is not leaked).
-async fn owned(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
+/// The caller's agent, live or in the trash, or 404 (also for another account's agent:
+/// existence is not leaked). Only restore looks into the trash.
+async fn owned_any(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
     state.store.get_agent(&who.account_id, email).await?.ok_or_else(|| ApiError::not_found("agent"))
+}
+
+/// The caller's live agent, or 404: a trashed agent is seen only in `?deleted=true` lists
+/// and by restore, as in e2a.
+async fn owned(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
+    let agent = owned_any(state, who, email).await?;
+    if agent.deleted_at.is_some() {
+        return Err(ApiError::not_found("agent"));
+    }
+    Ok(agent)
 }
 
 pub async fn get(
@@ -151,7 +162,7 @@ pub async fn restore(
     Path(email): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     let email = normalize(&email);
-    let agent = owned(&state, &who, &email).await?;
+    let agent = owned_any(&state, &who, &email).await?;
     if agent.deleted_at.is_none() {
         return Err(ApiError::conflict("not_in_trash", "the agent is not in the trash"));
     }

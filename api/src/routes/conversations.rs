@@ -32,7 +32,7 @@ pub async fn list(
     q: QueryParams,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let agent = agent_for(&state, &who, &email).await?;
-    let (since, until) = (q.time("since")?, q.time("until")?);
+    let (since, until) = q.time_range()?;
     let pin = format!("conversations:{}:{since:?}:{until:?}", agent.email);
     let limit = q.limit()?;
     let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;

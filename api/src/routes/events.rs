@@ -52,13 +52,14 @@ pub async fn list(
     q: QueryParams,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
+    let (since, until) = q.time_range()?;
     let filter = EventFilter {
         kind: text("type"),
         agent_email: text("agent_email").map(|e| e.to_ascii_lowercase()),
         conversation_id: text("conversation_id"),
         message_id: text("message_id"),
-        since: q.time("since")?,
-        until: q.time("until")?,
+        since,
+        until,
     };
     let limit = q.limit()?;
     // The filters are pinned inside the cursor: a cursor is only good for the same query.

@@ -25,12 +25,17 @@ const MAX_PARSED_TEXT: usize = 256 * 1024;
 /// `?inline=true` returns attachment bytes up to this size.
 const MAX_INLINE_ATTACHMENT: usize = 256 * 1024;
 
-/// The path's agent, if the caller may see it: agent keys only their own (403), other
-/// accounts' agents do not exist (404).
+/// The path's live agent, if the caller may see it: agent keys only their own (403), other
+/// accounts' agents and trashed ones do not exist (404).
 pub async fn agent_for(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
     let email = normalize(email);
     who.require_agent(&email)?;
-    state.store.get_agent(&who.account_id, &email).await?.ok_or_else(|| ApiError::not_found("agent"))
+    state
+        .store
+        .get_agent(&who.account_id, &email)
+        .await?
+        .filter(|a| a.deleted_at.is_none())
+        .ok_or_else(|| ApiError::not_found("agent"))
 }
 
 async fn message_for(
@@ -186,25 +191,28 @@ pub async fn list(
         .unwrap_or_else(|| if trash { "all" } else { "inbound" }.to_owned());
     let read = one_of(&q, "read_status", &["unread", "read", "all"])?;
     // Read state exists on inbound mail only; the inbox default is "unread".
+    if direction == "outbound" && read.as_deref().is_some_and(|r| r != "all") {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "status filter only applies to inbound messages — pass status=all when direction=outbound",
+        ));
+    }
     let read = match (direction.as_str(), read) {
         ("inbound", None) if !trash => Some("unread".to_owned()),
         (_, Some(r)) if r != "all" => Some(r),
         _ => None,
     };
     let sort = one_of(&q, "sort", &["asc", "desc"])?.unwrap_or_else(|| "desc".into());
-    let labels: Vec<String> = q
-        .get("labels")
-        .map(|l| l.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-        .unwrap_or_default();
+    let (since, until) = q.time_range()?;
     let filter = MessageFilter {
         direction: (direction != "all").then(|| direction.clone()),
         read_status: read,
-        from_contains: q.get("from").filter(|s| !s.is_empty()).map(str::to_owned),
-        subject_contains: q.get("subject_contains").filter(|s| !s.is_empty()).map(str::to_owned),
-        conversation_id: q.get("conversation_id").filter(|s| !s.is_empty()).map(str::to_owned),
-        labels,
-        since: q.time("since")?,
-        until: q.time("until")?,
+        from_contains: q.text_filter("from", "from filter")?,
+        subject_contains: q.text_filter("subject_contains", "subject_contains filter")?,
+        conversation_id: q.text_filter("conversation_id", "conversation_id")?,
+        labels: crate::labels::filter(q.get("labels"))?,
+        since,
+        until,
         trash,
         ascending: sort == "asc",
     };
@@ -243,29 +251,10 @@ pub struct UpdateMessageRequest {
     remove_labels: Vec<String>,
 }
 
-fn label_errors(errors: &mut Vec<FieldError>, location: &str, labels: &[String]) {
-    if labels.len() > 50 {
-        errors.push(FieldError::new(location, "at most 50 labels per change"));
-    }
-    for l in labels {
-        let shape = !l.is_empty()
-            && l.len() <= 64
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":_-".contains(&b));
-        if !shape {
-            errors.push(FieldError::new(location, format!("{l:?} is not 1-64 of [a-z0-9:_-]")));
-        } else if l.starts_with("e2a:") {
-            errors.push(FieldError::new(location, format!("{l:?}: the e2a: prefix is reserved")));
-        }
-    }
-}
-
 impl RequestBody for UpdateMessageRequest {
     const FIELDS: &'static [&'static str] = &["add_labels", "remove_labels"];
 
-    fn validate(&self, errors: &mut Vec<FieldError>) {
-        label_errors(errors, "body.add_labels", &self.add_labels);
-        label_errors(errors, "body.remove_labels", &self.remove_labels);
-    }
+    fn validate(&self, _errors: &mut Vec<FieldError>) {}
 }
 
 pub async fn update(
@@ -275,16 +264,19 @@ pub async fn update(
     body: StrictJson<UpdateMessageRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, m) = message_for(&state, &who, &email, &id).await?;
+    let add = crate::labels::change("add_labels", &body.value.add_labels)?;
+    let remove = crate::labels::change("remove_labels", &body.value.remove_labels)?;
+    if add.is_empty() && remove.is_empty() {
+        return Ok(Json(json!({"message_id": m.id, "labels": m.labels})));
+    }
     let mut labels = m.labels.clone();
-    labels.retain(|l| !body.value.remove_labels.contains(l));
-    for l in &body.value.add_labels {
-        if !labels.contains(l) {
-            labels.push(l.clone());
+    labels.retain(|l| !remove.contains(l));
+    for l in add {
+        if !labels.contains(&l) {
+            labels.push(l);
         }
     }
-    if labels.len() > 100 {
-        return Err(ApiError::field("body.add_labels", "a message holds at most 100 labels"));
-    }
+    crate::labels::check_total(&labels)?;
     state.store.set_labels(&m.id, &labels, Timestamp::now()).await?;
     Ok(Json(json!({"message_id": m.id, "labels": labels})))
 }
@@ -341,10 +333,14 @@ pub async fn attachment(
     Path((email, id, index)): Path<(String, String, String)>,
     q: QueryParams,
 ) -> Result<Json<Value>, ApiError> {
+    // The schema's integer with minimum 0: anything else is 422 before any lookup.
+    let index: i64 = index
+        .parse()
+        .ok()
+        .filter(|i| *i >= 0)
+        .ok_or_else(|| ApiError::field("path.index", "must be an integer of at least 0"))?;
     let (agent, m) = message_for(&state, &who, &email, &id).await?;
-    let not_found =
-        || ApiError::new(StatusCode::NOT_FOUND, "attachment_not_found", "no attachment at that index");
-    let index: i64 = index.parse().map_err(|_| not_found())?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "attachment_not_found", "attachment not found");
     let meta = state
         .store
         .list_attachments(&m.id)

@@ -118,12 +118,6 @@ impl RequestBody for SendRequest {
     ];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        if self.subject.is_none() {
-            errors.push(FieldError::new("body.subject", "required"));
-        }
-        if self.text.is_none() && self.html.is_none() {
-            errors.push(FieldError::new("body.text", "required"));
-        }
         let templated =
             self.template_id.is_some() || self.template_alias.is_some() || self.template_data.is_some();
         common_errors(
@@ -209,6 +203,7 @@ impl From<DraftError> for ApiError {
         let msg = e.to_string();
         match e {
             DraftError::Field { field, message } => ApiError::field(&field, &message),
+            DraftError::Invalid(message) => ApiError::bad_request("invalid_request", message),
             DraftError::TooManyRecipients { provided } => ApiError::bad_request("too_many_recipients", msg)
                 .with_details(json!({"max_recipients": outbound::MAX_RECIPIENTS, "provided": provided})),
             DraftError::InvalidRecipient { field, message } => {
@@ -251,9 +246,6 @@ impl From<SendError> for ApiError {
 /// The path's agent, if it may send: live, and on a verified domain (or the shared one).
 async fn sender(state: &AppState, who: &Principal, email: &str) -> Result<Agent, ApiError> {
     let agent = agent_for(state, who, email).await?;
-    if agent.deleted_at.is_some() {
-        return Err(ApiError::not_found("agent"));
-    }
     let shared = !state.settings.shared_domain.is_empty() && agent.domain == state.settings.shared_domain;
     if !shared && !agent.domain_verified {
         return Err(ApiError::new(
@@ -345,8 +337,13 @@ pub async fn send(
     body: StrictJson<SendRequest>,
 ) -> Result<Response, ApiError> {
     let agent = sender(&state, &who, &email).await?;
-    let route = format!("send:{}", agent.email);
     let r = body.value;
+    // A blank mail never leaves: the handler's check (400), after the schema and the agent.
+    let blank = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
+    if blank(&r.subject) || (blank(&r.text) && blank(&r.html)) {
+        return Err(ApiError::bad_request("invalid_request", "subject and text are required"));
+    }
+    let route = format!("send:{}", agent.email);
     let make = move || Outgoing {
         draft: Draft {
             to: r.to,
@@ -366,6 +363,14 @@ pub async fn send(
     };
     let call = Call::new(route, &body.raw, &headers, &q)?;
     run(state.clone(), who, agent, call, make).await
+}
+
+/// A reply or forward says something of its own: empty `text` is e2a's 400.
+fn require_text(text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "text is required"));
+    }
+    Ok(())
 }
 
 /// The message being answered or forwarded: one of the agent's own, not a held draft.
@@ -409,6 +414,7 @@ pub async fn reply(
     let agent = sender(&state, &who, &email).await?;
     let m = original(&state, &who, &agent, &id).await?;
     let r = body.value;
+    require_text(&r.text)?;
     let me = agent.email.clone();
     // Reply to what we received: its Reply-To, else its sender (the agent itself for the
     // copy of a self-send, which makes the reply a self-send too). Reply to what we sent: its
@@ -460,6 +466,7 @@ pub async fn forward(
     let agent = sender(&state, &who, &email).await?;
     let m = original(&state, &who, &agent, &id).await?;
     let r = body.value;
+    require_text(&r.text)?;
     // The original's attachments travel on, followed by any new ones. Counted from the rows
     // before anything is parsed, so a message with more than a send may carry is refused at
     // once; then one parse (off the async runtime) yields every attachment and the bodies.

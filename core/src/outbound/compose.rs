@@ -44,11 +44,14 @@ pub fn plain_id(id: &str) -> bool {
 pub fn compose(draft: &Draft, checked: &Checked, from: &Mailbox, ids: &Ids<'_>) -> std::io::Result<Vec<u8>> {
     let mut b = MessageBuilder::new()
         .from(address(from))
-        .to(list(&checked.to))
         .subject(draft.subject.as_str())
         .message_id(ids.rfc_message_id)
         .header("X-E2A-Conversation-Id", Raw::new(ids.conversation_id))
         .header("X-E2A-Message-Id", Raw::new(ids.message_id));
+    // A Cc-only message has no To (RFC 5322 §3.6.3: every destination field is optional).
+    if !checked.to.is_empty() {
+        b = b.to(list(&checked.to));
+    }
     if !checked.cc.is_empty() {
         b = b.cc(list(&checked.cc));
     }

@@ -69,6 +69,9 @@ pub enum DraftError {
     /// A schema-level problem (422 `invalid_request`), with the field's location.
     #[error("{field}: {message}")]
     Field { field: String, message: String },
+    /// A check of the handler's (400 `invalid_request`), worded as e2a words it.
+    #[error("{0}")]
+    Invalid(String),
     #[error("at most {MAX_RECIPIENTS} recipients across to, cc and bcc; got {provided}")]
     TooManyRecipients { provided: usize },
     #[error("{field}: {message}")]
@@ -109,21 +112,26 @@ fn field(field: impl Into<String>, message: impl Into<String>) -> DraftError {
     DraftError::Field { field: field.into(), message: message.into() }
 }
 
-/// A header-bound single-line value: no CR, LF or other control characters.
-pub fn check_line(name: &str, value: &str) -> Result<(), DraftError> {
+/// A header-bound single-line value (`name` as the client calls it): CR or LF is e2a's
+/// "must not contain CR or LF" (400); any other control character is refused the same way,
+/// since it has no business in a header either.
+fn check_line(name: &str, value: &str, cr_lf: &str) -> Result<(), DraftError> {
+    if value.contains(['\r', '\n']) {
+        return Err(DraftError::Invalid(format!("{name} must not contain {cr_lf}")));
+    }
     if has_control(value) {
-        return Err(field(name, "must not contain line breaks or control characters"));
+        return Err(DraftError::Invalid(format!("{name} must not contain control characters")));
     }
     Ok(())
 }
 
-/// A conversation id as agents may set it: ≤200 characters, one line.
+/// A conversation id as agents may set it: ≤200 characters (the schema's bound, 422), one
+/// line (400).
 pub fn check_conversation_id(value: &str) -> Result<(), DraftError> {
-    check_line("body.conversation_id", value)?;
     if value.chars().count() > MAX_CONVERSATION_ID {
         return Err(field("body.conversation_id", "must be at most 200 characters"));
     }
-    Ok(())
+    check_line("conversation_id", value, "CR or LF")
 }
 
 fn mailboxes(name: &str, list: &[String]) -> Result<Vec<Mailbox>, DraftError> {
@@ -131,15 +139,7 @@ fn mailboxes(name: &str, list: &[String]) -> Result<Vec<Mailbox>, DraftError> {
         .enumerate()
         .map(|(i, s)| {
             let loc = format!("body.{name}[{i}]");
-            if s.len() > MAX_ADDRESS_LEN {
-                return Err(field(loc, "must be at most 320 characters"));
-            }
-            parse_mailbox(s).map_err(|e| match e {
-                AddressError::ControlCharacter => field(loc, e.to_string()),
-                AddressError::Invalid(_) => {
-                    DraftError::InvalidRecipient { field: loc, message: e.to_string() }
-                }
-            })
+            parse_mailbox(s).map_err(|e| DraftError::InvalidRecipient { field: loc, message: e.to_string() })
         })
         .collect()
 }
@@ -156,10 +156,7 @@ impl Draft {
     /// Every limit of contract §8.6 and every header-bound field, in the order the contract
     /// reports them: schema problems, recipients, attachments, sizes.
     pub fn check(&self) -> Result<Checked, DraftError> {
-        if self.to.is_empty() {
-            return Err(field("body.to", "at least one recipient is required"));
-        }
-        check_line("body.subject", &self.subject)?;
+        // The request schema's bounds first (422), as e2a's schema runs before its handler.
         if self.subject.chars().count() > MAX_SUBJECT_CHARS {
             return Err(field("body.subject", "must be at most 2000 characters"));
         }
@@ -168,21 +165,53 @@ impl Draft {
                 return Err(field(name, "must be at most 1 MiB"));
             }
         }
+        for (name, list) in [("to", &self.to), ("cc", &self.cc), ("bcc", &self.bcc)] {
+            if let Some(i) = list.iter().position(|a| a.chars().count() > MAX_ADDRESS_LEN) {
+                return Err(field(format!("body.{name}[{i}]"), "must be at most 320 characters"));
+            }
+        }
+        if self.reply_to.iter().any(|a| a.chars().count() > MAX_ADDRESS_LEN) {
+            return Err(field("body.reply_to", "must be at most 320 characters"));
+        }
+        // Then the handler's checks (400), in e2a's order.
+        check_line("subject", &self.subject, "CR or LF characters")?;
+        if self.to.is_empty() && self.cc.is_empty() {
+            return Err(DraftError::Invalid("at least one recipient in to or cc is required".into()));
+        }
         let provided = self.to.len() + self.cc.len() + self.bcc.len();
         if provided > MAX_RECIPIENTS {
             return Err(DraftError::TooManyRecipients { provided });
         }
         let (to, cc, bcc) =
             (mailboxes("to", &self.to)?, mailboxes("cc", &self.cc)?, mailboxes("bcc", &self.bcc)?);
-        let reply_to = mailboxes("reply_to", &self.reply_to)?;
+        let reply_to = self
+            .reply_to
+            .iter()
+            .map(|r| {
+                parse_mailbox(r).map_err(|e| {
+                    let why = match e {
+                        AddressError::ControlCharacter => {
+                            "it holds a line break or control character".to_owned()
+                        }
+                        AddressError::Invalid(_) => e.to_string(),
+                    };
+                    DraftError::Invalid(format!("reply_to is not a valid email address: {why}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if self.attachments.len() > MAX_ATTACHMENTS {
             return Err(DraftError::TooManyAttachments(self.attachments.len()));
         }
         let mut attachments = Vec::with_capacity(self.attachments.len());
         let mut total = 0usize;
         for (index, a) in self.attachments.iter().enumerate() {
-            check_line(&format!("body.attachments[{index}].filename"), &a.filename)?;
-            check_line(&format!("body.attachments[{index}].content_type"), &a.content_type)?;
+            if has_control(&a.filename) || has_control(&a.content_type) {
+                return Err(DraftError::InvalidAttachment {
+                    index,
+                    message: "filename and content_type must not contain line breaks or control characters"
+                        .into(),
+                });
+            }
             if a.filename.trim().is_empty() || a.filename.chars().count() > 255 {
                 return Err(DraftError::InvalidAttachment {
                     index,
@@ -273,10 +302,26 @@ mod tests {
         assert!(draft().check().is_ok());
         let mut d = draft();
         d.subject = "hi\r\nBcc: victim@y.test".into();
-        assert!(matches!(d.check(), Err(DraftError::Field { field, .. }) if field == "body.subject"));
+        assert_eq!(
+            d.check().err(),
+            Some(DraftError::Invalid("subject must not contain CR or LF characters".into()))
+        );
         let mut d = draft();
         d.cc = vec!["b@y.test\nBcc: c@z.test".into()];
-        assert!(matches!(d.check(), Err(DraftError::Field { field, .. }) if field == "body.cc[0]"));
+        assert!(
+            matches!(d.check(), Err(DraftError::InvalidRecipient { field, .. }) if field == "body.cc[0]")
+        );
+        let mut d = draft();
+        d.to.clear();
+        assert_eq!(
+            d.check().err(),
+            Some(DraftError::Invalid("at least one recipient in to or cc is required".into()))
+        );
+        d.cc = vec!["c@x.test".into()];
+        assert!(d.check().is_ok(), "Cc alone is enough");
+        let mut d = draft();
+        d.subject = "s".repeat(MAX_SUBJECT_CHARS + 1) + "\n";
+        assert!(matches!(d.check(), Err(DraftError::Field { .. })), "the schema's bound comes first");
         let mut d = draft();
         d.to = (0..51).map(|i| format!("r{i}@x.test")).collect();
         assert_eq!(d.check().err(), Some(DraftError::TooManyRecipients { provided: 51 }));
@@ -289,7 +334,7 @@ mod tests {
             content_type: "text/plain".into(),
             data: B64.encode("x"),
         }];
-        assert!(matches!(d.check(), Err(DraftError::Field { .. })));
+        assert!(matches!(d.check(), Err(DraftError::InvalidAttachment { index: 0, .. })));
         d.attachments[0].filename = "a.txt".into();
         d.attachments[0].content_type = "text/plain; name=\"x\"".into();
         assert!(matches!(d.check(), Err(DraftError::InvalidAttachment { index: 0, .. })));

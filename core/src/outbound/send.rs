@@ -183,7 +183,8 @@ pub fn loopback_twin(
         unbound: Vec::new(),
         source_id: format!("loopback:{outbound_id}"),
         raw_source_id: format!("loopback:{outbound_id}"),
-        envelope_from: Some(agent.email.clone()),
+        // Providerless delivery has no SMTP envelope: null, as e2a's view has it.
+        envelope_from: None,
         postfix_queue_id: None,
         raw: raw.to_vec(),
         parsed: inbound::parse(raw),
@@ -207,6 +208,16 @@ fn sealed(secret: &Secret, idem: &Option<(AccountId, String)>, outcome: &Outcome
     let (status, body) = outcome.view();
     let body = crate::seal::seal(secret, IDEMPOTENCY_SEAL, body.to_string().as_bytes())?;
     Some(IdempotencyDone { account_id: account.clone(), key: key.clone(), status, body })
+}
+
+/// What an outbound gate event says of its verdict: the reason, the gate's policy and
+/// `reason_source` (the recipient gate), as the inbound ones do for the sender gate.
+fn gate_fields(data: &mut serde_json::Value, reason: &str, protection: &Protection) {
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("reason".into(), json!(reason));
+        obj.insert("policy".into(), json!(protection.outbound.gate.policy));
+        obj.insert("reason_source".into(), json!(crate::protection::RECIPIENT_GATE));
+    }
 }
 
 /// Takes a send from `agent`.
@@ -243,10 +254,7 @@ pub async fn send(
         // Nothing is stored: the event names a rowless id, as the contract's `msgblk_…`.
         let block_id = ids::mint("msgblk_", 12);
         let mut data = outbound_data(agent, &block_id, &facts);
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("reason".into(), json!(reason));
-            obj.insert("policy".into(), json!(protection.outbound.gate.policy));
-        }
+        gate_fields(&mut data, reason, &protection);
         let mut event = outbound_event(agent, &block_id, &conversation_id, "email.blocked", data, now);
         event.message_id = None;
         store.emit_event(event).await?;
@@ -293,17 +301,15 @@ pub async fn send(
         // Sent as usual, but marked, and the account hears of it.
         message.flag_reason = Some(reason.clone());
         let mut data = outbound_data(agent, &id, &facts);
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("reason".into(), json!(reason));
-            obj.insert("policy".into(), json!(protection.outbound.gate.policy));
-        }
+        gate_fields(&mut data, reason, &protection);
         insert.events.push(outbound_event(agent, &id, &conversation_id, "email.flagged", data, now));
     }
-    let outcome = if let Verdict::Review { .. } = &verdict {
+    let outcome = if let Verdict::Review { reason } = &verdict {
         let expires_at = now.plus_secs(protection.holds.ttl_seconds);
         message.status = "pending_review".into();
         message.review_status = Some("pending_review".into());
         let mut data = outbound_data(agent, &id, &facts);
+        gate_fields(&mut data, reason, &protection);
         if let Some(obj) = data.as_object_mut() {
             obj.insert("approval_expires_at".into(), json!(expires_at));
         }
