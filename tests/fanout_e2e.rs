@@ -65,11 +65,9 @@ async fn send(world: &MailWorld, subject: &str) -> String {
 
 /// Runs tests/sdk/verify_webhooks.py in a venv with the e2a SDK and standardwebhooks.
 async fn verify_with_python(hits: &[(Hit, Vec<String>)]) {
-    let Some(venv) = tokio::task::spawn_blocking(|| {
-        common::python::venv("webhooks-5.3.0", &["e2a==5.3.0", "standardwebhooks==1.1.0"])
-    })
-    .await
-    .expect("join") else {
+    let Some(venv) =
+        tokio::task::spawn_blocking(|| postagent_lab::clients::venv("webhooks-5.3.0")).await.expect("join")
+    else {
         return;
     };
     let input = json!({"hits": hits.iter().map(|(h, secrets)| json!({

@@ -51,8 +51,11 @@ fn status<'a>(view: &'a Value, path: &[&str]) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_by_an_independent_signer_verifies_and_a_changed_body_does_not() {
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let Some(venv) = tokio::task::spawn_blocking(|| dkim::venv(cache)).await.expect("join") else { return };
+    let Some(venv) =
+        tokio::task::spawn_blocking(|| postagent_lab::clients::venv("dkimpy")).await.expect("join")
+    else {
+        return;
+    };
     let options = Options { agents: vec![AGENT, "other@agents.test"], ..Options::default() };
     let Some(mut world) = MailWorld::start(options).await else { return };
     let keys = tempfile::tempdir().expect("tempdir");

@@ -14,7 +14,7 @@ const MAIL_HOST: &str = "mx.sdk.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_5_3_0_drives_the_foundation() {
-    drive("5.3.0", "e2a==5.3.0", None).await;
+    drive("sdk-5.3.0", None).await;
 }
 
 /// The same flows with the server on PostgreSQL.
@@ -22,7 +22,7 @@ async fn sdk_5_3_0_drives_the_foundation() {
 async fn sdk_5_3_0_drives_the_foundation_on_postgres() {
     let Some(cluster) = PgCluster::shared() else { return };
     let url = cluster.create_database().expect("database");
-    drive("5.3.0", "e2a==5.3.0", Some(url)).await;
+    drive("sdk-5.3.0", Some(url)).await;
 }
 
 /// The newest 5.x at the time of writing, pinned so a PyPI release cannot change CI's
@@ -30,16 +30,13 @@ async fn sdk_5_3_0_drives_the_foundation_on_postgres() {
 /// which 5.3.0 does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_5_8_1_drives_the_foundation() {
-    drive("5.8.1", "e2a==5.8.1", None).await;
+    drive("sdk-5.8.1", None).await;
 }
 
 /// `database_url = None` runs the server on its default SQLite file.
-async fn drive(tag: &str, spec: &str, database_url: Option<String>) {
-    let (tag_owned, spec_owned) = (tag.to_owned(), spec.to_owned());
+async fn drive(client: &'static str, database_url: Option<String>) {
     let Some(venv) =
-        tokio::task::spawn_blocking(move || common::python::venv(&tag_owned, &[spec_owned.as_str()]))
-            .await
-            .expect("join")
+        tokio::task::spawn_blocking(move || postagent_lab::clients::venv(client)).await.expect("join")
     else {
         return;
     };

@@ -1,48 +1,11 @@
-//! An independent DKIM signer: Python's dkimpy from PyPI in a venv under the target
-//! directory, with an RSA key made by the openssl CLI. Independent of mail-auth, so a pass is
+//! An independent DKIM signer: Python's dkimpy from PyPI (the `dkimpy` venv of
+//! [`crate::clients`]), with an RSA key made by the openssl CLI. Independent of mail-auth, so a pass is
 //! interoperability, not a round trip through one library.
 
-use crate::{require, require_that};
+use crate::require;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-const SPEC: &str = "dkimpy==1.1.8";
-
-/// The venv with dkimpy under `cache_dir` (a test's `CARGO_TARGET_TMPDIR`), built once and
-/// shared by tests (and test binaries) through a lock file. `None` (after a `SKIP:` line)
-/// when Python is unavailable outside CI.
-pub fn venv(cache_dir: &Path) -> Option<PathBuf> {
-    if !require("python3", "install Python 3 with the venv module") {
-        return None;
-    }
-    let dir = cache_dir.join("dkimpy-venv");
-    let marker = dir.join("installed-spec");
-    let lock = std::fs::File::create(dir.with_extension("lock")).expect("lock file");
-    lock.lock().expect("lock");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == SPEC) {
-        return Some(dir);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let made = Command::new("python3").args(["-m", "venv"]).arg(&dir).status();
-    if !require_that(made.is_ok_and(|s| s.success()), "python3 -m venv failed", "install python3-venv") {
-        return None;
-    }
-    let pip = Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", SPEC])
-        .output()
-        .expect("run pip");
-    let stderr = String::from_utf8_lossy(&pip.stderr);
-    if !require_that(
-        pip.status.success(),
-        &format!("pip install {SPEC} failed: {stderr}"),
-        "PyPI must be reachable",
-    ) {
-        return None;
-    }
-    std::fs::write(&marker, SPEC).expect("marker");
-    Some(dir)
-}
 
 /// A fresh 2048-bit RSA key: (PEM private key path, base64 public key for `p=`).
 pub fn rsa_key(dir: &Path) -> Option<(PathBuf, String)> {

@@ -125,9 +125,7 @@ fn message(from: &str, subject: &str, extra_headers: &str, body: &str) -> String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_signed_by_an_independent_signer_verifies_and_a_changed_body_does_not() {
     let Some(venv) =
-        tokio::task::spawn_blocking(|| dkim::venv(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))))
-            .await
-            .expect("join")
+        tokio::task::spawn_blocking(|| postagent_lab::clients::venv("dkimpy")).await.expect("join")
     else {
         return;
     };
