@@ -1,7 +1,7 @@
 """Drives postagent's endpoints through the published e2a SDK, unmodified: the foundation
 (info, account, keys, domains, agents), sending, and the review queue.
 
-Run by tests/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
+Run by tests/it/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
 "TOKEN <domain> <token>" and waits for a line on stdin while the test publishes the TXT
 record in its loopback DNS server. Any failed assertion exits non-zero.
 """

@@ -1,5 +1,5 @@
 """Drives postagent's mail flows through the published e2a SDK, unmodified, against a server
-whose mail goes through a real private Postfix (tests/sdk_mail.rs sets it up).
+whose mail goes through a real private Postfix (tests/it/sdk_mail.rs sets it up).
 
 Before it starts, one DKIM-signed message with an attachment was delivered to AGENT through
 Postfix. The script prints "WAITING <message id>" when it wants the test to send the answer

@@ -1,7 +1,7 @@
 //! Our OpenAPI 3.1 document, generated from the route table (`routes::table`): every `/v1`
 //! operation the router serves is described by the same [`Op`] the router was built from, so
 //! the document cannot list a route that does not exist or miss one that does. Served at
-//! `GET /v1/openapi.json`; `tests/openapi.rs` holds it against e2a's published spec.
+//! `GET /v1/openapi.json`; `tests/it/openapi.rs` holds it against e2a's published spec.
 
 mod schemas;
 

@@ -3,7 +3,7 @@
 //! `sendmail`) with a changed From, Subject, body or recipient, a content filter that
 //! re-queues mail, and a message built to be expensive.
 
-mod common;
+use crate::common;
 
 use common::bin::{Server, text};
 use common::mail::{MailWorld, Options, raw_of};

@@ -1,7 +1,7 @@
 //! `postagent lab` as a person uses it: start it, copy the swaks command it prints, send,
 //! and read the stored message back over `/v1`.
 
-mod common;
+use crate::common;
 
 use common::bin::{BIN, run_with_stdin};
 use common::mail::{header_count, raw_of};

@@ -4,7 +4,7 @@
 //! `standardwebhooks` package), and `postagent listen` over the WebSocket stream. Plus the
 //! worker killed in the middle of a delivery.
 
-mod common;
+use crate::common;
 
 use common::bin::{BIN, Server};
 use common::mail::{MailWorld, Options};

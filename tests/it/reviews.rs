@@ -3,7 +3,7 @@
 //! holds released to the inbox; agent keys kept out; two replicas sweeping the same expired
 //! hold decide it once.
 
-mod common;
+use crate::common;
 
 use common::{TestApp, enc};
 use postagent_core::magic::{self, Action};
@@ -35,7 +35,7 @@ fn protection() -> String {
     format!("/v1/agents/{}/protection", enc(BOT))
 }
 
-/// The app's deployment secret (tests/common/mod.rs).
+/// The app's deployment secret (tests/it/common/mod.rs).
 fn secret() -> Secret {
     Secret::new(vec![42; 32])
 }

@@ -3,7 +3,7 @@
 //! through a loopback DNS server), agents, sending (self-send, queued, idempotent, reply) and
 //! the review queue (protection, hold, approve with an edit, reject, agent keys refused).
 
-mod common;
+use crate::common;
 
 use common::bin::{Server, run, text};
 use postagent_lab::{DnsServer, PgCluster};

@@ -25,7 +25,6 @@ pub enum Mode {
 
 pub struct LmtpProxy {
     pub addr: SocketAddr,
-    mode: Arc<Mutex<Mode>>,
     release: Arc<Notify>,
     /// What the server said after `354` on a [`Mode::SwallowFinalReply`] connection.
     pub swallowed: mpsc::UnboundedReceiver<String>,
@@ -43,7 +42,7 @@ impl LmtpProxy {
         let release = Arc::new(Notify::new());
         let (tx, swallowed) = mpsc::unbounded_channel();
         let (held_tx, held) = mpsc::unbounded_channel();
-        let (m, r) = (Arc::clone(&mode), Arc::clone(&release));
+        let (m, r) = (mode, Arc::clone(&release));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 // One interference per mode: the connection after it passes through.
@@ -54,16 +53,12 @@ impl LmtpProxy {
                 tokio::spawn(serve(client, upstream, this, Arc::clone(&r), tx.clone()));
             }
         });
-        LmtpProxy { addr, mode, release, swallowed, held }
+        LmtpProxy { addr, release, swallowed, held }
     }
 
     /// Lets a [`Mode::HoldConnection`] connection proceed.
     pub fn release(&self) {
         self.release.notify_one();
-    }
-
-    pub fn set_mode(&self, mode: Mode) {
-        *self.mode.lock().expect("mode") = mode;
     }
 }
 

@@ -6,7 +6,7 @@
 //! `listen()` and the webhook; the event log and a redelivery; a forward; a review approved
 //! and one rejected. The test plays the internet: it sends the answer and checks what left.
 
-mod common;
+use crate::common;
 
 use common::mail::{MailWorld, Options, WAIT};
 use postagent_lab::lmtp_sink::{Delivered, smtp_sink};

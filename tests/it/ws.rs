@@ -2,7 +2,7 @@
 //! drain of unread mail, live pushes, one socket per agent, pings, shutdown; and with two
 //! replicas on one PostgreSQL database, pushes and webhook deliveries across them.
 
-mod common;
+use crate::common;
 
 use common::{Db, TestApp, enc, spawn_app, spawn_app_with, test_webhooks};
 use futures_util::StreamExt;

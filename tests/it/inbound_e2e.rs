@@ -4,7 +4,7 @@
 //! Each failure case of design §7 that involves the mail path is driven for real here:
 //! the LMTP server down, the milter down, postagent killed between commit and 250.
 
-mod common;
+use crate::common;
 
 use common::mail::{MailWorld, Options, WAIT, header_count, raw_of};
 use common::proxy::{LmtpProxy, Mode};

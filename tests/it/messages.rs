@@ -1,7 +1,7 @@
 //! The messages and conversations API over HTTP, on SQLite and PostgreSQL, with messages
 //! filed the way the LMTP server files them.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::{TestApp, enc};

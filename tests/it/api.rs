@@ -1,6 +1,6 @@
 //! The `/v1` API over HTTP, every endpoint of the foundation, on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::{MAIL_HOST, SHARED_DOMAIN, TestApp, enc};
 use reqwest::{Method, StatusCode};

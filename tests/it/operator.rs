@@ -1,7 +1,7 @@
 //! What the operator sees: SIGHUP reloads (applied, restart-only, refused), syslog with
 //! facility `mail`, and the Prometheus metrics listener.
 
-mod common;
+use crate::common;
 
 use common::bin::Server;
 use std::os::unix::net::UnixDatagram;

@@ -2,7 +2,7 @@
 //! in postagent.toml(5), every command in postagent(8), and the configuration the Debian
 //! package installs is valid.
 
-mod common;
+use crate::common;
 
 use common::bin::{run, text};
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! through the milter and LMTP, and out from an agent through the originating listener (with
 //! its submission token) back to another agent, all from inside the chroot.
 
-mod common;
+use crate::common;
 
 use common::bin::{Server, run, text};
 use common::mail::{AGENT_DOMAIN, HOSTNAME, deliver_through, inbox_at, seed};

@@ -1,7 +1,7 @@
 //! The `postagent` binary as an operator runs it: configuration errors, `serve` on the
 //! laptop defaults, graceful shutdown, unix sockets and the `admin` commands.
 
-mod common;
+use crate::common;
 
 use common::bin::{Server, postagent, run, run_with_stdin, text};
 use std::path::Path;
@@ -250,7 +250,7 @@ async fn shutdown_timeout_bounds_the_wait() {
 fn verify_checks_a_delivered_message() {
     use std::os::unix::fs::PermissionsExt;
     let vector: serde_json::Value =
-        serde_json::from_str(include_str!("../docs/vectors/auth-headers.json")).expect("json");
+        serde_json::from_str(include_str!("../../docs/vectors/auth-headers.json")).expect("json");
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("hmac.secret");
     std::fs::write(&secret, format!("{}\n", vector["secret"].as_str().expect("secret"))).expect("write");

@@ -6,7 +6,7 @@
 //! [`INTENTIONAL`] lists it with its reason, and every listed difference must still exist, so
 //! the list cannot go stale. `docs/compat.md` must show each operation's status.
 
-mod common;
+use crate::common;
 
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,8 +1,8 @@
 //! Sending over the API (send, reply, forward, self-send, idempotency, limits, header
 //! injection) on SQLite and PostgreSQL. No submission worker runs here: accepted mail stays
-//! queued, which is what these tests look at. tests/outbound_e2e.rs sends through Postfix.
+//! queued, which is what these tests look at. tests/it/outbound_e2e.rs sends through Postfix.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

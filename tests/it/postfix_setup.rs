@@ -3,7 +3,7 @@
 //! agent mail through postagent's milter and LMTP, a second apply changes nothing more, and
 //! remove puts every setting back.
 
-mod common;
+use crate::common;
 
 use common::bin::{Server, run, text};
 use common::mail::{AGENT_DOMAIN, HOSTNAME, deliver_through, inbox_at, seed};

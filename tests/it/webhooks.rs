@@ -3,7 +3,7 @@
 //! SSRF guard at registration and at connect time, rotation, tests, the event log and
 //! redelivery. Mail is filed by the real ingest path (the LMTP server's).
 
-mod common;
+use crate::common;
 
 use common::{Db, TestApp, spawn_app, spawn_app_with, test_webhooks};
 use postagent_core::ssrf::WebhookMode;

@@ -4,7 +4,7 @@
 //! comes back (the human's answer, DSNs, agent-to-agent mail) re-enters through Postfix, the
 //! milter and LMTP.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::mail::{HUMAN_DOMAIN, MailWorld, Options, WAIT};

@@ -1,0 +1,27 @@
+//! The integration tests, in one binary (one link step for the lot): a module per area, the
+//! shared helpers (a test app, the `postagent` binary, Postfix worlds, Python clients) in
+//! `common`. `cargo test --test it <filter>` runs part of it, e.g. `cargo test --test it
+//! messages::` or `… trust_e2e`.
+
+#[macro_use]
+mod common;
+
+mod api;
+mod chroot_e2e;
+mod cli;
+mod docs;
+mod fanout_e2e;
+mod inbound_e2e;
+mod lab;
+mod messages;
+mod openapi;
+mod operator;
+mod outbound;
+mod outbound_e2e;
+mod postfix_setup;
+mod reviews;
+mod sdk_compat;
+mod sdk_mail;
+mod trust_e2e;
+mod webhooks;
+mod ws;
