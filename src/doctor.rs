@@ -308,7 +308,7 @@ async fn send_test(r: &mut Report, store: &dyn Store, smtp: &str, agent: &str) {
     };
     let filter = MessageFilter {
         subject_contains: Some(token.clone()),
-        direction: Some("inbound".into()),
+        direction: Some(postagent_core::vocab::Direction::Inbound),
         ..Default::default()
     };
     for _ in 0..60 {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use postagent_core::magic::{self, Action, LinkError};
 use postagent_core::review::{self, DecidedBy, Edits, ReviewError};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{Direction, HoldState};
 use serde::Deserialize;
 
 /// Magic-link reject reasons are cut to this many characters (the API refuses instead).
@@ -68,11 +69,11 @@ async fn resolve(
     })?;
     let gone = || problem(StatusCode::NOT_FOUND, "Message not found", "This message no longer exists.");
     let hold = state.store.get_hold(&id).await.map_err(|_| unavailable())?.ok_or_else(gone)?;
-    if hold.direction != "outbound" {
+    if hold.direction != Direction::Outbound {
         return Err(gone());
     }
-    if hold.state != "pending" {
-        return Err(decided_already(&hold.state));
+    if hold.state != HoldState::Pending {
+        return Err(decided_already(Some(hold.state)));
     }
     let agent =
         state.store.find_live_agent(&hold.agent_email).await.map_err(|_| unavailable())?.ok_or_else(gone)?;
@@ -87,12 +88,14 @@ async fn resolve(
     state.store.find_message(&id).await.map_err(|_| unavailable())?.ok_or_else(gone)
 }
 
-fn decided_already(state: &str) -> Response {
+fn decided_already(state: Option<HoldState>) -> Response {
     let what = match state {
-        "approved" => "approved",
-        "rejected" => "rejected",
-        "expired_approved" => "approved automatically when its review window closed",
-        _ => "rejected automatically when its review window closed",
+        Some(HoldState::Approved) => "approved",
+        Some(HoldState::Rejected) => "rejected",
+        Some(HoldState::ExpiredApproved) => "approved automatically when its review window closed",
+        Some(HoldState::ExpiredRejected | HoldState::Pending) | None => {
+            "rejected automatically when its review window closed"
+        }
     };
     problem(
         StatusCode::CONFLICT,
@@ -165,9 +168,8 @@ async fn act(state: &AppState, p: Params, action: Action) -> Response {
             page(StatusCode::OK, "Rejected", &format!("{}<p>The message will not be sent.</p>", summary(&m)))
         }
         Err(ReviewError::NotPending) => {
-            let state_now =
-                state.store.get_hold(&m.id).await.ok().flatten().map(|h| h.state).unwrap_or_default();
-            decided_already(&state_now)
+            let state_now = state.store.get_hold(&m.id).await.ok().flatten().map(|h| h.state);
+            decided_already(state_now)
         }
         Err(ReviewError::Expired) => problem(
             StatusCode::GONE,

@@ -16,6 +16,7 @@ use crate::secret::Secret;
 use crate::sign::sha256_hex;
 use crate::store::{Agent, Inserted, NewAttachment, NewEvent, NewHold, NewInboundMessage, Store, StoreError};
 use crate::time::Timestamp;
+use crate::vocab::{Direction, MessageStatus, ReviewStatus};
 use mail_parser::MimeHeaders;
 use serde_json::json;
 
@@ -301,7 +302,7 @@ pub async fn store_for(
             store.find_conversation(&agent.email, &refs).await?
         }
     };
-    let protection = Protection::from_stored(store.get_protection(&agent.email).await?.as_deref());
+    let protection = store.get_protection(&agent.email).await?;
     // The gate trusts a From only as far as the milter authenticated it: a DMARC-aligned
     // verified domain, or our own agent's mail (its From is the signed Sender).
     let sender = p.parsed.header_from.as_deref();
@@ -346,20 +347,20 @@ pub fn filed(
         now,
     );
     let (status, review_status, flag_reason, hold) = match verdict {
-        Verdict::Pass => ("received", None, None, None),
-        Verdict::Flag { reason } => ("received", None, Some(reason.clone()), None),
+        Verdict::Pass => (MessageStatus::Received, None, None, None),
+        Verdict::Flag { reason } => (MessageStatus::Received, None, Some(reason.clone()), None),
         Verdict::Review { .. } => (
-            "held",
-            Some("pending_review".to_owned()),
+            MessageStatus::Held,
+            Some(ReviewStatus::PendingReview),
             None,
             Some(NewHold {
-                direction: "inbound".into(),
-                reason: verdict.hold_reason("inbound").to_string(),
-                on_expiry: protection.holds.on_expiry.clone(),
+                direction: Direction::Inbound,
+                reason: verdict.hold_reason(Direction::Inbound).to_string(),
+                on_expiry: protection.holds.on_expiry,
                 expires_at: now.plus_secs(protection.holds.ttl_seconds),
             }),
         ),
-        Verdict::Block { .. } => ("rejected", Some("review_rejected".to_owned()), None, None),
+        Verdict::Block { .. } => (MessageStatus::Rejected, Some(ReviewStatus::ReviewRejected), None, None),
     };
     let event = |kind: &str, data: serde_json::Value| {
         MessageEvent {
@@ -418,7 +419,7 @@ pub fn filed(
         size_bytes: p.raw.len() as i64,
         postfix_queue_id: p.postfix_queue_id.clone(),
         created_at: now,
-        status: status.into(),
+        status,
         review_status,
         flag_reason,
         hold,

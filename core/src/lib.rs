@@ -24,6 +24,7 @@ pub mod sign;
 pub mod ssrf;
 pub mod store;
 pub mod time;
+pub mod vocab;
 pub mod webhook_sig;
 
 pub use config::Config;

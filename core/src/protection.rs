@@ -5,6 +5,7 @@
 //! Human-in-the-loop for every send is `outbound.gate = {policy: allowlist, allowlist: [],
 //! action: review}`: nothing matches an empty list, so everything is held.
 
+use crate::vocab::{Direction, GateAction, GatePolicy, OnExpiry, Sensitivity, Word};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_TTL_SECS: i64 = 604_800;
@@ -14,26 +15,26 @@ pub const MAX_ALLOWLIST: usize = 1000;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Gate {
-    pub policy: String,
+    pub policy: GatePolicy,
     pub allowlist: Vec<String>,
-    pub action: String,
+    pub action: GateAction,
 }
 
 impl Default for Gate {
     fn default() -> Self {
-        Self { policy: "open".into(), allowlist: Vec::new(), action: "flag".into() }
+        Self { policy: GatePolicy::Open, allowlist: Vec::new(), action: GateAction::Flag }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Scan {
-    pub sensitivity: String,
+    pub sensitivity: Sensitivity,
 }
 
 impl Default for Scan {
     fn default() -> Self {
-        Self { sensitivity: "off".into() }
+        Self { sensitivity: Sensitivity::Off }
     }
 }
 
@@ -48,22 +49,153 @@ pub struct DirectionConfig {
 #[serde(default)]
 pub struct Holds {
     pub ttl_seconds: i64,
-    pub on_expiry: String,
+    pub on_expiry: OnExpiry,
     pub suppress_notifications: bool,
 }
 
 impl Default for Holds {
     fn default() -> Self {
-        Self { ttl_seconds: DEFAULT_TTL_SECS, on_expiry: "reject".into(), suppress_notifications: false }
+        Self { ttl_seconds: DEFAULT_TTL_SECS, on_expiry: OnExpiry::Reject, suppress_notifications: false }
     }
 }
 
+/// An agent's protection, as stored (JSON) and shown. A field missing from stored JSON
+/// (written by an older version) takes its default; a word that is not one is an error.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(default)]
 pub struct Protection {
     pub inbound: DirectionConfig,
     pub outbound: DirectionConfig,
     pub holds: Holds,
+}
+
+/// A PUT body as sent: every value still text, so each wrong one can be named
+/// ([`ProtectionRequest::check`]); a field left out takes its default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct ProtectionRequest {
+    pub inbound: DirectionRequest,
+    pub outbound: DirectionRequest,
+    pub holds: HoldsRequest,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct DirectionRequest {
+    pub gate: GateRequest,
+    pub scan: ScanRequest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GateRequest {
+    pub policy: String,
+    pub allowlist: Vec<String>,
+    pub action: String,
+}
+
+impl Default for GateRequest {
+    fn default() -> Self {
+        let g = Gate::default();
+        Self { policy: g.policy.as_str().into(), allowlist: Vec::new(), action: g.action.as_str().into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ScanRequest {
+    pub sensitivity: String,
+}
+
+impl Default for ScanRequest {
+    fn default() -> Self {
+        Self { sensitivity: Sensitivity::Off.as_str().into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HoldsRequest {
+    pub ttl_seconds: i64,
+    pub on_expiry: String,
+    pub suppress_notifications: bool,
+}
+
+impl Default for HoldsRequest {
+    fn default() -> Self {
+        let h = Holds::default();
+        Self {
+            ttl_seconds: h.ttl_seconds,
+            on_expiry: h.on_expiry.as_str().into(),
+            suppress_notifications: h.suppress_notifications,
+        }
+    }
+}
+
+/// `must be a, b or c` for a vocabulary.
+fn one_of<T: Word>() -> String {
+    let words: Vec<&str> = T::ALL.iter().map(|w| w.as_str()).collect();
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("must be {} or {last}", rest.join(", ")),
+        _ => format!("must be {}", words.join("")),
+    }
+}
+
+impl ProtectionRequest {
+    /// The typed protection, or every offending field (the request schema's enums and
+    /// bounds) as `(location, message)`.
+    pub fn check(self) -> Result<Protection, Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let direction = |dir: &str, d: DirectionRequest, out: &mut Vec<(String, String)>| {
+            let policy = GatePolicy::parse(&d.gate.policy)
+                .map_err(|_| out.push((format!("body.{dir}.gate.policy"), one_of::<GatePolicy>())))
+                .ok();
+            let action = GateAction::parse(&d.gate.action)
+                .map_err(|_| out.push((format!("body.{dir}.gate.action"), one_of::<GateAction>())))
+                .ok();
+            if d.gate.allowlist.len() > MAX_ALLOWLIST {
+                out.push((format!("body.{dir}.gate.allowlist"), "at most 1000 entries".into()));
+            }
+            for (i, e) in d.gate.allowlist.iter().enumerate() {
+                if e.trim().is_empty() || e.len() > 320 || e.chars().any(char::is_control) {
+                    out.push((
+                        format!("body.{dir}.gate.allowlist[{i}]"),
+                        "must be an address or a domain".into(),
+                    ));
+                }
+            }
+            let sensitivity = Sensitivity::parse(&d.scan.sensitivity)
+                .map_err(|_| out.push((format!("body.{dir}.scan.sensitivity"), one_of::<Sensitivity>())))
+                .ok();
+            match (policy, action, sensitivity) {
+                (Some(policy), Some(action), Some(sensitivity)) => Some(DirectionConfig {
+                    gate: Gate { policy, allowlist: d.gate.allowlist, action },
+                    scan: Scan { sensitivity },
+                }),
+                _ => None,
+            }
+        };
+        let inbound = direction("inbound", self.inbound, &mut out);
+        let outbound = direction("outbound", self.outbound, &mut out);
+        if !(1..=MAX_TTL_SECS).contains(&self.holds.ttl_seconds) {
+            out.push(("body.holds.ttl_seconds".into(), "must be between 1 and 604800".into()));
+        }
+        let on_expiry = OnExpiry::parse(&self.holds.on_expiry)
+            .map_err(|_| out.push(("body.holds.on_expiry".into(), one_of::<OnExpiry>())))
+            .ok();
+        match (inbound, outbound, on_expiry) {
+            (Some(inbound), Some(outbound), Some(on_expiry)) if out.is_empty() => Ok(Protection {
+                inbound,
+                outbound,
+                holds: Holds {
+                    ttl_seconds: self.holds.ttl_seconds,
+                    on_expiry,
+                    suppress_notifications: self.holds.suppress_notifications,
+                },
+            }),
+            _ => Err(out),
+        }
+    }
 }
 
 /// `reason_source` of gate events (e2a's review-reason vocabulary): the inbound gate judges
@@ -88,16 +220,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn for_action(action: &str, reason: String) -> Self {
+    fn for_action(action: GateAction, reason: String) -> Self {
         match action {
-            "review" => Self::Review { reason },
-            "block" => Self::Block { reason },
-            _ => Self::Flag { reason },
+            GateAction::Review => Self::Review { reason },
+            GateAction::Block => Self::Block { reason },
+            GateAction::Flag => Self::Flag { reason },
         }
     }
 
     /// The contract's `hold_reason` object for a held message.
-    pub fn hold_reason(&self, direction: &str) -> serde_json::Value {
+    pub fn hold_reason(&self, direction: Direction) -> serde_json::Value {
         let summary = match self {
             Self::Flag { reason } | Self::Review { reason } | Self::Block { reason } => reason.clone(),
             Self::Pass => String::new(),
@@ -120,57 +252,23 @@ fn listed(list: &[String], value: &str) -> bool {
 }
 
 impl Protection {
-    /// Checks a PUT body's values (the request schema's enums and bounds).
-    pub fn problems(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (dir, d) in [("inbound", &self.inbound), ("outbound", &self.outbound)] {
-            if !matches!(d.gate.policy.as_str(), "open" | "allowlist" | "domain") {
-                out.push((format!("body.{dir}.gate.policy"), "must be open, allowlist or domain".into()));
-            }
-            if !matches!(d.gate.action.as_str(), "flag" | "review" | "block") {
-                out.push((format!("body.{dir}.gate.action"), "must be flag, review or block".into()));
-            }
-            if d.gate.allowlist.len() > MAX_ALLOWLIST {
-                out.push((format!("body.{dir}.gate.allowlist"), "at most 1000 entries".into()));
-            }
-            for (i, e) in d.gate.allowlist.iter().enumerate() {
-                if e.trim().is_empty() || e.len() > 320 || e.chars().any(char::is_control) {
-                    out.push((
-                        format!("body.{dir}.gate.allowlist[{i}]"),
-                        "must be an address or a domain".into(),
-                    ));
-                }
-            }
-            if !matches!(d.scan.sensitivity.as_str(), "off" | "low" | "medium" | "high") {
-                out.push((format!("body.{dir}.scan.sensitivity"), "must be off, low, medium or high".into()));
-            }
-        }
-        if !(1..=MAX_TTL_SECS).contains(&self.holds.ttl_seconds) {
-            out.push(("body.holds.ttl_seconds".into(), "must be between 1 and 604800".into()));
-        }
-        if !matches!(self.holds.on_expiry.as_str(), "approve" | "reject") {
-            out.push(("body.holds.on_expiry".into(), "must be approve or reject".into()));
-        }
-        out
-    }
-
     /// Outbound: every recipient must match (one unlisted recipient is enough to hold or
     /// block the whole message).
     pub fn outbound_verdict(&self, agent_domain: &str, recipients: &[String]) -> Verdict {
         let gate = &self.outbound.gate;
-        let unmatched: Vec<&String> = match gate.policy.as_str() {
-            "allowlist" => recipients.iter().filter(|r| !listed(&gate.allowlist, r)).collect(),
-            "domain" => {
+        let unmatched: Vec<&String> = match gate.policy {
+            GatePolicy::Allowlist => recipients.iter().filter(|r| !listed(&gate.allowlist, r)).collect(),
+            GatePolicy::Domain => {
                 recipients.iter().filter(|r| !domain_of(r).eq_ignore_ascii_case(agent_domain)).collect()
             }
-            _ => Vec::new(),
+            GatePolicy::Open => Vec::new(),
         };
         if unmatched.is_empty() {
             return Verdict::Pass;
         }
         let names: Vec<&str> = unmatched.iter().take(5).map(|s| s.as_str()).collect();
         let reason = format!("outbound {} policy does not cover {}", gate.policy, names.join(", "));
-        Verdict::for_action(&gate.action, reason)
+        Verdict::for_action(gate.action, reason)
     }
 
     /// Inbound: the From address must match, and only counts when it is authenticated:
@@ -181,26 +279,21 @@ impl Protection {
         let gate = &self.inbound.gate;
         let sender = sender.unwrap_or("").to_ascii_lowercase();
         let authentic = verified_domain.is_some_and(|d| d.eq_ignore_ascii_case(domain_of(&sender)));
-        let matched = match gate.policy.as_str() {
-            "allowlist" => authentic && listed(&gate.allowlist, &sender),
-            "domain" => authentic && listed(&gate.allowlist, domain_of(&sender)),
-            _ => true,
+        let matched = match gate.policy {
+            GatePolicy::Allowlist => authentic && listed(&gate.allowlist, &sender),
+            GatePolicy::Domain => authentic && listed(&gate.allowlist, domain_of(&sender)),
+            GatePolicy::Open => true,
         };
         if matched {
             return Verdict::Pass;
         }
         let shown = if sender.is_empty() { "<>" } else { sender.as_str() };
-        let why = if authentic || gate.policy == "open" {
+        let why = if authentic || gate.policy == GatePolicy::Open {
             "does not cover"
         } else {
             "needs an authenticated From; not"
         };
-        Verdict::for_action(&gate.action, format!("inbound {} policy {why} {shown}", gate.policy))
-    }
-
-    /// The stored JSON, or the defaults when there is none (or it cannot be read).
-    pub fn from_stored(stored: Option<&str>) -> Self {
-        stored.and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+        Verdict::for_action(gate.action, format!("inbound {} policy {why} {shown}", gate.policy))
     }
 }
 
@@ -208,13 +301,9 @@ impl Protection {
 mod tests {
     use super::*;
 
-    fn with_outbound(policy: &str, list: &[&str], action: &str) -> Protection {
+    fn with_outbound(policy: GatePolicy, list: &[&str], action: GateAction) -> Protection {
         let mut p = Protection::default();
-        p.outbound.gate = Gate {
-            policy: policy.into(),
-            allowlist: list.iter().map(|s| s.to_string()).collect(),
-            action: action.into(),
-        };
+        p.outbound.gate = Gate { policy, allowlist: list.iter().map(|s| s.to_string()).collect(), action };
         p
     }
 
@@ -222,19 +311,22 @@ mod tests {
     fn gates() {
         let open = Protection::default();
         assert_eq!(open.outbound_verdict("agents.test", &["a@x.test".into()]), Verdict::Pass);
-        let hitl = with_outbound("allowlist", &[], "review");
+        let hitl = with_outbound(GatePolicy::Allowlist, &[], GateAction::Review);
         assert!(matches!(hitl.outbound_verdict("agents.test", &["a@x.test".into()]), Verdict::Review { .. }));
-        let listed = with_outbound("allowlist", &["A@x.test"], "block");
+        let listed = with_outbound(GatePolicy::Allowlist, &["A@x.test"], GateAction::Block);
         assert_eq!(listed.outbound_verdict("agents.test", &["a@x.test".into()]), Verdict::Pass);
         assert!(matches!(
             listed.outbound_verdict("agents.test", &["a@x.test".into(), "b@x.test".into()]),
             Verdict::Block { .. }
         ));
-        let domain = with_outbound("domain", &[], "review");
+        let domain = with_outbound(GatePolicy::Domain, &[], GateAction::Review);
         assert_eq!(domain.outbound_verdict("agents.test", &["peer@agents.test".into()]), Verdict::Pass);
         let mut inbound = Protection::default();
-        inbound.inbound.gate =
-            Gate { policy: "domain".into(), allowlist: vec!["trusted.test".into()], action: "review".into() };
+        inbound.inbound.gate = Gate {
+            policy: GatePolicy::Domain,
+            allowlist: vec!["trusted.test".into()],
+            action: GateAction::Review,
+        };
         assert_eq!(inbound.inbound_verdict(Some("x@trusted.test"), Some("trusted.test")), Verdict::Pass);
         assert!(matches!(
             inbound.inbound_verdict(Some("x@other.test"), Some("other.test")),
@@ -248,18 +340,30 @@ mod tests {
             inbound.inbound_verdict(Some("x@trusted.test"), Some("other.test")),
             Verdict::Review { .. }
         ));
-        inbound.inbound.gate.policy = "open".into();
+        inbound.inbound.gate.policy = GatePolicy::Open;
         assert_eq!(inbound.inbound_verdict(Some("x@forged.test"), None), Verdict::Pass, "open lets all in");
     }
 
     #[test]
-    fn validation_and_defaults() {
-        assert!(Protection::default().problems().is_empty());
-        let mut p = Protection::default();
-        p.holds.ttl_seconds = 0;
-        p.outbound.gate.action = "drop".into();
-        let fields: Vec<String> = p.problems().into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, vec!["body.outbound.gate.action", "body.holds.ttl_seconds"]);
-        assert_eq!(Protection::from_stored(Some("not json")), Protection::default());
+    fn requests_are_checked_field_by_field() {
+        assert_eq!(ProtectionRequest::default().check(), Ok(Protection::default()));
+        let mut r = ProtectionRequest::default();
+        r.holds.ttl_seconds = 0;
+        r.outbound.gate.action = "drop".into();
+        r.inbound.scan.sensitivity = "max".into();
+        let problems = r.check().expect_err("invalid");
+        assert_eq!(
+            problems,
+            vec![
+                ("body.inbound.scan.sensitivity".to_owned(), "must be off, low, medium or high".to_owned()),
+                ("body.outbound.gate.action".to_owned(), "must be flag, review or block".to_owned()),
+                ("body.holds.ttl_seconds".to_owned(), "must be between 1 and 604800".to_owned()),
+            ]
+        );
+        // Stored JSON reads back typed; a word nobody wrote is an error, not a default.
+        let text = serde_json::to_string(&Protection::default()).expect("json");
+        assert_eq!(serde_json::from_str::<Protection>(&text).ok(), Some(Protection::default()));
+        let bad = text.replace("\"flag\"", "\"drop\"");
+        assert!(serde_json::from_str::<Protection>(&bad).is_err());
     }
 }

@@ -16,6 +16,9 @@ use crate::store::{
     StoreError, Transition,
 };
 use crate::time::Timestamp;
+use crate::vocab::{
+    DeliveryStatus, Direction, HoldState, MessageStatus, OnExpiry, ReviewStatus, SendMethod, optional_str,
+};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +159,7 @@ async fn load(
     let hold = store.get_hold(message_id).await?.ok_or(ReviewError::NotFound)?;
     let message = store.find_message(message_id).await?.ok_or(ReviewError::NotFound)?;
     let agent = store.find_live_agent(&hold.agent_email).await?.ok_or(ReviewError::NotFound)?;
-    if hold.state != "pending" {
+    if hold.state != HoldState::Pending {
         return Err(ReviewError::NotPending);
     }
     // Past its deadline a hold belongs to its on_expiry outcome, even before a sweep ran.
@@ -210,18 +213,22 @@ pub async fn approve(
 ) -> Result<Decided, ReviewError> {
     let cx = load(store, message_id, &by, now).await?;
     let auto = by.auto();
-    let hold_state = if auto { "expired_approved" } else { "approved" };
+    let hold_state = if auto { HoldState::ExpiredApproved } else { HoldState::Approved };
     let mut t = Transition {
         message_id: cx.message.id.clone(),
-        hold: Some(HoldDecision { state: hold_state.into(), decided_by: by.label(), reject_reason: None }),
+        hold: Some(HoldDecision { state: hold_state, decided_by: by.label(), reject_reason: None }),
         at: now,
         ..Transition::default()
     };
-    let decided = if cx.hold.direction == "inbound" {
-        t.from = vec!["held".into()];
+    let decided = if cx.hold.direction == Direction::Inbound {
+        t.from = vec![MessageStatus::Held];
         t.set = MessageUpdate {
-            status: Some("received".into()),
-            review_status: Some(if auto { "review_expired_approved" } else { "review_approved" }.into()),
+            status: Some(MessageStatus::Received),
+            review_status: Some(if auto {
+                ReviewStatus::ReviewExpiredApproved
+            } else {
+                ReviewStatus::ReviewApproved
+            }),
             ..MessageUpdate::default()
         };
         let approved = json!({
@@ -246,22 +253,22 @@ pub async fn approve(
             cc: &cc,
             bcc: &bcc,
             subject: &draft.subject,
-            message_type: &cx.message.message_type,
+            message_type: optional_str(cx.message.message_type),
             conversation_id: &conversation_id,
         };
         let loopback = is_loopback(&cx.agent, &checked);
-        let method = if loopback { "loopback" } else { "smtp" };
+        let method = if loopback { SendMethod::Loopback } else { SendMethod::Smtp };
         let approved = with_fields(
             outbound_data(&cx.agent, &cx.message.id, &facts),
             json!({"method": method, "edited": edited}),
         );
         let approved = if auto { with_fields(approved, json!({"auto_resolved": true})) } else { approved };
         t.events.push(event(&cx, "email.review_approved", approved, now));
-        t.from = vec!["pending_review".into()];
+        t.from = vec![MessageStatus::PendingReview];
         t.attachments = Some(attachment_rows(&raw));
         t.set = MessageUpdate {
-            review_status: Some(if auto { "review_expired_approved" } else { "sent" }.into()),
-            method: Some(method.into()),
+            review_status: Some(if auto { ReviewStatus::ReviewExpiredApproved } else { ReviewStatus::Sent }),
+            method: Some(method),
             size_bytes: Some(raw.len() as i64),
             draft: edited.then(|| serde_json::to_string(&draft).unwrap_or(stored.clone())),
             to: Some(to.clone()),
@@ -271,8 +278,8 @@ pub async fn approve(
             ..MessageUpdate::default()
         };
         let decided = if loopback {
-            t.set.status = Some("sent".into());
-            t.set.delivery_status = Some("sent".into());
+            t.set.status = Some(MessageStatus::Sent);
+            t.set.delivery_status = Some(DeliveryStatus::Sent);
             t.set.provider_message_id =
                 Some(format!("<{}@loopback.{}>", &cx.message.id[4..], cx.agent.domain));
             let sent =
@@ -283,8 +290,8 @@ pub async fn approve(
             t.events.push(received);
             Decided::Loopback { id: cx.message.id.clone(), edited }
         } else {
-            t.set.status = Some("accepted".into());
-            t.set.delivery_status = Some("accepted".into());
+            t.set.status = Some(MessageStatus::Accepted);
+            t.set.delivery_status = Some(DeliveryStatus::Accepted);
             t.jobs.push(NewJob { kind: SUBMIT_JOB.into(), ref_id: cx.message.id.clone(), run_at: now });
             Decided::Queued { id: cx.message.id.clone(), edited }
         };
@@ -328,24 +335,28 @@ pub async fn reject(
     let cx = load(store, message_id, &by, now).await?;
     let auto = by.auto();
     let reason = reason.unwrap_or_default();
-    let inbound = cx.hold.direction == "inbound";
+    let inbound = cx.hold.direction == Direction::Inbound;
     let mut data = json!({
         "message_id": cx.message.id, "direction": cx.hold.direction, "agent_email": cx.agent.email,
-        "message_type": if inbound { "received" } else { cx.message.message_type.as_str() }, "reason": reason,
+        "message_type": if inbound { "received" } else { optional_str(cx.message.message_type) }, "reason": reason,
     });
     if auto {
         data = with_fields(data, json!({"auto_resolved": true}));
     }
     let t = Transition {
         message_id: cx.message.id.clone(),
-        from: vec![if inbound { "held" } else { "pending_review" }.into()],
+        from: vec![if inbound { MessageStatus::Held } else { MessageStatus::PendingReview }],
         set: MessageUpdate {
-            status: Some(if inbound { "rejected" } else { "review_rejected" }.into()),
-            review_status: Some(if auto { "review_expired_rejected" } else { "review_rejected" }.into()),
+            status: Some(if inbound { MessageStatus::Rejected } else { MessageStatus::ReviewRejected }),
+            review_status: Some(if auto {
+                ReviewStatus::ReviewExpiredRejected
+            } else {
+                ReviewStatus::ReviewRejected
+            }),
             ..MessageUpdate::default()
         },
         hold: Some(HoldDecision {
-            state: if auto { "expired_rejected" } else { "rejected" }.into(),
+            state: if auto { HoldState::ExpiredRejected } else { HoldState::Rejected },
             decided_by: by.label(),
             reject_reason: Some(reason.clone()).filter(|r| !r.is_empty()),
         }),
@@ -373,7 +384,7 @@ pub async fn expire(
     hold: &Hold,
     now: Timestamp,
 ) -> Result<Option<Decided>, ReviewError> {
-    let result = if hold.on_expiry == "approve" {
+    let result = if hold.on_expiry == OnExpiry::Approve {
         approve(store, secret, &hold.message_id, Edits::default(), DecidedBy::Expiry, None, now).await
     } else {
         reject(store, &hold.message_id, None, DecidedBy::Expiry, now).await

@@ -8,6 +8,7 @@ use postagent_core::secret::Secret;
 use postagent_core::service;
 use postagent_core::store::{MessageFilter, PageQuery, SqlStore, Store};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::ReadStatus;
 use postagent_lab::pg::PgCluster;
 use std::sync::Arc;
 
@@ -129,7 +130,7 @@ async fn scenario(store: Arc<SqlStore>) {
     ));
 
     let m = s.get_message(&account, "bot@agents.test", &bot_id).await.expect("get").expect("stored");
-    assert_eq!((m.direction.as_str(), m.read_status.as_str()), ("inbound", "unread"));
+    assert_eq!((m.direction.as_str(), m.read_status.map(ReadStatus::as_str)), ("inbound", Some("unread")));
     assert_eq!(m.verified_domain.as_deref(), Some("example.org"));
     assert_eq!(m.envelope_from.as_deref(), Some("bounce@example.org"));
     assert_eq!(m.subject, "Invoice 42");
@@ -274,7 +275,7 @@ async fn scenario(store: Arc<SqlStore>) {
     );
     assert!(s.mark_read(&bot_id, now).await.expect("read"));
     assert!(!s.mark_read(&bot_id, now).await.expect("read twice"));
-    let unread = MessageFilter { read_status: Some("unread".into()), ..MessageFilter::default() };
+    let unread = MessageFilter { read_status: Some(ReadStatus::Unread), ..MessageFilter::default() };
     assert_eq!(s.list_messages(&account, "bot@agents.test", &unread, &page).await.expect("list").len(), 1);
 
     // The outbox row, with the deterministic event id.

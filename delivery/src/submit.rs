@@ -22,6 +22,7 @@ use postagent_core::outbound::{notify, verp};
 use postagent_core::secret::Secret;
 use postagent_core::store::{Job, MessageUpdate, NOTIFY_JOB, SUBMIT_JOB, Store, StoreError, Transition};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{DeliveryStatus, MessageStatus};
 use postagent_core::{magic, outbound::Draft, review};
 use serde_json::json;
 use std::sync::Arc;
@@ -166,10 +167,10 @@ impl Submitter {
         let now = Timestamp::now();
         let to_sending = Transition {
             message_id: m.id.clone(),
-            from: vec!["accepted".into(), "sending".into()],
+            from: vec![MessageStatus::Accepted, MessageStatus::Sending],
             set: MessageUpdate {
-                status: Some("sending".into()),
-                delivery_status: Some("sending".into()),
+                status: Some(MessageStatus::Sending),
+                delivery_status: Some(DeliveryStatus::Sending),
                 ..Default::default()
             },
             at: now,
@@ -202,10 +203,10 @@ impl Submitter {
         let now = Timestamp::now();
         let fail = |reason: String, code: &str| Transition {
             message_id: m.id.clone(),
-            from: vec!["sending".into()],
+            from: vec![MessageStatus::Sending],
             set: MessageUpdate {
-                status: Some("failed".into()),
-                delivery_status: Some("failed".into()),
+                status: Some(MessageStatus::Failed),
+                delivery_status: Some(DeliveryStatus::Failed),
                 delivery_detail: Some(reason.clone()),
                 ..Default::default()
             },
@@ -237,10 +238,10 @@ impl Submitter {
                 }
                 let t = Transition {
                     message_id: m.id.clone(),
-                    from: vec!["sending".into()],
+                    from: vec![MessageStatus::Sending],
                     set: MessageUpdate {
-                        status: Some("sent".into()),
-                        delivery_status: Some("sent".into()),
+                        status: Some(MessageStatus::Sent),
+                        delivery_status: Some(DeliveryStatus::Sent),
                         delivery_detail: Some(reply.clone()),
                         postfix_queue_id: queue_id.clone(),
                         provider_message_id: queue_id.clone(),
@@ -254,7 +255,7 @@ impl Submitter {
                     // A DSN can beat this commit (an immediate local bounce): the message is
                     // already bounced; still record what Postfix said and that it was sent.
                     let mut late = t;
-                    late.from = vec!["bounced".into()];
+                    late.from = vec![MessageStatus::Bounced];
                     late.set.status = None;
                     late.set.delivery_status = None;
                     late.set.delivery_detail = None;
@@ -278,10 +279,10 @@ impl Submitter {
                 Some(delay) => {
                     let back = Transition {
                         message_id: m.id.clone(),
-                        from: vec!["sending".into()],
+                        from: vec![MessageStatus::Sending],
                         set: MessageUpdate {
-                            status: Some("accepted".into()),
-                            delivery_status: Some("deferred".into()),
+                            status: Some(MessageStatus::Accepted),
+                            delivery_status: Some(DeliveryStatus::Deferred),
                             delivery_detail: Some(reason.clone()),
                             ..Default::default()
                         },
@@ -311,7 +312,12 @@ impl Submitter {
 
     /// Mails the account's reviewer about a new hold.
     async fn notify(&self, job: &Job) -> Result<(), StoreError> {
-        let Some(hold) = self.store.get_hold(&job.ref_id).await?.filter(|h| h.state == "pending") else {
+        let Some(hold) = self
+            .store
+            .get_hold(&job.ref_id)
+            .await?
+            .filter(|h| h.state == postagent_core::vocab::HoldState::Pending)
+        else {
             self.store.complete_job(job.id, &self.id).await?;
             return Ok(());
         };

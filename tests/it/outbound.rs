@@ -509,6 +509,7 @@ async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
     use postagent_core::outbound::bounce::{self, BounceOutcome};
     use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
     use postagent_core::time::Timestamp;
+    use postagent_core::vocab::{DeliveryStatus, MessageStatus};
     setup(app).await;
     let r = app
         .post(&messages(BOT), json!({"to": ["a@example.org", "b@example.org"], "subject": "s", "text": "t"}))
@@ -516,10 +517,10 @@ async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
     let id = r.body["message_id"].as_str().expect("id").to_owned();
     let sent = Transition {
         message_id: id.clone(),
-        from: vec!["accepted".into()],
+        from: vec![MessageStatus::Accepted],
         set: MessageUpdate {
-            status: Some("sent".into()),
-            delivery_status: Some("sent".into()),
+            status: Some(MessageStatus::Sent),
+            delivery_status: Some(DeliveryStatus::Sent),
             ..Default::default()
         },
         at: Timestamp::now(),

@@ -17,6 +17,7 @@ use postagent_core::apikey::KeyScope;
 use postagent_core::inbound;
 use postagent_core::store::{After, Agent, Message, MessageFilter};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{Direction, MessageStatus, ReadStatus, Word, optional_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -53,8 +54,8 @@ async fn message_for(
         // sees it as it sees a message that does not exist. The account sees it (reviews).
         .filter(|m| {
             !(who.scope == KeyScope::Agent
-                && m.direction == "inbound"
-                && matches!(m.status.as_str(), "held" | "rejected"))
+                && m.direction == Direction::Inbound
+                && matches!(m.status, MessageStatus::Held | MessageStatus::Rejected))
         })
         .ok_or_else(|| ApiError::not_found("message"))?;
     Ok((agent, msg))
@@ -78,14 +79,14 @@ pub fn summary(m: &Message) -> Value {
         "delivered_to": m.delivered_to,
         "subject": m.subject,
         // Outbound rows have no inbox state: "" as the contract says.
-        "read_status": if m.direction == "inbound" { m.read_status.as_str() } else { "" },
+        "read_status": optional_str(m.read_status.filter(|_| m.direction == Direction::Inbound)),
         "labels": m.labels,
         "created_at": m.created_at,
         "cc": m.cc,
         "size_bytes": m.size_bytes,
     });
     if let Some(obj) = v.as_object_mut() {
-        if m.direction == "inbound" {
+        if m.direction == Direction::Inbound {
             obj.insert("reply_to".into(), json!(m.reply_to));
         }
         insert_opt(
@@ -94,8 +95,8 @@ pub fn summary(m: &Message) -> Value {
             m.conversation_id.clone().filter(|c| !c.is_empty()).map(Value::from),
         );
         insert_opt(obj, "deleted_at", m.deleted_at.map(|t| json!(t)));
-        insert_opt(obj, "review_status", m.review_status.clone().map(Value::from));
-        insert_opt(obj, "delivery_status", m.delivery_status.clone().map(Value::from));
+        insert_opt(obj, "review_status", m.review_status.map(|s| json!(s)));
+        insert_opt(obj, "delivery_status", m.delivery_status.map(|s| json!(s)));
         insert_opt(obj, "delivery_detail", m.delivery_detail.clone().map(Value::from));
         insert_opt(obj, "sent_as", m.sent_as.clone().map(Value::from));
         if m.flagged {
@@ -123,7 +124,7 @@ pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError>
     if let Some(obj) = v.as_object_mut() {
         obj.insert("authentication".into(), authentication);
         // The parsed Reply-To of received mail; a Reply-To set on a send is not echoed back.
-        let reply_to: &[String] = if m.direction == "inbound" { &m.reply_to } else { &[] };
+        let reply_to: &[String] = if m.direction == Direction::Inbound { &m.reply_to } else { &[] };
         obj.insert("reply_to".into(), json!(reply_to));
         obj.insert("conversation_id".into(), json!(m.conversation_id.clone().unwrap_or_default()));
         obj.insert(
@@ -197,15 +198,17 @@ pub async fn list(
             "status filter only applies to inbound messages — pass status=all when direction=outbound",
         ));
     }
-    let read = match (direction.as_str(), read) {
-        ("inbound", None) if !trash => Some("unread".to_owned()),
-        (_, Some(r)) if r != "all" => Some(r),
+    // "all" is no filter; the other values are the vocabulary's words.
+    let direction = Direction::parse(&direction).ok();
+    let read = match (direction, read) {
+        (Some(Direction::Inbound), None) if !trash => Some(ReadStatus::Unread),
+        (_, Some(r)) => ReadStatus::parse(&r).ok(),
         _ => None,
     };
     let sort = one_of(&q, "sort", &["asc", "desc"])?.unwrap_or_else(|| "desc".into());
     let (since, until) = q.time_range()?;
     let filter = MessageFilter {
-        direction: (direction != "all").then(|| direction.clone()),
+        direction,
         read_status: read,
         from_contains: q.text_filter("from", "from filter")?,
         subject_contains: q.text_filter("subject_contains", "subject_contains filter")?,
@@ -234,11 +237,11 @@ pub async fn get(
     Path((email, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let (_, mut m) = message_for(&state, &who, &email, &id).await?;
-    if m.direction == "inbound"
-        && m.read_status == "unread"
+    if m.direction == Direction::Inbound
+        && m.read_status == Some(ReadStatus::Unread)
         && state.store.mark_read(&m.id, Timestamp::now()).await?
     {
-        m.read_status = "read".into();
+        m.read_status = Some(ReadStatus::Read);
     }
     Ok(Json(full_view(&state, &m).await?))
 }

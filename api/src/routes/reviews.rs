@@ -16,10 +16,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use postagent_core::outbound::MAX_RECIPIENTS;
-use postagent_core::protection::Protection;
+use postagent_core::protection::{Protection, ProtectionRequest};
 use postagent_core::review::{self, DecidedBy, Edits, ReviewError};
 use postagent_core::store::{After, Hold, Message};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::Direction;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -158,7 +159,7 @@ pub async fn approve(
         html: r.html,
         attachments: r.attachments.map(|l| super::send::attachments(Some(l))),
     };
-    if m.direction == "inbound" && edits != Edits::default() {
+    if m.direction == Direction::Inbound && edits != Edits::default() {
         return Err(ApiError::field("body", "a held inbound message cannot be edited; approve it with {}"));
     }
     let route = format!("/v1/approve/{}", m.id);
@@ -232,7 +233,7 @@ pub async fn get_protection(
     Path(email): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let agent = protection_agent(&state, &who, &email).await?;
-    let p = Protection::from_stored(state.store.get_protection(&agent).await?.as_deref());
+    let p = state.store.get_protection(&agent).await?;
     Ok(Json(protection_view(&p)))
 }
 
@@ -272,13 +273,12 @@ pub async fn put_protection(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let p: Protection = serde_json::from_value(json).map_err(|e| ApiError::field("body", &e.to_string()))?;
-    let problems: Vec<FieldError> = p.problems().into_iter().map(|(f, m)| FieldError::new(f, m)).collect();
-    if !problems.is_empty() {
-        return Err(ApiError::validation(problems));
-    }
-    let text = serde_json::to_string(&p).map_err(|_| ApiError::internal())?;
-    state.store.put_protection(&agent, &text, Timestamp::now()).await?;
+    let request: ProtectionRequest =
+        serde_json::from_value(json).map_err(|e| ApiError::field("body", &e.to_string()))?;
+    let p = request.check().map_err(|problems| {
+        ApiError::validation(problems.into_iter().map(|(f, m)| FieldError::new(f, m)).collect())
+    })?;
+    state.store.put_protection(&agent, &p, Timestamp::now()).await?;
     tracing::info!(account = %who.account_id, agent = %agent, outbound_gate = %p.outbound.gate.policy,
         outbound_action = %p.outbound.gate.action, inbound_gate = %p.inbound.gate.policy, "protection updated");
     Ok(Json(protection_view(&p)))

@@ -17,6 +17,7 @@ use postagent_core::outbound::send::{self as flow, Outcome, Outgoing, SendError}
 use postagent_core::outbound::{self, Draft, DraftAttachment, DraftError, forward_subject, reply_subject};
 use postagent_core::store::{Agent, Message};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{Direction, MessageStatus, MessageType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -308,9 +309,9 @@ async fn wait_sent(state: &AppState, id: &str) -> Result<(StatusCode, Value), Ap
     let deadline = tokio::time::Instant::now() + WAIT_SENT;
     loop {
         if let Some(m) = state.store.find_message(id).await?
-            && matches!(m.status.as_str(), "sent" | "failed" | "bounced")
+            && matches!(m.status, MessageStatus::Sent | MessageStatus::Failed | MessageStatus::Bounced)
         {
-            let status = if m.status == "failed" { "failed" } else { "sent" };
+            let status = if m.status == MessageStatus::Failed { "failed" } else { "sent" };
             let mut body =
                 json!({"status": status, "message_id": id, "method": "smtp", "sent_as": "own_address"});
             if let (Some(p), Some(obj)) = (m.provider_message_id, body.as_object_mut()) {
@@ -357,7 +358,7 @@ pub async fn send(
             in_reply_to: None,
             references: Vec::new(),
         },
-        message_type: "send",
+        message_type: MessageType::Send,
         conversation_id: r.conversation_id,
         idempotency: None,
     };
@@ -380,13 +381,14 @@ async fn original(state: &AppState, who: &Principal, agent: &Agent, id: &str) ->
         .get_message(&who.account_id, &agent.email, id)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    if m.direction == "outbound" && !matches!(m.status.as_str(), "sent" | "bounced") {
+    if m.direction == Direction::Outbound && !matches!(m.status, MessageStatus::Sent | MessageStatus::Bounced)
+    {
         return Err(ApiError::conflict(
             "message_not_yet_delivered",
             "that message has not been sent yet; retry once it is",
         ));
     }
-    if m.direction == "inbound" && m.status != "received" {
+    if m.direction == Direction::Inbound && m.status != MessageStatus::Received {
         return Err(ApiError::conflict("message_held", "that message is held for review"));
     }
     Ok(m)
@@ -419,7 +421,7 @@ pub async fn reply(
     // Reply to what we received: its Reply-To, else its sender (the agent itself for the
     // copy of a self-send, which makes the reply a self-send too). Reply to what we sent: its
     // recipients again. reply_all adds the other recipients as Cc, never the agent itself.
-    let (to, mut cc): (Vec<String>, Vec<String>) = if m.direction == "inbound" {
+    let (to, mut cc): (Vec<String>, Vec<String>) = if m.direction == Direction::Inbound {
         let back = m.reply_to.first().cloned().or(m.header_from.clone()).or(m.envelope_from.clone());
         let to = back.into_iter().collect();
         let cc = if r.reply_all { m.to.iter().chain(&m.cc).cloned().collect() } else { Vec::new() };
@@ -447,7 +449,7 @@ pub async fn reply(
             in_reply_to: m.rfc_message_id.clone(),
             references: references_of(&m),
         },
-        message_type: "reply",
+        message_type: MessageType::Reply,
         conversation_id: conversation,
         idempotency: None,
     };
@@ -532,7 +534,7 @@ pub async fn forward(
             in_reply_to: None,
             references: Vec::new(),
         },
-        message_type: "forward",
+        message_type: MessageType::Forward,
         conversation_id: r.conversation_id,
         idempotency: None,
     };

@@ -6,6 +6,7 @@ use super::dsn;
 use super::send::{OutboundFacts, outbound_data, outbound_event};
 use crate::store::{MessageUpdate, Store, StoreError, Transition};
 use crate::time::Timestamp;
+use crate::vocab::{BounceType, DeliveryStatus, Direction, MessageStatus};
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub async fn apply(
     raw: &[u8],
     now: Timestamp,
 ) -> Result<BounceOutcome, StoreError> {
-    let Some(m) = store.find_message(message_id).await?.filter(|m| m.direction == "outbound") else {
+    let Some(m) = store.find_message(message_id).await?.filter(|m| m.direction == Direction::Outbound) else {
         return Ok(BounceOutcome::UnknownMessage);
     };
     let Some(agent) = store.get_agent(&m.account_id, &m.agent_email).await? else {
@@ -50,9 +51,9 @@ pub async fn apply(
         if let Some(d) = report.iter().find(|r| r.action == "delayed") {
             let t = Transition {
                 message_id: m.id.clone(),
-                from: vec!["sent".into()],
+                from: vec![MessageStatus::Sent],
                 set: MessageUpdate {
-                    delivery_status: Some("deferred".into()),
+                    delivery_status: Some(DeliveryStatus::Deferred),
                     delivery_detail: Some(format!(
                         "{} delayed: {}",
                         d.recipient,
@@ -71,7 +72,7 @@ pub async fn apply(
     let facts = OutboundFacts::of(&m, &conversation);
     let mut recipients = Vec::new();
     for r in failed {
-        let bounce_type = r.bounce_type().unwrap_or("undetermined");
+        let bounce_type = r.bounce_type().unwrap_or(BounceType::Undetermined);
         let detail =
             format!("{} {}: {}", r.recipient, r.status, r.diagnostic.as_deref().unwrap_or("no diagnostic"));
         let mut data = outbound_data(&agent, &m.id, &facts);
@@ -87,12 +88,12 @@ pub async fn apply(
         event.id = id;
         let t = Transition {
             message_id: m.id.clone(),
-            from: vec!["sent".into(), "sending".into(), "bounced".into()],
+            from: vec![MessageStatus::Sent, MessageStatus::Sending, MessageStatus::Bounced],
             set: MessageUpdate {
-                status: Some("bounced".into()),
-                delivery_status: Some("bounced".into()),
+                status: Some(MessageStatus::Bounced),
+                delivery_status: Some(DeliveryStatus::Bounced),
                 delivery_detail: Some(detail.clone()),
-                bounce_type: Some(bounce_type.into()),
+                bounce_type: Some(bounce_type),
                 ..MessageUpdate::default()
             },
             events: vec![event],

@@ -2,6 +2,7 @@
 //! with a `message/delivery-status` part of per-recipient field groups. Postfix's bounce(8)
 //! writes them for mail it could not deliver (or delivered late), and so do other MTAs.
 
+use crate::vocab::BounceType;
 use mail_parser::{MessageParser, MimeHeaders};
 
 /// One recipient's verdict.
@@ -20,14 +21,14 @@ pub struct RecipientStatus {
 impl RecipientStatus {
     /// The contract's `bounce_type` for a failure; `None` when the recipient did not fail
     /// (a delay warning or a success notice).
-    pub fn bounce_type(&self) -> Option<&'static str> {
+    pub fn bounce_type(&self) -> Option<BounceType> {
         if self.action != "failed" {
             return None;
         }
         Some(match self.status.chars().next() {
-            Some('5') => "permanent",
-            Some('4') => "transient",
-            _ => "undetermined",
+            Some('5') => BounceType::Permanent,
+            Some('4') => BounceType::Transient,
+            _ => BounceType::Undetermined,
         })
     }
 }
@@ -143,7 +144,7 @@ Subject: hi\r\n\r\nbody\r\n--B1--\r\n";
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!(r[0].recipient, "nobody@human.test");
         assert_eq!(r[0].status, "5.1.1");
-        assert_eq!(r[0].bounce_type(), Some("permanent"));
+        assert_eq!(r[0].bounce_type(), Some(BounceType::Permanent));
         assert_eq!(
             r[0].diagnostic.as_deref(),
             Some("550 5.1.1 <nobody@human.test>: Recipient address rejected")

@@ -16,6 +16,9 @@ use crate::store::{
     NewOutboundMessage, OutboundInsert, SUBMIT_JOB, Store, StoreError,
 };
 use crate::time::Timestamp;
+use crate::vocab::{
+    DeliveryStatus, Direction, MessageStatus, MessageType, ReviewStatus, SendMethod, optional_str,
+};
 use serde_json::{Value, json};
 
 /// The seal purpose of stored idempotent responses (shared with the API's idempotency layer).
@@ -38,8 +41,7 @@ pub enum SendError {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub draft: Draft,
-    /// `send`, `reply` or `forward`.
-    pub message_type: &'static str,
+    pub message_type: MessageType,
     /// Explicit or inherited; a fresh `conv_…` when `None`.
     pub conversation_id: Option<String>,
     /// `(account, key)` of an `Idempotency-Key`: the response is committed with the message.
@@ -128,7 +130,7 @@ pub struct OutboundFacts<'a> {
     pub cc: &'a [String],
     pub bcc: &'a [String],
     pub subject: &'a str,
-    pub message_type: &'a str,
+    pub message_type: &'static str,
     pub conversation_id: &'a str,
 }
 
@@ -140,7 +142,7 @@ impl<'a> OutboundFacts<'a> {
             cc: &m.cc,
             bcc: &m.bcc,
             subject: &m.subject,
-            message_type: &m.message_type,
+            message_type: optional_str(m.message_type),
             conversation_id,
         }
     }
@@ -236,7 +238,7 @@ pub async fn send(
     let conversation_id =
         out.conversation_id.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| ids::mint("conv_", 16));
     let envelope = checked.envelope();
-    let protection = Protection::from_stored(store.get_protection(&agent.email).await?.as_deref());
+    let protection = store.get_protection(&agent.email).await?;
     let loopback = is_loopback(agent, &checked);
     let verdict =
         if loopback { Verdict::Pass } else { protection.outbound_verdict(&agent.domain, &envelope) };
@@ -247,7 +249,7 @@ pub async fn send(
         cc: &cc,
         bcc: &bcc,
         subject: &out.draft.subject,
-        message_type: out.message_type,
+        message_type: out.message_type.as_str(),
         conversation_id: &conversation_id,
     };
     if let Verdict::Block { reason } = &verdict {
@@ -265,11 +267,11 @@ pub async fn send(
         id: id.clone(),
         account_id: agent.account_id.clone(),
         agent_email: agent.email.clone(),
-        status: String::new(),
+        status: MessageStatus::Accepted,
         review_status: None,
         delivery_status: None,
-        message_type: out.message_type.into(),
-        method: if loopback { "loopback".into() } else { "smtp".into() },
+        message_type: out.message_type,
+        method: if loopback { SendMethod::Loopback } else { SendMethod::Smtp },
         sent_as: "own_address".into(),
         header_from: agent.email.clone(),
         to: to.clone(),
@@ -306,8 +308,8 @@ pub async fn send(
     }
     let outcome = if let Verdict::Review { reason } = &verdict {
         let expires_at = now.plus_secs(protection.holds.ttl_seconds);
-        message.status = "pending_review".into();
-        message.review_status = Some("pending_review".into());
+        message.status = MessageStatus::PendingReview;
+        message.review_status = Some(ReviewStatus::PendingReview);
         let mut data = outbound_data(agent, &id, &facts);
         gate_fields(&mut data, reason, &protection);
         if let Some(obj) = data.as_object_mut() {
@@ -315,9 +317,9 @@ pub async fn send(
         }
         insert.events.push(outbound_event(agent, &id, &conversation_id, "email.review_requested", data, now));
         insert.hold = Some(NewHold {
-            direction: "outbound".into(),
-            reason: verdict.hold_reason("outbound").to_string(),
-            on_expiry: protection.holds.on_expiry.clone(),
+            direction: Direction::Outbound,
+            reason: verdict.hold_reason(Direction::Outbound).to_string(),
+            on_expiry: protection.holds.on_expiry,
             expires_at,
         });
         if !protection.holds.suppress_notifications {
@@ -329,8 +331,8 @@ pub async fn send(
         insert.attachments = attachment_rows(&raw);
         message.size_bytes = raw.len() as i64;
         let outcome = if loopback {
-            message.status = "sent".into();
-            message.delivery_status = Some("sent".into());
+            message.status = MessageStatus::Sent;
+            message.delivery_status = Some(DeliveryStatus::Sent);
             message.provider_message_id = Some(format!("<{}@loopback.{}>", &id[4..], agent.domain));
             let mut sent = outbound_data(agent, &id, &facts);
             if let Some(obj) = sent.as_object_mut() {
@@ -342,8 +344,8 @@ pub async fn send(
             insert.events.push(received);
             Outcome::Loopback { id: id.clone() }
         } else {
-            message.status = "accepted".into();
-            message.delivery_status = Some("accepted".into());
+            message.status = MessageStatus::Accepted;
+            message.delivery_status = Some(DeliveryStatus::Accepted);
             insert.jobs.push(NewJob { kind: SUBMIT_JOB.into(), ref_id: id.clone(), run_at: now });
             Outcome::Accepted { id: id.clone() }
         };

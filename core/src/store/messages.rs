@@ -2,11 +2,12 @@
 //! transaction, idempotent per agent and milter message id), the inbox queries and the
 //! per-message state changes (read, labels, trash).
 
-use super::sql::{opt_ts, ts};
+use super::sql::{opt_ts, opt_word, ts, word};
 use super::{AttachmentMeta, Inserted, Message, MessageFilter, NewAttachment, NewEvent, NewInboundMessage};
 use super::{MessageStore, SqlStore, StoreError, StoreResult};
 use crate::ids::AccountId;
 use crate::time::Timestamp;
+use crate::vocab::ReviewStatus;
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -27,10 +28,10 @@ fn message(row: &AnyRow) -> StoreResult<Message> {
         id: row.try_get("id")?,
         account_id: AccountId::from_stored(row.try_get("account_id")?),
         agent_email: row.try_get("agent_email")?,
-        direction: row.try_get("direction")?,
-        status: row.try_get("status")?,
-        review_status: row.try_get("review_status")?,
-        read_status: row.try_get("read_status")?,
+        direction: word(row, "direction")?,
+        status: word(row, "status")?,
+        review_status: opt_word(row, "review_status")?,
+        read_status: opt_word(row, "read_status")?,
         header_from: row.try_get("header_from")?,
         envelope_from: row.try_get("envelope_from")?,
         verified_domain: row.try_get("verified_domain")?,
@@ -45,7 +46,7 @@ fn message(row: &AnyRow) -> StoreResult<Message> {
         labels: list(row, "labels")?,
         authentication: row.try_get("authentication")?,
         size_bytes: row.try_get("size_bytes")?,
-        delivery_status: row.try_get("delivery_status")?,
+        delivery_status: opt_word(row, "delivery_status")?,
         delivery_detail: row.try_get("delivery_detail")?,
         created_at: ts(row, "created_at")?,
         deleted_at: opt_ts(row, "deleted_at")?,
@@ -53,12 +54,12 @@ fn message(row: &AnyRow) -> StoreResult<Message> {
         references: list(row, "references_ids")?,
         provider_message_id: row.try_get("provider_message_id")?,
         postfix_queue_id: row.try_get("postfix_queue_id")?,
-        message_type: row.try_get("message_type")?,
-        method: row.try_get("method")?,
+        message_type: opt_word(row, "message_type")?,
+        method: opt_word(row, "method")?,
         sent_as: row.try_get("sent_as")?,
         flagged: super::sql::flag(row, "flagged")?,
         flag_reason: row.try_get("flag_reason")?,
-        bounce_type: row.try_get("bounce_type")?,
+        bounce_type: opt_word(row, "bounce_type")?,
     })
 }
 
@@ -154,7 +155,7 @@ pub(super) async fn insert_inbound_row(
     .bind(msg.postfix_queue_id.as_deref())
     .bind(now)
     .bind(msg.status.as_str())
-    .bind(msg.review_status.as_deref())
+    .bind(msg.review_status.map(ReviewStatus::as_str))
     .bind(i64::from(msg.flag_reason.is_some()))
     .bind(msg.flag_reason.as_deref())
     .execute(&mut *conn)
@@ -260,10 +261,10 @@ impl MessageStore for SqlStore {
         );
         c.add(if f.trash { "deleted_at IS NOT NULL" } else { "deleted_at IS NULL" }, vec![]);
         if let Some(d) = &f.direction {
-            c.add("direction = {}", vec![Bind::Text(d.clone())]);
+            c.add("direction = {}", vec![Bind::Text(d.as_str().to_owned())]);
         }
         if let Some(r) = &f.read_status {
-            c.add("read_status = {}", vec![Bind::Text(r.clone())]);
+            c.add("read_status = {}", vec![Bind::Text(r.as_str().to_owned())]);
         }
         // Inbound mail held for review (or rejected) never shows in the inbox.
         c.add("(direction = 'outbound' OR status = 'received')", vec![]);

@@ -3,6 +3,10 @@
 use crate::apikey::KeyScope;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::time::Timestamp;
+use crate::vocab::{
+    BounceType, DeliveryStatus, Direction, HoldState, MessageStatus, MessageType, OnExpiry, ReadStatus,
+    ReviewStatus, SendMethod,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Account {
@@ -151,8 +155,8 @@ pub struct NewInboundMessage {
     pub postfix_queue_id: Option<String>,
     pub created_at: Timestamp,
     /// `received`, or `held` / `rejected` when the agent's inbound gate says so.
-    pub status: String,
-    pub review_status: Option<String>,
+    pub status: MessageStatus,
+    pub review_status: Option<ReviewStatus>,
     pub flag_reason: Option<String>,
     /// Set when the message is held for review.
     pub hold: Option<NewHold>,
@@ -161,10 +165,10 @@ pub struct NewInboundMessage {
 /// A hold on a message: it waits for a reviewer until `expires_at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewHold {
-    pub direction: String,
+    pub direction: Direction,
     /// The contract's `hold_reason` object as JSON.
     pub reason: String,
-    pub on_expiry: String,
+    pub on_expiry: OnExpiry,
     pub expires_at: Timestamp,
 }
 
@@ -174,11 +178,10 @@ pub struct Hold {
     pub message_id: String,
     pub account_id: AccountId,
     pub agent_email: String,
-    pub direction: String,
+    pub direction: Direction,
     pub reason: String,
-    /// `pending`, `approved`, `rejected`, `expired_approved`, `expired_rejected`.
-    pub state: String,
-    pub on_expiry: String,
+    pub state: HoldState,
+    pub on_expiry: OnExpiry,
     pub expires_at: Timestamp,
     pub decided_at: Option<Timestamp>,
     pub decided_by: Option<String>,
@@ -193,11 +196,11 @@ pub struct NewOutboundMessage {
     pub account_id: AccountId,
     pub agent_email: String,
     /// `accepted` (queued for submission), `pending_review` (held) or `sent` (loopback).
-    pub status: String,
-    pub review_status: Option<String>,
-    pub delivery_status: Option<String>,
-    pub message_type: String,
-    pub method: String,
+    pub status: MessageStatus,
+    pub review_status: Option<ReviewStatus>,
+    pub delivery_status: Option<DeliveryStatus>,
+    pub message_type: MessageType,
+    pub method: SendMethod,
     pub sent_as: String,
     pub header_from: String,
     /// Bare addresses, lowercase.
@@ -255,14 +258,14 @@ pub struct OutboundInsert {
 /// Column values a [`Transition`] sets; `None` leaves a column alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MessageUpdate {
-    pub status: Option<String>,
-    pub review_status: Option<String>,
-    pub read_status: Option<String>,
-    pub delivery_status: Option<String>,
+    pub status: Option<MessageStatus>,
+    pub review_status: Option<ReviewStatus>,
+    pub read_status: Option<ReadStatus>,
+    pub delivery_status: Option<DeliveryStatus>,
     pub delivery_detail: Option<String>,
     pub postfix_queue_id: Option<String>,
     pub provider_message_id: Option<String>,
-    pub bounce_type: Option<String>,
+    pub bounce_type: Option<BounceType>,
     pub raw: Option<Vec<u8>>,
     pub draft: Option<String>,
     pub to: Option<Vec<String>>,
@@ -270,13 +273,13 @@ pub struct MessageUpdate {
     pub bcc: Option<Vec<String>>,
     pub subject: Option<String>,
     pub size_bytes: Option<i64>,
-    pub method: Option<String>,
+    pub method: Option<SendMethod>,
 }
 
 /// How a hold was decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HoldDecision {
-    pub state: String,
+    pub state: HoldState,
     pub decided_by: String,
     pub reject_reason: Option<String>,
 }
@@ -288,7 +291,7 @@ pub struct HoldDecision {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Transition {
     pub message_id: String,
-    pub from: Vec<String>,
+    pub from: Vec<MessageStatus>,
     pub set: MessageUpdate,
     pub hold: Option<HoldDecision>,
     pub attachments: Option<Vec<NewAttachment>>,
@@ -347,10 +350,11 @@ pub struct Message {
     pub id: String,
     pub account_id: AccountId,
     pub agent_email: String,
-    pub direction: String,
-    pub status: String,
-    pub review_status: Option<String>,
-    pub read_status: String,
+    pub direction: Direction,
+    pub status: MessageStatus,
+    pub review_status: Option<ReviewStatus>,
+    /// Inbound mail only.
+    pub read_status: Option<ReadStatus>,
     pub header_from: Option<String>,
     pub envelope_from: Option<String>,
     pub verified_domain: Option<String>,
@@ -365,7 +369,7 @@ pub struct Message {
     pub labels: Vec<String>,
     pub authentication: Option<String>,
     pub size_bytes: i64,
-    pub delivery_status: Option<String>,
+    pub delivery_status: Option<DeliveryStatus>,
     pub delivery_detail: Option<String>,
     pub created_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
@@ -373,20 +377,20 @@ pub struct Message {
     pub references: Vec<String>,
     pub provider_message_id: Option<String>,
     pub postfix_queue_id: Option<String>,
-    /// `send`, `reply`, `forward` (outbound); empty for inbound.
-    pub message_type: String,
-    pub method: Option<String>,
+    /// Outbound mail only.
+    pub message_type: Option<MessageType>,
+    pub method: Option<SendMethod>,
     pub sent_as: Option<String>,
     pub flagged: bool,
     pub flag_reason: Option<String>,
-    pub bounce_type: Option<String>,
+    pub bounce_type: Option<BounceType>,
 }
 
 /// Inbox filters (contract §3.5). `None` means "no filter".
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MessageFilter {
-    pub direction: Option<String>,
-    pub read_status: Option<String>,
+    pub direction: Option<Direction>,
+    pub read_status: Option<ReadStatus>,
     pub from_contains: Option<String>,
     pub subject_contains: Option<String>,
     pub conversation_id: Option<String>,

@@ -4,14 +4,16 @@
 //! per-agent protection settings.
 
 use super::messages::{insert_attachments, insert_inbound_row, json_list};
-use super::sql::{opt_ts, ts};
+use super::sql::{opt_ts, ts, word};
 use super::{
-    After, Hold, IdempotencyDone, Message, NewHold, NewJob, OutboundInsert, PageQuery, SqlStore, StoreResult,
-    Transition,
+    After, Hold, IdempotencyDone, Message, NewHold, NewJob, OutboundInsert, PageQuery, SqlStore, StoreError,
+    StoreResult, Transition,
 };
 use crate::bus::BusMessage;
 use crate::ids::AccountId;
+use crate::protection::Protection;
 use crate::time::Timestamp;
+use crate::vocab::{DeliveryStatus, ReviewStatus, Word};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -29,10 +31,10 @@ fn hold(row: &AnyRow) -> StoreResult<Hold> {
         message_id: row.try_get("message_id")?,
         account_id: AccountId::from_stored(row.try_get("account_id")?),
         agent_email: row.try_get("agent_email")?,
-        direction: row.try_get("direction")?,
+        direction: word(row, "direction")?,
         reason: row.try_get("reason")?,
-        state: row.try_get("state")?,
-        on_expiry: row.try_get("on_expiry")?,
+        state: word(row, "state")?,
+        on_expiry: word(row, "on_expiry")?,
         expires_at: ts(row, "expires_at")?,
         decided_at: opt_ts(row, "decided_at")?,
         decided_by: row.try_get("decided_by")?,
@@ -60,8 +62,10 @@ pub trait OutboundStore: Send + Sync {
     /// at equal deadlines).
     async fn due_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Hold>>;
     /// The agent's protection settings as JSON; `None` means the defaults.
-    async fn get_protection(&self, agent_email: &str) -> StoreResult<Option<String>>;
-    async fn put_protection(&self, agent_email: &str, config: &str, now: Timestamp) -> StoreResult<()>;
+    /// The agent's protection; the defaults when it has none stored.
+    async fn get_protection(&self, agent_email: &str) -> StoreResult<Protection>;
+    async fn put_protection(&self, agent_email: &str, config: &Protection, now: Timestamp)
+    -> StoreResult<()>;
 }
 
 pub(super) async fn insert_hold(
@@ -170,7 +174,7 @@ impl OutboundStore for SqlStore {
         .bind(m.account_id.as_str())
         .bind(m.agent_email.as_str())
         .bind(m.status.as_str())
-        .bind(m.review_status.as_deref())
+        .bind(m.review_status.map(ReviewStatus::as_str))
         .bind(m.header_from.as_str())
         .bind(json_list(&m.to))
         .bind(json_list(&m.cc))
@@ -185,7 +189,7 @@ impl OutboundStore for SqlStore {
         .bind(m.draft.as_str())
         .bind(m.size_bytes)
         .bind(m.provider_message_id.as_deref())
-        .bind(m.delivery_status.as_deref())
+        .bind(m.delivery_status.map(DeliveryStatus::as_str))
         .bind(m.message_type.as_str())
         .bind(m.method.as_str())
         .bind(m.sent_as.as_str())
@@ -212,18 +216,21 @@ impl OutboundStore for SqlStore {
         let s = &t.set;
         let mut sets: Vec<(&str, Val)> = Vec::new();
         let text = |v: &Option<String>| v.clone().map(|x| Val::Text(Some(x)));
+        fn word<T: Word>(v: Option<T>) -> Option<Val> {
+            v.map(|w| Val::Text(Some(w.as_str().to_owned())))
+        }
         for (col, v) in [
-            ("status", text(&s.status)),
-            ("review_status", text(&s.review_status)),
-            ("read_status", text(&s.read_status)),
-            ("delivery_status", text(&s.delivery_status)),
+            ("status", word(s.status)),
+            ("review_status", word(s.review_status)),
+            ("read_status", word(s.read_status)),
+            ("delivery_status", word(s.delivery_status)),
             ("delivery_detail", text(&s.delivery_detail)),
             ("postfix_queue_id", text(&s.postfix_queue_id)),
             ("provider_message_id", text(&s.provider_message_id)),
-            ("bounce_type", text(&s.bounce_type)),
+            ("bounce_type", word(s.bounce_type)),
             ("draft", text(&s.draft)),
             ("subject", text(&s.subject)),
-            ("method", text(&s.method)),
+            ("method", word(s.method)),
             ("to_addrs", s.to.as_ref().map(|v| Val::Text(Some(json_list(v))))),
             ("cc_addrs", s.cc.as_ref().map(|v| Val::Text(Some(json_list(v))))),
             ("bcc_addrs", s.bcc.as_ref().map(|v| Val::Text(Some(json_list(v))))),
@@ -353,15 +360,24 @@ impl OutboundStore for SqlStore {
         rows.iter().map(hold).collect()
     }
 
-    async fn get_protection(&self, agent_email: &str) -> StoreResult<Option<String>> {
+    async fn get_protection(&self, agent_email: &str) -> StoreResult<Protection> {
         let row = sqlx::query("SELECT config FROM agent_protection WHERE agent_email = $1")
             .bind(agent_email)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.try_get("config")).transpose()?)
+        let Some(row) = row else { return Ok(Protection::default()) };
+        let text: String = row.try_get("config")?;
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("protection of {agent_email}: {e}")))
     }
 
-    async fn put_protection(&self, agent_email: &str, config: &str, now: Timestamp) -> StoreResult<()> {
+    async fn put_protection(
+        &self,
+        agent_email: &str,
+        config: &Protection,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let config = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO agent_protection (agent_email, config, updated_at) VALUES ($1, $2, $3)

@@ -317,3 +317,16 @@ impl super::StoreHealth for SqlStore {
         }
     }
 }
+
+/// A vocabulary column: a stored value that is not a word is an error naming it.
+pub(super) fn word<T: crate::vocab::Word>(row: &AnyRow, col: &str) -> StoreResult<T> {
+    let text: String = row.try_get(col)?;
+    T::parse(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+/// An optional vocabulary column: NULL or the empty text is `None`.
+pub(super) fn opt_word<T: crate::vocab::Word>(row: &AnyRow, col: &str) -> StoreResult<Option<T>> {
+    let text: Option<String> = row.try_get(col)?;
+    crate::vocab::parse_optional(text.as_deref().unwrap_or(""))
+        .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}

@@ -1,7 +1,6 @@
 //! `spawn_app`: a fresh postagent API per test, on 127.0.0.1:0, over a real SQLite file or a
 //! real PostgreSQL database, with a real DNS server on loopback for verification lookups.
 
-
 pub mod bin;
 pub mod mail;
 pub mod proxy;

@@ -1,0 +1,293 @@
+//! The words postagent's state is made of (a message's direction and status, a hold's state,
+//! a gate's policy…), as enums. Each is spelled once, here: [`Word::as_str`] is the text the
+//! store keeps and the wire shows, [`Word::parse`] the only way back, and a value nobody wrote
+//! is an error that names it ([`Unknown`]), never a silent default.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A stored or received value that is not a word of its vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}")]
+pub struct Unknown {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// What every vocabulary enum can do; the store reads and writes them through it.
+pub trait Word: Sized + Copy + 'static {
+    /// What the vocabulary is called, for [`Unknown`].
+    const WHAT: &'static str;
+    /// Every word, in declaration order.
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    fn parse(text: &str) -> Result<Self, Unknown>;
+}
+
+/// Declares a vocabulary enum: its words and their texts, with `Display`, `FromStr`, serde
+/// as the text, and [`Word`].
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident = $what:literal {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl Word for $name {
+            const WHAT: &'static str = $what;
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+            fn parse(text: &str) -> Result<Self, Unknown> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(Unknown { what: $what, value: text.to_owned() }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Unknown;
+            fn from_str(s: &str) -> Result<Self, Unknown> {
+                <Self as Word>::parse(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                <Self as Word>::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// Which way a message (or a hold) goes.
+    Direction = "direction" {
+        Inbound = "inbound",
+        Outbound = "outbound",
+    }
+}
+
+vocabulary! {
+    /// Where a message is in its life. Inbound: `received`, `held` (for review), `rejected`
+    /// (blocked or refused by a reviewer). Outbound: `pending_review`, `accepted` (queued for
+    /// Postfix), `sending`, `sent`, `failed`, `bounced`, `review_rejected`.
+    MessageStatus = "message status" {
+        Received = "received",
+        Held = "held",
+        Rejected = "rejected",
+        PendingReview = "pending_review",
+        Accepted = "accepted",
+        Sending = "sending",
+        Sent = "sent",
+        Failed = "failed",
+        Bounced = "bounced",
+        ReviewRejected = "review_rejected",
+    }
+}
+
+vocabulary! {
+    /// The review side of a message's status, as the contract's `review_status` shows it.
+    ReviewStatus = "review status" {
+        PendingReview = "pending_review",
+        ReviewApproved = "review_approved",
+        ReviewExpiredApproved = "review_expired_approved",
+        ReviewRejected = "review_rejected",
+        ReviewExpiredRejected = "review_expired_rejected",
+        /// Approved outbound mail collapses to `sent` (the contract's view).
+        Sent = "sent",
+    }
+}
+
+vocabulary! {
+    /// Inbound mail only; outbound rows store none.
+    ReadStatus = "read status" {
+        Unread = "unread",
+        Read = "read",
+    }
+}
+
+vocabulary! {
+    /// What Postfix (and the internet after it) did with an outbound message.
+    DeliveryStatus = "delivery status" {
+        Accepted = "accepted",
+        Sending = "sending",
+        Sent = "sent",
+        /// Postfix or a remote MTA is retrying.
+        Deferred = "deferred",
+        Failed = "failed",
+        Bounced = "bounced",
+    }
+}
+
+vocabulary! {
+    /// How an outbound message came to be; inbound rows store none.
+    MessageType = "message type" {
+        Send = "send",
+        Reply = "reply",
+        Forward = "forward",
+    }
+}
+
+vocabulary! {
+    /// How an outbound message leaves: through Postfix, or straight into the sender's own inbox.
+    SendMethod = "send method" {
+        Smtp = "smtp",
+        Loopback = "loopback",
+    }
+}
+
+vocabulary! {
+    /// A delivery status notification's verdict (the contract's closed set).
+    BounceType = "bounce type" {
+        Permanent = "permanent",
+        Transient = "transient",
+        Undetermined = "undetermined",
+    }
+}
+
+vocabulary! {
+    /// A review hold's state.
+    HoldState = "hold state" {
+        Pending = "pending",
+        Approved = "approved",
+        Rejected = "rejected",
+        ExpiredApproved = "expired_approved",
+        ExpiredRejected = "expired_rejected",
+    }
+}
+
+vocabulary! {
+    /// What an unanswered hold becomes when its time is up.
+    OnExpiry = "on_expiry" {
+        Approve = "approve",
+        Reject = "reject",
+    }
+}
+
+vocabulary! {
+    /// Which addresses a gate lets through without its action.
+    GatePolicy = "gate policy" {
+        Open = "open",
+        Allowlist = "allowlist",
+        Domain = "domain",
+    }
+}
+
+vocabulary! {
+    /// What a gate does with what its policy does not match.
+    GateAction = "gate action" {
+        Flag = "flag",
+        Review = "review",
+        Block = "block",
+    }
+}
+
+vocabulary! {
+    /// A content scan's sensitivity (stored and shown; no scanner runs).
+    Sensitivity = "scan sensitivity" {
+        Off = "off",
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+    }
+}
+
+vocabulary! {
+    /// A webhook delivery's state.
+    DeliveryState = "webhook delivery status" {
+        Pending = "pending",
+        Delivered = "delivered",
+        Failed = "failed",
+    }
+}
+
+vocabulary! {
+    /// One DNS probe of a domain: `deferred` when DNS failed (never a verdict).
+    ProbeStatus = "probe status" {
+        Found = "found",
+        Missing = "missing",
+        Mismatch = "mismatch",
+        Deferred = "deferred",
+        Pending = "pending",
+    }
+}
+
+/// `Some(word)`, or `None` for the empty text a column keeps when the word does not apply.
+pub fn parse_optional<T: Word>(text: &str) -> Result<Option<T>, Unknown> {
+    if text.is_empty() { Ok(None) } else { T::parse(text).map(Some) }
+}
+
+/// The text a column keeps for an optional word.
+pub fn optional_str<T: Word>(word: Option<T>) -> &'static str {
+    word.map_or("", Word::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Word + std::fmt::Debug + PartialEq>() {
+        for w in T::ALL {
+            assert_eq!(T::parse(w.as_str()), Ok(*w));
+        }
+        let e = T::parse("no-such-word").expect_err("unknown");
+        assert_eq!(e.to_string(), format!("unknown {} \"no-such-word\"", T::WHAT));
+    }
+
+    #[test]
+    fn every_word_reads_back_and_nothing_else_does() {
+        round_trip::<Direction>();
+        round_trip::<MessageStatus>();
+        round_trip::<ReviewStatus>();
+        round_trip::<ReadStatus>();
+        round_trip::<DeliveryStatus>();
+        round_trip::<MessageType>();
+        round_trip::<SendMethod>();
+        round_trip::<BounceType>();
+        round_trip::<HoldState>();
+        round_trip::<OnExpiry>();
+        round_trip::<GatePolicy>();
+        round_trip::<GateAction>();
+        round_trip::<Sensitivity>();
+        round_trip::<DeliveryState>();
+        round_trip::<ProbeStatus>();
+    }
+
+    #[test]
+    fn serde_is_the_text() {
+        assert_eq!(
+            serde_json::to_string(&MessageStatus::PendingReview).ok().as_deref(),
+            Some("\"pending_review\"")
+        );
+        assert_eq!(serde_json::from_str::<GateAction>("\"block\"").ok(), Some(GateAction::Block));
+        assert!(serde_json::from_str::<GateAction>("\"maybe\"").is_err());
+        assert_eq!(parse_optional::<ReadStatus>(""), Ok(None));
+        assert_eq!(optional_str::<MessageType>(None), "");
+    }
+}
