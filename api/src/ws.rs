@@ -97,7 +97,7 @@ impl Hub {
             };
             match msg.as_ref() {
                 BusMessage::Event { event_id, kind, agent_email: Some(agent), payload, .. }
-                    if kind == "email.received" =>
+                    if *kind == postagent_core::vocab::EventKind::EmailReceived =>
                 {
                     let Some(tx) = self.lock().get(agent).map(|s| s.tx.clone()) else { continue };
                     let payload = match payload {

@@ -30,7 +30,7 @@ pub enum BusMessage {
         #[serde(rename = "e")]
         event_id: String,
         #[serde(rename = "k")]
-        kind: String,
+        kind: crate::vocab::EventKind,
         #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
         agent_email: Option<String>,
         #[serde(rename = "d", default)]
@@ -174,7 +174,7 @@ mod tests {
         let mut rx_b = b.subscribe();
         let msg = BusMessage::Event {
             event_id: "evt_1".into(),
-            kind: "email.received".into(),
+            kind: crate::vocab::EventKind::EmailReceived,
             agent_email: Some("x@y.test".into()),
             deliveries: 2,
             payload: Some("{}".into()),

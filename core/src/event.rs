@@ -5,11 +5,12 @@ use crate::ids::AccountId;
 use crate::sign::sha256_hex;
 use crate::store::NewEvent;
 use crate::time::Timestamp;
+use crate::vocab::EventKind;
 use serde_json::{Value, json};
 
 /// The deterministic id of the event `kind` about `subject`: the same on every retry,
 /// redelivery and channel (contract §4.3).
-pub fn event_id(subject: &str, kind: &str) -> String {
+pub fn event_id(subject: &str, kind: EventKind) -> String {
     format!("evt_{}", &sha256_hex(format!("{subject}|{kind}").as_bytes())[..32])
 }
 
@@ -19,7 +20,7 @@ pub struct MessageEvent<'a> {
     pub agent_email: &'a str,
     pub message_id: &'a str,
     pub conversation_id: Option<&'a str>,
-    pub kind: &'a str,
+    pub kind: EventKind,
     pub data: Value,
     pub at: Timestamp,
 }
@@ -44,7 +45,7 @@ impl MessageEvent<'_> {
         NewEvent {
             id,
             account_id: self.account_id.clone(),
-            kind: self.kind.to_owned(),
+            kind: self.kind,
             agent_email: Some(self.agent_email.to_owned()),
             message_id: Some(self.message_id.to_owned()),
             conversation_id: self.conversation_id.filter(|c| !c.is_empty()).map(str::to_owned),

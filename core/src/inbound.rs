@@ -16,7 +16,7 @@ use crate::secret::Secret;
 use crate::sign::sha256_hex;
 use crate::store::{Agent, Inserted, NewAttachment, NewEvent, NewHold, NewInboundMessage, Store, StoreError};
 use crate::time::Timestamp;
-use crate::vocab::{Direction, MessageStatus, ReviewStatus};
+use crate::vocab::{Direction, EventKind, MessageStatus, ReviewStatus};
 use mail_parser::MimeHeaders;
 use serde_json::json;
 
@@ -362,7 +362,7 @@ pub fn filed(
         ),
         Verdict::Block { .. } => (MessageStatus::Rejected, Some(ReviewStatus::ReviewRejected), None, None),
     };
-    let event = |kind: &str, data: serde_json::Value| {
+    let event = |kind: EventKind, data: serde_json::Value| {
         MessageEvent {
             account_id: &agent.account_id,
             agent_email: &agent.email,
@@ -392,10 +392,12 @@ pub fn filed(
         }
     }
     let events = match verdict {
-        Verdict::Pass => vec![event("email.received", data)],
-        Verdict::Flag { .. } => vec![event("email.received", data), event("email.flagged", gate_data)],
-        Verdict::Review { .. } => vec![event("email.review_requested", gate_data)],
-        Verdict::Block { .. } => vec![event("email.blocked", gate_data)],
+        Verdict::Pass => vec![event(EventKind::EmailReceived, data)],
+        Verdict::Flag { .. } => {
+            vec![event(EventKind::EmailReceived, data), event(EventKind::EmailFlagged, gate_data)]
+        }
+        Verdict::Review { .. } => vec![event(EventKind::EmailReviewRequested, gate_data)],
+        Verdict::Block { .. } => vec![event(EventKind::EmailBlocked, gate_data)],
     };
     let msg = NewInboundMessage {
         id: id.clone(),

@@ -5,7 +5,7 @@
 //! Human-in-the-loop for every send is `outbound.gate = {policy: allowlist, allowlist: [],
 //! action: review}`: nothing matches an empty list, so everything is held.
 
-use crate::vocab::{Direction, GateAction, GatePolicy, OnExpiry, Sensitivity, Word};
+use crate::vocab::{Direction, GateAction, GatePolicy, OnExpiry, Sensitivity, Word, must_be};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_TTL_SECS: i64 = 604_800;
@@ -132,15 +132,6 @@ impl Default for HoldsRequest {
     }
 }
 
-/// `must be a, b or c` for a vocabulary.
-fn one_of<T: Word>() -> String {
-    let words: Vec<&str> = T::ALL.iter().map(|w| w.as_str()).collect();
-    match words.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("must be {} or {last}", rest.join(", ")),
-        _ => format!("must be {}", words.join("")),
-    }
-}
-
 impl ProtectionRequest {
     /// The typed protection, or every offending field (the request schema's enums and
     /// bounds) as `(location, message)`.
@@ -148,10 +139,10 @@ impl ProtectionRequest {
         let mut out = Vec::new();
         let direction = |dir: &str, d: DirectionRequest, out: &mut Vec<(String, String)>| {
             let policy = GatePolicy::parse(&d.gate.policy)
-                .map_err(|_| out.push((format!("body.{dir}.gate.policy"), one_of::<GatePolicy>())))
+                .map_err(|_| out.push((format!("body.{dir}.gate.policy"), must_be::<GatePolicy>())))
                 .ok();
             let action = GateAction::parse(&d.gate.action)
-                .map_err(|_| out.push((format!("body.{dir}.gate.action"), one_of::<GateAction>())))
+                .map_err(|_| out.push((format!("body.{dir}.gate.action"), must_be::<GateAction>())))
                 .ok();
             if d.gate.allowlist.len() > MAX_ALLOWLIST {
                 out.push((format!("body.{dir}.gate.allowlist"), "at most 1000 entries".into()));
@@ -165,7 +156,7 @@ impl ProtectionRequest {
                 }
             }
             let sensitivity = Sensitivity::parse(&d.scan.sensitivity)
-                .map_err(|_| out.push((format!("body.{dir}.scan.sensitivity"), one_of::<Sensitivity>())))
+                .map_err(|_| out.push((format!("body.{dir}.scan.sensitivity"), must_be::<Sensitivity>())))
                 .ok();
             match (policy, action, sensitivity) {
                 (Some(policy), Some(action), Some(sensitivity)) => Some(DirectionConfig {
@@ -181,7 +172,7 @@ impl ProtectionRequest {
             out.push(("body.holds.ttl_seconds".into(), "must be between 1 and 604800".into()));
         }
         let on_expiry = OnExpiry::parse(&self.holds.on_expiry)
-            .map_err(|_| out.push(("body.holds.on_expiry".into(), one_of::<OnExpiry>())))
+            .map_err(|_| out.push(("body.holds.on_expiry".into(), must_be::<OnExpiry>())))
             .ok();
         match (inbound, outbound, on_expiry) {
             (Some(inbound), Some(outbound), Some(on_expiry)) if out.is_empty() => Ok(Protection {

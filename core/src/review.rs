@@ -12,12 +12,13 @@ use crate::outbound::send::{
 use crate::outbound::{Draft, DraftAttachment, DraftError, address::bare};
 use crate::secret::Secret;
 use crate::store::{
-    Agent, Hold, HoldDecision, IdempotencyDone, Message, MessageUpdate, NewEvent, NewJob, SUBMIT_JOB, Store,
-    StoreError, Transition,
+    Agent, Hold, HoldDecision, IdempotencyDone, Message, MessageUpdate, NewEvent, NewJob, Store, StoreError,
+    Transition,
 };
 use crate::time::Timestamp;
 use crate::vocab::{
-    DeliveryStatus, Direction, HoldState, MessageStatus, OnExpiry, ReviewStatus, SendMethod, optional_str,
+    DeliveryStatus, Direction, EventKind, HoldState, JobKind, MessageStatus, OnExpiry, ReviewStatus,
+    SendMethod, optional_str,
 };
 use serde_json::{Value, json};
 
@@ -169,7 +170,7 @@ async fn load(
     Ok(Context { hold, message, agent })
 }
 
-fn event(cx: &Context, kind: &str, data: Value, at: Timestamp) -> NewEvent {
+fn event(cx: &Context, kind: EventKind, data: Value, at: Timestamp) -> NewEvent {
     outbound_event(
         &cx.agent,
         &cx.message.id,
@@ -236,8 +237,13 @@ pub async fn approve(
             "from": cx.message.header_from, "subject": cx.message.subject, "message_type": "received",
         });
         let approved = if auto { with_fields(approved, json!({"auto_resolved": true})) } else { approved };
-        t.events.push(event(&cx, "email.review_approved", approved, now));
-        t.events.push(event(&cx, "email.received", received_from_row(store, &cx.message).await?, now));
+        t.events.push(event(&cx, EventKind::EmailReviewApproved, approved, now));
+        t.events.push(event(
+            &cx,
+            EventKind::EmailReceived,
+            received_from_row(store, &cx.message).await?,
+            now,
+        ));
         Decided::Released { id: cx.message.id.clone() }
     } else {
         let stored = store.get_draft(&cx.message.id).await?.ok_or(ReviewError::NotFound)?;
@@ -263,7 +269,7 @@ pub async fn approve(
             json!({"method": method, "edited": edited}),
         );
         let approved = if auto { with_fields(approved, json!({"auto_resolved": true})) } else { approved };
-        t.events.push(event(&cx, "email.review_approved", approved, now));
+        t.events.push(event(&cx, EventKind::EmailReviewApproved, approved, now));
         t.from = vec![MessageStatus::PendingReview];
         t.attachments = Some(attachment_rows(&raw));
         t.set = MessageUpdate {
@@ -284,7 +290,7 @@ pub async fn approve(
                 Some(format!("<{}@loopback.{}>", &cx.message.id[4..], cx.agent.domain));
             let sent =
                 with_fields(outbound_data(&cx.agent, &cx.message.id, &facts), json!({"method": "loopback"}));
-            t.events.push(event(&cx, "email.sent", sent, now));
+            t.events.push(event(&cx, EventKind::EmailSent, sent, now));
             let (twin, received) = loopback_twin(&cx.agent, &cx.message.id, &raw, &conversation_id, now);
             t.twin = Some(twin);
             t.events.push(received);
@@ -292,7 +298,7 @@ pub async fn approve(
         } else {
             t.set.status = Some(MessageStatus::Accepted);
             t.set.delivery_status = Some(DeliveryStatus::Accepted);
-            t.jobs.push(NewJob { kind: SUBMIT_JOB.into(), ref_id: cx.message.id.clone(), run_at: now });
+            t.jobs.push(NewJob { kind: JobKind::Submit, ref_id: cx.message.id.clone(), run_at: now });
             Decided::Queued { id: cx.message.id.clone(), edited }
         };
         t.set.raw = Some(raw);
@@ -360,7 +366,7 @@ pub async fn reject(
             decided_by: by.label(),
             reject_reason: Some(reason.clone()).filter(|r| !r.is_empty()),
         }),
-        events: vec![event(&cx, "email.review_rejected", data, now)],
+        events: vec![event(&cx, EventKind::EmailReviewRejected, data, now)],
         at: now,
         ..Transition::default()
     };

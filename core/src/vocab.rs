@@ -238,6 +238,66 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// The event catalog (contract §4.2): what an event row, a webhook subscription, a
+    /// delivery and the WebSocket stream name. Payloads are built in [`crate::event`].
+    EventKind = "event type" {
+        EmailReceived = "email.received",
+        EmailSent = "email.sent",
+        EmailFailed = "email.failed",
+        EmailReviewApproved = "email.review_approved",
+        EmailReviewRejected = "email.review_rejected",
+        DomainSendingVerified = "domain.sending_verified",
+        DomainSendingFailed = "domain.sending_failed",
+        EmailDelivered = "email.delivered",
+        EmailBounced = "email.bounced",
+        EmailComplained = "email.complained",
+        DomainSuppressionAdded = "domain.suppression_added",
+        AgentSuppressionAdded = "agent.suppression_added",
+        EmailFlagged = "email.flagged",
+        EmailBlocked = "email.blocked",
+        EmailReviewRequested = "email.review_requested",
+    }
+}
+
+vocabulary! {
+    /// What a job in the queue asks for; `ref_id` names its subject.
+    JobKind = "job kind" {
+        /// Deliver an event to one webhook (`ref_id`: the delivery id).
+        Webhook = "webhook",
+        /// Hand an accepted outbound message to Postfix (`ref_id`: the message id).
+        Submit = "submit",
+        /// Mail the account's reviewer about a new hold (`ref_id`: the message id).
+        ReviewNotify = "review_notify",
+    }
+}
+
+vocabulary! {
+    /// Where an event row is in its fan-out.
+    EventStatus = "event status" {
+        /// Not yet matched against the account's webhooks.
+        Pending = "pending",
+        /// Deliveries were scheduled.
+        Processed = "processed",
+        /// No webhook wanted it.
+        NoMatch = "no_match",
+    }
+}
+
+/// Every word's text, in declaration order (schemas, error messages).
+pub fn texts<T: Word>() -> Vec<&'static str> {
+    T::ALL.iter().map(|w| w.as_str()).collect()
+}
+
+/// `must be a, b or c`: what a validation error says of a vocabulary.
+pub fn must_be<T: Word>() -> String {
+    let words = texts::<T>();
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("must be {} or {last}", rest.join(", ")),
+        _ => format!("must be {}", words.join("")),
+    }
+}
+
 /// `Some(word)`, or `None` for the empty text a column keeps when the word does not apply.
 pub fn parse_optional<T: Word>(text: &str) -> Result<Option<T>, Unknown> {
     if text.is_empty() { Ok(None) } else { T::parse(text).map(Some) }
@@ -277,6 +337,9 @@ mod tests {
         round_trip::<Sensitivity>();
         round_trip::<DeliveryState>();
         round_trip::<ProbeStatus>();
+        round_trip::<EventKind>();
+        round_trip::<JobKind>();
+        round_trip::<EventStatus>();
     }
 
     #[test]

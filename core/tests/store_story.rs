@@ -8,6 +8,7 @@ use postagent_core::store::{
     SqlStore, Store, StoreError,
 };
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::JobKind;
 use postagent_lab::pg::PgCluster;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -336,33 +337,38 @@ async fn agents(s: &dyn Store, a: &AccountId, b: &AccountId) {
 async fn jobs(s: &dyn Store) {
     let now = Timestamp::now();
     for i in 0..3 {
-        s.enqueue_job("story", &format!("ref{i}"), now).await.expect("enqueue");
+        s.enqueue_job(JobKind::Submit, &format!("ref{i}"), now).await.expect("enqueue");
     }
-    s.enqueue_job("story", "later", now.plus_secs(3600)).await.expect("enqueue");
-    s.enqueue_job("story", "ref0", now.plus_secs(99)).await.expect("re-enqueue keeps the earlier run_at");
+    s.enqueue_job(JobKind::Submit, "later", now.plus_secs(3600)).await.expect("enqueue");
+    s.enqueue_job(JobKind::Submit, "ref0", now.plus_secs(99))
+        .await
+        .expect("re-enqueue keeps the earlier run_at");
 
-    let first = s.claim_jobs("story", "w1", now, 30, 2).await.expect("claim");
+    let first = s.claim_jobs(JobKind::Submit, "w1", now, 30, 2).await.expect("claim");
     assert_eq!(first.len(), 2);
     assert!(first.iter().all(|j| j.attempts == 1));
-    let second = s.claim_jobs("story", "w2", now, 30, 10).await.expect("claim");
+    let second = s.claim_jobs(JobKind::Submit, "w2", now, 30, 10).await.expect("claim");
     assert_eq!(second.len(), 1, "leased and future jobs are not handed out");
-    assert!(s.claim_jobs("other", "w2", now, 30, 10).await.expect("claim").is_empty(), "kinds are separate");
+    assert!(
+        s.claim_jobs(JobKind::ReviewNotify, "w2", now, 30, 10).await.expect("claim").is_empty(),
+        "kinds are separate"
+    );
 
     assert!(!s.complete_job(first[0].id, "w2").await.expect("complete"), "only the lease holder completes");
     assert!(s.complete_job(first[0].id, "w1").await.expect("complete"));
     assert!(s.retry_job(second[0].id, "w2", now, "receiver said 500").await.expect("retry"));
-    let again = s.claim_jobs("story", "w3", now, 30, 10).await.expect("claim");
+    let again = s.claim_jobs(JobKind::Submit, "w3", now, 30, 10).await.expect("claim");
     assert_eq!(again.iter().map(|j| j.ref_id.as_str()).collect::<Vec<_>>(), vec![second[0].ref_id.as_str()]);
     assert_eq!(again[0].attempts, 2);
 
     // w1 died holding first[1]: after its lease runs out, another worker takes it over.
     let later = now.plus_secs(31);
-    let reclaimed = s.claim_jobs("story", "w4", later, 30, 10).await.expect("claim");
+    let reclaimed = s.claim_jobs(JobKind::Submit, "w4", later, 30, 10).await.expect("claim");
     let refs: HashSet<_> = reclaimed.iter().map(|j| j.ref_id.clone()).collect();
     assert!(refs.contains(&first[1].ref_id));
     assert!(!s.complete_job(first[1].id, "w1").await.expect("complete"), "the lease was lost");
     assert_eq!(s.release_jobs("w4").await.expect("release"), reclaimed.len() as u64);
-    let after_release = s.claim_jobs("story", "w5", later, 30, 10).await.expect("claim");
+    let after_release = s.claim_jobs(JobKind::Submit, "w5", later, 30, 10).await.expect("claim");
     assert_eq!(after_release.len(), reclaimed.len(), "released jobs are due again at once");
     for j in after_release {
         assert!(s.complete_job(j.id, "w5").await.expect("complete"));
@@ -435,21 +441,20 @@ async fn idempotency(s: &dyn Store, a: &AccountId) {
 
 /// Several claimers drain one queue at once: every job is handed out exactly once.
 async fn concurrent_claims(stores: Vec<Arc<SqlStore>>) {
-    let kind = postagent_core::ids::mint("race_", 4);
+    let kind = JobKind::Submit;
     let now = Timestamp::now();
     let total = 60;
     for i in 0..total {
-        stores[0].enqueue_job(&kind, &format!("job{i}"), now).await.expect("enqueue");
+        stores[0].enqueue_job(kind, &format!("job{i}"), now).await.expect("enqueue");
     }
     // Collected before any is awaited, so the six really run at once.
     let workers: Vec<_> = (0..6)
         .map(|w| {
             let store = stores[w % stores.len()].clone();
-            let kind = kind.clone();
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let jobs = store.claim_jobs(&kind, &format!("w{w}"), now, 60, 3).await.expect("claim");
+                    let jobs = store.claim_jobs(kind, &format!("w{w}"), now, 60, 3).await.expect("claim");
                     if jobs.is_empty() {
                         break mine;
                     }

@@ -20,9 +20,9 @@ use postagent_core::metrics;
 use postagent_core::outbound::send::{OutboundFacts, outbound_data, outbound_event};
 use postagent_core::outbound::{notify, verp};
 use postagent_core::secret::Secret;
-use postagent_core::store::{Job, MessageUpdate, NOTIFY_JOB, SUBMIT_JOB, Store, StoreError, Transition};
+use postagent_core::store::{Job, MessageUpdate, Store, StoreError, Transition};
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::{DeliveryStatus, MessageStatus};
+use postagent_core::vocab::{DeliveryStatus, EventKind, JobKind, MessageStatus};
 use postagent_core::{magic, outbound::Draft, review};
 use serde_json::json;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Submitter {
         let mut next_sweep = tokio::time::Instant::now();
         loop {
             let mut busy = false;
-            for kind in [SUBMIT_JOB, NOTIFY_JOB] {
+            for kind in [JobKind::Submit, JobKind::ReviewNotify] {
                 match self
                     .store
                     .claim_jobs(kind, &self.id, Timestamp::now(), self.lease_secs(), CLAIM_BATCH)
@@ -128,7 +128,12 @@ impl Submitter {
     }
 
     async fn run_job(&self, job: &Job) {
-        let result = if job.kind == SUBMIT_JOB { self.submit(job).await } else { self.notify(job).await };
+        let result = match job.kind {
+            JobKind::Submit => self.submit(job).await,
+            JobKind::ReviewNotify => self.notify(job).await,
+            // Never claimed here: the webhook worker owns these.
+            JobKind::Webhook => Ok(()),
+        };
         if let Err(e) = result {
             // The lease expires and the job is tried again.
             tracing::warn!("NOQUEUE: {} msg={}: store failed: {e}; will retry", job.kind, job.ref_id);
@@ -214,7 +219,7 @@ impl Submitter {
                 &agent,
                 &m.id,
                 &conversation,
-                "email.failed",
+                EventKind::EmailFailed,
                 with_fields(
                     data.clone(),
                     json!({"method": "smtp", "reason": reason, "reason_code": code, "retryable": false}),
@@ -247,7 +252,14 @@ impl Submitter {
                         provider_message_id: queue_id.clone(),
                         ..Default::default()
                     },
-                    events: vec![outbound_event(&agent, &m.id, &conversation, "email.sent", sent, now)],
+                    events: vec![outbound_event(
+                        &agent,
+                        &m.id,
+                        &conversation,
+                        EventKind::EmailSent,
+                        sent,
+                        now,
+                    )],
                     at: now,
                     ..Transition::default()
                 };

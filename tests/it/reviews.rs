@@ -87,7 +87,7 @@ async fn event_data(app: &TestApp, id: &str, kind: &str) -> Value {
 
 async fn submit_jobs(app: &TestApp) -> usize {
     app.store
-        .claim_jobs(postagent_core::store::SUBMIT_JOB, "probe", Timestamp::now().plus_secs(3600), 1, 100)
+        .claim_jobs(postagent_core::vocab::JobKind::Submit, "probe", Timestamp::now().plus_secs(3600), 1, 100)
         .await
         .expect("claim")
         .len()

@@ -265,7 +265,8 @@ pub fn components() -> Map<String, Value> {
     put("PageWebhookDeliveryView", page("WebhookDeliveryView"));
     put("CreateWebhookRequest", request::<webhooks::CreateRequest>(&["url", "events"], &[]));
     put("UpdateWebhookRequest", request::<webhooks::UpdateRequest>(&[], &[]));
-    put("TestWebhookRequest", request::<webhooks::TestRequest>(&[], &[("type", webhooks::EVENT_TYPES)]));
+    let event_types = postagent_core::vocab::texts::<postagent_core::vocab::EventKind>();
+    put("TestWebhookRequest", request::<webhooks::TestRequest>(&[], &[("type", &event_types)]));
     put(
         "EventView",
         view(

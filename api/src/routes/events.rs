@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postagent_core::store::{After, EventFilter, Redelivery, StoreError, StoredEvent};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{EventKind, Word};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -53,8 +54,14 @@ pub async fn list(
 ) -> Result<Json<Page<Value>>, ApiError> {
     let text = |name: &str| q.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
     let (since, until) = q.time_range()?;
+    // An unknown type matches nothing, as a filter on a type never emitted would.
+    let kind = match text("type").map(|t| EventKind::parse(&t)) {
+        None => None,
+        Some(Ok(kind)) => Some(kind),
+        Some(Err(_)) => return Ok(Json(Page { items: Vec::new(), next_cursor: None })),
+    };
     let filter = EventFilter {
-        kind: text("type"),
+        kind,
         agent_email: text("agent_email").map(|e| e.to_ascii_lowercase()),
         conversation_id: text("conversation_id"),
         message_id: text("message_id"),
@@ -65,7 +72,7 @@ pub async fn list(
     // The filters are pinned inside the cursor: a cursor is only good for the same query.
     let pin = format!(
         "events:{}:{}:{}:{}:{}:{}",
-        filter.kind.as_deref().unwrap_or(""),
+        filter.kind.map_or("", EventKind::as_str),
         filter.agent_email.as_deref().unwrap_or(""),
         filter.conversation_id.as_deref().unwrap_or(""),
         filter.message_id.as_deref().unwrap_or(""),

@@ -16,28 +16,10 @@ use postagent_core::store::{
     After, Delivery, NewEvent, NewWebhook, StoreError, Webhook, WebhookFilters, WebhookPatch,
 };
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{DeliveryState, EventKind, Word, must_be, texts};
 use postagent_core::webhook_sig;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-
-/// The event catalog a subscription may name (contract §4.2).
-pub const EVENT_TYPES: &[&str] = &[
-    "email.received",
-    "email.sent",
-    "email.failed",
-    "email.review_approved",
-    "email.review_rejected",
-    "domain.sending_verified",
-    "domain.sending_failed",
-    "email.delivered",
-    "email.bounced",
-    "email.complained",
-    "domain.suppression_added",
-    "agent.suppression_added",
-    "email.flagged",
-    "email.blocked",
-    "email.review_requested",
-];
 
 const MAX_URL: usize = 2048;
 const MAX_FILTER_VALUES: usize = 50;
@@ -119,10 +101,10 @@ pub struct CreateRequest {
 /// characters. The rest (a non-empty list, one-line description) is the handler's, 400.
 fn schema_errors(errors: &mut Vec<FieldError>, events: Option<&[String]>, d: Option<&str>) {
     for (i, e) in events.unwrap_or_default().iter().enumerate() {
-        if !EVENT_TYPES.contains(&e.as_str()) {
+        if EventKind::parse(e).is_err() {
             errors.push(FieldError::new(
                 format!("body.events[{i}]"),
-                format!("expected value to be one of {}", EVENT_TYPES.join(", ")),
+                format!("expected value to be one of {}", texts::<EventKind>().join(", ")),
             ));
         }
     }
@@ -180,20 +162,20 @@ impl RequestBody for UpdateRequest {
 
 /// The subscribed types, deduplicated. Unknown types never get here (the schema refuses them
 /// with 422); the check stays for callers that skip it, as e2a's handler keeps its own.
-fn check_events(events: &[String]) -> Result<Vec<String>, ApiError> {
+fn check_events(events: &[String]) -> Result<Vec<EventKind>, ApiError> {
     if events.is_empty() {
         return Err(ApiError::bad_request("invalid_request", "events must be a non-empty array"));
     }
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<EventKind> = Vec::new();
     for e in events {
-        if !EVENT_TYPES.contains(&e.as_str()) {
-            return Err(ApiError::bad_request(
+        let kind = EventKind::parse(e).map_err(|_| {
+            ApiError::bad_request(
                 "invalid_event_type",
-                format!("unknown event type {e:?} (allowed: {})", EVENT_TYPES.join(", ")),
-            ));
-        }
-        if !out.contains(e) {
-            out.push(e.clone());
+                format!("unknown event type {e:?} (allowed: {})", texts::<EventKind>().join(", ")),
+            )
+        })?;
+        if !out.contains(&kind) {
+            out.push(kind);
         }
     }
     Ok(out)
@@ -417,7 +399,7 @@ impl RequestBody for TestRequest {
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
         if let Some(k) = &self.kind
-            && !EVENT_TYPES.contains(&k.as_str())
+            && EventKind::parse(k).is_err()
         {
             errors.push(FieldError::new("body.type", "must be one of the event types"));
         }
@@ -440,7 +422,12 @@ pub async fn test(
     if !hook.enabled {
         return Err(ApiError::conflict("webhook_disabled", "the webhook is disabled; enable it to test"));
     }
-    let kind = req.kind.unwrap_or_else(|| "email.received".into());
+    // The schema checked the type (422 otherwise).
+    let kind = req
+        .kind
+        .as_deref()
+        .map_or(Ok(EventKind::EmailReceived), EventKind::parse)
+        .map_err(|_| ApiError::internal())?;
     let now = Timestamp::now();
     let event_id = postagent_core::ids::mint("evt_", 16);
     let data = req.data.map(Value::Object).unwrap_or_else(|| json!({"test": true}));
@@ -474,14 +461,15 @@ pub async fn deliveries(
     q: QueryParams,
 ) -> Result<Json<Page<Value>>, ApiError> {
     let hook = find(&state, &who.account_id, &id).await?;
-    let status = q.get("status").filter(|s| !s.is_empty());
-    if let Some(s) = status
-        && !matches!(s, "pending" | "delivered" | "failed")
-    {
-        return Err(ApiError::field("query.status", "must be pending, delivered or failed"));
-    }
+    let status = match q.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            DeliveryState::parse(s)
+                .map_err(|_| ApiError::field("query.status", &must_be::<DeliveryState>()))?,
+        ),
+    };
     let limit = q.limit()?;
-    let pin = format!("deliveries:{}:{}", hook.id, status.unwrap_or(""));
+    let pin = format!("deliveries:{}:{}", hook.id, status.map_or("", DeliveryState::as_str));
     let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
     let rows = state.store.list_deliveries(&who.account_id, &hook.id, status, &page).await?;
     let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |d| After {

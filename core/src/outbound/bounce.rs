@@ -6,7 +6,7 @@ use super::dsn;
 use super::send::{OutboundFacts, outbound_data, outbound_event};
 use crate::store::{MessageUpdate, Store, StoreError, Transition};
 use crate::time::Timestamp;
-use crate::vocab::{BounceType, DeliveryStatus, Direction, MessageStatus};
+use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus};
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +81,9 @@ pub async fn apply(
             obj.insert("bounce_type".into(), json!(bounce_type));
             obj.insert("smtp_detail".into(), json!(detail));
         }
-        let mut event = outbound_event(&agent, &m.id, &conversation, "email.bounced", data, now);
+        let mut event = outbound_event(&agent, &m.id, &conversation, EventKind::EmailBounced, data, now);
         // One event per bounced recipient, each with its own stable id.
-        let id = crate::event::event_id(&format!("{}|{}", m.id, r.recipient), "email.bounced");
+        let id = crate::event::event_id(&format!("{}|{}", m.id, r.recipient), EventKind::EmailBounced);
         event.payload = event.payload.replace(&event.id, &id);
         event.id = id;
         let t = Transition {

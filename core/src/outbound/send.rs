@@ -12,12 +12,13 @@ use crate::inbound::{self, Prepared};
 use crate::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::store::{
-    Agent, IdempotencyDone, NOTIFY_JOB, NewAttachment, NewEvent, NewHold, NewInboundMessage, NewJob,
-    NewOutboundMessage, OutboundInsert, SUBMIT_JOB, Store, StoreError,
+    Agent, IdempotencyDone, NewAttachment, NewEvent, NewHold, NewInboundMessage, NewJob, NewOutboundMessage,
+    OutboundInsert, Store, StoreError,
 };
 use crate::time::Timestamp;
 use crate::vocab::{
-    DeliveryStatus, Direction, MessageStatus, MessageType, ReviewStatus, SendMethod, optional_str,
+    DeliveryStatus, Direction, EventKind, JobKind, MessageStatus, MessageType, ReviewStatus, SendMethod,
+    optional_str,
 };
 use serde_json::{Value, json};
 
@@ -153,7 +154,7 @@ pub fn outbound_event(
     agent: &Agent,
     id: &str,
     conversation_id: &str,
-    kind: &str,
+    kind: EventKind,
     data: Value,
     at: Timestamp,
 ) -> NewEvent {
@@ -257,7 +258,8 @@ pub async fn send(
         let block_id = ids::mint("msgblk_", 12);
         let mut data = outbound_data(agent, &block_id, &facts);
         gate_fields(&mut data, reason, &protection);
-        let mut event = outbound_event(agent, &block_id, &conversation_id, "email.blocked", data, now);
+        let mut event =
+            outbound_event(agent, &block_id, &conversation_id, EventKind::EmailBlocked, data, now);
         event.message_id = None;
         store.emit_event(event).await?;
         return Err(SendError::Blocked(reason.clone()));
@@ -304,7 +306,7 @@ pub async fn send(
         message.flag_reason = Some(reason.clone());
         let mut data = outbound_data(agent, &id, &facts);
         gate_fields(&mut data, reason, &protection);
-        insert.events.push(outbound_event(agent, &id, &conversation_id, "email.flagged", data, now));
+        insert.events.push(outbound_event(agent, &id, &conversation_id, EventKind::EmailFlagged, data, now));
     }
     let outcome = if let Verdict::Review { reason } = &verdict {
         let expires_at = now.plus_secs(protection.holds.ttl_seconds);
@@ -315,7 +317,14 @@ pub async fn send(
         if let Some(obj) = data.as_object_mut() {
             obj.insert("approval_expires_at".into(), json!(expires_at));
         }
-        insert.events.push(outbound_event(agent, &id, &conversation_id, "email.review_requested", data, now));
+        insert.events.push(outbound_event(
+            agent,
+            &id,
+            &conversation_id,
+            EventKind::EmailReviewRequested,
+            data,
+            now,
+        ));
         insert.hold = Some(NewHold {
             direction: Direction::Outbound,
             reason: verdict.hold_reason(Direction::Outbound).to_string(),
@@ -323,7 +332,7 @@ pub async fn send(
             expires_at,
         });
         if !protection.holds.suppress_notifications {
-            insert.jobs.push(NewJob { kind: NOTIFY_JOB.into(), ref_id: id.clone(), run_at: now });
+            insert.jobs.push(NewJob { kind: JobKind::ReviewNotify, ref_id: id.clone(), run_at: now });
         }
         Outcome::Held { id: id.clone(), expires_at }
     } else {
@@ -338,7 +347,7 @@ pub async fn send(
             if let Some(obj) = sent.as_object_mut() {
                 obj.insert("method".into(), json!("loopback"));
             }
-            insert.events.push(outbound_event(agent, &id, &conversation_id, "email.sent", sent, now));
+            insert.events.push(outbound_event(agent, &id, &conversation_id, EventKind::EmailSent, sent, now));
             let (twin, received) = loopback_twin(agent, &id, &raw, &conversation_id, now);
             insert.twin = Some(twin);
             insert.events.push(received);
@@ -346,7 +355,7 @@ pub async fn send(
         } else {
             message.status = MessageStatus::Accepted;
             message.delivery_status = Some(DeliveryStatus::Accepted);
-            insert.jobs.push(NewJob { kind: SUBMIT_JOB.into(), ref_id: id.clone(), run_at: now });
+            insert.jobs.push(NewJob { kind: JobKind::Submit, ref_id: id.clone(), run_at: now });
             Outcome::Accepted { id: id.clone() }
         };
         message.raw = Some(raw);

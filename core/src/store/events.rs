@@ -3,7 +3,7 @@
 //! committed, every matching subscription is certain to hear of it, exactly once per
 //! subscription, whichever replica stored it. The bus is told after the commit.
 
-use super::sql::{Backend, ts};
+use super::sql::{Backend, ts, word, word_list};
 use super::{
     DeliveryCounts, EventFilter, EventStore, NewEvent, Redelivery, SqlStore, StoreError, StoreResult,
     StoredEvent, WebhookFilters,
@@ -11,12 +11,10 @@ use super::{
 use crate::bus::BusMessage;
 use crate::ids::AccountId;
 use crate::time::Timestamp;
+use crate::vocab::{EventKind, EventStatus, JobKind};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-
-/// The job kind the webhook worker claims; `ref_id` is the delivery id.
-pub const WEBHOOK_JOB: &str = "webhook";
 
 pub(super) fn json_vec(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
     let text: String = row.try_get(col)?;
@@ -50,7 +48,7 @@ pub(super) async fn insert_event(
                     conversation_ids: json_vec(h, "conversation_filter")?,
                     labels: json_vec(h, "label_filter")?,
                 };
-                json_vec(h, "event_types")?.contains(&event.kind)
+                word_list::<EventKind>(h, "event_types")?.contains(&event.kind)
                     && filters.matches(
                         event.agent_email.as_deref(),
                         event.conversation_id.as_deref(),
@@ -62,7 +60,7 @@ pub(super) async fn insert_event(
             matched.push(id);
         }
     }
-    let status = if matched.is_empty() { "no_match" } else { "processed" };
+    let status = if matched.is_empty() { EventStatus::NoMatch } else { EventStatus::Processed };
     // Event ids are deterministic: the same event recorded twice (a redelivered bounce, a
     // submission retried after its worker died) is one event, delivered once.
     let inserted = sqlx::query(
@@ -77,7 +75,7 @@ pub(super) async fn insert_event(
     .bind(event.message_id.as_deref())
     .bind(event.conversation_id.as_deref())
     .bind(event.payload.as_str())
-    .bind(status)
+    .bind(status.as_str())
     .bind(i64::from(event.internal))
     .bind(now)
     .execute(&mut *conn)
@@ -89,13 +87,12 @@ pub(super) async fn insert_event(
     }
     let mut deliveries = Vec::with_capacity(matched.len());
     for webhook_id in &matched {
-        deliveries.push(
-            schedule_delivery(conn, webhook_id, &event.id, &event.kind, false, event.created_at).await?,
-        );
+        deliveries
+            .push(schedule_delivery(conn, webhook_id, &event.id, event.kind, false, event.created_at).await?);
     }
     let msg = BusMessage::Event {
         event_id: event.id.clone(),
-        kind: event.kind.clone(),
+        kind: event.kind,
         agent_email: event.agent_email.clone(),
         deliveries: matched.len(),
         payload: Some(event.payload.as_str().into()),
@@ -109,7 +106,7 @@ pub(super) async fn schedule_delivery(
     conn: &mut sqlx::AnyConnection,
     webhook_id: &str,
     event_id: &str,
-    event_type: &str,
+    event_type: EventKind,
     redelivery: bool,
     at: Timestamp,
 ) -> StoreResult<String> {
@@ -122,13 +119,13 @@ pub(super) async fn schedule_delivery(
     .bind(id.as_str())
     .bind(webhook_id)
     .bind(event_id)
-    .bind(event_type)
+    .bind(event_type.as_str())
     .bind(at.as_micros())
     .bind(i64::from(redelivery))
     .execute(&mut *conn)
     .await?;
     sqlx::query("INSERT INTO jobs (kind, ref_id, run_at, created_at) VALUES ($1, $2, $3, $3)")
-        .bind(WEBHOOK_JOB)
+        .bind(JobKind::Webhook.as_str())
         .bind(id.as_str())
         .bind(at.as_micros())
         .execute(&mut *conn)
@@ -143,12 +140,12 @@ fn event(row: &AnyRow) -> StoreResult<StoredEvent> {
     Ok(StoredEvent {
         id: row.try_get("id")?,
         account_id: AccountId::from_stored(row.try_get("account_id")?),
-        kind: row.try_get("type")?,
+        kind: word(row, "type")?,
         agent_email: row.try_get("agent_email")?,
         message_id: row.try_get("message_id")?,
         conversation_id: row.try_get("conversation_id")?,
         payload: row.try_get("payload")?,
-        status: row.try_get("status")?,
+        status: word(row, "status")?,
         created_at: ts(row, "created_at")?,
     })
 }
@@ -219,7 +216,7 @@ impl EventStore for SqlStore {
             .bind(account.as_str())
             .bind(at)
             .bind(key)
-            .bind(f.kind.clone().unwrap_or_default())
+            .bind(f.kind.map_or("", EventKind::as_str))
             .bind(f.agent_email.clone().unwrap_or_default())
             .bind(f.conversation_id.clone().unwrap_or_default())
             .bind(f.message_id.clone().unwrap_or_default())
@@ -276,7 +273,7 @@ impl EventStore for SqlStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let kind: String = ev.try_get("type")?;
+        let kind: EventKind = word(&ev, "type")?;
         // The webhooks this event matched the first time (and that still exist).
         let rows = sqlx::query(
             "SELECT DISTINCT w.id, w.enabled FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
@@ -316,7 +313,7 @@ impl EventStore for SqlStore {
             .await?;
             let delivery_id = match recent {
                 Some(r) => r.try_get("id")?,
-                None => schedule_delivery(&mut tx, &id, event_id, &kind, true, now).await?,
+                None => schedule_delivery(&mut tx, &id, event_id, kind, true, now).await?,
             };
             out.push(Redelivery::Scheduled { webhook_id: id, delivery_id });
         }

@@ -3,18 +3,19 @@
 use super::sql::Backend;
 use super::{Job, JobQueue, SqlStore, StoreResult};
 use crate::time::Timestamp;
+use crate::vocab::JobKind;
 use async_trait::async_trait;
 use sqlx::Row;
 
 #[async_trait]
 impl JobQueue for SqlStore {
-    async fn enqueue_job(&self, kind: &str, ref_id: &str, run_at: Timestamp) -> StoreResult<()> {
+    async fn enqueue_job(&self, kind: JobKind, ref_id: &str, run_at: Timestamp) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO jobs (kind, ref_id, run_at, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (kind, ref_id) DO UPDATE SET run_at = CASE
                  WHEN excluded.run_at < jobs.run_at THEN excluded.run_at ELSE jobs.run_at END",
         )
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(ref_id)
         .bind(run_at.as_micros())
         .bind(Timestamp::now().as_micros())
@@ -25,7 +26,7 @@ impl JobQueue for SqlStore {
 
     async fn claim_jobs(
         &self,
-        kind: &str,
+        kind: JobKind,
         worker: &str,
         now: Timestamp,
         lease_secs: i64,
@@ -52,7 +53,7 @@ impl JobQueue for SqlStore {
             "SELECT 1 AS due FROM jobs WHERE kind = $1 AND run_at <= $2
                AND (locked_until IS NULL OR locked_until <= $2) LIMIT 1",
         )
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(now.as_micros())
         .fetch_optional(&self.pool)
         .await?;
@@ -61,7 +62,7 @@ impl JobQueue for SqlStore {
         }
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&sql)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(now.as_micros())
             .bind(now.plus_secs(lease_secs).as_micros())
             .bind(worker)
@@ -74,7 +75,7 @@ impl JobQueue for SqlStore {
             .map(|r| {
                 Ok(Job {
                     id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
+                    kind: super::sql::word(r, "kind")?,
                     ref_id: r.try_get("ref_id")?,
                     attempts: r.try_get("attempts")?,
                 })

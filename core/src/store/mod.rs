@@ -20,9 +20,8 @@ mod outbound;
 mod sql;
 mod webhooks;
 
-pub use events::WEBHOOK_JOB;
 pub use models::*;
-pub use outbound::{NOTIFY_JOB, OutboundStore, SUBMIT_JOB};
+pub use outbound::OutboundStore;
 pub use sql::{Backend, SqlStore};
 pub use webhooks::MAX_WEBHOOKS;
 
@@ -189,12 +188,17 @@ pub trait AgentStore: Send + Sync {
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     /// Adds a job, or moves an existing `(kind, ref_id)` job's `run_at` earlier.
-    async fn enqueue_job(&self, kind: &str, ref_id: &str, run_at: Timestamp) -> StoreResult<()>;
+    async fn enqueue_job(
+        &self,
+        kind: crate::vocab::JobKind,
+        ref_id: &str,
+        run_at: Timestamp,
+    ) -> StoreResult<()>;
     /// Claims up to `limit` due jobs of `kind` for `worker` until `now + lease_secs`. No two
     /// workers, in this process or another replica, hold the same job at once.
     async fn claim_jobs(
         &self,
-        kind: &str,
+        kind: crate::vocab::JobKind,
         worker: &str,
         now: Timestamp,
         lease_secs: i64,
@@ -372,7 +376,7 @@ pub trait WebhookStore: Send + Sync {
         &self,
         account: &AccountId,
         webhook_id: &str,
-        status: Option<&str>,
+        status: Option<crate::vocab::DeliveryState>,
         page: &PageQuery,
     ) -> StoreResult<Vec<Delivery>>;
     /// One delivery with every try.

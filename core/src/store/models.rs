@@ -4,8 +4,8 @@ use crate::apikey::KeyScope;
 use crate::ids::{AccountId, ApiKeyId};
 use crate::time::Timestamp;
 use crate::vocab::{
-    BounceType, DeliveryStatus, Direction, HoldState, MessageStatus, MessageType, OnExpiry, ReadStatus,
-    ReviewStatus, SendMethod,
+    BounceType, DeliveryState, DeliveryStatus, Direction, EventKind, EventStatus, HoldState, JobKind,
+    MessageStatus, MessageType, OnExpiry, ReadStatus, ReviewStatus, SendMethod,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +109,7 @@ pub struct Agent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub id: i64,
-    pub kind: String,
+    pub kind: JobKind,
     pub ref_id: String,
     /// Including the one this claim starts.
     pub attempts: i64,
@@ -237,7 +237,7 @@ pub struct IdempotencyDone {
 /// A job to add in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
-    pub kind: String,
+    pub kind: JobKind,
     pub ref_id: String,
     pub run_at: Timestamp,
 }
@@ -319,7 +319,7 @@ pub type AttachmentMeta = NewAttachment;
 pub struct NewEvent {
     pub id: String,
     pub account_id: AccountId,
-    pub kind: String,
+    pub kind: EventKind,
     pub agent_email: Option<String>,
     pub message_id: Option<String>,
     pub conversation_id: Option<String>,
@@ -459,7 +459,7 @@ pub struct Webhook {
     pub last_delivered_at: Option<Timestamp>,
     /// When the current run of failures began (cleared by a success).
     pub failing_since: Option<Timestamp>,
-    pub events: Vec<String>,
+    pub events: Vec<EventKind>,
     pub filters: WebhookFilters,
     pub created_at: Timestamp,
 }
@@ -481,7 +481,7 @@ pub struct NewWebhook {
     pub url: String,
     pub description: String,
     pub secret: String,
-    pub events: Vec<String>,
+    pub events: Vec<EventKind>,
     pub filters: WebhookFilters,
     pub created_at: Timestamp,
 }
@@ -491,7 +491,7 @@ pub struct NewWebhook {
 pub struct WebhookPatch {
     pub url: Option<String>,
     pub description: Option<String>,
-    pub events: Option<Vec<String>>,
+    pub events: Option<Vec<EventKind>>,
     pub filters: Option<WebhookFilters>,
     pub enabled: Option<bool>,
 }
@@ -502,9 +502,8 @@ pub struct Delivery {
     pub id: String,
     pub webhook_id: String,
     pub event_id: String,
-    pub event_type: String,
-    /// pending | delivered | failed
-    pub status: String,
+    pub event_type: EventKind,
+    pub status: DeliveryState,
     pub attempts: i64,
     pub next_retry_at: Timestamp,
     pub last_status_code: Option<i64>,
@@ -565,13 +564,12 @@ pub struct AttemptRecord {
 pub struct StoredEvent {
     pub id: String,
     pub account_id: AccountId,
-    pub kind: String,
+    pub kind: EventKind,
     pub agent_email: Option<String>,
     pub message_id: Option<String>,
     pub conversation_id: Option<String>,
     pub payload: String,
-    /// pending | processed | no_match
-    pub status: String,
+    pub status: EventStatus,
     pub created_at: Timestamp,
 }
 
@@ -586,7 +584,7 @@ pub struct DeliveryCounts {
 /// Event log filters (contract §4.7).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
-    pub kind: Option<String>,
+    pub kind: Option<EventKind>,
     pub agent_email: Option<String>,
     pub conversation_id: Option<String>,
     pub message_id: Option<String>,

@@ -18,11 +18,6 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-/// The job kind the submission worker claims; `ref_id` is the message id.
-pub const SUBMIT_JOB: &str = "submit";
-/// The job kind that mails the reviewer about a new hold; `ref_id` is the message id.
-pub const NOTIFY_JOB: &str = "review_notify";
-
 const HOLD_COLS: &str = "message_id, account_id, agent_email, direction, reason, state, on_expiry, \
      expires_at, decided_at, decided_by, reject_reason, created_at";
 

@@ -330,3 +330,17 @@ pub(super) fn opt_word<T: crate::vocab::Word>(row: &AnyRow, col: &str) -> StoreR
     crate::vocab::parse_optional(text.as_deref().unwrap_or(""))
         .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
+
+/// A JSON list of vocabulary words.
+pub(super) fn word_list<T: crate::vocab::Word>(row: &AnyRow, col: &str) -> StoreResult<Vec<T>> {
+    let text: String = row.try_get(col)?;
+    let words: Vec<String> =
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))?;
+    words.iter().map(|w| T::parse(w).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))).collect()
+}
+
+/// The JSON list a [`word_list`] column keeps.
+pub(super) fn word_list_json<T: crate::vocab::Word>(words: &[T]) -> String {
+    let texts: Vec<&str> = words.iter().map(|w| w.as_str()).collect();
+    serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into())
+}

@@ -2,14 +2,16 @@
 //! one try's work and recording how it ended (attempt row, delivery state, webhook health
 //! and the job, in one transaction).
 
-use super::events::{WEBHOOK_JOB, json_vec};
+use super::events::json_vec;
 use super::sql::{flag, opt_ts, ts};
+use super::sql::{word, word_list, word_list_json};
 use super::{
     AttemptNext, AttemptRecord, Delivery, DeliveryAttempt, DeliveryWork, FinishedAttempt, NewWebhook,
     PageQuery, SqlStore, StoreError, StoreResult, Webhook, WebhookFilters, WebhookPatch, WebhookStore,
 };
 use crate::ids::AccountId;
 use crate::time::Timestamp;
+use crate::vocab::{DeliveryState, JobKind};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -35,7 +37,7 @@ fn webhook(row: &AnyRow) -> StoreResult<Webhook> {
         auto_disabled_at: opt_ts(row, "auto_disabled_at")?,
         last_delivered_at: opt_ts(row, "last_delivered_at")?,
         failing_since: opt_ts(row, "failing_since")?,
-        events: json_vec(row, "event_types")?,
+        events: word_list(row, "event_types")?,
         filters: WebhookFilters {
             agent_emails: json_vec(row, "agent_filter")?,
             conversation_ids: json_vec(row, "conversation_filter")?,
@@ -58,8 +60,8 @@ fn delivery(row: &AnyRow) -> StoreResult<Delivery> {
         id: row.try_get("id")?,
         webhook_id: row.try_get("webhook_id")?,
         event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        status: row.try_get("status")?,
+        event_type: word(row, "event_type")?,
+        status: word(row, "status")?,
         attempts: row.try_get("attempt_count")?,
         next_retry_at: ts(row, "next_retry_at")?,
         last_status_code: row.try_get("last_status_code")?,
@@ -127,9 +129,9 @@ async fn record_attempt(
         return Ok(false);
     }
     let (status, next_at) = match &record.next {
-        AttemptNext::Delivered => ("delivered", a.created_at),
-        AttemptNext::Retry(t) => ("pending", *t),
-        AttemptNext::Failed | AttemptNext::Gone => ("failed", a.created_at),
+        AttemptNext::Delivered => (DeliveryState::Delivered, a.created_at),
+        AttemptNext::Retry(t) => (DeliveryState::Pending, *t),
+        AttemptNext::Failed | AttemptNext::Gone => (DeliveryState::Failed, a.created_at),
     };
     sqlx::query(
         "UPDATE webhook_deliveries SET status = $2, attempt_count = $3, last_status_code = $4,
@@ -137,7 +139,7 @@ async fn record_attempt(
          WHERE id = $1",
     )
     .bind(delivery_id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(a.attempt)
     .bind(a.status_code)
     .bind(a.error.as_deref())
@@ -230,7 +232,7 @@ impl WebhookStore for SqlStore {
         .bind(new.url.as_str())
         .bind(new.description.as_str())
         .bind(new.secret.as_str())
-        .bind(json(&new.events))
+        .bind(word_list_json(&new.events))
         .bind(json(&new.filters.agent_emails))
         .bind(json(&new.filters.conversation_ids))
         .bind(json(&new.filters.labels))
@@ -304,7 +306,7 @@ impl WebhookStore for SqlStore {
         .bind(id)
         .bind(w.url.as_str())
         .bind(w.description.as_str())
-        .bind(json(&w.events))
+        .bind(word_list_json(&w.events))
         .bind(json(&w.filters.agent_emails))
         .bind(json(&w.filters.conversation_ids))
         .bind(json(&w.filters.labels))
@@ -326,7 +328,7 @@ impl WebhookStore for SqlStore {
                  (SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
                   WHERE w.id = $2 AND w.account_id = $3)",
         )
-        .bind(WEBHOOK_JOB)
+        .bind(JobKind::Webhook.as_str())
         .bind(id)
         .bind(account.as_str())
         .execute(&mut *tx)
@@ -401,7 +403,7 @@ impl WebhookStore for SqlStore {
         &self,
         account: &AccountId,
         webhook_id: &str,
-        status: Option<&str>,
+        status: Option<DeliveryState>,
         page: &PageQuery,
     ) -> StoreResult<Vec<Delivery>> {
         let (at, key) = match &page.after {
@@ -417,7 +419,7 @@ impl WebhookStore for SqlStore {
         ))
         .bind(webhook_id)
         .bind(account.as_str())
-        .bind(status.unwrap_or(""))
+        .bind(status.map_or("", DeliveryState::as_str))
         .bind(at)
         .bind(key)
         .bind(i64::from(page.limit) + 1)

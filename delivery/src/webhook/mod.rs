@@ -15,9 +15,7 @@ use client::WebhookClient;
 use postagent_core::bus::BusMessage;
 use postagent_core::config::WebhookSettings;
 use postagent_core::secret::Secret;
-use postagent_core::store::{
-    AttemptNext, AttemptRecord, DeliveryAttempt, FinishedAttempt, Job, Store, WEBHOOK_JOB,
-};
+use postagent_core::store::{AttemptNext, AttemptRecord, DeliveryAttempt, FinishedAttempt, Job, Store};
 use postagent_core::time::Timestamp;
 use postagent_core::webhook_sig;
 use rand::Rng;
@@ -84,7 +82,16 @@ impl Worker {
             let mut more = false;
             if free >= threshold || (tasks.is_empty() && free > 0) {
                 let want = u32::try_from(free).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
-                match me.store.claim_jobs(WEBHOOK_JOB, &me.id, Timestamp::now(), me.lease_secs(), want).await
+                match me
+                    .store
+                    .claim_jobs(
+                        postagent_core::vocab::JobKind::Webhook,
+                        &me.id,
+                        Timestamp::now(),
+                        me.lease_secs(),
+                        want,
+                    )
+                    .await
                 {
                     Ok(jobs) => {
                         more = jobs.len() == want as usize;
@@ -188,7 +195,7 @@ impl Worker {
                 .map(|()| None);
         };
         let sig = webhook_sig::sign(&current, previous.as_deref(), &d.event_id, t, work.payload.as_bytes());
-        let posted = self.client.post(&hook.url, &d.event_type, &sig, &work.payload).await;
+        let posted = self.client.post(&hook.url, d.event_type.as_str(), &sig, &work.payload).await;
         let decision =
             retry::decide(&self.settings, attempt, &posted.answer, rand::thread_rng().gen_range(-1.0..=1.0));
         let finished = Timestamp::now();
