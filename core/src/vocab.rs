@@ -284,6 +284,28 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// An SPF, DKIM or DMARC result (RFC 8601's words; SPF uses `softfail`, DKIM `policy`).
+    AuthStatus = "authentication result" {
+        Pass = "pass",
+        Fail = "fail",
+        SoftFail = "softfail",
+        Neutral = "neutral",
+        None = "none",
+        Policy = "policy",
+        TempError = "temperror",
+        PermError = "permerror",
+    }
+}
+
+vocabulary! {
+    /// Which aligned mechanism made DMARC pass.
+    Alignment = "DMARC alignment" {
+        Spf = "spf",
+        Dkim = "dkim",
+    }
+}
+
 /// Every word's text, in declaration order (schemas, error messages).
 pub fn texts<T: Word>() -> Vec<&'static str> {
     T::ALL.iter().map(|w| w.as_str()).collect()
@@ -340,6 +362,8 @@ mod tests {
         round_trip::<EventKind>();
         round_trip::<JobKind>();
         round_trip::<EventStatus>();
+        round_trip::<AuthStatus>();
+        round_trip::<Alignment>();
     }
 
     #[test]

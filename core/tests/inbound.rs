@@ -9,6 +9,7 @@ use postagent_core::service;
 use postagent_core::store::{MessageFilter, PageQuery, SqlStore, Store};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::ReadStatus;
+use postagent_core::vocab::{Alignment, AuthStatus};
 use postagent_lab::pg::PgCluster;
 use std::sync::Arc;
 
@@ -19,23 +20,23 @@ fn secret() -> Secret {
 fn passing() -> Authentication {
     Authentication {
         spf: SpfResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             aligned: Some(true),
             detail: None,
         },
         dkim: vec![DkimResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             selector: Some("s1".into()),
             aligned: Some(true),
             detail: None,
         }],
         dmarc: DmarcResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             policy: Some("reject".into()),
-            aligned_by: vec!["spf".into(), "dkim".into()],
+            aligned_by: vec![Alignment::Spf, Alignment::Dkim],
             detail: None,
         },
     }

@@ -107,10 +107,13 @@ pub fn process_alive(pid: u32) -> bool {
 /// postagent behind a lab Postfix). Chosen at random *below* the kernel's ephemeral range
 /// (`ip_local_port_range`): the client sockets of tests running in parallel take their ports
 /// from that range, so none of them can grab this one before the daemon binds it (a port
-/// from `bind(0)` could, and did). Falls back to `bind(0)` when no such range is left.
+/// from `bind(0)` could, and did). A port is handed out once per process, so two tests that
+/// pick before either daemon binds never share one. Falls back to `bind(0)` when no such
+/// range is left.
 pub fn free_port() -> anyhow::Result<u16> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static CALLS: AtomicU64 = AtomicU64::new(0);
+    static ISSUED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
@@ -129,7 +132,11 @@ pub fn free_port() -> anyhow::Result<u16> {
             x ^= x >> 7;
             x ^= x << 17;
             let port = LOW + u16::try_from(x % span).unwrap_or(0);
-            if TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok() {
+            let mut issued = ISSUED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !issued.contains(&port)
+                && TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok()
+            {
+                issued.push(port);
                 return Ok(port);
             }
         }

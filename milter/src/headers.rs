@@ -185,7 +185,7 @@ pub enum SpfIdentity {
 /// header.s=sel1; dmarc=pass (p=reject) header.from=example.org`.
 pub fn authentication_results(authserv_id: &str, auth: &Authentication, identity: SpfIdentity) -> String {
     let mut parts = vec![value(authserv_id)];
-    let mut spf = format!("spf={}", status(&auth.spf.status));
+    let mut spf = format!("spf={}", auth.spf.status);
     if let Some(d) = &auth.spf.domain {
         let ptype = match identity {
             SpfIdentity::MailFrom => "smtp.mailfrom",
@@ -198,7 +198,7 @@ pub fn authentication_results(authserv_id: &str, auth: &Authentication, identity
         parts.push("dkim=none".to_owned());
     }
     for d in &auth.dkim {
-        let mut item = format!("dkim={}", status(&d.status));
+        let mut item = format!("dkim={}", d.status);
         if let Some(detail) = &d.detail {
             item.push_str(&format!(" ({})", comment(detail)));
         }
@@ -210,7 +210,7 @@ pub fn authentication_results(authserv_id: &str, auth: &Authentication, identity
         }
         parts.push(item);
     }
-    let mut dmarc = format!("dmarc={}", status(&auth.dmarc.status));
+    let mut dmarc = format!("dmarc={}", auth.dmarc.status);
     if let Some(p) = &auth.dmarc.policy {
         dmarc.push_str(&format!(" (p={})", comment(p)));
     }
@@ -219,11 +219,6 @@ pub fn authentication_results(authserv_id: &str, auth: &Authentication, identity
     }
     parts.push(dmarc);
     parts.join("; ")
-}
-
-/// Result keywords are ours, but never let one break the grammar.
-fn status(s: &str) -> &str {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase()) { s } else { "permerror" }
 }
 
 /// An RFC 8601 `value` (RFC 2045 token or quoted-string): a hostile `d=` like
@@ -251,6 +246,7 @@ fn comment(s: &str) -> String {
 mod tests {
     use super::*;
     use postagent_core::auth::{DkimResult, DmarcResult, SpfResult};
+    use postagent_core::vocab::{Alignment, AuthStatus};
 
     #[test]
     fn deletes_ours_last_to_first_case_insensitively() {
@@ -315,21 +311,21 @@ mod tests {
     fn formats_authentication_results_safely() {
         let auth = Authentication {
             spf: SpfResult {
-                status: "pass".into(),
+                status: AuthStatus::Pass,
                 domain: Some("example.org".into()),
                 aligned: Some(true),
                 detail: None,
             },
             dkim: vec![
                 DkimResult {
-                    status: "pass".into(),
+                    status: AuthStatus::Pass,
                     domain: Some("example.org".into()),
                     selector: Some("sel1".into()),
                     aligned: Some(true),
                     detail: None,
                 },
                 DkimResult {
-                    status: "fail".into(),
+                    status: AuthStatus::Fail,
                     domain: Some("evil; dmarc=pass".into()),
                     selector: None,
                     aligned: None,
@@ -337,10 +333,10 @@ mod tests {
                 },
             ],
             dmarc: DmarcResult {
-                status: "pass".into(),
+                status: AuthStatus::Pass,
                 domain: Some("example.org".into()),
                 policy: Some("reject".into()),
-                aligned_by: vec!["spf".into(), "dkim".into()],
+                aligned_by: vec![Alignment::Spf, Alignment::Dkim],
                 detail: None,
             },
         };

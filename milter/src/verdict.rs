@@ -30,6 +30,7 @@ use mail_auth::{
     ResolverCache, SpfOutput, Txt,
 };
 use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
+use postagent_core::vocab::{Alignment, AuthStatus};
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -145,7 +146,7 @@ impl Verifier {
         let record_found = dmarc_out.dmarc_record().is_some();
         self.dkim_alignment(msg, &mut sigs, &dmarc_out, &dmarc_domain, &cache, deadline).await;
         let mut spf = spf_result(&spf_out, identity);
-        if spf.status == "pass" && record_found {
+        if spf.status == AuthStatus::Pass && record_found {
             spf.aligned = Some(*dmarc_out.spf_result() == mail_auth::DmarcResult::Pass);
         }
         let authentication = Authentication {
@@ -211,8 +212,12 @@ impl Verifier {
         if dmarc_out.dmarc_record().is_none() {
             return;
         }
-        let passing: Vec<usize> =
-            sigs.iter().enumerate().filter(|(_, s)| s.result.status == "pass").map(|(i, _)| i).collect();
+        let passing: Vec<usize> = sigs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.result.status == AuthStatus::Pass)
+            .map(|(i, _)| i)
+            .collect();
         match dmarc_out.dkim_result() {
             mail_auth::DmarcResult::Pass if passing.len() == 1 => {
                 sigs[passing[0]].result.aligned = Some(true)
@@ -269,17 +274,17 @@ impl Identity<'_> {
 fn spf_result(out: &SpfOutput, identity: Identity<'_>) -> SpfResult {
     use mail_auth::SpfResult as S;
     let status = match out.result() {
-        S::Pass => "pass",
-        S::Fail => "fail",
-        S::SoftFail => "softfail",
-        S::Neutral => "neutral",
-        S::TempError => "temperror",
-        S::PermError => "permerror",
-        S::None => "none",
+        S::Pass => AuthStatus::Pass,
+        S::Fail => AuthStatus::Fail,
+        S::SoftFail => AuthStatus::SoftFail,
+        S::Neutral => AuthStatus::Neutral,
+        S::TempError => AuthStatus::TempError,
+        S::PermError => AuthStatus::PermError,
+        S::None => AuthStatus::None,
     };
     let domain = identity.domain().trim_end_matches('.').to_ascii_lowercase();
     SpfResult {
-        status: status.to_owned(),
+        status,
         domain: (!domain.is_empty()).then_some(domain),
         aligned: None,
         detail: out.explanation().map(str::to_owned),
@@ -288,7 +293,7 @@ fn spf_result(out: &SpfOutput, identity: Identity<'_>) -> SpfResult {
 
 fn dmarc_none(domain: Option<String>, detail: &str) -> DmarcResult {
     DmarcResult {
-        status: "none".into(),
+        status: AuthStatus::None,
         domain,
         policy: None,
         aligned_by: Vec::new(),
@@ -300,23 +305,23 @@ fn dmarc_result(out: &DmarcOutput) -> DmarcResult {
     use mail_auth::DmarcResult as D;
     let result = out.result();
     let (status, detail) = match &result {
-        D::Pass => ("pass", None),
-        D::Fail(e) => ("fail", Some(e.to_string())),
-        D::TempError(e) => ("temperror", Some(e.to_string()).filter(|s| !s.is_empty())),
-        D::PermError(e) => ("permerror", Some(e.to_string())),
-        D::None => ("none", None),
+        D::Pass => (AuthStatus::Pass, None),
+        D::Fail(e) => (AuthStatus::Fail, Some(e.to_string())),
+        D::TempError(e) => (AuthStatus::TempError, Some(e.to_string()).filter(|s| !s.is_empty())),
+        D::PermError(e) => (AuthStatus::PermError, Some(e.to_string())),
+        D::None => (AuthStatus::None, None),
     };
     let mut aligned_by = Vec::new();
     if result == D::Pass {
         if *out.spf_result() == D::Pass {
-            aligned_by.push("spf".to_owned());
+            aligned_by.push(Alignment::Spf);
         }
         if *out.dkim_result() == D::Pass {
-            aligned_by.push("dkim".to_owned());
+            aligned_by.push(Alignment::Dkim);
         }
     }
     DmarcResult {
-        status: status.to_owned(),
+        status,
         domain: (!out.domain().is_empty()).then(|| out.domain().to_owned()),
         policy: out.dmarc_record().map(|_| out.policy().to_string()),
         aligned_by,
@@ -363,13 +368,14 @@ fn signatures<'m>(raw: &'m [u8], msg: &'m AuthenticatedMessage<'m>, dkim: Dkim<'
     let malformed = msg.errors.iter().filter(|h| h.name.trim_ascii().eq_ignore_ascii_case(b"DKIM-Signature"));
     for h in malformed {
         let (status, detail) = match &h.header {
-            Error::Dkim(DkimError::SignatureLength) => {
-                ("policy", "l= (body length limit) is refused: unsigned content could be appended".to_owned())
-            }
-            e => ("permerror", format!("malformed signature: {e}")),
+            Error::Dkim(DkimError::SignatureLength) => (
+                AuthStatus::Policy,
+                "l= (body length limit) is refused: unsigned content could be appended".to_owned(),
+            ),
+            e => (AuthStatus::PermError, format!("malformed signature: {e}")),
         };
         let result = DkimResult {
-            status: status.into(),
+            status,
             domain: tag(h.value, "d"),
             selector: tag(h.value, "s"),
             aligned: None,
@@ -394,18 +400,18 @@ fn signatures<'m>(raw: &'m [u8], msg: &'m AuthenticatedMessage<'m>, dkim: Dkim<'
             for h in &msg.dkim_headers {
                 let (status, detail, err) = match why {
                     Unchecked::OutOfTime => (
-                        "temperror",
+                        AuthStatus::TempError,
                         "DNS lookups did not finish in time",
                         DkimOutput::temp_err(Error::Dns(DnsError::Resolver("timeout".into()))),
                     ),
                     Unchecked::TooLarge => (
-                        "permerror",
+                        AuthStatus::PermError,
                         "message larger than max_message_bytes; signature not checked",
                         DkimOutput::perm_err(Error::Io("message too large".into())),
                     ),
                 };
                 let result = DkimResult {
-                    status: status.to_owned(),
+                    status,
                     domain: Some(h.header.d.to_ascii_lowercase()),
                     selector: Some(h.header.s.clone()),
                     aligned: None,
@@ -422,18 +428,18 @@ fn signatures<'m>(raw: &'m [u8], msg: &'m AuthenticatedMessage<'m>, dkim: Dkim<'
 fn dkim_result(out: &DkimOutput<'_>, sig: &mail_auth::dkim::Signature) -> DkimResult {
     use mail_auth::DkimResult as K;
     let (status, detail) = match out.result() {
-        K::Pass => ("pass", None),
+        K::Pass => (AuthStatus::Pass, None),
         K::Neutral(Error::Dkim(DkimError::FailedBodyHashMatch)) => {
-            ("fail", Some("body hash did not verify".to_owned()))
+            (AuthStatus::Fail, Some("body hash did not verify".to_owned()))
         }
-        K::Fail(e) => ("fail", Some(e.to_string())),
-        K::Neutral(e) => ("neutral", Some(e.to_string())),
-        K::PermError(e) => ("permerror", Some(e.to_string())),
-        K::TempError(e) => ("temperror", Some(e.to_string())),
-        K::None => ("none", None),
+        K::Fail(e) => (AuthStatus::Fail, Some(e.to_string())),
+        K::Neutral(e) => (AuthStatus::Neutral, Some(e.to_string())),
+        K::PermError(e) => (AuthStatus::PermError, Some(e.to_string())),
+        K::TempError(e) => (AuthStatus::TempError, Some(e.to_string())),
+        K::None => (AuthStatus::None, None),
     };
     DkimResult {
-        status: status.to_owned(),
+        status,
         domain: Some(sig.d.to_ascii_lowercase()),
         selector: Some(sig.s.clone()),
         aligned: None,

@@ -149,15 +149,15 @@ async fn dkim_signed_by_an_independent_signer_verifies_and_a_changed_body_does_n
         let d = lab.deliver_inbound("alice@signed.example", &forged).await;
         let claims = claims_of(&d);
         let auth = &claims.authentication;
-        assert_eq!(auth.spf.status, "fail", "{canon}: {auth:?}");
+        assert_eq!(auth.spf.status.as_str(), "fail", "{canon}: {auth:?}");
         assert_eq!(auth.dkim.len(), 1, "{canon}: {auth:?}");
-        assert_eq!(auth.dkim[0].status, "pass", "{canon}: {auth:?}\n{}", d.data);
+        assert_eq!(auth.dkim[0].status.as_str(), "pass", "{canon}: {auth:?}\n{}", d.data);
         assert_eq!(auth.dkim[0].domain.as_deref(), Some("signed.example"));
         assert_eq!(auth.dkim[0].selector.as_deref(), Some("sel1"));
         assert_eq!(auth.dkim[0].aligned, Some(true));
-        assert_eq!(auth.dmarc.status, "pass");
+        assert_eq!(auth.dmarc.status.as_str(), "pass");
         assert_eq!(auth.dmarc.policy.as_deref(), Some("reject"));
-        assert_eq!(auth.dmarc.aligned_by, ["dkim"]);
+        assert_eq!(auth.dmarc.aligned_by, [postagent_core::vocab::Alignment::Dkim]);
         assert!(claims.verified(), "{canon}");
         assert_eq!(claims.sender, "alice@signed.example");
         let ours = format!("Authentication-Results: {AUTHSERV_ID};");
@@ -169,8 +169,8 @@ async fn dkim_signed_by_an_independent_signer_verifies_and_a_changed_body_does_n
         let d = lab.deliver_inbound("alice@signed.example", &tampered).await;
         let claims = claims_of(&d);
         let auth = &claims.authentication;
-        assert_eq!(auth.dkim[0].status, "fail", "{canon}: {auth:?}");
-        assert_eq!(auth.dmarc.status, "fail", "{canon}: {auth:?}");
+        assert_eq!(auth.dkim[0].status.as_str(), "fail", "{canon}: {auth:?}");
+        assert_eq!(auth.dmarc.status.as_str(), "fail", "{canon}: {auth:?}");
         assert!(auth.dmarc.aligned_by.is_empty());
         assert!(!claims.verified(), "{canon}");
     }
@@ -207,7 +207,7 @@ async fn dkim_signed_by_an_independent_signer_verifies_and_a_changed_body_does_n
         (r[0].status.as_str(), r[0].domain.as_deref(), r[0].selector.as_deref()),
         ("policy", Some("signed.example"), Some("sel1"))
     );
-    assert_eq!(claims.authentication.dmarc.status, "fail");
+    assert_eq!(claims.authentication.dmarc.status.as_str(), "fail");
     assert!(!claims.verified());
 
     let log = lab.postfix.read_log();
@@ -231,7 +231,7 @@ async fn spf_alone_verifies_only_when_aligned_with_the_from_domain() {
     assert_eq!((auth.spf.status.as_str(), auth.spf.aligned), ("pass", Some(true)), "{auth:?}");
     assert_eq!(auth.spf.domain.as_deref(), Some("spf.example"));
     assert!(auth.dkim.is_empty());
-    assert_eq!(auth.dmarc.aligned_by, ["spf"]);
+    assert_eq!(auth.dmarc.aligned_by, [postagent_core::vocab::Alignment::Spf]);
     assert!(claims.verified());
 
     let d = lab
@@ -241,7 +241,7 @@ async fn spf_alone_verifies_only_when_aligned_with_the_from_domain() {
     let auth = &claims.authentication;
     assert_eq!((auth.spf.status.as_str(), auth.spf.aligned), ("pass", Some(false)), "{auth:?}");
     assert_eq!(auth.spf.domain.as_deref(), Some("bulk.example"));
-    assert_eq!(auth.dmarc.status, "fail");
+    assert_eq!(auth.dmarc.status.as_str(), "fail");
     assert_eq!(auth.dmarc.domain.as_deref(), Some("brand.example"));
     assert!(!claims.verified(), "an unaligned SPF pass is not verification");
     assert_eq!(claims.sender, "dan@brand.example");

@@ -11,6 +11,7 @@ use postagent_core::auth::headers::{self, Claims, Delivery, EntityType, PREFIX};
 use postagent_core::auth::{Authentication, DmarcResult, SpfResult};
 use postagent_core::secret::Secret;
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::{Alignment, AuthStatus};
 use postagent_milter::headers::{CONVERSATION_ID, Surgery};
 use proptest::prelude::*;
 
@@ -80,17 +81,17 @@ fn field_bytes(name: &str, value: &str) -> Vec<u8> {
 fn claims() -> Claims {
     let auth = Authentication {
         spf: SpfResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             aligned: Some(true),
             detail: None,
         },
         dkim: Vec::new(),
         dmarc: DmarcResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             policy: Some("reject".into()),
-            aligned_by: vec!["spf".into()],
+            aligned_by: vec![Alignment::Spf],
             detail: None,
         },
     };

@@ -11,6 +11,7 @@
 //! grammar); an absent value or a `null` flag is simply left out. `detail` is not carried.
 
 use super::{Authentication, DkimResult, DmarcResult, SpfResult};
+use crate::vocab::{Alignment, AuthStatus, Word};
 
 fn encode(v: &str) -> String {
     v.bytes()
@@ -38,15 +39,10 @@ fn decode(v: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn status_ok(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase())
-}
-
 /// `mech=status (k=v k=v)`; properties with `None` values are skipped.
-fn item(mech: &str, status: &str, props: &[(&str, Option<String>)]) -> String {
+fn item(mech: &str, status: AuthStatus, props: &[(&str, Option<String>)]) -> String {
     let props: Vec<String> =
         props.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect();
-    let status = if status_ok(status) { status } else { "permerror" };
     if props.is_empty() {
         format!("{mech}={status}")
     } else {
@@ -61,7 +57,7 @@ fn flag(b: Option<bool>) -> Option<String> {
 pub fn format(a: &Authentication) -> String {
     let mut parts = vec![item(
         "spf",
-        &a.spf.status,
+        a.spf.status,
         &[("domain", a.spf.domain.clone()), ("aligned", flag(a.spf.aligned))],
     )];
     if a.dkim.is_empty() {
@@ -70,14 +66,15 @@ pub fn format(a: &Authentication) -> String {
     for d in &a.dkim {
         parts.push(item(
             "dkim",
-            &d.status,
+            d.status,
             &[("d", d.domain.clone()), ("s", d.selector.clone()), ("aligned", flag(d.aligned))],
         ));
     }
-    let aligned_by = (!a.dmarc.aligned_by.is_empty()).then(|| a.dmarc.aligned_by.join(","));
+    let aligned_by = (!a.dmarc.aligned_by.is_empty())
+        .then(|| a.dmarc.aligned_by.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","));
     parts.push(item(
         "dmarc",
-        &a.dmarc.status,
+        a.dmarc.status,
         &[("domain", a.dmarc.domain.clone()), ("policy", a.dmarc.policy.clone()), ("aligned_by", aligned_by)],
     ));
     parts.join("; ")
@@ -86,7 +83,7 @@ pub fn format(a: &Authentication) -> String {
 /// One parsed `mech=status (props)`.
 struct Item {
     mech: String,
-    status: String,
+    status: AuthStatus,
     props: Vec<(String, String)>,
 }
 
@@ -113,9 +110,7 @@ fn parse_item(s: &str) -> Result<Item, String> {
         None => (s, ""),
     };
     let (mech, status) = head.split_once('=').ok_or_else(|| format!("{s:?} is not mechanism=status"))?;
-    if !status_ok(status) {
-        return Err(format!("bad status in {s:?}"));
-    }
+    let status = AuthStatus::parse(status).map_err(|e| format!("{e} in {s:?}"))?;
     let props = props
         .split(' ')
         .filter(|p| !p.is_empty())
@@ -124,7 +119,7 @@ fn parse_item(s: &str) -> Result<Item, String> {
             Ok((k.to_owned(), decode(v).ok_or_else(|| format!("bad encoding in {p:?}"))?))
         })
         .collect::<Result<_, String>>()?;
-    Ok(Item { mech: mech.to_owned(), status: status.to_owned(), props })
+    Ok(Item { mech: mech.to_owned(), status, props })
 }
 
 pub fn parse(s: &str) -> Result<Authentication, String> {
@@ -139,12 +134,12 @@ pub fn parse(s: &str) -> Result<Authentication, String> {
         return Err("expected spf=…; dkim=…[; dkim=…]; dmarc=…".into());
     }
     let spf = SpfResult {
-        status: first.status.clone(),
+        status: first.status,
         domain: first.get("domain"),
         aligned: first.flag("aligned")?,
         detail: None,
     };
-    let unsigned = middle.len() == 1 && middle[0].status == "none" && middle[0].props.is_empty();
+    let unsigned = middle.len() == 1 && middle[0].status == AuthStatus::None && middle[0].props.is_empty();
     let dkim = if unsigned {
         Vec::new()
     } else {
@@ -152,7 +147,7 @@ pub fn parse(s: &str) -> Result<Authentication, String> {
             .iter()
             .map(|i| {
                 Ok(DkimResult {
-                    status: i.status.clone(),
+                    status: i.status,
                     domain: i.get("d"),
                     selector: i.get("s"),
                     aligned: i.flag("aligned")?,
@@ -162,13 +157,15 @@ pub fn parse(s: &str) -> Result<Authentication, String> {
             .collect::<Result<_, String>>()?
     };
     let dmarc = DmarcResult {
-        status: last.status.clone(),
+        status: last.status,
         domain: last.get("domain"),
         policy: last.get("policy"),
-        aligned_by: last
-            .get("aligned_by")
-            .map(|v| v.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
+        aligned_by: match last.get("aligned_by") {
+            Some(v) => {
+                v.split(',').map(Alignment::parse).collect::<Result<_, _>>().map_err(|e| e.to_string())?
+            }
+            None => Vec::new(),
+        },
         detail: None,
     };
     Ok(Authentication { spf, dkim, dmarc })
@@ -181,21 +178,21 @@ mod tests {
     pub(crate) fn sample() -> Authentication {
         Authentication {
             spf: SpfResult {
-                status: "pass".into(),
+                status: AuthStatus::Pass,
                 domain: Some("example.org".into()),
                 aligned: Some(true),
                 detail: None,
             },
             dkim: vec![
                 DkimResult {
-                    status: "pass".into(),
+                    status: AuthStatus::Pass,
                     domain: Some("example.org".into()),
                     selector: Some("sel1".into()),
                     aligned: Some(true),
                     detail: None,
                 },
                 DkimResult {
-                    status: "fail".into(),
+                    status: AuthStatus::Fail,
                     domain: Some("evil; dmarc=pass (x)".into()),
                     selector: None,
                     aligned: Some(false),
@@ -203,10 +200,10 @@ mod tests {
                 },
             ],
             dmarc: DmarcResult {
-                status: "pass".into(),
+                status: AuthStatus::Pass,
                 domain: Some("example.org".into()),
                 policy: Some("reject".into()),
-                aligned_by: vec!["spf".into(), "dkim".into()],
+                aligned_by: vec![Alignment::Spf, Alignment::Dkim],
                 detail: None,
             },
         }
@@ -227,14 +224,14 @@ mod tests {
     fn unsigned_and_sparse_results_round_trip() {
         let a = Authentication {
             spf: SpfResult {
-                status: "temperror".into(),
+                status: AuthStatus::TempError,
                 domain: None,
                 aligned: None,
                 detail: Some("dns".into()),
             },
             dkim: vec![],
             dmarc: DmarcResult {
-                status: "none".into(),
+                status: AuthStatus::None,
                 domain: Some("x.org".into()),
                 policy: None,
                 aligned_by: vec![],

@@ -11,6 +11,7 @@ pub mod domain_check;
 pub mod headers;
 pub mod submission;
 
+use crate::vocab::{Alignment, AuthStatus};
 use serde::{Deserialize, Serialize};
 
 /// The contract's `authentication` object (e2a contract §6.1).
@@ -25,7 +26,7 @@ pub struct Authentication {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpfResult {
     /// pass | fail | none | neutral | softfail | temperror | permerror
-    pub status: String,
+    pub status: AuthStatus,
     /// The RFC 5321 identity's domain: MAIL FROM's, or HELO's for the null sender.
     pub domain: Option<String>,
     /// Set only for a pass when a DMARC record was found: aligned with the From domain?
@@ -37,7 +38,7 @@ pub struct SpfResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkimResult {
     /// pass | fail | none | neutral | policy | temperror | permerror
-    pub status: String,
+    pub status: AuthStatus,
     /// `d=`
     pub domain: Option<String>,
     /// `s=`
@@ -50,13 +51,13 @@ pub struct DkimResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmarcResult {
     /// pass | fail | none | temperror | permerror
-    pub status: String,
+    pub status: AuthStatus,
     /// The RFC 5322 From (author) domain.
     pub domain: Option<String>,
     /// none | quarantine | reject, from the discovered record.
     pub policy: Option<String>,
     /// Which aligned mechanisms made it pass: a subset of `["spf", "dkim"]`, empty unless pass.
-    pub aligned_by: Vec<String>,
+    pub aligned_by: Vec<Alignment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -65,7 +66,9 @@ impl Authentication {
     /// postagent's one meaning of "verified": DMARC passed, which requires an SPF or DKIM pass
     /// aligned with the From domain. An unaligned pass is not verification.
     pub fn verified(&self) -> bool {
-        self.dmarc.status == "pass" && self.dmarc.domain.is_some() && !self.dmarc.aligned_by.is_empty()
+        self.dmarc.status == AuthStatus::Pass
+            && self.dmarc.domain.is_some()
+            && !self.dmarc.aligned_by.is_empty()
     }
 
     /// `verified_domain` in the message views: the DMARC-passing author domain.

@@ -13,6 +13,7 @@ use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;
 use postagent_core::service;
 use postagent_core::store::{SqlStore, Store};
+use postagent_core::vocab::{Alignment, AuthStatus};
 use postagent_delivery::webhook::{Worker, client::WebhookClient};
 use postagent_lab::dns::DnsServer;
 use postagent_lab::pg::PgCluster;
@@ -353,23 +354,23 @@ pub fn passing_authentication() -> postagent_core::auth::Authentication {
     use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
     Authentication {
         spf: SpfResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             aligned: Some(true),
             detail: None,
         },
         dkim: vec![DkimResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             selector: Some("s1".into()),
             aligned: Some(true),
             detail: None,
         }],
         dmarc: DmarcResult {
-            status: "pass".into(),
+            status: AuthStatus::Pass,
             domain: Some("example.org".into()),
             policy: Some("reject".into()),
-            aligned_by: vec!["spf".into(), "dkim".into()],
+            aligned_by: vec![Alignment::Spf, Alignment::Dkim],
             detail: None,
         },
     }

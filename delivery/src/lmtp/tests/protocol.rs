@@ -488,6 +488,9 @@ async fn one_info_line_per_transaction_with_the_queue_id() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let (srv, backend) = server().await;
     backend.set_temp_fail(&["b@agents.test"]);
+    // Tests on other threads log nowhere: a callsite they registered before this subscriber
+    // existed may have cached "never"; recompute now that it does.
+    tracing::callsite::rebuild_interest_cache();
     let mut c = Client::ready(srv.addr).await;
     let message = "Received: from c.test (unknown [127.0.0.1])\r\n\
         \tby mx.postagent.test (Postfix) with ESMTP id 4dQ1xk0sYzz9sWL\r\n\
