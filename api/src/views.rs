@@ -3,6 +3,7 @@
 
 use postagent_core::store::{Agent, ApiKey, Domain};
 use postagent_core::time::Timestamp;
+use postagent_core::vocab::ProbeStatus;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -112,11 +113,11 @@ pub struct DomainView {
     pub last_checked_at: Option<Timestamp>,
 }
 
-fn record_status(probe: &str) -> &'static str {
+fn record_status(probe: ProbeStatus) -> &'static str {
     match probe {
-        "found" => "verified",
-        "missing" | "mismatch" => "failed",
-        _ => "pending",
+        ProbeStatus::Found => "verified",
+        ProbeStatus::Missing | ProbeStatus::Mismatch => "failed",
+        ProbeStatus::Deferred | ProbeStatus::Pending => "pending",
     }
 }
 
@@ -137,7 +138,7 @@ impl DomainView {
                     value: d.verification_token.clone(),
                     priority: None,
                     purpose: "ownership",
-                    status: if d.operator_owned { "verified" } else { record_status(&d.txt_status) },
+                    status: if d.operator_owned { "verified" } else { record_status(d.txt_status) },
                 },
                 DnsRecordView {
                     kind: "MX",
@@ -145,7 +146,7 @@ impl DomainView {
                     value: mail_hostname.to_owned(),
                     priority: Some(10),
                     purpose: "inbound_mx",
-                    status: if d.operator_owned { "verified" } else { record_status(&d.mx_status) },
+                    status: if d.operator_owned { "verified" } else { record_status(d.mx_status) },
                 },
             ],
             created_at: d.created_at,

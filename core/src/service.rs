@@ -8,6 +8,7 @@ use crate::store::{
     Account, Agent, ApiKey, Domain, DomainCheck, NewAgent, NewApiKey, NewDomain, Store, StoreError,
 };
 use crate::time::Timestamp;
+use crate::vocab::ProbeStatus;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
@@ -178,21 +179,21 @@ pub async fn register_domain(
     Ok((row, created))
 }
 
-/// What one verification probe found (`found`, `missing`, `mismatch`, `deferred`).
+/// What one verification probe found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DomainProbe {
-    pub txt: &'static str,
-    pub mx: &'static str,
-    pub spf: &'static str,
+    pub txt: ProbeStatus,
+    pub mx: ProbeStatus,
+    pub spf: ProbeStatus,
 }
 
 impl DomainProbe {
     /// What a probe records: verified when the TXT and the MX were both found.
     pub fn check(&self, at: Timestamp) -> DomainCheck {
         DomainCheck {
-            verified: self.txt == "found" && self.mx == "found",
-            txt_status: self.txt.to_owned(),
-            mx_status: self.mx.to_owned(),
+            verified: self.txt == ProbeStatus::Found && self.mx == ProbeStatus::Found,
+            txt_status: self.txt,
+            mx_status: self.mx,
             checked_at: at,
         }
     }
@@ -204,26 +205,30 @@ pub async fn probe_domain(resolver: &Resolver, domain: &Domain, mail_hostname: &
     let (txt, mx) = tokio::join!(resolver.txt(&domain.domain), resolver.mx(&domain.domain));
     let (txt_status, spf) = match &txt {
         Ok(records) => (
-            if records.iter().any(|r| r.contains(&domain.verification_token)) { "found" } else { "missing" },
-            if records.iter().any(|r| r.trim_start().to_ascii_lowercase().starts_with("v=spf1")) {
-                "found"
+            if records.iter().any(|r| r.contains(&domain.verification_token)) {
+                ProbeStatus::Found
             } else {
-                "missing"
+                ProbeStatus::Missing
+            },
+            if records.iter().any(|r| r.trim_start().to_ascii_lowercase().starts_with("v=spf1")) {
+                ProbeStatus::Found
+            } else {
+                ProbeStatus::Missing
             },
         ),
         Err(e) => {
             tracing::warn!(domain = %domain.domain, error = %e, "ownership TXT lookup failed");
-            ("deferred", "deferred")
+            (ProbeStatus::Deferred, ProbeStatus::Deferred)
         }
     };
     let want = mail_hostname.trim_end_matches('.').to_ascii_lowercase();
     let mx_status = match &mx {
-        Ok(hosts) if hosts.iter().any(|(_, h)| *h == want) => "found",
-        Ok(hosts) if hosts.is_empty() => "missing",
-        Ok(_) => "mismatch",
+        Ok(hosts) if hosts.iter().any(|(_, h)| *h == want) => ProbeStatus::Found,
+        Ok(hosts) if hosts.is_empty() => ProbeStatus::Missing,
+        Ok(_) => ProbeStatus::Mismatch,
         Err(e) => {
             tracing::warn!(domain = %domain.domain, error = %e, "MX lookup failed");
-            "deferred"
+            ProbeStatus::Deferred
         }
     };
     DomainProbe { txt: txt_status, mx: mx_status, spf }
@@ -245,7 +250,7 @@ pub async fn verify_domain(
     };
     let probe = probe_domain(resolver, &domain, mail_hostname).await;
     let check = probe.check(Timestamp::now());
-    tracing::info!(domain = %domain.domain, txt = probe.txt, mx = probe.mx, spf = probe.spf,
+    tracing::info!(domain = %domain.domain, txt = %probe.txt, mx = %probe.mx, spf = %probe.spf,
         verified = check.verified, "domain verification probe");
     if !store.record_domain_check(account, &domain.domain, &domain.verification_token, check).await? {
         tracing::info!(domain = %domain.domain, "domain changed hands during verification; result dropped");
@@ -268,7 +273,7 @@ async fn take_over(
     let mut ours = held.clone();
     ours.verification_token = takeover_token(secret, account, name);
     let probe = probe_domain(resolver, &ours, mail_hostname).await;
-    tracing::info!(domain = %name, account = %account, txt = probe.txt, mx = probe.mx,
+    tracing::info!(domain = %name, account = %account, txt = %probe.txt, mx = %probe.mx,
         "domain takeover probe");
     let check = probe.check(Timestamp::now());
     if !check.verified {

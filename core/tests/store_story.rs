@@ -8,7 +8,7 @@ use postagent_core::store::{
     SqlStore, Store, StoreError,
 };
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::JobKind;
+use postagent_core::vocab::{JobKind, ProbeStatus, Word};
 use postagent_lab::pg::PgCluster;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -203,8 +203,8 @@ async fn domains(s: &dyn Store, a: &AccountId, b: &AccountId) {
     let t = Timestamp::now();
     let check = |verified: bool, status: &str| DomainCheck {
         verified,
-        txt_status: status.into(),
-        mx_status: status.into(),
+        txt_status: ProbeStatus::parse(status).expect("probe status"),
+        mx_status: ProbeStatus::parse(status).expect("probe status"),
         checked_at: t,
     };
     let token = d.verification_token.clone();
@@ -226,7 +226,7 @@ async fn domains(s: &dyn Store, a: &AccountId, b: &AccountId) {
     s.record_domain_check(a, "a.example", &token, check(false, "deferred")).await.expect("check");
     let d = s.get_domain(a, "a.example").await.expect("get").expect("exists");
     assert!(d.verified, "verification is sticky across a failed probe");
-    assert_eq!(d.txt_status, "deferred");
+    assert_eq!(d.txt_status.as_str(), "deferred");
 
     for i in 0..5 {
         s.register_domain(reg(b, &format!("b{i}.example"), false)).await.expect("register");

@@ -32,8 +32,8 @@ impl SqlStore {
         .bind(id.as_str())
         .fetch_one(&self.pool)
         .await?;
-        let direction: String = latest.try_get("direction")?;
-        let latest_from = if direction == "outbound" {
+        let direction: crate::vocab::Direction = super::sql::word(&latest, "direction")?;
+        let latest_from = if direction == crate::vocab::Direction::Outbound {
             latest.try_get("agent_email")?
         } else {
             latest.try_get("sender")?

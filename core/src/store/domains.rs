@@ -4,6 +4,7 @@ use super::sql::{flag, opt_ts, ts};
 use super::{Domain, DomainCheck, DomainStore, NewDomain, PageQuery, SqlStore, StoreError, StoreResult};
 use crate::ids::AccountId;
 use crate::time::Timestamp;
+use crate::vocab::ProbeStatus;
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -21,8 +22,8 @@ fn domain(row: &AnyRow) -> StoreResult<Domain> {
         operator_owned: flag(row, "operator_owned")?,
         verified_at: opt_ts(row, "verified_at")?,
         last_checked_at: opt_ts(row, "last_checked_at")?,
-        txt_status: row.try_get("txt_status")?,
-        mx_status: row.try_get("mx_status")?,
+        txt_status: super::sql::word(row, "txt_status")?,
+        mx_status: super::sql::word(row, "mx_status")?,
         created_at: ts(row, "created_at")?,
         agent_count: row.try_get("agent_count")?,
     })
@@ -49,7 +50,7 @@ impl DomainStore for SqlStore {
         .bind(new.verification_token.as_str())
         .bind(verified)
         .bind(new.operator_owned.then_some(now))
-        .bind(if new.operator_owned { "found" } else { "pending" })
+        .bind(if new.operator_owned { ProbeStatus::Found } else { ProbeStatus::Pending }.as_str())
         .bind(now)
         .execute(&self.pool)
         .await?
@@ -85,7 +86,7 @@ impl DomainStore for SqlStore {
                 c.mx_status.as_str(),
                 Some(c.checked_at.as_micros()),
             ),
-            None => (0, "pending", "pending", None),
+            None => (0, ProbeStatus::Pending.as_str(), ProbeStatus::Pending.as_str(), None),
         };
         let done = sqlx::query(
             "UPDATE domains SET account_id = $3, verification_token = $4, verified = $5,
@@ -151,8 +152,8 @@ impl DomainStore for SqlStore {
         .bind(account.as_str())
         .bind(token)
         .bind(i64::from(check.verified))
-        .bind(check.txt_status)
-        .bind(check.mx_status)
+        .bind(check.txt_status.as_str())
+        .bind(check.mx_status.as_str())
         .bind(check.checked_at.as_micros())
         .execute(&self.pool)
         .await?;

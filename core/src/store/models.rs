@@ -5,7 +5,7 @@ use crate::ids::{AccountId, ApiKeyId};
 use crate::time::Timestamp;
 use crate::vocab::{
     BounceType, DeliveryState, DeliveryStatus, Direction, EventKind, EventStatus, HoldState, JobKind,
-    MessageStatus, MessageType, OnExpiry, ReadStatus, ReviewStatus, SendMethod,
+    MessageStatus, MessageType, OnExpiry, ProbeStatus, ReadStatus, ReviewStatus, SendMethod,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,8 +62,8 @@ pub struct NewDomain {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DomainCheck {
     pub verified: bool,
-    pub txt_status: String,
-    pub mx_status: String,
+    pub txt_status: ProbeStatus,
+    pub mx_status: ProbeStatus,
     pub checked_at: Timestamp,
 }
 
@@ -76,8 +76,8 @@ pub struct Domain {
     pub operator_owned: bool,
     pub verified_at: Option<Timestamp>,
     pub last_checked_at: Option<Timestamp>,
-    pub txt_status: String,
-    pub mx_status: String,
+    pub txt_status: ProbeStatus,
+    pub mx_status: ProbeStatus,
     pub created_at: Timestamp,
     /// Live agents on this domain.
     pub agent_count: i64,
