@@ -1,11 +1,16 @@
-//! Building outbox events: the contract's envelope `{type, id, schema_version, created_at,
-//! data}` and the row that carries it.
+//! Every event postagent emits, built here: the contract's envelope `{type, id,
+//! schema_version, created_at, data}` and the row that carries it ([`MessageEvent`]), and the
+//! `data` payloads (contract §4.3) — `email.received` ([`Received`]), the outbound family
+//! (`email.sent`, `email.failed`, `email.bounced`, the review events: [`outbound_data`]) and
+//! the gate events' fields ([`gate_fields`]). The catalog of kinds is
+//! [`EventKind`](crate::vocab::EventKind); a new kind is a word there and a builder here.
 
 use crate::ids::AccountId;
+use crate::protection::Protection;
 use crate::sign::sha256_hex;
-use crate::store::NewEvent;
+use crate::store::{Agent, NewAttachment, NewEvent};
 use crate::time::Timestamp;
-use crate::vocab::EventKind;
+use crate::vocab::{Direction, EventKind, MessageType, optional_str};
 use serde_json::{Value, json};
 
 /// The deterministic id of the event `kind` about `subject`: the same on every retry,
@@ -66,4 +71,162 @@ pub fn with_fields(mut data: Value, extra: Value) -> Value {
         }
     }
     data
+}
+
+/// The contract's `AttachmentMetaView`.
+pub fn attachment_json(a: &NewAttachment) -> Value {
+    let mut v = json!({"index": a.index, "size_bytes": a.size_bytes});
+    if let Some(obj) = v.as_object_mut() {
+        for (k, val) in
+            [("filename", &a.filename), ("content_type", &a.content_type), ("content_id", &a.content_id)]
+        {
+            if let Some(val) = val {
+                obj.insert(k.into(), json!(val));
+            }
+        }
+    }
+    v
+}
+
+/// The facts of an `email.received` payload, whether the message is being filed or released
+/// from review.
+pub struct Received<'a> {
+    pub message_id: &'a str,
+    pub agent_email: &'a str,
+    pub header_from: Option<&'a str>,
+    pub envelope_from: Option<&'a str>,
+    pub verified_domain: Option<&'a str>,
+    /// The contract's `authentication` object, or null.
+    pub authentication: Value,
+    pub to: &'a [String],
+    pub cc: &'a [String],
+    pub reply_to: &'a [String],
+    pub subject: &'a str,
+    pub received_at: Timestamp,
+    pub attachments: &'a [NewAttachment],
+    pub conversation_id: Option<&'a str>,
+}
+
+impl Received<'_> {
+    /// The `email.received` payload (contract §4.3); `conversation_id` is left out when empty.
+    pub fn data(&self) -> Value {
+        let mut data = json!({
+            "message_id": self.message_id,
+            "agent_email": self.agent_email,
+            "direction": Direction::Inbound,
+            "header_from": self.header_from,
+            "envelope_from": self.envelope_from,
+            "verified_domain": self.verified_domain,
+            "authentication": self.authentication,
+            "to": self.to,
+            "cc": self.cc,
+            "reply_to": self.reply_to,
+            "delivered_to": self.agent_email,
+            "subject": self.subject,
+            "received_at": self.received_at,
+            "attachments": self.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
+        });
+        if let (Some(conv), Some(obj)) =
+            (self.conversation_id.filter(|c| !c.is_empty()), data.as_object_mut())
+        {
+            obj.insert("conversation_id".into(), json!(conv));
+        }
+        data
+    }
+}
+
+/// The identity fields an inbound gate event (`email.flagged`, `email.blocked`,
+/// `email.review_requested`) carries before [`gate_fields`]: who sent what to whom, and how it
+/// authenticated; never the body or the attachments.
+pub fn inbound_gate_data(r: &Received<'_>) -> Value {
+    json!({
+        "message_id": r.message_id,
+        "agent_email": r.agent_email,
+        "direction": Direction::Inbound,
+        "header_from": r.header_from,
+        "envelope_from": r.envelope_from,
+        "authentication": r.authentication,
+        "delivered_to": r.agent_email,
+        "subject": r.subject,
+    })
+}
+
+/// The facts about an outbound message that its events repeat.
+pub struct OutboundFacts<'a> {
+    pub to: &'a [String],
+    pub cc: &'a [String],
+    pub bcc: &'a [String],
+    pub subject: &'a str,
+    pub message_type: Option<MessageType>,
+    pub conversation_id: &'a str,
+}
+
+impl<'a> OutboundFacts<'a> {
+    /// The facts of a stored outbound message.
+    pub fn of(m: &'a crate::store::Message, conversation_id: &'a str) -> Self {
+        Self {
+            to: &m.to,
+            cc: &m.cc,
+            bcc: &m.bcc,
+            subject: &m.subject,
+            message_type: m.message_type,
+            conversation_id,
+        }
+    }
+}
+
+/// What `email.sent`, `email.failed`, `email.bounced` and the outbound review and gate
+/// events share (contract §4.3).
+pub fn outbound_data(agent: &Agent, id: &str, m: &OutboundFacts<'_>) -> Value {
+    let mut data = json!({
+        "message_id": id,
+        "agent_email": agent.email,
+        "direction": Direction::Outbound,
+        "from": agent.email,
+        "to": m.to,
+        "cc": m.cc,
+        "bcc": m.bcc,
+        "subject": m.subject,
+        "message_type": optional_str(m.message_type),
+    });
+    if let (Some(obj), false) = (data.as_object_mut(), m.conversation_id.is_empty()) {
+        obj.insert("conversation_id".into(), json!(m.conversation_id));
+    }
+    data
+}
+
+/// An event about an outbound message of `agent`.
+pub fn outbound_event(
+    agent: &Agent,
+    id: &str,
+    conversation_id: &str,
+    kind: EventKind,
+    data: Value,
+    at: Timestamp,
+) -> NewEvent {
+    MessageEvent {
+        account_id: &agent.account_id,
+        agent_email: &agent.email,
+        message_id: id,
+        conversation_id: Some(conversation_id),
+        kind,
+        data,
+        at,
+    }
+    .build()
+}
+
+/// What a gate event (`email.flagged`, `email.blocked`, `email.review_requested`) adds to its
+/// payload: the reason, the gate's policy and `reason_source`, the sender gate inbound and the
+/// recipient gate outbound.
+pub fn gate_fields(data: &mut Value, direction: Direction, reason: &str, protection: &Protection) {
+    let (policy, source) = match direction {
+        Direction::Inbound => (protection.inbound.gate.policy, crate::protection::SENDER_GATE),
+        Direction::Outbound => (protection.outbound.gate.policy, crate::protection::RECIPIENT_GATE),
+    };
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("reason".into(), json!(reason));
+        obj.insert("policy".into(), json!(policy));
+        obj.insert("reason_source".into(), json!(source));
+    }
 }

@@ -7,7 +7,7 @@
 //! and milter message id so a redelivery after a lost 250 is stored once.
 
 use crate::auth::headers::{self, Claims, Delivery, EntityType, VerifyError};
-use crate::event::MessageEvent;
+use crate::event::{MessageEvent, Received, gate_fields, inbound_gate_data};
 use crate::ids;
 use crate::mime;
 use crate::outbound::verp;
@@ -337,15 +337,22 @@ pub fn filed(
     let source_id = p.source_for(recipient);
     let id = message_id_for(source_id, &agent.email);
     let auth_json = authentication.as_ref().and_then(|a| serde_json::to_value(a).ok());
-    let data = received_data(
-        agent,
-        p,
-        &id,
-        auth_json.clone(),
-        verified_domain.as_deref(),
-        conversation_id.as_deref(),
-        now,
-    );
+    let received = Received {
+        message_id: &id,
+        agent_email: &agent.email,
+        header_from: p.parsed.header_from.as_deref(),
+        envelope_from: p.envelope_from.as_deref(),
+        verified_domain: verified_domain.as_deref(),
+        authentication: auth_json.clone().unwrap_or(serde_json::Value::Null),
+        to: &p.parsed.to,
+        cc: &p.parsed.cc,
+        reply_to: &p.parsed.reply_to,
+        subject: &p.parsed.subject,
+        received_at: now,
+        attachments: &p.parsed.attachments,
+        conversation_id: conversation_id.as_deref(),
+    };
+    let data = received.data();
     let (status, review_status, flag_reason, hold) = match verdict {
         Verdict::Pass => (MessageStatus::Received, None, None, None),
         Verdict::Flag { reason } => (MessageStatus::Received, None, Some(reason.clone()), None),
@@ -374,18 +381,13 @@ pub fn filed(
         }
         .build()
     };
-    let mut gate_data = json!({
-        "message_id": id, "agent_email": agent.email, "direction": "inbound",
-        "header_from": p.parsed.header_from, "envelope_from": p.envelope_from,
-        "authentication": auth_json, "delivered_to": agent.email, "subject": p.parsed.subject,
-        "policy": protection.inbound.gate.policy, "reason_source": crate::protection::SENDER_GATE,
-    });
+    let mut gate_data = inbound_gate_data(&received);
     let reason = match verdict {
         Verdict::Pass => String::new(),
         Verdict::Flag { reason } | Verdict::Review { reason } | Verdict::Block { reason } => reason.clone(),
     };
+    gate_fields(&mut gate_data, Direction::Inbound, &reason, protection);
     if let Some(obj) = gate_data.as_object_mut() {
-        obj.insert("reason".into(), json!(reason));
         if let Some(h) = &hold {
             obj.insert("approval_expires_at".into(), json!(h.expires_at));
             obj.insert("conversation_id".into(), json!(conversation_id.clone().unwrap_or_default()));
@@ -427,53 +429,6 @@ pub fn filed(
         hold,
     };
     (msg, events)
-}
-
-/// The `email.received` payload (contract §4.3).
-pub fn received_data(
-    agent: &Agent,
-    p: &Prepared,
-    id: &str,
-    authentication: Option<serde_json::Value>,
-    verified_domain: Option<&str>,
-    conversation_id: Option<&str>,
-    now: Timestamp,
-) -> serde_json::Value {
-    let mut data = json!({
-        "message_id": id,
-        "agent_email": agent.email,
-        "direction": "inbound",
-        "header_from": p.parsed.header_from,
-        "envelope_from": p.envelope_from,
-        "verified_domain": verified_domain,
-        "authentication": authentication,
-        "to": p.parsed.to,
-        "cc": p.parsed.cc,
-        "reply_to": p.parsed.reply_to,
-        "delivered_to": agent.email,
-        "subject": p.parsed.subject,
-        "received_at": now,
-        "attachments": p.parsed.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
-    });
-    if let (Some(conv), Some(obj)) = (conversation_id.filter(|c| !c.is_empty()), data.as_object_mut()) {
-        obj.insert("conversation_id".into(), json!(conv));
-    }
-    data
-}
-
-/// The contract's `AttachmentMetaView`.
-pub fn attachment_json(a: &NewAttachment) -> serde_json::Value {
-    let mut v = json!({"index": a.index, "size_bytes": a.size_bytes});
-    if let Some(obj) = v.as_object_mut() {
-        for (k, val) in
-            [("filename", &a.filename), ("content_type", &a.content_type), ("content_id", &a.content_id)]
-        {
-            if let Some(val) = val {
-                obj.insert(k.into(), json!(val));
-            }
-        }
-    }
-    v
 }
 
 /// The first text and HTML bodies of a stored message, for the API's `parsed` view.

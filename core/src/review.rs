@@ -5,10 +5,8 @@
 //! "not pending" and changes nothing. That is what makes two replicas sweeping the same
 //! expired hold apply `on_expiry` exactly once.
 
-use crate::event::with_fields;
-use crate::outbound::send::{
-    OutboundFacts, attachment_rows, compose_for, is_loopback, loopback_twin, outbound_data, outbound_event,
-};
+use crate::event::{OutboundFacts, Received, outbound_data, outbound_event, with_fields};
+use crate::outbound::send::{attachment_rows, compose_for, is_loopback, loopback_twin};
 use crate::outbound::{Draft, DraftAttachment, DraftError, address::bare};
 use crate::secret::Secret;
 use crate::store::{
@@ -186,19 +184,22 @@ async fn received_from_row(store: &dyn Store, m: &Message) -> Result<Value, Stor
     let attachments = store.list_attachments(&m.id).await?;
     let authentication: Value =
         m.authentication.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null);
-    let mut data = json!({
-        "message_id": m.id, "agent_email": m.agent_email, "direction": "inbound",
-        "header_from": m.header_from, "envelope_from": m.envelope_from, "verified_domain": m.verified_domain,
-        "authentication": authentication, "to": m.to, "cc": m.cc, "reply_to": m.reply_to,
-        "delivered_to": m.delivered_to, "subject": m.subject, "received_at": m.created_at,
-        "attachments": attachments.iter().map(crate::inbound::attachment_json).collect::<Vec<_>>(),
-    });
-    if let (Some(c), Some(obj)) =
-        (m.conversation_id.as_deref().filter(|c| !c.is_empty()), data.as_object_mut())
-    {
-        obj.insert("conversation_id".into(), json!(c));
+    Ok(Received {
+        message_id: &m.id,
+        agent_email: &m.agent_email,
+        header_from: m.header_from.as_deref(),
+        envelope_from: m.envelope_from.as_deref(),
+        verified_domain: m.verified_domain.as_deref(),
+        authentication,
+        to: &m.to,
+        cc: &m.cc,
+        reply_to: &m.reply_to,
+        subject: &m.subject,
+        received_at: m.created_at,
+        attachments: &attachments,
+        conversation_id: m.conversation_id.as_deref(),
     }
-    Ok(data)
+    .data())
 }
 
 /// Approves a hold. Outbound: composes the (possibly edited) draft and queues it, or delivers
@@ -259,7 +260,7 @@ pub async fn approve(
             cc: &cc,
             bcc: &bcc,
             subject: &draft.subject,
-            message_type: optional_str(cx.message.message_type),
+            message_type: cx.message.message_type,
             conversation_id: &conversation_id,
         };
         let loopback = is_loopback(&cx.agent, &checked);

@@ -129,7 +129,7 @@ pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError>
         obj.insert("conversation_id".into(), json!(m.conversation_id.clone().unwrap_or_default()));
         obj.insert(
             "attachments".into(),
-            json!(attachments.iter().map(inbound::attachment_json).collect::<Vec<_>>()),
+            json!(attachments.iter().map(postagent_core::event::attachment_json).collect::<Vec<_>>()),
         );
         obj.insert("raw_message".into(), raw.as_ref().map_or(Value::Null, |r| json!(B64.encode(r))));
         if let Some(raw) = raw {
@@ -354,7 +354,7 @@ pub async fn attachment(
     let expires_at = Timestamp::now().plus_secs(crate::download::TOKEN_TTL_SECS);
     let token = crate::download::token(&state.secret, &m.id, index, expires_at);
     let base = state.settings.public_url_or_default();
-    let mut v = inbound::attachment_json(&meta);
+    let mut v = postagent_core::event::attachment_json(&meta);
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
             "download_url".into(),

@@ -3,7 +3,7 @@
 //! `email.bounced`; delay warnings change nothing but the delivery detail.
 
 use super::dsn;
-use super::send::{OutboundFacts, outbound_data, outbound_event};
+use crate::event::{OutboundFacts, outbound_data, outbound_event};
 use crate::store::{MessageUpdate, Store, StoreError, Transition};
 use crate::time::Timestamp;
 use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus};

@@ -6,7 +6,7 @@
 use super::address::Mailbox;
 use super::compose::{self, Ids};
 use super::{Checked, Draft, DraftError};
-use crate::event::MessageEvent;
+use crate::event::{OutboundFacts, gate_fields, outbound_data, outbound_event};
 use crate::ids::{self, AccountId};
 use crate::inbound::{self, Prepared};
 use crate::protection::{Protection, Verdict};
@@ -18,7 +18,6 @@ use crate::store::{
 use crate::time::Timestamp;
 use crate::vocab::{
     DeliveryStatus, Direction, EventKind, JobKind, MessageStatus, MessageType, ReviewStatus, SendMethod,
-    optional_str,
 };
 use serde_json::{Value, json};
 
@@ -106,70 +105,6 @@ pub fn attachment_rows(raw: &[u8]) -> Vec<NewAttachment> {
     inbound::parse(raw).attachments
 }
 
-/// `email.sent` / `email.failed` / review payloads share these fields (contract §4.3).
-pub fn outbound_data(agent: &Agent, id: &str, m: &OutboundFacts<'_>) -> Value {
-    let mut data = json!({
-        "message_id": id,
-        "agent_email": agent.email,
-        "direction": "outbound",
-        "from": agent.email,
-        "to": m.to,
-        "cc": m.cc,
-        "bcc": m.bcc,
-        "subject": m.subject,
-        "message_type": m.message_type,
-    });
-    if let (Some(obj), false) = (data.as_object_mut(), m.conversation_id.is_empty()) {
-        obj.insert("conversation_id".into(), json!(m.conversation_id));
-    }
-    data
-}
-
-/// The facts about an outbound message that its events repeat.
-pub struct OutboundFacts<'a> {
-    pub to: &'a [String],
-    pub cc: &'a [String],
-    pub bcc: &'a [String],
-    pub subject: &'a str,
-    pub message_type: &'static str,
-    pub conversation_id: &'a str,
-}
-
-impl<'a> OutboundFacts<'a> {
-    /// The facts of a stored outbound message.
-    pub fn of(m: &'a crate::store::Message, conversation_id: &'a str) -> Self {
-        Self {
-            to: &m.to,
-            cc: &m.cc,
-            bcc: &m.bcc,
-            subject: &m.subject,
-            message_type: optional_str(m.message_type),
-            conversation_id,
-        }
-    }
-}
-
-/// An event about an outbound message.
-pub fn outbound_event(
-    agent: &Agent,
-    id: &str,
-    conversation_id: &str,
-    kind: EventKind,
-    data: Value,
-    at: Timestamp,
-) -> NewEvent {
-    MessageEvent {
-        account_id: &agent.account_id,
-        agent_email: &agent.email,
-        message_id: id,
-        conversation_id: Some(conversation_id),
-        kind,
-        data,
-        at,
-    }
-    .build()
-}
-
 /// The inbound copy of a loopback self-send, with its `email.received` event: stored with
 /// `authentication: null` (no milter saw it) and the sender's conversation.
 pub fn loopback_twin(
@@ -213,16 +148,6 @@ fn sealed(secret: &Secret, idem: &Option<(AccountId, String)>, outcome: &Outcome
     Some(IdempotencyDone { account_id: account.clone(), key: key.clone(), status, body })
 }
 
-/// What an outbound gate event says of its verdict: the reason, the gate's policy and
-/// `reason_source` (the recipient gate), as the inbound ones do for the sender gate.
-fn gate_fields(data: &mut serde_json::Value, reason: &str, protection: &Protection) {
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("reason".into(), json!(reason));
-        obj.insert("policy".into(), json!(protection.outbound.gate.policy));
-        obj.insert("reason_source".into(), json!(crate::protection::RECIPIENT_GATE));
-    }
-}
-
 /// Takes a send from `agent`.
 pub async fn send(
     store: &dyn Store,
@@ -250,14 +175,14 @@ pub async fn send(
         cc: &cc,
         bcc: &bcc,
         subject: &out.draft.subject,
-        message_type: out.message_type.as_str(),
+        message_type: Some(out.message_type),
         conversation_id: &conversation_id,
     };
     if let Verdict::Block { reason } = &verdict {
         // Nothing is stored: the event names a rowless id, as the contract's `msgblk_…`.
         let block_id = ids::mint("msgblk_", 12);
         let mut data = outbound_data(agent, &block_id, &facts);
-        gate_fields(&mut data, reason, &protection);
+        gate_fields(&mut data, Direction::Outbound, reason, &protection);
         let mut event =
             outbound_event(agent, &block_id, &conversation_id, EventKind::EmailBlocked, data, now);
         event.message_id = None;
@@ -305,7 +230,7 @@ pub async fn send(
         // Sent as usual, but marked, and the account hears of it.
         message.flag_reason = Some(reason.clone());
         let mut data = outbound_data(agent, &id, &facts);
-        gate_fields(&mut data, reason, &protection);
+        gate_fields(&mut data, Direction::Outbound, reason, &protection);
         insert.events.push(outbound_event(agent, &id, &conversation_id, EventKind::EmailFlagged, data, now));
     }
     let outcome = if let Verdict::Review { reason } = &verdict {
@@ -313,7 +238,7 @@ pub async fn send(
         message.status = MessageStatus::PendingReview;
         message.review_status = Some(ReviewStatus::PendingReview);
         let mut data = outbound_data(agent, &id, &facts);
-        gate_fields(&mut data, reason, &protection);
+        gate_fields(&mut data, Direction::Outbound, reason, &protection);
         if let Some(obj) = data.as_object_mut() {
             obj.insert("approval_expires_at".into(), json!(expires_at));
         }
