@@ -387,11 +387,9 @@ pub fn filed(
         Verdict::Flag { reason } | Verdict::Review { reason } | Verdict::Block { reason } => reason.clone(),
     };
     gate_fields(&mut gate_data, Direction::Inbound, &reason, protection);
-    if let Some(obj) = gate_data.as_object_mut() {
-        if let Some(h) = &hold {
-            obj.insert("approval_expires_at".into(), json!(h.expires_at));
-            obj.insert("conversation_id".into(), json!(conversation_id.clone().unwrap_or_default()));
-        }
+    if let (Some(obj), Some(h)) = (gate_data.as_object_mut(), &hold) {
+        obj.insert("approval_expires_at".into(), json!(h.expires_at));
+        obj.insert("conversation_id".into(), json!(conversation_id.clone().unwrap_or_default()));
     }
     let events = match verdict {
         Verdict::Pass => vec![event(EventKind::EmailReceived, data)],
