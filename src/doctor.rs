@@ -90,9 +90,9 @@ fn check_peers(r: &mut Report, role: &str, addr: &str, peers: &postagent_core::p
     }
 }
 
-fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
-    match ListenAddr::parse(listen) {
-        Ok(ListenAddr::Tcp(addr)) => match std::net::TcpStream::connect_timeout(
+fn check_socket(r: &mut Report, role: &str, listen: &ListenAddr, config: &Config) {
+    match listen {
+        ListenAddr::Tcp(addr) => match std::net::TcpStream::connect_timeout(
             &addr.parse().unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             Duration::from_secs(2),
         ) {
@@ -101,8 +101,8 @@ fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
                 r.fail(&format!("{role} on {addr}: {e}"), "start postagent (systemctl start postagent)")
             }
         },
-        Ok(ListenAddr::Unix(path)) => {
-            let Ok(meta) = std::fs::metadata(&path) else {
+        ListenAddr::Unix(path) => {
+            let Ok(meta) = std::fs::metadata(path) else {
                 r.fail(
                     &format!("{role} socket {} does not exist", path.display()),
                     "start postagent (systemctl start postagent)",
@@ -117,7 +117,7 @@ fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
                 return;
             }
             let mode = meta.permissions().mode() & 0o777;
-            if config.unix_socket_mode().is_some_and(|want| want != mode) {
+            if config.unix_socket_mode.0 != mode {
                 r.warn(
                     &format!(
                         "{} has mode {mode:04o}, configured {}",
@@ -141,17 +141,16 @@ fn check_socket(r: &mut Report, role: &str, listen: &str, config: &Config) {
                     "check unix_socket_group and that postagent may use that group (SupplementaryGroups=postfix)",
                 );
             }
-            match std::os::unix::net::UnixStream::connect(&path) {
+            match std::os::unix::net::UnixStream::connect(path) {
                 Ok(_) => r.ok(&format!("{role} accepts connections on unix:{}", path.display())),
                 Err(e) => r.fail(&format!("{role} socket {}: {e}", path.display()), "start postagent"),
             }
         }
-        Err(e) => r.fail(&format!("{role} listener: {e}"), "fix the *_listen setting"),
     }
 }
 
-fn endpoint(listen: &str, queue_dir: &str) -> Option<String> {
-    crate::postfix::endpoint(listen, queue_dir, "listener").ok()
+fn endpoint(listen: &Option<ListenAddr>, queue_dir: &str) -> Option<String> {
+    listen.as_ref().map(|a| crate::postfix::endpoint(a, queue_dir))
 }
 
 fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &[String]) {
@@ -227,9 +226,7 @@ fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &
 }
 
 async fn check_dns(r: &mut Report, config: &Config, domains: &[String]) {
-    let Ok(resolver) =
-        postagent_core::dns::Resolver::new(config.dns_server_addr().ok().flatten(), config.dns_timeout())
-    else {
+    let Ok(resolver) = postagent_core::dns::Resolver::new(config.dns_server, config.dns_timeout) else {
         r.fail("cannot build the DNS resolver", "check dns_server");
         return;
     };
@@ -371,19 +368,21 @@ pub async fn run(config: Config, file: Option<PathBuf>, args: DoctorArgs) -> any
                 store.list_agents(&account.id, false, &all).await?.into_iter().next().map(|a| a.email);
         }
     }
-    for (role, listen) in
-        [("milter", &config.milter_listen), ("LMTP", &config.lmtp_listen), ("API", &config.api_listen)]
-    {
-        if !listen.is_empty() {
+    for (role, listen) in [
+        ("milter", config.milter_listen.as_ref()),
+        ("LMTP", config.lmtp_listen.as_ref()),
+        ("API", Some(&config.api_listen)),
+    ] {
+        if let Some(listen) = listen {
             check_socket(&mut r, role, listen, &config);
         }
     }
     for (role, listen, peers, key) in [
-        ("milter", &config.milter_listen, config.milter_peers(), "milter_peers"),
-        ("LMTP", &config.lmtp_listen, config.lmtp_peers(), "lmtp_peers"),
+        ("milter", &config.milter_listen, &config.milter_peers, "milter_peers"),
+        ("LMTP", &config.lmtp_listen, &config.lmtp_peers, "lmtp_peers"),
     ] {
-        if let Ok(ListenAddr::Tcp(addr)) = ListenAddr::parse(listen) {
-            check_peers(&mut r, role, &addr, &peers, key);
+        if let Some(ListenAddr::Tcp(addr)) = listen {
+            check_peers(&mut r, role, addr, peers, key);
         }
     }
     check_postfix(&mut r, &config, args.postfix_config_dir.as_deref(), &domains);

@@ -36,7 +36,7 @@ pub struct LabArgs {
     smtp_port: u16,
 }
 
-pub async fn run(args: LabArgs, flags: Vec<(&'static str, String)>) -> anyhow::Result<()> {
+pub async fn run(args: LabArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
     mail_lab::check_can_run_postfix()?;
     let dir = match args.dir {
         Some(d) => {
@@ -110,9 +110,9 @@ fn lab_config(
     dir: &Path,
     zone: &SampleZone,
     originating_port: u16,
-    flags: Vec<(&'static str, String)>,
+    flags: Vec<(String, String)>,
 ) -> anyhow::Result<Config> {
-    let mut pairs: Vec<(&str, String)> = vec![
+    let mut pairs: Vec<(String, String)> = [
         ("data_dir", dir.display().to_string()),
         ("milter_listen", "127.0.0.1:0".into()),
         ("lmtp_listen", "127.0.0.1:0".into()),
@@ -121,10 +121,12 @@ fn lab_config(
         ("dns_server", zone.dns().addr().to_string()),
         ("dns_timeout", "2s".into()),
         ("submission_relay", format!("127.0.0.1:{originating_port}")),
-    ];
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
     // The operator's flags win, except where the lab's wiring depends on the value.
     for (key, value) in flags {
-        if matches!(key, "dns_server" | "shared_domain" | "mail_hostname" | "submission_relay") {
+        if matches!(key.as_str(), "dns_server" | "shared_domain" | "mail_hostname" | "submission_relay") {
             anyhow::bail!(
                 "--{} cannot be changed in the lab: its DNS zone and Postfix depend on it",
                 key.replace('_', "-")

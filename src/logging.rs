@@ -25,10 +25,10 @@ pub fn init(config: &Config) -> anyhow::Result<()> {
         _ => filter_for(&config.log_level)?,
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let json = config.log_format == "json";
+    let json = config.log_format == postagent_core::vocab::LogFormat::Json;
     let fmt = tracing_subscriber::fmt::layer();
-    let syslog = if config.log_target == "syslog" {
-        match Syslog::connect(&config.syslog_socket, &config.syslog_facility) {
+    let syslog = if config.log_target == postagent_core::vocab::LogTarget::Syslog {
+        match Syslog::connect(&config.syslog_socket, config.syslog_facility.as_str()) {
             Ok(w) => Some(w),
             Err(e) => {
                 // A host without a syslog daemon still gets its logs, and is told why.
@@ -92,14 +92,14 @@ struct Syslog {
 }
 
 impl Syslog {
-    fn connect(path: &str, facility: &str) -> anyhow::Result<Self> {
+    fn connect(path: &std::path::Path, facility: &str) -> anyhow::Result<Self> {
         let facility = facility_code(facility).ok_or_else(|| {
             anyhow::anyhow!("syslog_facility {facility:?}: use mail, daemon or local0..local7")
         })?;
         let socket = UnixDatagram::unbound()?;
         socket
             .connect(path)
-            .map_err(|e| anyhow::anyhow!("cannot connect to the syslog socket {path}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot connect to the syslog socket {}: {e}", path.display()))?;
         // A stuck syslogd must never stall a mail transaction: a line that cannot be sent at
         // once is dropped.
         socket.set_nonblocking(true)?;
@@ -171,7 +171,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.sock");
         let server = UnixDatagram::bind(&path).expect("bind");
-        let syslog = Syslog::connect(path.to_str().expect("utf-8"), "mail").expect("connect");
+        let syslog = Syslog::connect(&path, "mail").expect("connect");
         let mut line = syslog.make_writer();
         line.write_all(b"4dQ1xk0sYzz9sWL: stored msg=msg_1\n").expect("write");
         drop(line);
@@ -184,6 +184,6 @@ mod tests {
         assert_eq!(pri(2, tracing::Level::WARN), 20);
         assert_eq!(pri(2, tracing::Level::DEBUG), 23);
         assert!(facility_code("kern").is_none());
-        assert!(Syslog::connect("/nonexistent/log.sock", "mail").is_err());
+        assert!(Syslog::connect(std::path::Path::new("/nonexistent/log.sock"), "mail").is_err());
     }
 }

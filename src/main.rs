@@ -7,14 +7,12 @@ mod admin;
 mod doctor;
 mod lab;
 mod listen;
-mod logging;
-mod notify;
 mod postfix;
-mod serve;
 mod verify;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use postagent::{logging, serve};
 use postagent_core::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,123 +26,47 @@ struct Cli {
     command: Command,
 }
 
-/// Configuration overrides; each is also a key in the TOML file and a `POSTAGENT_*` variable.
+/// The flags every command takes besides the configuration keys (which [`with_key_flags`]
+/// adds, one `--key-with-dashes` per key of [`Config`]).
 #[derive(Args, Default)]
 struct GlobalFlags {
     /// Configuration file (default: /etc/postagent/postagent.toml when it exists).
     #[arg(long, global = true, env = "POSTAGENT_CONFIG")]
     config: Option<PathBuf>,
-    /// Directory for the SQLite file and the generated secret.
-    #[arg(long, global = true)]
-    data_dir: Option<String>,
-    /// sqlite://PATH or postgres://USER@HOST/DB.
-    #[arg(long, global = true)]
-    database_url: Option<String>,
-    /// REST API listener: HOST:PORT or unix:PATH.
-    #[arg(long, global = true)]
-    api_listen: Option<String>,
-    /// Milter listener: HOST:PORT or unix:PATH.
-    #[arg(long, global = true)]
-    milter_listen: Option<String>,
-    /// LMTP listener: HOST:PORT or unix:PATH.
-    #[arg(long, global = true)]
-    lmtp_listen: Option<String>,
-    /// Base URL clients use to reach the API.
-    #[arg(long, global = true)]
-    public_url: Option<String>,
-    /// Domain on which agents may be created by slug.
-    #[arg(long, global = true)]
-    shared_domain: Option<String>,
-    /// File holding the deployment HMAC secret (created when absent).
-    #[arg(long, global = true)]
-    hmac_secret_file: Option<String>,
-    /// DNS server for lookups, IP or IP:PORT (default: the system resolver).
-    #[arg(long, global = true)]
-    dns_server: Option<String>,
-    /// Host name agent domains must point their MX at.
-    #[arg(long, global = true)]
-    mail_hostname: Option<String>,
-    /// Upper bound of one DNS lookup, e.g. 5s.
-    #[arg(long, global = true)]
-    dns_timeout: Option<String>,
-    /// Grace for in-flight requests after SIGTERM/SIGINT, e.g. 30s.
-    #[arg(long, global = true)]
-    shutdown_timeout: Option<String>,
-    /// Pooled database connections per process.
-    #[arg(long, global = true)]
-    database_max_connections: Option<String>,
-    /// Largest message the milter and the LMTP server accept, in bytes.
-    #[arg(long, global = true)]
-    max_message_bytes: Option<String>,
-    /// Webhook URL rules: production (HTTPS, public addresses) or development (also http://
-    /// and loopback receivers).
-    #[arg(long, global = true)]
-    webhook_mode: Option<String>,
-    /// Delays between webhook tries, e.g. 1m,5m,15m.
-    #[arg(long, global = true)]
-    webhook_retry_schedule: Option<String>,
-    /// Upper bound of one webhook POST, e.g. 15s.
-    #[arg(long, global = true)]
-    webhook_timeout: Option<String>,
-    /// Postfix's originating listener for outbound mail, HOST:PORT.
-    #[arg(long, global = true)]
-    submission_relay: Option<String>,
-    /// Delays between submission tries after a temporary failure, e.g. 1m,5m,1h.
-    #[arg(long, global = true)]
-    submission_retry_schedule: Option<String>,
-    /// How often expired review holds are swept, e.g. 60s.
-    #[arg(long, global = true)]
-    hold_sweep_interval: Option<String>,
-    /// Prometheus metrics listener, HOST:PORT (loopback); empty disables it.
-    #[arg(long, global = true)]
-    metrics_listen: Option<String>,
-    /// stderr or syslog.
-    #[arg(long, global = true)]
-    log_target: Option<String>,
-    /// WebSocket keepalive ping interval, e.g. 30s.
-    #[arg(long, global = true)]
-    ws_ping_interval: Option<String>,
-    /// plain or json.
-    #[arg(long, global = true)]
-    log_format: Option<String>,
-    /// A tracing filter such as info or postagent=debug.
-    #[arg(long, global = true)]
-    log_level: Option<String>,
+    /// Configuration overrides from the command line, `(key, value)`, in key order.
+    #[arg(skip)]
+    keys: Vec<(String, String)>,
 }
 
-impl GlobalFlags {
-    fn pairs(&self) -> Vec<(&'static str, String)> {
-        [
-            ("data_dir", &self.data_dir),
-            ("database_url", &self.database_url),
-            ("api_listen", &self.api_listen),
-            ("milter_listen", &self.milter_listen),
-            ("lmtp_listen", &self.lmtp_listen),
-            ("public_url", &self.public_url),
-            ("shared_domain", &self.shared_domain),
-            ("hmac_secret_file", &self.hmac_secret_file),
-            ("dns_server", &self.dns_server),
-            ("mail_hostname", &self.mail_hostname),
-            ("dns_timeout", &self.dns_timeout),
-            ("shutdown_timeout", &self.shutdown_timeout),
-            ("database_max_connections", &self.database_max_connections),
-            ("max_message_bytes", &self.max_message_bytes),
-            ("webhook_mode", &self.webhook_mode),
-            ("webhook_retry_schedule", &self.webhook_retry_schedule),
-            ("webhook_timeout", &self.webhook_timeout),
-            ("submission_relay", &self.submission_relay),
-            ("submission_retry_schedule", &self.submission_retry_schedule),
-            ("hold_sweep_interval", &self.hold_sweep_interval),
-            ("metrics_listen", &self.metrics_listen),
-            ("log_target", &self.log_target),
-            ("ws_ping_interval", &self.ws_ping_interval),
-            ("log_format", &self.log_format),
-            ("log_level", &self.log_level),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-        .collect()
+const KEY_HEADING: &str =
+    "Configuration (each flag is also a key in postagent.toml(5) and a POSTAGENT_* variable)";
+
+/// One global flag per configuration key, so a new key is a flag without another edit.
+fn with_key_flags(mut command: clap::Command) -> clap::Command {
+    for key in Config::keys() {
+        let flag = key.replace('_', "-");
+        command = command.arg(
+            clap::Arg::new(key.clone())
+                .long(flag)
+                .value_name("VALUE")
+                .global(true)
+                .help_heading(KEY_HEADING)
+                .help(format!("Sets {key} (see postagent.toml(5))")),
+        );
     }
+    command
+}
+
+/// Parses the command line: the derived commands plus one flag per configuration key.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = with_key_flags(Cli::command()).get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.global.keys = Config::keys()
+        .into_iter()
+        .filter_map(|key| matches.get_one::<String>(&key).cloned().map(|v| (key, v)))
+        .collect();
+    cli
 }
 
 #[derive(Subcommand)]
@@ -191,12 +113,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     if let Command::Verify { secret_file, max_age, recipient } = &cli.command {
         // Synchronous, no logging set-up, no database: usable on any host holding the secret.
         return verify::run(&cli.global, secret_file.as_deref(), *max_age, recipient.as_deref());
     }
-    let flags = cli.global.pairs();
+    let flags = cli.global.keys.clone();
     if let Command::Lab(args) = cli.command {
         // The lab makes its own configuration (no file, no environment) and logging.
         return match tokio::runtime::Runtime::new() {

@@ -79,15 +79,14 @@ fn list(value: &str) -> Vec<String> {
 
 /// How Postfix should reach a postagent listener: `unix:` paths under the queue directory
 /// are written relative to it (chrooted daemons see them that way).
-pub(crate) fn endpoint(listen: &str, queue_dir: &str, kind: &str) -> anyhow::Result<String> {
-    let addr = ListenAddr::parse(listen).map_err(|e| anyhow::anyhow!("{kind} listener: {e}"))?;
-    Ok(match addr {
+pub(crate) fn endpoint(addr: &ListenAddr, queue_dir: &str) -> String {
+    match addr {
         ListenAddr::Tcp(a) => format!("inet:{a}"),
         ListenAddr::Unix(p) => match p.strip_prefix(queue_dir) {
             Ok(relative) => format!("unix:{}", relative.display()),
             Err(_) => format!("unix:{}", p.display()),
         },
-    })
+    }
 }
 
 /// One change: the parameter, its value now, and the value setup wants; `item` is what setup
@@ -121,8 +120,8 @@ pub(crate) struct Originating {
 /// `$queue_directory/public/NAME`: Postfix's master creates unix services there (mode 0666 in
 /// a directory only root, postfix and the postdrop group may enter).
 pub(crate) fn originating(config: &Config, queue_dir: &str) -> anyhow::Result<Originating> {
-    match ListenAddr::parse(&config.submission_relay).map_err(|e| anyhow::anyhow!("submission_relay: {e}"))? {
-        ListenAddr::Tcp(a) => Ok(Originating { key: format!("{a}/inet"), name: a, kind: "inet" }),
+    match &config.submission_relay {
+        ListenAddr::Tcp(a) => Ok(Originating { key: format!("{a}/inet"), name: a.clone(), kind: "inet" }),
         ListenAddr::Unix(p) => {
             let public = Path::new(queue_dir).join("public");
             let name = p
@@ -146,11 +145,11 @@ pub(crate) fn originating(config: &Config, queue_dir: &str) -> anyhow::Result<Or
 async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
     let queue_dir = postconf(dir, &["-h", "queue_directory"])?;
-    if config.milter_listen.is_empty() || config.lmtp_listen.is_empty() {
+    let (Some(milter), Some(lmtp)) = (&config.milter_listen, &config.lmtp_listen) else {
         bail!("milter_listen and lmtp_listen must be set: Postfix needs both");
-    }
-    let milter = endpoint(&config.milter_listen, &queue_dir, "milter")?;
-    let lmtp = format!("lmtp:{}", endpoint(&config.lmtp_listen, &queue_dir, "LMTP")?);
+    };
+    let milter = endpoint(milter, &queue_dir);
+    let lmtp = format!("lmtp:{}", endpoint(lmtp, &queue_dir));
     let domains_file = config_dir.join(DOMAINS_FILE);
     let table = format!("texthash:{}", domains_file.display());
 
@@ -366,16 +365,18 @@ mod tests {
     #[test]
     fn endpoints_for_postfix() {
         assert_eq!(
-            endpoint("127.0.0.1:8894", "/var/spool/postfix", "m").expect("tcp"),
+            endpoint(&ListenAddr::parse("127.0.0.1:8894").expect("address"), "/var/spool/postfix"),
             "inet:127.0.0.1:8894"
         );
         assert_eq!(
-            endpoint("unix:/var/spool/postfix/postagent/milter.sock", "/var/spool/postfix", "m")
-                .expect("unix"),
+            endpoint(
+                &ListenAddr::parse("unix:/var/spool/postfix/postagent/milter.sock").expect("address"),
+                "/var/spool/postfix"
+            ),
             "unix:postagent/milter.sock"
         );
         assert_eq!(
-            endpoint("unix:/run/pa.sock", "/var/spool/postfix", "m").expect("elsewhere"),
+            endpoint(&ListenAddr::parse("unix:/run/pa.sock").expect("address"), "/var/spool/postfix"),
             "unix:/run/pa.sock"
         );
         assert_eq!(list("a, b\tc,,d"), vec!["a", "b", "c", "d"]);

@@ -21,7 +21,7 @@ pub fn run(
 ) -> ExitCode {
     let path = match secret_file {
         Some(p) => p.to_path_buf(),
-        None => match Config::load(global.config.as_deref(), std::env::vars(), &global.pairs()) {
+        None => match Config::load(global.config.as_deref(), std::env::vars(), &global.keys) {
             Ok((cfg, _)) => cfg.hmac_secret_path(),
             Err(e) => {
                 eprintln!("postagent verify: configuration error: {e}");

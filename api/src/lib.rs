@@ -63,7 +63,7 @@ impl Settings {
             shared_domain: cfg.shared_domain.clone(),
             public_url: cfg.public_url.clone(),
             mail_hostname: cfg.mail_hostname(),
-            api_listen: cfg.api_listen.clone(),
+            api_listen: cfg.api_listen.to_string(),
         }
     }
 }
@@ -113,11 +113,8 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
     axum::Json(openapi::document(&ops))
 }
 
-/// A bound API listener.
-pub enum Listener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
+/// A bound API listener (the listener type every role uses).
+pub use postagent_core::net::Listener;
 
 /// Serves until `shutdown` resolves; then stops accepting, and gives in-flight requests
 /// `grace` to finish before returning anyway.

@@ -82,11 +82,15 @@ async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
 
 /// Serves `/metrics` on `listener` until `shutdown` resolves.
 pub async fn run(
-    listener: tokio::net::TcpListener,
+    listener: postagent_core::net::Listener,
     store: Arc<dyn Store>,
     hub: Option<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use postagent_core::net::Listener;
     let app = Router::new().route("/metrics", get(scrape)).with_state(Scrape { store, hub });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    match listener {
+        Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+    }
 }

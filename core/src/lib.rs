@@ -13,6 +13,7 @@ pub mod janitor;
 pub mod magic;
 pub mod metrics;
 pub mod mime;
+pub mod net;
 pub mod outbound;
 pub mod peers;
 pub mod protection;

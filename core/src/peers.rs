@@ -105,6 +105,13 @@ impl PeerList {
     }
 }
 
+impl std::str::FromStr for PeerList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
 impl fmt::Display for PeerList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();

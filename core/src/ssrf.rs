@@ -31,6 +31,26 @@ impl WebhookMode {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Production => "production",
+            Self::Development => "development",
+        }
+    }
+}
+
+impl std::str::FromStr for WebhookMode {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or("must be production or development")
+    }
+}
+
+impl std::fmt::Display for WebhookMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why an address or URL is refused; the text is shown to API callers and in attempt rows.

@@ -330,6 +330,38 @@ pub fn optional_str<T: Word>(word: Option<T>) -> &'static str {
     word.map_or("", Word::as_str)
 }
 
+vocabulary! {
+    /// How log lines are written (`log_format`).
+    LogFormat = "log format" {
+        Plain = "plain",
+        Json = "json",
+    }
+}
+
+vocabulary! {
+    /// Where log lines go (`log_target`): stderr (journald under systemd) or the syslog socket.
+    LogTarget = "log target" {
+        Stderr = "stderr",
+        Syslog = "syslog",
+    }
+}
+
+vocabulary! {
+    /// The syslog facility of our lines (`syslog_facility`); `mail` puts them in mail.log.
+    SyslogFacility = "syslog facility" {
+        Mail = "mail",
+        Daemon = "daemon",
+        Local0 = "local0",
+        Local1 = "local1",
+        Local2 = "local2",
+        Local3 = "local3",
+        Local4 = "local4",
+        Local5 = "local5",
+        Local6 = "local6",
+        Local7 = "local7",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

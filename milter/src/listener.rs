@@ -15,6 +15,14 @@ pub enum MilterListener {
 }
 
 impl MilterListener {
+    /// The milter's view of a bound listener: TCP peers are checked against `peers`.
+    pub fn new(listener: postagent_core::net::Listener, peers: PeerList) -> Self {
+        match listener {
+            postagent_core::net::Listener::Tcp(l) => Self::Tcp(l, peers),
+            postagent_core::net::Listener::Unix(l) => Self::Unix(l),
+        }
+    }
+
     /// For the start-up log line.
     pub fn describe(&self) -> String {
         match self {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postagent_core::peers::PeerList;
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -81,13 +81,8 @@ impl LmtpConfig {
     }
 }
 
-/// A bound listening socket. Binding (and for unix sockets, mode, ownership and removing a
-/// stale socket) is the caller's job; [`run`] only accepts.
-#[derive(Debug)]
-pub enum LmtpListener {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
+/// A bound LMTP listener (the listener type every role uses).
+pub use postagent_core::net::Listener as LmtpListener;
 
 /// One mail transaction as the backend sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

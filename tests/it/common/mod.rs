@@ -6,15 +6,14 @@ pub mod mail;
 pub mod proxy;
 pub mod python;
 
-use postagent_api::{AppState, Listener, Settings};
+use postagent::serve::{Roles, Running, Shared};
 use postagent_core::Config;
 use postagent_core::config::WebhookSettings;
 use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;
 use postagent_core::service;
-use postagent_core::store::{SqlStore, Store};
+use postagent_core::store::SqlStore;
 use postagent_core::vocab::{Alignment, AuthStatus};
-use postagent_delivery::webhook::{Worker, client::WebhookClient};
 use postagent_lab::dns::DnsServer;
 use postagent_lab::pg::PgCluster;
 use reqwest::{Method, StatusCode, header::HeaderMap};
@@ -41,7 +40,7 @@ pub struct TestApp {
     pub account_email: String,
     pub hub: postagent_api::ws::Hub,
     _dir: tempfile::TempDir,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
+    stop: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 pub struct Reply {
@@ -93,6 +92,21 @@ pub fn test_webhooks() -> WebhookSettings {
     }
 }
 
+/// Sets the webhook keys of `config` to `s` (tests speak in settings).
+fn with_webhooks(config: &mut Config, s: &WebhookSettings) {
+    config.webhook_mode = s.mode;
+    config.webhook_retry_schedule = s.schedule.clone();
+    config.webhook_timeout = s.timeout;
+    config.webhook_concurrency = u32::try_from(s.concurrency).expect("concurrency");
+    config.webhook_throttle_delay = s.throttle_delay;
+    config.webhook_retry_after_max = s.retry_after_max;
+    config.webhook_disable_after = s.disable_after;
+    config.webhook_disable_min_failures = u32::try_from(s.disable_min_failures).expect("failures");
+    config.events_retention = s.events_retention;
+    config.ws_ping_interval = s.ws_ping_interval;
+    assert_eq!(&config.webhooks(), s, "every webhook setting is a configuration key");
+}
+
 /// `None` when PostgreSQL is wanted but absent outside CI (the test is skipped).
 pub async fn spawn_app(db: Db) -> Option<TestApp> {
     spawn_app_with(db, test_webhooks(), None).await
@@ -129,40 +143,31 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
             key
         }
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    // Through the real configuration path, in the spellings an operator might use.
-    let flags = [
+    // What `postagent serve` starts, through the real configuration path, in the spellings
+    // an operator might use: the API on a port of its own, no milter or LMTP listener, and
+    // a submission relay nobody listens on (outbound mail waits for its next try).
+    let port = postagent_lab::free_port().expect("port");
+    let base = format!("http://127.0.0.1:{port}");
+    let closed = postagent_lab::free_port().expect("port");
+    let flags: Vec<(String, String)> = [
+        ("api_listen", format!("127.0.0.1:{port}")),
+        ("milter_listen", String::new()),
+        ("lmtp_listen", String::new()),
         ("shared_domain", format!("{}.", SHARED_DOMAIN.to_uppercase())),
         ("mail_hostname", MAIL_HOST.to_owned()),
         ("public_url", format!("{base}/")),
-    ];
-    let (config, _) = Config::load(None, Vec::new(), &flags).expect("config");
-    let dyn_store = store.clone() as Arc<dyn Store>;
-    let hub = postagent_api::ws::Hub::start(dyn_store.clone(), webhooks.ws_ping_interval);
-    let state = AppState {
-        store: dyn_store.clone(),
-        secret: Secret::new(vec![42; 32]),
-        resolver: resolver.clone(),
-        settings: Arc::new(Settings::from_config(&config)),
-        webhooks: Arc::new(webhooks.clone()),
-        hub: hub.clone(),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    tokio::spawn(postagent_api::run(Listener::Tcp(listener), state, stopped(), Duration::from_secs(5)));
-    let client = WebhookClient::new(&webhooks, resolver).expect("webhook client");
-    let worker = Worker::new(dyn_store.clone(), webhooks, client, Secret::new(vec![42; 32]));
-    tokio::spawn(worker.run(stopped(), Duration::from_secs(3)));
-    if store.backend() == postagent_core::store::Backend::Postgres {
-        let bus = postagent_core::store::EventStore::bus(store.as_ref()).clone();
-        tokio::spawn(postagent_core::bus::listen_postgres(store.url().to_owned(), bus, stopped()));
-    }
+        ("submission_relay", format!("127.0.0.1:{closed}")),
+        ("shutdown_timeout", "5s".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .into();
+    let (mut config, _) = Config::load(None, Vec::new(), &flags).expect("config");
+    with_webhooks(&mut config, &webhooks);
+    let shared = Shared { store: store.clone(), secret: Secret::new(vec![42; 32]), resolver };
+    let running = Running::start(&config, &shared, Roles::all()).await.expect("start the roles");
+    let hub = running.hub.clone().expect("the API role runs the hub");
+    let stop = running.stopper();
+    tokio::spawn(running.wait());
     Some(TestApp {
         base,
         http: reqwest::Client::new(),
@@ -172,14 +177,14 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
         account_email,
         hub,
         _dir: dir,
-        stop: Some(stop_tx),
+        stop: Some(Box::new(stop)),
     })
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
+            stop();
         }
     }
 }
