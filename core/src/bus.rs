@@ -42,6 +42,13 @@ pub enum BusMessage {
     /// Deliveries were scheduled without a new event (redeliver, test).
     #[serde(rename = "work")]
     Work,
+    /// Jobs of `kind` were queued (an outbound message to submit, a review notice to send):
+    /// the submitter wakes instead of waiting for its next poll.
+    #[serde(rename = "jobs")]
+    Jobs {
+        #[serde(rename = "k")]
+        kind: crate::vocab::JobKind,
+    },
     /// A WebSocket for `agent_email` was opened (connection `conn_id`): any other socket
     /// for that agent, on any replica, is closed as replaced.
     #[serde(rename = "ws")]

@@ -8,6 +8,7 @@
 //! the HTTP listener it upgrades from.
 
 pub mod ingest;
+pub mod jobs;
 pub mod lmtp;
 pub mod relay;
 pub mod submit;

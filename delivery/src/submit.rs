@@ -12,8 +12,10 @@
 //! worker that dies mid-submission leaves its lease to expire and the message is submitted
 //! again (at-least-once, like every queue here).
 
+use crate::jobs::JobQueue;
 use crate::relay::{Relay, Sent};
 use lettre::address::{Address, Envelope};
+use postagent_core::bus::BusMessage;
 use postagent_core::config::SubmissionSettings;
 use postagent_core::event::with_fields;
 use postagent_core::event::{OutboundFacts, outbound_data, outbound_event};
@@ -28,8 +30,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Due work is looked for this often (claims read first, so an idle poll is one SELECT).
-const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Queued work wakes the submitter through the bus; this poll only catches retries coming
+/// due and notifications lost across replicas (an idle poll is one SELECT).
+const POLL_EVERY: Duration = Duration::from_secs(1);
 /// One job per claim: a lease covers one SMTP try, so a slow submission can never outlive the
 /// lease of a job still waiting behind it in the same batch (which another replica would then
 /// claim and submit too).
@@ -81,22 +84,18 @@ impl Submitter {
             "submission worker started"
         );
         tokio::pin!(stop);
+        let mut queue =
+            JobQueue::new(self.store.clone(), self.id.clone(), self.lease_secs(), POLL_EVERY, |m| {
+                matches!(m, BusMessage::Jobs { kind: JobKind::Submit | JobKind::ReviewNotify })
+            });
         let mut next_sweep = tokio::time::Instant::now();
         loop {
             let mut busy = false;
             for kind in [JobKind::Submit, JobKind::ReviewNotify] {
-                match self
-                    .store
-                    .claim_jobs(kind, &self.id, Timestamp::now(), self.lease_secs(), CLAIM_BATCH)
-                    .await
-                {
-                    Ok(jobs) => {
-                        busy |= !jobs.is_empty();
-                        for job in jobs {
-                            self.run_job(&job).await;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "submission worker: cannot claim work; retrying"),
+                let jobs = queue.claim(kind, CLAIM_BATCH).await;
+                busy |= !jobs.is_empty();
+                for job in jobs {
+                    self.run_job(&job).await;
                 }
             }
             if tokio::time::Instant::now() >= next_sweep {
@@ -115,15 +114,13 @@ impl Submitter {
                     () = std::future::ready(()) => continue,
                 }
             }
-            let wake = next_sweep.min(tokio::time::Instant::now() + POLL_EVERY);
             tokio::select! {
                 () = &mut stop => break,
-                () = tokio::time::sleep_until(wake) => {}
+                () = queue.announced() => {}
+                () = tokio::time::sleep_until(next_sweep) => {}
             }
         }
-        if let Err(e) = self.store.release_jobs(&self.id).await {
-            tracing::warn!(error = %e, "submission worker: cannot release leases; they expire by themselves");
-        }
+        queue.release().await;
         tracing::info!(worker = %self.id, "submission worker stopped");
     }
 

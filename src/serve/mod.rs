@@ -23,29 +23,32 @@ pub struct Roles {
     pub api: bool,
     pub milter: bool,
     pub lmtp: bool,
-    /// The webhook worker and the submitter.
+    /// The webhook worker.
     pub worker: bool,
+    /// The submitter (outbound mail into Postfix, review notices, expired holds); it runs
+    /// wherever the worker runs.
+    pub submitter: bool,
 }
 
 impl Roles {
     pub fn all() -> Self {
-        Self { api: true, milter: true, lmtp: true, worker: true }
+        Self { api: true, milter: true, lmtp: true, worker: true, submitter: true }
     }
 
     pub fn api_only() -> Self {
-        Self { api: true, milter: false, lmtp: false, worker: false }
+        Self { api: true, milter: false, lmtp: false, worker: false, submitter: false }
     }
 
     pub fn milter_only() -> Self {
-        Self { api: false, milter: true, lmtp: false, worker: false }
+        Self { api: false, milter: true, lmtp: false, worker: false, submitter: false }
     }
 
     pub fn lmtp_only() -> Self {
-        Self { api: false, milter: false, lmtp: true, worker: false }
+        Self { api: false, milter: false, lmtp: true, worker: false, submitter: false }
     }
 
     pub fn worker_only() -> Self {
-        Self { api: false, milter: false, lmtp: false, worker: true }
+        Self { api: false, milter: false, lmtp: false, worker: true, submitter: true }
     }
 }
 
@@ -207,6 +210,8 @@ impl Running {
                 worker.await;
                 ("worker", Ok(()))
             });
+        }
+        if roles.submitter {
             let submitter = roles::submitter(config, shared, running.api_addr.as_deref(), stopped());
             running.tasks.spawn(async move {
                 submitter.await;

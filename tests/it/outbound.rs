@@ -21,6 +21,7 @@ on_both_backends!(
     outbound_gate_flags_and_blocks,
     bounces_only_count_for_the_message_recipients,
     derived_fields_are_made_header_safe,
+    queued_mail_wakes_the_submitter_through_the_bus,
 );
 
 pub const BOT: &str = "bot@agents.test";
@@ -566,4 +567,27 @@ async fn derived_fields_are_made_header_safe(app: &TestApp) {
         .post(&format!("{}/{id}/forward", messages(BOT)), json!({"to": ["x@example.org"], "text": "fyi"}))
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+}
+
+/// The submitter sleeps on the bus: an accepted send announces its job there, so the mail
+/// leaves at once instead of at the next poll.
+async fn queued_mail_wakes_the_submitter_through_the_bus(app: &TestApp) {
+    use postagent_core::bus::BusMessage;
+    use postagent_core::store::EventStore;
+    use postagent_core::vocab::JobKind;
+    setup(app).await;
+    let mut bus = app.store.bus().subscribe();
+    let r =
+        app.post(&messages(BOT), json!({"to": ["ann@example.org"], "subject": "Hi", "text": "Hello"})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let announced = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let m = bus.recv().await.expect("bus open");
+            if matches!(m.as_ref(), BusMessage::Jobs { kind: JobKind::Submit }) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(announced.is_ok(), "no Jobs {{ kind: Submit }} on the bus after an accepted send");
 }

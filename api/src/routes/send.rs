@@ -304,9 +304,16 @@ async fn run(
     .await
 }
 
-/// Polls the message until Postfix accepted or refused it, or [`WAIT_SENT`] passed.
+/// Waits until Postfix accepted or refused the message, or [`WAIT_SENT`] passed. The
+/// submitter's verdict event wakes the wait (the bus); a slow re-check covers a verdict
+/// reached on another replica whose notification was lost.
 async fn wait_sent(state: &AppState, id: &str) -> Result<(StatusCode, Value), ApiError> {
+    use postagent_core::bus::BusMessage;
+    use postagent_core::vocab::EventKind;
+    const RECHECK: Duration = Duration::from_secs(1);
     let deadline = tokio::time::Instant::now() + WAIT_SENT;
+    // Subscribed before the first look, so a verdict in between is never missed.
+    let mut bus = state.store.bus().subscribe();
     loop {
         if let Some(m) = state.store.find_message(id).await?
             && matches!(m.status, MessageStatus::Sent | MessageStatus::Failed | MessageStatus::Bounced)
@@ -325,7 +332,28 @@ async fn wait_sent(state: &AppState, id: &str) -> Result<(StatusCode, Value), Ap
                 json!({"status": "accepted", "message_id": id, "method": "smtp"}),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let verdict = async {
+            loop {
+                match bus.recv().await {
+                    Ok(m)
+                        if matches!(
+                            m.as_ref(),
+                            BusMessage::Event {
+                                kind: EventKind::EmailSent | EventKind::EmailFailed | EventKind::EmailBounced,
+                                ..
+                            }
+                        ) =>
+                    {
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending().await,
+                }
+            }
+        };
+        let wake = deadline.min(tokio::time::Instant::now() + RECHECK);
+        let _ = tokio::time::timeout_at(wake, verdict).await;
     }
 }
 

@@ -138,6 +138,13 @@ async fn side_effects(
     for j in jobs {
         insert_job(conn, j, now).await?;
     }
+    let mut kinds: Vec<crate::vocab::JobKind> = jobs.iter().map(|j| j.kind).collect();
+    kinds.dedup();
+    for kind in kinds {
+        let msg = BusMessage::Jobs { kind };
+        store.notify_in_tx(conn, &msg).await?;
+        published.push(msg);
+    }
     if let Some(done) = idempotency {
         finish_idempotency(conn, done).await?;
     }

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod retry;
 
+use crate::jobs::JobQueue;
 use client::WebhookClient;
 use postagent_core::bus::BusMessage;
 use postagent_core::config::WebhookSettings;
@@ -66,7 +67,10 @@ impl Worker {
     pub async fn run(self, stop: impl std::future::Future<Output = ()>, grace: Duration) {
         let me = Arc::new(self);
         let permits = Arc::new(Semaphore::new(me.settings.concurrency));
-        let mut bus = me.store.bus().subscribe();
+        let mut queue = JobQueue::new(me.store.clone(), me.id.clone(), me.lease_secs(), POLL_EVERY, |m| {
+            matches!(m, BusMessage::Work)
+                || matches!(m, BusMessage::Event { deliveries, .. } if *deliveries > 0)
+        });
         let mut tasks = tokio::task::JoinSet::new();
         // Finished tries are recorded by one task, many per transaction (one commit each).
         let (finished, to_record) = tokio::sync::mpsc::channel(me.settings.concurrency * 2);
@@ -82,32 +86,18 @@ impl Worker {
             let mut more = false;
             if free >= threshold || (tasks.is_empty() && free > 0) {
                 let want = u32::try_from(free).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
-                match me
-                    .store
-                    .claim_jobs(
-                        postagent_core::vocab::JobKind::Webhook,
-                        &me.id,
-                        Timestamp::now(),
-                        me.lease_secs(),
-                        want,
-                    )
-                    .await
-                {
-                    Ok(jobs) => {
-                        more = jobs.len() == want as usize;
-                        for job in jobs {
-                            let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                            let worker = me.clone();
-                            let finished = finished.clone();
-                            tasks.spawn(async move {
-                                if let Some(f) = worker.try_delivery(job).await {
-                                    let _ = finished.send(f).await;
-                                }
-                                drop(permit);
-                            });
+                let jobs = queue.claim(postagent_core::vocab::JobKind::Webhook, want).await;
+                more = jobs.len() == want as usize;
+                for job in jobs {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                    let worker = me.clone();
+                    let finished = finished.clone();
+                    tasks.spawn(async move {
+                        if let Some(f) = worker.try_delivery(job).await {
+                            let _ = finished.send(f).await;
                         }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "webhook worker: cannot claim work; retrying"),
+                        drop(permit);
+                    });
                 }
             }
             if more && permits.available_permits() >= threshold {
@@ -116,9 +106,9 @@ impl Worker {
             let saturated = permits.available_permits() < threshold;
             tokio::select! {
                 () = &mut stop => break,
-                () = work_announced(&mut bus), if !saturated => {}
+                () = queue.announced(), if !saturated => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = tokio::time::sleep(POLL_EVERY) => {}
+                () = tokio::time::sleep(POLL_EVERY), if saturated => {}
             }
         }
         let in_flight = tasks.len();
@@ -132,13 +122,7 @@ impl Worker {
         }
         drop(finished);
         let _ = recorder.await;
-        match me.store.release_jobs(&me.id).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "webhook worker: gave back unfinished deliveries"),
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook worker: cannot release leases; they expire by themselves")
-            }
-        }
+        queue.release().await;
         tracing::info!(worker = %me.id, "webhook worker stopped");
     }
 
@@ -281,21 +265,6 @@ async fn record_finished(store: Arc<dyn Store>, mut rx: tokio::sync::mpsc::Recei
 }
 
 /// Resolves when the bus says deliveries may be due (or that it missed messages).
-async fn work_announced(bus: &mut tokio::sync::broadcast::Receiver<Arc<BusMessage>>) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        match bus.recv().await {
-            Ok(m) => match m.as_ref() {
-                BusMessage::Event { deliveries, .. } if *deliveries > 0 => return,
-                BusMessage::Work => return,
-                _ => {}
-            },
-            Err(RecvError::Lagged(_)) => return,
-            Err(RecvError::Closed) => return std::future::pending().await,
-        }
-    }
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())

@@ -144,11 +144,11 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
         }
     };
     // What `postagent serve` starts, through the real configuration path, in the spellings
-    // an operator might use: the API on a port of its own, no milter or LMTP listener, and
-    // a submission relay nobody listens on (outbound mail waits for its next try).
+    // an operator might use: the API (with its janitor and hub) and the webhook worker, no
+    // milter or LMTP listener, and no submitter: these tests look at mail as it is queued
+    // (the Postfix tests run the whole `serve`).
     let port = postagent_lab::free_port().expect("port");
     let base = format!("http://127.0.0.1:{port}");
-    let closed = postagent_lab::free_port().expect("port");
     let flags: Vec<(String, String)> = [
         ("api_listen", format!("127.0.0.1:{port}")),
         ("milter_listen", String::new()),
@@ -156,7 +156,6 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
         ("shared_domain", format!("{}.", SHARED_DOMAIN.to_uppercase())),
         ("mail_hostname", MAIL_HOST.to_owned()),
         ("public_url", format!("{base}/")),
-        ("submission_relay", format!("127.0.0.1:{closed}")),
         ("shutdown_timeout", "5s".to_owned()),
     ]
     .map(|(k, v)| (k.to_owned(), v))
@@ -164,7 +163,9 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
     let (mut config, _) = Config::load(None, Vec::new(), &flags).expect("config");
     with_webhooks(&mut config, &webhooks);
     let shared = Shared { store: store.clone(), secret: Secret::new(vec![42; 32]), resolver };
-    let running = Running::start(&config, &shared, Roles::all()).await.expect("start the roles");
+    let running = Running::start(&config, &shared, Roles { submitter: false, ..Roles::all() })
+        .await
+        .expect("start the roles");
     let hub = running.hub.clone().expect("the API role runs the hub");
     let stop = running.stopper();
     tokio::spawn(running.wait());
