@@ -6,7 +6,7 @@
 //! it cannot run.
 
 use crate::GlobalFlags;
-use postagent_core::inbound;
+use postagent_core::mail::inbound;
 use postagent_core::time::Timestamp;
 use postagent_core::{Config, secret};
 use std::io::Read;

@@ -7,8 +7,8 @@ use crate::error::ApiError;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use postagent_core::inbound;
 use postagent_core::magic;
+use postagent_core::mail::inbound;
 use postagent_core::secret::Secret;
 use postagent_core::time::Timestamp;
 

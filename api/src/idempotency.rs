@@ -19,7 +19,7 @@ use postagent_core::time::Timestamp;
 use std::future::Future;
 
 const MAX_KEY_LEN: usize = 255;
-const SEAL_PURPOSE: &str = postagent_core::outbound::send::IDEMPOTENCY_SEAL;
+const SEAL_PURPOSE: &str = postagent_core::mail::outbound::send::IDEMPOTENCY_SEAL;
 /// An `in_flight` row older than this belongs to a request that is gone.
 pub const STALE_AFTER_SECS: i64 = 120;
 

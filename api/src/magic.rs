@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use postagent_core::magic::{self, Action, LinkError};
-use postagent_core::review::{self, DecidedBy, Edits, ReviewError};
+use postagent_core::mail::review::{self, DecidedBy, Edits, ReviewError};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::{Direction, HoldState};
 use serde::Deserialize;

@@ -240,7 +240,7 @@ vocabulary! {
 
 vocabulary! {
     /// The event catalog (contract §4.2): what an event row, a webhook subscription, a
-    /// delivery and the WebSocket stream name. Payloads are built in [`crate::event`].
+    /// delivery and the WebSocket stream name. Payloads are built in [`crate::mail::event`].
     EventKind = "event type" {
         EmailReceived = "email.received",
         EmailSent = "email.sent",

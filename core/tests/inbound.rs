@@ -3,7 +3,7 @@
 
 use postagent_core::auth::headers::{self, Claims, EntityType};
 use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
-use postagent_core::inbound::{self, Delivered, IngestError};
+use postagent_core::mail::inbound::{self, Delivered, IngestError};
 use postagent_core::secret::Secret;
 use postagent_core::service;
 use postagent_core::store::{MessageFilter, PageQuery, SqlStore, Store};

@@ -7,7 +7,7 @@
 //! `PROPTEST_CASES` sets the number of cases (`tests/props/campaign` runs many more).
 
 use postagent_core::auth::canon::{BodyHasher, body_hash};
-use postagent_core::inbound;
+use postagent_core::mail::inbound;
 use postagent_core::mime::{self, Caps};
 use postagent_core::secret::Secret;
 use postagent_core::time::Timestamp;

@@ -1,15 +1,15 @@
 //! The LMTP backend that files mail into the store: the glue between the protocol
-//! ([`crate::lmtp`]) and the inbound rules ([`postagent_core::inbound`]).
+//! ([`crate::lmtp`]) and the inbound rules ([`postagent_core::mail::inbound`]).
 //!
 //! `250` for a recipient only once its copy is committed; a store failure is `451 4.3.0`
 //! (Postfix keeps the message and retries); an unknown or deleted agent is `550 5.1.1`.
 
 use crate::lmtp::{Envelope, LmtpBackend, Reply};
 use postagent_core::ids::AgentEmail;
-use postagent_core::inbound::{self, Delivered, IngestError};
+use postagent_core::mail::inbound::{self, Delivered, IngestError};
+use postagent_core::mail::outbound::bounce::{self, BounceOutcome};
+use postagent_core::mail::outbound::verp;
 use postagent_core::metrics;
-use postagent_core::outbound::bounce::{self, BounceOutcome};
-use postagent_core::outbound::verp;
 use postagent_core::secret::Secret;
 use postagent_core::store::Store;
 use postagent_core::time::Timestamp;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use postagent_core::ids::AgentEmail;
-use postagent_core::outbound::verp;
+use postagent_core::mail::outbound::verp;
 use postagent_core::secret::Secret;
 use postagent_core::store::Store;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ use postagent_core::auth::canon::{BodyHasher, HeaderHasher, TOKEN_HEADERS};
 use postagent_core::auth::headers::{Claims, EntityType, recipient_tag, sign, verify_set};
 use postagent_core::auth::submission::{self, Submission};
 use postagent_core::ids::MessageId;
-use postagent_core::inbound::MAX_SIGNATURE_AGE_SECS;
+use postagent_core::mail::inbound::MAX_SIGNATURE_AGE_SECS;
 use postagent_core::time::Timestamp;
 use std::net::IpAddr;
 

@@ -251,7 +251,7 @@ async fn conversations_and_scope(app: &TestApp) {
     // A thread: our own agent's mail (signed as agent mail for this account) carries its
     // conversation id; the reply joins it through References.
     use postagent_core::auth::headers::EntityType;
-    use postagent_core::inbound::{self, Delivered};
+    use postagent_core::mail::inbound::{self, Delivered};
     use postagent_core::secret::Secret;
     use postagent_core::time::Timestamp;
     let opener = "From: peer@agents.test\r\nTo: bot@agents.test\r\nSubject: Plan\r\nMessage-ID: <plan@agents.test>\r\nX-E2A-Conversation-Id: conv_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\nhi\r\n";

@@ -507,7 +507,7 @@ async fn outbound_gate_flags_and_blocks(app: &TestApp) {
 }
 
 async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
-    use postagent_core::outbound::bounce::{self, BounceOutcome};
+    use postagent_core::mail::outbound::bounce::{self, BounceOutcome};
     use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
     use postagent_core::time::Timestamp;
     use postagent_core::vocab::{DeliveryStatus, MessageStatus};

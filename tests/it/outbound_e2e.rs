@@ -174,7 +174,7 @@ async fn conversation_round_trip_through_postfix() {
     assert_eq!(header(&got.data, "In-Reply-To"), Some("<answer1@example.org>"));
     assert_eq!(header(&got.data, "Subject"), Some("Re: Your order"));
     assert_eq!(header(&got.data, "X-E2A-Conversation-Id"), Some(conv.as_str()));
-    let parsed = postagent_core::inbound::parse(got.data.as_bytes());
+    let parsed = postagent_core::mail::inbound::parse(got.data.as_bytes());
     assert_eq!(parsed.attachments.len(), 1);
     assert_eq!(parsed.attachments[0].filename.as_deref(), Some("invoice.pdf"));
     assert_eq!(wait_status(&w, BOT, &reply, "sent").await["conversation_id"], conv.as_str());
@@ -189,7 +189,7 @@ async fn conversation_round_trip_through_postfix() {
     .await;
     let got = next(&mut internet, "the forward").await;
     assert_eq!(rcpts(&got), vec!["dave@example.org"]);
-    let parsed = postagent_core::inbound::parse(got.data.as_bytes());
+    let parsed = postagent_core::mail::inbound::parse(got.data.as_bytes());
     let names: Vec<_> = parsed.attachments.iter().filter_map(|a| a.filename.clone()).collect();
     assert_eq!(names, vec!["invoice.pdf", "note.txt"]);
     wait_status(&w, BOT, &fwd, "sent").await;
@@ -277,7 +277,7 @@ async fn bounces_refusals_and_retries() {
 
 /// The approve link of a review notice, pointed at the running API.
 fn approve_link(w: &MailWorld, notice: &Delivered) -> String {
-    let (text, _) = postagent_core::inbound::bodies(notice.data.as_bytes());
+    let (text, _) = postagent_core::mail::inbound::bodies(notice.data.as_bytes());
     let text = text.expect("a text body");
     let link = text
         .split_whitespace()

@@ -7,7 +7,7 @@ use crate::common;
 
 use common::{TestApp, enc};
 use postagent_core::magic::{self, Action};
-use postagent_core::review;
+use postagent_core::mail::review;
 use postagent_core::secret::Secret;
 use postagent_core::store::{JobQueue, SqlStore, Store};
 use postagent_core::time::Timestamp;

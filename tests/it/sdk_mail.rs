@@ -44,7 +44,7 @@ fn answer(reply_id: &str) -> String {
 }
 
 fn subject(d: &Delivered) -> String {
-    postagent_core::inbound::parse(d.data.as_bytes()).subject
+    postagent_core::mail::inbound::parse(d.data.as_bytes()).subject
 }
 
 async fn drive(client: &'static str) {
@@ -108,7 +108,7 @@ async fn drive(client: &'static str) {
     left.sort_by(|a, b| a.0.cmp(&b.0));
     let subjects: Vec<&str> = left.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(subjects, vec!["Approved via SDK", "Fwd: Invoice 42", "Re: Invoice 42"]);
-    let fwd = postagent_core::inbound::parse(left[1].1.data.as_bytes());
+    let fwd = postagent_core::mail::inbound::parse(left[1].1.data.as_bytes());
     assert_eq!(
         fwd.attachments.iter().filter_map(|a| a.filename.as_deref()).collect::<Vec<_>>(),
         vec!["invoice.pdf"]

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use postagent_core::apikey::KeyScope;
-use postagent_core::inbound;
+use postagent_core::mail::inbound;
 use postagent_core::store::{After, Agent, Message, MessageFilter};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::{Direction, MessageStatus, ReadStatus, Word, optional_str};
@@ -129,7 +129,7 @@ pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError>
         obj.insert("conversation_id".into(), json!(m.conversation_id.clone().unwrap_or_default()));
         obj.insert(
             "attachments".into(),
-            json!(attachments.iter().map(postagent_core::event::attachment_json).collect::<Vec<_>>()),
+            json!(attachments.iter().map(postagent_core::mail::event::attachment_json).collect::<Vec<_>>()),
         );
         obj.insert("raw_message".into(), raw.as_ref().map_or(Value::Null, |r| json!(B64.encode(r))));
         if let Some(raw) = raw {
@@ -156,7 +156,8 @@ pub async fn full_view(state: &AppState, m: &Message) -> Result<Value, ApiError>
             }
             obj.insert("parsed".into(), parsed);
         } else if let Some(draft) = state.store.get_draft(&m.id).await? {
-            let draft: postagent_core::outbound::Draft = serde_json::from_str(&draft).unwrap_or_default();
+            let draft: postagent_core::mail::outbound::Draft =
+                serde_json::from_str(&draft).unwrap_or_default();
             obj.insert("body".into(), json!({"text": draft.text, "html": draft.html}));
         }
         if m.review_status.is_some()
@@ -354,7 +355,7 @@ pub async fn attachment(
     let expires_at = Timestamp::now().plus_secs(crate::download::TOKEN_TTL_SECS);
     let token = crate::download::token(&state.secret, &m.id, index, expires_at);
     let base = state.settings.public_url_or_default();
-    let mut v = postagent_core::event::attachment_json(&meta);
+    let mut v = postagent_core::mail::event::attachment_json(&meta);
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
             "download_url".into(),

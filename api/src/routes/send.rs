@@ -12,9 +12,11 @@ use crate::{AppState, idempotency};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use postagent_core::inbound;
-use postagent_core::outbound::send::{self as flow, Outcome, Outgoing, SendError};
-use postagent_core::outbound::{self, Draft, DraftAttachment, DraftError, forward_subject, reply_subject};
+use postagent_core::mail::inbound;
+use postagent_core::mail::outbound::send::{self as flow, Outcome, Outgoing, SendError};
+use postagent_core::mail::outbound::{
+    self, Draft, DraftAttachment, DraftError, forward_subject, reply_subject,
+};
 use postagent_core::store::{Agent, Message};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::{Direction, MessageStatus, MessageType};

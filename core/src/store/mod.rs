@@ -17,6 +17,7 @@ mod jobs;
 mod messages;
 mod models;
 mod outbound;
+mod rows;
 mod sql;
 mod webhooks;
 

@@ -3,15 +3,15 @@
 //! step goes through (submission, bounce, approve, reject, expiry), the review queue and the
 //! per-agent protection settings.
 
-use super::messages::{insert_attachments, insert_inbound_row, json_list};
+use super::rows::{insert_attachments, insert_hold, insert_inbound_row, json_list};
 use super::sql::{opt_ts, ts, word};
 use super::{
-    After, Hold, IdempotencyDone, Message, NewHold, NewJob, OutboundInsert, PageQuery, SqlStore, StoreError,
+    After, Hold, IdempotencyDone, Message, NewJob, OutboundInsert, PageQuery, SqlStore, StoreError,
     StoreResult, Transition,
 };
 use crate::bus::BusMessage;
 use crate::ids::AccountId;
-use crate::protection::Protection;
+use crate::mail::protection::Protection;
 use crate::time::Timestamp;
 use crate::vocab::{DeliveryStatus, ReviewStatus, Word};
 use async_trait::async_trait;
@@ -61,32 +61,6 @@ pub trait OutboundStore: Send + Sync {
     async fn get_protection(&self, agent_email: &str) -> StoreResult<Protection>;
     async fn put_protection(&self, agent_email: &str, config: &Protection, now: Timestamp)
     -> StoreResult<()>;
-}
-
-pub(super) async fn insert_hold(
-    conn: &mut sqlx::AnyConnection,
-    message_id: &str,
-    account: &AccountId,
-    agent_email: &str,
-    h: &NewHold,
-    now: Timestamp,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO holds (message_id, account_id, agent_email, direction, reason, state, on_expiry,
-             expires_at, created_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
-    )
-    .bind(message_id)
-    .bind(account.as_str())
-    .bind(agent_email)
-    .bind(h.direction.as_str())
-    .bind(h.reason.as_str())
-    .bind(h.on_expiry.as_str())
-    .bind(h.expires_at.as_micros())
-    .bind(now.as_micros())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 async fn insert_job(conn: &mut sqlx::AnyConnection, job: &NewJob, now: Timestamp) -> StoreResult<()> {

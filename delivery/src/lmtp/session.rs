@@ -267,7 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Hands a complete message to the backend and queues the per-recipient replies.
     async fn finish_message(&mut self, txn: Transaction, message: Message) {
-        let queue_id = postagent_core::inbound::postfix_queue_id(&message.data);
+        let queue_id = postagent_core::mail::inbound::postfix_queue_id(&message.data);
         let envelope = Envelope {
             mail_from: txn.mail_from,
             recipients: txn.recipients,

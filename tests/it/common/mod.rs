@@ -226,7 +226,7 @@ impl TestApp {
     /// Delivers `raw` to `recipient` as the LMTP server would (signed by the app's secret
     /// for this recipient and a fresh queue entry when `verified`), returning the stored id.
     pub async fn deliver(&self, recipient: &str, raw: &[u8], verified: bool) -> String {
-        use postagent_core::inbound::{self, Delivered};
+        use postagent_core::mail::inbound::{self, Delivered};
         use postagent_core::time::Timestamp;
         let raw = if verified {
             signed_for(

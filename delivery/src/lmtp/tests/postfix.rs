@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::{Client, Delivery, RecordingBackend, TestServer, WAIT, dot_stuff, test_config};
-use postagent_core::inbound::postfix_queue_id;
+use postagent_core::mail::inbound::postfix_queue_id;
 
 /// Complete headers, so Postfix adds nothing but its `Received:`; the dotted lines check
 /// stuffing on both hops (client → smtpd, Postfix lmtp → us).

@@ -87,8 +87,8 @@ pub fn compose(draft: &Draft, checked: &Checked, from: &Mailbox, ids: &Ids<'_>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbound;
-    use crate::outbound::DraftAttachment;
+    use crate::mail::inbound;
+    use crate::mail::outbound::DraftAttachment;
     use base64::Engine as _;
 
     #[test]

@@ -6,10 +6,10 @@
 use super::address::Mailbox;
 use super::compose::{self, Ids};
 use super::{Checked, Draft, DraftError};
-use crate::event::{OutboundFacts, gate_fields, outbound_data, outbound_event};
 use crate::ids::{self, AccountId};
-use crate::inbound::{self, Prepared};
-use crate::protection::{Protection, Verdict};
+use crate::mail::event::{OutboundFacts, gate_fields, outbound_data, outbound_event};
+use crate::mail::inbound::{self, Prepared};
+use crate::mail::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::store::{
     Agent, IdempotencyDone, NewAttachment, NewEvent, NewHold, NewInboundMessage, NewJob, NewOutboundMessage,

@@ -3,7 +3,7 @@
 //! `email.bounced`; delay warnings change nothing but the delivery detail.
 
 use super::dsn;
-use crate::event::{OutboundFacts, outbound_data, outbound_event};
+use crate::mail::event::{OutboundFacts, outbound_data, outbound_event};
 use crate::store::{MessageUpdate, Store, StoreError, Transition};
 use crate::time::Timestamp;
 use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus};
@@ -83,7 +83,7 @@ pub async fn apply(
         }
         let mut event = outbound_event(&agent, &m.id, &conversation, EventKind::EmailBounced, data, now);
         // One event per bounced recipient, each with its own stable id.
-        let id = crate::event::event_id(&format!("{}|{}", m.id, r.recipient), EventKind::EmailBounced);
+        let id = crate::mail::event::event_id(&format!("{}|{}", m.id, r.recipient), EventKind::EmailBounced);
         event.payload = event.payload.replace(&event.id, &id);
         event.id = id;
         let t = Transition {

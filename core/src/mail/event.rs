@@ -6,7 +6,7 @@
 //! [`EventKind`](crate::vocab::EventKind); a new kind is a word there and a builder here.
 
 use crate::ids::AccountId;
-use crate::protection::Protection;
+use crate::mail::protection::Protection;
 use crate::sign::sha256_hex;
 use crate::store::{Agent, NewAttachment, NewEvent};
 use crate::time::Timestamp;
@@ -221,8 +221,8 @@ pub fn outbound_event(
 /// recipient gate outbound.
 pub fn gate_fields(data: &mut Value, direction: Direction, reason: &str, protection: &Protection) {
     let (policy, source) = match direction {
-        Direction::Inbound => (protection.inbound.gate.policy, crate::protection::SENDER_GATE),
-        Direction::Outbound => (protection.outbound.gate.policy, crate::protection::RECIPIENT_GATE),
+        Direction::Inbound => (protection.inbound.gate.policy, crate::mail::protection::SENDER_GATE),
+        Direction::Outbound => (protection.outbound.gate.policy, crate::mail::protection::RECIPIENT_GATE),
     };
     if let Some(obj) = data.as_object_mut() {
         obj.insert("reason".into(), json!(reason));

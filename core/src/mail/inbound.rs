@@ -7,11 +7,11 @@
 //! and milter message id so a redelivery after a lost 250 is stored once.
 
 use crate::auth::headers::{self, Claims, Delivery, EntityType, VerifyError};
-use crate::event::{MessageEvent, Received, gate_fields, inbound_gate_data};
 use crate::ids;
+use crate::mail::event::{MessageEvent, Received, gate_fields, inbound_gate_data};
+use crate::mail::outbound::verp;
+use crate::mail::protection::{Protection, Verdict};
 use crate::mime;
-use crate::outbound::verp;
-use crate::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::sign::sha256_hex;
 use crate::store::{Agent, Inserted, NewAttachment, NewEvent, NewHold, NewInboundMessage, Store, StoreError};

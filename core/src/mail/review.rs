@@ -5,9 +5,9 @@
 //! "not pending" and changes nothing. That is what makes two replicas sweeping the same
 //! expired hold apply `on_expiry` exactly once.
 
-use crate::event::{OutboundFacts, Received, outbound_data, outbound_event, with_fields};
-use crate::outbound::send::{attachment_rows, compose_for, is_loopback, loopback_twin};
-use crate::outbound::{Draft, DraftAttachment, DraftError, address::bare};
+use crate::mail::event::{OutboundFacts, Received, outbound_data, outbound_event, with_fields};
+use crate::mail::outbound::send::{attachment_rows, compose_for, is_loopback, loopback_twin};
+use crate::mail::outbound::{Draft, DraftAttachment, DraftError, address::bare};
 use crate::secret::Secret;
 use crate::store::{
     Agent, Hold, HoldDecision, IdempotencyDone, Message, MessageUpdate, NewEvent, NewJob, Store, StoreError,
@@ -326,8 +326,11 @@ fn sealed(
 ) -> Option<IdempotencyDone> {
     let (account, key) = idem.as_ref()?;
     let (status, body) = d.view();
-    let body =
-        crate::seal::seal(secret, crate::outbound::send::IDEMPOTENCY_SEAL, body.to_string().as_bytes())?;
+    let body = crate::seal::seal(
+        secret,
+        crate::mail::outbound::send::IDEMPOTENCY_SEAL,
+        body.to_string().as_bytes(),
+    )?;
     Some(IdempotencyDone { account_id: account.clone(), key: key.clone(), status, body })
 }
 
