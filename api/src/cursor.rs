@@ -3,14 +3,78 @@
 //! The list's filters are pinned inside (`f`), so a cursor from one listing cannot be
 //! replayed against another; any change to the bytes is 400 `invalid_cursor`.
 
+use crate::body::QueryParams;
 use crate::error::ApiError;
+use crate::views::Page;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use postagent_core::secret::Secret;
 use postagent_core::sign::{ct_eq, hmac_sha256};
-use postagent_core::store::{After, PageQuery};
+use postagent_core::store::{
+    After, Agent, ApiKey, ConversationSummary, Delivery, Domain, Hold, Message, PageQuery, StoredEvent,
+    Webhook,
+};
 use postagent_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
+
+/// A row of a paged listing: where it sits in the listing's order (newest first by
+/// `created_at`, ties broken by `key`).
+pub trait Positioned {
+    fn position(&self) -> After;
+}
+
+macro_rules! positioned {
+    ($($row:ty => |$r:ident| ($at:expr, $key:expr)),+ $(,)?) => {
+        $(impl Positioned for $row {
+            fn position(&self) -> After {
+                let $r = self;
+                After { created_at: $at, key: $key }
+            }
+        })+
+    };
+}
+
+positioned! {
+    ApiKey => |k| (k.created_at, k.id.to_string()),
+    Agent => |a| (a.created_at, a.email.clone()),
+    ConversationSummary => |c| (c.last_message_at, c.id.clone()),
+    Domain => |d| (d.created_at, d.domain.clone()),
+    StoredEvent => |e| (e.created_at, e.id.clone()),
+    Message => |m| (m.created_at, m.id.clone()),
+    (Hold, Message) => |r| (r.0.created_at, r.0.message_id.clone()),
+    Webhook => |w| (w.created_at, w.id.clone()),
+    Delivery => |d| (d.created_at, d.id.clone()),
+}
+
+/// One page of a listing: the rows to read (`?cursor=` and `?limit=`), with its filters
+/// pinned in the cursor so a continuation cannot change the listing. Every list handler
+/// reads through it: `Listing::new`, the store call with [`Listing::query`], then
+/// [`Listing::page`].
+pub struct Listing<'a> {
+    secret: &'a Secret,
+    pin: String,
+    pub query: PageQuery,
+}
+
+impl<'a> Listing<'a> {
+    pub fn new(secret: &'a Secret, pin: impl Into<String>, q: &QueryParams) -> Result<Self, ApiError> {
+        let pin = pin.into();
+        let limit = q.limit()?;
+        let query = page_query(secret, &pin, q.get("cursor"), limit)?;
+        Ok(Self { secret, pin, query })
+    }
+
+    /// The store's `limit + 1` rows trimmed to the page, and the next cursor when more exist.
+    pub fn trim<T: Positioned>(&self, rows: Vec<T>) -> (Vec<T>, Option<String>) {
+        finish_page(self.secret, &self.pin, rows, self.query.limit, T::position)
+    }
+
+    /// The page as the client sees it, each row through `view`.
+    pub fn page<T: Positioned, V: Serialize>(&self, rows: Vec<T>, view: impl FnMut(&T) -> V) -> Page<V> {
+        let (rows, next_cursor) = self.trim(rows);
+        Page { items: rows.iter().map(view).collect(), next_cursor }
+    }
+}
 
 const LABEL: &[u8] = b"postagent-cursor-v1\n";
 

@@ -1,15 +1,14 @@
 //! Inbound delivery into the store, on SQLite and PostgreSQL: signature checks, parsing,
 //! threading, idempotent redelivery and the outbox event.
 
+use postagent_core::auth::Authentication;
 use postagent_core::auth::headers::{self, Claims, EntityType};
-use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
 use postagent_core::mail::inbound::{self, Delivered, IngestError};
 use postagent_core::secret::Secret;
 use postagent_core::service;
 use postagent_core::store::{MessageFilter, PageQuery, SqlStore, Store};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::ReadStatus;
-use postagent_core::vocab::{Alignment, AuthStatus};
 use postagent_lab::pg::PgCluster;
 use std::sync::Arc;
 
@@ -18,28 +17,7 @@ fn secret() -> Secret {
 }
 
 fn passing() -> Authentication {
-    Authentication {
-        spf: SpfResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            aligned: Some(true),
-            detail: None,
-        },
-        dkim: vec![DkimResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            selector: Some("s1".into()),
-            aligned: Some(true),
-            detail: None,
-        }],
-        dmarc: DmarcResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            policy: Some("reject".into()),
-            aligned_by: vec![Alignment::Spf, Alignment::Dkim],
-            detail: None,
-        },
-    }
+    Authentication::aligned_pass("example.org", "s1")
 }
 
 /// A message as the milter would have signed it for `rcpts` (queue id 4AbC12xYz, the id of

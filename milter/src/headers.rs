@@ -245,8 +245,8 @@ fn comment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postagent_core::auth::{DkimResult, DmarcResult, SpfResult};
-    use postagent_core::vocab::{Alignment, AuthStatus};
+    use postagent_core::auth::DkimResult;
+    use postagent_core::vocab::AuthStatus;
 
     #[test]
     fn deletes_ours_last_to_first_case_insensitively() {
@@ -309,37 +309,14 @@ mod tests {
 
     #[test]
     fn formats_authentication_results_safely() {
-        let auth = Authentication {
-            spf: SpfResult {
-                status: AuthStatus::Pass,
-                domain: Some("example.org".into()),
-                aligned: Some(true),
-                detail: None,
-            },
-            dkim: vec![
-                DkimResult {
-                    status: AuthStatus::Pass,
-                    domain: Some("example.org".into()),
-                    selector: Some("sel1".into()),
-                    aligned: Some(true),
-                    detail: None,
-                },
-                DkimResult {
-                    status: AuthStatus::Fail,
-                    domain: Some("evil; dmarc=pass".into()),
-                    selector: None,
-                    aligned: None,
-                    detail: Some("body hash (mismatch)".into()),
-                },
-            ],
-            dmarc: DmarcResult {
-                status: AuthStatus::Pass,
-                domain: Some("example.org".into()),
-                policy: Some("reject".into()),
-                aligned_by: vec![Alignment::Spf, Alignment::Dkim],
-                detail: None,
-            },
-        };
+        let mut auth = Authentication::aligned_pass("example.org", "sel1");
+        auth.dkim.push(DkimResult {
+            status: AuthStatus::Fail,
+            domain: Some("evil; dmarc=pass".into()),
+            selector: None,
+            aligned: None,
+            detail: Some("body hash (mismatch)".into()),
+        });
         assert_eq!(
             authentication_results("mx.test", &auth, SpfIdentity::MailFrom),
             "mx.test; spf=pass smtp.mailfrom=example.org; dkim=pass header.d=example.org header.s=sel1; \

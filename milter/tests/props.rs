@@ -6,12 +6,12 @@
 //!
 //! `PROPTEST_CASES` sets the number of cases (`tests/props/campaign` runs many more).
 
+use postagent_core::auth::Authentication;
 use postagent_core::auth::canon::HeaderHasher;
 use postagent_core::auth::headers::{self, Claims, Delivery, EntityType, PREFIX};
-use postagent_core::auth::{Authentication, DmarcResult, SpfResult};
 use postagent_core::secret::Secret;
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::{Alignment, AuthStatus};
+use postagent_core::vocab::Alignment;
 use postagent_milter::headers::{CONVERSATION_ID, Surgery};
 use proptest::prelude::*;
 
@@ -79,22 +79,10 @@ fn field_bytes(name: &str, value: &str) -> Vec<u8> {
 }
 
 fn claims() -> Claims {
-    let auth = Authentication {
-        spf: SpfResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            aligned: Some(true),
-            detail: None,
-        },
-        dkim: Vec::new(),
-        dmarc: DmarcResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            policy: Some("reject".into()),
-            aligned_by: vec![Alignment::Spf],
-            detail: None,
-        },
-    };
+    // Aligned through SPF alone: no DKIM signature.
+    let mut auth = Authentication::aligned_pass("example.org", "s1");
+    auth.dkim.clear();
+    auth.dmarc.aligned_by = vec![Alignment::Spf];
     let secret = Secret::new(vec![5; 32]);
     Claims {
         authentication: auth,

@@ -136,12 +136,12 @@ impl Bound {
             tracing::info!("{role} listening on {}", l.local());
             Ok(Some(l))
         };
-        Ok(Self {
-            milter: bind(roles.milter, config.milter_listen.as_ref(), "milter").await?,
-            lmtp: bind(roles.lmtp, config.lmtp_listen.as_ref(), "LMTP").await?,
-            api: bind(roles.api, Some(&config.api_listen), "API").await?,
-            metrics: bind(true, config.metrics_listen.as_ref(), "metrics").await?,
-        })
+        // The API last: its "listening" line is what tests and operators wait for.
+        let metrics = bind(true, config.metrics_listen.as_ref(), "metrics").await?;
+        let milter = bind(roles.milter, config.milter_listen.as_ref(), "milter").await?;
+        let lmtp = bind(roles.lmtp, config.lmtp_listen.as_ref(), "LMTP").await?;
+        let api = bind(roles.api, Some(&config.api_listen), "API").await?;
+        Ok(Self { api, milter, lmtp, metrics })
     }
 }
 

@@ -2,9 +2,10 @@
 
 use crate::auth::{AccountScope, Principal};
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
+use crate::cursor::Listing;
 use crate::error::{ApiError, FieldError};
 use crate::views::{ApiKeyView, Page};
-use crate::{AppState, cursor, idempotency};
+use crate::{AppState, idempotency};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,7 +13,7 @@ use axum::response::Response;
 use postagent_core::apikey::KeyScope;
 use postagent_core::ids::ApiKeyId;
 use postagent_core::service;
-use postagent_core::store::After;
+
 use postagent_core::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -56,14 +57,9 @@ pub async fn list_keys(
     AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<ApiKeyView>>, ApiError> {
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, "api-keys", q.get("cursor"), limit)?;
-    let rows = state.store.list_api_keys(&who.account_id, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, "api-keys", rows, limit, |k| After {
-        created_at: k.created_at,
-        key: k.id.to_string(),
-    });
-    Ok(Json(Page { items: rows.iter().map(ApiKeyView::from).collect(), next_cursor }))
+    let list = Listing::new(&state.secret, "api-keys", &q)?;
+    let rows = state.store.list_api_keys(&who.account_id, &list.query).await?;
+    Ok(Json(list.page(rows, |k| ApiKeyView::from(k))))
 }
 
 #[derive(Deserialize)]

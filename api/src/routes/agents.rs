@@ -2,16 +2,17 @@
 //! rename, delete (trash or permanent), restore.
 
 use super::normalize;
+use crate::AppState;
 use crate::auth::{AccountScope, Principal};
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
+use crate::cursor::Listing;
 use crate::error::{ApiError, FieldError};
 use crate::views::{AgentView, Page};
-use crate::{AppState, cursor};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postagent_core::service;
-use postagent_core::store::{After, Agent};
+use postagent_core::store::Agent;
 use postagent_core::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -82,15 +83,9 @@ pub async fn list(
 ) -> Result<Json<Page<AgentView>>, ApiError> {
     let trash = q.bool("deleted")?.unwrap_or(false);
     let filter = if trash { "agents:trash" } else { "agents:live" };
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, filter, q.get("cursor"), limit)?;
-    let rows = state.store.list_agents(&who.account_id, trash, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, filter, rows, limit, |a| After {
-        created_at: a.created_at,
-        key: a.email.clone(),
-    });
-    let items = rows.iter().map(|a| AgentView::new(a, &state.settings.shared_domain)).collect();
-    Ok(Json(Page { items, next_cursor }))
+    let list = Listing::new(&state.secret, filter, &q)?;
+    let rows = state.store.list_agents(&who.account_id, trash, &list.query).await?;
+    Ok(Json(list.page(rows, |a| AgentView::new(a, &state.settings.shared_domain))))
 }
 
 /// The caller's agent, live or in the trash, or 404 (also for another account's agent:

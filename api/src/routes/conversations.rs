@@ -1,14 +1,15 @@
 //! `/v1/agents/{email}/conversations`: threads derived from the agent's messages.
 
 use super::messages::{agent_for, summary};
+use crate::AppState;
 use crate::auth::Principal;
 use crate::body::QueryParams;
+use crate::cursor::Listing;
 use crate::error::ApiError;
 use crate::views::Page;
-use crate::{AppState, cursor};
 use axum::Json;
 use axum::extract::{Path, State};
-use postagent_core::store::{After, ConversationSummary, MessageFilter, PageQuery};
+use postagent_core::store::{ConversationSummary, MessageFilter, PageQuery};
 use serde_json::{Value, json};
 
 fn view(c: &ConversationSummary) -> Value {
@@ -34,14 +35,10 @@ pub async fn list(
     let agent = agent_for(&state, &who, &email).await?;
     let (since, until) = q.time_range()?;
     let pin = format!("conversations:{}:{since:?}:{until:?}", agent.email);
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
-    let rows = state.store.list_conversations(&who.account_id, &agent.email, since, until, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |c| After {
-        created_at: c.last_message_at,
-        key: c.id.clone(),
-    });
-    Ok(Json(Page { items: rows.iter().map(view).collect(), next_cursor }))
+    let list = Listing::new(&state.secret, pin, &q)?;
+    let rows =
+        state.store.list_conversations(&who.account_id, &agent.email, since, until, &list.query).await?;
+    Ok(Json(list.page(rows, view)))
 }
 
 pub async fn get(

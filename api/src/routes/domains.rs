@@ -2,16 +2,17 @@
 //! delete.
 
 use super::normalize;
+use crate::AppState;
 use crate::auth::AccountScope;
 use crate::body::{QueryParams, RequestBody, StrictJson};
+use crate::cursor::Listing;
 use crate::error::ApiError;
 use crate::views::{DomainView, Page};
-use crate::{AppState, cursor};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use postagent_core::service;
-use postagent_core::store::After;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -50,15 +51,9 @@ pub async fn list(
     AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<DomainView>>, ApiError> {
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, "domains", q.get("cursor"), limit)?;
-    let rows = state.store.list_domains(&who.account_id, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, "domains", rows, limit, |d| After {
-        created_at: d.created_at,
-        key: d.domain.clone(),
-    });
-    let items = rows.iter().map(|d| DomainView::new(d, &state.settings.mail_hostname)).collect();
-    Ok(Json(Page { items, next_cursor }))
+    let list = Listing::new(&state.secret, "domains", &q)?;
+    let rows = state.store.list_domains(&who.account_id, &list.query).await?;
+    Ok(Json(list.page(rows, |d| DomainView::new(d, &state.settings.mail_hostname))))
 }
 
 pub async fn get(

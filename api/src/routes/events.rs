@@ -1,15 +1,16 @@
 //! `/v1/events`: the event log (oldest first, like a feed), one event with its delivery
 //! counts (410 `gone` past retention), and redelivery with the original id and bytes.
 
+use crate::AppState;
 use crate::auth::AccountScope;
 use crate::body::{QueryParams, RequestBody};
+use crate::cursor::Listing;
 use crate::error::ApiError;
 use crate::views::Page;
-use crate::{AppState, cursor};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use postagent_core::store::{After, EventFilter, Redelivery, StoreError, StoredEvent};
+use postagent_core::store::{EventFilter, Redelivery, StoreError, StoredEvent};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::{EventKind, Word};
 use serde::Deserialize;
@@ -68,7 +69,6 @@ pub async fn list(
         since,
         until,
     };
-    let limit = q.limit()?;
     // The filters are pinned inside the cursor: a cursor is only good for the same query.
     let pin = format!(
         "events:{}:{}:{}:{}:{}:{}",
@@ -79,12 +79,12 @@ pub async fn list(
         filter.since.map_or(0, Timestamp::as_micros),
         filter.until.map_or(0, Timestamp::as_micros),
     );
-    let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
-    let rows = state.store.list_events(&who.account_id, &filter, page.after.as_ref(), limit).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |e| After {
-        created_at: e.created_at,
-        key: e.id.clone(),
-    });
+    let list = Listing::new(&state.secret, pin, &q)?;
+    let rows = state
+        .store
+        .list_events(&who.account_id, &filter, list.query.after.as_ref(), list.query.limit)
+        .await?;
+    let (rows, next_cursor) = list.trim(rows);
     let mut items = Vec::with_capacity(rows.len());
     for e in &rows {
         items.push(event_view(&state, e).await?);

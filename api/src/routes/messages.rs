@@ -3,11 +3,12 @@
 //! with a signed download link, inline bytes on request).
 
 use super::normalize;
+use crate::AppState;
 use crate::auth::Principal;
 use crate::body::{QueryParams, RequestBody, StrictJson};
+use crate::cursor::Listing;
 use crate::error::{ApiError, FieldError};
 use crate::views::Page;
-use crate::{AppState, cursor};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use postagent_core::apikey::KeyScope;
 use postagent_core::mail::inbound;
-use postagent_core::store::{After, Agent, Message, MessageFilter};
+use postagent_core::store::{Agent, Message, MessageFilter};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::{Direction, MessageStatus, ReadStatus, Word, optional_str};
 use serde::Deserialize;
@@ -222,14 +223,9 @@ pub async fn list(
     };
     // Every filter is pinned in the cursor: a continuation cannot change the listing.
     let pin = format!("messages:{}:{:?}", agent.email, filter);
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
-    let rows = state.store.list_messages(&who.account_id, &agent.email, &filter, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |m| After {
-        created_at: m.created_at,
-        key: m.id.clone(),
-    });
-    Ok(Json(Page { items: rows.iter().map(summary).collect(), next_cursor }))
+    let list = Listing::new(&state.secret, pin, &q)?;
+    let rows = state.store.list_messages(&who.account_id, &agent.email, &filter, &list.query).await?;
+    Ok(Json(list.page(rows, summary)))
 }
 
 pub async fn get(

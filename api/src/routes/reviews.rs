@@ -8,9 +8,10 @@ use super::normalize;
 use super::send::AttachmentIn;
 use crate::auth::AccountScope;
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
+use crate::cursor::Listing;
 use crate::error::{ApiError, FieldError};
 use crate::views::Page;
-use crate::{AppState, cursor, idempotency};
+use crate::{AppState, idempotency};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +19,7 @@ use axum::response::Response;
 use postagent_core::mail::outbound::MAX_RECIPIENTS;
 use postagent_core::mail::protection::{Protection, ProtectionRequest};
 use postagent_core::mail::review::{self, DecidedBy, Edits, ReviewError};
-use postagent_core::store::{After, Hold, Message};
+use postagent_core::store::{Hold, Message};
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::Direction;
 use serde::Deserialize;
@@ -86,15 +87,9 @@ pub async fn list(
     AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<Value>>, ApiError> {
-    let pin = "reviews";
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, pin, q.get("cursor"), limit)?;
-    let rows = state.store.list_pending_holds(&who.account_id, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, pin, rows, limit, |(h, _)| After {
-        created_at: h.created_at,
-        key: h.message_id.clone(),
-    });
-    Ok(Json(Page { items: rows.iter().map(|(h, m)| review_view(h, m)).collect(), next_cursor }))
+    let list = Listing::new(&state.secret, "reviews", &q)?;
+    let rows = state.store.list_pending_holds(&who.account_id, &list.query).await?;
+    Ok(Json(list.page(rows, |(h, m)| review_view(h, m))))
 }
 
 /// The held message, if it is this account's.

@@ -3,9 +3,10 @@
 
 use crate::auth::AccountScope;
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
+use crate::cursor::Listing;
 use crate::error::{ApiError, FieldError};
 use crate::views::Page;
-use crate::{AppState, cursor, idempotency};
+use crate::{AppState, idempotency};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +14,7 @@ use axum::response::Response;
 use postagent_core::ids::AccountId;
 use postagent_core::ssrf;
 use postagent_core::store::{
-    After, Delivery, NewEvent, NewWebhook, StoreError, Webhook, WebhookFilters, WebhookPatch,
+    Delivery, NewEvent, NewWebhook, StoreError, Webhook, WebhookFilters, WebhookPatch,
 };
 use postagent_core::time::Timestamp;
 use postagent_core::vocab::{DeliveryState, EventKind, Word, must_be, texts};
@@ -286,14 +287,9 @@ pub async fn list(
     AccountScope(who): AccountScope,
     q: QueryParams,
 ) -> Result<Json<Page<Value>>, ApiError> {
-    let limit = q.limit()?;
-    let page = cursor::page_query(&state.secret, "webhooks", q.get("cursor"), limit)?;
-    let rows = state.store.list_webhooks(&who.account_id, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, "webhooks", rows, limit, |w| After {
-        created_at: w.created_at,
-        key: w.id.clone(),
-    });
-    Ok(Json(Page { items: rows.iter().map(webhook_view).collect(), next_cursor }))
+    let list = Listing::new(&state.secret, "webhooks", &q)?;
+    let rows = state.store.list_webhooks(&who.account_id, &list.query).await?;
+    Ok(Json(list.page(rows, webhook_view)))
 }
 
 async fn find(state: &AppState, account: &AccountId, id: &str) -> Result<Webhook, ApiError> {
@@ -468,15 +464,10 @@ pub async fn deliveries(
                 .map_err(|_| ApiError::field("query.status", &must_be::<DeliveryState>()))?,
         ),
     };
-    let limit = q.limit()?;
     let pin = format!("deliveries:{}:{}", hook.id, status.map_or("", DeliveryState::as_str));
-    let page = cursor::page_query(&state.secret, &pin, q.get("cursor"), limit)?;
-    let rows = state.store.list_deliveries(&who.account_id, &hook.id, status, &page).await?;
-    let (rows, next_cursor) = cursor::finish_page(&state.secret, &pin, rows, limit, |d| After {
-        created_at: d.created_at,
-        key: d.id.clone(),
-    });
-    Ok(Json(Page { items: rows.iter().map(delivery_view).collect(), next_cursor }))
+    let list = Listing::new(&state.secret, pin, &q)?;
+    let rows = state.store.list_deliveries(&who.account_id, &hook.id, status, &list.query).await?;
+    Ok(Json(list.page(rows, delivery_view)))
 }
 
 /// A postagent extension: one delivery with every try (status, duration, the start of the

@@ -176,37 +176,15 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Authentication {
-        Authentication {
-            spf: SpfResult {
-                status: AuthStatus::Pass,
-                domain: Some("example.org".into()),
-                aligned: Some(true),
-                detail: None,
-            },
-            dkim: vec![
-                DkimResult {
-                    status: AuthStatus::Pass,
-                    domain: Some("example.org".into()),
-                    selector: Some("sel1".into()),
-                    aligned: Some(true),
-                    detail: None,
-                },
-                DkimResult {
-                    status: AuthStatus::Fail,
-                    domain: Some("evil; dmarc=pass (x)".into()),
-                    selector: None,
-                    aligned: Some(false),
-                    detail: None,
-                },
-            ],
-            dmarc: DmarcResult {
-                status: AuthStatus::Pass,
-                domain: Some("example.org".into()),
-                policy: Some("reject".into()),
-                aligned_by: vec![Alignment::Spf, Alignment::Dkim],
-                detail: None,
-            },
-        }
+        let mut a = Authentication::aligned_pass("example.org", "sel1");
+        a.dkim.push(DkimResult {
+            status: AuthStatus::Fail,
+            domain: Some("evil; dmarc=pass (x)".into()),
+            selector: None,
+            aligned: Some(false),
+            detail: None,
+        });
+        a
     }
 
     #[test]

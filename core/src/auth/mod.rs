@@ -63,6 +63,30 @@ pub struct DmarcResult {
 }
 
 impl Authentication {
+    /// A message from `domain` that passes DMARC aligned through both SPF and a DKIM
+    /// signature (selector `selector`) under policy `reject`: what the milter records for
+    /// well-configured mail, and the fixture every test of the trust chain starts from.
+    pub fn aligned_pass(domain: &str, selector: &str) -> Self {
+        let pass = AuthStatus::Pass;
+        Self {
+            spf: SpfResult { status: pass, domain: Some(domain.into()), aligned: Some(true), detail: None },
+            dkim: vec![DkimResult {
+                status: pass,
+                domain: Some(domain.into()),
+                selector: Some(selector.into()),
+                aligned: Some(true),
+                detail: None,
+            }],
+            dmarc: DmarcResult {
+                status: pass,
+                domain: Some(domain.into()),
+                policy: Some("reject".into()),
+                aligned_by: vec![Alignment::Spf, Alignment::Dkim],
+                detail: None,
+            },
+        }
+    }
+
     /// postagent's one meaning of "verified": DMARC passed, which requires an SPF or DKIM pass
     /// aligned with the From domain. An unaligned pass is not verification.
     pub fn verified(&self) -> bool {

@@ -13,7 +13,6 @@ use postagent_core::dns::Resolver;
 use postagent_core::secret::Secret;
 use postagent_core::service;
 use postagent_core::store::SqlStore;
-use postagent_core::vocab::{Alignment, AuthStatus};
 use postagent_lab::dns::DnsServer;
 use postagent_lab::pg::PgCluster;
 use reqwest::{Method, StatusCode, header::HeaderMap};
@@ -357,27 +356,5 @@ pub fn signed_for(
 
 /// What the milter records for mail from example.org that passes DMARC.
 pub fn passing_authentication() -> postagent_core::auth::Authentication {
-    use postagent_core::auth::{Authentication, DkimResult, DmarcResult, SpfResult};
-    Authentication {
-        spf: SpfResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            aligned: Some(true),
-            detail: None,
-        },
-        dkim: vec![DkimResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            selector: Some("s1".into()),
-            aligned: Some(true),
-            detail: None,
-        }],
-        dmarc: DmarcResult {
-            status: AuthStatus::Pass,
-            domain: Some("example.org".into()),
-            policy: Some("reject".into()),
-            aligned_by: vec![Alignment::Spf, Alignment::Dkim],
-            detail: None,
-        },
-    }
+    postagent_core::auth::Authentication::aligned_pass("example.org", "s1")
 }
