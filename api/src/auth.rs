@@ -37,14 +37,14 @@ impl Principal {
     }
 }
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key>"))?;
+impl Principal {
+    /// The caller named by an `Authorization: Bearer <API key>` header.
+    pub async fn from_header(
+        state: &AppState,
+        header: Option<&axum::http::HeaderValue>,
+    ) -> Result<Self, ApiError> {
+        let header =
+            header.ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key>"))?;
         let value = header.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
         let (scheme, token) =
             value.split_once(' ').ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
@@ -66,6 +66,14 @@ impl FromRequestParts<AppState> for Principal {
             scope: key.scope,
             agent_email: key.agent_email,
         })
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::from_header(state, parts.headers.get(axum::http::header::AUTHORIZATION)).await
     }
 }
 

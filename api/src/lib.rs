@@ -12,6 +12,7 @@ pub mod error;
 pub mod idempotency;
 pub mod labels;
 pub mod magic;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -79,7 +80,14 @@ pub struct AppState {
     pub hub: ws::Hub,
 }
 
+/// The API: `/v1` and its helpers, and the MCP server on `/mcp`, whose tools call the `/v1`
+/// router in this process.
 pub fn router(state: AppState) -> Router {
+    let rest = rest_router(state.clone());
+    rest.clone().merge(mcp::routes(state, rest))
+}
+
+fn rest_router(state: AppState) -> Router {
     use routes::{meta, webhooks};
     let mut app = Router::new()
         .route("/api/health", get(meta::health).head(meta::health))

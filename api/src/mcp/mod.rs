@@ -1,0 +1,235 @@
+//! `/mcp`: the MCP server on the API listener, wire-compatible with e2a's (`../shared/e2a/mcp.md`).
+//!
+//! MCP Streamable HTTP in stateless mode: every `POST /mcp` stands alone and its answers come
+//! back as one SSE frame per request; `GET`, `HEAD` and `DELETE` are 405. The bearer is an API
+//! key as on `/v1`: an account key sees every tool, an agent key the runtime tools with its
+//! agent as the default address. Tools run the `/v1` handlers in this process ([`call`]).
+//!
+//! The protocol layer is written here rather than taken from `rmcp`: e2a's wire behaviour
+//! (argument errors and unknown tools as `isError` results with e2a's texts, the exact
+//! annotation objects and draft-07 schemas, stateless 405 bodies, the 401 challenge) is the
+//! contract hosts are built against, and it is a few hundred lines.
+
+mod call;
+pub mod protocol;
+pub mod schema;
+pub mod tools;
+
+pub use call::Caller;
+
+use crate::AppState;
+use crate::auth::Principal;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use postagent_core::apikey::KeyScope;
+use protocol::{INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, VERSIONS};
+use serde_json::{Value, json};
+use tools::Tier;
+
+/// Largest `POST /mcp` body: attachments (25 MB decoded) fit after base64.
+const MAX_BODY_BYTES: usize = 40 * 1024 * 1024;
+/// Requests in one batch at most.
+const MAX_BATCH: usize = 100;
+
+#[derive(Clone)]
+struct Mcp {
+    state: AppState,
+    /// The `/v1` router tools call into.
+    api: Router,
+}
+
+/// The MCP routes; `api` is the `/v1` router the tools call.
+pub fn routes(state: AppState, api: Router) -> Router {
+    Router::new()
+        .route("/mcp", post(post_mcp).get(not_allowed).head(not_allowed).delete(not_allowed))
+        .route("/.well-known/oauth-protected-resource", get(metadata))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Mcp { state, api })
+}
+
+/// The tier a principal's key gives.
+pub fn caller_for(who: &Principal, bearer: &str) -> Caller {
+    let (tier, agent) = match who.scope {
+        KeyScope::Account => (Tier::Admin, None),
+        KeyScope::Agent => (Tier::Runtime, who.agent_email.clone()),
+    };
+    Caller { bearer: bearer.to_owned(), tier, agent }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .map_or_else(|| format!("mcpreq_{}", hex::encode(rand::random::<[u8; 6]>())), str::to_owned)
+}
+
+fn rpc_error(status: StatusCode, request_id: &str, code: i64, message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message, "data": {"request_id": request_id}}});
+    with_request_id((status, axum::Json(body)).into_response(), request_id)
+}
+
+fn with_request_id(mut res: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+fn base_url(state: &AppState) -> String {
+    state.settings.public_url_or_default()
+}
+
+fn unauthorized(state: &AppState, request_id: &str, invalid: bool) -> Response {
+    let mut challenge = format!(
+        "Bearer realm=\"postagent\", resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+        base_url(state)
+    );
+    if invalid {
+        challenge.push_str(", error=\"invalid_token\"");
+    }
+    let message = if invalid { "invalid bearer token" } else { "missing bearer token" };
+    let mut res = rpc_error(StatusCode::UNAUTHORIZED, request_id, -32001, message);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
+}
+
+/// The bearer token, when the header is `Bearer <token>` (any case).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(char::is_whitespace)?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+async fn not_allowed(headers: HeaderMap) -> Response {
+    let id = request_id(&headers);
+    rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &id,
+        -32000,
+        "Method not allowed: the postagent MCP server is stateless",
+    )
+}
+
+/// RFC 9728: where the bearer comes from.
+async fn metadata(State(mcp): State<Mcp>) -> Response {
+    let base = base_url(&mcp.state);
+    axum::Json(json!({
+        "resource": base,
+        "authorization_servers": [base],
+        "scopes_supported": ["agent", "account"],
+        "bearer_methods_supported": ["header"],
+    }))
+    .into_response()
+}
+
+fn sse(frames: &[Value]) -> String {
+    let mut out = String::new();
+    for f in frames {
+        out.push_str("event: message\ndata: ");
+        out.push_str(&f.to_string());
+        out.push_str("\n\n");
+    }
+    out
+}
+
+async fn post_mcp(State(mcp): State<Mcp>, headers: HeaderMap, body: Bytes) -> Response {
+    let rid = request_id(&headers);
+    // Authentication first: a stranger learns nothing about the body rules.
+    let Some(token) = bearer(&headers) else { return unauthorized(&mcp.state, &rid, false) };
+    let who = match Principal::from_header(&mcp.state, headers.get(header::AUTHORIZATION)).await {
+        Ok(who) => who,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => return unauthorized(&mcp.state, &rid, true),
+        Err(e) => {
+            tracing::warn!(request_id = %rid, status = %e.status, "mcp: cannot resolve the caller");
+            return rpc_error(e.status, &rid, INTERNAL_ERROR, "cannot resolve the caller; try again");
+        }
+    };
+    let caller = caller_for(&who, &token);
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !(accept.contains("application/json") && accept.contains("text/event-stream")) {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            &rid,
+            -32000,
+            "Not Acceptable: Client must accept both application/json and text/event-stream",
+        );
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")) {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &rid,
+            -32000,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
+        return rpc_error(StatusCode::BAD_REQUEST, &rid, PARSE_ERROR, "Parse error: Invalid JSON");
+    };
+    let messages: Vec<Value> = match parsed {
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_BATCH => items,
+        Value::Array(_) => {
+            return rpc_error(StatusCode::BAD_REQUEST, &rid, INVALID_REQUEST, "Invalid Request: batch size");
+        }
+        one => vec![one],
+    };
+    if messages.iter().any(|m| protocol::kind(m).is_none()) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &rid,
+            PARSE_ERROR,
+            "Parse error: Invalid JSON-RPC message",
+        );
+    }
+    let initializing = messages.iter().any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"));
+    if initializing && messages.len() > 1 {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &rid,
+            INVALID_REQUEST,
+            "Invalid Request: Only one initialization request is allowed",
+        );
+    }
+    if !initializing
+        && let Some(v) = headers.get("mcp-protocol-version").and_then(|v| v.to_str().ok())
+        && !VERSIONS.contains(&v)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &rid,
+            -32000,
+            &format!(
+                "Bad Request: Unsupported protocol version: {v} (supported versions: {})",
+                VERSIONS.join(", ")
+            ),
+        );
+    }
+    let mut answers = Vec::new();
+    for m in &messages {
+        if let Some(a) = protocol::handle(&mcp.api, &caller, m).await {
+            answers.push(a);
+        }
+    }
+    if answers.is_empty() {
+        return with_request_id(StatusCode::ACCEPTED.into_response(), &rid);
+    }
+    let res = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from(sse(&answers)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    with_request_id(res, &rid)
+}
