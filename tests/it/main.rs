@@ -14,6 +14,7 @@ mod fanout_e2e;
 mod inbound_e2e;
 mod lab;
 mod mcp;
+mod mcp_clients;
 mod messages;
 mod openapi;
 mod operator;

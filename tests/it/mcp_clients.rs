@@ -1,0 +1,201 @@
+//! postagent's MCP server driven by the official MCP Python SDK (`mcp` from PyPI, pinned in
+//! tests/clients.txt) through `tests/mcp/driver.py`: the handshake, the tools each scope
+//! sees, reading, replying, a held send approved by the account, and error results, as a
+//! host built on the SDK sees them.
+
+use crate::common;
+
+use common::{Db, TestApp};
+use serde_json::{Value, json};
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+const BOT: &str = "bot@agents.test";
+
+/// One SDK client session, spoken to line by line.
+pub struct Driver {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    /// What `initialize` answered: `{"protocol", "server"}`.
+    pub hello: Value,
+}
+
+impl Driver {
+    /// A session over Streamable HTTP to `url` with `key`; `None` when the venv cannot be made
+    /// outside CI.
+    pub async fn http(url: &str, key: &str) -> Option<Driver> {
+        let venv = postagent_lab::clients::venv("mcp")?;
+        let mut cmd = Self::command(&venv);
+        cmd.env("MCP_TRANSPORT", "http").env("MCP_URL", url).env("MCP_KEY", key);
+        Some(Self::start(cmd).await)
+    }
+
+    /// A session over stdio with `argv` (the `postagent mcp` command line), `env` added.
+    pub async fn stdio(argv: &[String], env: &[(&str, String)]) -> Option<Driver> {
+        let venv = postagent_lab::clients::venv("mcp")?;
+        let mut cmd = Self::command(&venv);
+        cmd.env("MCP_TRANSPORT", "stdio").env("MCP_COMMAND", serde_json::to_string(argv).expect("argv"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Some(Self::start(cmd).await)
+    }
+
+    fn command(venv: &Path) -> tokio::process::Command {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/driver.py");
+        let mut cmd = tokio::process::Command::new(venv.join("bin/python"));
+        cmd.arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn start(mut cmd: tokio::process::Command) -> Driver {
+        let mut child = cmd.spawn().expect("python");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let hello = Self::read(&mut lines).await;
+        Driver { child, stdin, lines, hello }
+    }
+
+    async fn read(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the SDK answers within a minute")
+            .expect("read")
+            .expect("the SDK client exited early (its error is above)");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    async fn ask(&mut self, cmd: Value) -> Value {
+        self.stdin.write_all(format!("{cmd}\n").as_bytes()).await.expect("write");
+        self.stdin.flush().await.expect("flush");
+        Self::read(&mut self.lines).await
+    }
+
+    pub async fn tools(&mut self) -> Vec<Value> {
+        self.ask(json!({"op": "list_tools"})).await["tools"].as_array().expect("tools").clone()
+    }
+
+    /// `tools/call`; the CallToolResult as JSON.
+    pub async fn call(&mut self, name: &str, args: Value) -> Value {
+        self.ask(json!({"op": "call", "name": name, "args": args})).await
+    }
+
+    /// The JSON a successful tool returned.
+    pub async fn ok(&mut self, name: &str, args: Value) -> Value {
+        let r = self.call(name, args).await;
+        assert_ne!(r["isError"], true, "{name} failed: {r}");
+        serde_json::from_str(r["content"][0]["text"].as_str().expect("text")).expect("json")
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stdin.write_all(b"\n").await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+fn inbound(i: usize) -> Vec<u8> {
+    format!(
+        "From: Alice <alice@example.org>\r\nTo: {BOT}\r\nSubject: question {i}\r\nMessage-ID: <q{i}@example.org>\r\n\
+         Content-Type: text/plain\r\n\r\nHello bot, question {i}.\r\n"
+    )
+    .into_bytes()
+}
+
+/// The flows a host runs, on one backend, through `session` for the account and `agent` for
+/// the agent key.
+pub async fn flows(app: &TestApp, account: &mut Driver, agent: &mut Driver) {
+    assert_eq!(account.hello["server"], "postagent");
+    assert_eq!(account.tools().await.len(), 60);
+    let agent_tools = agent.tools().await;
+    assert_eq!(agent_tools.len(), 16);
+    let send = agent_tools.iter().find(|t| t["name"] == "send_message").expect("send_message");
+    assert_eq!(send["annotations"]["destructiveHint"], false);
+    assert_eq!(send["inputSchema"]["additionalProperties"], false);
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.deliver(BOT, &inbound(i), true).await);
+    }
+    // Pagination over the inbox, as a host follows next_cursor.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = json!({"limit": 2});
+        if let Some(c) = &cursor {
+            args["cursor"] = json!(c);
+        }
+        let page = agent.ok("list_messages", args).await;
+        seen.extend(page["messages"].as_array().expect("messages").iter().map(|m| m["id"].clone()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let m = agent.ok("get_message", json!({"message_id": ids[0]})).await;
+    assert_eq!(m["verified_domain"], "example.org");
+    let reply = agent.ok("reply_to_message", json!({"message_id": ids[0], "text": "An answer."})).await;
+    assert_eq!(reply["status"], "accepted");
+
+    // A held send, approved by the account.
+    account
+        .ok(
+            "update_protection",
+            json!({"email": BOT, "outbound_gate_policy": "allowlist", "outbound_gate_action": "review"}),
+        )
+        .await;
+    let held =
+        agent.ok("send_message", json!({"to": ["x@elsewhere.test"], "subject": "Hi", "text": "Hello"})).await;
+    assert_eq!(held["status"], "pending_review");
+    let approved = account.ok("approve_review", json!({"message_id": held["message_id"]})).await;
+    assert_eq!(approved["status"], "accepted", "{approved}");
+
+    // Errors as results: unknown tool, invalid arguments, unknown field, missing confirm,
+    // another account's message.
+    let unknown = agent.call("no_such_tool", json!({})).await;
+    assert_eq!(unknown["isError"], true);
+    let invalid = agent.call("list_messages", json!({"limit": 500})).await;
+    assert_eq!(invalid["isError"], true);
+    assert!(
+        invalid["content"][0]["text"].as_str().expect("text").contains("Input validation error"),
+        "{invalid}"
+    );
+    let field = agent.call("get_message", json!({"message_id": ids[1], "colour": "red"})).await;
+    assert!(field["content"][0]["text"].as_str().expect("text").contains("unrecognized_keys"), "{field}");
+    let confirm = agent.call("delete_message", json!({"message_id": ids[1]})).await;
+    assert_eq!(confirm["isError"], true);
+    let intruder = app.other_account().await;
+    let mut stranger = Driver::http(&format!("{}/mcp", app.base), &intruder).await.expect("venv");
+    let foreign = stranger.call("get_message", json!({"message_id": ids[1], "email": BOT})).await;
+    assert_eq!(foreign["structuredContent"]["code"], "not_found", "{foreign}");
+    stranger.close().await;
+}
+
+async fn sdk_flows(db: Db) {
+    let Some(app) = common::spawn_app(db).await else { return };
+    let r = app.post("/v1/agents", json!({"email": BOT, "name": "Bot"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    let agent_key = app.agent_key(BOT).await;
+    let url = format!("{}/mcp", app.base);
+    let Some(mut account) = Driver::http(&url, &app.key).await else { return };
+    let mut agent = Driver::http(&url, &agent_key).await.expect("venv");
+    flows(&app, &mut account, &mut agent).await;
+    account.close().await;
+    agent.close().await;
+}
+
+#[tokio::test]
+async fn python_sdk_over_http_sqlite() {
+    sdk_flows(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn python_sdk_over_http_postgres() {
+    sdk_flows(Db::Postgres).await;
+}
