@@ -7,6 +7,7 @@ mod admin;
 mod doctor;
 mod lab;
 mod listen;
+mod mcp_stdio;
 mod postfix;
 mod verify;
 
@@ -84,6 +85,9 @@ enum Command {
     /// Follow an agent's inbox over the WebSocket stream: print each message, or POST it to
     /// a local URL (for agents without a public URL).
     Listen(listen::ListenArgs),
+    /// Serve MCP over stdio for a host that launches a local process: each message goes to a
+    /// running postagent's /mcp with the API key.
+    Mcp(mcp_stdio::McpArgs),
     /// Operator tasks against the configured database.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -171,6 +175,7 @@ fn main() -> ExitCode {
             Command::Lmtp => serve(serve::Roles::lmtp_only()).await,
             Command::Worker => serve(serve::Roles::worker_only()).await,
             Command::Listen(args) => listen::run(args, config.public_url()).await,
+            Command::Mcp(args) => mcp_stdio::run(args, config.public_url()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
             Command::Postfix(cmd) => postfix::run(config, cmd).await,
             Command::Doctor(args) => doctor::run(config, file, args).await,

@@ -199,3 +199,31 @@ async fn python_sdk_over_http_sqlite() {
 async fn python_sdk_over_http_postgres() {
     sdk_flows(Db::Postgres).await;
 }
+
+/// `postagent mcp` (stdio) through the SDK's stdio client: the same flows, forwarded to the
+/// running API.
+#[tokio::test]
+async fn python_sdk_over_stdio() {
+    let Some(app) = common::spawn_app(Db::Sqlite).await else { return };
+    let r = app.post("/v1/agents", json!({"email": BOT, "name": "Bot"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    let agent_key = app.agent_key(BOT).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let argv = |_: &str| {
+        vec![
+            common::bin::BIN.to_owned(),
+            "--data-dir".to_owned(),
+            dir.path().display().to_string(),
+            "mcp".to_owned(),
+            "--url".to_owned(),
+            app.base.clone(),
+        ]
+    };
+    let Some(mut account) = Driver::stdio(&argv("account"), &[("E2A_API_KEY", app.key.clone())]).await else {
+        return;
+    };
+    let mut agent = Driver::stdio(&argv("agent"), &[("E2A_API_KEY", agent_key)]).await.expect("venv");
+    flows(&app, &mut account, &mut agent).await;
+    account.close().await;
+    agent.close().await;
+}
