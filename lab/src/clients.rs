@@ -1,5 +1,5 @@
 //! The Python clients the test suite drives (the e2a SDK at the versions postagent promises,
-//! standardwebhooks, dkimpy), listed once in `tests/clients.txt`: one venv per line,
+//! standardwebhooks, dkimpy, the MCP SDK), listed once in `tests/clients.txt`: one venv per line,
 //! `<name> <pip spec>…`. `tests/run` installs them all up front; a test that finds its venv
 //! missing or built for other specs builds it itself, once, under a lock shared by every test
 //! binary.
@@ -71,13 +71,47 @@ pub fn venv(name: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
+/// The npm clients of `tests/npm/package.json` (locked by its `package-lock.json`), installed
+/// with `npm ci` into `tests/npm/node_modules`: what `tests/run` does, done here once, under a
+/// lock, when a test finds them missing or older than the lock. `None` after a `SKIP:` line
+/// when npm is unavailable outside CI.
+pub fn npm_modules() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("tests/npm");
+    if !require("npm", "install Node.js and npm (tests/run does)") {
+        return None;
+    }
+    std::fs::create_dir_all(dir()).expect("test-clients directory");
+    let lock = std::fs::File::create(dir().join("npm.lock")).expect("lock file");
+    lock.lock().expect("lock");
+    let marker = root.join("node_modules/.installed-lock");
+    let want = std::fs::read(root.join("package-lock.json")).expect("tests/npm/package-lock.json");
+    if std::fs::read(&marker).is_ok_and(|m| m == want) {
+        return Some(root.join("node_modules"));
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&root)
+        .output()
+        .expect("run npm");
+    if !require_that(
+        out.status.success(),
+        &format!("npm ci failed: {}", String::from_utf8_lossy(&out.stderr)),
+        "the npm registry must be reachable",
+    ) {
+        return None;
+    }
+    std::fs::write(&marker, &want).expect("marker");
+    Some(root.join("node_modules"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_client_is_pinned() {
-        for name in ["sdk-5.3.0", "sdk-5.8.1", "mail-5.3.0", "mail-5.8.1", "webhooks-5.3.0", "dkimpy"] {
+        for name in ["sdk-5.3.0", "sdk-5.8.1", "mail-5.3.0", "mail-5.8.1", "webhooks-5.3.0", "dkimpy", "mcp"]
+        {
             let specs = specs(name).unwrap_or_else(|| panic!("{name} listed"));
             assert!(!specs.is_empty() && specs.iter().all(|s| s.contains("==")), "{name}: {specs:?}");
         }

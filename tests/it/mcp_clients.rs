@@ -1,5 +1,6 @@
-//! postagent's MCP server driven by the official MCP Python SDK (`mcp` from PyPI, pinned in
-//! tests/clients.txt) through `tests/mcp/driver.py`: the handshake, the tools each scope
+//! postagent's MCP server driven by the official MCP SDKs: Python (`mcp` from PyPI, pinned in
+//! tests/clients.txt, through `tests/mcp/driver.py`) and TypeScript (`@modelcontextprotocol/sdk`,
+//! locked in tests/npm, through `tests/npm/client.mjs`): the handshake, the tools each scope
 //! sees, reading, replying, a held send approved by the account, and error results, as a
 //! host built on the SDK sees them.
 
@@ -40,6 +41,21 @@ impl Driver {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Some(Self::start(cmd).await)
+    }
+
+    /// A session over Streamable HTTP with the TypeScript SDK (`tests/npm/client.mjs`).
+    pub async fn typescript(url: &str, key: &str) -> Option<Driver> {
+        let modules = postagent_lab::clients::npm_modules()?;
+        let script = modules.parent().expect("tests/npm").join("client.mjs");
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(script)
+            .env("MCP_URL", url)
+            .env("MCP_KEY", key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
         Some(Self::start(cmd).await)
     }
 
@@ -177,14 +193,27 @@ pub async fn flows(app: &TestApp, account: &mut Driver, agent: &mut Driver) {
     stranger.close().await;
 }
 
-async fn sdk_flows(db: Db) {
+#[derive(Clone, Copy)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+async fn connect(sdk: Sdk, url: &str, key: &str) -> Option<Driver> {
+    match sdk {
+        Sdk::Python => Driver::http(url, key).await,
+        Sdk::TypeScript => Driver::typescript(url, key).await,
+    }
+}
+
+async fn sdk_flows(db: Db, sdk: Sdk) {
     let Some(app) = common::spawn_app(db).await else { return };
     let r = app.post("/v1/agents", json!({"email": BOT, "name": "Bot"})).await;
     assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
     let agent_key = app.agent_key(BOT).await;
     let url = format!("{}/mcp", app.base);
-    let Some(mut account) = Driver::http(&url, &app.key).await else { return };
-    let mut agent = Driver::http(&url, &agent_key).await.expect("venv");
+    let Some(mut account) = connect(sdk, &url, &app.key).await else { return };
+    let mut agent = connect(sdk, &url, &agent_key).await.expect("client");
     flows(&app, &mut account, &mut agent).await;
     account.close().await;
     agent.close().await;
@@ -192,12 +221,17 @@ async fn sdk_flows(db: Db) {
 
 #[tokio::test]
 async fn python_sdk_over_http_sqlite() {
-    sdk_flows(Db::Sqlite).await;
+    sdk_flows(Db::Sqlite, Sdk::Python).await;
+}
+
+#[tokio::test]
+async fn typescript_sdk_over_http_sqlite() {
+    sdk_flows(Db::Sqlite, Sdk::TypeScript).await;
 }
 
 #[tokio::test]
 async fn python_sdk_over_http_postgres() {
-    sdk_flows(Db::Postgres).await;
+    sdk_flows(Db::Postgres, Sdk::Python).await;
 }
 
 /// `postagent mcp` (stdio) through the SDK's stdio client: the same flows, forwarded to the
