@@ -15,6 +15,7 @@ mod inbound_e2e;
 mod lab;
 mod mcp;
 mod mcp_clients;
+mod mcp_conformance;
 mod messages;
 mod openapi;
 mod operator;

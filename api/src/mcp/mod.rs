@@ -84,6 +84,34 @@ fn with_request_id(mut res: Response, request_id: &str) -> Response {
     res
 }
 
+/// The host part of a `Host` header or an origin, lowercased, without the port.
+fn host_of(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    let a =
+        a.split_once("://").map_or(a.as_str(), |(_, rest)| rest).split('/').next().unwrap_or("").to_owned();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_owned();
+    }
+    a.split(':').next().unwrap_or("").to_owned()
+}
+
+/// The DNS-rebinding guard: a browser tricked into calling `/mcp` sends a foreign `Host` (or
+/// `Origin`). Admitted: loopback names, the host of `public_url`, and the address the API
+/// listens on.
+fn host_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let mut allowed = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    allowed.push(host_of(&state.settings.public_url_or_default()));
+    allowed.push(host_of(&state.settings.api_listen));
+    let ok = |value: &str| allowed.contains(&host_of(value));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    host.is_some_and(ok) && origin.is_none_or(ok)
+}
+
+fn misdirected(request_id: &str) -> Response {
+    with_request_id(StatusCode::MISDIRECTED_REQUEST.into_response(), request_id)
+}
+
 fn base_url(state: &AppState) -> String {
     state.settings.public_url_or_default()
 }
@@ -112,8 +140,11 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
-async fn not_allowed(headers: HeaderMap) -> Response {
+async fn not_allowed(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
     let id = request_id(&headers);
+    if !host_allowed(&mcp.state, &headers) {
+        return misdirected(&id);
+    }
     rpc_error(
         StatusCode::METHOD_NOT_ALLOWED,
         &id,
@@ -123,7 +154,10 @@ async fn not_allowed(headers: HeaderMap) -> Response {
 }
 
 /// RFC 9728: where the bearer comes from.
-async fn metadata(State(mcp): State<Mcp>) -> Response {
+async fn metadata(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
+    if !host_allowed(&mcp.state, &headers) {
+        return misdirected(&request_id(&headers));
+    }
     let base = base_url(&mcp.state);
     axum::Json(json!({
         "resource": base,
@@ -146,6 +180,9 @@ fn sse(frames: &[Value]) -> String {
 
 async fn post_mcp(State(mcp): State<Mcp>, headers: HeaderMap, body: Bytes) -> Response {
     let rid = request_id(&headers);
+    if !host_allowed(&mcp.state, &headers) {
+        return misdirected(&rid);
+    }
     // Authentication first: a stranger learns nothing about the body rules.
     let Some(token) = bearer(&headers) else { return unauthorized(&mcp.state, &rid, false) };
     let who = match Principal::from_header(&mcp.state, headers.get(header::AUTHORIZATION)).await {
