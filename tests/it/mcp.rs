@@ -80,7 +80,7 @@ async fn transport_rules_and_the_bearer_challenge(app: &TestApp) {
     assert!(challenge.starts_with("Bearer realm=\"postagent\", resource_metadata=\""), "{challenge}");
     assert!(challenge.ends_with("/.well-known/oauth-protected-resource\""), "{challenge}");
     assert_eq!(msgs[0]["error"]["code"], -32001);
-    let (status, headers, _) = post(app, Some("pa_acct_not_a_key_at_all_0000000000"), &init).await;
+    let (status, headers, _) = post(app, Some("e2a_acct_not_a_key_at_all_0000000000"), &init).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers["www-authenticate"].to_str().expect("ascii").ends_with(", error=\"invalid_token\""));
 
