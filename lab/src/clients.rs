@@ -110,8 +110,16 @@ mod tests {
 
     #[test]
     fn every_client_is_pinned() {
-        for name in ["sdk-5.3.0", "sdk-5.8.1", "mail-5.3.0", "mail-5.8.1", "webhooks-5.3.0", "dkimpy", "mcp"]
-        {
+        for name in [
+            "sdk-5.3.0",
+            "sdk-5.8.1",
+            "mail-5.3.0",
+            "mail-5.8.1",
+            "webhooks-5.3.0",
+            "dkimpy",
+            "mcp",
+            "langchain",
+        ] {
             let specs = specs(name).unwrap_or_else(|| panic!("{name} listed"));
             assert!(!specs.is_empty() && specs.iter().all(|s| s.contains("==")), "{name}: {specs:?}");
         }

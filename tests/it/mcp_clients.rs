@@ -261,3 +261,41 @@ async fn python_sdk_over_stdio() {
     account.close().await;
     agent.close().await;
 }
+
+/// A LangChain agent (langchain-mcp-adapters, LangGraph's ReAct loop, a scripted chat model)
+/// lists the inbox and replies through postagent's tools.
+#[tokio::test]
+async fn langchain_agent_lists_then_replies() {
+    let Some(app) = common::spawn_app(Db::Sqlite).await else { return };
+    let r = app.post("/v1/agents", json!({"email": BOT, "name": "Bot"})).await;
+    assert_eq!(r.status, reqwest::StatusCode::CREATED, "{}", r.body);
+    let agent_key = app.agent_key(BOT).await;
+    let id = app.deliver(BOT, &inbound(7), true).await;
+    let Some(venv) = postagent_lab::clients::venv("langchain") else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/langchain_agent.py");
+    let out = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(script)
+        .env("MCP_URL", format!("{}/mcp", app.base))
+        .env("MCP_KEY", &agent_key)
+        .env("MESSAGE_ID", &id)
+        .output()
+        .await
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let run: Value = serde_json::from_str(stdout.lines().last().expect("a line")).expect("json");
+    assert_eq!(run["tools"].as_array().expect("tools").len(), 16, "{run}");
+    assert_eq!(run["calls"][0]["tool"], "list_messages");
+    assert!(
+        run["calls"][0]["output"].as_str().expect("text").contains(&id),
+        "the inbox lists the message: {run}"
+    );
+    assert_eq!(run["calls"][1]["tool"], "reply_to_message");
+    let reply: Value = serde_json::from_str(run["calls"][1]["output"].as_str().expect("text")).expect("json");
+    assert_eq!(reply["status"], "accepted", "{run}");
+    assert_eq!(run["final"], "I replied to your newest mail.");
+    let sent = app
+        .get(&format!("/v1/agents/{}/messages?direction=outbound&read_status=all", common::enc(BOT)))
+        .await;
+    assert_eq!(sent.body["items"][0]["subject"], "Re: question 7", "{}", sent.body);
+}
