@@ -299,3 +299,44 @@ async fn langchain_agent_lists_then_replies() {
         .await;
     assert_eq!(sent.body["items"][0]["subject"], "Re: question 7", "{}", sent.body);
 }
+
+/// With a real private Postfix in front: a DKIM-signed message arrives through Postfix and the
+/// milter, the Python SDK reads it (verified) and replies, and the reply leaves through Postfix
+/// to the lab's internet, threaded.
+#[tokio::test]
+async fn python_sdk_reads_and_replies_through_postfix() {
+    use common::mail::{MailWorld, Options, WAIT};
+    use postagent_lab::lmtp_sink::smtp_sink;
+    use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message};
+    let (internet, mut rx) = smtp_sink(&[]).await;
+    let options = Options { agents: vec![BOT], internet: Some(internet), ..Options::default() };
+    let Some(mut w) = MailWorld::start(options).await else { return };
+    let _server = w.serve();
+    // Answers go to the human's own address, on the lab's internet.
+    let message = sample_message(BOT, "Invoice 42", "inv42", "Please confirm.\r\n").replacen(
+        "\r\nSubject:",
+        "\r\nReply-To: alice@example.org\r\nSubject:",
+        1,
+    );
+    let signed = w.zone.sign(&message).expect("sign");
+    let qid = w.send(&format!("alice@{SENDER_DOMAIN}"), &[BOT], &signed).await;
+    w.wait_sent(&qid, BOT).await;
+    let Some(mut agent) = Driver::http(&format!("{}/mcp", w.api()), &w.key).await else { return };
+    let inbox = agent.ok("list_messages", json!({"email": BOT})).await;
+    let id = inbox["messages"][0]["id"].as_str().expect("the delivered message").to_owned();
+    let m = agent.ok("get_message", json!({"email": BOT, "message_id": id})).await;
+    assert_eq!(m["verified_domain"], SENDER_DOMAIN, "{m}");
+    assert_eq!(m["authentication"]["dkim"][0]["status"], "pass", "{m}");
+    let reply =
+        agent.ok("reply_to_message", json!({"email": BOT, "message_id": id, "text": "Confirmed."})).await;
+    assert_eq!(reply["status"], "accepted");
+    let Ok(Some(out)) = tokio::time::timeout(WAIT, rx.recv()).await else {
+        let id = reply["message_id"].as_str().unwrap_or("");
+        let sent = w.get(&format!("/v1/agents/{BOT}/messages/{id}")).await;
+        panic!("the reply never reached the internet: {sent}\n{}", _server.log());
+    };
+    assert!(out.data.contains(&format!("In-Reply-To: <inv42@{SENDER_DOMAIN}>")), "{}", out.data);
+    assert!(out.data.contains("Subject: Re: Invoice 42"), "{}", out.data);
+    assert!(out.rcpts.iter().any(|r| r.contains("alice@example.org")), "{:?}", out.rcpts);
+    agent.close().await;
+}
