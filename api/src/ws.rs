@@ -71,6 +71,11 @@ impl Hub {
         self.lock().len()
     }
 
+    /// Turns `true` when the API shuts down (long-lived streams end then).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.0.stopping.subscribe()
+    }
+
     /// Closes every socket with 1001 `shutting_down` and refuses new ones.
     pub fn shut_down(&self) {
         let _ = self.0.stopping.send(true);

@@ -14,6 +14,7 @@ on_both_backends!(
     tools_read_and_answer_delivered_mail,
     errors_are_results_in_e2a_form,
     protection_overlay_and_destructive_guards,
+    resources_read_the_inbox_and_notify_subscribers,
 );
 
 const BOT: &str = "bot@agents.test";
@@ -86,11 +87,15 @@ async fn transport_rules_and_the_bearer_challenge(app: &TestApp) {
 
     let (status, headers, msgs) = post(app, Some(&app.key), &init).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers.get("mcp-session-id").is_none(), "stateless: no session");
+    let session = headers["mcp-session-id"].to_str().expect("ascii");
+    assert!(session.starts_with("mcps_"), "a session for resource notifications: {session}");
     assert!(headers["x-request-id"].to_str().expect("ascii").starts_with("mcpreq_"));
     let result = &msgs[0]["result"];
     assert_eq!(result["protocolVersion"], "2025-06-18");
-    assert_eq!(result["capabilities"], json!({"tools": {"listChanged": true}}));
+    assert_eq!(
+        result["capabilities"],
+        json!({"tools": {"listChanged": true}, "resources": {"subscribe": true, "listChanged": false}})
+    );
     assert_eq!(result["serverInfo"]["name"], "postagent");
     let old = json!({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {"protocolVersion": "1999-01-01"}});
     assert_eq!(post(app, Some(&app.key), &old).await.2[0]["result"]["protocolVersion"], "2025-11-25");
@@ -101,7 +106,7 @@ async fn transport_rules_and_the_bearer_challenge(app: &TestApp) {
     assert_eq!((status, msgs.len()), (StatusCode::ACCEPTED, 0));
     // A batch answers each request in order; unknown methods are JSON-RPC errors.
     let batch = json!([{"jsonrpc": "2.0", "id": "a", "method": "ping"}, note,
-        {"jsonrpc": "2.0", "id": "b", "method": "resources/templates/list"}]);
+        {"jsonrpc": "2.0", "id": "b", "method": "prompts/list"}]);
     let (_, _, msgs) = post(app, Some(&app.key), &batch).await;
     assert_eq!(msgs.len(), 2);
     assert_eq!((&msgs[0]["id"], &msgs[0]["result"]), (&json!("a"), &json!({})));
@@ -365,4 +370,108 @@ async fn protection_overlay_and_destructive_guards(app: &TestApp) {
     let key =
         ok(&call(app, &app.key, "create_api_key", json!({"agent_email": BOT, "name": "from mcp"})).await);
     assert_eq!(key["scope"], "agent", "{key}");
+}
+
+/// One request on a session, as `post` with the `Mcp-Session-Id` header.
+async fn post_in(app: &TestApp, key: &str, session: &str, body: &Value) -> Vec<Value> {
+    let res = app
+        .http
+        .post(format!("{}/mcp", app.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let text = res.text().await.expect("body");
+    text.split("\n\n")
+        .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).expect("json frame"))
+        .collect()
+}
+
+async fn resources_read_the_inbox_and_notify_subscribers(app: &TestApp) {
+    use futures_util::StreamExt;
+    setup(app).await;
+    let key = app.agent_key(BOT).await;
+    let id = app.deliver(BOT, &inbound("r1@example.org", "first"), true).await;
+    let rpc = |id: i64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let list = post(app, Some(&key), &rpc(1, "resources/list", json!({}))).await.2;
+    let uris: Vec<&str> = list[0]["result"]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    let inbox = format!("postagent://agents/{BOT}/inbox");
+    assert_eq!(uris, [inbox.as_str(), &format!("postagent://agents/{BOT}/conversations")]);
+    let read = post(app, Some(&key), &rpc(2, "resources/read", json!({"uri": inbox}))).await.2;
+    let text = read[0]["result"]["contents"][0]["text"].as_str().expect("text");
+    let items: Value = serde_json::from_str(text).expect("json");
+    assert_eq!(items["items"][0]["id"], id.as_str());
+    assert_eq!(items["items"][0]["read_status"], "unread", "reading a resource never marks mail read");
+    // Another account cannot read it, and an unknown URI is not found.
+    let intruder = app.other_account().await;
+    let foreign = post(app, Some(&intruder), &rpc(3, "resources/read", json!({"uri": inbox}))).await.2;
+    assert_eq!(foreign[0]["error"]["code"], -32002, "{foreign:?}");
+    let odd = post(app, Some(&key), &rpc(4, "resources/read", json!({"uri": "file:///etc/passwd"}))).await.2;
+    assert_eq!(odd[0]["error"]["code"], -32002);
+    // Subscribing needs the session initialize answered.
+    let loose = post(app, Some(&key), &rpc(5, "resources/subscribe", json!({"uri": inbox}))).await.2;
+    assert_eq!(loose[0]["error"]["code"], -32600);
+    let init = rpc(
+        6,
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    );
+    let (_, headers, _) = post(app, Some(&key), &init).await;
+    let session = headers["mcp-session-id"].to_str().expect("ascii").to_owned();
+    // Another key cannot use the session: its GET is the stateless 405.
+    let stolen = app
+        .http
+        .get(format!("{}/mcp", app.base))
+        .bearer_auth(&intruder)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(stolen.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let stream = app
+        .http
+        .get(format!("{}/mcp", app.base))
+        .bearer_auth(&key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let sub = post_in(app, &key, &session, &rpc(7, "resources/subscribe", json!({"uri": inbox}))).await;
+    assert_eq!(sub[0]["result"], json!({}), "{sub:?}");
+    app.deliver(BOT, &inbound("r2@example.org", "second"), true).await;
+    let mut body = stream.bytes_stream();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            if let Some(data) = seen.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return serde_json::from_str::<Value>(data).expect("json");
+            }
+        }
+        panic!("the stream ended: {seen}");
+    })
+    .await
+    .expect("a notification within 10 s");
+    assert_eq!(note["method"], "notifications/resources/updated");
+    assert_eq!(note["params"]["uri"], inbox.as_str());
+    let ended = app
+        .http
+        .delete(format!("{}/mcp", app.base))
+        .bearer_auth(&key)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(ended.status(), StatusCode::OK);
 }

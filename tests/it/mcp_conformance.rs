@@ -61,7 +61,6 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("elicitation-sep1034-defaults", "calls a fixture elicitation tool"),
     ("elicitation-sep1330-enums", "calls a fixture elicitation tool"),
     ("server-sse-polling", "a stateless server: answers on the POST stream, offers no GET stream to resume"),
-    ("resources-list", "expects the suite's fixture resources (test://static-text…)"),
     ("resources-read-text", "reads the fixture resource test://static-text"),
     ("resources-read-binary", "reads the fixture resource test://static-binary"),
     ("resources-templates-read", "reads the fixture template test://template/{id}/data"),

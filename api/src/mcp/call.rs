@@ -271,6 +271,27 @@ impl Call<'_> {
     }
 }
 
+/// One `/v1` operation for the protocol layer (resources): the body, or the error's text.
+pub async fn rest(
+    api: &Router,
+    caller: &Caller,
+    op: &'static str,
+    params: &[(&'static str, String)],
+    query: &[(&str, String)],
+) -> Result<Value, String> {
+    let text = |v: Value| v["content"][0]["text"].as_str().unwrap_or("error").to_owned();
+    let call = Call {
+        op,
+        params: params.to_vec(),
+        query: query.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        body: None,
+        idempotency_key: None,
+        caller,
+    };
+    let answer = call.send(api).await.map_err(text)?;
+    if answer.status.is_success() { Ok(answer.body) } else { Err(text(api_error(&answer))) }
+}
+
 /// The agent a per-agent tool acts on (mcp.md §3.2).
 fn address(tool: &Tool, args: &Map<String, Value>, caller: &Caller) -> Result<Option<String>, Value> {
     let arg = match tool.address {

@@ -1,7 +1,9 @@
 //! `/mcp`: the MCP server on the API listener, wire-compatible with e2a's (`../shared/e2a/mcp.md`).
 //!
-//! MCP Streamable HTTP in stateless mode: every `POST /mcp` stands alone and its answers come
-//! back as one SSE frame per request; `GET`, `HEAD` and `DELETE` are 405. The bearer is an API
+//! MCP Streamable HTTP, stateless as e2a's: every `POST /mcp` stands alone and its answers come
+//! back as one SSE frame per request. `initialize` also answers a signed `Mcp-Session-Id`,
+//! used only for resource notifications ([`session`]): `GET /mcp` with it is the notification
+//! stream, `DELETE` ends it; without one, `GET`, `HEAD` and `DELETE` are 405. The bearer is an API
 //! key as on `/v1`: an account key sees every tool, an agent key the runtime tools with its
 //! agent as the default address. Tools run the `/v1` handlers in this process ([`call`]).
 //!
@@ -12,7 +14,9 @@
 
 mod call;
 pub mod protocol;
+mod resources;
 pub mod schema;
+mod session;
 pub mod tools;
 
 pub use call::Caller;
@@ -40,15 +44,19 @@ struct Mcp {
     state: AppState,
     /// The `/v1` router tools call into.
     api: Router,
+    sessions: session::Sessions,
 }
+
+/// Comment lines on an idle notification stream, so proxies keep it open.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The MCP routes; `api` is the `/v1` router the tools call.
 pub fn routes(state: AppState, api: Router) -> Router {
     Router::new()
-        .route("/mcp", post(post_mcp).get(not_allowed).head(not_allowed).delete(not_allowed))
+        .route("/mcp", post(post_mcp).get(get_mcp).head(not_allowed).delete(delete_mcp))
         .route("/.well-known/oauth-protected-resource", get(metadata))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(Mcp { state, api })
+        .with_state(Mcp { sessions: session::Sessions::start(state.store.clone()), state, api })
 }
 
 /// The tier a principal's key gives.
@@ -153,6 +161,74 @@ async fn not_allowed(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
     )
 }
 
+/// The request's session, when it carries one minted for this key.
+fn session_of(mcp: &Mcp, headers: &HeaderMap, who: &Principal) -> Option<String> {
+    let id = headers.get("mcp-session-id")?.to_str().ok()?;
+    session::valid(&mcp.state.secret, who.key_id.as_str(), id).then(|| id.to_owned())
+}
+
+/// The caller of a GET or DELETE that names a session: `Err` is the answer to give.
+async fn session_caller(mcp: &Mcp, headers: &HeaderMap, rid: &str) -> Result<Option<String>, Response> {
+    if !host_allowed(&mcp.state, headers) {
+        return Err(misdirected(rid));
+    }
+    if headers.get("mcp-session-id").is_none() {
+        return Ok(None);
+    }
+    if bearer(headers).is_none() {
+        return Err(unauthorized(&mcp.state, rid, false));
+    }
+    match Principal::from_header(&mcp.state, headers.get(header::AUTHORIZATION)).await {
+        Ok(who) => Ok(session_of(mcp, headers, &who)),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(unauthorized(&mcp.state, rid, true)),
+        Err(e) => Err(rpc_error(e.status, rid, INTERNAL_ERROR, "cannot resolve the caller; try again")),
+    }
+}
+
+/// `GET /mcp` with a session: the stream its resource notifications arrive on. Without one,
+/// 405 (stateless, as e2a).
+async fn get_mcp(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
+    let rid = request_id(&headers);
+    let id = match session_caller(&mcp, &headers, &rid).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return not_allowed(State(mcp), headers).await,
+        Err(res) => return res,
+    };
+    let notes = mcp.sessions.open(&id);
+    let stopping = mcp.state.hub.stopping();
+    let stream = futures_util::stream::unfold((notes, stopping), |(mut notes, mut stopping)| async move {
+        if *stopping.borrow() {
+            return None;
+        }
+        let frame = tokio::select! {
+            note = notes.recv() => format!("event: message\ndata: {}\n\n", note?),
+            _ = stopping.changed() => return None,
+            () = tokio::time::sleep(KEEPALIVE) => ": keepalive\n\n".to_owned(),
+        };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame)), (notes, stopping)))
+    });
+    let res = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    with_request_id(res, &rid)
+}
+
+/// `DELETE /mcp` with a session ends it (its subscriptions and streams); without one, 405.
+async fn delete_mcp(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
+    let rid = request_id(&headers);
+    match session_caller(&mcp, &headers, &rid).await {
+        Ok(Some(id)) => {
+            mcp.sessions.end(&id);
+            with_request_id(StatusCode::OK.into_response(), &rid)
+        }
+        Ok(None) => not_allowed(State(mcp), headers).await,
+        Err(res) => res,
+    }
+}
+
 /// RFC 9728: where the bearer comes from.
 async fn metadata(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
     if !host_allowed(&mcp.state, &headers) {
@@ -253,20 +329,37 @@ async fn post_mcp(State(mcp): State<Mcp>, headers: HeaderMap, body: Bytes) -> Re
             ),
         );
     }
+    // A new session for `initialize`; otherwise the one the request carries, if it checks.
+    let session = if initializing {
+        Some(session::mint(&mcp.state.secret, who.key_id.as_str()))
+    } else {
+        session_of(&mcp, &headers, &who)
+    };
+    let cx = protocol::Context {
+        api: &mcp.api,
+        caller: &caller,
+        session: session.as_deref().map(|id| (id, &mcp.sessions)),
+    };
     let mut answers = Vec::new();
     for m in &messages {
-        if let Some(a) = protocol::handle(&mcp.api, &caller, m).await {
+        if let Some(a) = protocol::handle(&cx, m).await {
             answers.push(a);
         }
     }
     if answers.is_empty() {
         return with_request_id(StatusCode::ACCEPTED.into_response(), &rid);
     }
-    let res = Response::builder()
+    let mut res = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from(sse(&answers)))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    if initializing
+        && answers.iter().all(|a| a.get("result").is_some())
+        && let Some(v) = session.as_deref().and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        res.headers_mut().insert("mcp-session-id", v);
+    }
     with_request_id(res, &rid)
 }

@@ -3,6 +3,8 @@
 //! as e2a's server is): no session, no `initialize` needed before a call.
 
 use super::call::{self, Caller};
+use super::resources;
+use super::session::Sessions;
 use super::tools::{self, Tier, Tool};
 use axum::Router;
 use serde_json::{Map, Value, json};
@@ -15,6 +17,14 @@ pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INTERNAL_ERROR: i64 = -32603;
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
+
+/// Where a request came from: the caller and, when it carried a valid one, its session.
+pub struct Context<'a> {
+    pub api: &'a Router,
+    pub caller: &'a Caller,
+    pub session: Option<(&'a str, &'a Sessions)>,
+}
 
 fn all_tools() -> &'static [Tool] {
     static TOOLS: OnceLock<Vec<Tool>> = OnceLock::new();
@@ -82,7 +92,7 @@ fn initialize(params: Option<&Value>) -> Result<Value, String> {
     let version = VERSIONS.iter().find(|v| **v == asked).copied().unwrap_or(VERSIONS[0]);
     Ok(json!({
         "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": true}},
+        "capabilities": {"tools": {"listChanged": true}, "resources": {"subscribe": true, "listChanged": false}},
         "serverInfo": {"name": "postagent", "version": env!("CARGO_PKG_VERSION")},
     }))
 }
@@ -109,19 +119,63 @@ async fn tools_call(api: &Router, caller: &Caller, params: Option<&Value>) -> Re
     Ok(result)
 }
 
+fn uri_of(params: Option<&Value>) -> Result<&str, (i64, String)> {
+    params
+        .and_then(|p| p.get("uri"))
+        .and_then(Value::as_str)
+        .ok_or((INTERNAL_ERROR, "params.uri is required".to_owned()))
+}
+
+async fn resource_request(
+    cx: &Context<'_>,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<Value, (i64, String)> {
+    let internal = |m: String| (INTERNAL_ERROR, m);
+    match method {
+        "resources/list" => resources::list(cx.api, cx.caller).await.map_err(internal),
+        "resources/templates/list" => Ok(resources::templates()),
+        "resources/read" => {
+            let uri = uri_of(params)?;
+            resources::read(cx.api, cx.caller, uri).await.map_err(|m| (RESOURCE_NOT_FOUND, m))
+        }
+        "resources/subscribe" | "resources/unsubscribe" => {
+            let uri = uri_of(params)?;
+            let Some((id, sessions)) = cx.session else {
+                return Err((
+                    INVALID_REQUEST,
+                    format!("{method} needs the Mcp-Session-Id that initialize answered"),
+                ));
+            };
+            if method == "resources/unsubscribe" {
+                sessions.unsubscribe(id, uri);
+                return Ok(json!({}));
+            }
+            // Only what the key may read: the read runs the REST scope and tenancy checks.
+            resources::read(cx.api, cx.caller, uri).await.map_err(|m| (RESOURCE_NOT_FOUND, m))?;
+            if !sessions.subscribe(id, uri) {
+                return Err((INVALID_REQUEST, "too many subscriptions in this session".to_owned()));
+            }
+            Ok(json!({}))
+        }
+        _ => Err((METHOD_NOT_FOUND, "Method not found".to_owned())),
+    }
+}
+
 /// Answers one request; `None` for notifications and responses.
-pub async fn handle(api: &Router, caller: &Caller, msg: &Value) -> Option<Value> {
+pub async fn handle(cx: &Context<'_>, msg: &Value) -> Option<Value> {
     let Some(Kind::Request { id, method }) = kind(msg) else { return None };
     let params = msg.get("params");
     let result = match method {
-        "initialize" => initialize(params),
+        "initialize" => initialize(params).map_err(|m| (INTERNAL_ERROR, m)),
         "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": visible(caller.tier).map(tool_entry).collect::<Vec<_>>()})),
-        "tools/call" => tools_call(api, caller, params).await,
-        _ => return Some(error(id.clone(), METHOD_NOT_FOUND, "Method not found")),
+        "tools/list" => Ok(json!({"tools": visible(cx.caller.tier).map(tool_entry).collect::<Vec<_>>()})),
+        "tools/call" => tools_call(cx.api, cx.caller, params).await.map_err(|m| (INTERNAL_ERROR, m)),
+        m if m.starts_with("resources/") => resource_request(cx, m, params).await,
+        _ => Err((METHOD_NOT_FOUND, "Method not found".to_owned())),
     };
     Some(match result {
         Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
-        Err(message) => error(id.clone(), INTERNAL_ERROR, &message),
+        Err((code, message)) => error(id.clone(), code, &message),
     })
 }
