@@ -28,6 +28,40 @@ pub fn specs(name: &str) -> Option<Vec<&'static str>> {
         .map(|words| words[1..].to_vec())
 }
 
+/// Installs once what `marker` says is installed when it holds `want`: under `lock_name` (tests
+/// sharing a client build it once; the second waits, then finds it ready), `install` runs only
+/// when the marker differs, and its failure is a `SKIP:` (a failure under CI) with `fix`.
+fn installed(
+    lock_name: &str,
+    marker: &Path,
+    want: &[u8],
+    fix: &str,
+    install: impl FnOnce() -> Result<(), String>,
+) -> bool {
+    std::fs::create_dir_all(dir()).expect("test-clients directory");
+    let lock = std::fs::File::create(dir().join(format!("{lock_name}.lock"))).expect("lock file");
+    lock.lock().expect("lock");
+    if std::fs::read(marker).is_ok_and(|m| m == want) {
+        return true;
+    }
+    match install() {
+        Ok(()) => {
+            std::fs::write(marker, want).expect("marker");
+            true
+        }
+        Err(e) => require_that(false, &e, fix),
+    }
+}
+
+/// The output of a finished command, as an error naming it when it failed.
+fn ran(what: &str, out: std::io::Result<std::process::Output>) -> Result<(), String> {
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("{what} failed: {}", String::from_utf8_lossy(&o.stderr))),
+        Err(e) => Err(format!("{what} cannot run: {e}")),
+    }
+}
+
 /// The venv `name` of `tests/clients.txt`, ready (its `installed-spec` marker holds the specs
 /// joined by spaces, exactly as `tests/run` writes it). `None` after a `SKIP:` line when
 /// Python or PyPI is unavailable outside CI.
@@ -40,68 +74,41 @@ pub fn venv(name: &str) -> Option<PathBuf> {
     if !require("python3", "install Python 3 with the venv module (tests/run does)") {
         return None;
     }
-    let root = dir();
-    std::fs::create_dir_all(&root).expect("test-clients directory");
-    let dir = root.join(name);
-    let marker = dir.join("installed-spec");
-    // Tests sharing a venv build it once: the second waits on this lock, then finds it ready.
-    let lock = std::fs::File::create(root.join(format!("{name}.lock"))).expect("lock file");
-    lock.lock().expect("lock");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == spec) {
-        return Some(dir);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let made = Command::new("python3").args(["-m", "venv"]).arg(&dir).status();
-    if !require_that(made.is_ok_and(|s| s.success()), "python3 -m venv failed", "install python3-venv") {
-        return None;
-    }
-    let pip = Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .args(&specs)
-        .output()
-        .expect("run pip");
-    if !require_that(
-        pip.status.success(),
-        &format!("pip install {spec} failed: {}", String::from_utf8_lossy(&pip.stderr)),
-        "PyPI must be reachable",
-    ) {
-        return None;
-    }
-    std::fs::write(&marker, &spec).expect("marker");
-    Some(dir)
+    let dir = dir().join(name);
+    let ready =
+        installed(name, &dir.join("installed-spec"), spec.as_bytes(), "PyPI must be reachable", || {
+            let _ = std::fs::remove_dir_all(&dir);
+            ran("python3 -m venv", Command::new("python3").args(["-m", "venv"]).arg(&dir).output())?;
+            let pip = Command::new(dir.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(&specs)
+                .output();
+            ran(&format!("pip install {spec}"), pip)
+        });
+    ready.then_some(dir)
 }
 
 /// The npm clients of `tests/npm/package.json` (locked by its `package-lock.json`), installed
-/// with `npm ci` into `tests/npm/node_modules`: what `tests/run` does, done here once, under a
-/// lock, when a test finds them missing or older than the lock. `None` after a `SKIP:` line
-/// when npm is unavailable outside CI.
+/// with `npm ci` into `tests/npm/node_modules`: what `tests/run` does, done here once when a
+/// test finds them missing or installed from another lock. `None` after a `SKIP:` line when
+/// npm is unavailable outside CI.
 pub fn npm_modules() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).join("tests/npm");
     if !require("npm", "install Node.js and npm (tests/run does)") {
         return None;
     }
-    std::fs::create_dir_all(dir()).expect("test-clients directory");
-    let lock = std::fs::File::create(dir().join("npm.lock")).expect("lock file");
-    lock.lock().expect("lock");
-    let marker = root.join("node_modules/.installed-lock");
     let want = std::fs::read(root.join("package-lock.json")).expect("tests/npm/package-lock.json");
-    if std::fs::read(&marker).is_ok_and(|m| m == want) {
-        return Some(root.join("node_modules"));
-    }
-    let out = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--silent"])
-        .current_dir(&root)
-        .output()
-        .expect("run npm");
-    if !require_that(
-        out.status.success(),
-        &format!("npm ci failed: {}", String::from_utf8_lossy(&out.stderr)),
-        "the npm registry must be reachable",
-    ) {
-        return None;
-    }
-    std::fs::write(&marker, &want).expect("marker");
-    Some(root.join("node_modules"))
+    let marker = root.join("node_modules/.installed-lock");
+    let ready = installed("npm", &marker, &want, "the npm registry must be reachable", || {
+        ran(
+            "npm ci",
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                .current_dir(&root)
+                .output(),
+        )
+    });
+    ready.then(|| root.join("node_modules"))
 }
 
 #[cfg(test)]
