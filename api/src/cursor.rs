@@ -12,7 +12,7 @@ use postagent_core::secret::Secret;
 use postagent_core::sign::{ct_eq, hmac_sha256};
 use postagent_core::store::{
     After, Agent, ApiKey, ConversationSummary, Delivery, Domain, Hold, Message, PageQuery, StoredEvent,
-    Webhook,
+    Suppression, Webhook,
 };
 use postagent_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,7 @@ positioned! {
     (Hold, Message) => |r| (r.0.created_at, r.0.message_id.clone()),
     Webhook => |w| (w.created_at, w.id.clone()),
     Delivery => |d| (d.created_at, d.id.clone()),
+    Suppression => |s| (s.created_at, s.address.clone()),
 }
 
 /// One page of a listing: the rows to read (`?cursor=` and `?limit=`), with its filters

@@ -138,6 +138,17 @@ pub static LMTP_UNSIGNED: CounterVec = CounterVec::new(
     "binding",
 );
 
+pub static SUPPRESSIONS_ADDED: CounterVec = CounterVec::new(
+    "postagent_suppressions_added_total",
+    "Addresses added to a suppression list, by source (bounce, complaint, manual, unsubscribe).",
+    "source",
+);
+pub static SUPPRESSED_SENDS: CounterVec = CounterVec::new(
+    "postagent_suppressed_sends_total",
+    "Sends refused or stopped because a recipient is suppressed, by where (api: 422 at send or approve; submission: suppressed after it was accepted).",
+    "stage",
+);
+
 /// Every counter and histogram, rendered.
 pub fn render(out: &mut String) {
     for c in [
@@ -148,6 +159,8 @@ pub fn render(out: &mut String) {
         &PEERS_REFUSED,
         &WEBHOOK_ATTEMPTS,
         &SUBMISSIONS,
+        &SUPPRESSIONS_ADDED,
+        &SUPPRESSED_SENDS,
     ] {
         c.render(out);
     }

@@ -331,6 +331,17 @@ pub fn optional_str<T: Word>(word: Option<T>) -> &'static str {
 }
 
 vocabulary! {
+    /// Why an address is suppressed: a permanent bounce or a complaint (account level), or a
+    /// manual block or an unsubscribe (agent level; manual also account level, by the operator).
+    SuppressionSource = "suppression source" {
+        Bounce = "bounce",
+        Complaint = "complaint",
+        Manual = "manual",
+        Unsubscribe = "unsubscribe",
+    }
+}
+
+vocabulary! {
     /// How log lines are written (`log_format`).
     LogFormat = "log format" {
         Plain = "plain",

@@ -47,12 +47,7 @@ const INTENTIONAL: &[(&str, &str)] = &[
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("deleteAccount", "account deletion is an operator task for now"),
     ("exportAccount", "no export yet"),
-    ("listSuppressions", "no suppression list: Postfix handles bounces"),
-    ("deleteSuppression", "no suppression list"),
     ("testAgent", "send a message to the agent instead"),
-    ("listAgentSuppressions", "no managed unsubscribe"),
-    ("createAgentSuppression", "no managed unsubscribe"),
-    ("deleteAgentSuppression", "no managed unsubscribe"),
     ("getMessageLifecycle", "no lifecycle log; see delivery_status and the event log"),
     ("listTemplates", "no templates"),
     ("createTemplate", "no templates"),

@@ -4,7 +4,7 @@
 //! ([`RequestBody::FIELDS`]), so a field the server accepts cannot be missing here.
 
 use crate::body::RequestBody;
-use crate::routes::{account, agents, domains, events, messages, reviews, send, webhooks};
+use crate::routes::{account, agents, domains, events, messages, reviews, send, suppressions, webhooks};
 use serde_json::{Map, Value, json};
 
 /// An object schema: `required` and `optional` property names, and enums by property.
@@ -153,6 +153,15 @@ pub fn components() -> Map<String, Value> {
         ),
     );
     put("PageAgentView", page("AgentView"));
+    put("SuppressionView", view(&["address", "source", "created_at"], &["reason", "source_message_id"]));
+    put("PageSuppressionView", page("SuppressionView"));
+    put("AgentSuppressionView", view(&["agent_email", "address", "source", "created_at"], &["reason"]));
+    put("PageAgentSuppressionView", page("AgentSuppressionView"));
+    put("DeleteSuppressionResult", view(&["deleted", "address"], &[]));
+    put(
+        "CreateAgentSuppressionRequest",
+        request::<suppressions::CreateAgentSuppressionRequest>(&["address"], &[]),
+    );
     put("DeleteAgentResult", view(&["deleted", "email", "messages_deleted"], &[]));
     put("CreateAgentRequest", request::<agents::CreateAgentRequest>(&["email"], &[]));
     put("UpdateAgentRequest", request::<agents::UpdateAgentRequest>(&[], &[]));

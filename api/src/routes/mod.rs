@@ -9,6 +9,7 @@ pub mod messages;
 pub mod meta;
 pub mod reviews;
 pub mod send;
+pub mod suppressions;
 pub mod table;
 pub mod webhooks;
 

@@ -3,7 +3,9 @@
 //! postagent does not implement are routed too, to a handler answering the contract's
 //! `501 not_implemented` envelope, so a client never gets a bare 404 or an HTML page.
 
-use super::{account, agents, conversations, domains, events, messages, meta, reviews, send, webhooks};
+use super::{
+    account, agents, conversations, domains, events, messages, meta, reviews, send, suppressions, webhooks,
+};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -347,30 +349,50 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
                 .body::<events::RedeliverRequest>("RedeliverEventRequest"),
             post(events::redeliver),
         ),
+        (
+            Op::new("get", "/v1/account/suppressions", "listSuppressions", "account", Account)
+                .ok(200, "PageSuppressionView")
+                .paged(),
+            get(suppressions::list_account),
+        ),
+        (
+            Op::new("delete", "/v1/account/suppressions/{address}", "deleteSuppression", "account", Account)
+                .ok(200, "DeleteSuppressionResult")
+                .query("confirm", &["DELETE"]),
+            delete(suppressions::delete_account),
+        ),
+        (
+            Op::new("get", "/v1/agents/{email}/suppressions", "listAgentSuppressions", "agents", Account)
+                .ok(200, "PageAgentSuppressionView")
+                .paged()
+                .beta(),
+            get(suppressions::list_agent),
+        ),
+        (
+            Op::new("post", "/v1/agents/{email}/suppressions", "createAgentSuppression", "agents", Account)
+                .ok(200, "AgentSuppressionView")
+                .body::<suppressions::CreateAgentSuppressionRequest>("CreateAgentSuppressionRequest")
+                .beta(),
+            post(suppressions::create_agent),
+        ),
+        (
+            Op::new(
+                "delete",
+                "/v1/agents/{email}/suppressions/{address}",
+                "deleteAgentSuppression",
+                "agents",
+                Account,
+            )
+            .ok(200, "DeleteSuppressionResult")
+            .query("confirm", &["DELETE"])
+            .beta(),
+            delete(suppressions::delete_agent),
+        ),
     ];
     let missing = [
         Op::new("delete", "/v1/account", "deleteAccount", "account", Account).ok(200, "DeleteUserDataResult"),
         Op::new("get", "/v1/account/export", "exportAccount", "account", Account).ok(200, "UserExport"),
-        Op::new("get", "/v1/account/suppressions", "listSuppressions", "account", Account)
-            .ok(200, "PageSuppressionView"),
-        Op::new("delete", "/v1/account/suppressions/{address}", "deleteSuppression", "account", Account)
-            .ok(200, "DeleteSuppressionResult"),
         Op::new("post", "/v1/agents/{email}/test", "testAgent", "agents", Agent).ok(202, "SendResultView"),
-        Op::new("get", "/v1/agents/{email}/suppressions", "listAgentSuppressions", "agents", Account)
-            .ok(200, "PageAgentSuppressionView")
-            .beta(),
-        Op::new("post", "/v1/agents/{email}/suppressions", "createAgentSuppression", "agents", Account)
-            .ok(200, "AgentSuppressionView")
-            .beta(),
-        Op::new(
-            "delete",
-            "/v1/agents/{email}/suppressions/{address}",
-            "deleteAgentSuppression",
-            "agents",
-            Account,
-        )
-        .ok(200, "DeleteSuppressionResult")
-        .beta(),
         Op::new(
             "get",
             "/v1/agents/{email}/messages/{id}/lifecycle",

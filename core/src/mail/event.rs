@@ -8,7 +8,7 @@
 use crate::ids::AccountId;
 use crate::mail::protection::Protection;
 use crate::sign::sha256_hex;
-use crate::store::{Agent, NewAttachment, NewEvent};
+use crate::store::{Agent, NewAttachment, NewEvent, Suppression};
 use crate::time::Timestamp;
 use crate::vocab::{Direction, EventKind, MessageType, optional_str};
 use serde_json::{Value, json};
@@ -228,5 +228,48 @@ pub fn gate_fields(data: &mut Value, direction: Direction, reason: &str, protect
         obj.insert("reason".into(), json!(reason));
         obj.insert("policy".into(), json!(policy));
         obj.insert("reason_source".into(), json!(source));
+    }
+}
+
+/// `domain.suppression_added` for an entry of the account's list, `agent.suppression_added`
+/// for an agent's (contract §4.3); one per entry, with a stable id.
+pub fn suppression_event(s: &Suppression) -> NewEvent {
+    let mut data = match &s.agent_email {
+        None => json!({"address": s.address, "source": s.source}),
+        Some(agent) => json!({"agent_email": agent, "address": s.address, "source": s.source}),
+    };
+    if let (Some(reason), Some(obj)) = (&s.reason, data.as_object_mut()) {
+        obj.insert("reason".into(), json!(reason));
+    }
+    if let (Some(m), Some(obj)) = (&s.source_message_id, data.as_object_mut()) {
+        obj.insert("message_id".into(), json!(m));
+    }
+    let kind = if s.agent_email.is_some() {
+        EventKind::AgentSuppressionAdded
+    } else {
+        EventKind::DomainSuppressionAdded
+    };
+    let subject = format!(
+        "{}|{}|{}|{}",
+        s.account_id,
+        s.agent_email.as_deref().unwrap_or(""),
+        s.address,
+        s.created_at.as_micros()
+    );
+    let id = event_id(&subject, kind);
+    let envelope =
+        json!({"type": kind, "id": id, "schema_version": "1", "created_at": s.created_at, "data": data});
+    NewEvent {
+        id,
+        account_id: s.account_id.clone(),
+        kind,
+        agent_email: s.agent_email.clone(),
+        message_id: s.source_message_id.clone(),
+        conversation_id: None,
+        labels: Vec::new(),
+        payload: envelope.to_string(),
+        created_at: s.created_at,
+        internal: false,
+        only_webhook: None,
     }
 }

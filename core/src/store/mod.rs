@@ -19,11 +19,13 @@ mod models;
 mod outbound;
 mod rows;
 mod sql;
+mod suppressions;
 mod webhooks;
 
 pub use models::*;
 pub use outbound::OutboundStore;
 pub use sql::{Backend, SqlStore};
+pub use suppressions::{Suppression, SuppressionStore};
 pub use webhooks::MAX_WEBHOOKS;
 
 use crate::ids::{AccountId, ApiKeyId};
@@ -443,6 +445,7 @@ pub trait Store:
     + JobQueue
     + IdempotencyStore
     + OutboundStore
+    + SuppressionStore
     + StoreHealth
 {
 }
@@ -456,6 +459,7 @@ impl<
         + JobQueue
         + IdempotencyStore
         + OutboundStore
+        + SuppressionStore
         + StoreHealth,
 > Store for T
 {

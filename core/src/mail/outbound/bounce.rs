@@ -1,12 +1,13 @@
 //! What a delivery status notification does to the message it reports on: each failed
 //! recipient marks the message `bounced` (with the status and diagnostic) and emits one
-//! `email.bounced`; delay warnings change nothing but the delivery detail.
+//! `email.bounced`; a permanent failure also puts the address on the account's suppression
+//! list (`domain.suppression_added`); delay warnings change nothing but the delivery detail.
 
 use super::dsn;
-use crate::mail::event::{OutboundFacts, outbound_data, outbound_event};
-use crate::store::{MessageUpdate, Store, StoreError, Transition};
+use crate::mail::event::{OutboundFacts, outbound_data, outbound_event, suppression_event};
+use crate::store::{MessageUpdate, Store, StoreError, Suppression, Transition};
 use crate::time::Timestamp;
-use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus};
+use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus, SuppressionSource};
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +103,22 @@ pub async fn apply(
         };
         if store.transition(t).await? {
             recipients.push(r.recipient.clone());
+        }
+        // A permanent failure stops the next send to that address; soft bounces never do.
+        if bounce_type == BounceType::Permanent {
+            let s = Suppression {
+                account_id: m.account_id.clone(),
+                agent_email: None,
+                address: r.recipient.clone(),
+                source: SuppressionSource::Bounce,
+                reason: Some(detail.clone()),
+                source_message_id: Some(m.id.clone()),
+                created_at: now,
+            };
+            if store.add_suppression(&s, Some(suppression_event(&s))).await? {
+                tracing::info!(message = %m.id, recipient = %r.recipient, "suppressed after a permanent bounce");
+                crate::metrics::SUPPRESSIONS_ADDED.inc("bounce");
+            }
         }
     }
     Ok(BounceOutcome::Bounced { recipients })

@@ -35,6 +35,20 @@ pub enum SendError {
     Compose(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A recipient is on the account's or the agent's suppression list (422
+    /// `recipient_suppressed`): nothing is stored, nothing reaches Postfix.
+    #[error("recipient {address} is suppressed ({by})")]
+    Suppressed { address: String, by: crate::vocab::SuppressionSource },
+}
+
+/// The first of `recipients` (bare addresses) that `agent` may not send to.
+pub async fn first_suppressed(
+    store: &dyn Store,
+    agent: &Agent,
+    recipients: &[&[String]],
+) -> Result<Option<crate::store::Suppression>, StoreError> {
+    let all: Vec<String> = recipients.iter().flat_map(|l| l.iter()).map(|a| a.to_ascii_lowercase()).collect();
+    Ok(store.suppressed(&agent.account_id, &agent.email, &all).await?.into_iter().next())
 }
 
 /// What the agent sends.
@@ -160,6 +174,11 @@ pub async fn send(
     if let Some(c) = &out.conversation_id {
         super::check_conversation_id(c)?;
     }
+    let bare = |l: &[Mailbox]| super::address::bare(l);
+    let (to, cc, bcc) = (bare(&checked.to), bare(&checked.cc), bare(&checked.bcc));
+    if let Some(s) = first_suppressed(store, agent, &[&to, &cc, &bcc]).await? {
+        return Err(SendError::Suppressed { address: s.address, by: s.source });
+    }
     let id = ids::mint("msg_", 16);
     let conversation_id =
         out.conversation_id.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| ids::mint("conv_", 16));
@@ -168,8 +187,6 @@ pub async fn send(
     let loopback = is_loopback(agent, &checked);
     let verdict =
         if loopback { Verdict::Pass } else { protection.outbound_verdict(&agent.domain, &envelope) };
-    let bare = |l: &[Mailbox]| super::address::bare(l);
-    let (to, cc, bcc) = (bare(&checked.to), bare(&checked.cc), bare(&checked.bcc));
     let facts = OutboundFacts {
         to: &to,
         cc: &cc,
