@@ -51,9 +51,14 @@ pub struct Submitter {
 
 /// How one SMTP try ended.
 enum Tried {
-    Queued { queue_id: Option<String>, reply: String },
+    Queued {
+        queue_id: Option<String>,
+        reply: String,
+    },
     Permanent(String),
     Temporary(String),
+    /// Not tried: a recipient was suppressed after the message was accepted.
+    Suppressed(String),
 }
 
 /// `250 2.0.0 Ok: queued as 4dQ1xk0sYzz9sWL` → the queue id.
@@ -199,7 +204,16 @@ impl Submitter {
             &agent.email,
             Timestamp::now(),
         );
-        let tried = self.smtp_try(Some(&from), &rcpts, &raw).await;
+        // Suppressed recipients never reach Postfix, even when the list changed after accept.
+        let lower: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
+        let tried = match self.store.suppressed(&m.account_id, &agent.email, &lower).await?.into_iter().next()
+        {
+            Some(s) => {
+                metrics::SUPPRESSED_SENDS.inc("submission");
+                Tried::Suppressed(format!("recipient {} is suppressed ({})", s.address, s.source))
+            }
+            None => self.smtp_try(Some(&from), &rcpts, &raw).await,
+        };
         let conversation = m.conversation_id.clone().unwrap_or_default();
         let facts = OutboundFacts::of(&m, &conversation);
         let data = outbound_data(&agent, &m.id, &facts);
@@ -279,6 +293,11 @@ impl Submitter {
                     rcpts.len(),
                     raw.len()
                 );
+            }
+            Tried::Suppressed(reason) => {
+                self.store.transition(fail(reason.clone(), "suppression.recipient_suppressed")).await?;
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::warn!("NOQUEUE: submission stopped msg={} agent={}: {reason}", m.id, agent.email);
             }
             Tried::Permanent(reason) => {
                 self.store.transition(fail(reason.clone(), "submission.provider_rejected")).await?;
@@ -387,7 +406,7 @@ impl Submitter {
                     agent.email
                 );
             }
-            Tried::Permanent(reason) => {
+            Tried::Permanent(reason) | Tried::Suppressed(reason) => {
                 self.store.complete_job(job.id, &self.id).await?;
                 tracing::warn!("NOQUEUE: review notice refused msg={} reviewer=<{reviewer}>: {reason}", m.id);
             }

@@ -250,6 +250,31 @@ async fn bounces_refusals_and_retries() {
     assert_eq!(bounce["data"]["delivered_to"], "nobody@example.org");
     assert!(w.inbox(BOT).await.is_empty(), "a DSN is not inbox mail");
 
+    // The permanent bounce suppressed the address: the next send is refused before Postfix.
+    let list = until("the bounce's suppression", WAIT, || async {
+        let l = w.get("/v1/account/suppressions").await;
+        (l["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(l)
+    })
+    .await;
+    assert_eq!(list["items"][0]["address"], "nobody@example.org", "{list}");
+    assert_eq!(list["items"][0]["source"], "bounce");
+    assert_eq!(list["items"][0]["source_message_id"], bounced.as_str());
+    let (_, events) = w.call(Method::GET, &format!("/v1/events?type=domain.suppression_added"), None).await;
+    assert_eq!(events["items"][0]["data"]["address"], "nobody@example.org", "{events}");
+    assert_eq!(events["items"][0]["data"]["source"], "bounce");
+    let again = json!({"to": ["Nobody <Nobody@example.org>"], "subject": "again", "text": "?"});
+    let (status, body) = w.call(Method::POST, &msgs, Some(again.clone())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "recipient_suppressed");
+    assert_eq!(body["error"]["details"]["address"], "nobody@example.org");
+    assert!(internet.try_recv().is_err(), "nothing reached Postfix");
+    // Lifting it lets the next send through (and the internet refuses it once more).
+    let (status, _) =
+        w.call(Method::DELETE, "/v1/account/suppressions/nobody@example.org?confirm=DELETE", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let retried = send(&w, &msgs, again).await;
+    wait_status(&w, BOT, &retried, "bounced").await;
+
     let refused = send(&w, &msgs, json!({"to": ["refused@example.org"], "subject": "s", "text": "t"})).await;
     let m = wait_status(&w, BOT, &refused, "failed").await;
     assert!(
@@ -273,6 +298,11 @@ async fn bounces_refusals_and_retries() {
     if let Ok(d) = internet.try_recv() {
         panic!("nothing refused ever reaches the internet, but it got {:?}:\n{}", d.rcpts, d.data);
     }
+    // Temporary failures never suppress: only the permanent bounce's address is listed.
+    let list = w.get("/v1/account/suppressions").await;
+    let listed: Vec<&str> =
+        list["items"].as_array().expect("items").iter().filter_map(|s| s["address"].as_str()).collect();
+    assert_eq!(listed, ["nobody@example.org"], "{list}");
 }
 
 /// The approve link of a review notice, pointed at the running API.

@@ -46,6 +46,10 @@ impl From<ReviewError> for ApiError {
                 ApiError::internal()
             }
             ReviewError::Store(e) => e.into(),
+            ReviewError::Suppressed { address, by } => {
+                postagent_core::metrics::SUPPRESSED_SENDS.inc("api");
+                super::suppressions::suppressed(&address, by)
+            }
         }
     }
 }

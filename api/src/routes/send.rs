@@ -242,14 +242,10 @@ impl From<SendError> for ApiError {
                 ApiError::internal()
             }
             SendError::Store(e) => e.into(),
-            SendError::Suppressed { address, by } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "recipient_suppressed",
-                format!(
-                    "{address} is suppressed ({by}): nothing was sent; delete the suppression to send to it"
-                ),
-            )
-            .with_details(serde_json::json!({"address": address, "source": by})),
+            SendError::Suppressed { address, by } => {
+                postagent_core::metrics::SUPPRESSED_SENDS.inc("api");
+                super::suppressions::suppressed(&address, by)
+            }
         }
     }
 }

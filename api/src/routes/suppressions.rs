@@ -18,6 +18,17 @@ use postagent_core::vocab::SuppressionSource;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// 422 `recipient_suppressed` naming the address and its list's reason (send, reply,
+/// forward, approve).
+pub fn suppressed(address: &str, by: SuppressionSource) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "recipient_suppressed",
+        format!("{address} is suppressed ({by}): nothing was sent; delete the suppression to send to it"),
+    )
+    .with_details(json!({"address": address, "source": by}))
+}
+
 /// `SuppressionView` / `AgentSuppressionView`.
 fn view(s: &Suppression) -> Value {
     let mut v = json!({"address": s.address, "source": s.source, "created_at": s.created_at});

@@ -37,6 +37,9 @@ pub enum ReviewError {
     BadDraft(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A recipient is suppressed: the hold stays pending (422 `recipient_suppressed`).
+    #[error("recipient {address} is suppressed ({by})")]
+    Suppressed { address: String, by: crate::vocab::SuppressionSource },
 }
 
 /// A reviewer's changes to a held outbound message (`ApproveRequest`).
@@ -255,6 +258,11 @@ pub async fn approve(
         let conversation_id = cx.message.conversation_id.clone().unwrap_or_default();
         let (_, raw) = compose_for(&cx.agent, &draft, &checked, &cx.message.id, &conversation_id)?;
         let (to, cc, bcc) = (bare(&checked.to), bare(&checked.cc), bare(&checked.bcc));
+        if let Some(s) =
+            crate::mail::outbound::send::first_suppressed(store, &cx.agent, &[&to, &cc, &bcc]).await?
+        {
+            return Err(ReviewError::Suppressed { address: s.address, by: s.source });
+        }
         let facts = OutboundFacts {
             to: &to,
             cc: &cc,
