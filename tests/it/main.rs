@@ -25,6 +25,7 @@ mod postfix_setup;
 mod reviews;
 mod sdk_compat;
 mod sdk_mail;
+mod suppressions;
 mod trust_e2e;
 mod webhooks;
 mod ws;

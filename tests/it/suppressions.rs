@@ -1,0 +1,166 @@
+//! Suppression lists over the API on SQLite and PostgreSQL: the five operations, the 422 on
+//! every sending path, tenancy and scope.
+
+use crate::common;
+
+use common::{TestApp, enc};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+on_both_backends!(agent_blocks_refuse_every_sending_path, account_list_and_its_guards);
+
+const BOT: &str = "bot@agents.test";
+
+async fn setup(app: &TestApp) {
+    let r = app.post("/v1/agents", json!({"email": BOT, "name": "Bot"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+fn path(rest: &str) -> String {
+    format!("/v1/agents/{}{rest}", enc(BOT))
+}
+
+async fn agent_blocks_refuse_every_sending_path(app: &TestApp) {
+    setup(app).await;
+    let added =
+        app.post(&path("/suppressions"), json!({"address": " Ann@Example.org ", "reason": "asked us"})).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    assert_eq!(added.body["agent_email"], BOT);
+    assert_eq!(added.body["address"], "ann@example.org");
+    assert_eq!(added.body["source"], "manual");
+    assert_eq!(added.body["reason"], "asked us");
+    // Adding it again is the same entry, not a second event.
+    let again = app.post(&path("/suppressions"), json!({"address": "ann@example.org"})).await;
+    assert_eq!((again.status, &again.body["created_at"]), (StatusCode::OK, &added.body["created_at"]));
+    let events = app.get("/v1/events?type=agent.suppression_added").await;
+    let items = events.body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{}", events.body);
+    assert_eq!(
+        items[0]["data"],
+        json!({"agent_email": BOT, "address": "ann@example.org", "source": "manual", "reason": "asked us"})
+    );
+
+    // Send (with a display name), reply and forward are all refused, naming the address.
+    let send = app
+        .post(&path("/messages"), json!({"to": ["Ann <ANN@example.org>"], "subject": "Hi", "text": "Hello"}))
+        .await;
+    assert_eq!(send.error().0, 422, "{}", send.body);
+    assert_eq!(send.code(), "recipient_suppressed");
+    assert_eq!(send.body["error"]["details"], json!({"address": "ann@example.org", "source": "manual"}));
+    let cc = app
+        .post(
+            &path("/messages"),
+            json!({"to": ["bob@example.org"], "cc": ["ann@example.org"], "subject": "Hi", "text": "Hello"}),
+        )
+        .await;
+    assert_eq!(cc.code(), "recipient_suppressed");
+    let inbound = "From: Ann <ann@example.org>\r\nTo: bot@agents.test\r\nSubject: Q\r\nMessage-ID: <q@example.org>\r\n\r\nHi\r\n";
+    let id = app.deliver(BOT, inbound.as_bytes(), true).await;
+    let reply = app.post(&path(&format!("/messages/{id}/reply")), json!({"text": "Answer"})).await;
+    assert_eq!(reply.code(), "recipient_suppressed", "{}", reply.body);
+    let forward = app
+        .post(&path(&format!("/messages/{id}/forward")), json!({"to": ["ann@example.org"], "text": "FYI"}))
+        .await;
+    assert_eq!(forward.code(), "recipient_suppressed");
+    // Nothing was stored for any of them.
+    let out = app.get(&path("/messages?direction=outbound&read_status=all")).await;
+    assert_eq!(out.body["items"], json!([]), "{}", out.body);
+
+    // A held send whose recipient is suppressed before approval: 422, and it stays pending.
+    let gate = json!({"inbound": {"gate": {}, "scan": {}},
+        "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}}, "holds": {}});
+    assert_eq!(
+        app.call(Method::PUT, &path("/protection"), Some(&app.key), Some(gate)).await.status,
+        StatusCode::OK
+    );
+    let held = app
+        .post(&path("/messages"), json!({"to": ["carl@example.org"], "subject": "Hi", "text": "Hello"}))
+        .await;
+    assert_eq!(held.body["status"], "pending_review", "{}", held.body);
+    let held_id = held.body["message_id"].as_str().expect("id");
+    assert_eq!(
+        app.post(&path("/suppressions"), json!({"address": "carl@example.org"})).await.status,
+        StatusCode::OK
+    );
+    let approve = app.post(&format!("/v1/reviews/{held_id}/approve"), json!({})).await;
+    assert_eq!(approve.code(), "recipient_suppressed", "{}", approve.body);
+    let review = app.get(&format!("/v1/reviews/{held_id}")).await;
+    assert_eq!(review.body["review_status"], "pending_review", "{}", review.body);
+
+    // The list pages, and deleting needs confirm=DELETE; then mail flows again.
+    let list = app.get(&path("/suppressions?limit=1")).await;
+    assert_eq!(list.body["items"].as_array().expect("items").len(), 1);
+    assert!(list.body["next_cursor"].is_string(), "{}", list.body);
+    let unconfirmed = app.delete(&path("/suppressions/ann@example.org")).await;
+    assert_eq!(unconfirmed.status.as_u16() / 100, 4, "{}", unconfirmed.body);
+    let deleted = app
+        .call(Method::DELETE, &path("/suppressions/ann@example.org?confirm=DELETE"), Some(&app.key), None)
+        .await;
+    assert_eq!(deleted.body, json!({"deleted": true, "address": "ann@example.org"}));
+    let gone = app
+        .call(Method::DELETE, &path("/suppressions/ann@example.org?confirm=DELETE"), Some(&app.key), None)
+        .await;
+    assert_eq!(gone.code(), "not_found");
+    let ok = app
+        .post(&path("/messages"), json!({"to": ["ann@example.org"], "subject": "Hi", "text": "Hello"}))
+        .await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+}
+
+async fn account_list_and_its_guards(app: &TestApp) {
+    use postagent_core::store::{Suppression, SuppressionStore};
+    use postagent_core::vocab::SuppressionSource;
+    setup(app).await;
+    let s = Suppression {
+        account_id: app.account_id().await,
+        agent_email: None,
+        address: "dead@example.org".into(),
+        source: SuppressionSource::Bounce,
+        reason: Some("dead@example.org 5.1.1: no such user".into()),
+        source_message_id: Some("msg_x".into()),
+        created_at: postagent_core::time::Timestamp::now(),
+    };
+    assert!(app.store.add_suppression(&s, None).await.expect("add"));
+    let list = app.get("/v1/account/suppressions").await;
+    let item = &list.body["items"][0];
+    assert_eq!(
+        (item["address"].as_str(), item["source"].as_str()),
+        (Some("dead@example.org"), Some("bounce"))
+    );
+    assert_eq!(item["source_message_id"], "msg_x");
+    assert!(item.get("agent_email").is_none());
+    // The account's list stops every agent.
+    let send = app
+        .post(&path("/messages"), json!({"to": ["dead@example.org"], "subject": "Hi", "text": "Hello"}))
+        .await;
+    assert_eq!(send.body["error"]["details"], json!({"address": "dead@example.org", "source": "bounce"}));
+    // Another account sees nothing and cannot lift it; an agent key may not manage lists.
+    let intruder = app.other_account().await;
+    let other = app.call(Method::GET, "/v1/account/suppressions", Some(&intruder), None).await;
+    assert_eq!(other.body["items"], json!([]));
+    let lift = app
+        .call(
+            Method::DELETE,
+            "/v1/account/suppressions/dead@example.org?confirm=DELETE",
+            Some(&intruder),
+            None,
+        )
+        .await;
+    assert_eq!(lift.code(), "not_found");
+    let agent_key = app.agent_key(BOT).await;
+    let scoped = app.call(Method::GET, &path("/suppressions"), Some(&agent_key), None).await;
+    assert_eq!(scoped.status, StatusCode::FORBIDDEN, "{}", scoped.body);
+    let bad = app.post(&path("/suppressions"), json!({"address": "not an address"})).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    let unknown = app.post(&path("/suppressions"), json!({"address": "a@b.org", "colour": "red"})).await;
+    assert_eq!(unknown.status.as_u16() / 100, 4);
+    let deleted = app
+        .call(
+            Method::DELETE,
+            "/v1/account/suppressions/DEAD@example.org?confirm=DELETE",
+            Some(&app.key),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.body, json!({"deleted": true, "address": "dead@example.org"}));
+}
