@@ -259,7 +259,7 @@ async fn bounces_refusals_and_retries() {
     assert_eq!(list["items"][0]["address"], "nobody@example.org", "{list}");
     assert_eq!(list["items"][0]["source"], "bounce");
     assert_eq!(list["items"][0]["source_message_id"], bounced.as_str());
-    let (_, events) = w.call(Method::GET, &format!("/v1/events?type=domain.suppression_added"), None).await;
+    let (_, events) = w.call(Method::GET, "/v1/events?type=domain.suppression_added", None).await;
     assert_eq!(events["items"][0]["data"]["address"], "nobody@example.org", "{events}");
     assert_eq!(events["items"][0]["data"]["source"], "bounce");
     let again = json!({"to": ["Nobody <Nobody@example.org>"], "subject": "again", "text": "?"});
