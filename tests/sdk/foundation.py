@@ -1,5 +1,5 @@
 """Drives postagent's endpoints through the published e2a SDK, unmodified: the foundation
-(info, account, keys, domains, agents), sending, and the review queue.
+(info, account, keys, domains, agents), sending, the review queue and suppressions.
 
 Run by tests/it/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
 "TOKEN <domain> <token>" and waits for a line on stdin while the test publishes the TXT
@@ -139,6 +139,19 @@ with E2AClient() as c:
     rej = c.reviews.reject(held2.message_id, {"reason": "off-brand"})
     assert rej.status == "review_rejected" and rej.rejection_reason == "off-brand", rej
     assert list(c.reviews.list()) == []
+
+    # Suppressions: an agent's block refuses the send (422 recipient_suppressed), is listed,
+    # and lifting it lets mail through; the account's list starts empty.
+    block = c.agents.create_suppression(AGENT, {"address": "blocked@example.net", "reason": "asked"})
+    assert block.address == "blocked@example.net" and block.source == "manual" and block.agent_email == AGENT, block
+    assert [b.address for b in c.agents.list_suppressions(AGENT)] == ["blocked@example.net"]
+    e = expect(E2AValidationError, c.messages.send, AGENT, {"to": ["Blocked <Blocked@example.net>"], "subject": "s", "text": "t"})
+    assert e.code == "recipient_suppressed", e
+    lifted = c.agents.delete_suppression(AGENT, "blocked@example.net")
+    assert lifted.deleted is True and lifted.address == "blocked@example.net", lifted
+    assert list(c.agents.list_suppressions(AGENT)) == []
+    assert list(c.account.suppressions.list()) == []
+    assert c.messages.send(AGENT, {"to": ["blocked@example.net"], "subject": "s", "text": "t"}).status == "accepted"
 
     # The high-level SDK only trashes; a permanent delete is the documented raw call.
     for email in (AGENT, SLUG):
