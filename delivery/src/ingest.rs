@@ -42,6 +42,13 @@ impl StoreBackend {
                 );
                 Reply::Ok
             }
+            Ok(BounceOutcome::Complained { recipients }) => {
+                tracing::info!(
+                    "{queue_id}: complaint msg={message_id} to=<{rcpt}> suppressed={}",
+                    recipients.join(",")
+                );
+                Reply::Ok
+            }
             Ok(other) => {
                 tracing::info!("{queue_id}: bounce msg={message_id} to=<{rcpt}> ignored: {other:?}");
                 Reply::Ok

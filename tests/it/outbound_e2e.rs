@@ -427,3 +427,51 @@ async fn review_by_emailed_link_then_postfix_delivers() {
     .await;
     assert!(internet.try_recv().is_err(), "nothing was mailed");
 }
+
+/// A complaint report (ARF, RFC 5965) from a mailbox provider, mailed through Postfix to the
+/// message's VERP address: the complainant is suppressed and the complaint reported.
+#[tokio::test]
+async fn complaint_report_suppresses_the_complainant() {
+    let Some((mut w, mut internet)) = world(&[], Vec::new()).await else { return };
+    let _server = w.serve();
+    let msgs = format!("/v1/agents/{BOT}/messages");
+    let id =
+        send(&w, &msgs, json!({"to": ["carol@example.org"], "subject": "Deal", "text": "Buy now"})).await;
+    let out = next(&mut internet, "the send").await;
+    wait_status(&w, BOT, &id, "sent").await;
+    let verp = out.mail_from.split(['<', '>']).nth(1).expect("the VERP address").to_owned();
+    let arf = format!(
+        "From: fbl@example.org\r\nTo: {verp}\r\nSubject: complaint\r\nMessage-ID: <fbl1@example.org>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"F\"\r\n\r\n\
+         --F\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\
+         --F\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\n\
+         Version: 1\r\nOriginal-Rcpt-To: <carol@example.org>\r\n\r\n\
+         --F\r\nContent-Type: message/rfc822\r\n\r\n{}\r\n--F--\r\n",
+        out.data.split("\r\n.\r\n").next().unwrap_or(&out.data)
+    );
+    let qid = w.send("fbl@example.org", &[&verp], &arf).await;
+    w.wait_sent(&qid, &verp).await;
+    let list = until("the complaint's suppression", WAIT, || async {
+        let l = w.get("/v1/account/suppressions").await;
+        (l["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(l)
+    })
+    .await;
+    assert_eq!(list["items"][0]["address"], "carol@example.org", "{list}");
+    assert_eq!(list["items"][0]["source"], "complaint");
+    assert_eq!(list["items"][0]["source_message_id"], id.as_str());
+    let (_, events) = w.call(Method::GET, "/v1/events?type=email.complained", None).await;
+    assert_eq!(events["items"][0]["data"]["delivered_to"], "carol@example.org", "{events}");
+    assert_eq!(events["items"][0]["data"]["complaint_type"], "abuse");
+    let (status, body) = w
+        .call(
+            Method::POST,
+            &msgs,
+            Some(json!({"to": ["carol@example.org"], "subject": "Again", "text": "?"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_suppressed"))
+    );
+    assert!(w.inbox(BOT).await.is_empty(), "a complaint report is not inbox mail");
+}

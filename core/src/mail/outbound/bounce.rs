@@ -23,6 +23,10 @@ pub enum BounceOutcome {
     Bounced {
         recipients: Vec<String>,
     },
+    /// A complaint report (ARF) about the message: its complainants are suppressed.
+    Complained {
+        recipients: Vec<String>,
+    },
 }
 
 /// Applies the report in `raw` to message `message_id`.
@@ -38,12 +42,15 @@ pub async fn apply(
     let Some(agent) = store.get_agent(&m.account_id, &m.agent_email).await? else {
         return Ok(BounceOutcome::UnknownMessage);
     };
+    // Only this message's own recipients count: a recipient who got the VERP address as
+    // Return-Path could otherwise "bounce" (or complain for) somebody else.
+    let ours: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).map(|a| a.to_ascii_lowercase()).collect();
+    if let Some(fb) = dsn::feedback(raw) {
+        return complaint(store, &m, &agent, &ours, fb, now).await;
+    }
     if !dsn::is_report(raw) {
         return Ok(BounceOutcome::NotAReport);
     }
-    // Only groups about this message's own recipients count: a recipient who got the VERP
-    // address as Return-Path could otherwise "bounce" somebody else.
-    let ours: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).map(|a| a.to_ascii_lowercase()).collect();
     let report: Vec<dsn::RecipientStatus> =
         dsn::parse(raw).into_iter().filter(|r| ours.contains(&r.recipient)).collect();
     let failed: Vec<&dsn::RecipientStatus> = report.iter().filter(|r| r.bounce_type().is_some()).collect();
@@ -122,4 +129,49 @@ pub async fn apply(
         }
     }
     Ok(BounceOutcome::Bounced { recipients })
+}
+
+/// A complaint report: each complainant among the message's recipients is put on the account's
+/// list (`domain.suppression_added`) and reported (`email.complained`). A report that names
+/// no recipient counts for a message with exactly one; `not-spam` reports change nothing.
+async fn complaint(
+    store: &dyn Store,
+    m: &crate::store::Message,
+    agent: &crate::store::Agent,
+    ours: &[String],
+    fb: dsn::Feedback,
+    now: Timestamp,
+) -> Result<BounceOutcome, StoreError> {
+    if fb.feedback_type == "not-spam" {
+        return Ok(BounceOutcome::NoFailure { delayed: 0 });
+    }
+    let named: Vec<String> = fb.recipients.into_iter().filter(|r| ours.contains(r)).collect();
+    let complainants = if named.is_empty() && ours.len() == 1 { ours.to_vec() } else { named };
+    let conversation = m.conversation_id.clone().unwrap_or_default();
+    let facts = OutboundFacts::of(m, &conversation);
+    for r in &complainants {
+        let mut data = outbound_data(agent, &m.id, &facts);
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("delivered_to".into(), json!(r));
+            obj.insert("complaint_type".into(), json!(fb.feedback_type));
+        }
+        let mut event = outbound_event(agent, &m.id, &conversation, EventKind::EmailComplained, data, now);
+        let id = crate::mail::event::event_id(&format!("{}|{r}", m.id), EventKind::EmailComplained);
+        event.payload = event.payload.replace(&event.id, &id);
+        event.id = id;
+        store.emit_event(event).await?;
+        let s = Suppression {
+            account_id: m.account_id.clone(),
+            agent_email: None,
+            address: r.clone(),
+            source: SuppressionSource::Complaint,
+            reason: Some(format!("{} complaint", fb.feedback_type)),
+            source_message_id: Some(m.id.clone()),
+            created_at: now,
+        };
+        if store.add_suppression(&s, Some(suppression_event(&s))).await? {
+            crate::metrics::SUPPRESSIONS_ADDED.inc("complaint");
+        }
+    }
+    Ok(BounceOutcome::Complained { recipients: complainants })
 }

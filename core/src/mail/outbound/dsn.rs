@@ -1,6 +1,7 @@
 //! Delivery status notifications (RFC 3464): `multipart/report; report-type=delivery-status`
 //! with a `message/delivery-status` part of per-recipient field groups. Postfix's bounce(8)
 //! writes them for mail it could not deliver (or delivered late), and so do other MTAs.
+//! Complaint reports (ARF, RFC 5965: `report-type=feedback-report`) are read here too.
 
 use crate::vocab::BounceType;
 use mail_parser::{MessageParser, MimeHeaders};
@@ -47,14 +48,63 @@ fn head(raw: &[u8]) -> &[u8] {
     &raw[..cut]
 }
 
-/// Whether `raw` is a delivery status notification at all.
-pub fn is_report(raw: &[u8]) -> bool {
+/// Whether `raw` is a `multipart/report` of `report_type`.
+fn is_report_of(raw: &[u8], report_type: &str) -> bool {
     let raw = head(raw);
     let Some(m) = MessageParser::default().parse_headers(raw) else { return false };
     m.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("multipart")
             && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
-            && ct.attribute("report-type").is_some_and(|t| t.eq_ignore_ascii_case("delivery-status"))
+            && ct.attribute("report-type").is_some_and(|t| t.eq_ignore_ascii_case(report_type))
+    })
+}
+
+/// Whether `raw` is a delivery status notification at all.
+pub fn is_report(raw: &[u8]) -> bool {
+    is_report_of(raw, "delivery-status")
+}
+
+/// What a complaint report (ARF) says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    /// `abuse`, `fraud`, `not-spam`, …, lowercase.
+    pub feedback_type: String,
+    /// `Original-Rcpt-To` addresses (lowercase), when the reporter gives them.
+    pub recipients: Vec<String>,
+}
+
+/// The report's lines from the first blank line after the `Content-Type` line naming `part`.
+fn part_body<'a>(lines: &[&'a str], part: &str) -> Option<Vec<&'a str>> {
+    let ct_at = lines.iter().position(|l| {
+        let lower = l.to_ascii_lowercase();
+        lower.starts_with("content-type:") && lower.contains(part) && !lower.contains("multipart")
+    })?;
+    let body_at = lines[ct_at..].iter().position(|l| l.is_empty()).map(|i| ct_at + i + 1)?;
+    Some(lines[body_at..].iter().take_while(|l| !l.starts_with("--")).copied().collect())
+}
+
+/// The `message/feedback-report` part of an ARF report; `None` when `raw` is not one.
+pub fn feedback(raw: &[u8]) -> Option<Feedback> {
+    if !is_report_of(raw, "feedback-report") {
+        return None;
+    }
+    let text = String::from_utf8_lossy(head(raw));
+    let lines: Vec<&str> = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    let body = part_body(&lines, "feedback-report")?;
+    let group: Vec<&str> = body
+        .iter()
+        .copied()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    let f = fields(&group);
+    Some(Feedback {
+        feedback_type: f.iter().find(|(k, _)| k == "feedback-type").map(|(_, v)| v.to_ascii_lowercase())?,
+        recipients: f
+            .iter()
+            .filter(|(k, _)| k == "original-rcpt-to")
+            .map(|(_, v)| typed_value(v).to_ascii_lowercase())
+            .collect(),
     })
 }
 
@@ -87,18 +137,7 @@ pub fn parse(raw: &[u8]) -> Vec<RecipientStatus> {
     let text = String::from_utf8_lossy(head(raw));
     let lines: Vec<&str> = text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     // The part's headers end at the first blank line after its Content-Type.
-    let Some(ct_at) = lines.iter().position(|l| {
-        let lower = l.to_ascii_lowercase();
-        lower.starts_with("content-type:")
-            && lower.contains("delivery-status")
-            && !lower.contains("multipart")
-    }) else {
-        return Vec::new();
-    };
-    let Some(body_at) = lines[ct_at..].iter().position(|l| l.is_empty()).map(|i| ct_at + i + 1) else {
-        return Vec::new();
-    };
-    let body: Vec<&str> = lines[body_at..].iter().take_while(|l| !l.starts_with("--")).copied().collect();
+    let Some(body) = part_body(&lines, "delivery-status") else { return Vec::new() };
     body.split(|l| l.trim().is_empty())
         .skip_while(|g| g.is_empty())
         .skip(1) // the per-message group
@@ -119,6 +158,21 @@ pub fn parse(raw: &[u8]) -> Vec<RecipientStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ARF: &str = "From: fbl@mailbox.example\r\nTo: bounce+msg_1@agents.test\r\nSubject: complaint\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"F\"\r\n\r\n\
+--F\r\nContent-Type: text/plain\r\n\r\nThis is an abuse report.\r\n\
+--F\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: FBL/1.0\r\n\
+Version: 1\r\nOriginal-Rcpt-To: <Ann@Example.org>\r\n\r\n\
+--F\r\nContent-Type: message/rfc822\r\n\r\nFrom: bot@agents.test\r\nSubject: hi\r\n\r\nhello\r\n--F--\r\n";
+
+    #[test]
+    fn arf_reports_name_their_type_and_recipient() {
+        let f = feedback(ARF.as_bytes()).expect("an ARF report");
+        assert_eq!(f, Feedback { feedback_type: "abuse".into(), recipients: vec!["ann@example.org".into()] });
+        assert!(!is_report(ARF.as_bytes()), "not a DSN");
+        assert_eq!(feedback(POSTFIX_BOUNCE.as_bytes()), None);
+    }
 
     const POSTFIX_BOUNCE: &str = "From: MAILER-DAEMON@mx.postagent.test (Mail Delivery System)\r\n\
 Subject: Undelivered Mail Returned to Sender\r\n\
