@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// Headers the answer carries (`Retry-After` and `RateLimit-*` on a 429).
+    pub headers: Vec<(header::HeaderName, String)>,
 }
 
 /// One entry of `details.fields` for `invalid_request`.
@@ -35,7 +37,7 @@ impl FieldError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None }
+        Self { status, code, message: message.into(), details: None, headers: Vec::new() }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -113,6 +115,11 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
+        for (name, value) in &self.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                res.headers_mut().insert(name.clone(), v);
+            }
+        }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }

@@ -15,6 +15,7 @@ pub mod magic;
 pub mod mcp;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod views;
 pub mod ws;
@@ -47,6 +48,8 @@ pub struct Settings {
     pub mail_hostname: String,
     /// Where the API listens (links fall back to it when `public_url` is unset).
     pub api_listen: String,
+    /// Contract §2.6 budgets.
+    pub limits: postagent_core::config::RateLimits,
 }
 
 impl Settings {
@@ -65,6 +68,7 @@ impl Settings {
             public_url: cfg.public_url.clone(),
             mail_hostname: cfg.mail_hostname(),
             api_listen: cfg.api_listen.to_string(),
+            limits: cfg.rate_limits(),
         }
     }
 }
@@ -107,7 +111,8 @@ fn rest_router(state: AppState) -> Router {
     for (path, handler) in routes::table::newer_sdk_paths() {
         app = app.route(path, handler);
     }
-    app.fallback(|| async { error::ApiError::not_found("route") })
+    app.route_layer(axum::middleware::from_fn_with_state(state.clone(), ratelimit::limit))
+        .fallback(|| async { error::ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A bug in one handler answers that request 500 instead of dropping the connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

@@ -39,7 +39,9 @@ pub async fn sweep(store: &dyn Store, now: Timestamp, keep: Retention) -> Result
     let domains = store
         .expire_unverified_domains(now.plus_secs(-crate::service::UNVERIFIED_DOMAIN_DAYS * 86_400))
         .await?;
-    Ok(keys + events + hooks + domains)
+    // Rate windows last an hour at most; a day of them is plenty for any question.
+    let windows = store.expire_rate_windows(now.as_micros() / 1_000_000 - 86_400).await?;
+    Ok(keys + events + hooks + domains + windows)
 }
 
 /// Sweeps every `every` until `stop` resolves.

@@ -149,6 +149,12 @@ pub static SUPPRESSED_SENDS: CounterVec = CounterVec::new(
     "stage",
 );
 
+pub static RATE_LIMITED: CounterVec = CounterVec::new(
+    "postagent_rate_limited_total",
+    "API requests answered 429 rate_limited, by limiter (poll, send, agent_creation).",
+    "limiter",
+);
+
 /// Every counter and histogram, rendered.
 pub fn render(out: &mut String) {
     for c in [
@@ -161,6 +167,7 @@ pub fn render(out: &mut String) {
         &SUBMISSIONS,
         &SUPPRESSIONS_ADDED,
         &SUPPRESSED_SENDS,
+        &RATE_LIMITED,
     ] {
         c.render(out);
     }

@@ -22,6 +22,7 @@ mod operator;
 mod outbound;
 mod outbound_e2e;
 mod postfix_setup;
+mod rate_limits;
 mod reviews;
 mod sdk_compat;
 mod sdk_mail;

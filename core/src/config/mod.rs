@@ -135,6 +135,13 @@ pub struct Config {
     /// How long one SMTP submission may take.
     #[serde(with = "value::duration")]
     pub submission_timeout: Duration,
+    /// Sends (send, reply, forward) per agent per minute, and approvals per account per
+    /// minute; past it, 429 `rate_limited`. 0 switches the limit off.
+    pub send_rate_limit: u32,
+    /// Reads of mail and webhooks (list and get) per account per minute; 0 switches it off.
+    pub poll_rate_limit: u32,
+    /// Agents created per account per hour; 0 switches it off.
+    pub agent_creation_rate_limit: u32,
     /// How often expired review holds are swept (their `on_expiry` applied).
     #[serde(with = "value::duration")]
     pub hold_sweep_interval: Duration,
@@ -207,6 +214,9 @@ impl Default for Config {
                 .chain([1, 4, 8].map(hours))
                 .collect(),
             submission_timeout: Duration::from_secs(60),
+            send_rate_limit: 60,
+            poll_rate_limit: 240,
+            agent_creation_rate_limit: 200,
             hold_sweep_interval: Duration::from_secs(60),
             log_format: LogFormat::Plain,
             log_target: LogTarget::Stderr,
@@ -243,6 +253,17 @@ pub struct SubmissionSettings {
     pub helo: String,
     /// The base of magic links in review notices.
     pub public_url: String,
+}
+
+/// The API's rate limits (contract §2.6); 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per agent (send, reply, forward) or per account (approve), per minute.
+    pub send_per_minute: u32,
+    /// Per account, per minute.
+    pub poll_per_minute: u32,
+    /// Per account, per hour.
+    pub agents_per_hour: u32,
 }
 
 /// Webhook delivery and event-log settings, typed.
@@ -498,6 +519,14 @@ impl Config {
             hold_sweep_every: self.hold_sweep_interval,
             helo: self.mail_hostname(),
             public_url: self.public_url(),
+        }
+    }
+
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            send_per_minute: self.send_rate_limit,
+            poll_per_minute: self.poll_rate_limit,
+            agents_per_hour: self.agent_creation_rate_limit,
         }
     }
 

@@ -17,6 +17,7 @@ mod jobs;
 mod messages;
 mod models;
 mod outbound;
+mod rate_limits;
 mod rows;
 mod sql;
 mod suppressions;
@@ -24,6 +25,7 @@ mod webhooks;
 
 pub use models::*;
 pub use outbound::OutboundStore;
+pub use rate_limits::RateLimitStore;
 pub use sql::{Backend, SqlStore};
 pub use suppressions::{Suppression, SuppressionStore};
 pub use webhooks::MAX_WEBHOOKS;
@@ -446,6 +448,7 @@ pub trait Store:
     + IdempotencyStore
     + OutboundStore
     + SuppressionStore
+    + RateLimitStore
     + StoreHealth
 {
 }
@@ -460,6 +463,7 @@ impl<
         + IdempotencyStore
         + OutboundStore
         + SuppressionStore
+        + RateLimitStore
         + StoreHealth,
 > Store for T
 {

@@ -35,6 +35,8 @@ pub struct SqlStore {
     /// (measured by bench/inbound: 750 sleeps per 200 messages). Other processes on the same
     /// file still meet the busy timeout, which is correct, just slower.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite only: rate-limit windows counted in this process (one host, no round trip).
+    pub(super) local_hits: Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), u64>>>,
     /// Told of every event after its transaction commits.
     pub(super) bus: crate::bus::EventBus,
 }
@@ -123,6 +125,7 @@ impl SqlStore {
             backend,
             url: url.to_owned(),
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
+            local_hits: Arc::default(),
             bus: crate::bus::EventBus::new(),
         })
     }

@@ -113,6 +113,16 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 
 /// An app with these webhook settings, over `url` when given (another replica's database).
 pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<String>) -> Option<TestApp> {
+    spawn_app_configured(db, webhooks, url, &[]).await
+}
+
+/// As [`spawn_app_with`], with more configuration keys (`("send_rate_limit", "3")`).
+pub async fn spawn_app_configured(
+    db: Db,
+    webhooks: WebhookSettings,
+    url: Option<String>,
+    extra: &[(&str, &str)],
+) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = match (url, db) {
         (Some(u), _) => u,
@@ -159,6 +169,8 @@ pub async fn spawn_app_with(db: Db, webhooks: WebhookSettings, url: Option<Strin
     ]
     .map(|(k, v)| (k.to_owned(), v))
     .into();
+    let flags: Vec<(String, String)> =
+        flags.into_iter().chain(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))).collect();
     let (mut config, _) = Config::load(None, Vec::new(), &flags).expect("config");
     with_webhooks(&mut config, &webhooks);
     let shared = Shared { store: store.clone(), secret: Secret::new(vec![42; 32]), resolver };

@@ -1,0 +1,179 @@
+//! Rate limits (contract §2.6), applied in front of the handlers they guard:
+//!
+//! | limiter | key | operations |
+//! |---|---|---|
+//! | poll | account | list and get messages and conversations, list and get webhooks and deliveries |
+//! | send | agent (account for approve) | send, reply, forward, approve |
+//! | agent creation | account | create agent |
+//!
+//! Fixed windows (a minute, an hour for agent creation) counted in the store, so every replica
+//! on PostgreSQL shares one budget. Every limited response carries `RateLimit-Limit`,
+//! `RateLimit-Remaining` and `RateLimit-Reset`; past the budget the answer is 429
+//! `rate_limited` with `Retry-After` and `details.retry_after_seconds`.
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Which budget a request spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limiter {
+    Poll,
+    Send,
+    AgentCreation,
+}
+
+impl Limiter {
+    fn of(method: &Method, path: &str) -> Option<Self> {
+        let poll = [
+            "/v1/agents/{email}/messages",
+            "/v1/agents/{email}/messages/{id}",
+            "/v1/agents/{email}/conversations",
+            "/v1/agents/{email}/conversations/{id}",
+            "/v1/webhooks",
+            "/v1/webhooks/{id}",
+            "/v1/webhooks/{id}/deliveries",
+        ];
+        let send = [
+            "/v1/agents/{email}/messages",
+            "/v1/agents/{email}/messages/{id}/reply",
+            "/v1/agents/{email}/messages/{id}/forward",
+            "/v1/reviews/{id}/approve",
+        ];
+        match *method {
+            Method::GET if poll.contains(&path) => Some(Self::Poll),
+            Method::POST if send.contains(&path) => Some(Self::Send),
+            Method::POST if path == "/v1/agents" => Some(Self::AgentCreation),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Send => "send",
+            Self::AgentCreation => "agent_creation",
+        }
+    }
+}
+
+/// What is left of a budget after this request.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
+}
+
+fn headers(res: &mut Response, b: Budget) {
+    let h = res.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(b.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(b.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(b.reset_secs));
+}
+
+/// The agent address of a `/v1/agents/{email}/…` path, as the handlers normalize it.
+fn agent_of(uri_path: &str) -> Option<String> {
+    let segment = uri_path.strip_prefix("/v1/agents/")?.split('/').next()?;
+    let decoded = percent_decode(segment);
+    Some(decoded.trim().trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Spends one unit of `limiter` for `key`; the budget left, or the 429.
+async fn spend(state: &AppState, limiter: Limiter, key: &str) -> Result<Option<Budget>, ApiError> {
+    let l = state.settings.limits;
+    let (limit, window) = match limiter {
+        Limiter::Poll => (l.poll_per_minute, 60),
+        Limiter::Send => (l.send_per_minute, 60),
+        Limiter::AgentCreation => (l.agents_per_hour, 3600),
+    };
+    if limit == 0 {
+        return Ok(None);
+    }
+    let now = postagent_core::time::Timestamp::now().as_micros() / 1_000_000;
+    let start = now - now.rem_euclid(window);
+    let hits = state.store.count_hit(&format!("{}:{key}", limiter.name()), start).await?;
+    let limit = u64::from(limit);
+    let reset_secs = u64::try_from(start + window - now).unwrap_or(1).max(1);
+    if hits > limit {
+        postagent_core::metrics::RATE_LIMITED.inc(limiter.name());
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("{} limit of {limit} reached; retry in {reset_secs} s", limiter.name()),
+        )
+        .with_details(json!({"retry_after_seconds": reset_secs}));
+        e.headers = vec![
+            (header::RETRY_AFTER, reset_secs.to_string()),
+            (header::HeaderName::from_static("ratelimit-limit"), limit.to_string()),
+            (header::HeaderName::from_static("ratelimit-remaining"), "0".to_owned()),
+            (header::HeaderName::from_static("ratelimit-reset"), reset_secs.to_string()),
+        ];
+        return Err(e);
+    }
+    Ok(Some(Budget { limit, remaining: limit - hits, reset_secs }))
+}
+
+/// The middleware: classify, identify, spend, then serve with the headers.
+pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let Some(limiter) = matched.as_deref().and_then(|p| Limiter::of(req.method(), p)) else {
+        return next.run(req).await;
+    };
+    // An unauthenticated request is the handler's to refuse (401), before any budget.
+    let Ok(who) = Principal::from_header(&state, req.headers().get(header::AUTHORIZATION)).await else {
+        return next.run(req).await;
+    };
+    let key = match (limiter, agent_of(req.uri().path())) {
+        (Limiter::Send, Some(agent)) => format!("{}:{agent}", who.account_id),
+        _ => who.account_id.to_string(),
+    };
+    match spend(&state, limiter, &key).await {
+        Ok(budget) => {
+            let mut res = next.run(req).await;
+            if let Some(b) = budget {
+                headers(&mut res, b);
+            }
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_map_to_their_limiter() {
+        assert_eq!(Limiter::of(&Method::GET, "/v1/agents/{email}/messages"), Some(Limiter::Poll));
+        assert_eq!(Limiter::of(&Method::POST, "/v1/agents/{email}/messages"), Some(Limiter::Send));
+        assert_eq!(Limiter::of(&Method::POST, "/v1/reviews/{id}/approve"), Some(Limiter::Send));
+        assert_eq!(Limiter::of(&Method::POST, "/v1/agents"), Some(Limiter::AgentCreation));
+        assert_eq!(Limiter::of(&Method::GET, "/v1/agents"), None);
+        assert_eq!(agent_of("/v1/agents/Bot%40Agents.test/messages").as_deref(), Some("bot@agents.test"));
+    }
+}
