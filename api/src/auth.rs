@@ -73,6 +73,10 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The rate limiter already resolved the key for this request: one lookup, not two.
+        if let Some(who) = parts.extensions.get::<Principal>() {
+            return Ok(who.clone());
+        }
         Self::from_header(state, parts.headers.get(axum::http::header::AUTHORIZATION)).await
     }
 }

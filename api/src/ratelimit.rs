@@ -7,7 +7,8 @@
 //! | agent creation | account | create agent |
 //!
 //! Fixed windows (a minute, an hour for agent creation) counted in the store, so every replica
-//! on PostgreSQL shares one budget. Every limited response carries `RateLimit-Limit`,
+//! on PostgreSQL shares one budget. The key is resolved once: the handler's extractor takes
+//! the caller the limiter found. Every limited response carries `RateLimit-Limit`,
 //! `RateLimit-Remaining` and `RateLimit-Reset`; past the budget the answer is 429
 //! `rate_limited` with `Retry-After` and `details.retry_after_seconds`.
 
@@ -138,7 +139,7 @@ async fn spend(state: &AppState, limiter: Limiter, key: &str) -> Result<Option<B
 }
 
 /// The middleware: classify, identify, spend, then serve with the headers.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let Some(limiter) = matched.as_deref().and_then(|p| Limiter::of(req.method(), p)) else {
         return next.run(req).await;
@@ -151,6 +152,8 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         (Limiter::Send, Some(agent)) => format!("{}:{agent}", who.account_id),
         _ => who.account_id.to_string(),
     };
+    // The handler's extractor takes the caller from here instead of looking the key up again.
+    req.extensions_mut().insert(who);
     match spend(&state, limiter, &key).await {
         Ok(budget) => {
             let mut res = next.run(req).await;
