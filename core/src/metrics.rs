@@ -155,6 +155,12 @@ pub static RATE_LIMITED: CounterVec = CounterVec::new(
     "limiter",
 );
 
+pub static LOOPS_STOPPED: CounterVec = CounterVec::new(
+    "postagent_loops_stopped_total",
+    "Replies refused by loop protection, by rule (automatic: the message was automatic mail; budget: the reply budget per correspondent was spent).",
+    "rule",
+);
+
 /// Every counter and histogram, rendered.
 pub fn render(out: &mut String) {
     for c in [
@@ -168,6 +174,7 @@ pub fn render(out: &mut String) {
         &SUPPRESSIONS_ADDED,
         &SUPPRESSED_SENDS,
         &RATE_LIMITED,
+        &LOOPS_STOPPED,
     ] {
         c.render(out);
     }

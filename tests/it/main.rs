@@ -13,6 +13,7 @@ mod docs;
 mod fanout_e2e;
 mod inbound_e2e;
 mod lab;
+mod loops;
 mod mcp;
 mod mcp_clients;
 mod mcp_conformance;

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod conversations;
 pub mod domains;
 pub mod events;
+pub mod loops;
 pub mod messages;
 pub mod meta;
 pub mod reviews;

@@ -468,6 +468,7 @@ pub async fn reply(
     if to.is_empty() {
         return Err(ApiError::bad_request("invalid_recipient", "the message has no address to reply to"));
     }
+    super::loops::check(&state, &agent, &m, &to).await?;
     let route = format!("reply:{}:{}", agent.email, m.id);
     let conversation = r.conversation_id.or(m.conversation_id.clone().filter(|c| !c.is_empty()));
     let make = move || Outgoing {

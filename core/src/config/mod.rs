@@ -142,6 +142,13 @@ pub struct Config {
     pub poll_rate_limit: u32,
     /// Agents created per account per hour; 0 switches it off.
     pub agent_creation_rate_limit: u32,
+    /// Replies one agent may send to one correspondent within `loop_reply_window`; the next
+    /// is refused (403 `blocked_by_policy`), so two agents cannot answer each other forever.
+    /// 0 switches the budget off.
+    pub loop_reply_budget: u32,
+    /// The window of `loop_reply_budget`.
+    #[serde(with = "value::duration")]
+    pub loop_reply_window: Duration,
     /// How often expired review holds are swept (their `on_expiry` applied).
     #[serde(with = "value::duration")]
     pub hold_sweep_interval: Duration,
@@ -217,6 +224,8 @@ impl Default for Config {
             send_rate_limit: 60,
             poll_rate_limit: 240,
             agent_creation_rate_limit: 200,
+            loop_reply_budget: 5,
+            loop_reply_window: minutes(10),
             hold_sweep_interval: Duration::from_secs(60),
             log_format: LogFormat::Plain,
             log_target: LogTarget::Stderr,
@@ -255,9 +264,12 @@ pub struct SubmissionSettings {
     pub public_url: String,
 }
 
-/// The API's rate limits (contract §2.6); 0 is no limit.
+/// The API's rate limits (contract §2.6) and the loop budget; 0 is no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
+    /// Replies to one correspondent per agent within `loop_window`.
+    pub loop_replies: u32,
+    pub loop_window: Duration,
     /// Per agent (send, reply, forward) or per account (approve), per minute.
     pub send_per_minute: u32,
     /// Per account, per minute.
@@ -524,6 +536,8 @@ impl Config {
 
     pub fn rate_limits(&self) -> RateLimits {
         RateLimits {
+            loop_replies: self.loop_reply_budget,
+            loop_window: self.loop_reply_window,
             send_per_minute: self.send_rate_limit,
             poll_per_minute: self.poll_rate_limit,
             agents_per_hour: self.agent_creation_rate_limit,

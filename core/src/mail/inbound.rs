@@ -45,6 +45,8 @@ pub struct Prepared {
     pub postfix_queue_id: Option<String>,
     pub raw: Vec<u8>,
     pub parsed: Parsed,
+    /// Why the message looks automatic, if it does ([`crate::mail::loops`]).
+    pub auto_class: Option<crate::vocab::AutoClass>,
 }
 
 impl Prepared {
@@ -245,6 +247,7 @@ pub fn prepare(
         raw_source_id,
         envelope_from: Some(envelope_from.to_owned()).filter(|e| !e.is_empty()),
         postfix_queue_id: postfix_queue_id(&raw),
+        auto_class: crate::mail::loops::classify(&raw, envelope_from),
         parsed,
         raw,
     }
@@ -425,6 +428,7 @@ pub fn filed(
         review_status,
         flag_reason,
         hold,
+        labels: p.auto_class.map(crate::mail::loops::label).into_iter().collect(),
     };
     (msg, events)
 }

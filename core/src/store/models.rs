@@ -159,6 +159,8 @@ pub struct NewInboundMessage {
     pub review_status: Option<ReviewStatus>,
     pub flag_reason: Option<String>,
     /// Set when the message is held for review.
+    /// System labels set at delivery (`e2a:auto-replied`…, loop protection).
+    pub labels: Vec<String>,
     pub hold: Option<NewHold>,
 }
 

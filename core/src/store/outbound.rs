@@ -46,6 +46,9 @@ pub trait OutboundStore: Send + Sync {
     async fn transition(&self, t: Transition) -> StoreResult<bool>;
     /// The stored draft (JSON) of an outbound message.
     async fn get_draft(&self, id: &str) -> StoreResult<Option<String>>;
+    /// Replies `agent` sent to `recipient` (lowercase, in To or Cc) since `since`: the loop
+    /// budget's count.
+    async fn count_recent_replies(&self, agent: &str, recipient: &str, since: Timestamp) -> StoreResult<u64>;
     async fn get_hold(&self, message_id: &str) -> StoreResult<Option<Hold>>;
     /// The account's pending holds with their messages, newest first, live agents only.
     async fn list_pending_holds(
@@ -273,6 +276,23 @@ impl OutboundStore for SqlStore {
             self.bus.publish(p);
         }
         Ok(true)
+    }
+
+    async fn count_recent_replies(&self, agent: &str, recipient: &str, since: Timestamp) -> StoreResult<u64> {
+        // Address lists are stored as JSON arrays of lowercase addresses: a quoted match is exact.
+        let quoted = format!("%{}%", serde_json::to_string(recipient).unwrap_or_default().replace('%', ""));
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages
+             WHERE agent_email = $1 AND direction = 'outbound' AND message_type = 'reply' AND created_at >= $2
+               AND (to_addrs LIKE $3 OR cc_addrs LIKE $3)",
+        )
+        .bind(agent)
+        .bind(since.as_micros())
+        .bind(quoted)
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn get_draft(&self, id: &str) -> StoreResult<Option<String>> {

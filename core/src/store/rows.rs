@@ -24,9 +24,9 @@ pub(super) async fn insert_inbound_row(
         "INSERT INTO messages (id, account_id, agent_email, direction, status, read_status, source_id,
              header_from, envelope_from, verified_domain, to_addrs, cc_addrs, reply_to, delivered_to, subject,
              rfc_message_id, in_reply_to, references_ids, conversation_id, authentication, raw_message,
-             size_bytes, postfix_queue_id, created_at, updated_at, review_status, flagged, flag_reason)
+             size_bytes, postfix_queue_id, created_at, updated_at, review_status, flagged, flag_reason, labels)
          VALUES ($1, $2, $3, 'inbound', $22, 'unread', $4, $5, $6, $7, $8, $9, $10, $11, $12,
-             $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, $23, $24, $25)
+             $13, $14, $15, $16, $17, $18, $19, $20, $21, $21, $23, $24, $25, $26)
          ON CONFLICT (agent_email, source_id) DO NOTHING",
     )
     .bind(msg.id.as_str())
@@ -54,6 +54,7 @@ pub(super) async fn insert_inbound_row(
     .bind(msg.review_status.map(ReviewStatus::as_str))
     .bind(i64::from(msg.flag_reason.is_some()))
     .bind(msg.flag_reason.as_deref())
+    .bind(json_list(&msg.labels))
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {

@@ -140,6 +140,8 @@ pub fn loopback_twin(
         postfix_queue_id: None,
         raw: raw.to_vec(),
         parsed: inbound::parse(raw),
+        // The agent's own note to itself is not automatic mail.
+        auto_class: None,
     };
     let (msg, mut events) = inbound::filed(
         agent,

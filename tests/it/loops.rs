@@ -1,0 +1,126 @@
+//! Loop protection on SQLite and PostgreSQL: automatic mail is labelled and never answered,
+//! list mail may be, and the reply budget per correspondent makes two agents that answer
+//! everything settle instead of ping-ponging.
+
+use crate::common;
+
+use common::{Db, TestApp, enc, spawn_app_configured, test_webhooks};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const A: &str = "alice-bot@agents.test";
+const B: &str = "bob-bot@agents.test";
+
+async fn app(db: Db) -> Option<TestApp> {
+    spawn_app_configured(
+        db,
+        test_webhooks(),
+        None,
+        &[("loop_reply_budget", "3"), ("loop_reply_window", "10m")],
+    )
+    .await
+}
+
+fn mail(from: &str, to: &str, id: &str, extra: &str) -> Vec<u8> {
+    format!("From: {from}\r\nTo: {to}\r\nSubject: note {id}\r\nMessage-ID: <{id}@example.org>\r\n{extra}\r\nhello\r\n").into_bytes()
+}
+
+async fn reply(app: &TestApp, agent: &str, id: &str) -> (StatusCode, serde_json::Value) {
+    let r =
+        app.post(&format!("/v1/agents/{}/messages/{id}/reply", enc(agent)), json!({"text": "Got it."})).await;
+    (r.status, r.body)
+}
+
+async fn labels(app: &TestApp, agent: &str, id: &str) -> serde_json::Value {
+    app.get(&format!("/v1/agents/{}/messages/{id}", enc(agent))).await.body["labels"].clone()
+}
+
+async fn automatic_mail_is_labelled_and_never_answered(db: Db) {
+    let Some(app) = app(db).await else { return };
+    assert_eq!(app.post("/v1/agents", json!({"email": A})).await.status, StatusCode::CREATED);
+    let auto =
+        app.deliver(A, &mail("x@example.org", A, "a1", "Auto-Submitted: auto-replied\r\n"), true).await;
+    assert_eq!(labels(&app, A, &auto).await, json!(["e2a:auto-replied"]));
+    let (status, body) = reply(&app, A, &auto).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("blocked_by_policy")),
+        "{body}"
+    );
+    let away = String::from_utf8(mail("y@example.org", A, "a2", "")).expect("utf-8").replacen(
+        "Subject: note a2",
+        "Subject: Out of Office: away",
+        1,
+    );
+    let ooo = app.deliver(A, away.as_bytes(), true).await;
+    assert_eq!(labels(&app, A, &ooo).await, json!(["e2a:auto-responder"]));
+    assert_eq!(reply(&app, A, &ooo).await.0, StatusCode::FORBIDDEN);
+    // List mail is labelled but may be answered on purpose; a person's mail is not labelled.
+    let list = app.deliver(A, &mail("z@example.org", A, "a3", "List-Id: <dev.example.org>\r\n"), true).await;
+    assert_eq!(labels(&app, A, &list).await, json!(["e2a:bulk"]));
+    assert_eq!(reply(&app, A, &list).await.0, StatusCode::ACCEPTED);
+    let person = app.deliver(A, &mail("w@example.org", A, "a4", ""), true).await;
+    assert_eq!(labels(&app, A, &person).await, json!([]));
+    // The label filters the inbox like any other.
+    let auto_only =
+        app.get(&format!("/v1/agents/{}/messages?labels=e2a:auto-replied&read_status=all", enc(A))).await;
+    assert_eq!(auto_only.body["items"].as_array().map(Vec::len), Some(1), "{}", auto_only.body);
+}
+
+/// Two agents that answer everything they receive: each reply is delivered to the other,
+/// which answers it. Within the budget (3 per correspondent) both stop, and the next reply
+/// of each is refused.
+async fn two_agents_settle_within_the_budget(db: Db) {
+    let Some(app) = app(db).await else { return };
+    for agent in [A, B] {
+        assert_eq!(app.post("/v1/agents", json!({"email": agent})).await.status, StatusCode::CREATED);
+    }
+    let mut inbox = app.deliver(A, &mail(B, A, "start", ""), true).await;
+    let (mut me, mut peer) = (A, B);
+    let mut replies = 0;
+    let mut refused = 0;
+    for round in 0..20 {
+        let (status, body) = reply(&app, me, &inbox).await;
+        if status == StatusCode::FORBIDDEN {
+            assert!(
+                body["error"]["message"].as_str().is_some_and(|m| m.contains("loop protection")),
+                "{body}"
+            );
+            refused += 1;
+            if refused == 2 {
+                break;
+            }
+        } else {
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            replies += 1;
+        }
+        // The reply arrives at the peer (as Postfix would deliver it), which answers in turn.
+        inbox = app.deliver(peer, &mail(me, peer, &format!("r{round}"), ""), true).await;
+        std::mem::swap(&mut me, &mut peer);
+    }
+    assert_eq!(replies, 6, "three replies each, then both are stopped");
+    assert_eq!(refused, 2);
+    // Another correspondent is not affected.
+    let other = app.deliver(A, &mail("carol@example.org", A, "c1", ""), true).await;
+    assert_eq!(reply(&app, A, &other).await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn automatic_mail_on_sqlite() {
+    automatic_mail_is_labelled_and_never_answered(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn automatic_mail_on_postgres() {
+    automatic_mail_is_labelled_and_never_answered(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn two_agents_settle_on_sqlite() {
+    two_agents_settle_within_the_budget(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn two_agents_settle_on_postgres() {
+    two_agents_settle_within_the_budget(Db::Postgres).await;
+}
