@@ -73,6 +73,15 @@ async fn wait_status(w: &MailWorld, agent: &str, id: &str, status: &str) -> Valu
     .await
 }
 
+/// The account's suppression list once it holds an entry (an entry follows its report).
+async fn suppressed(w: &MailWorld, what: &str) -> Value {
+    until(what, WAIT, || async {
+        let l = w.get("/v1/account/suppressions").await;
+        (l["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(l)
+    })
+    .await
+}
+
 fn inbound_ids(list: &[Value]) -> Vec<String> {
     list.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect()
 }
@@ -251,11 +260,7 @@ async fn bounces_refusals_and_retries() {
     assert!(w.inbox(BOT).await.is_empty(), "a DSN is not inbox mail");
 
     // The permanent bounce suppressed the address: the next send is refused before Postfix.
-    let list = until("the bounce's suppression", WAIT, || async {
-        let l = w.get("/v1/account/suppressions").await;
-        (l["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(l)
-    })
-    .await;
+    let list = suppressed(&w, "the bounce's suppression").await;
     assert_eq!(list["items"][0]["address"], "nobody@example.org", "{list}");
     assert_eq!(list["items"][0]["source"], "bounce");
     assert_eq!(list["items"][0]["source_message_id"], bounced.as_str());
@@ -451,11 +456,7 @@ async fn complaint_report_suppresses_the_complainant() {
     );
     let qid = w.send("fbl@example.org", &[&verp], &arf).await;
     w.wait_sent(&qid, &verp).await;
-    let list = until("the complaint's suppression", WAIT, || async {
-        let l = w.get("/v1/account/suppressions").await;
-        (l["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(l)
-    })
-    .await;
+    let list = suppressed(&w, "the complaint's suppression").await;
     assert_eq!(list["items"][0]["address"], "carol@example.org", "{list}");
     assert_eq!(list["items"][0]["source"], "complaint");
     assert_eq!(list["items"][0]["source_message_id"], id.as_str());
