@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod unsubscribe;
 pub mod views;
 pub mod ws;
 
@@ -104,7 +105,8 @@ fn rest_router(state: AppState) -> Router {
             "/v1/approve",
             get(magic::approve_page).post(magic::approve_post).fallback(magic::other_method),
         )
-        .route("/v1/reject", get(magic::reject_page).post(magic::reject_post).fallback(magic::other_method));
+        .route("/v1/reject", get(magic::reject_page).post(magic::reject_post).fallback(magic::other_method))
+        .route("/u/{token}", get(unsubscribe::show).post(unsubscribe::confirm));
     for (op, handler) in routes::table::table() {
         app = app.route(op.path, handler);
     }

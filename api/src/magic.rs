@@ -25,7 +25,7 @@ pub struct Params {
     reason: String,
 }
 
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -45,7 +45,7 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
     res
 }
 
-fn problem(status: StatusCode, title: &str, text: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, title: &str, text: &str) -> Response {
     page(status, title, &format!("<p>{}</p>", html_escape(text)))
 }
 

@@ -440,9 +440,14 @@ async fn complaint_report_suppresses_the_complainant() {
     let Some((mut w, mut internet)) = world(&[], Vec::new()).await else { return };
     let _server = w.serve();
     let msgs = format!("/v1/agents/{BOT}/messages");
-    let id =
-        send(&w, &msgs, json!({"to": ["carol@example.org"], "subject": "Deal", "text": "Buy now"})).await;
+    let deal = json!({"to": ["carol@example.org"], "subject": "Deal", "text": "Buy now",
+        "unsubscribe": {"mode": "managed"}});
+    let id = send(&w, &msgs, deal).await;
     let out = next(&mut internet, "the send").await;
+    // Managed unsubscribe: the RFC 8058 headers reach the internet through Postfix.
+    assert_eq!(header(&out.data, "List-Unsubscribe-Post"), Some("List-Unsubscribe=One-Click"));
+    let link = header(&out.data, "List-Unsubscribe").unwrap_or_default();
+    assert!(link.starts_with('<') && link.contains("/u/"), "{}", out.data);
     wait_status(&w, BOT, &id, "sent").await;
     let verp = out.mail_from.split(['<', '>']).nth(1).expect("the VERP address").to_owned();
     let arf = format!(

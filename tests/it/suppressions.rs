@@ -7,7 +7,11 @@ use common::{TestApp, enc};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-on_both_backends!(agent_blocks_refuse_every_sending_path, account_list_and_its_guards);
+on_both_backends!(
+    agent_blocks_refuse_every_sending_path,
+    account_list_and_its_guards,
+    managed_unsubscribe_one_click
+);
 
 const BOT: &str = "bot@agents.test";
 
@@ -163,4 +167,70 @@ async fn account_list_and_its_guards(app: &TestApp) {
         )
         .await;
     assert_eq!(deleted.body, json!({"deleted": true, "address": "dead@example.org"}));
+}
+
+async fn managed_unsubscribe_one_click(app: &TestApp) {
+    setup(app).await;
+    let managed = json!({"to": ["Ann <ann@example.org>"], "subject": "News", "text": "Hello", "unsubscribe": {"mode": "managed"}});
+    let sent = app.post(&path("/messages"), managed).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    let id = sent.body["message_id"].as_str().expect("id");
+    let view = app.get(&path(&format!("/messages/{id}"))).await;
+    let raw = crate::outbound::raw_of(&view.body);
+    let url = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .and_then(|l| l.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("no List-Unsubscribe in:\n{raw}"))
+        .to_owned();
+    assert!(url.starts_with(&format!("{}/u/", app.base)), "{url}");
+    assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{raw}");
+    let (text, _) = postagent_core::mail::inbound::bodies(raw.as_bytes());
+    let text = text.expect("a text body");
+    assert!(text.contains(&format!("To stop receiving these messages: {url}")), "the footer: {text}");
+    // More than one recipient, or another mode, is refused.
+    let two = app.post(&path("/messages"), json!({"to": ["a@example.org", "b@example.org"], "subject": "s", "text": "t", "unsubscribe": {"mode": "managed"}})).await;
+    assert_eq!(two.status, StatusCode::BAD_REQUEST, "{}", two.body);
+    let odd = app
+        .post(
+            &path("/messages"),
+            json!({"to": ["a@example.org"], "subject": "s", "text": "t", "unsubscribe": {"mode": "manual"}}),
+        )
+        .await;
+    assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", odd.body);
+
+    // GET is a page with a button (a prefetch unsubscribes nobody); POST unsubscribes.
+    let http = reqwest::Client::new();
+    let page = http.get(&url).send().await.expect("GET");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.expect("html").contains("<form method=\"post\">"));
+    assert_eq!(app.get(&path("/suppressions")).await.body["items"], json!([]));
+    let one_click = http.post(&url).form(&[("List-Unsubscribe", "One-Click")]).send().await.expect("POST");
+    assert_eq!(one_click.status(), StatusCode::OK);
+    let list = app.get(&path("/suppressions")).await;
+    assert_eq!(list.body["items"][0]["address"], "ann@example.org", "{}", list.body);
+    assert_eq!(list.body["items"][0]["source"], "unsubscribe");
+    let events = app.get("/v1/events?type=agent.suppression_added").await;
+    assert_eq!(events.body["items"][0]["data"]["source"], "unsubscribe");
+    let again =
+        app.post(&path("/messages"), json!({"to": ["ann@example.org"], "subject": "s", "text": "t"})).await;
+    assert_eq!(again.code(), "recipient_suppressed");
+    // A forged link is refused.
+    let forged = http.post(format!("{url}x")).send().await.expect("POST");
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+
+    // A held managed send is accepted, and keeps its unsubscribe for approval.
+    let gate = json!({"inbound": {"gate": {}, "scan": {}},
+        "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}}, "holds": {}});
+    assert_eq!(
+        app.call(Method::PUT, &path("/protection"), Some(&app.key), Some(gate)).await.status,
+        StatusCode::OK
+    );
+    let held = app.post(&path("/messages"), json!({"to": ["dan@example.org"], "subject": "s", "text": "t", "unsubscribe": {"mode": "managed"}})).await;
+    assert_eq!(held.body["status"], "pending_review", "{}", held.body);
+    let held_id = held.body["message_id"].as_str().expect("id");
+    let approved = app.post(&format!("/v1/reviews/{held_id}/approve"), json!({})).await;
+    assert_eq!(approved.status, StatusCode::ACCEPTED, "{}", approved.body);
+    let raw = crate::outbound::raw_of(&app.get(&path(&format!("/messages/{held_id}"))).await.body);
+    assert!(raw.contains("List-Unsubscribe: <"), "{raw}");
 }

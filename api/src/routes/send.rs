@@ -76,10 +76,8 @@ fn common_errors(
     }
     for (name, present) in unsupported {
         if *present {
-            errors.push(FieldError::new(
-                format!("body.{name}"),
-                "templates and managed unsubscribe are not supported by this server",
-            ));
+            errors
+                .push(FieldError::new(format!("body.{name}"), "templates are not supported by this server"));
         }
     }
 }
@@ -123,12 +121,7 @@ impl RequestBody for SendRequest {
     fn validate(&self, errors: &mut Vec<FieldError>) {
         let templated =
             self.template_id.is_some() || self.template_alias.is_some() || self.template_data.is_some();
-        common_errors(
-            errors,
-            &self.reply_to,
-            &self.conversation_id,
-            &[("template_id", templated), ("unsubscribe", self.unsubscribe.is_some())],
-        );
+        common_errors(errors, &self.reply_to, &self.conversation_id, &[("template_id", templated)]);
     }
 }
 
@@ -162,12 +155,7 @@ impl RequestBody for ReplyRequest {
     ];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        common_errors(
-            errors,
-            &self.reply_to,
-            &self.conversation_id,
-            &[("unsubscribe", self.unsubscribe.is_some())],
-        );
+        common_errors(errors, &self.reply_to, &self.conversation_id, &[]);
     }
 }
 
@@ -191,12 +179,7 @@ impl RequestBody for ForwardRequest {
         &["to", "text", "cc", "bcc", "html", "reply_to", "conversation_id", "attachments", "unsubscribe"];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        common_errors(
-            errors,
-            &self.reply_to,
-            &self.conversation_id,
-            &[("unsubscribe", self.unsubscribe.is_some())],
-        );
+        common_errors(errors, &self.reply_to, &self.conversation_id, &[]);
     }
 }
 
@@ -248,6 +231,39 @@ impl From<SendError> for ApiError {
             }
         }
     }
+}
+
+/// `unsubscribe: {mode: "managed"}` (contract beta, RFC 8058): the one-click URL for the one
+/// recipient, minted here and kept with the draft so an approved hold carries it too.
+fn managed_unsubscribe(
+    state: &AppState,
+    agent: &Agent,
+    requested: Option<&Value>,
+    recipients: (&[String], &[String], &[String]),
+) -> Result<Option<String>, ApiError> {
+    let Some(v) = requested else { return Ok(None) };
+    if v != &json!({"mode": "managed"}) {
+        return Err(ApiError::field("body.unsubscribe", "must be {\"mode\": \"managed\"}"));
+    }
+    let (to, cc, bcc) = recipients;
+    if to.len() != 1 || !cc.is_empty() || !bcc.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "managed unsubscribe needs exactly one recipient",
+        ));
+    }
+    let Ok(rcpt) = outbound::address::parse_mailbox(&to[0]) else {
+        // The draft's own check names the bad address.
+        return Ok(None);
+    };
+    let token = outbound::unsubscribe::mint(
+        &state.secret,
+        &agent.account_id,
+        &agent.email,
+        &rcpt.address,
+        Timestamp::now(),
+    );
+    Ok(Some(format!("{}/u/{token}", state.settings.public_url_or_default())))
 }
 
 /// The path's agent, if it may send: live, and on a verified domain (or the shared one).
@@ -378,9 +394,12 @@ pub async fn send(
     if blank(&r.subject) || (blank(&r.text) && blank(&r.html)) {
         return Err(ApiError::bad_request("invalid_request", "subject and text are required"));
     }
+    let unsubscribe_url =
+        managed_unsubscribe(&state, &agent, r.unsubscribe.as_ref(), (&r.to, &r.cc, &r.bcc))?;
     let route = format!("send:{}", agent.email);
     let make = move || Outgoing {
         draft: Draft {
+            unsubscribe_url,
             to: r.to,
             cc: r.cc,
             bcc: r.bcc,
@@ -471,8 +490,10 @@ pub async fn reply(
     super::loops::check(&state, &agent, &m, &to).await?;
     let route = format!("reply:{}:{}", agent.email, m.id);
     let conversation = r.conversation_id.or(m.conversation_id.clone().filter(|c| !c.is_empty()));
+    let unsubscribe_url = managed_unsubscribe(&state, &agent, r.unsubscribe.as_ref(), (&to, &cc, &r.bcc))?;
     let make = move || Outgoing {
         draft: Draft {
+            unsubscribe_url,
             to,
             cc,
             bcc: r.bcc,
@@ -556,8 +577,11 @@ pub async fn forward(
         None => h,
     });
     let route = format!("forward:{}:{}", agent.email, m.id);
+    let unsubscribe_url =
+        managed_unsubscribe(&state, &agent, r.unsubscribe.as_ref(), (&r.to, &r.cc, &r.bcc))?;
     let make = move || Outgoing {
         draft: Draft {
+            unsubscribe_url,
             to: r.to,
             cc: r.cc,
             bcc: r.bcc,

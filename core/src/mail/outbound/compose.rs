@@ -69,14 +69,26 @@ pub fn compose(draft: &Draft, checked: &Checked, from: &Mailbox, ids: &Ids<'_>) 
         let keep = &refs[refs.len().saturating_sub(50)..];
         b = b.references(MessageId::new_list(keep.iter().copied()));
     }
-    match (&draft.text, &draft.html) {
+    // Managed unsubscribe (RFC 8058): one-click headers, and the link in a footer for people.
+    let (mut text, mut html) = (draft.text.clone(), draft.html.clone());
+    if let Some(url) =
+        draft.unsubscribe_url.as_deref().filter(|u| u.starts_with("http") && !u.contains(['\r', '\n', '>']))
+    {
+        b = b
+            .header("List-Unsubscribe", Raw::new(format!("<{url}>")))
+            .header("List-Unsubscribe-Post", Raw::new("List-Unsubscribe=One-Click"));
+        let footer = format!("\n\n--\nTo stop receiving these messages: {url}\n");
+        text = Some(format!("{}{footer}", text.unwrap_or_default()));
+        html = html.map(|h| format!("{h}<p style=\"font-size:small\"><a href=\"{url}\">Unsubscribe</a></p>"));
+    }
+    match (&text, &html) {
         (text, Some(html)) => {
-            b = b.html_body(html.as_str());
+            b = b.html_body(html.clone());
             if let Some(t) = text {
-                b = b.text_body(t.as_str());
+                b = b.text_body(t.clone());
             }
         }
-        (text, None) => b = b.text_body(text.as_deref().unwrap_or("")),
+        (text, None) => b = b.text_body(text.clone().unwrap_or_default()),
     }
     for (filename, content_type, bytes) in &checked.attachments {
         b = b.attachment(content_type.as_str(), filename.as_str(), bytes.as_slice());

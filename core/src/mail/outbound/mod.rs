@@ -12,6 +12,7 @@ pub mod compose;
 pub mod dsn;
 pub mod notify;
 pub mod send;
+pub mod unsubscribe;
 pub mod verp;
 
 use address::{AddressError, Mailbox, has_control, parse_mailbox};
@@ -61,6 +62,10 @@ pub struct Draft {
     pub in_reply_to: Option<String>,
     #[serde(default)]
     pub references: Vec<String>,
+    /// Managed unsubscribe: the one-click URL (RFC 8058) written into `List-Unsubscribe` and
+    /// a footer. Minted by the API for the one recipient ([`super::unsubscribe`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe_url: Option<String>,
 }
 
 /// Why a draft cannot be sent; the API maps each to the contract's status and body.
