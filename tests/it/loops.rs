@@ -124,3 +124,35 @@ async fn two_agents_settle_on_sqlite() {
 async fn two_agents_settle_on_postgres() {
     two_agents_settle_within_the_budget(Db::Postgres).await;
 }
+
+/// With `mark_auto_submitted`, agent mail says it is automatic (RFC 3834): a send is
+/// `auto-generated`, a reply `auto-replied`, so the other side's loop protection knows it.
+#[tokio::test]
+async fn agent_mail_is_marked_auto_submitted() {
+    let Some(app) =
+        spawn_app_configured(Db::Sqlite, test_webhooks(), None, &[("mark_auto_submitted", "true")]).await
+    else {
+        return;
+    };
+    assert_eq!(app.post("/v1/agents", json!({"email": A})).await.status, StatusCode::CREATED);
+    let sent = app
+        .post(
+            &format!("/v1/agents/{}/messages", enc(A)),
+            json!({"to": ["x@example.org"], "subject": "s", "text": "t"}),
+        )
+        .await;
+    let id = sent.body["message_id"].as_str().expect("id");
+    let raw = crate::outbound::raw_of(&app.get(&format!("/v1/agents/{}/messages/{id}", enc(A))).await.body);
+    assert!(raw.contains("Auto-Submitted: auto-generated"), "{raw}");
+    let inbound = app.deliver(A, &mail("y@example.org", A, "m1", ""), true).await;
+    let (status, body) = reply(&app, A, &inbound).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["message_id"].as_str().expect("id");
+    let raw = crate::outbound::raw_of(&app.get(&format!("/v1/agents/{}/messages/{id}", enc(A))).await.body);
+    assert!(raw.contains("Auto-Submitted: auto-replied"), "{raw}");
+    // And such mail, arriving at another agent, is recognised as automatic.
+    assert_eq!(
+        postagent_core::mail::loops::classify(raw.as_bytes(), A),
+        Some(postagent_core::vocab::AutoClass::AutoReplied)
+    );
+}

@@ -149,6 +149,10 @@ pub struct Config {
     /// The window of `loop_reply_budget`.
     #[serde(with = "value::duration")]
     pub loop_reply_window: Duration,
+    /// Mark agent mail `Auto-Submitted: auto-generated` (sends, forwards) or `auto-replied`
+    /// (replies), as RFC 3834 asks of automatic senders, so well-behaved systems never answer
+    /// it (and postagent's own loop protection recognises it at the other end).
+    pub mark_auto_submitted: bool,
     /// How often expired review holds are swept (their `on_expiry` applied).
     #[serde(with = "value::duration")]
     pub hold_sweep_interval: Duration,
@@ -224,6 +228,7 @@ impl Default for Config {
             send_rate_limit: 60,
             poll_rate_limit: 240,
             agent_creation_rate_limit: 200,
+            mark_auto_submitted: false,
             loop_reply_budget: 5,
             loop_reply_window: minutes(10),
             hold_sweep_interval: Duration::from_secs(60),
@@ -269,6 +274,8 @@ pub struct SubmissionSettings {
 pub struct RateLimits {
     /// Replies to one correspondent per agent within `loop_window`.
     pub loop_replies: u32,
+    /// Write `Auto-Submitted` on agent mail.
+    pub mark_auto_submitted: bool,
     pub loop_window: Duration,
     /// Per agent (send, reply, forward) or per account (approve), per minute.
     pub send_per_minute: u32,
@@ -384,6 +391,13 @@ impl Config {
             None => return Err(format!("unknown configuration key {key:?}")),
             Some(toml::Value::Integer(_)) => {
                 toml::Value::Integer(text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?)
+            }
+            Some(toml::Value::Boolean(_)) => {
+                toml::Value::Boolean(match text.trim().to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "on" | "1" => true,
+                    "false" | "no" | "off" | "0" => false,
+                    _ => return Err(format!("{text:?} is not true or false")),
+                })
             }
             Some(_) => toml::Value::String(text.to_owned()),
         };
@@ -537,6 +551,7 @@ impl Config {
     pub fn rate_limits(&self) -> RateLimits {
         RateLimits {
             loop_replies: self.loop_reply_budget,
+            mark_auto_submitted: self.mark_auto_submitted,
             loop_window: self.loop_reply_window,
             send_per_minute: self.send_rate_limit,
             poll_per_minute: self.poll_rate_limit,

@@ -69,6 +69,9 @@ pub fn compose(draft: &Draft, checked: &Checked, from: &Mailbox, ids: &Ids<'_>) 
         let keep = &refs[refs.len().saturating_sub(50)..];
         b = b.references(MessageId::new_list(keep.iter().copied()));
     }
+    if let Some(class) = draft.auto_submitted {
+        b = b.header("Auto-Submitted", Raw::new(class.as_str()));
+    }
     // Managed unsubscribe (RFC 8058): one-click headers, and the link in a footer for people.
     let (mut text, mut html) = (draft.text.clone(), draft.html.clone());
     if let Some(url) =

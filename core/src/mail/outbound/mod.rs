@@ -66,6 +66,9 @@ pub struct Draft {
     /// a footer. Minted by the API for the one recipient ([`super::unsubscribe`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsubscribe_url: Option<String>,
+    /// `Auto-Submitted` value (RFC 3834) when the deployment marks agent mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_submitted: Option<crate::vocab::AutoClass>,
 }
 
 /// Why a draft cannot be sent; the API maps each to the contract's status and body.
