@@ -138,6 +138,34 @@ async fn spend(state: &AppState, limiter: Limiter, key: &str) -> Result<Option<B
     Ok(Some(Budget { limit, remaining: limit - hits, reset_secs }))
 }
 
+/// Counts `recipients` against the account's daily recipient quota: 402 `limit_exceeded`
+/// (a quota, which waiting within the day does not fix: distinct from the 429 of a rate).
+/// Counted when a send is attempted; a replayed idempotent send is not counted again.
+pub async fn spend_quota(
+    state: &AppState,
+    account: &postagent_core::ids::AccountId,
+    recipients: usize,
+) -> Result<(), ApiError> {
+    let limit = u64::from(state.settings.limits.daily_recipients);
+    if limit == 0 {
+        return Ok(());
+    }
+    let now = postagent_core::time::Timestamp::now().as_micros() / 1_000_000;
+    let day = now - now.rem_euclid(86_400);
+    let n = recipients as u64;
+    let used = state.store.add_hits(&format!("recipients:{account}"), day, n).await?;
+    if used > limit {
+        postagent_core::metrics::RATE_LIMITED.inc("daily_recipients");
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "limit_exceeded",
+            format!("the daily recipient quota of {limit} is used up; it starts again at 00:00 UTC"),
+        )
+        .with_details(json!({"limit": limit, "used": used.saturating_sub(n).min(limit), "resets_in_seconds": day + 86_400 - now})));
+    }
+    Ok(())
+}
+
 /// The middleware: classify, identify, spend, then serve with the headers.
 pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());

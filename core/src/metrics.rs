@@ -151,7 +151,7 @@ pub static SUPPRESSED_SENDS: CounterVec = CounterVec::new(
 
 pub static RATE_LIMITED: CounterVec = CounterVec::new(
     "postagent_rate_limited_total",
-    "API requests answered 429 rate_limited, by limiter (poll, send, agent_creation).",
+    "API requests refused by a limit, by limiter (poll, send, agent_creation: 429 rate_limited; daily_recipients: 402 limit_exceeded).",
     "limiter",
 );
 

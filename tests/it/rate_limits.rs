@@ -101,3 +101,37 @@ async fn two_replicas_share_one_budget() {
     let fourth = send(&second).await;
     assert_eq!(fourth.status(), StatusCode::TOO_MANY_REQUESTS, "one budget across both replicas");
 }
+
+/// A daily recipient quota is a 402, not a 429: three recipients a day here.
+async fn quota_answers_402(db: Db) {
+    let Some(app) = spawn_app_configured(db, test_webhooks(), None, &[("daily_recipient_quota", "3")]).await
+    else {
+        return;
+    };
+    assert_eq!(app.post("/v1/agents", json!({"email": BOT})).await.status, StatusCode::CREATED);
+    let path = format!("/v1/agents/{}/messages", enc(BOT));
+    let two = app
+        .post(&path, json!({"to": ["a@example.org"], "cc": ["b@example.org"], "subject": "s", "text": "t"}))
+        .await;
+    assert_eq!(two.status, StatusCode::ACCEPTED, "{}", two.body);
+    let third = app.post(&path, json!({"to": ["c@example.org"], "subject": "s", "text": "t"})).await;
+    assert_eq!(third.status, StatusCode::ACCEPTED, "{}", third.body);
+    let over = app.post(&path, json!({"to": ["d@example.org"], "subject": "s", "text": "t"})).await;
+    assert_eq!((over.status, over.code()), (StatusCode::PAYMENT_REQUIRED, "limit_exceeded"), "{}", over.body);
+    assert_eq!(over.body["error"]["details"]["limit"], 3);
+    assert!(
+        over.body["error"]["details"]["resets_in_seconds"]
+            .as_i64()
+            .is_some_and(|s| (1..=86_400).contains(&s))
+    );
+}
+
+#[tokio::test]
+async fn quota_on_sqlite() {
+    quota_answers_402(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn quota_on_postgres() {
+    quota_answers_402(Db::Postgres).await;
+}

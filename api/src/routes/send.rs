@@ -319,6 +319,8 @@ async fn run(
     idempotency::once_keyed(&st, &account, call.key, &call.route, call.raw, |key| async move {
         let mut out = make();
         out.idempotency = key.map(|k| (who.account_id.clone(), k));
+        let recipients = out.draft.to.len() + out.draft.cc.len() + out.draft.bcc.len();
+        crate::ratelimit::spend_quota(&state, &who.account_id, recipients).await?;
         let outcome = flow::send(state.store.as_ref(), &state.secret, &agent, out, Timestamp::now()).await?;
         match outcome {
             Outcome::Accepted { id } if wait => Ok(wait_sent(&state, &id).await?),

@@ -142,6 +142,9 @@ pub struct Config {
     pub poll_rate_limit: u32,
     /// Agents created per account per hour; 0 switches it off.
     pub agent_creation_rate_limit: u32,
+    /// Recipients (To, Cc and Bcc) an account may send to per UTC day; past it 402
+    /// `limit_exceeded`. 0 (the default) means no quota.
+    pub daily_recipient_quota: u32,
     /// Replies one agent may send to one correspondent within `loop_reply_window`; the next
     /// is refused (403 `blocked_by_policy`), so two agents cannot answer each other forever.
     /// 0 switches the budget off.
@@ -228,6 +231,7 @@ impl Default for Config {
             send_rate_limit: 60,
             poll_rate_limit: 240,
             agent_creation_rate_limit: 200,
+            daily_recipient_quota: 0,
             mark_auto_submitted: false,
             loop_reply_budget: 5,
             loop_reply_window: minutes(10),
@@ -283,6 +287,8 @@ pub struct RateLimits {
     pub poll_per_minute: u32,
     /// Per account, per hour.
     pub agents_per_hour: u32,
+    /// Recipients per account per UTC day (402, not 429).
+    pub daily_recipients: u32,
 }
 
 /// Webhook delivery and event-log settings, typed.
@@ -556,6 +562,7 @@ impl Config {
             send_per_minute: self.send_rate_limit,
             poll_per_minute: self.poll_rate_limit,
             agents_per_hour: self.agent_creation_rate_limit,
+            daily_recipients: self.daily_recipient_quota,
         }
     }
 
