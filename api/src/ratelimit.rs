@@ -15,11 +15,13 @@
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use axum::extract::{MatchedPath, Request, State};
+use axum::RequestPartsExt;
+use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::collections::HashMap;
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,31 +78,6 @@ fn headers(res: &mut Response, b: Budget) {
     h.insert("ratelimit-limit", HeaderValue::from(b.limit));
     h.insert("ratelimit-remaining", HeaderValue::from(b.remaining));
     h.insert("ratelimit-reset", HeaderValue::from(b.reset_secs));
-}
-
-/// The agent address of a `/v1/agents/{email}/…` path, as the handlers normalize it.
-fn agent_of(uri_path: &str) -> Option<String> {
-    let segment = uri_path.strip_prefix("/v1/agents/")?.split('/').next()?;
-    let decoded = percent_decode(segment);
-    Some(decoded.trim().trim_end_matches('.').to_ascii_lowercase())
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Spends one unit of `limiter` for `key`; the budget left, or the 429.
@@ -167,7 +144,7 @@ pub async fn spend_quota(
 }
 
 /// The middleware: classify, identify, spend, then serve with the headers.
-pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let Some(limiter) = matched.as_deref().and_then(|p| Limiter::of(req.method(), p)) else {
         return next.run(req).await;
@@ -176,7 +153,12 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
     let Ok(who) = Principal::from_header(&state, req.headers().get(header::AUTHORIZATION)).await else {
         return next.run(req).await;
     };
-    let key = match (limiter, agent_of(req.uri().path())) {
+    // The path's agent, decoded and normalized exactly as the handler will see it.
+    let (mut parts, body) = req.into_parts();
+    let params: Option<Path<HashMap<String, String>>> = parts.extract().await.ok();
+    let mut req = Request::from_parts(parts, body);
+    let agent = params.and_then(|Path(p)| p.get("email").map(|e| crate::routes::normalize(e)));
+    let key = match (limiter, agent) {
         (Limiter::Send, Some(agent)) => format!("{}:{agent}", who.account_id),
         _ => who.account_id.to_string(),
     };
@@ -205,6 +187,5 @@ mod tests {
         assert_eq!(Limiter::of(&Method::POST, "/v1/reviews/{id}/approve"), Some(Limiter::Send));
         assert_eq!(Limiter::of(&Method::POST, "/v1/agents"), Some(Limiter::AgentCreation));
         assert_eq!(Limiter::of(&Method::GET, "/v1/agents"), None);
-        assert_eq!(agent_of("/v1/agents/Bot%40Agents.test/messages").as_deref(), Some("bot@agents.test"));
     }
 }
