@@ -105,6 +105,90 @@ async fn two_agents_settle_within_the_budget(db: Db) {
     assert_eq!(reply(&app, A, &other).await.0, StatusCode::ACCEPTED);
 }
 
+async fn event_types(app: &TestApp, id: &str) -> Vec<String> {
+    let events = app.get(&format!("/v1/events?message_id={id}")).await.body;
+    let mut kinds: Vec<String> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["type"].as_str().map(str::to_owned))
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// The inbound gate's automatic-mail rule: with `block`, an autoresponder's answer is kept
+/// from the agent (no `email.received`, so an agent that answers everything never sees it);
+/// with `review` it waits for a person; a person's mail is untouched either way.
+async fn the_gate_keeps_automatic_mail_from_the_agent(db: Db) {
+    let Some(app) = app(db).await else { return };
+    assert_eq!(app.post("/v1/agents", json!({"email": A})).await.status, StatusCode::CREATED);
+    let path = format!("/v1/agents/{}/protection", enc(A));
+    let rule = |automatic: serde_json::Value| {
+        json!({
+            "inbound": {"gate": {"policy": "open", "action": "flag", "automatic": automatic}, "scan": {}},
+            "outbound": {"gate": {}, "scan": {}},
+            "holds": {"ttl_seconds": 3600, "on_expiry": "reject"},
+        })
+    };
+    let r = app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(rule(json!({"action": "block"})))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["inbound"]["gate"]["automatic"],
+        json!({"action": "block", "classes": ["auto-replied", "auto-generated", "null-sender", "auto-responder"]}),
+        "the view shows the rule with its classes"
+    );
+    assert_eq!(app.get(&path).await.body, r.body, "and keeps it");
+    let bad = rule(json!({"action": "drop", "classes": ["spam"]}));
+    let r = app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(bad)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let mut outbound = rule(json!({"action": "block"}));
+    outbound["outbound"]["gate"]["automatic"] = json!({"action": "block"});
+    let r = app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(outbound)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.to_string().contains("body.outbound.gate.automatic"), "{}", r.body);
+
+    let auto =
+        app.deliver(A, &mail("x@example.org", A, "g1", "Auto-Submitted: auto-replied\r\n"), true).await;
+    assert_eq!(event_types(&app, &auto).await, ["email.blocked"], "never email.received");
+    let ev = app.get(&format!("/v1/events?message_id={auto}")).await.body;
+    assert_eq!(ev["items"][0]["data"]["reason_source"], "automatic_mail", "{ev}");
+    assert!(ev["items"][0]["data"]["reason"].as_str().is_some_and(|r| r.contains("auto-replied")), "{ev}");
+    let agent_key = app.agent_key(A).await;
+    let inbox =
+        app.call(reqwest::Method::GET, &format!("/v1/agents/{}/messages", enc(A)), Some(&agent_key), None).await;
+    assert_eq!(inbox.body["items"], json!([]), "the agent sees nothing to answer");
+    let person = app.deliver(A, &mail("w@example.org", A, "g2", ""), true).await;
+    assert_eq!(event_types(&app, &person).await, ["email.received"]);
+
+    let r = app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(rule(json!({"action": "review", "classes": ["auto-responder"]})))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let away = String::from_utf8(mail("y@example.org", A, "g3", "")).expect("utf-8").replacen(
+        "Subject: note g3",
+        "Subject: Automatic reply: away",
+        1,
+    );
+    let held = app.deliver(A, away.as_bytes(), true).await;
+    assert_eq!(event_types(&app, &held).await, ["email.review_requested"]);
+    let review = app.get(&format!("/v1/reviews/{held}")).await.body;
+    assert_eq!(review["hold_reason"]["code"], "automatic_mail", "{review}");
+    // Not a listed class: delivered, and still never answerable.
+    let generated =
+        app.deliver(A, &mail("z@example.org", A, "g4", "Auto-Submitted: auto-generated\r\n"), true).await;
+    assert_eq!(event_types(&app, &generated).await, ["email.received"]);
+    assert_eq!(reply(&app, A, &generated).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn automatic_gate_on_sqlite() {
+    the_gate_keeps_automatic_mail_from_the_agent(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn automatic_gate_on_postgres() {
+    the_gate_keeps_automatic_mail_from_the_agent(Db::Postgres).await;
+}
+
 #[tokio::test]
 async fn automatic_mail_on_sqlite() {
     automatic_mail_is_labelled_and_never_answered(Db::Sqlite).await;

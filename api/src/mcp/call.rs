@@ -433,6 +433,8 @@ async fn overlaid_protection(
             slot[*leaf] = value.clone();
         }
     };
+    // The inbound gate's automatic-mail rule has no tool argument; it is kept as it is.
+    keep(&["inbound", "gate", "automatic"]);
     for side in ["inbound", "outbound"] {
         for leaf in ["policy", "allowlist", "action"] {
             keep(&[side, "gate", leaf]);

@@ -256,7 +256,10 @@ pub async fn put_protection(
     let agent = protection_agent(&state, &who, &email).await?;
     let json: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_request", format!("the body is not valid JSON: {e}")))?;
-    let gate = json!({"policy": null, "allowlist": null, "action": null});
+    // `automatic` is postagent's extension (docs/sending-safety.md); the outbound one is
+    // named as an error by the check below.
+    let gate = json!({"policy": null, "allowlist": null, "action": null,
+        "automatic": {"action": null, "classes": null}});
     let direction = json!({"gate": gate, "scan": {"sensitivity": null}});
     let schema = json!({
         "inbound": direction, "outbound": direction,
@@ -278,7 +281,9 @@ pub async fn put_protection(
         ApiError::validation(problems.into_iter().map(|(f, m)| FieldError::new(f, m)).collect())
     })?;
     state.store.put_protection(&agent, &p, Timestamp::now()).await?;
+    let automatic = p.inbound.gate.automatic.as_ref().map(|a| a.action);
     tracing::info!(account = %who.account_id, agent = %agent, outbound_gate = %p.outbound.gate.policy,
-        outbound_action = %p.outbound.gate.action, inbound_gate = %p.inbound.gate.policy, "protection updated");
+        outbound_action = %p.outbound.gate.action, inbound_gate = %p.inbound.gate.policy,
+        inbound_automatic = ?automatic, "protection updated");
     Ok(Json(protection_view(&p)))
 }

@@ -6,7 +6,7 @@
 //! [`EventKind`](crate::vocab::EventKind); a new kind is a word there and a builder here.
 
 use crate::ids::AccountId;
-use crate::mail::protection::Protection;
+use crate::mail::protection::{Protection, Rule, Verdict};
 use crate::sign::sha256_hex;
 use crate::store::{Agent, NewAttachment, NewEvent, Suppression};
 use crate::time::Timestamp;
@@ -217,17 +217,18 @@ pub fn outbound_event(
 }
 
 /// What a gate event (`email.flagged`, `email.blocked`, `email.review_requested`) adds to its
-/// payload: the reason, the gate's policy and `reason_source`, the sender gate inbound and the
-/// recipient gate outbound.
-pub fn gate_fields(data: &mut Value, direction: Direction, reason: &str, protection: &Protection) {
-    let (policy, source) = match direction {
-        Direction::Inbound => (protection.inbound.gate.policy, crate::mail::protection::SENDER_GATE),
-        Direction::Outbound => (protection.outbound.gate.policy, crate::mail::protection::RECIPIENT_GATE),
+/// payload: the reason, the gate's policy and `reason_source` (the rule that decided: the
+/// sender gate or the automatic-mail rule inbound, the recipient gate outbound).
+pub fn gate_fields(data: &mut Value, verdict: &Verdict, protection: &Protection) {
+    let rule = verdict.rule().unwrap_or(Rule::SenderGate);
+    let policy = match rule {
+        Rule::SenderGate | Rule::AutomaticMail => protection.inbound.gate.policy,
+        Rule::RecipientGate => protection.outbound.gate.policy,
     };
     if let Some(obj) = data.as_object_mut() {
-        obj.insert("reason".into(), json!(reason));
+        obj.insert("reason".into(), json!(verdict.reason()));
         obj.insert("policy".into(), json!(policy));
-        obj.insert("reason_source".into(), json!(source));
+        obj.insert("reason_source".into(), json!(rule.source()));
     }
 }
 

@@ -313,7 +313,7 @@ pub async fn store_for(
         EntityType::Agent => c.sender.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()),
         EntityType::Human => c.authentication.verified_domain().map(str::to_owned),
     });
-    let verdict = protection.inbound_verdict(sender, verified.as_deref());
+    let verdict = protection.inbound_verdict(sender, verified.as_deref(), p.auto_class);
     let (msg, events) = filed(&agent, p, recipient, conversation_id, &verdict, &protection, now);
     let id = msg.id.clone();
     match store.insert_inbound(msg, p.parsed.attachments.clone(), events).await? {
@@ -358,14 +358,14 @@ pub fn filed(
     let data = received.data();
     let (status, review_status, flag_reason, hold) = match verdict {
         Verdict::Pass => (MessageStatus::Received, None, None, None),
-        Verdict::Flag { reason } => (MessageStatus::Received, None, Some(reason.clone()), None),
+        Verdict::Flag { reason, .. } => (MessageStatus::Received, None, Some(reason.clone()), None),
         Verdict::Review { .. } => (
             MessageStatus::Held,
             Some(ReviewStatus::PendingReview),
             None,
             Some(NewHold {
                 direction: Direction::Inbound,
-                reason: verdict.hold_reason(Direction::Inbound).to_string(),
+                reason: verdict.hold_reason().to_string(),
                 on_expiry: protection.holds.on_expiry,
                 expires_at: now.plus_secs(protection.holds.ttl_seconds),
             }),
@@ -385,11 +385,7 @@ pub fn filed(
         .build()
     };
     let mut gate_data = inbound_gate_data(&received);
-    let reason = match verdict {
-        Verdict::Pass => String::new(),
-        Verdict::Flag { reason } | Verdict::Review { reason } | Verdict::Block { reason } => reason.clone(),
-    };
-    gate_fields(&mut gate_data, Direction::Inbound, &reason, protection);
+    gate_fields(&mut gate_data, verdict, protection);
     if let (Some(obj), Some(h)) = (gate_data.as_object_mut(), &hold) {
         obj.insert("approval_expires_at".into(), json!(h.expires_at));
         obj.insert("conversation_id".into(), json!(conversation_id.clone().unwrap_or_default()));

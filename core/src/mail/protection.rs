@@ -5,7 +5,7 @@
 //! Human-in-the-loop for every send is `outbound.gate = {policy: allowlist, allowlist: [],
 //! action: review}`: nothing matches an empty list, so everything is held.
 
-use crate::vocab::{Direction, GateAction, GatePolicy, OnExpiry, Sensitivity, Word, must_be};
+use crate::vocab::{AutoClass, GateAction, GatePolicy, OnExpiry, Sensitivity, Word, must_be};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_TTL_SECS: i64 = 604_800;
@@ -18,11 +18,33 @@ pub struct Gate {
     pub policy: GatePolicy,
     pub allowlist: Vec<String>,
     pub action: GateAction,
+    /// Inbound only: what happens to mail that classifies as automatic (an extension of the
+    /// contract's gate, left out of the view when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automatic: Option<AutomaticRule>,
 }
 
 impl Default for Gate {
     fn default() -> Self {
-        Self { policy: GatePolicy::Open, allowlist: Vec::new(), action: GateAction::Flag }
+        Self { policy: GatePolicy::Open, allowlist: Vec::new(), action: GateAction::Flag, automatic: None }
+    }
+}
+
+/// The inbound gate's rule for automatic mail (docs/sending-safety.md): mail of one of
+/// `classes` (the `e2a:<class>` labels) gets `action`, whoever sent it. With `block`, an
+/// autoresponder's answer never reaches the agent, so an agent that answers everything it
+/// receives cannot answer it either.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AutomaticRule {
+    pub action: GateAction,
+    #[serde(default = "AutomaticRule::default_classes")]
+    pub classes: Vec<AutoClass>,
+}
+
+impl AutomaticRule {
+    /// Every class an agent may not answer: all but list mail.
+    pub fn default_classes() -> Vec<AutoClass> {
+        AutoClass::ALL.iter().copied().filter(|c| *c != AutoClass::Bulk).collect()
     }
 }
 
@@ -92,12 +114,60 @@ pub struct GateRequest {
     pub policy: String,
     pub allowlist: Vec<String>,
     pub action: String,
+    pub automatic: Option<AutomaticRequest>,
 }
 
 impl Default for GateRequest {
     fn default() -> Self {
         let g = Gate::default();
-        Self { policy: g.policy.as_str().into(), allowlist: Vec::new(), action: g.action.as_str().into() }
+        Self {
+            policy: g.policy.as_str().into(),
+            allowlist: Vec::new(),
+            action: g.action.as_str().into(),
+            automatic: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct AutomaticRequest {
+    pub action: Option<String>,
+    pub classes: Option<Vec<String>>,
+}
+
+impl AutomaticRequest {
+    fn check(self, at: &str, out: &mut Vec<(String, String)>) -> Option<AutomaticRule> {
+        let action = match self.action.as_deref().map(GateAction::parse) {
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                out.push((format!("{at}.action"), must_be::<GateAction>()));
+                None
+            }
+            None => {
+                out.push((format!("{at}.action"), "required".into()));
+                None
+            }
+        };
+        let classes = match self.classes {
+            None => Some(AutomaticRule::default_classes()),
+            Some(list) if list.is_empty() => {
+                out.push((format!("{at}.classes"), "at least one class, or leave it out for all but bulk".into()));
+                None
+            }
+            Some(list) => {
+                let mut classes = Vec::new();
+                for (i, word) in list.iter().enumerate() {
+                    match AutoClass::parse(word) {
+                        Ok(c) if !classes.contains(&c) => classes.push(c),
+                        Ok(_) => {}
+                        Err(_) => out.push((format!("{at}.classes[{i}]"), must_be::<AutoClass>())),
+                    }
+                }
+                Some(classes)
+            }
+        };
+        Some(AutomaticRule { action: action?, classes: classes? })
     }
 }
 
@@ -155,12 +225,21 @@ impl ProtectionRequest {
                     ));
                 }
             }
+            let at = format!("body.{dir}.gate.automatic");
+            let automatic = match d.gate.automatic {
+                Some(_) if dir == "outbound" => {
+                    out.push((at, "only the inbound gate judges automatic mail".into()));
+                    None
+                }
+                Some(rule) => rule.check(&at, out),
+                None => None,
+            };
             let sensitivity = Sensitivity::parse(&d.scan.sensitivity)
                 .map_err(|_| out.push((format!("body.{dir}.scan.sensitivity"), must_be::<Sensitivity>())))
                 .ok();
             match (policy, action, sensitivity) {
                 (Some(policy), Some(action), Some(sensitivity)) => Some(DirectionConfig {
-                    gate: Gate { policy, allowlist: d.gate.allowlist, action },
+                    gate: Gate { policy, allowlist: d.gate.allowlist, action, automatic },
                     scan: Scan { sensitivity },
                 }),
                 _ => None,
@@ -189,10 +268,36 @@ impl ProtectionRequest {
     }
 }
 
-/// `reason_source` of gate events (e2a's review-reason vocabulary): the inbound gate judges
-/// the sender, the outbound gate the recipients.
-pub const SENDER_GATE: &str = "sender_gate";
-pub const RECIPIENT_GATE: &str = "recipient_gate";
+/// Which rule judged a message: its name is the `reason_source` of gate events (e2a's
+/// review-reason vocabulary) and the `code` of a hold's `hold_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The inbound gate, on the sender.
+    SenderGate,
+    /// The outbound gate, on the recipients.
+    RecipientGate,
+    /// The inbound gate's rule for automatic mail.
+    AutomaticMail,
+}
+
+impl Rule {
+    pub const fn source(self) -> &'static str {
+        match self {
+            Self::SenderGate => "sender_gate",
+            Self::RecipientGate => "recipient_gate",
+            Self::AutomaticMail => "automatic_mail",
+        }
+    }
+
+    /// `hold_reason.code`: the gate's direction, or the automatic-mail rule.
+    const fn code(self) -> &'static str {
+        match self {
+            Self::SenderGate => "inbound_gate",
+            Self::RecipientGate => "outbound_gate",
+            Self::AutomaticMail => "automatic_mail",
+        }
+    }
+}
 
 /// What a gate decided about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,34 +306,59 @@ pub enum Verdict {
     /// Not matched; `reason` says why, for `hold_reason` / `flag_reason`.
     Flag {
         reason: String,
+        rule: Rule,
     },
     Review {
         reason: String,
+        rule: Rule,
     },
     Block {
         reason: String,
+        rule: Rule,
     },
 }
 
 impl Verdict {
-    fn for_action(action: GateAction, reason: String) -> Self {
+    fn for_action(action: GateAction, reason: String, rule: Rule) -> Self {
         match action {
-            GateAction::Review => Self::Review { reason },
-            GateAction::Block => Self::Block { reason },
-            GateAction::Flag => Self::Flag { reason },
+            GateAction::Review => Self::Review { reason, rule },
+            GateAction::Block => Self::Block { reason, rule },
+            GateAction::Flag => Self::Flag { reason, rule },
+        }
+    }
+
+    /// Why, when not `Pass` (empty for `Pass`).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Flag { reason, .. } | Self::Review { reason, .. } | Self::Block { reason, .. } => reason,
+            Self::Pass => "",
+        }
+    }
+
+    /// The rule that decided, when not `Pass`.
+    pub fn rule(&self) -> Option<Rule> {
+        match self {
+            Self::Flag { rule, .. } | Self::Review { rule, .. } | Self::Block { rule, .. } => Some(*rule),
+            Self::Pass => None,
+        }
+    }
+
+    /// Pass < flag < review < block.
+    fn severity(&self) -> u8 {
+        match self {
+            Self::Pass => 0,
+            Self::Flag { .. } => 1,
+            Self::Review { .. } => 2,
+            Self::Block { .. } => 3,
         }
     }
 
     /// The contract's `hold_reason` object for a held message.
-    pub fn hold_reason(&self, direction: Direction) -> serde_json::Value {
-        let summary = match self {
-            Self::Flag { reason } | Self::Review { reason } | Self::Block { reason } => reason.clone(),
-            Self::Pass => String::new(),
-        };
+    pub fn hold_reason(&self) -> serde_json::Value {
         serde_json::json!({
             "type": "gate",
-            "code": format!("{direction}_gate"),
-            "summary": summary,
+            "code": self.rule().map_or("", Rule::code),
+            "summary": self.reason(),
             "category": "policy",
         })
     }
@@ -259,14 +389,34 @@ impl Protection {
         }
         let names: Vec<&str> = unmatched.iter().take(5).map(|s| s.as_str()).collect();
         let reason = format!("outbound {} policy does not cover {}", gate.policy, names.join(", "));
-        Verdict::for_action(gate.action, reason)
+        Verdict::for_action(gate.action, reason, Rule::RecipientGate)
     }
 
-    /// Inbound: the From address must match, and only counts when it is authenticated:
+    /// Inbound: the sender rule and, for automatic mail (`class`), the automatic-mail rule;
+    /// the stricter verdict wins (the sender rule's at equal strictness).
+    pub fn inbound_verdict(
+        &self,
+        sender: Option<&str>,
+        verified_domain: Option<&str>,
+        class: Option<AutoClass>,
+    ) -> Verdict {
+        let by_sender = self.sender_verdict(sender, verified_domain);
+        let automatic = match (&self.inbound.gate.automatic, class) {
+            (Some(rule), Some(class)) if rule.classes.contains(&class) => Verdict::for_action(
+                rule.action,
+                format!("automatic mail ({class}): the inbound gate's automatic rule"),
+                Rule::AutomaticMail,
+            ),
+            _ => Verdict::Pass,
+        };
+        if automatic.severity() > by_sender.severity() { automatic } else { by_sender }
+    }
+
+    /// The From address must match, and only counts when it is authenticated:
     /// `verified_domain` (DMARC-aligned, from the milter's signed verdict) must be its domain.
     /// An unauthenticated From is never on an allowlist, so a forged one cannot slip past a
     /// gate.
-    pub fn inbound_verdict(&self, sender: Option<&str>, verified_domain: Option<&str>) -> Verdict {
+    fn sender_verdict(&self, sender: Option<&str>, verified_domain: Option<&str>) -> Verdict {
         let gate = &self.inbound.gate;
         let sender = sender.unwrap_or("").to_ascii_lowercase();
         let authentic = verified_domain.is_some_and(|d| d.eq_ignore_ascii_case(domain_of(&sender)));
@@ -284,7 +434,7 @@ impl Protection {
         } else {
             "needs an authenticated From; not"
         };
-        Verdict::for_action(gate.action, format!("inbound {} policy {why} {shown}", gate.policy))
+        Verdict::for_action(gate.action, format!("inbound {} policy {why} {shown}", gate.policy), Rule::SenderGate)
     }
 }
 
@@ -294,7 +444,8 @@ mod tests {
 
     fn with_outbound(policy: GatePolicy, list: &[&str], action: GateAction) -> Protection {
         let mut p = Protection::default();
-        p.outbound.gate = Gate { policy, allowlist: list.iter().map(|s| s.to_string()).collect(), action };
+        p.outbound.gate =
+            Gate { policy, allowlist: list.iter().map(|s| s.to_string()).collect(), action, automatic: None };
         p
     }
 
@@ -317,22 +468,80 @@ mod tests {
             policy: GatePolicy::Domain,
             allowlist: vec!["trusted.test".into()],
             action: GateAction::Review,
+            automatic: None,
         };
-        assert_eq!(inbound.inbound_verdict(Some("x@trusted.test"), Some("trusted.test")), Verdict::Pass);
+        assert_eq!(inbound.inbound_verdict(Some("x@trusted.test"), Some("trusted.test"), None), Verdict::Pass);
         assert!(matches!(
-            inbound.inbound_verdict(Some("x@other.test"), Some("other.test")),
+            inbound.inbound_verdict(Some("x@other.test"), Some("other.test"), None),
             Verdict::Review { .. }
         ));
-        assert!(matches!(inbound.inbound_verdict(None, None), Verdict::Review { .. }));
+        assert!(matches!(inbound.inbound_verdict(None, None, None), Verdict::Review { .. }));
         // A From on the list that did not authenticate (or authenticated another domain) is
         // not on the list.
-        assert!(matches!(inbound.inbound_verdict(Some("x@trusted.test"), None), Verdict::Review { .. }));
+        assert!(matches!(inbound.inbound_verdict(Some("x@trusted.test"), None, None), Verdict::Review { .. }));
         assert!(matches!(
-            inbound.inbound_verdict(Some("x@trusted.test"), Some("other.test")),
+            inbound.inbound_verdict(Some("x@trusted.test"), Some("other.test"), None),
             Verdict::Review { .. }
         ));
         inbound.inbound.gate.policy = GatePolicy::Open;
-        assert_eq!(inbound.inbound_verdict(Some("x@forged.test"), None), Verdict::Pass, "open lets all in");
+        assert_eq!(inbound.inbound_verdict(Some("x@forged.test"), None, None), Verdict::Pass, "open lets all in");
+    }
+
+    #[test]
+    fn the_automatic_rule_judges_automatic_mail_and_the_stricter_verdict_wins() {
+        let mut p = Protection::default();
+        let auto = Some(AutoClass::AutoReplied);
+        assert_eq!(p.inbound_verdict(Some("x@a.test"), None, auto), Verdict::Pass, "no rule, no verdict");
+        p.inbound.gate.automatic =
+            Some(AutomaticRule { action: GateAction::Block, classes: AutomaticRule::default_classes() });
+        let v = p.inbound_verdict(Some("x@a.test"), Some("a.test"), auto);
+        assert!(matches!(v, Verdict::Block { rule: Rule::AutomaticMail, .. }), "{v:?}");
+        assert_eq!(v.hold_reason()["code"], "automatic_mail");
+        assert!(v.reason().contains("auto-replied"), "{v:?}");
+        // List mail is not in the default classes; a person's mail has no class.
+        assert_eq!(p.inbound_verdict(Some("x@a.test"), None, Some(AutoClass::Bulk)), Verdict::Pass);
+        assert_eq!(p.inbound_verdict(Some("x@a.test"), None, None), Verdict::Pass);
+        // With a sender gate too, the stricter of the two decides; at equal strictness the
+        // sender gate names the reason.
+        p.inbound.gate.policy = GatePolicy::Allowlist;
+        p.inbound.gate.action = GateAction::Review;
+        let v = p.inbound_verdict(Some("x@a.test"), None, auto);
+        assert!(matches!(v, Verdict::Block { rule: Rule::AutomaticMail, .. }), "{v:?}");
+        p.inbound.gate.automatic =
+            Some(AutomaticRule { action: GateAction::Review, classes: vec![AutoClass::AutoReplied] });
+        let v = p.inbound_verdict(Some("x@a.test"), None, auto);
+        assert!(matches!(v, Verdict::Review { rule: Rule::SenderGate, .. }), "{v:?}");
+        p.inbound.gate.action = GateAction::Flag;
+        let v = p.inbound_verdict(Some("x@a.test"), None, auto);
+        assert!(matches!(v, Verdict::Review { rule: Rule::AutomaticMail, .. }), "{v:?}");
+    }
+
+    #[test]
+    fn the_automatic_rule_is_checked_and_inbound_only() {
+        let mut r = ProtectionRequest::default();
+        r.inbound.gate.automatic = Some(AutomaticRequest { action: Some("block".into()), classes: None });
+        let p = r.clone().check().expect("valid");
+        assert_eq!(
+            p.inbound.gate.automatic.map(|a| a.classes),
+            Some(vec![AutoClass::AutoReplied, AutoClass::AutoGenerated, AutoClass::NullSender, AutoClass::Responder])
+        );
+        r.inbound.gate.automatic =
+            Some(AutomaticRequest { action: None, classes: Some(vec!["bulk".into(), "spam".into()]) });
+        r.outbound.gate.automatic = Some(AutomaticRequest { action: Some("flag".into()), classes: None });
+        let problems = r.check().expect_err("invalid");
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "body.inbound.gate.automatic.action",
+                "body.inbound.gate.automatic.classes[1]",
+                "body.outbound.gate.automatic",
+            ],
+            "{problems:?}"
+        );
+        // Unset, it is left out of what is stored and shown.
+        let text = serde_json::to_string(&Protection::default()).expect("json");
+        assert!(!text.contains("automatic"), "{text}");
     }
 
     #[test]

@@ -197,11 +197,11 @@ pub async fn send(
         message_type: Some(out.message_type),
         conversation_id: &conversation_id,
     };
-    if let Verdict::Block { reason } = &verdict {
+    if let Verdict::Block { reason, .. } = &verdict {
         // Nothing is stored: the event names a rowless id, as the contract's `msgblk_…`.
         let block_id = ids::mint("msgblk_", 12);
         let mut data = outbound_data(agent, &block_id, &facts);
-        gate_fields(&mut data, Direction::Outbound, reason, &protection);
+        gate_fields(&mut data, &verdict, &protection);
         let mut event =
             outbound_event(agent, &block_id, &conversation_id, EventKind::EmailBlocked, data, now);
         event.message_id = None;
@@ -245,19 +245,19 @@ pub async fn send(
         jobs: Vec::new(),
         idempotency: None,
     };
-    if let Verdict::Flag { reason } = &verdict {
+    if let Verdict::Flag { reason, .. } = &verdict {
         // Sent as usual, but marked, and the account hears of it.
         message.flag_reason = Some(reason.clone());
         let mut data = outbound_data(agent, &id, &facts);
-        gate_fields(&mut data, Direction::Outbound, reason, &protection);
+        gate_fields(&mut data, &verdict, &protection);
         insert.events.push(outbound_event(agent, &id, &conversation_id, EventKind::EmailFlagged, data, now));
     }
-    let outcome = if let Verdict::Review { reason } = &verdict {
+    let outcome = if let Verdict::Review { .. } = &verdict {
         let expires_at = now.plus_secs(protection.holds.ttl_seconds);
         message.status = MessageStatus::PendingReview;
         message.review_status = Some(ReviewStatus::PendingReview);
         let mut data = outbound_data(agent, &id, &facts);
-        gate_fields(&mut data, Direction::Outbound, reason, &protection);
+        gate_fields(&mut data, &verdict, &protection);
         if let Some(obj) = data.as_object_mut() {
             obj.insert("approval_expires_at".into(), json!(expires_at));
         }
@@ -271,7 +271,7 @@ pub async fn send(
         ));
         insert.hold = Some(NewHold {
             direction: Direction::Outbound,
-            reason: verdict.hold_reason(Direction::Outbound).to_string(),
+            reason: verdict.hold_reason().to_string(),
             on_expiry: protection.holds.on_expiry,
             expires_at,
         });
