@@ -1,7 +1,7 @@
 //! Housekeeping on a timer: forgets idempotency keys past their retention, expires the event
-//! log, ends webhook secret rotations whose grace is over, prunes old delivery rows and drops
-//! domain registrations left unverified too long. Every replica may run it; the deletes are
-//! idempotent.
+//! log, ends webhook secret rotations whose grace is over, prunes old delivery rows, drops
+//! domain registrations left unverified too long and soft bounces too old to be part of a
+//! run. Every replica may run it; the deletes are idempotent.
 
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -41,7 +41,10 @@ pub async fn sweep(store: &dyn Store, now: Timestamp, keep: Retention) -> Result
         .await?;
     // Rate windows last an hour at most; a day of them is plenty for any question.
     let windows = store.expire_rate_windows(now.as_micros() / 1_000_000 - 86_400).await?;
-    Ok(keys + events + hooks + domains + windows)
+    // A run looks back over messages of one window, whose DSNs may come one window later.
+    let window = crate::mail::outbound::bounce::SOFT_BOUNCE_WINDOW_DAYS * 86_400;
+    let soft = store.expire_soft_bounces(now.plus_secs(-2 * window)).await?;
+    Ok(keys + events + hooks + domains + windows + soft)
 }
 
 /// Sweeps every `every` until `stop` resolves.

@@ -7,7 +7,7 @@
 use crate::lmtp::{Envelope, LmtpBackend, Reply};
 use postagent_core::ids::AgentEmail;
 use postagent_core::mail::inbound::{self, Delivered, IngestError};
-use postagent_core::mail::outbound::bounce::{self, BounceOutcome};
+use postagent_core::mail::outbound::bounce::{self, BounceOutcome, BouncePolicy};
 use postagent_core::mail::outbound::verp;
 use postagent_core::metrics;
 use postagent_core::secret::Secret;
@@ -22,11 +22,12 @@ const PARSE_INLINE_BYTES: usize = 64 * 1024;
 pub struct StoreBackend {
     store: Arc<dyn Store>,
     secret: Secret,
+    bounces: BouncePolicy,
 }
 
 impl StoreBackend {
-    pub fn new(store: Arc<dyn Store>, secret: Secret) -> Self {
-        Self { store, secret }
+    pub fn new(store: Arc<dyn Store>, secret: Secret, bounces: BouncePolicy) -> Self {
+        Self { store, secret, bounces }
     }
 }
 
@@ -34,7 +35,7 @@ impl StoreBackend {
     /// A delivery status notification for one of our outbound messages: applied to it, then
     /// dropped (a report is not mail for an agent's inbox).
     async fn bounce(&self, queue_id: &str, message_id: &str, rcpt: &str, raw: &[u8]) -> Reply {
-        match bounce::apply(self.store.as_ref(), message_id, raw, Timestamp::now()).await {
+        match bounce::apply(self.store.as_ref(), message_id, raw, self.bounces, Timestamp::now()).await {
             Ok(BounceOutcome::Bounced { recipients }) => {
                 tracing::info!(
                     "{queue_id}: bounce msg={message_id} to=<{rcpt}> bounced={}",

@@ -58,8 +58,14 @@ pub fn lmtp(
     lmtp_config.peers = config.lmtp_peers.clone();
     lmtp_config.max_sessions = usize::try_from(config.lmtp_max_sessions).unwrap_or(usize::MAX);
     lmtp_config.session_deadline = config.lmtp_session_deadline;
-    let backend =
-        Arc::new(postagent_delivery::ingest::StoreBackend::new(store(shared), shared.secret.clone()));
+    let bounces = postagent_core::mail::outbound::bounce::BouncePolicy {
+        suppress_after_soft: config.suppress_after_soft_bounces,
+    };
+    let backend = Arc::new(postagent_delivery::ingest::StoreBackend::new(
+        store(shared),
+        shared.secret.clone(),
+        bounces,
+    ));
     lmtp::run(listener, backend, lmtp_config, stop)
 }
 

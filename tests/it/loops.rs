@@ -131,7 +131,8 @@ async fn the_gate_keeps_automatic_mail_from_the_agent(db: Db) {
             "holds": {"ttl_seconds": 3600, "on_expiry": "reject"},
         })
     };
-    let r = app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(rule(json!({"action": "block"})))).await;
+    let r =
+        app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(rule(json!({"action": "block"})))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.body["inbound"]["gate"]["automatic"],
@@ -155,13 +156,21 @@ async fn the_gate_keeps_automatic_mail_from_the_agent(db: Db) {
     assert_eq!(ev["items"][0]["data"]["reason_source"], "automatic_mail", "{ev}");
     assert!(ev["items"][0]["data"]["reason"].as_str().is_some_and(|r| r.contains("auto-replied")), "{ev}");
     let agent_key = app.agent_key(A).await;
-    let inbox =
-        app.call(reqwest::Method::GET, &format!("/v1/agents/{}/messages", enc(A)), Some(&agent_key), None).await;
+    let inbox = app
+        .call(reqwest::Method::GET, &format!("/v1/agents/{}/messages", enc(A)), Some(&agent_key), None)
+        .await;
     assert_eq!(inbox.body["items"], json!([]), "the agent sees nothing to answer");
     let person = app.deliver(A, &mail("w@example.org", A, "g2", ""), true).await;
     assert_eq!(event_types(&app, &person).await, ["email.received"]);
 
-    let r = app.call(reqwest::Method::PUT, &path, Some(&app.key), Some(rule(json!({"action": "review", "classes": ["auto-responder"]})))).await;
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&app.key),
+            Some(rule(json!({"action": "review", "classes": ["auto-responder"]}))),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let away = String::from_utf8(mail("y@example.org", A, "g3", "")).expect("utf-8").replacen(
         "Subject: note g3",

@@ -507,7 +507,7 @@ async fn outbound_gate_flags_and_blocks(app: &TestApp) {
 }
 
 async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
-    use postagent_core::mail::outbound::bounce::{self, BounceOutcome};
+    use postagent_core::mail::outbound::bounce::{self, BounceOutcome, BouncePolicy};
     use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
     use postagent_core::time::Timestamp;
     use postagent_core::vocab::{DeliveryStatus, MessageStatus};
@@ -538,12 +538,24 @@ async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
         )
     };
     // Recipient a@ forging a bounce for somebody who was never a recipient changes nothing.
-    let forged =
-        bounce::apply(app.store.as_ref(), &id, dsn("victim@example.net").as_bytes(), Timestamp::now()).await;
+    let forged = bounce::apply(
+        app.store.as_ref(),
+        &id,
+        dsn("victim@example.net").as_bytes(),
+        BouncePolicy::default(),
+        Timestamp::now(),
+    )
+    .await;
     assert_eq!(forged.expect("apply"), BounceOutcome::NoFailure { delayed: 0 });
     assert_eq!(app.get(&format!("{}/{id}", messages(BOT))).await.body["delivery_status"], "sent");
-    let real =
-        bounce::apply(app.store.as_ref(), &id, dsn("b@example.org").as_bytes(), Timestamp::now()).await;
+    let real = bounce::apply(
+        app.store.as_ref(),
+        &id,
+        dsn("b@example.org").as_bytes(),
+        BouncePolicy::default(),
+        Timestamp::now(),
+    )
+    .await;
     assert_eq!(real.expect("apply"), BounceOutcome::Bounced { recipients: vec!["b@example.org".into()] });
     assert_eq!(app.get(&format!("{}/{id}", messages(BOT))).await.body["delivery_status"], "bounced");
 }

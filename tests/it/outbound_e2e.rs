@@ -43,12 +43,23 @@ async fn world(
     refuse: &[(&str, &str)],
     main_cf: Vec<(&'static str, String)>,
 ) -> Option<(MailWorld, UnboundedReceiver<Delivered>)> {
+    world_with(refuse, main_cf, &[]).await
+}
+
+/// [`world`] with more flags for `postagent`.
+async fn world_with(
+    refuse: &[(&str, &str)],
+    main_cf: Vec<(&'static str, String)>,
+    flags: &[&'static str],
+) -> Option<(MailWorld, UnboundedReceiver<Delivered>)> {
     let (internet, rx) = smtp_sink(refuse).await;
+    let mut extra_args = vec!["--submission-retry-schedule", "1s,1s", "--hold-sweep-interval", "1s"];
+    extra_args.extend(flags);
     let options = Options {
         agents: vec![BOT, PEER],
         internet: Some(internet),
         main_cf,
-        extra_args: vec!["--submission-retry-schedule", "1s,1s", "--hold-sweep-interval", "1s"],
+        extra_args,
         ..Options::default()
     };
     Some((MailWorld::start(options).await?, rx))
@@ -480,4 +491,48 @@ async fn complaint_report_suppresses_the_complainant() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_suppressed"))
     );
     assert!(w.inbox(BOT).await.is_empty(), "a complaint report is not inbox mail");
+}
+
+/// Soft bounces through Postfix: the internet answers 452 for a full mailbox, and Postfix,
+/// told to try once (`maximal_queue_lifetime = 0`), gives up and writes a 4.x.x DSN to our
+/// VERP address. One does not suppress; with `suppress_after_soft_bounces = 2` the second in a
+/// row does, and the next send never reaches Postfix.
+#[tokio::test]
+async fn a_run_of_soft_bounces_through_postfix() {
+    let refuse = [("full@example.org", "452 4.2.2 <full@example.org>: mailbox full")];
+    let main_cf = vec![("maximal_queue_lifetime", "0".to_owned()), ("bounce_queue_lifetime", "0".into())];
+    let Some((mut w, mut internet)) =
+        world_with(&refuse, main_cf, &["--suppress-after-soft-bounces", "2"]).await
+    else {
+        return;
+    };
+    let _server = w.serve();
+    let msgs = format!("/v1/agents/{BOT}/messages");
+    let mail = json!({"to": ["full@example.org"], "subject": "Still there?", "text": "?"});
+    let first = send(&w, &msgs, mail.clone()).await;
+    let m = wait_status(&w, BOT, &first, "bounced").await;
+    assert!(m["delivery_detail"].as_str().is_some_and(|d| d.contains("4.2.2")), "{m}");
+    let (_, events) =
+        w.call(Method::GET, &format!("/v1/events?message_id={first}&type=email.bounced"), None).await;
+    assert_eq!(events["items"][0]["data"]["bounce_type"], "transient", "{events}");
+    // One soft bounce suppresses nothing: the next send goes out (and bounces softly too).
+    let second = send(&w, &msgs, mail.clone()).await;
+    wait_status(&w, BOT, &second, "bounced").await;
+    let list = suppressed(&w, "the run's suppression").await;
+    assert_eq!(list["items"][0]["address"], "full@example.org", "{list}");
+    assert_eq!(list["items"][0]["source"], "bounce");
+    assert_eq!(list["items"][0]["source_message_id"], second.as_str());
+    assert!(
+        list["items"][0]["reason"].as_str().is_some_and(|r| r.starts_with("2 consecutive soft bounces")),
+        "{list}"
+    );
+    let (status, body) = w.call(Method::POST, &msgs, Some(mail)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("recipient_suppressed")),
+        "{body}"
+    );
+    if let Ok(d) = internet.try_recv() {
+        panic!("the internet refused every message, yet got {:?}:\n{}", d.rcpts, d.data);
+    }
 }

@@ -10,7 +10,8 @@ use serde_json::json;
 on_both_backends!(
     agent_blocks_refuse_every_sending_path,
     account_list_and_its_guards,
-    managed_unsubscribe_one_click
+    managed_unsubscribe_one_click,
+    a_run_of_soft_bounces_suppresses
 );
 
 const BOT: &str = "bot@agents.test";
@@ -233,4 +234,94 @@ async fn managed_unsubscribe_one_click(app: &TestApp) {
     assert_eq!(approved.status, StatusCode::ACCEPTED, "{}", approved.body);
     let raw = crate::outbound::raw_of(&app.get(&path(&format!("/messages/{held_id}"))).await.body);
     assert!(raw.contains("List-Unsubscribe: <"), "{raw}");
+}
+
+/// A send to `to` that the test marks `sent`, as the submitter would after Postfix took it.
+async fn sent_to(app: &TestApp, to: &str) -> String {
+    use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
+    use postagent_core::time::Timestamp;
+    use postagent_core::vocab::{DeliveryStatus, MessageStatus};
+    let r = app.post(&path("/messages"), json!({"to": [to], "subject": "s", "text": "t"})).await;
+    let id = r.body["message_id"].as_str().expect("id").to_owned();
+    let sent = Transition {
+        message_id: id.clone(),
+        from: vec![MessageStatus::Accepted],
+        set: MessageUpdate {
+            status: Some(MessageStatus::Sent),
+            delivery_status: Some(DeliveryStatus::Sent),
+            ..Default::default()
+        },
+        at: Timestamp::now(),
+        ..Transition::default()
+    };
+    assert!(app.store.transition(sent).await.expect("transition"));
+    id
+}
+
+/// The DSN Postfix writes when it gives up on `rcpt` after retrying (a 4.x.x status).
+fn soft_dsn(rcpt: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@x.test\r\nTo: bounce@agents.test\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=B\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\ngave up\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x.test\r\n\r\n\
+         Final-Recipient: rfc822; {rcpt}\r\nAction: failed\r\nStatus: 4.2.2\r\n\
+         Diagnostic-Code: smtp; 452 4.2.2 mailbox full\r\n\r\n--B--\r\n"
+    )
+    .into_bytes()
+}
+
+/// `suppress_after_soft_bounces`: an address is suppressed once an agent's last N messages to
+/// it all soft-bounced; a message in between that did not bounce breaks the run, a repeated
+/// DSN counts once, and lifting the suppression starts over.
+async fn a_run_of_soft_bounces_suppresses(app: &TestApp) {
+    use postagent_core::mail::outbound::bounce::{self, BouncePolicy};
+    use postagent_core::time::Timestamp;
+    setup(app).await;
+    const FULL: &str = "full_box@example.org";
+    let policy = BouncePolicy { suppress_after_soft: 2 };
+    let bounce = |id: String, policy: BouncePolicy| async move {
+        bounce::apply(app.store.as_ref(), &id, &soft_dsn(FULL), policy, Timestamp::now())
+            .await
+            .expect("apply")
+    };
+    let listed = || async {
+        let list = app.get("/v1/account/suppressions").await.body;
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|s| s["address"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let first = sent_to(app, FULL).await;
+    bounce(first.clone(), policy).await;
+    bounce(first, policy).await;
+    assert!(listed().await.is_empty(), "one soft bounce, reported twice, is one");
+    let delivered = sent_to(app, FULL).await;
+    let third = sent_to(app, FULL).await;
+    bounce(third, policy).await;
+    assert!(listed().await.is_empty(), "{delivered} got through in between: no run");
+    let fourth = sent_to(app, FULL).await;
+    bounce(fourth.clone(), BouncePolicy::default()).await;
+    assert!(listed().await.is_empty(), "off by default");
+    // Mail to an address that differs only where LIKE has a wildcard is not mail to this one,
+    // so it does not break the run.
+    sent_to(app, "fullxbox@example.org").await;
+    let fifth = sent_to(app, FULL).await;
+    bounce(fifth.clone(), policy).await;
+    let list = app.get("/v1/account/suppressions").await.body;
+    assert_eq!(list["items"][0]["address"], FULL, "{list}");
+    assert_eq!(list["items"][0]["source"], "bounce");
+    assert_eq!(list["items"][0]["source_message_id"], fifth.as_str());
+    let reason = list["items"][0]["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("2 consecutive soft bounces") && reason.contains("4.2.2"), "{reason}");
+    let send = app.post(&path("/messages"), json!({"to": [FULL], "subject": "s", "text": "t"})).await;
+    assert_eq!(send.code(), "recipient_suppressed", "{}", send.body);
+    // Lifting it forgets the run: the next soft bounce is the first of a new one.
+    let r = app.delete(&format!("/v1/account/suppressions/{}?confirm=DELETE", enc(FULL))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let sixth = sent_to(app, FULL).await;
+    bounce(sixth, policy).await;
+    assert!(listed().await.is_empty(), "a new run starts after the suppression was lifted");
 }

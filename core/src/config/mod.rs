@@ -145,6 +145,10 @@ pub struct Config {
     /// Recipients (To, Cc and Bcc) an account may send to per UTC day; past it 402
     /// `limit_exceeded`. 0 (the default) means no quota.
     pub daily_recipient_quota: u32,
+    /// Suppress an address (account list, source `bounce`) once an agent's last this many
+    /// messages to it all soft-bounced (a DSN with a 4.x.x status: Postfix gave up after
+    /// retrying for `maximal_queue_lifetime`). 0 (the default): soft bounces never suppress.
+    pub suppress_after_soft_bounces: u32,
     /// Replies one agent may send to one correspondent within `loop_reply_window`; the next
     /// is refused (403 `blocked_by_policy`), so two agents cannot answer each other forever.
     /// 0 switches the budget off.
@@ -233,6 +237,7 @@ impl Default for Config {
             agent_creation_rate_limit: 200,
             daily_recipient_quota: 0,
             mark_auto_submitted: false,
+            suppress_after_soft_bounces: 0,
             loop_reply_budget: 5,
             loop_reply_window: minutes(10),
             hold_sweep_interval: Duration::from_secs(60),

@@ -27,7 +27,7 @@ pub use models::*;
 pub use outbound::OutboundStore;
 pub use rate_limits::RateLimitStore;
 pub use sql::{Backend, SqlStore};
-pub use suppressions::{Suppression, SuppressionStore};
+pub use suppressions::{SoftBounceRun, Suppression, SuppressionStore};
 pub use webhooks::MAX_WEBHOOKS;
 
 use crate::ids::{AccountId, ApiKeyId};

@@ -67,6 +67,31 @@ pub trait SuppressionStore: Send + Sync {
         agent: &str,
         addresses: &[String],
     ) -> StoreResult<Vec<Suppression>>;
+    /// Records that `message` soft-bounced for `address` (once; a repeated DSN is no news).
+    async fn record_soft_bounce(
+        &self,
+        account: &AccountId,
+        address: &str,
+        message_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// How many of `run.agent`'s latest messages to `run.address` that went out (sent or
+    /// bounced), up to `run.limit` and from `run.since` to `run.until`, soft-bounced in a
+    /// row, newest first: the run stops at the first one without a soft bounce.
+    async fn soft_bounce_run(&self, run: &SoftBounceRun<'_>) -> StoreResult<u32>;
+    /// Drops soft bounces recorded before `before`.
+    async fn expire_soft_bounces(&self, before: Timestamp) -> StoreResult<u64>;
+}
+
+/// The question [`SuppressionStore::soft_bounce_run`] answers.
+#[derive(Debug, Clone)]
+pub struct SoftBounceRun<'a> {
+    pub account: &'a AccountId,
+    pub agent: &'a str,
+    pub address: &'a str,
+    pub since: Timestamp,
+    pub until: Timestamp,
+    pub limit: u32,
 }
 
 #[async_trait]
@@ -141,6 +166,15 @@ impl SuppressionStore for SqlStore {
         .bind(address.to_ascii_lowercase())
         .execute(&mut *tx)
         .await?;
+        // Lifting an account-level entry forgets the soft bounces that may have put it there:
+        // the next soft bounce starts a new run instead of re-suppressing at once.
+        if agent.is_none() {
+            sqlx::query("DELETE FROM soft_bounces WHERE account_id = $1 AND address = $2")
+                .bind(account.as_str())
+                .bind(address.to_ascii_lowercase())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
@@ -170,4 +204,75 @@ impl SuppressionStore for SqlStore {
         }
         Ok(found)
     }
+
+    async fn record_soft_bounce(
+        &self,
+        account: &AccountId,
+        address: &str,
+        message_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO soft_bounces (account_id, address, message_id, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account_id, address, message_id) DO NOTHING",
+        )
+        .bind(account.as_str())
+        .bind(address.to_ascii_lowercase())
+        .bind(message_id)
+        .bind(at.as_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn soft_bounce_run(&self, run: &SoftBounceRun<'_>) -> StoreResult<u32> {
+        let address = run.address.to_ascii_lowercase();
+        // Address lists are JSON arrays of lowercase addresses: a quoted match is exact (LIKE's
+        // wildcards are escaped). The agent's index bounds the scan to its outbound mail of
+        // the window.
+        let quoted = format!("%{}%", like_escape(&serde_json::to_string(&address).unwrap_or_default()));
+        let rows = sqlx::query(
+            "SELECT m.id, b.message_id AS soft FROM messages m
+             LEFT JOIN soft_bounces b ON b.account_id = m.account_id AND b.address = $3 AND b.message_id = m.id
+             WHERE m.agent_email = $1 AND m.direction = 'outbound' AND m.account_id = $2
+               AND m.created_at >= $4 AND m.created_at <= $5 AND m.status IN ('sent', 'bounced')
+               AND (m.to_addrs LIKE $6 ESCAPE '\\' OR m.cc_addrs LIKE $6 ESCAPE '\\' OR m.bcc_addrs LIKE $6 ESCAPE '\\')
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $7",
+        )
+        .bind(run.agent)
+        .bind(run.account.as_str())
+        .bind(&address)
+        .bind(run.since.as_micros())
+        .bind(run.until.as_micros())
+        .bind(quoted)
+        .bind(i64::from(run.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut n = 0;
+        for row in &rows {
+            let soft: Option<String> = row.try_get("soft")?;
+            if soft.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn expire_soft_bounces(&self, before: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM soft_bounces WHERE created_at < $1")
+            .bind(before.as_micros())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// `text` with LIKE's wildcards and the escape character escaped (`ESCAPE '\'`).
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

@@ -1,11 +1,13 @@
 //! What a delivery status notification does to the message it reports on: each failed
 //! recipient marks the message `bounced` (with the status and diagnostic) and emits one
 //! `email.bounced`; a permanent failure also puts the address on the account's suppression
-//! list (`domain.suppression_added`); delay warnings change nothing but the delivery detail.
+//! list (`domain.suppression_added`), and so, when the deployment asks for it
+//! ([`BouncePolicy::suppress_after_soft`]), does a run of soft bounces; delay warnings change
+//! nothing but the delivery detail.
 
 use super::dsn;
 use crate::mail::event::{OutboundFacts, outbound_data, outbound_event, suppression_event};
-use crate::store::{MessageUpdate, Store, StoreError, Suppression, Transition};
+use crate::store::{MessageUpdate, SoftBounceRun, Store, StoreError, Suppression, Transition};
 use crate::time::Timestamp;
 use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus, SuppressionSource};
 use serde_json::json;
@@ -29,11 +31,24 @@ pub enum BounceOutcome {
     },
 }
 
+/// What bounces do beyond marking the message (the deployment's settings).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BouncePolicy {
+    /// Suppress an address once this many of an agent's latest messages to it soft-bounced
+    /// in a row (`suppress_after_soft_bounces`); 0 never does.
+    pub suppress_after_soft: u32,
+}
+
+/// How far back a run of soft bounces is looked for: as long as a bounce address is valid,
+/// so every message whose DSN can still arrive counts, and the janitor may forget older ones.
+pub const SOFT_BOUNCE_WINDOW_DAYS: i64 = super::verp::MAX_AGE_DAYS;
+
 /// Applies the report in `raw` to message `message_id`.
 pub async fn apply(
     store: &dyn Store,
     message_id: &str,
     raw: &[u8],
+    policy: BouncePolicy,
     now: Timestamp,
 ) -> Result<BounceOutcome, StoreError> {
     let Some(m) = store.find_message(message_id).await?.filter(|m| m.direction == Direction::Outbound) else {
@@ -111,24 +126,59 @@ pub async fn apply(
         if store.transition(t).await? {
             recipients.push(r.recipient.clone());
         }
-        // A permanent failure stops the next send to that address; soft bounces never do.
-        if bounce_type == BounceType::Permanent {
+        // A permanent failure stops the next send to that address; a soft bounce only as the
+        // last of a run the deployment counts.
+        let suppress = match bounce_type {
+            BounceType::Permanent => Some(detail.clone()),
+            BounceType::Transient => soft_run(store, &m, &r.recipient, policy.suppress_after_soft, now)
+                .await?
+                .map(|n| format!("{n} consecutive soft bounces, the last {detail}")),
+            _ => None,
+        };
+        if let Some(reason) = suppress {
             let s = Suppression {
                 account_id: m.account_id.clone(),
                 agent_email: None,
                 address: r.recipient.clone(),
                 source: SuppressionSource::Bounce,
-                reason: Some(detail.clone()),
+                reason: Some(reason),
                 source_message_id: Some(m.id.clone()),
                 created_at: now,
             };
             if store.add_suppression(&s, Some(suppression_event(&s))).await? {
-                tracing::info!(message = %m.id, recipient = %r.recipient, "suppressed after a permanent bounce");
+                tracing::info!(message = %m.id, recipient = %r.recipient, %bounce_type, "suppressed after bouncing");
                 crate::metrics::SUPPRESSIONS_ADDED.inc("bounce");
             }
         }
     }
     Ok(BounceOutcome::Bounced { recipients })
+}
+
+/// Records a soft bounce of `m` for `address` (always, so a limit set later counts what came
+/// before); `Some(run)` when it completes a run of `limit` (0: never): the agent's last
+/// `limit` messages to the address that went out all soft-bounced.
+async fn soft_run(
+    store: &dyn Store,
+    m: &crate::store::Message,
+    address: &str,
+    limit: u32,
+    now: Timestamp,
+) -> Result<Option<u32>, StoreError> {
+    store.record_soft_bounce(&m.account_id, address, &m.id, now).await?;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let run = SoftBounceRun {
+        account: &m.account_id,
+        agent: &m.agent_email,
+        address,
+        since: m.created_at.plus_secs(-SOFT_BOUNCE_WINDOW_DAYS * 86_400),
+        until: m.created_at,
+        limit,
+    };
+    let n = store.soft_bounce_run(&run).await?;
+    tracing::debug!(message = %m.id, recipient = %address, run = n, limit, "soft bounce");
+    Ok((n >= limit).then_some(n))
 }
 
 /// A complaint report: each complainant among the message's recipients is put on the account's
