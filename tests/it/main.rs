@@ -14,6 +14,7 @@ mod fanout_e2e;
 mod inbound_e2e;
 mod lab;
 mod loops;
+mod loops_e2e;
 mod mcp;
 mod mcp_clients;
 mod mcp_conformance;
