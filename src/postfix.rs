@@ -80,13 +80,7 @@ fn list(value: &str) -> Vec<String> {
 /// How Postfix should reach a postagent listener: `unix:` paths under the queue directory
 /// are written relative to it (chrooted daemons see them that way).
 pub(crate) fn endpoint(addr: &ListenAddr, queue_dir: &str) -> String {
-    match addr {
-        ListenAddr::Tcp(a) => format!("inet:{a}"),
-        ListenAddr::Unix(p) => match p.strip_prefix(queue_dir) {
-            Ok(relative) => format!("unix:{}", relative.display()),
-            Err(_) => format!("unix:{}", p.display()),
-        },
-    }
+    addr.postfix_endpoint(queue_dir)
 }
 
 /// One change: the parameter, its value now, and the value setup wants; `item` is what setup

@@ -49,6 +49,10 @@ pub enum BusMessage {
         #[serde(rename = "k")]
         kind: crate::vocab::JobKind,
     },
+    /// Agents or agent domains changed (created, verified, trashed, restored, deleted): the
+    /// Postfix lookup maps drop what they cached.
+    #[serde(rename = "dir")]
+    Directory,
     /// A WebSocket for `agent_email` was opened (connection `conn_id`): any other socket
     /// for that agent, on any replica, is closed as replaced.
     #[serde(rename = "ws")]

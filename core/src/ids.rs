@@ -113,6 +113,19 @@ impl AgentEmail {
     pub fn domain(&self) -> &str {
         &self.full[self.at + 1..]
     }
+
+    /// Splits an address extension off, as Postfix's `recipient_delimiter` does: at the first
+    /// character of the local part that is one of `delimiters`, `bot+signup@d` gives
+    /// (`bot@d`, `signup`). `None` without a delimiter, or when nothing is left before it.
+    pub fn split_extension(&self, delimiters: &str) -> Option<(AgentEmail, String)> {
+        let local = self.local_part();
+        let cut = local.find(|c: char| delimiters.contains(c))?;
+        if cut == 0 {
+            return None;
+        }
+        let base = AgentEmail::parse(&format!("{}@{}", &local[..cut], self.domain()))?;
+        Some((base, local[cut + 1..].to_owned()))
+    }
 }
 
 impl fmt::Display for AgentEmail {

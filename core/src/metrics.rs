@@ -155,6 +155,12 @@ pub static RATE_LIMITED: CounterVec = CounterVec::new(
     "limiter",
 );
 
+pub static SOCKETMAP_LOOKUPS: CounterVec = CounterVec::new(
+    "postagent_socketmap_lookups_total",
+    "Postfix table lookups answered by the socketmap server, by answer (ok, notfound, temp: the store could not answer, perm: a malformed or unknown request).",
+    "answer",
+);
+
 pub static LOOPS_STOPPED: CounterVec = CounterVec::new(
     "postagent_loops_stopped_total",
     "Replies refused by loop protection, by rule (automatic: the message was automatic mail; budget: the reply budget per correspondent was spent).",
@@ -175,6 +181,7 @@ pub fn render(out: &mut String) {
         &SUPPRESSED_SENDS,
         &RATE_LIMITED,
         &LOOPS_STOPPED,
+        &SOCKETMAP_LOOKUPS,
     ] {
         c.render(out);
     }

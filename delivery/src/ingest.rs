@@ -5,7 +5,6 @@
 //! (Postfix keeps the message and retries); an unknown or deleted agent is `550 5.1.1`.
 
 use crate::lmtp::{Envelope, LmtpBackend, Reply};
-use postagent_core::ids::AgentEmail;
 use postagent_core::mail::inbound::{self, Delivered, IngestError};
 use postagent_core::mail::outbound::bounce::{self, BounceOutcome, BouncePolicy};
 use postagent_core::mail::outbound::verp;
@@ -23,11 +22,13 @@ pub struct StoreBackend {
     store: Arc<dyn Store>,
     secret: Secret,
     bounces: BouncePolicy,
+    /// Postfix's `recipient_delimiter` (`bot+tag@…` is agent `bot@…`'s mail).
+    delimiter: String,
 }
 
 impl StoreBackend {
-    pub fn new(store: Arc<dyn Store>, secret: Secret, bounces: BouncePolicy) -> Self {
-        Self { store, secret, bounces }
+    pub fn new(store: Arc<dyn Store>, secret: Secret, bounces: BouncePolicy, delimiter: String) -> Self {
+        Self { store, secret, bounces, delimiter }
     }
 }
 
@@ -72,12 +73,11 @@ impl LmtpBackend for StoreBackend {
                 None => Reply::unknown_recipient(),
             };
         }
-        let Some(email) = AgentEmail::parse(rcpt) else { return Reply::unknown_recipient() };
-        match self.store.find_live_agent(email.as_str()).await {
+        match inbound::recipient_agent(self.store.as_ref(), rcpt, &self.delimiter).await {
             Ok(Some(_)) => Reply::Ok,
             Ok(None) => Reply::unknown_recipient(),
             Err(e) => {
-                tracing::warn!("NOQUEUE: lmtp defer RCPT <{email}>: agent lookup failed: {e}");
+                tracing::warn!("NOQUEUE: lmtp defer RCPT <{rcpt}>: agent lookup failed: {e}");
                 Reply::store_unavailable()
             }
         }
@@ -99,7 +99,7 @@ impl LmtpBackend for StoreBackend {
         } else {
             tokio::task::spawn_blocking(prepare).await
         };
-        let prepared = match prepared {
+        let mut prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(
@@ -109,6 +109,7 @@ impl LmtpBackend for StoreBackend {
                 return envelope.recipients.iter().map(|_| Reply::store_unavailable()).collect();
             }
         };
+        prepared.recipient_delimiter.clone_from(&self.delimiter);
         let queue_id = prepared.postfix_queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
         match (&prepared.claims, &prepared.unsigned_reason) {
             (Some(c), _) => tracing::info!(

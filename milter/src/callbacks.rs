@@ -130,9 +130,12 @@ async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) ->
     let Some(arg) = args.first() else { return Status::Continue };
     let rcpt = arg.to_string_lossy();
     let address = recipients::strip_brackets(&rcpt);
-    let class =
-        recipients::classify(&*shared.directory, &shared.config.shared_domain, &shared.config.secret, &rcpt)
-            .await;
+    let rules = recipients::Rules {
+        shared_domain: &shared.config.shared_domain,
+        secret: &shared.config.secret,
+        delimiter: &shared.config.recipient_delimiter,
+    };
+    let class = recipients::classify(&*shared.directory, &rules, &rcpt).await;
     postagent_core::metrics::MILTER_RCPT.inc(match &class {
         RecipientClass::Foreign => "foreign",
         RecipientClass::Agent => "agent",

@@ -14,6 +14,7 @@ pub mod headers;
 mod listener;
 pub mod recipients;
 mod session;
+pub mod socketmap;
 pub mod verdict;
 
 use postagent_core::secret::Secret;
@@ -48,6 +49,9 @@ pub struct MilterConfig {
     pub dns_timeout: Duration,
     /// The deployment's shared agent domain (`<slug>@shared`), or empty for none.
     pub shared_domain: String,
+    /// Postfix's `recipient_delimiter`: `bot+tag@…` reaches agent `bot@…`; empty: no
+    /// extensions.
+    pub recipient_delimiter: String,
     /// Most bytes of one message (headers and body) kept for DKIM verification; beyond it
     /// DKIM signatures are reported `permerror` (the body hash still covers
     /// everything; SPF-aligned DMARC can still verify).

@@ -62,18 +62,27 @@ pub enum RecipientClass {
 /// ours to decide rather than `milter_default_action`'s.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The deployment's rules for recipients, the same for the milter's RCPT check, the
+/// socketmap's recipient map and LMTP.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// The shared agent domain, or empty.
+    pub shared_domain: &'a str,
+    /// Verifies VERP bounce addresses.
+    pub secret: &'a Secret,
+    /// Postfix's `recipient_delimiter` (each character one); empty: no extensions.
+    pub delimiter: &'a str,
+}
+
 /// Classifies `rcpt` (the RCPT argument with or without angle brackets).
 ///
 /// A genuine VERP bounce address on one of our domains (`bounce+msg_….tag@…`, what our
 /// outbound mail is sent from) counts as an agent: delivery status notifications come back
 /// to it. A forged one is an unknown agent, refused here so nothing is accepted that would
-/// bounce again later.
-pub async fn classify(
-    directory: &dyn AgentDirectory,
-    shared_domain: &str,
-    secret: &Secret,
-    rcpt: &str,
-) -> RecipientClass {
+/// bounce again later. An address with an extension (`bot+signup@…`) is the agent's when no
+/// agent has the whole address, as Postfix's `recipient_delimiter` rule reads it.
+pub async fn classify(directory: &dyn AgentDirectory, rules: &Rules<'_>, rcpt: &str) -> RecipientClass {
+    let (shared_domain, secret) = (rules.shared_domain, rules.secret);
     let address = strip_brackets(rcpt);
     let Some((_, domain)) = address.rsplit_once('@') else {
         // `postmaster` without a domain and the like: local to Postfix, not ours.
@@ -100,11 +109,15 @@ pub async fn classify(
         let Some(email) = AgentEmail::parse(address) else {
             return Ok(RecipientClass::UnknownAgent);
         };
-        Ok::<_, DirectoryError>(if directory.is_live_agent(email.as_str()).await? {
-            RecipientClass::Agent
-        } else {
-            RecipientClass::UnknownAgent
-        })
+        if directory.is_live_agent(email.as_str()).await? {
+            return Ok(RecipientClass::Agent);
+        }
+        if let Some((base, _)) = email.split_extension(rules.delimiter)
+            && directory.is_live_agent(base.as_str()).await?
+        {
+            return Ok(RecipientClass::Agent);
+        }
+        Ok::<_, DirectoryError>(RecipientClass::UnknownAgent)
     };
     match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(class)) => class,
@@ -161,9 +174,11 @@ mod tests {
     async fn classifies_by_domain_then_agent() {
         let dir =
             Fake { domains: vec!["own.test"], agents: vec!["bot@own.test", "bot@agents.test"], fail: false };
+        let secret = Secret::new(vec![1; 32]);
+        let rules = Rules { shared_domain: "agents.test", secret: &secret, delimiter: "+" };
         let c = |r: &'static str| {
-            let dir = &dir;
-            async move { classify(dir, "agents.test", &Secret::new(vec![1; 32]), r).await }
+            let (dir, rules) = (&dir, &rules);
+            async move { classify(dir, rules, r).await }
         };
         assert_eq!(c("<Bot@Own.Test>").await, RecipientClass::Agent);
         assert_eq!(c("<bot@agents.test>").await, RecipientClass::Agent);
@@ -172,18 +187,26 @@ mod tests {
         assert_eq!(c("<\"odd one\"@own.test>").await, RecipientClass::UnknownAgent);
         assert_eq!(c("<someone@elsewhere.test>").await, RecipientClass::Foreign);
         assert_eq!(c("<postmaster>").await, RecipientClass::Foreign);
+        // Extensions: the agent's, once no agent has the whole address; only at the delimiter.
+        assert_eq!(c("<bot+signup@own.test>").await, RecipientClass::Agent);
+        assert_eq!(c("<Bot+a+b@agents.test>").await, RecipientClass::Agent);
+        assert_eq!(c("<nobody+x@own.test>").await, RecipientClass::UnknownAgent);
+        assert_eq!(c("<+bot@own.test>").await, RecipientClass::UnknownAgent);
+        assert_eq!(c("<bot-x@own.test>").await, RecipientClass::UnknownAgent);
+        let dashes = Rules { delimiter: "-+", ..rules };
+        assert_eq!(classify(&dir, &dashes, "<bot-x@own.test>").await, RecipientClass::Agent);
+        let none = Rules { delimiter: "", ..rules };
+        assert_eq!(classify(&dir, &none, "<bot+x@own.test>").await, RecipientClass::UnknownAgent);
         let bounce = verp::bounce_address(
             &Secret::new(vec![1; 32]),
             "msg_0123456789abcdef0123456789abcdef",
             "own.test",
             postagent_core::time::Timestamp::now(),
         );
+        assert_eq!(classify(&dir, &rules, &bounce).await, RecipientClass::Agent);
+        let other = Secret::new(vec![2; 32]);
         assert_eq!(
-            classify(&dir, "agents.test", &Secret::new(vec![1; 32]), &bounce).await,
-            RecipientClass::Agent
-        );
-        assert_eq!(
-            classify(&dir, "agents.test", &Secret::new(vec![2; 32]), &bounce).await,
+            classify(&dir, &Rules { secret: &other, ..rules }, &bounce).await,
             RecipientClass::UnknownAgent,
             "a bounce address under another secret is forged"
         );
@@ -194,19 +217,13 @@ mod tests {
             postagent_core::time::Timestamp::now().plus_secs(-40 * 86_400),
         );
         assert_eq!(
-            classify(&dir, "agents.test", &Secret::new(vec![1; 32]), &old).await,
+            classify(&dir, &rules, &old).await,
             RecipientClass::UnknownAgent,
             "an expired bounce address is refused at RCPT"
         );
         let down = Fake { domains: vec![], agents: vec![], fail: true };
-        assert!(matches!(
-            classify(&down, "agents.test", &Secret::new(vec![1; 32]), "<x@own.test>").await,
-            RecipientClass::Unavailable(_)
-        ));
+        assert!(matches!(classify(&down, &rules, "<x@own.test>").await, RecipientClass::Unavailable(_)));
         // The shared domain needs no domain lookup, but the agent lookup still fails.
-        assert!(matches!(
-            classify(&down, "agents.test", &Secret::new(vec![1; 32]), "<x@agents.test>").await,
-            RecipientClass::Unavailable(_)
-        ));
+        assert!(matches!(classify(&down, &rules, "<x@agents.test>").await, RecipientClass::Unavailable(_)));
     }
 }

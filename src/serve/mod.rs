@@ -123,6 +123,7 @@ type RoleResult = (&'static str, std::io::Result<()>);
 struct Bound {
     api: Option<Listener>,
     milter: Option<Listener>,
+    socketmap: Option<Listener>,
     lmtp: Option<Listener>,
     metrics: Option<Listener>,
 }
@@ -139,9 +140,11 @@ impl Bound {
         // The API last: its "listening" line is what tests and operators wait for.
         let metrics = bind(true, config.metrics_listen.as_ref(), "metrics").await?;
         let milter = bind(roles.milter, config.milter_listen.as_ref(), "milter").await?;
+        // Postfix's lookup tables are served beside its milter.
+        let socketmap = bind(roles.milter, config.socketmap_listen.as_ref(), "socketmap").await?;
         let lmtp = bind(roles.lmtp, config.lmtp_listen.as_ref(), "LMTP").await?;
         let api = bind(roles.api, Some(&config.api_listen), "API").await?;
-        Ok(Self { api, milter, lmtp, metrics })
+        Ok(Self { api, milter, socketmap, lmtp, metrics })
     }
 }
 
@@ -150,6 +153,7 @@ pub struct Running {
     /// Where each role listens (`IP:PORT` or `unix:PATH`), when it runs.
     pub api_addr: Option<String>,
     pub milter_addr: Option<String>,
+    pub socketmap_addr: Option<String>,
     pub lmtp_addr: Option<String>,
     pub metrics_addr: Option<String>,
     /// The WebSocket hub of the API role.
@@ -174,12 +178,13 @@ impl Running {
         let mut running = Running {
             api_addr: None,
             milter_addr: None,
+            socketmap_addr: None,
             lmtp_addr: None,
             metrics_addr: None,
             hub: None,
             tasks: tokio::task::JoinSet::new(),
             helpers: Vec::new(),
-            sockets: [&bound.api, &bound.milter, &bound.lmtp]
+            sockets: [&bound.api, &bound.milter, &bound.socketmap, &bound.lmtp]
                 .into_iter()
                 .flatten()
                 .filter_map(Listener::unix_path)
@@ -190,6 +195,11 @@ impl Running {
             running.milter_addr = Some(l.local());
             let milter = roles::milter(config, shared, l, stopped());
             running.tasks.spawn(async move { ("milter", milter.await) });
+        }
+        if let Some(l) = bound.socketmap {
+            running.socketmap_addr = Some(l.local());
+            let maps = roles::socketmap(config, shared, l, stopped());
+            running.tasks.spawn(async move { ("socketmap", maps.await) });
         }
         if let Some(l) = bound.lmtp {
             running.lmtp_addr = Some(l.local());
@@ -223,7 +233,7 @@ impl Running {
             let serve = roles::metrics(shared, l, running.hub.clone(), stopped());
             running.tasks.spawn(async move { ("metrics", serve.await) });
         }
-        if (roles.api || roles.worker)
+        if (roles.api || roles.worker || roles.milter)
             && let Some(listen) = roles::bus_listener(shared, stopped())
         {
             running.helpers.push(tokio::spawn(listen));

@@ -36,6 +36,7 @@ pub fn milter(
         dns_server: config.dns_server,
         dns_timeout: config.dns_timeout,
         shared_domain: config.shared_domain.clone(),
+        recipient_delimiter: config.recipient_delimiter.clone(),
         max_message_bytes: config.max_message_size(),
         max_header_fields: usize::try_from(config.max_header_fields).unwrap_or(usize::MAX),
         max_connections: MILTER_MAX_CONNECTIONS,
@@ -43,6 +44,33 @@ pub fn milter(
     };
     let listener = postagent_milter::MilterListener::new(listener, config.milter_peers.clone());
     postagent_milter::run(listener, store(shared), milter_config, stop)
+}
+
+/// Connections the socketmap serves at once (Postfix holds one per process that looks up:
+/// smtpd, trivial-rewrite, cleanup).
+const SOCKETMAP_MAX_CONNECTIONS: usize = 500;
+
+/// Postfix's lookup tables: agent domains, their transport, live recipients.
+pub fn socketmap(
+    config: &Config,
+    shared: &Shared,
+    listener: Listener,
+    stop: Stop,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    use postagent_milter::socketmap;
+    let maps_config = socketmap::SocketmapConfig {
+        shared_domain: config.shared_domain.clone(),
+        secret: shared.secret.clone(),
+        transport: config.lmtp_transport(),
+        recipient_delimiter: config.recipient_delimiter.clone(),
+        cache_ttl: Duration::from_secs(30),
+        max_connections: SOCKETMAP_MAX_CONNECTIONS,
+        idle_timeout: Duration::from_secs(300),
+        peers: config.socketmap_peers.clone(),
+    };
+    let bus = postagent_core::store::EventStore::bus(shared.store.as_ref()).subscribe();
+    let directory = Arc::new(postagent_milter::StoreDirectory::new(store(shared)));
+    socketmap::run(listener, directory, maps_config, bus, stop)
 }
 
 /// LMTP delivery: verify the signed set, store, thread, announce.
@@ -65,6 +93,7 @@ pub fn lmtp(
         store(shared),
         shared.secret.clone(),
         bounces,
+        config.recipient_delimiter.clone(),
     ));
     lmtp::run(listener, backend, lmtp_config, stop)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 fn config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("postagent.toml");
     let text = format!(
-        "api_listen = \"127.0.0.1:0\"\nmilter_listen = \"127.0.0.1:0\"\nlmtp_listen = \"127.0.0.1:0\"\n\
+        "api_listen = \"127.0.0.1:0\"\nmilter_listen = \"127.0.0.1:0\"\nlmtp_listen = \"127.0.0.1:0\"\nsocketmap_listen = \"127.0.0.1:0\"\n\
          submission_relay = \"127.0.0.1:9\"\nlog_level = \"info\"\n{extra}"
     );
     std::fs::write(&path, text).expect("write config");

@@ -89,6 +89,13 @@ pub fn summary(m: &Message) -> Value {
     if let Some(obj) = v.as_object_mut() {
         if m.direction == Direction::Inbound {
             obj.insert("reply_to".into(), json!(m.reply_to));
+            // postagent's extension: the address extension the mail came in on
+            // (`bot+signup@…` → `signup`), also the system label `e2a:tag:<tag>`.
+            insert_opt(
+                obj,
+                "address_tag",
+                postagent_core::mail::inbound::address_tag(&m.delivered_to, &m.agent_email).map(Value::from),
+            );
         }
         insert_opt(
             obj,

@@ -52,6 +52,21 @@ pub struct Config {
     /// Peers a TCP LMTP listener admits, as `milter_peers`.
     #[serde(with = "value::text")]
     pub lmtp_peers: PeerList,
+    /// Postfix lookup-table listener (`socketmap:`; `HOST:PORT` or `unix:PATH`), run beside
+    /// the milter: agent domains, their transport and live recipients, straight from the
+    /// store. Empty disables it.
+    #[serde(with = "value::optional")]
+    pub socketmap_listen: Option<ListenAddr>,
+    /// Peers a TCP socketmap listener admits, as `milter_peers`.
+    #[serde(with = "value::text")]
+    pub socketmap_peers: PeerList,
+    /// The `transport:nexthop` the socketmap's transport map answers for agent domains.
+    /// Empty: `lmtp:` and `lmtp_listen` (a unix socket under /var/spool/postfix written
+    /// relative to it, as chrooted Postfix daemons see it).
+    pub lmtp_transport: String,
+    /// Postfix's `recipient_delimiter`: `bot+signup@domain` reaches agent `bot@domain` (each
+    /// character is a delimiter). Empty: no address extensions.
+    pub recipient_delimiter: String,
     /// How long a milter connection may wait for Postfix's next command.
     #[serde(with = "value::duration")]
     pub milter_timeout: Duration,
@@ -192,6 +207,10 @@ impl Default for Config {
             milter_listen: Some(ListenAddr::Tcp("127.0.0.1:8894".into())),
             lmtp_listen: Some(ListenAddr::Tcp("127.0.0.1:2424".into())),
             milter_peers: PeerList::loopback(),
+            socketmap_listen: Some(ListenAddr::Tcp("127.0.0.1:8895".into())),
+            socketmap_peers: PeerList::loopback(),
+            lmtp_transport: String::new(),
+            recipient_delimiter: "+".into(),
             lmtp_peers: PeerList::loopback(),
             milter_timeout: minutes(10),
             lmtp_max_sessions: 100,
@@ -595,6 +614,18 @@ impl Config {
         } else {
             self.public_url.trim_end_matches('/').to_owned()
         }
+    }
+
+    /// What the socketmap's transport map answers for agent domains: `lmtp_transport`, else
+    /// `lmtp:` and the LMTP listener as Postfix names it.
+    pub fn lmtp_transport(&self) -> String {
+        if !self.lmtp_transport.is_empty() {
+            return self.lmtp_transport.clone();
+        }
+        self.lmtp_listen
+            .as_ref()
+            .map(|l| format!("lmtp:{}", l.postfix_endpoint(value::POSTFIX_QUEUE_DIR)))
+            .unwrap_or_default()
     }
 
     /// The configured MX target, else this host's name (which may be a short name: callers

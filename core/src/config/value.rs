@@ -32,7 +32,23 @@ impl ListenAddr {
         port.parse::<u16>().map_err(|_| format!("{s:?} has no valid port"))?;
         Ok(Self::Tcp(s.to_owned()))
     }
+
+    /// How Postfix names this listener in `main.cf` (`inet:HOST:PORT`, `unix:PATH`): a unix
+    /// path under `queue_dir` is written relative to it, as chrooted daemons (which run in
+    /// the queue directory) see it.
+    pub fn postfix_endpoint(&self, queue_dir: &str) -> String {
+        match self {
+            Self::Tcp(a) => format!("inet:{a}"),
+            Self::Unix(p) => match p.strip_prefix(queue_dir) {
+                Ok(relative) => format!("unix:{}", relative.display()),
+                Err(_) => format!("unix:{}", p.display()),
+            },
+        }
+    }
 }
+
+/// Postfix's usual `queue_directory`.
+pub const POSTFIX_QUEUE_DIR: &str = "/var/spool/postfix";
 
 impl FromStr for ListenAddr {
     type Err = String;

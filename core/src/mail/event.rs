@@ -93,6 +93,8 @@ pub fn attachment_json(a: &NewAttachment) -> Value {
 pub struct Received<'a> {
     pub message_id: &'a str,
     pub agent_email: &'a str,
+    /// The envelope recipient, extension and all (`bot+signup@…`).
+    pub delivered_to: &'a str,
     pub header_from: Option<&'a str>,
     pub envelope_from: Option<&'a str>,
     pub verified_domain: Option<&'a str>,
@@ -121,7 +123,7 @@ impl Received<'_> {
             "to": self.to,
             "cc": self.cc,
             "reply_to": self.reply_to,
-            "delivered_to": self.agent_email,
+            "delivered_to": self.delivered_to,
             "subject": self.subject,
             "received_at": self.received_at,
             "attachments": self.attachments.iter().map(attachment_json).collect::<Vec<_>>(),
@@ -146,7 +148,7 @@ pub fn inbound_gate_data(r: &Received<'_>) -> Value {
         "header_from": r.header_from,
         "envelope_from": r.envelope_from,
         "authentication": r.authentication,
-        "delivered_to": r.agent_email,
+        "delivered_to": r.delivered_to,
         "subject": r.subject,
     })
 }

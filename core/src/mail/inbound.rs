@@ -47,6 +47,59 @@ pub struct Prepared {
     pub parsed: Parsed,
     /// Why the message looks automatic, if it does ([`crate::mail::loops`]).
     pub auto_class: Option<crate::vocab::AutoClass>,
+    /// Postfix's `recipient_delimiter`, by which `bot+tag@…` is agent `bot@…`'s mail:
+    /// [`DEFAULT_DELIMITER`] unless the caller sets the deployment's.
+    pub recipient_delimiter: String,
+}
+
+/// Postfix's usual `recipient_delimiter`.
+pub const DEFAULT_DELIMITER: &str = "+";
+
+/// The live agent `recipient` reaches: the one with exactly that address, else, for an
+/// address with an extension (`delimiter`), the one without it. The milter's RCPT check and
+/// the socketmap apply the same rule.
+pub async fn recipient_agent(
+    store: &dyn Store,
+    recipient: &str,
+    delimiter: &str,
+) -> Result<Option<Agent>, StoreError> {
+    let Some(email) = ids::AgentEmail::parse(recipient) else { return Ok(None) };
+    if let Some(agent) = store.find_live_agent(email.as_str()).await? {
+        return Ok(Some(agent));
+    }
+    match email.split_extension(delimiter) {
+        Some((base, _)) => store.find_live_agent(base.as_str()).await,
+        None => Ok(None),
+    }
+}
+
+/// The extension of `delivered_to` when it is not the agent's own address (`signup` of
+/// `bot+signup@…` for agent `bot@…`).
+pub fn address_tag(delivered_to: &str, agent_email: &str) -> Option<String> {
+    if delivered_to.eq_ignore_ascii_case(agent_email) {
+        return None;
+    }
+    let (local, domain) = delivered_to.rsplit_once('@')?;
+    let (agent_local, agent_domain) = agent_email.rsplit_once('@')?;
+    let rest = local.get(agent_local.len()..).filter(|_| {
+        domain.eq_ignore_ascii_case(agent_domain)
+            && local[..agent_local.len()].eq_ignore_ascii_case(agent_local)
+    })?;
+    let mut chars = rest.chars();
+    chars.next()?;
+    Some(chars.as_str().to_owned())
+}
+
+/// The system label of an address tag: `e2a:tag:<tag>`, the tag lowercased with anything but
+/// `a-z 0-9 _ -` turned into `-` and cut to fit a label.
+pub fn tag_label(tag: &str) -> String {
+    let clean: String = tag
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '-' })
+        .take(56)
+        .collect();
+    format!("e2a:tag:{clean}")
 }
 
 impl Prepared {
@@ -248,6 +301,7 @@ pub fn prepare(
         envelope_from: Some(envelope_from.to_owned()).filter(|e| !e.is_empty()),
         postfix_queue_id: postfix_queue_id(&raw),
         auto_class: crate::mail::loops::classify(&raw, envelope_from),
+        recipient_delimiter: DEFAULT_DELIMITER.to_owned(),
         parsed,
         raw,
     }
@@ -279,12 +333,9 @@ pub async fn store_for(
     recipient: &str,
     now: Timestamp,
 ) -> Result<Delivered, IngestError> {
-    let email =
-        ids::AgentEmail::parse(recipient).ok_or_else(|| IngestError::UnknownAgent(recipient.to_owned()))?;
-    let agent = store
-        .find_live_agent(email.as_str())
+    let agent = recipient_agent(store, recipient, &p.recipient_delimiter)
         .await?
-        .ok_or_else(|| IngestError::UnknownAgent(email.to_string()))?;
+        .ok_or_else(|| IngestError::UnknownAgent(recipient.to_ascii_lowercase()))?;
     // The set as it holds for this copy: none when unsigned or made for other recipients.
     let claims = p.claims_for(recipient);
     // Mail is our agents' own only when the milter signed it as agent mail, which it does
@@ -340,9 +391,11 @@ pub fn filed(
     let source_id = p.source_for(recipient);
     let id = message_id_for(source_id, &agent.email);
     let auth_json = authentication.as_ref().and_then(|a| serde_json::to_value(a).ok());
+    let delivered_to = recipient.to_ascii_lowercase();
     let received = Received {
         message_id: &id,
         agent_email: &agent.email,
+        delivered_to: &delivered_to,
         header_from: p.parsed.header_from.as_deref(),
         envelope_from: p.envelope_from.as_deref(),
         verified_domain: verified_domain.as_deref(),
@@ -409,7 +462,8 @@ pub fn filed(
         to: p.parsed.to.clone(),
         cc: p.parsed.cc.clone(),
         reply_to: p.parsed.reply_to.clone(),
-        delivered_to: agent.email.clone(),
+        // The address the mail was sent to, extension and all (`bot+signup@…`).
+        delivered_to: delivered_to.clone(),
         subject: p.parsed.subject.clone(),
         rfc_message_id: p.parsed.rfc_message_id.clone(),
         in_reply_to: p.parsed.in_reply_to.clone(),
@@ -424,7 +478,12 @@ pub fn filed(
         review_status,
         flag_reason,
         hold,
-        labels: p.auto_class.map(crate::mail::loops::label).into_iter().collect(),
+        labels: p
+            .auto_class
+            .map(crate::mail::loops::label)
+            .into_iter()
+            .chain(address_tag(recipient, &agent.email).map(|t| tag_label(&t)))
+            .collect(),
     };
     (msg, events)
 }

@@ -190,6 +190,7 @@ async fn received_from_row(store: &dyn Store, m: &Message) -> Result<Value, Stor
     Ok(Received {
         message_id: &m.id,
         agent_email: &m.agent_email,
+        delivered_to: &m.delivered_to,
         header_from: m.header_from.as_deref(),
         envelope_from: m.envelope_from.as_deref(),
         verified_domain: m.verified_domain.as_deref(),

@@ -70,6 +70,7 @@ impl AgentStore for SqlStore {
         tx.commit().await?;
         let existing = self.agent_by_email(&new.email).await?.ok_or(StoreError::NotFound)?;
         if inserted {
+            self.directory_changed().await;
             return Ok(existing);
         }
         if existing.account_id == new.account_id && existing.deleted_at.is_some() {
@@ -127,7 +128,11 @@ impl AgentStore for SqlStore {
         .bind(now.as_micros())
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let trashed = done.rows_affected() == 1;
+        if trashed {
+            self.directory_changed().await;
+        }
+        Ok(trashed)
     }
 
     async fn purge_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<u64>> {
@@ -167,6 +172,7 @@ impl AgentStore for SqlStore {
             return Ok(None);
         }
         tx.commit().await?;
+        self.directory_changed().await;
         Ok(Some(messages))
     }
 
@@ -197,6 +203,7 @@ impl AgentStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.directory_changed().await;
         self.get_agent(account, email).await
     }
 }

@@ -107,7 +107,11 @@ impl DomainStore for SqlStore {
         .bind(held.created_at.as_micros())
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let changed = done.rows_affected() == 1;
+        if changed {
+            self.directory_changed().await;
+        }
+        Ok(changed)
     }
 
     async fn expire_unverified_domains(&self, before: Timestamp) -> StoreResult<u64> {
@@ -157,7 +161,11 @@ impl DomainStore for SqlStore {
         .bind(check.checked_at.as_micros())
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let changed = done.rows_affected() == 1;
+        if changed {
+            self.directory_changed().await;
+        }
+        Ok(changed)
     }
 
     async fn is_agent_domain(&self, domain: &str) -> StoreResult<bool> {
@@ -183,7 +191,11 @@ impl DomainStore for SqlStore {
         .bind(now.as_micros())
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let changed = done.rows_affected() == 1;
+        if changed {
+            self.directory_changed().await;
+        }
+        Ok(changed)
     }
 
     async fn delete_domain(&self, account: &AccountId, name: &str) -> StoreResult<bool> {
@@ -217,6 +229,7 @@ impl DomainStore for SqlStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.directory_changed().await;
         Ok(done.rows_affected() == 1)
     }
 }

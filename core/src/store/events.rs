@@ -153,6 +153,22 @@ fn event(row: &AnyRow) -> StoreResult<StoredEvent> {
 impl SqlStore {
     /// On PostgreSQL, queues `msg` for the other replicas; it is sent when `conn`'s
     /// transaction commits. Nothing to do on SQLite, whose writers share one process.
+    /// Tells every replica (and this process) that agents or agent domains changed, after
+    /// the change committed. A lost notification costs a cache its TTL, never correctness.
+    pub(super) async fn directory_changed(&self) {
+        let msg = BusMessage::Directory;
+        if self.backend == Backend::Postgres
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(crate::bus::CHANNEL)
+                .bind(self.bus.wire(&msg))
+                .execute(&self.pool)
+                .await
+        {
+            tracing::warn!(error = %e, "cannot announce a directory change to other replicas");
+        }
+        self.bus.publish(msg);
+    }
+
     pub(super) async fn notify_in_tx(
         &self,
         conn: &mut sqlx::AnyConnection,

@@ -28,6 +28,7 @@ pub fn config(dns: Option<SocketAddr>, dns_timeout: Duration) -> MilterConfig {
         dns_server: dns,
         dns_timeout,
         shared_domain: SHARED_DOMAIN.into(),
+        recipient_delimiter: "+".into(),
         max_message_bytes: 1 << 20,
         max_header_fields: 1000,
         max_connections: 16,

@@ -57,15 +57,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `postagent ARGS`. A `serve` that names no milter or LMTP listener gets both on
-    /// 127.0.0.1:0, so tests never fight over the default ports.
+    /// Starts `postagent ARGS`. A `serve` that names no milter, LMTP or socketmap listener
+    /// gets each on 127.0.0.1:0 (a `milter` its socketmap), so tests never fight over the
+    /// default ports.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
         let mut args: Vec<&str> = args.to_vec();
-        if args.first() == Some(&"serve") {
-            for flag in ["--milter-listen", "--lmtp-listen"] {
-                if !args.contains(&flag) {
-                    args.extend([flag, "127.0.0.1:0"]);
-                }
+        let defaults: &[&str] = match args.first() {
+            Some(&"serve") => &["--milter-listen", "--lmtp-listen", "--socketmap-listen"],
+            Some(&"milter") => &["--socketmap-listen"],
+            _ => &[],
+        };
+        for flag in defaults {
+            if !args.contains(flag) {
+                args.extend([*flag, "127.0.0.1:0"]);
             }
         }
         let mut child =

@@ -142,6 +142,7 @@ pub fn loopback_twin(
         parsed: inbound::parse(raw),
         // The agent's own note to itself is not automatic mail.
         auto_class: None,
+        recipient_delimiter: inbound::DEFAULT_DELIMITER.to_owned(),
     };
     let (msg, mut events) = inbound::filed(
         agent,
