@@ -4,7 +4,8 @@
 //! Checked: the configuration, the database (and its migrations, run on open), the secret
 //! file's permissions, postagent's sockets (present, a socket, group and mode, accepting
 //! connections), Postfix's settings (`postconf`: the milter, `milter_default_action`, each
-//! agent domain in `relay_domains` and `transport_maps` via `postmap -q`, the originating
+//! agent domain in `relay_domains` and `transport_maps` and a sample of agents in
+//! `relay_recipient_maps`, each through `postmap -q`, so through the socketmap; the originating
 //! listener), the DNS resolver and each agent domain's MX, and with `--send-test` a message
 //! through Postfix all the way into the store.
 
@@ -60,8 +61,12 @@ fn postconf(dir: Option<&Path>, args: &[&str]) -> Option<String> {
     crate::postfix::postconf(dir, args).ok()
 }
 
-fn postmap_q(dir: Option<&Path>, key: &str, table: &str) -> Option<String> {
+/// `postmap -q KEY TABLE`, run in the queue directory: a socketmap's relative unix path
+/// (`socketmap:unix:postagent/socketmap.sock:…`, as chrooted daemons see it) resolves there
+/// as it does for Postfix's daemons.
+fn postmap_q(dir: Option<&Path>, queue_dir: &str, key: &str, table: &str) -> Option<String> {
     let mut cmd = Command::new("/usr/sbin/postmap");
+    cmd.current_dir(queue_dir);
     if let Some(d) = dir {
         cmd.arg("-c").arg(d);
     }
@@ -153,7 +158,10 @@ fn endpoint(listen: &Option<ListenAddr>, queue_dir: &str) -> Option<String> {
     listen.as_ref().map(|a| crate::postfix::endpoint(a, queue_dir))
 }
 
-fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &[String]) {
+/// Agents looked up in `relay_recipient_maps`.
+const SAMPLE_AGENTS: usize = 5;
+
+fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &[String], agents: &[String]) {
     let Some(queue_dir) = postconf(dir, &["-h", "queue_directory"]) else {
         r.fail(
             "postconf does not answer",
@@ -179,7 +187,11 @@ fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &
         ),
         None => {}
     }
-    let lmtp = endpoint(&config.lmtp_listen, &queue_dir).map(|e| format!("lmtp:{e}")).unwrap_or_default();
+    let lmtp = if config.lmtp_transport.is_empty() {
+        endpoint(&config.lmtp_listen, &queue_dir).map(|e| format!("lmtp:{e}")).unwrap_or_default()
+    } else {
+        config.lmtp_transport.clone()
+    };
     let tables = |key: &str| -> Vec<String> {
         postconf(dir, &["-h", key])
             .unwrap_or_default()
@@ -191,18 +203,33 @@ fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &
     let (transports, relays) = (tables("transport_maps"), tables("relay_domains"));
     let relay_list = postconf(dir, &["-h", "relay_domains"]).unwrap_or_default();
     for d in domains {
-        let routed = transports.iter().find_map(|t| postmap_q(dir, d, t));
+        let routed = transports.iter().find_map(|t| postmap_q(dir, &queue_dir, d, t));
         match routed {
             Some(hop) if hop == lmtp => r.ok(&format!("{d} is routed to {hop}")),
             Some(hop) => r.fail(&format!("{d} is routed to {hop}, not {lmtp}"), setup),
             None => r.fail(&format!("{d} has no transport_maps entry"), setup),
         }
         let relayed = relay_list.split([',', ' ']).any(|x| x == d)
-            || relays.iter().any(|t| postmap_q(dir, d, t).is_some());
+            || relays.iter().any(|t| postmap_q(dir, &queue_dir, d, t).is_some());
         if relayed {
             r.ok(&format!("{d} is in relay_domains"));
         } else {
             r.fail(&format!("{d} is not in relay_domains: Postfix refuses its mail"), setup);
+        }
+    }
+    // Postfix itself refuses unknown agents only when it can look them up.
+    let recipients = tables("relay_recipient_maps");
+    for a in agents {
+        match recipients.iter().find_map(|t| postmap_q(dir, &queue_dir, a, t)) {
+            Some(_) => r.ok(&format!("{a} is in relay_recipient_maps")),
+            None if recipients.is_empty() => r.warn(
+                "relay_recipient_maps is empty: Postfix accepts mail for agents that do not exist and only the milter refuses it",
+                setup,
+            ),
+            None => r.fail(&format!("{a} is not in relay_recipient_maps: Postfix refuses its mail"), setup),
+        }
+        if recipients.is_empty() {
+            break;
         }
     }
     let non_smtpd = postconf(dir, &["-h", "non_smtpd_milters"]).unwrap_or_default();
@@ -360,16 +387,20 @@ pub async fn run(config: Config, file: Option<PathBuf>, args: DoctorArgs) -> any
     let store: &dyn Store = shared.store.as_ref();
     r.ok(&format!("database reachable, migrations applied ({})", store.backend_name()));
     let domains = postagent_core::service::agent_domains(store, &config.shared_domain).await?;
-    let mut first_agent = None;
+    // A few agents of each account (at most SAMPLE_AGENTS in all) for the recipient map.
+    let mut sample = Vec::new();
     for account in store.list_accounts().await? {
-        let all = PageQuery { after: None, limit: u32::MAX - 1 };
-        if first_agent.is_none() {
-            first_agent =
-                store.list_agents(&account.id, false, &all).await?.into_iter().next().map(|a| a.email);
+        if sample.len() >= SAMPLE_AGENTS {
+            break;
         }
+        let page = PageQuery { after: None, limit: 2 };
+        sample.extend(store.list_agents(&account.id, false, &page).await?.into_iter().map(|a| a.email));
     }
+    sample.truncate(SAMPLE_AGENTS);
+    let first_agent = sample.first().cloned();
     for (role, listen) in [
         ("milter", config.milter_listen.as_ref()),
+        ("socketmap", config.socketmap_listen.as_ref()),
         ("LMTP", config.lmtp_listen.as_ref()),
         ("API", Some(&config.api_listen)),
     ] {
@@ -380,12 +411,13 @@ pub async fn run(config: Config, file: Option<PathBuf>, args: DoctorArgs) -> any
     for (role, listen, peers, key) in [
         ("milter", &config.milter_listen, &config.milter_peers, "milter_peers"),
         ("LMTP", &config.lmtp_listen, &config.lmtp_peers, "lmtp_peers"),
+        ("socketmap", &config.socketmap_listen, &config.socketmap_peers, "socketmap_peers"),
     ] {
         if let Some(ListenAddr::Tcp(addr)) = listen {
             check_peers(&mut r, role, addr, peers, key);
         }
     }
-    check_postfix(&mut r, &config, args.postfix_config_dir.as_deref(), &domains);
+    check_postfix(&mut r, &config, args.postfix_config_dir.as_deref(), &domains, &sample);
     check_dns(&mut r, &config, &domains).await;
     if args.send_test {
         match args.agent.or(first_agent) {

@@ -8,8 +8,12 @@
 //!   into a locally submitted message is replaced, never delivered;
 //! - `milter_default_action`, `milter_protocol` and the milter timeouts as
 //!   `postfix-conf/main.cf.fragment` explains them;
-//! - `relay_domains` and `transport_maps` gain one table, `postagent_domains` in the config
-//!   directory (`texthash:`, no postmap), mapping every agent domain to postagent's LMTP;
+//! - `relay_domains`, `transport_maps` and `relay_recipient_maps` gain postagent's socketmap
+//!   tables (`domains`, `transport`, `recipients`): Postfix asks postagent, which answers from
+//!   the store, so domains and agents created later need no new setup run and no reload. An
+//!   instance whose `relay_recipient_maps` was empty gets `recipients-or-foreign`, which
+//!   keeps accepting every recipient of its other relay domains. The `texthash:` table of
+//!   earlier versions (`postagent_domains`) is taken out and its file deleted;
 //! - `master.cf` gains the originating listener at `submission_relay`: a `unix` service in
 //!   `$queue_directory/public/` (only root, postfix and the postdrop group can connect: the
 //!   shipped choice) or a loopback `inet` one.
@@ -17,17 +21,15 @@
 //! The values it replaces are saved in `postagent.previous` beside main.cf, and remove puts
 //! them back, so setup followed by remove leaves the instance as it was.
 
-use crate::serve::open_shared;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use postagent_core::Config;
 use postagent_core::config::ListenAddr;
-use postagent_core::store::Store;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const POSTCONF: &str = "/usr/sbin/postconf";
+/// The `texthash:` table earlier versions wrote; setup migrates it away.
 const DOMAINS_FILE: &str = "postagent_domains";
 const PREVIOUS_FILE: &str = "postagent.previous";
 /// Settings setup owns outright (their earlier values are saved and restored).
@@ -98,8 +100,10 @@ struct Plan {
     service_options: Vec<String>,
     service_present: bool,
     service_key: String,
-    domains_file: PathBuf,
-    domains: String,
+    /// An earlier version's `texthash:` table, to delete once main.cf no longer names it.
+    old_domains_file: PathBuf,
+    /// What the operator should know (a differing `recipient_delimiter`, …).
+    notes: Vec<String>,
 }
 
 /// The originating listener as `master.cf` names it: its `service/type` key and the service
@@ -136,25 +140,35 @@ pub(crate) fn originating(config: &Config, queue_dir: &str) -> anyhow::Result<Or
     }
 }
 
-async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
+fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
     let queue_dir = postconf(dir, &["-h", "queue_directory"])?;
-    let (Some(milter), Some(lmtp)) = (&config.milter_listen, &config.lmtp_listen) else {
-        bail!("milter_listen and lmtp_listen must be set: Postfix needs both");
+    let (Some(milter), Some(lmtp), Some(maps)) =
+        (&config.milter_listen, &config.lmtp_listen, &config.socketmap_listen)
+    else {
+        bail!("milter_listen, lmtp_listen and socketmap_listen must be set: Postfix needs all three");
     };
     let milter = endpoint(milter, &queue_dir);
-    let lmtp = format!("lmtp:{}", endpoint(lmtp, &queue_dir));
-    let domains_file = config_dir.join(DOMAINS_FILE);
-    let table = format!("texthash:{}", domains_file.display());
-
-    let shared = open_shared(config).await?;
-    let store: &dyn Store = shared.store.as_ref();
-    let domains = postagent_core::service::agent_domains(store, &config.shared_domain).await?;
-    shared.store.close().await;
-    let mut text =
-        String::from("# Written by `postagent postfix setup`: agent domains, relayed to postagent's LMTP.\n");
-    for d in &domains {
-        text.push_str(&format!("{d}\t{lmtp}\n"));
+    let maps = endpoint(maps, &queue_dir);
+    let table = |name: &str| format!("socketmap:{maps}:{name}");
+    let old_domains_file = config_dir.join(DOMAINS_FILE);
+    let old_table = format!("texthash:{}", old_domains_file.display());
+    let mut notes = Vec::new();
+    let hop = format!("lmtp:{}", endpoint(lmtp, &queue_dir));
+    if config.lmtp_transport() != hop {
+        notes.push(format!(
+            "postagent's transport map answers {:?}; this instance reaches its LMTP as {hop:?}: set lmtp_transport = \"{hop}\"",
+            config.lmtp_transport()
+        ));
+    }
+    // Postfix's empty default leaves extensions to postagent (its maps strip them for agent
+    // domains); a delimiter Postfix does use must be postagent's too.
+    let delimiter = postconf(dir, &["-h", "recipient_delimiter"])?;
+    if !delimiter.is_empty() && delimiter != config.recipient_delimiter {
+        notes.push(format!(
+            "Postfix's recipient_delimiter is {delimiter:?}, postagent's {:?}: set recipient_delimiter = \"{delimiter}\" in postagent's configuration so both read extensions alike",
+            config.recipient_delimiter
+        ));
     }
 
     let mut main = Vec::new();
@@ -163,7 +177,8 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         // {2} ? …}`): extend what it means now, not its text.
         let explicit = postconf(dir, &["-n", "-h", key])?;
         let now = if explicit.is_empty() { postconf(dir, &["-x", "-h", key])? } else { explicit };
-        let mut items = list(&now);
+        // An earlier version's table goes; the socketmap replaces it.
+        let mut items: Vec<String> = list(&now).into_iter().filter(|i| *i != old_table).collect();
         if !items.iter().any(|i| i == item) {
             items.push(item.to_owned());
         }
@@ -172,8 +187,19 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     };
     add_to_list("smtpd_milters", &milter)?;
     add_to_list("non_smtpd_milters", &milter)?;
-    add_to_list("relay_domains", &table)?;
-    add_to_list("transport_maps", &table)?;
+    add_to_list("relay_domains", &table("domains"))?;
+    add_to_list("transport_maps", &table("transport"))?;
+    // With relay_recipient_maps empty, Postfix accepts any recipient of a relay domain: the
+    // permissive map keeps that for the instance's other relay domains (postagent's own
+    // recipients are checked either way).
+    let recipients = postconf(dir, &["-h", "relay_recipient_maps"])?;
+    let ours = [table("recipients"), table("recipients-or-foreign")];
+    let recipient_map = match list(&recipients).into_iter().find(|i| ours.contains(i)) {
+        Some(already) => already,
+        None if list(&recipients).is_empty() => table("recipients-or-foreign"),
+        None => table("recipients"),
+    };
+    add_to_list("relay_recipient_maps", &recipient_map)?;
     for (key, value) in OWNED {
         main.push(Change {
             key: (*key).to_owned(),
@@ -214,8 +240,8 @@ async fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         service: format!("{service}={} {} n - {chroot} - - smtpd", o.name, o.kind),
         service_options,
         service_key: service.clone(),
-        domains_file,
-        domains: text,
+        old_domains_file,
+        notes,
     })
 }
 
@@ -231,10 +257,11 @@ pub async fn run(config: Config, cmd: PostfixCommand) -> anyhow::Result<()> {
 }
 
 async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
-    let p = plan(config, dir).await?;
+    let p = plan(config, dir)?;
     let c = dash_c(dir);
-    println!("# {}: {} agent domain(s)", p.domains_file.display(), p.domains.lines().count() - 1);
-    print!("{}", p.domains.lines().skip(1).map(|l| format!("#   {l}\n")).collect::<String>());
+    for note in &p.notes {
+        println!("# note: {note}");
+    }
     for ch in &p.main {
         if ch.now == ch.want {
             println!("# {} is already {:?}", ch.key, ch.want);
@@ -260,32 +287,37 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
             config.submission_relay
         );
     }
-    if !previous_path.exists() {
-        // Only what main.cf set explicitly is restored as a value; a default is restored by
-        // removing the line again.
-        let mut before: BTreeMap<&str, Option<String>> = BTreeMap::new();
-        for ch in &p.main {
+    // The first setup's "before" is what remove restores. A later setup (a new version adding
+    // a parameter, or replacing the texthash table) adds what it newly touches, and records
+    // the items it owns now, so remove takes out exactly those.
+    let mut saved: serde_json::Value = match std::fs::read_to_string(&previous_path) {
+        Ok(text) => serde_json::from_str(&text).context("postagent.previous is not JSON")?,
+        Err(_) => serde_json::json!({"main": {}, "items": {}, "service": p.service_key}),
+    };
+    for ch in &p.main {
+        if saved["main"].get(&ch.key).is_none() {
+            // Only what main.cf set explicitly is restored as a value; a default is restored
+            // by removing the line again.
             let explicit = postconf(dir, &["-n", &ch.key])?;
-            before.insert(ch.key.as_str(), (!explicit.is_empty()).then(|| ch.now.clone()));
+            saved["main"][&ch.key] = serde_json::json!((!explicit.is_empty()).then(|| ch.now.clone()));
         }
-        let items: BTreeMap<&str, &str> =
-            p.main.iter().filter_map(|ch| ch.item.as_deref().map(|i| (ch.key.as_str(), i))).collect();
-        let saved = serde_json::json!({
-            "main": before,
-            "items": items,
-            "service": p.service_key,
-        });
-        std::fs::write(&previous_path, saved.to_string())
-            .with_context(|| format!("cannot write {}", previous_path.display()))?;
+        if let Some(item) = &ch.item {
+            saved["items"][&ch.key] = serde_json::json!(item);
+        }
     }
-    std::fs::write(&p.domains_file, &p.domains)
-        .with_context(|| format!("cannot write {}", p.domains_file.display()))?;
+    std::fs::write(&previous_path, saved.to_string())
+        .with_context(|| format!("cannot write {}", previous_path.display()))?;
     for ch in p.main.iter().filter(|ch| ch.now != ch.want) {
         postconf(dir, &["-e", &format!("{} = {}", ch.key, ch.want)])?;
     }
     postconf(dir, &["-M", &p.service])?;
     for o in &p.service_options {
         postconf(dir, &["-P", o])?;
+    }
+    if p.old_domains_file.exists() {
+        std::fs::remove_file(&p.old_domains_file)
+            .with_context(|| format!("cannot remove {}", p.old_domains_file.display()))?;
+        println!("# Removed {}: Postfix now asks postagent.", p.old_domains_file.display());
     }
     println!("# Applied. Run `postfix{c} reload` (or `systemctl reload postfix`) to load it.");
     Ok(())
@@ -328,7 +360,9 @@ fn remove(dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
     if let Some(s) = &relay_service {
         println!("postconf{c} -MX '{s}'");
     }
-    println!("rm {}", config_dir.join(DOMAINS_FILE).display());
+    if config_dir.join(DOMAINS_FILE).exists() {
+        println!("rm {}", config_dir.join(DOMAINS_FILE).display());
+    }
     println!("postfix{c} reload");
     if !apply {
         println!("# Nothing changed. Re-run with --apply to make these changes.");

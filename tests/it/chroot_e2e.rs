@@ -44,6 +44,7 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
     let key = seed(&db, &["bot@agents.test", "peer@agents.test"]).await;
     let milter = format!("unix:{}/postagent/milter.sock", spool.display());
     let lmtp = format!("unix:{}/postagent/lmtp.sock", spool.display());
+    let maps = format!("unix:{}/postagent/socketmap.sock", spool.display());
     let relay = format!("unix:{}/public/postagent-submit", spool.display());
     let dns = zone.dns().addr().to_string();
     let flags = [
@@ -55,6 +56,12 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
         milter.as_str(),
         "--lmtp-listen",
         lmtp.as_str(),
+        "--socketmap-listen",
+        maps.as_str(),
+        // This instance's queue directory is not /var/spool/postfix: name the LMTP socket
+        // as the chrooted lmtp client sees it (setup says so when it differs).
+        "--lmtp-transport",
+        "lmtp:unix:postagent/lmtp.sock",
         "--submission-relay",
         relay.as_str(),
         "--dns-server",
@@ -76,7 +83,11 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
         args.extend(&serve);
         Server::start(data.path(), &args)
     };
-    for sock in [spool.join("postagent/milter.sock"), spool.join("postagent/lmtp.sock")] {
+    for sock in [
+        spool.join("postagent/milter.sock"),
+        spool.join("postagent/lmtp.sock"),
+        spool.join("postagent/socketmap.sock"),
+    ] {
         let meta = std::fs::metadata(&sock).expect("socket exists");
         assert!(meta.file_type().is_socket(), "{}", sock.display());
         assert_eq!(meta.permissions().mode() & 0o777, 0o660, "{}", sock.display());
@@ -98,10 +109,19 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
     let out = run(data.path(), &args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(pf.postconf(&["-h", "smtpd_milters"]).expect("milters").trim(), "unix:postagent/milter.sock");
-    let table = format!("texthash:{dir}/postagent_domains");
-    let hop = std::fs::read_to_string(format!("{dir}/postagent_domains")).expect("table");
-    assert!(hop.contains(&format!("{AGENT_DOMAIN}\tlmtp:unix:postagent/lmtp.sock")), "{hop}");
-    assert!(pf.postconf(&["-h", "transport_maps"]).expect("maps").contains(&table));
+    // Postfix asks postagent's socketmap, named as the chrooted daemons see it.
+    let out_text = text(&out.stdout);
+    assert!(!out_text.contains("# note:"), "nothing to adjust: {out_text}");
+    for (key, map) in [
+        ("relay_domains", "domains"),
+        ("transport_maps", "transport"),
+        ("relay_recipient_maps", "recipients-or-foreign"),
+    ] {
+        assert_eq!(
+            pf.postconf(&["-h", key]).expect(key).trim(),
+            format!("socketmap:unix:postagent/socketmap.sock:{map}")
+        );
+    }
     let service = pf.postconf(&["-M", "postagent-submit/unix"]).expect("-M");
     assert!(
         service.starts_with("postagent-submit unix n")
@@ -115,9 +135,10 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
         .await
         .expect("the originating socket");
 
-    deliver_through(&pf, "bot@agents.test", "through the chroot").await;
+    deliver_through(&pf, "bot+chroot@agents.test", "through the chroot").await;
     let inbox = inbox_at(&server.addr, &key, "bot@agents.test").await;
     assert_eq!(inbox["items"][0]["subject"], "through the chroot");
+    assert_eq!(inbox["items"][0]["delivered_to"], "bot+chroot@agents.test", "plus-addressed: {inbox}");
     assert_eq!(inbox["items"][0]["verified_domain"], SENDER_DOMAIN, "the chrooted smtpd reached the milter");
 
     // Out through the unix originating listener and back in: our agent's mail, proven by the

@@ -24,10 +24,14 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     let data = tempfile::tempdir().expect("tempdir");
     let db = format!("sqlite://{}", data.path().join("postagent.db").display());
     let key = seed(&db, &["bot@agents.test"]).await;
-    let (milter, lmtp, originating) =
-        (free_port().expect("p"), free_port().expect("p"), free_port().expect("p"));
-    let (m, l, o) =
-        (format!("127.0.0.1:{milter}"), format!("127.0.0.1:{lmtp}"), format!("127.0.0.1:{originating}"));
+    let (milter, lmtp, originating, maps) =
+        (free_port().expect("p"), free_port().expect("p"), free_port().expect("p"), free_port().expect("p"));
+    let (m, l, o, s) = (
+        format!("127.0.0.1:{milter}"),
+        format!("127.0.0.1:{lmtp}"),
+        format!("127.0.0.1:{originating}"),
+        format!("127.0.0.1:{maps}"),
+    );
     let dir = pf.config_dir().display().to_string();
     let flags = [
         "--database-url",
@@ -38,6 +42,8 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
         m.as_str(),
         "--lmtp-listen",
         l.as_str(),
+        "--socketmap-listen",
+        s.as_str(),
         "--submission-relay",
         o.as_str(),
     ];
@@ -81,8 +87,12 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     assert!(report.contains("FAIL  agents.test has no transport_maps entry"), "{report}");
     let plan = setup(false);
     assert!(plan.contains(&format!("postconf -c {dir} -e 'smtpd_milters = inet:{m}'")), "{plan}");
-    assert!(plan.contains("transport_maps = texthash:") && plan.contains("ORIGINATING"), "{plan}");
-    assert!(plan.contains(&format!("#   {AGENT_DOMAIN}\tlmtp:inet:{l}")), "{plan}");
+    assert!(plan.contains(&format!("transport_maps = socketmap:inet:{s}:transport")), "{plan}");
+    assert!(
+        plan.contains(&format!("relay_recipient_maps = socketmap:inet:{s}:recipients-or-foreign")),
+        "{plan}"
+    );
+    assert!(plan.contains("ORIGINATING"), "{plan}");
     assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), before, "printing changes nothing");
 
     setup(true);
@@ -95,7 +105,7 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     assert_eq!(pf.postconf(&["-h", "milter_default_action"]).expect("action").trim(), "tempfail");
     assert_eq!(
         pf.postconf(&["-h", "relay_domains"]).expect("relay_domains").trim(),
-        format!("texthash:{dir}/postagent_domains")
+        format!("socketmap:inet:{s}:domains")
     );
     let service = pf.postconf(&["-M", &format!("{o}/inet")]).expect("service");
     assert!(service.contains("milter_macro_daemon_name=ORIGINATING"), "{service}");
@@ -125,13 +135,15 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     for line in [
         "ok    smtpd_milters includes",
         "ok    agents.test is routed to lmtp:inet:",
+        "ok    bot@agents.test is in relay_recipient_maps",
         "ok    agents.test MX points at",
         "ok    non_smtpd_milters includes",
         "ok    originating listener",
         "ok    test message through Postfix stored for bot@agents.test",
         "WARN  milter listens on loopback TCP",
         "WARN  LMTP listens on loopback TCP",
-        "0 failed, 2 warnings",
+        "WARN  socketmap listens on loopback TCP",
+        "0 failed, 3 warnings",
     ] {
         assert!(report.contains(line), "{line:?} missing:\n{report}");
     }
@@ -159,4 +171,76 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// An instance set up by an earlier version (the agent domains in a `texthash:` table that
+/// Postfix read only at start): setup replaces the table with the socketmap, deletes the file,
+/// and remove still restores the instance exactly as it was before the first setup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_migrates_the_texthash_table_of_earlier_versions() {
+    if !require_postfix() {
+        return;
+    }
+    let pf = tokio::task::spawn_blocking(|| PostfixBuilder::new().main_cf("myhostname", HOSTNAME).start())
+        .await
+        .expect("join")
+        .expect("postfix");
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = pf.config_dir().display().to_string();
+    let before = pf.postconf(&["-n"]).expect("postconf -n");
+    let s = format!("127.0.0.1:{}", free_port().expect("p"));
+    let o = format!("127.0.0.1:{}", free_port().expect("p"));
+    let db = format!("sqlite://{}", data.path().join("never-created.db").display());
+    let setup = || {
+        let args = [
+            "postfix",
+            "setup",
+            "--apply",
+            "--config-dir",
+            &dir,
+            "--socketmap-listen",
+            &s,
+            "--submission-relay",
+            &o,
+            "--database-url",
+            &db,
+        ];
+        let out = run(data.path(), &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    setup();
+    // What the earlier version left: the table, main.cf naming it, and its saved "before".
+    let table = format!("texthash:{dir}/postagent_domains");
+    std::fs::write(format!("{dir}/postagent_domains"), "agents.test\tlmtp:inet:127.0.0.1:2424\n")
+        .expect("table");
+    pf.postconf(&["-e", &format!("relay_domains = {table}")]).expect("-e");
+    pf.postconf(&["-e", &format!("transport_maps = {table}")]).expect("-e");
+    pf.postconf(&["-X", "relay_recipient_maps"]).expect("-X");
+    let previous = format!("{dir}/postagent.previous");
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&previous).expect("previous")).expect("json");
+    saved["items"]["relay_domains"] = table.clone().into();
+    saved["items"]["transport_maps"] = table.clone().into();
+    saved["main"].as_object_mut().expect("main").remove("relay_recipient_maps");
+    saved["items"].as_object_mut().expect("items").remove("relay_recipient_maps");
+    std::fs::write(&previous, saved.to_string()).expect("previous");
+
+    let out = setup();
+    assert!(out.contains("Removed") && out.contains("postagent_domains"), "{out}");
+    assert!(!std::path::Path::new(&format!("{dir}/postagent_domains")).exists(), "the table file is gone");
+    assert_eq!(
+        pf.postconf(&["-h", "relay_domains"]).expect("-h").trim(),
+        format!("socketmap:inet:{s}:domains")
+    );
+    assert_eq!(
+        pf.postconf(&["-h", "transport_maps"]).expect("-h").trim(),
+        format!("socketmap:inet:{s}:transport")
+    );
+    assert!(pf.postconf(&["-h", "relay_recipient_maps"]).expect("-h").contains(":recipients-or-foreign"));
+    assert!(!data.path().join("never-created.db").exists(), "setup never creates a database");
+
+    let out = run(data.path(), &["postfix", "remove", "--apply", "--config-dir", dir.as_str()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pf.postconf(&["-n"]).expect("postconf -n"), before, "remove restores the instance");
 }
