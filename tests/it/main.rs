@@ -23,6 +23,7 @@ mod openapi;
 mod operator;
 mod outbound;
 mod outbound_e2e;
+mod postfix_maps_e2e;
 mod postfix_setup;
 mod rate_limits;
 mod reviews;
