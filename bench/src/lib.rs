@@ -7,7 +7,14 @@
 //!   server; no milter. This is the ceiling of the machine.
 //! - **(b) postagent**: the postagent milter on `smtpd_milters` (SPF, DMARC, signed headers)
 //!   and postagent's LMTP server storing every message in SQLite, both from one
-//!   `postagent serve` (a release build), logging at `info` as in production.
+//!   `postagent serve` (a release build), logging at `info` as in production; the agent
+//!   domain in static tables.
+//! - **(c) postagent with maps**: (b), with `relay_domains`, `transport_maps` and
+//!   `relay_recipient_maps` asked of postagent's socketmap, as `postfix setup` configures it.
+//!   (c) against (b) is what the live tables cost per message.
+//!
+//! Then the socketmap's lookup latency on its own: `postmap -q` in a loop (a process per
+//! lookup, as an operator checks by hand) and a connection kept open as Postfix keeps it.
 //!
 //! Throughput is end to end: from the first connection until Postfix's queue is empty (and,
 //! for (b), every message is in the database), over `messages` messages in `sessions`
@@ -19,6 +26,7 @@
 
 pub mod fanout;
 pub mod hostile;
+mod maps;
 mod probe;
 mod report;
 
@@ -31,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use report::{Latency, Report, Row};
+pub use report::{Latency, Lookups, Report, Row};
 
 /// A benchmark's report as the `bench-*` binaries print and write it.
 pub trait Markdown {
@@ -153,20 +161,26 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     let baseline = start_postfix(None, sink.addr).await?;
     let pa = Postagent::start(&opts.postagent, &zone).await?;
     let postfix = start_postfix(Some(pa.milter), pa.lmtp).await?;
+    let mapped = start_postfix_mapped(&pa).await?;
     // One uncounted warm-up each: the first run after start is slower (process start-up,
     // cold caches) and would only add noise.
     let warm_up = Opts { messages: opts.messages.min(500), ..opts.clone() };
     throughput(&baseline, &warm_up, 1024, None).await?;
     throughput(&postfix, &warm_up, 1024, Some(&pa)).await?;
+    throughput(&mapped, &warm_up, 1024, Some(&pa)).await?;
     for row in &mut rows {
         for run in 1..=opts.runs {
             let a = throughput(&baseline, opts, row.size, None).await?;
             let b = throughput(&postfix, opts, row.size, Some(&pa)).await?;
-            eprintln!("  {} B run {run}: (a) {a:.0} msg/s, (b) {b:.0} msg/s", row.size);
+            let c = throughput(&mapped, opts, row.size, Some(&pa)).await?;
+            eprintln!("  {} B run {run}: (a) {a:.0} msg/s, (b) {b:.0} msg/s, (c) {c:.0} msg/s", row.size);
             row.baseline.push(a);
             row.postagent.push(b);
+            row.mapped.push(c);
         }
     }
+    let lookups = maps::lookups(&mapped, pa.socketmap, opts.probes).await?;
+    drop(mapped);
     drop(baseline);
     drop(sink);
     let idle = probe::idle(&postfix, &pa.db_url, opts.probes).await?;
@@ -177,7 +191,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     eprintln!("  latency saturated: {loaded}");
     drop(postfix);
     pa.stop()?;
-    Ok(Report { opts: opts.clone(), rows, idle, paced, loaded, environment: report::environment() })
+    Ok(Report { opts: opts.clone(), rows, idle, paced, loaded, lookups, environment: report::environment() })
 }
 
 /// One `smtp-source` run: msg/s from its start until the queue is empty (and, with
@@ -250,6 +264,26 @@ pub(crate) async fn start_postfix(
     tokio::task::spawn_blocking(move || builder.start()).await?
 }
 
+/// (b)'s Postfix asking postagent's socketmap for its tables instead, as `postfix setup`
+/// writes them.
+async fn start_postfix_mapped(pa: &Postagent) -> anyhow::Result<PostfixInstance> {
+    let wiring = Wiring {
+        hostname: HOSTNAME.into(),
+        agent_domains: vec![AGENT_DOMAIN.into()],
+        milter: Some(format!("inet:{}", pa.milter)),
+        lmtp: format!("lmtp:inet:{}", pa.lmtp),
+        smtp_port: None,
+        originating_port: None,
+    };
+    let table = |name: &str| format!("socketmap:inet:{}:{name}", pa.socketmap);
+    let builder = wiring
+        .builder()?
+        .main_cf("relay_domains", &table("domains"))
+        .main_cf("transport_maps", &table("transport"))
+        .main_cf("relay_recipient_maps", &table("recipients"));
+    tokio::task::spawn_blocking(move || builder.start()).await?
+}
+
 /// Postfix's `smtp-sink` as an LMTP server (`-L`), the baseline's next hop.
 struct Sink {
     child: Child,
@@ -294,6 +328,7 @@ pub(crate) struct Postagent {
     child: Child,
     milter: SocketAddr,
     lmtp: SocketAddr,
+    socketmap: SocketAddr,
     api: String,
     db_url: String,
     _dir: tempfile::TempDir,
@@ -327,12 +362,14 @@ impl Postagent {
     ) -> anyhow::Result<Postagent> {
         let milter = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let lmtp = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let socketmap = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--api-listen", "127.0.0.1:0", "--milter-listen", &milter.to_string()])
             .args(["--lmtp-listen", &lmtp.to_string(), "--shared-domain", AGENT_DOMAIN])
+            .args(["--socketmap-listen", &socketmap.to_string()])
             .args(["--mail-hostname", HOSTNAME, "--dns-server", &zone.dns().addr().to_string()])
             .args(extra)
             .envs(env.iter().copied())
@@ -355,7 +392,7 @@ impl Postagent {
             }
         });
         let api = ready_rx.recv_timeout(Duration::from_secs(30)).context("postagent serve did not start")?;
-        Ok(Postagent { child, milter, lmtp, api: format!("http://{api}"), db_url, _dir: dir })
+        Ok(Postagent { child, milter, lmtp, socketmap, api: format!("http://{api}"), db_url, _dir: dir })
     }
 
     fn stop(mut self) -> anyhow::Result<()> {

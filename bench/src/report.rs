@@ -10,6 +10,8 @@ pub struct Row {
     pub size: u32,
     pub baseline: Vec<f64>,
     pub postagent: Vec<f64>,
+    /// (c): (b) with Postfix asking postagent's socketmap for its tables.
+    pub mapped: Vec<f64>,
 }
 
 impl Row {
@@ -17,6 +19,19 @@ impl Row {
     pub fn ratio(&self) -> f64 {
         median(&self.postagent) / median(&self.baseline)
     }
+
+    /// What the socketmap lookups add per message, in ms of wall time at full load (from
+    /// the medians of (b) and (c)).
+    pub fn added_ms(&self) -> f64 {
+        1000.0 / median(&self.mapped) - 1000.0 / median(&self.postagent)
+    }
+}
+
+/// One way of looking up a map, timed per lookup (ms).
+#[derive(Debug, Clone)]
+pub struct Lookups {
+    pub what: String,
+    pub latency: Latency,
 }
 
 /// DATA-to-stored latency in milliseconds.
@@ -69,6 +84,7 @@ pub struct Report {
     pub idle: Latency,
     pub paced: Latency,
     pub loaded: Latency,
+    pub lookups: Vec<Lookups>,
     pub environment: String,
 }
 
@@ -92,12 +108,14 @@ impl Report {
              `{command}`\n\n\
              {env}\n\n\
              {m} messages per run, {s} parallel sessions, one message per connection \
-             (`smtp-source -s {s} -m {m} -l SIZE`), median of {r} runs, (a) and (b) alternating after one warm-up run each. msg/s is end to end: \
-             until Postfix's queue is empty and, for (b), every message is in the database. \
+             (`smtp-source -s {s} -m {m} -l SIZE`), median of {r} runs, (a), (b) and (c) taking turns after one warm-up run each. msg/s is end to end: \
+             until Postfix's queue is empty and, for (b) and (c), every message is in the database. \
+             (b) has the agent domain in static tables; (c) is (b) with Postfix asking postagent's socketmap for \
+             `relay_domains`, `transport_maps` and `relay_recipient_maps`, as `postagent postfix setup` configures it. \
              Every message is from `alice@sender.test`, whose SPF and DMARC records (TTL {ttl} s) \
              the milter's resolver caches, as it would for a real sender domain.\n\n\
-             | size | (a) Postfix → smtp-sink, no milter | (b) Postfix + postagent milter + LMTP → SQLite | ratio b/a |\n\
-             |---|---|---|---|\n",
+             | size | (a) Postfix → smtp-sink, no milter | (b) Postfix + postagent milter + LMTP → SQLite | (c) (b) + socketmap tables | ratio b/a | ratio c/b | added by the maps |\n\
+             |---|---|---|---|---|---|---|\n",
             env = self.environment,
             m = o.messages,
             s = o.sessions,
@@ -106,13 +124,17 @@ impl Report {
         );
         for row in &self.rows {
             out.push_str(&format!(
-                "| {} | **{:.0}** msg/s ({}) | **{:.0}** msg/s ({}) | **{:.2}** |\n",
+                "| {} | **{:.0}** msg/s ({}) | **{:.0}** msg/s ({}) | **{:.0}** msg/s ({}) | **{:.2}** | **{:.2}** | {:+.2} ms/msg |\n",
                 size_label(row.size),
                 median(&row.baseline),
                 runs(&row.baseline),
                 median(&row.postagent),
                 runs(&row.postagent),
-                row.ratio()
+                median(&row.mapped),
+                runs(&row.mapped),
+                row.ratio(),
+                median(&row.mapped) / median(&row.postagent),
+                row.added_ms()
             ));
         }
         out.push_str(&format!(
@@ -136,6 +158,16 @@ impl Report {
             self.loaded.samples,
             rate = o.paced_rate,
         ));
+        out.push_str(
+            "\nSocketmap lookups of `relay_recipient_maps` for the agent, one at a time at idle:\n\n\
+             | how | p50 | p99 | max | lookups |\n|---|---|---|---|---|\n",
+        );
+        for l in &self.lookups {
+            out.push_str(&format!(
+                "| {} | {:.3} ms | {:.3} ms | {:.3} ms | {} |\n",
+                l.what, l.latency.p50, l.latency.p99, l.latency.max, l.latency.samples
+            ));
+        }
         out
     }
 }
