@@ -188,7 +188,9 @@ fn check_postfix(r: &mut Report, config: &Config, dir: Option<&Path>, domains: &
         None => {}
     }
     let lmtp = if config.lmtp_transport.is_empty() {
-        endpoint(&config.lmtp_listen, &queue_dir).map(|e| format!("lmtp:{e}")).unwrap_or_default()
+        endpoint(&config.lmtp_listen, &queue_dir)
+            .map(|e| format!("{}:{e}", postagent_core::config::TRANSPORT))
+            .unwrap_or_default()
     } else {
         config.lmtp_transport.clone()
     };

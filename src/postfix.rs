@@ -14,6 +14,11 @@
 //!   instance whose `relay_recipient_maps` was empty gets `recipients-or-foreign`, which
 //!   keeps accepting every recipient of its other relay domains. The `texthash:` table of
 //!   earlier versions (`postagent_domains`) is taken out and its file deleted;
+//! - `master.cf` gains postagent's own LMTP delivery transport, `postagent` (an `lmtp`
+//!   client), which the transport map names, so its tuning
+//!   (`postagent_destination_concurrency_failed_cohort_limit`) touches no other LMTP
+//!   destination: a restart of postagent then costs queued mail seconds, not a queue run
+//!   (with the listeners handed over by systemd, docs/postfix-maps.md);
 //! - `master.cf` gains the originating listener at `submission_relay`: a `unix` service in
 //!   `$queue_directory/public/` (only root, postfix and the postdrop group can connect: the
 //!   shipped choice) or a loopback `inet` one.
@@ -34,6 +39,9 @@ const DOMAINS_FILE: &str = "postagent_domains";
 const PREVIOUS_FILE: &str = "postagent.previous";
 /// Settings setup owns outright (their earlier values are saved and restored).
 const OWNED: &[(&str, &str)] = &[
+    // A crash cuts every LMTP session at once: Postfix must not take that one failed cohort
+    // for a dead destination and defer the whole queue until its next queue run.
+    ("postagent_destination_concurrency_failed_cohort_limit", "10"),
     ("milter_default_action", "tempfail"),
     ("milter_protocol", "6"),
     ("milter_connect_timeout", "10s"),
@@ -100,6 +108,9 @@ struct Plan {
     service_options: Vec<String>,
     service_present: bool,
     service_key: String,
+    /// postagent's LMTP delivery transport: its `master.cf` line and `service/type` key.
+    transport: String,
+    transport_key: String,
     /// An earlier version's `texthash:` table, to delete once main.cf no longer names it.
     old_domains_file: PathBuf,
     /// What the operator should know (a differing `recipient_delimiter`, …).
@@ -154,7 +165,7 @@ fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     let old_domains_file = config_dir.join(DOMAINS_FILE);
     let old_table = format!("texthash:{}", old_domains_file.display());
     let mut notes = Vec::new();
-    let hop = format!("lmtp:{}", endpoint(lmtp, &queue_dir));
+    let hop = format!("{}:{}", postagent_core::config::TRANSPORT, endpoint(lmtp, &queue_dir));
     if config.lmtp_transport() != hop {
         notes.push(format!(
             "postagent's transport map answers {:?}; this instance reaches its LMTP as {hop:?}: set lmtp_transport = \"{hop}\"",
@@ -240,6 +251,8 @@ fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         service: format!("{service}={} {} n - {chroot} - - smtpd", o.name, o.kind),
         service_options,
         service_key: service.clone(),
+        transport: format!("{t}/unix={t} unix - - {chroot} - - lmtp", t = postagent_core::config::TRANSPORT),
+        transport_key: format!("{}/unix", postagent_core::config::TRANSPORT),
         old_domains_file,
         notes,
     })
@@ -269,6 +282,7 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
             println!("postconf{c} -e '{} = {}'", ch.key, ch.want);
         }
     }
+    println!("postconf{c} -M '{}'", p.transport);
     println!("postconf{c} -M '{}'", p.service);
     for o in &p.service_options {
         println!("postconf{c} -P '{o}'");
@@ -294,6 +308,12 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
         Ok(text) => serde_json::from_str(&text).context("postagent.previous is not JSON")?,
         Err(_) => serde_json::json!({"main": {}, "items": {}, "service": p.service_key}),
     };
+    if saved.get("transport_service").is_none() {
+        if postconf(dir, &["-M", &p.transport_key]).is_ok_and(|s| !s.is_empty()) {
+            bail!("master.cf already has a service {}: remove it first", p.transport_key);
+        }
+        saved["transport_service"] = serde_json::json!(p.transport_key);
+    }
     for ch in &p.main {
         if saved["main"].get(&ch.key).is_none() {
             // Only what main.cf set explicitly is restored as a value; a default is restored
@@ -310,6 +330,7 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
     for ch in p.main.iter().filter(|ch| ch.now != ch.want) {
         postconf(dir, &["-e", &format!("{} = {}", ch.key, ch.want)])?;
     }
+    postconf(dir, &["-M", &p.transport])?;
     postconf(dir, &["-M", &p.service])?;
     for o in &p.service_options {
         postconf(dir, &["-P", o])?;
@@ -356,8 +377,11 @@ fn remove(dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
     }
     // Exactly the service setup added, never one found by its options (Debian's own
     // submission service also says milter_macro_daemon_name=ORIGINATING).
-    let relay_service = saved["service"].as_str().map(str::to_owned);
-    if let Some(s) = &relay_service {
+    let services: Vec<String> = ["service", "transport_service"]
+        .iter()
+        .filter_map(|k| saved[*k].as_str().map(str::to_owned))
+        .collect();
+    for s in &services {
         println!("postconf{c} -MX '{s}'");
     }
     if config_dir.join(DOMAINS_FILE).exists() {
@@ -374,10 +398,10 @@ fn remove(dir: Option<&Path>, apply: bool) -> anyhow::Result<()> {
             None => postconf(dir, &["-X", key])?,
         };
     }
-    if let Some(s) = &relay_service
-        && postconf(dir, &["-M", s]).is_ok_and(|l| !l.is_empty())
-    {
-        postconf(dir, &["-MX", s])?;
+    for s in &services {
+        if postconf(dir, &["-M", s]).is_ok_and(|l| !l.is_empty()) {
+            postconf(dir, &["-MX", s])?;
+        }
     }
     let _ = std::fs::remove_file(config_dir.join(DOMAINS_FILE));
     std::fs::remove_file(&previous_path)

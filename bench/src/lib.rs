@@ -29,6 +29,7 @@ pub mod hostile;
 mod maps;
 mod probe;
 mod report;
+pub mod restart;
 
 use anyhow::Context as _;
 use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, Wiring};
@@ -278,6 +279,8 @@ async fn start_postfix_mapped(pa: &Postagent) -> anyhow::Result<PostfixInstance>
     let table = |name: &str| format!("socketmap:inet:{}:{name}", pa.socketmap);
     let builder = wiring
         .builder()?
+        // The transport the map answers, as `postfix setup` adds it.
+        .master_cf_service("postagent unix - - n - - lmtp")
         .main_cf("relay_domains", &table("domains"))
         .main_cf("transport_maps", &table("transport"))
         .main_cf("relay_recipient_maps", &table("recipients"));

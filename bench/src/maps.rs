@@ -12,7 +12,11 @@ const POSTMAP: &str = "/usr/sbin/postmap";
 
 /// `n` lookups each of: `postmap -q` (a process per lookup), and over one kept connection a
 /// repeated key (the cache) and distinct keys (each one asks the store).
-pub async fn lookups(postfix: &PostfixInstance, socketmap: SocketAddr, n: u32) -> anyhow::Result<Vec<Lookups>> {
+pub async fn lookups(
+    postfix: &PostfixInstance,
+    socketmap: SocketAddr,
+    n: u32,
+) -> anyhow::Result<Vec<Lookups>> {
     let table = format!("socketmap:inet:{socketmap}:recipients");
     let config = postfix.config_dir().to_path_buf();
     let mut spawned = Vec::new();
@@ -45,10 +49,7 @@ pub async fn lookups(postfix: &PostfixInstance, socketmap: SocketAddr, n: u32) -
     }
     Ok(vec![
         Lookups { what: "`postmap -q` (a new process each)".into(), latency: Latency::from_samples(spawned) },
-        Lookups {
-            what: "kept connection, answer cached".into(),
-            latency: Latency::from_samples(cached),
-        },
+        Lookups { what: "kept connection, answer cached".into(), latency: Latency::from_samples(cached) },
         Lookups {
             what: "kept connection, new key (two store lookups, SQLite)".into(),
             latency: Latency::from_samples(fresh),

@@ -26,7 +26,11 @@ async fn a_small_run_measures_both_configurations() {
     assert_eq!((row.baseline.len(), row.postagent.len(), row.mapped.len()), (1, 1, 1));
     assert!(row.baseline[0] > 0.0 && row.postagent[0] > 0.0 && row.mapped[0] > 0.0, "{row:?}");
     assert_eq!(report.lookups.len(), 3, "postmap, cached, new key");
-    assert!(report.lookups.iter().all(|l| l.latency.samples >= 5 && l.latency.p50 > 0.0), "{:?}", report.lookups);
+    assert!(
+        report.lookups.iter().all(|l| l.latency.samples >= 5 && l.latency.p50 > 0.0),
+        "{:?}",
+        report.lookups
+    );
     assert_eq!(report.idle.samples, 5);
     assert!(report.paced.samples >= 1 && report.loaded.samples >= 1);
     assert!(report.idle.p50 > 0.0 && report.idle.p50 <= report.idle.p99, "{}", report.idle);

@@ -1,6 +1,7 @@
-//! The one listener type of every role (API, milter, LMTP, metrics): TCP or a unix socket,
-//! bound with the configured accept backlog, and a unix socket with the mode and group a
-//! chrooted Postfix needs.
+//! The one listener type of every role (API, milter, LMTP, socketmap, metrics): TCP or a
+//! unix socket, bound with the configured accept backlog, and a unix socket with the mode and
+//! group a chrooted Postfix needs; or handed over by systemd ([`Inherited`]), so the socket
+//! outlives the process and Postfix's connections wait in its backlog through a restart.
 
 use crate::config::ListenAddr;
 use std::io;
@@ -106,6 +107,52 @@ impl Listener {
         match self {
             Self::Tcp(_) => None,
             Self::Unix(l) => l.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf)),
+        }
+    }
+}
+
+/// Listening sockets handed over by systemd socket activation (sd_listen_fds(3)): when
+/// `LISTEN_PID` names this process, `LISTEN_FDS` sockets from fd 3 on, each named by
+/// `LISTEN_FDNAMES` (`FileDescriptorName=` of its `.socket` unit: `api`, `milter`, `lmtp`,
+/// `socketmap`, `metrics`). A role whose name is there takes that socket instead of binding.
+pub struct Inherited {
+    fds: listenfd::ListenFd,
+    names: Vec<String>,
+}
+
+impl Inherited {
+    /// What the environment hands over (nothing outside socket activation).
+    pub fn from_env() -> Self {
+        let fds = listenfd::ListenFd::from_env();
+        let names = std::env::var("LISTEN_FDNAMES")
+            .map(|n| n.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        Self { fds, names }
+    }
+
+    /// The socket named `name`, as `addr` says it is (TCP or unix); `None` when systemd
+    /// handed over none by that name.
+    pub fn take(&mut self, name: &str, addr: &ListenAddr) -> io::Result<Option<Listener>> {
+        let Some(index) = self.names.iter().position(|n| n == name).filter(|i| *i < self.fds.len()) else {
+            return Ok(None);
+        };
+        let mismatch = |kind: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("systemd's {name} socket (fd {}) is not a {kind} listener as {addr} says", index + 3),
+            )
+        };
+        match addr {
+            ListenAddr::Tcp(_) => {
+                let l = self.fds.take_tcp_listener(index)?.ok_or_else(|| mismatch("TCP"))?;
+                l.set_nonblocking(true)?;
+                Ok(Some(Listener::Tcp(TcpListener::from_std(l)?)))
+            }
+            ListenAddr::Unix(_) => {
+                let l = self.fds.take_unix_listener(index)?.ok_or_else(|| mismatch("unix"))?;
+                l.set_nonblocking(true)?;
+                Ok(Some(Listener::Unix(UnixListener::from_std(l)?)))
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod activation;
 pub mod clients;
 pub mod dkimpy;
 pub mod dns;

@@ -126,17 +126,29 @@ struct Bound {
     socketmap: Option<Listener>,
     lmtp: Option<Listener>,
     metrics: Option<Listener>,
+    /// Unix sockets this process created (and removes when it stops); systemd's stay.
+    created: Vec<PathBuf>,
 }
 
 impl Bound {
     async fn bind(config: &Config, roles: Roles) -> anyhow::Result<Self> {
         let opts = socket_options(config)?;
-        let bind = async |enabled: bool, addr: Option<&postagent_core::config::ListenAddr>, role: &str| {
-            let Some(addr) = addr.filter(|_| enabled) else { return Ok::<_, anyhow::Error>(None) };
-            let l = Listener::bind(addr, &opts).await.with_context(|| format!("{role} listener"))?;
-            tracing::info!("{role} listening on {}", l.local());
-            Ok(Some(l))
-        };
+        let mut inherited = postagent_core::net::Inherited::from_env();
+        let mut created = Vec::new();
+        let mut bind =
+            async |enabled: bool, addr: Option<&postagent_core::config::ListenAddr>, role: &str| {
+                let Some(addr) = addr.filter(|_| enabled) else { return Ok::<_, anyhow::Error>(None) };
+                // systemd's name for it: the role, lowercase (`FileDescriptorName=lmtp`).
+                let name = role.to_ascii_lowercase();
+                if let Some(l) = inherited.take(&name, addr).with_context(|| format!("{role} listener"))? {
+                    tracing::info!("{role} listening on {} (socket from systemd)", l.local());
+                    return Ok(Some(l));
+                }
+                let l = Listener::bind(addr, &opts).await.with_context(|| format!("{role} listener"))?;
+                tracing::info!("{role} listening on {}", l.local());
+                created.extend(l.unix_path());
+                Ok(Some(l))
+            };
         // The API last: its "listening" line is what tests and operators wait for.
         let metrics = bind(true, config.metrics_listen.as_ref(), "metrics").await?;
         let milter = bind(roles.milter, config.milter_listen.as_ref(), "milter").await?;
@@ -144,7 +156,7 @@ impl Bound {
         let socketmap = bind(roles.milter, config.socketmap_listen.as_ref(), "socketmap").await?;
         let lmtp = bind(roles.lmtp, config.lmtp_listen.as_ref(), "LMTP").await?;
         let api = bind(roles.api, Some(&config.api_listen), "API").await?;
-        Ok(Self { api, milter, socketmap, lmtp, metrics })
+        Ok(Self { api, milter, socketmap, lmtp, metrics, created })
     }
 }
 
@@ -184,11 +196,7 @@ impl Running {
             hub: None,
             tasks: tokio::task::JoinSet::new(),
             helpers: Vec::new(),
-            sockets: [&bound.api, &bound.milter, &bound.socketmap, &bound.lmtp]
-                .into_iter()
-                .flatten()
-                .filter_map(Listener::unix_path)
-                .collect(),
+            sockets: bound.created.clone(),
             stop: Arc::new(stop_tx),
         };
         if let Some(l) = bound.milter {

@@ -61,7 +61,7 @@ async fn chrooted_postfix_reaches_the_sockets_under_its_queue_directory() {
         // This instance's queue directory is not /var/spool/postfix: name the LMTP socket
         // as the chrooted lmtp client sees it (setup says so when it differs).
         "--lmtp-transport",
-        "lmtp:unix:postagent/lmtp.sock",
+        "postagent:unix:postagent/lmtp.sock",
         "--submission-relay",
         relay.as_str(),
         "--dns-server",

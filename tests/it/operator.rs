@@ -247,3 +247,64 @@ fn systemd_readiness_notifications() {
     assert_eq!(next(), "STOPPING=1");
     assert!(child.wait().expect("wait").success());
 }
+
+/// Socket activation, as the shipped `.socket` units hand the listeners over: postagent
+/// serves on the sockets it is given (by name), leaves a unix one in place when it stops, and
+/// because the sockets outlive it, a connection Postfix opens while postagent is down (a
+/// crash, `kill -9`) waits in the backlog and is served by the next postagent: no refused
+/// connection, so nothing for Postfix to defer.
+#[test]
+fn systemd_sockets_outlive_a_crash() {
+    use std::io::{BufRead, BufReader as Reader, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lmtp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind lmtp");
+    let lmtp_addr = lmtp.local_addr().expect("addr").to_string();
+    let maps_path = dir.path().join("socketmap.sock");
+    let maps = std::os::unix::net::UnixListener::bind(&maps_path).expect("bind socketmap");
+    let maps_flag = format!("unix:{}", maps_path.display());
+    let args = [
+        "serve",
+        "--api-listen",
+        "127.0.0.1:0",
+        "--milter-listen",
+        "",
+        "--lmtp-listen",
+        &lmtp_addr,
+        "--socketmap-listen",
+        &maps_flag,
+        "--submission-relay",
+        "127.0.0.1:9",
+    ];
+    use std::os::fd::AsFd;
+    let (l, m) = (lmtp.as_fd(), maps.as_fd());
+    let fds = [("lmtp", &l), ("socketmap", &m)];
+    let start = || {
+        let server = Server::start_activated(dir.path(), &args, &fds);
+        let log = server.log();
+        assert!(log.contains(&format!("LMTP listening on {lmtp_addr} (socket from systemd)")), "{log}");
+        assert!(log.contains(&format!("socketmap listening on {maps_flag} (socket from systemd)")), "{log}");
+        server
+    };
+    let greeting = |stream: &std::net::TcpStream| {
+        let mut line = String::new();
+        Reader::new(stream).read_line(&mut line).map(|_| line)
+    };
+    let mut server = start();
+    let first = std::net::TcpStream::connect(&lmtp_addr).expect("connect");
+    assert!(greeting(&first).expect("greeting").starts_with("220 "));
+    server.signal("-KILL");
+    server.wait_exit();
+    assert!(maps_path.exists(), "systemd's unix socket stays in place");
+    // postagent is down: the connection is accepted by the kernel, not refused, and waits.
+    let waiting = std::net::TcpStream::connect(&lmtp_addr).expect("connect while postagent is down");
+    waiting.set_read_timeout(Some(std::time::Duration::from_millis(300))).expect("timeout");
+    assert!(greeting(&waiting).is_err(), "nobody greets while postagent is down");
+    waiting.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+    let _server = start();
+    let line = greeting(&waiting).expect("the next postagent greets the waiting connection");
+    assert!(line.starts_with("220 "), "{line}");
+    (&waiting).write_all(b"QUIT\r\n").expect("quit");
+    // A normal stop removes only the sockets postagent created itself.
+    drop(_server);
+    assert!(maps_path.exists());
+}

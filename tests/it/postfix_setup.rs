@@ -134,7 +134,7 @@ async fn setup_plugs_postagent_in_and_remove_takes_it_out() {
     assert!(ok, "doctor is green after setup:\n{report}");
     for line in [
         "ok    smtpd_milters includes",
-        "ok    agents.test is routed to lmtp:inet:",
+        "ok    agents.test is routed to postagent:inet:",
         "ok    bot@agents.test is in relay_recipient_maps",
         "ok    agents.test MX points at",
         "ok    non_smtpd_milters includes",

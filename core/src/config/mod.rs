@@ -22,6 +22,10 @@ pub use value::{ListenAddr, SocketMode, parse_duration, parse_schedule, redact_u
 /// Used when `--config` is not given and this file exists.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/postagent/postagent.toml";
 
+/// The name of postagent's own LMTP delivery transport in Postfix's master.cf (an `lmtp`
+/// client that `postagent postfix setup` adds and tunes).
+pub const TRANSPORT: &str = "postagent";
+
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -61,8 +65,9 @@ pub struct Config {
     #[serde(with = "value::text")]
     pub socketmap_peers: PeerList,
     /// The `transport:nexthop` the socketmap's transport map answers for agent domains.
-    /// Empty: `lmtp:` and `lmtp_listen` (a unix socket under /var/spool/postfix written
-    /// relative to it, as chrooted Postfix daemons see it).
+    /// Empty: `postagent:` (the LMTP transport `postfix setup` adds to master.cf) and
+    /// `lmtp_listen` (a unix socket under /var/spool/postfix written relative to it, as
+    /// chrooted Postfix daemons see it).
     pub lmtp_transport: String,
     /// Postfix's `recipient_delimiter`: `bot+signup@domain` reaches agent `bot@domain` (each
     /// character is a delimiter). Empty: no address extensions.
@@ -617,14 +622,15 @@ impl Config {
     }
 
     /// What the socketmap's transport map answers for agent domains: `lmtp_transport`, else
-    /// `lmtp:` and the LMTP listener as Postfix names it.
+    /// [`TRANSPORT`] (the LMTP transport `postfix setup` adds) and the LMTP listener as
+    /// Postfix names it.
     pub fn lmtp_transport(&self) -> String {
         if !self.lmtp_transport.is_empty() {
             return self.lmtp_transport.clone();
         }
         self.lmtp_listen
             .as_ref()
-            .map(|l| format!("lmtp:{}", l.postfix_endpoint(value::POSTFIX_QUEUE_DIR)))
+            .map(|l| format!("{TRANSPORT}:{}", l.postfix_endpoint(value::POSTFIX_QUEUE_DIR)))
             .unwrap_or_default()
     }
 

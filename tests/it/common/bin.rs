@@ -72,8 +72,34 @@ impl Server {
                 args.extend([*flag, "127.0.0.1:0"]);
             }
         }
-        let mut child =
+        let child =
             postagent(dir, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        Self::watch(child, &args)
+    }
+
+    /// `postagent ARGS` started as systemd starts a socket-activated service: `listeners`
+    /// (name, socket) handed over as fds 3, 4, … (`postagent_lab::activation`). The caller
+    /// keeps the sockets, so they outlive this process.
+    pub fn start_activated<S: std::os::fd::AsFd>(
+        dir: &Path,
+        args: &[&str],
+        listeners: &[(&str, &S)],
+    ) -> Self {
+        let child = postagent_lab::activation::spawn(std::path::Path::new(BIN), args, listeners, |cmd| {
+            cmd.current_dir(dir).env_remove("RUST_LOG").env("POSTAGENT_CONFIG", "/dev/null");
+            for (k, _) in std::env::vars() {
+                if k.starts_with("POSTAGENT_") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.stderr(Stdio::piped()).stdout(Stdio::null());
+        })
+        .expect("spawn");
+        Self::watch(child, args)
+    }
+
+    /// Follows a started `postagent`'s log until its listeners are up.
+    fn watch(mut child: Child, args: &[&str]) -> Self {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -90,7 +116,12 @@ impl Server {
         let ready = if wants_api { "API listening on" } else { "listening on" };
         loop {
             let line = server.wait_for("listening on");
-            let addr = line.rsplit("listening on ").next().unwrap_or("").trim().to_owned();
+            let addr = line
+                .rsplit("listening on ")
+                .next()
+                .and_then(|a| a.split_whitespace().next())
+                .unwrap_or("")
+                .to_owned();
             if line.contains("milter listening on") {
                 server.milter_addr = Some(addr);
             } else if line.contains("LMTP listening on") {
