@@ -116,6 +116,7 @@ fn lab_config(
         ("data_dir", dir.display().to_string()),
         ("milter_listen", "127.0.0.1:0".into()),
         ("lmtp_listen", "127.0.0.1:0".into()),
+        ("socketmap_listen", "127.0.0.1:0".into()),
         ("shared_domain", AGENT_DOMAIN.into()),
         ("mail_hostname", HOSTNAME.into()),
         ("dns_server", zone.dns().addr().to_string()),

@@ -117,6 +117,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Sockets handed over by systemd, taken before any thread starts (it clears LISTEN_*).
+    postagent_core::net::Inherited::capture();
     let cli = parse_cli();
     if let Command::Verify { secret_file, max_age, recipient } = &cli.command {
         // Synchronous, no logging set-up, no database: usable on any host holding the secret.

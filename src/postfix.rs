@@ -164,6 +164,11 @@ fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     let table = |name: &str| format!("socketmap:{maps}:{name}");
     let old_domains_file = config_dir.join(DOMAINS_FILE);
     let old_table = format!("texthash:{}", old_domains_file.display());
+    // What an earlier setup added (its endpoint may have changed since): replaced, not kept.
+    let previous: serde_json::Value = std::fs::read_to_string(config_dir.join(PREVIOUS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
     let mut notes = Vec::new();
     let hop = format!("{}:{}", postagent_core::config::TRANSPORT, endpoint(lmtp, &queue_dir));
     if config.lmtp_transport() != hop {
@@ -188,8 +193,13 @@ fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         // {2} ? …}`): extend what it means now, not its text.
         let explicit = postconf(dir, &["-n", "-h", key])?;
         let now = if explicit.is_empty() { postconf(dir, &["-x", "-h", key])? } else { explicit };
-        // An earlier version's table goes; the socketmap replaces it.
-        let mut items: Vec<String> = list(&now).into_iter().filter(|i| *i != old_table).collect();
+        // An earlier version's table goes, and so does what an earlier setup added here (an
+        // endpoint since changed); the current item replaces them.
+        let earlier = previous["items"][key].as_str().unwrap_or_default();
+        let mut items: Vec<String> = list(&now)
+            .into_iter()
+            .filter(|i| *i != old_table && (earlier.is_empty() || i != earlier))
+            .collect();
         if !items.iter().any(|i| i == item) {
             items.push(item.to_owned());
         }

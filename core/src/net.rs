@@ -120,9 +120,33 @@ pub struct Inherited {
     names: Vec<String>,
 }
 
+/// What [`Inherited::capture`] took from the environment, for the roles to take from.
+static INHERITED: std::sync::Mutex<Option<Inherited>> = std::sync::Mutex::new(None);
+
 impl Inherited {
+    /// Takes the handed-over sockets out of the environment (reading it also clears the
+    /// `LISTEN_*` variables, which must happen before any other thread runs: call it first
+    /// thing in `main`). [`Inherited::take_captured`] hands them out later.
+    pub fn capture() {
+        let inherited = Self::from_env();
+        if let Ok(mut slot) = INHERITED.lock() {
+            *slot = Some(inherited);
+        }
+    }
+
+    /// [`Inherited::take`] on what [`Inherited::capture`] took; `None` without it.
+    pub fn take_captured(name: &str, addr: &ListenAddr) -> io::Result<Option<Listener>> {
+        match INHERITED.lock() {
+            Ok(mut slot) => match slot.as_mut() {
+                Some(inherited) => inherited.take(name, addr),
+                None => Ok(None),
+            },
+            Err(_) => Ok(None),
+        }
+    }
+
     /// What the environment hands over (nothing outside socket activation).
-    pub fn from_env() -> Self {
+    fn from_env() -> Self {
         let fds = listenfd::ListenFd::from_env();
         let names = std::env::var("LISTEN_FDNAMES")
             .map(|n| n.split(':').map(str::to_owned).collect())
@@ -142,18 +166,31 @@ impl Inherited {
                 format!("systemd's {name} socket (fd {}) is not a {kind} listener as {addr} says", index + 3),
             )
         };
-        match addr {
+        let listener = match addr {
             ListenAddr::Tcp(_) => {
                 let l = self.fds.take_tcp_listener(index)?.ok_or_else(|| mismatch("TCP"))?;
                 l.set_nonblocking(true)?;
-                Ok(Some(Listener::Tcp(TcpListener::from_std(l)?)))
+                Listener::Tcp(TcpListener::from_std(l)?)
             }
             ListenAddr::Unix(_) => {
                 let l = self.fds.take_unix_listener(index)?.ok_or_else(|| mismatch("unix"))?;
                 l.set_nonblocking(true)?;
-                Ok(Some(Listener::Unix(UnixListener::from_std(l)?)))
+                Listener::Unix(UnixListener::from_std(l)?)
             }
+        };
+        // The configured address is what Postfix is told (setup, doctor): a socket unit that
+        // listens elsewhere is a mistake worth a line, though it is served.
+        let configured = match addr {
+            ListenAddr::Tcp(a) => a.clone(),
+            ListenAddr::Unix(p) => format!("unix:{}", p.display()),
+        };
+        if listener.local() != configured {
+            tracing::warn!(
+                "systemd's {name} socket listens on {}, but the configuration says {configured}",
+                listener.local()
+            );
         }
+        Ok(Some(listener))
     }
 }
 

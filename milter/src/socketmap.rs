@@ -27,6 +27,7 @@ use postagent_core::secret::Secret;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -47,7 +48,7 @@ pub struct SocketmapConfig {
     pub shared_domain: String,
     /// Verifies VERP bounce addresses.
     pub secret: Secret,
-    /// `transport:nexthop` for agent domains, e.g. `lmtp:inet:127.0.0.1:2424`.
+    /// `transport:nexthop` for agent domains, e.g. `postagent:inet:127.0.0.1:2424`.
     pub transport: String,
     /// Postfix's `recipient_delimiter`: each character separates an address extension.
     pub recipient_delimiter: String,
@@ -135,16 +136,20 @@ pub struct Maps {
     directory: Arc<dyn AgentDirectory>,
     config: SocketmapConfig,
     cache: Mutex<HashMap<(String, String), (Answer, Instant)>>,
+    /// Bumped by every [`Maps::invalidate`]: an answer read from the store before a change
+    /// was announced is not cached after it.
+    generation: AtomicU64,
 }
 
 impl Maps {
     pub fn new(directory: Arc<dyn AgentDirectory>, config: SocketmapConfig) -> Self {
-        Self { directory, config, cache: Mutex::new(HashMap::new()) }
+        Self { directory, config, cache: Mutex::new(HashMap::new()), generation: AtomicU64::new(0) }
     }
 
     /// Forgets every cached answer.
     pub fn invalidate(&self) {
         if let Ok(mut c) = self.cache.lock() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
             c.clear();
         }
     }
@@ -162,6 +167,7 @@ impl Maps {
             return Answer::NotFound;
         }
         let cache_key = (name.to_owned(), key.clone());
+        let generation = self.generation.load(Ordering::SeqCst);
         if let Ok(c) = self.cache.lock()
             && let Some((answer, at)) = c.get(&cache_key)
             && at.elapsed() < self.config.cache_ttl
@@ -178,9 +184,11 @@ impl Maps {
             "recipients-or-foreign" => self.recipient(&key, true).await,
             other => return Answer::Perm(format!("no map named {other:?}")),
         };
-        // Failures are never cached: the next lookup asks the store again.
+        // Failures are never cached: the next lookup asks the store again. Nor is an answer
+        // the directory changed under (the generation moved while the store was asked).
         if !matches!(answer, Answer::Temp(_))
             && let Ok(mut c) = self.cache.lock()
+            && self.generation.load(Ordering::SeqCst) == generation
         {
             if c.len() >= MAX_CACHED {
                 c.clear();
@@ -273,15 +281,19 @@ pub async fn run(
     tracing::info!(listener = %listener.local(), "socketmap listening");
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut bus_open = true;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            heard = bus.recv() => match heard {
+            heard = bus.recv(), if bus_open => match heard {
                 Ok(m) if matches!(*m, BusMessage::Directory) => maps.invalidate(),
                 Ok(_) => {}
                 // Missed messages may have been directory changes.
                 Err(broadcast::error::RecvError::Lagged(_)) => maps.invalidate(),
-                Err(broadcast::error::RecvError::Closed) => {}
+                Err(broadcast::error::RecvError::Closed) => {
+                    tracing::warn!("socketmap: the bus closed; answers now live for their TTL");
+                    bus_open = false;
+                }
             },
             accepted = accept(&listener) => {
                 let (stream, peer) = match accepted {
@@ -369,7 +381,7 @@ mod tests {
         SocketmapConfig {
             shared_domain: "agents.test".into(),
             secret: Secret::new(vec![7; 32]),
-            transport: "lmtp:inet:127.0.0.1:2424".into(),
+            transport: "postagent:inet:127.0.0.1:2424".into(),
             recipient_delimiter: "+".into(),
             cache_ttl: Duration::from_secs(60),
             max_connections: 4,
@@ -394,8 +406,8 @@ mod tests {
         assert_eq!(q("domains Agents.Test").await, ok("agents.test"));
         assert_eq!(q("domains example.org").await, Answer::NotFound);
         // Postfix asks the transport map for the full address, then for the domain.
-        assert_eq!(q("transport bot+x@own.test").await, ok("lmtp:inet:127.0.0.1:2424"));
-        assert_eq!(q("transport own.test").await, ok("lmtp:inet:127.0.0.1:2424"));
+        assert_eq!(q("transport bot+x@own.test").await, ok("postagent:inet:127.0.0.1:2424"));
+        assert_eq!(q("transport own.test").await, ok("postagent:inet:127.0.0.1:2424"));
         assert_eq!(q("transport someone@example.org").await, Answer::NotFound);
         assert_eq!(q("recipients bot@own.test").await, ok("bot@own.test"));
         assert_eq!(q("recipients bot+signup@own.test").await, ok("bot+signup@own.test"));

@@ -133,14 +133,14 @@ struct Bound {
 impl Bound {
     async fn bind(config: &Config, roles: Roles) -> anyhow::Result<Self> {
         let opts = socket_options(config)?;
-        let mut inherited = postagent_core::net::Inherited::from_env();
         let mut created = Vec::new();
         let mut bind =
             async |enabled: bool, addr: Option<&postagent_core::config::ListenAddr>, role: &str| {
                 let Some(addr) = addr.filter(|_| enabled) else { return Ok::<_, anyhow::Error>(None) };
                 // systemd's name for it: the role, lowercase (`FileDescriptorName=lmtp`).
                 let name = role.to_ascii_lowercase();
-                if let Some(l) = inherited.take(&name, addr).with_context(|| format!("{role} listener"))? {
+                let handed = postagent_core::net::Inherited::take_captured(&name, addr);
+                if let Some(l) = handed.with_context(|| format!("{role} listener"))? {
                     tracing::info!("{role} listening on {} (socket from systemd)", l.local());
                     return Ok(Some(l));
                 }

@@ -533,6 +533,23 @@ impl Config {
         if matches!(self.metrics_listen, Some(ListenAddr::Unix(_))) {
             return Err(bad("metrics_listen", "must be HOST:PORT (Prometheus scrapes over TCP)"));
         }
+        // As Postfix reads it: separator characters that cannot be part of a domain or of
+        // the `@`, a few at most.
+        if self.recipient_delimiter.chars().count() > 8
+            || self
+                .recipient_delimiter
+                .chars()
+                .any(|c| c.is_alphanumeric() || c.is_whitespace() || "@.\"".contains(c))
+        {
+            return Err(bad("recipient_delimiter", "must be a few separator characters such as + or -"));
+        }
+        let t = &self.lmtp_transport;
+        if !t.is_empty() && (!t.contains(':') || t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(bad(
+                "lmtp_transport",
+                "must be transport:nexthop, e.g. postagent:unix:postagent/lmtp.sock",
+            ));
+        }
         Ok(())
     }
 

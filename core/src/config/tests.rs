@@ -141,3 +141,26 @@ fn the_sample_file_is_valid_and_documents_every_key() {
         assert!(text.contains(&format!("\n{key} = ")), "postfix-conf/postagent.toml lacks {key}");
     }
 }
+
+#[test]
+fn the_postfix_map_keys_are_checked() {
+    let mut cfg = Config::default();
+    assert_eq!(cfg.lmtp_transport(), "postagent:inet:127.0.0.1:2424");
+    cfg.lmtp_listen = Some(ListenAddr::Unix("/var/spool/postfix/postagent/lmtp.sock".into()));
+    assert_eq!(cfg.lmtp_transport(), "postagent:unix:postagent/lmtp.sock", "as chrooted daemons see it");
+    for ok in ["+", "-", "+-", ""] {
+        cfg.recipient_delimiter = ok.into();
+        cfg.validate().unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+    for bad in ["a", "@", ".", " ", "+++++++++"] {
+        cfg.recipient_delimiter = bad.into();
+        let e = cfg.validate().expect_err(bad).to_string();
+        assert!(e.contains("recipient_delimiter"), "{e}");
+    }
+    cfg.recipient_delimiter = "+".into();
+    cfg.lmtp_transport = "lmtp".into();
+    assert!(cfg.validate().expect_err("no nexthop").to_string().contains("lmtp_transport"));
+    cfg.lmtp_transport = "lmtp:unix:postagent/lmtp.sock".into();
+    assert_eq!(cfg.lmtp_transport(), "lmtp:unix:postagent/lmtp.sock");
+    cfg.validate().expect("valid");
+}

@@ -87,7 +87,8 @@ pub fn address_tag(delivered_to: &str, agent_email: &str) -> Option<String> {
     })?;
     let mut chars = rest.chars();
     chars.next()?;
-    Some(chars.as_str().to_owned())
+    // `bot+@…` has a delimiter and no tag.
+    Some(chars.as_str().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// The system label of an address tag: `e2a:tag:<tag>`, the tag lowercased with anything but

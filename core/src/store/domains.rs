@@ -56,6 +56,10 @@ impl DomainStore for SqlStore {
         .await?
         .rows_affected()
             == 1;
+        if inserted && new.operator_owned {
+            // Verified from the start: Postfix's maps must hear of it.
+            self.directory_changed().await;
+        }
         let row = self.domain_by_name(&new.domain).await?.ok_or(StoreError::NotFound)?;
         if row.account_id != new.account_id {
             return Err(StoreError::Conflict("domain"));
@@ -162,7 +166,9 @@ impl DomainStore for SqlStore {
         .execute(&self.pool)
         .await?;
         let changed = done.rows_affected() == 1;
-        if changed {
+        // Verification is sticky, so only a probe that verified can change what the maps
+        // answer.
+        if changed && check.verified {
             self.directory_changed().await;
         }
         Ok(changed)

@@ -151,10 +151,10 @@ fn event(row: &AnyRow) -> StoreResult<StoredEvent> {
 }
 
 impl SqlStore {
-    /// On PostgreSQL, queues `msg` for the other replicas; it is sent when `conn`'s
-    /// transaction commits. Nothing to do on SQLite, whose writers share one process.
     /// Tells every replica (and this process) that agents or agent domains changed, after
     /// the change committed. A lost notification costs a cache its TTL, never correctness.
+    /// On SQLite the bus stays in this process: a change another process makes (the
+    /// `admin` command) reaches a running service's caches only by their TTL.
     pub(super) async fn directory_changed(&self) {
         let msg = BusMessage::Directory;
         if self.backend == Backend::Postgres
@@ -169,6 +169,8 @@ impl SqlStore {
         self.bus.publish(msg);
     }
 
+    /// On PostgreSQL, queues `msg` for the other replicas; it is sent when `conn`'s
+    /// transaction commits. Nothing to do on SQLite, whose writers share one process.
     pub(super) async fn notify_in_tx(
         &self,
         conn: &mut sqlx::AnyConnection,

@@ -111,7 +111,8 @@ impl Conditions {
 }
 
 /// `LIKE` pattern matching `needle` anywhere, literally (case folded by the caller).
-fn contains_pattern(needle: &str) -> String {
+/// A LIKE pattern matching text that contains `needle` (wildcards escaped, `ESCAPE '\\'`).
+pub(super) fn contains_pattern(needle: &str) -> String {
     let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     format!("%{escaped}%")
 }

@@ -7,7 +7,7 @@ use super::{NewEvent, PageQuery, SqlStore, StoreResult};
 use crate::bus::BusMessage;
 use crate::ids::AccountId;
 use crate::time::Timestamp;
-use crate::vocab::SuppressionSource;
+use crate::vocab::{MessageStatus, SuppressionSource};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -75,9 +75,10 @@ pub trait SuppressionStore: Send + Sync {
         message_id: &str,
         at: Timestamp,
     ) -> StoreResult<()>;
-    /// How many of `run.agent`'s latest messages to `run.address` that went out (sent or
-    /// bounced), up to `run.limit` and from `run.since` to `run.until`, soft-bounced in a
-    /// row, newest first: the run stops at the first one without a soft bounce.
+    /// The length of the run of soft bounces `run.message_id` is part of: among
+    /// `run.agent`'s messages to `run.address` that went out (sent or bounced) since
+    /// `run.since`, in the order they were sent, the unbroken sequence of soft-bounced ones
+    /// around it (DSNs may arrive in any order). 0 when the message is not among them.
     async fn soft_bounce_run(&self, run: &SoftBounceRun<'_>) -> StoreResult<u32>;
     /// Drops soft bounces recorded before `before`.
     async fn expire_soft_bounces(&self, before: Timestamp) -> StoreResult<u64>;
@@ -90,9 +91,12 @@ pub struct SoftBounceRun<'a> {
     pub agent: &'a str,
     pub address: &'a str,
     pub since: Timestamp,
-    pub until: Timestamp,
-    pub limit: u32,
+    pub message_id: &'a str,
 }
+
+/// Most messages looked at for one run: an address with more mail than this in the window
+/// counts its run among the newest ones.
+const RUN_SCAN: i64 = 1000;
 
 #[async_trait]
 impl SuppressionStore for SqlStore {
@@ -232,33 +236,39 @@ impl SuppressionStore for SqlStore {
         // Address lists are JSON arrays of lowercase addresses: a quoted match is exact (LIKE's
         // wildcards are escaped). The agent's index bounds the scan to its outbound mail of
         // the window.
-        let quoted = format!("%{}%", like_escape(&serde_json::to_string(&address).unwrap_or_default()));
-        let rows = sqlx::query(
+        let quoted = super::messages::contains_pattern(&serde_json::to_string(&address).unwrap_or_default());
+        let went_out =
+            [MessageStatus::Sent, MessageStatus::Bounced].map(|w| format!("'{}'", w.as_str())).join(", ");
+        let rows = sqlx::query(&format!(
             "SELECT m.id, b.message_id AS soft FROM messages m
              LEFT JOIN soft_bounces b ON b.account_id = m.account_id AND b.address = $3 AND b.message_id = m.id
              WHERE m.agent_email = $1 AND m.direction = 'outbound' AND m.account_id = $2
-               AND m.created_at >= $4 AND m.created_at <= $5 AND m.status IN ('sent', 'bounced')
-               AND (m.to_addrs LIKE $6 ESCAPE '\\' OR m.cc_addrs LIKE $6 ESCAPE '\\' OR m.bcc_addrs LIKE $6 ESCAPE '\\')
-             ORDER BY m.created_at DESC, m.id DESC LIMIT $7",
-        )
+               AND m.created_at >= $4 AND m.status IN ({went_out})
+               AND (m.to_addrs LIKE $5 ESCAPE '\\' OR m.cc_addrs LIKE $5 ESCAPE '\\' OR m.bcc_addrs LIKE $5 ESCAPE '\\')
+             ORDER BY m.created_at DESC, m.id DESC LIMIT $6"
+        ))
         .bind(run.agent)
         .bind(run.account.as_str())
         .bind(&address)
         .bind(run.since.as_micros())
-        .bind(run.until.as_micros())
         .bind(quoted)
-        .bind(i64::from(run.limit))
+        .bind(RUN_SCAN)
         .fetch_all(&self.pool)
         .await?;
-        let mut n = 0;
-        for row in &rows {
-            let soft: Option<String> = row.try_get("soft")?;
-            if soft.is_none() {
-                break;
+        let mut soft = Vec::with_capacity(rows.len());
+        let mut at = None;
+        for (i, row) in rows.iter().enumerate() {
+            let id: String = row.try_get("id")?;
+            let bounced: Option<String> = row.try_get("soft")?;
+            if id == run.message_id {
+                at = Some(i);
             }
-            n += 1;
+            soft.push(bounced.is_some());
         }
-        Ok(n)
+        let Some(at) = at.filter(|i| soft[*i]) else { return Ok(0) };
+        let newer = soft[..at].iter().rev().take_while(|s| **s).count();
+        let older = soft[at + 1..].iter().take_while(|s| **s).count();
+        Ok(u32::try_from(1 + newer + older).unwrap_or(u32::MAX))
     }
 
     async fn expire_soft_bounces(&self, before: Timestamp) -> StoreResult<u64> {
@@ -270,9 +280,4 @@ impl SuppressionStore for SqlStore {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
-}
-
-/// `text` with LIKE's wildcards and the escape character escaped (`ESCAPE '\'`).
-fn like_escape(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }

@@ -154,7 +154,7 @@ pub async fn spawn_app_configured(
     };
     // What `postagent serve` starts, through the real configuration path, in the spellings
     // an operator might use: the API (with its janitor and hub) and the webhook worker, no
-    // milter or LMTP listener, and no submitter: these tests look at mail as it is queued
+    // milter, socketmap or LMTP listener, and no submitter: these tests look at mail as it is queued
     // (the Postfix tests run the whole `serve`).
     let port = postagent_lab::free_port().expect("port");
     let base = format!("http://127.0.0.1:{port}");
@@ -162,6 +162,7 @@ pub async fn spawn_app_configured(
         ("api_listen", format!("127.0.0.1:{port}")),
         ("milter_listen", String::new()),
         ("lmtp_listen", String::new()),
+        ("socketmap_listen", String::new()),
         ("shared_domain", format!("{}.", SHARED_DOMAIN.to_uppercase())),
         ("mail_hostname", MAIL_HOST.to_owned()),
         ("public_url", format!("{base}/")),

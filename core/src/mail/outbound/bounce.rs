@@ -155,8 +155,8 @@ pub async fn apply(
 }
 
 /// Records a soft bounce of `m` for `address` (always, so a limit set later counts what came
-/// before); `Some(run)` when it completes a run of `limit` (0: never): the agent's last
-/// `limit` messages to the address that went out all soft-bounced.
+/// before); `Some(run)` when it makes a run of at least `limit` (0: never): that many of the
+/// agent's messages to the address in a row, `m` among them, all soft-bounced.
 async fn soft_run(
     store: &dyn Store,
     m: &crate::store::Message,
@@ -172,9 +172,8 @@ async fn soft_run(
         account: &m.account_id,
         agent: &m.agent_email,
         address,
-        since: m.created_at.plus_secs(-SOFT_BOUNCE_WINDOW_DAYS * 86_400),
-        until: m.created_at,
-        limit,
+        since: now.plus_secs(-SOFT_BOUNCE_WINDOW_DAYS * 86_400),
+        message_id: &m.id,
     };
     let n = store.soft_bounce_run(&run).await?;
     tracing::debug!(message = %m.id, recipient = %address, run = n, limit, "soft bounce");
