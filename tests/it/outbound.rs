@@ -508,26 +508,13 @@ async fn outbound_gate_flags_and_blocks(app: &TestApp) {
 
 async fn bounces_only_count_for_the_message_recipients(app: &TestApp) {
     use postagent_core::mail::outbound::bounce::{self, BounceOutcome, BouncePolicy};
-    use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
     use postagent_core::time::Timestamp;
-    use postagent_core::vocab::{DeliveryStatus, MessageStatus};
     setup(app).await;
     let r = app
         .post(&messages(BOT), json!({"to": ["a@example.org", "b@example.org"], "subject": "s", "text": "t"}))
         .await;
     let id = r.body["message_id"].as_str().expect("id").to_owned();
-    let sent = Transition {
-        message_id: id.clone(),
-        from: vec![MessageStatus::Accepted],
-        set: MessageUpdate {
-            status: Some(MessageStatus::Sent),
-            delivery_status: Some(DeliveryStatus::Sent),
-            ..Default::default()
-        },
-        at: Timestamp::now(),
-        ..Transition::default()
-    };
-    assert!(app.store.transition(sent).await.expect("transition"));
+    app.mark_sent(&id).await;
     let dsn = |rcpt: &str| {
         format!(
             "From: MAILER-DAEMON@x.test\r\nTo: bounce@agents.test\r\nMIME-Version: 1.0\r\n\

@@ -238,23 +238,9 @@ async fn managed_unsubscribe_one_click(app: &TestApp) {
 
 /// A send to `to` that the test marks `sent`, as the submitter would after Postfix took it.
 async fn sent_to(app: &TestApp, to: &str) -> String {
-    use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
-    use postagent_core::time::Timestamp;
-    use postagent_core::vocab::{DeliveryStatus, MessageStatus};
     let r = app.post(&path("/messages"), json!({"to": [to], "subject": "s", "text": "t"})).await;
     let id = r.body["message_id"].as_str().expect("id").to_owned();
-    let sent = Transition {
-        message_id: id.clone(),
-        from: vec![MessageStatus::Accepted],
-        set: MessageUpdate {
-            status: Some(MessageStatus::Sent),
-            delivery_status: Some(DeliveryStatus::Sent),
-            ..Default::default()
-        },
-        at: Timestamp::now(),
-        ..Transition::default()
-    };
-    assert!(app.store.transition(sent).await.expect("transition"));
+    app.mark_sent(&id).await;
     id
 }
 

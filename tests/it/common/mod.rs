@@ -265,6 +265,25 @@ impl TestApp {
     }
 
     /// The directory holding the SQLite files (empty for PostgreSQL).
+    /// Marks queued message `id` `sent`, as the submitter does once Postfix took it (these
+    /// apps run no submitter).
+    pub async fn mark_sent(&self, id: &str) {
+        use postagent_core::store::{MessageUpdate, OutboundStore, Transition};
+        use postagent_core::vocab::{DeliveryStatus, MessageStatus};
+        let sent = Transition {
+            message_id: id.to_owned(),
+            from: vec![MessageStatus::Accepted],
+            set: MessageUpdate {
+                status: Some(MessageStatus::Sent),
+                delivery_status: Some(DeliveryStatus::Sent),
+                ..Default::default()
+            },
+            at: postagent_core::time::Timestamp::now(),
+            ..Transition::default()
+        };
+        assert!(self.store.transition(sent).await.expect("transition"), "{id} was queued");
+    }
+
     pub fn store_dir(&self) -> std::path::PathBuf {
         self._dir.path().to_path_buf()
     }
