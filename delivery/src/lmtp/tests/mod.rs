@@ -171,11 +171,6 @@ impl Client {
         c
     }
 
-    /// Our end of the connection (what the server logs as `client=`).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.w.local_addr().expect("local addr")
-    }
-
     pub async fn send(&mut self, raw: &[u8]) {
         self.w.write_all(raw).await.expect("write");
     }

@@ -461,54 +461,5 @@ async fn unix_socket() {
     server.await.expect("join").expect("run");
 }
 
-/// A `MakeWriter` that appends to a shared buffer, to read what was logged.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn one_info_line_per_transaction_with_the_queue_id() {
-    let logs = LogBuffer::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // A current-thread runtime polls the server's tasks on this thread, so they log here.
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let (srv, backend) = server().await;
-    backend.set_temp_fail(&["b@agents.test"]);
-    // Tests on other threads log nowhere: a callsite they registered before this subscriber
-    // existed may have cached "never"; recompute now that it does.
-    tracing::callsite::rebuild_interest_cache();
-    let mut c = Client::ready(srv.addr).await;
-    let message = "Received: from c.test (unknown [127.0.0.1])\r\n\
-        \tby mx.postagent.test (Postfix) with ESMTP id 4dQ1xk0sYzz9sWL\r\n\
-        \tfor <a@agents.test>; Sat, 21 Nov 2026 10:00:00 +0000 (UTC)\r\n\
-        Subject: secret subject\r\n\r\nsecret body\r\n";
-    transaction(&mut c, "s@sender.test", &["a@agents.test", "b@agents.test"], message).await;
-    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 bye\r\n");
-    c.expect_closed().await;
-    let logs = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
-    let lines: Vec<&str> = logs.lines().filter(|l| l.contains("from=<")).collect();
-    assert_eq!(lines.len(), 1, "{logs}");
-    assert!(
-        lines[0].contains(&format!(
-            "4dQ1xk0sYzz9sWL: lmtp done client={} from=<s@sender.test> rcpts=2 size={} replies=250,451",
-            c.local_addr(),
-            message.len()
-        )),
-        "{logs}"
-    );
-    assert!(!logs.contains("secret"), "never log message content: {logs}");
-}
+// The one log line per transaction is checked in `delivery/tests/lmtp_log.rs`, a test binary
+// of its own: here, tests on other threads share tracing's callsite-interest cache.
