@@ -237,3 +237,69 @@ async fn a_store_that_cannot_answer_makes_postfix_tempfail() {
     assert!(reply.starts_with("451 4.3.0"), "{reply}\n{}", w.pf.read_log());
     cluster.start_server().expect("start");
 }
+
+/// Two replicas on one PostgreSQL: an agent created through one is known at once to the
+/// other's socketmap, whose cache had the address as not found (30 s TTL): the change reached
+/// it by NOTIFY on the bus, not by expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_replica_empties_the_other_replicas_cache() {
+    use postagent_core::net::{Listener, SocketOptions};
+    use postagent_core::store::{EventStore, SqlStore};
+    use postagent_milter::socketmap::{self, SocketmapConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(cluster) = PgCluster::shared() else { return };
+    let url = cluster.create_database().expect("database");
+    let (a, b) = (
+        SqlStore::open(&url, 2).await.expect("replica a"),
+        SqlStore::open(&url, 2).await.expect("replica b"),
+    );
+    let b = std::sync::Arc::new(b);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(postagent_core::bus::listen_postgres(
+        url.clone(),
+        b.bus().clone(),
+        stopping(stopped.clone()),
+    ));
+    let listener =
+        Listener::bind(&"127.0.0.1:0".parse().expect("addr"), &SocketOptions::default()).await.expect("bind");
+    let addr = listener.local();
+    let config = SocketmapConfig {
+        shared_domain: AGENT_DOMAIN.into(),
+        secret: postagent_core::secret::Secret::new(vec![7; 32]),
+        transport: "postagent:inet:127.0.0.1:2424".into(),
+        recipient_delimiter: "+".into(),
+        cache_ttl: std::time::Duration::from_secs(30),
+        max_connections: 4,
+        idle_timeout: std::time::Duration::from_secs(30),
+        peers: postagent_core::peers::PeerList::loopback(),
+    };
+    let directory = std::sync::Arc::new(postagent_milter::StoreDirectory::new(b.clone()));
+    tokio::spawn(socketmap::run(listener, directory, config, b.bus().subscribe(), stopping(stopped)));
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut ask = async || {
+        let request = "recipients late@agents.test";
+        conn.write_all(format!("{}:{request},", request.len()).as_bytes()).await.expect("write");
+        let mut buf = [0u8; 128];
+        let n = conn.read(&mut buf).await.expect("read");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(ask().await, "9:NOTFOUND ,", "not yet an agent, and now cached");
+    let (account, _) =
+        postagent_core::service::bootstrap_account(&a, "owner@example.org").await.expect("account");
+    postagent_core::service::create_agent(&a, &account.id, "late@agents.test", "Late", AGENT_DOMAIN)
+        .await
+        .expect("agent on replica a");
+    let started = std::time::Instant::now();
+    loop {
+        let answer = ask().await;
+        if answer.contains("OK late@agents.test") {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "still {answer} on replica b");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+}
