@@ -42,6 +42,10 @@ pub enum ManageError {
     ReviewerAddress(String),
     #[error("{0} is in your trash: restore it instead")]
     AgentInTrash(String),
+    #[error(
+        "{0} is postagent's own: bounce+… addresses on every agent domain carry delivery reports back, so no agent may be called bounce"
+    )]
+    BounceAddress(String),
     #[error("agent {0} not found")]
     AgentNotFound(String),
     #[error("an account with email {0} already exists")]
@@ -318,6 +322,11 @@ pub async fn create_agent(
     let on_shared = !shared_domain.is_empty() && email.domain() == shared_domain;
     if on_shared && let Some(problem) = ids::slug_problem(email.local_part()) {
         return Err(ManageError::InvalidSlug(format!("{}: {problem}", email.local_part())));
+    }
+    // `bounce+<message>…@domain` is our outbound mail's envelope sender on every agent domain:
+    // an agent `bounce` (or `bounce+x`) would never get its extensions, or would get DSNs.
+    if email.local_part() == "bounce" || crate::mail::outbound::verp::looks_like_bounce(email.as_str()) {
+        return Err(ManageError::BounceAddress(email.to_string()));
     }
     // An agent's key reads its mail; an agent that received review notices could approve the
     // holds they are about, its own account's or another's.

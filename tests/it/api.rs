@@ -110,6 +110,16 @@ async fn a_reviewer_address_cannot_become_an_agent(app: &TestApp) {
     assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "agent_address_reserved"), "{}", r.body);
     let ok = app.post("/v1/agents", json!({"email": "helper@people.example"})).await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    // Nor the envelope sender of our outbound mail, whose bounce+… addresses carry DSNs back.
+    for taken in ["bounce@people.example", "Bounce+x@people.example"] {
+        let r = app.post("/v1/agents", json!({"email": taken})).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::CONFLICT, "agent_address_reserved"),
+            "{taken}: {}",
+            r.body
+        );
+    }
 }
 
 /// The response to a keyed API-key creation is kept for replay, but never in clear.

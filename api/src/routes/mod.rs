@@ -30,7 +30,9 @@ impl From<ManageError> for ApiError {
             ManageError::DomainNotRegistered(_) => ApiError::bad_request("domain_not_registered", msg),
             ManageError::DomainNotVerified(_) => ApiError::bad_request("domain_not_verified", msg),
             ManageError::DomainTaken(_) => ApiError::conflict("domain_taken", msg),
-            ManageError::ReviewerAddress(_) => ApiError::conflict("agent_address_reserved", msg),
+            ManageError::ReviewerAddress(_) | ManageError::BounceAddress(_) => {
+                ApiError::conflict("agent_address_reserved", msg)
+            }
             ManageError::DomainClaimed { token, .. } => ApiError::conflict("domain_taken", msg).with_details(
                 serde_json::json!({"takeover_txt": token, "hint": "publish this TXT record at the domain (and its MX) and call verify"}),
             ),
