@@ -63,7 +63,9 @@ pub fn socketmap(
         secret: shared.secret.clone(),
         transport: config.lmtp_transport(),
         recipient_delimiter: config.recipient_delimiter.clone(),
-        cache_ttl: Duration::from_secs(30),
+        // Short: on SQLite a change made by another process (the admin command) reaches the
+        // cache only by expiry; the bus empties it at once for everything else.
+        cache_ttl: Duration::from_secs(5),
         max_connections: SOCKETMAP_MAX_CONNECTIONS,
         idle_timeout: Duration::from_secs(300),
         peers: config.socketmap_peers.clone(),

@@ -154,7 +154,7 @@ impl SqlStore {
     /// Tells every replica (and this process) that agents or agent domains changed, after
     /// the change committed. A lost notification costs a cache its TTL, never correctness.
     /// On SQLite the bus stays in this process: a change another process makes (the
-    /// `admin` command) reaches a running service's caches only by their TTL.
+    /// `admin` command) reaches a running service's caches only by their TTL (5 s).
     pub(super) async fn directory_changed(&self) {
         let msg = BusMessage::Directory;
         if self.backend == Backend::Postgres
