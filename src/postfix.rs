@@ -115,6 +115,9 @@ struct Plan {
     old_domains_file: PathBuf,
     /// What the operator should know (a differing `recipient_delimiter`, …).
     notes: Vec<String>,
+    /// `postagent.previous` beside main.cf, and its text when a setup was applied before.
+    previous_path: PathBuf,
+    previous_text: Option<String>,
 }
 
 /// The originating listener as `master.cf` names it: its `service/type` key and the service
@@ -165,10 +168,10 @@ fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
     let old_domains_file = config_dir.join(DOMAINS_FILE);
     let old_table = format!("texthash:{}", old_domains_file.display());
     // What an earlier setup added (its endpoint may have changed since): replaced, not kept.
-    let previous: serde_json::Value = std::fs::read_to_string(config_dir.join(PREVIOUS_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let previous_path = config_dir.join(PREVIOUS_FILE);
+    let previous_text = std::fs::read_to_string(&previous_path).ok();
+    let previous: serde_json::Value =
+        previous_text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
     let mut notes = Vec::new();
     let hop = format!("{}:{}", postagent_core::config::TRANSPORT, endpoint(lmtp, &queue_dir));
     if config.lmtp_transport() != hop {
@@ -265,6 +268,8 @@ fn plan(config: &Config, dir: Option<&Path>) -> anyhow::Result<Plan> {
         transport_key: format!("{}/unix", postagent_core::config::TRANSPORT),
         old_domains_file,
         notes,
+        previous_path,
+        previous_text,
     })
 }
 
@@ -302,10 +307,9 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
         println!("# Nothing changed. Re-run with --apply to make these changes.");
         return Ok(());
     }
-    let config_dir = PathBuf::from(postconf(dir, &["-h", "config_directory"])?);
-    let previous_path = config_dir.join(PREVIOUS_FILE);
+    let previous_path = &p.previous_path;
     // The first setup's "before" is what remove restores; a repeated setup keeps it.
-    if !previous_path.exists() && p.service_present {
+    if p.previous_text.is_none() && p.service_present {
         bail!(
             "master.cf already has a service at {}: choose another submission_relay, or remove that service first",
             config.submission_relay
@@ -314,9 +318,9 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
     // The first setup's "before" is what remove restores. A later setup (a new version adding
     // a parameter, or replacing the texthash table) adds what it newly touches, and records
     // the items it owns now, so remove takes out exactly those.
-    let mut saved: serde_json::Value = match std::fs::read_to_string(&previous_path) {
-        Ok(text) => serde_json::from_str(&text).context("postagent.previous is not JSON")?,
-        Err(_) => serde_json::json!({"main": {}, "items": {}, "service": p.service_key}),
+    let mut saved: serde_json::Value = match &p.previous_text {
+        Some(text) => serde_json::from_str(text).context("postagent.previous is not JSON")?,
+        None => serde_json::json!({"main": {}, "items": {}, "service": p.service_key}),
     };
     if saved.get("transport_service").is_none() {
         if postconf(dir, &["-M", &p.transport_key]).is_ok_and(|s| !s.is_empty()) {
@@ -335,7 +339,7 @@ async fn setup(config: &Config, dir: Option<&Path>, apply: bool) -> anyhow::Resu
             saved["items"][&ch.key] = serde_json::json!(item);
         }
     }
-    std::fs::write(&previous_path, saved.to_string())
+    std::fs::write(previous_path, saved.to_string())
         .with_context(|| format!("cannot write {}", previous_path.display()))?;
     for ch in p.main.iter().filter(|ch| ch.now != ch.want) {
         postconf(dir, &["-e", &format!("{} = {}", ch.key, ch.want)])?;

@@ -48,12 +48,10 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
 }
 
 fn main() -> ExitCode {
-    let (opts, out) = match parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    postagent_bench::main_with("bench-fanout", "BENCH_FANOUT_COMMAND", out, run(&opts))
+    postagent_bench::cli(
+        "bench-fanout",
+        "BENCH_FANOUT_COMMAND",
+        parse(),
+        |opts| async move { run(&opts).await },
+    )
 }

@@ -65,6 +65,23 @@ impl Markdown for hostile::Report {
     }
 }
 
+/// A `bench-*` binary's `main`: a usage error (from its argument parser) exits 2, anything
+/// else goes to [`main_with`].
+pub fn cli<O, T: Markdown, Fut: std::future::Future<Output = anyhow::Result<T>>>(
+    name: &str,
+    command_env: &str,
+    parsed: Result<(O, Option<PathBuf>), String>,
+    run: impl FnOnce(O) -> Fut,
+) -> std::process::ExitCode {
+    match parsed {
+        Ok((opts, out)) => main_with(name, command_env, out, run(opts)),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// What the `bench-*` binaries share after parsing their arguments: run the benchmark on a
 /// runtime, print its report and write it to `out`. `name` prefixes errors; the command shown
 /// in the report is `$<command_env>` (the `run` script's invocation) or this binary's own.

@@ -46,12 +46,10 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
 }
 
 fn main() -> ExitCode {
-    let (opts, out) = match parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    postagent_bench::main_with("bench-inbound", "BENCH_INBOUND_COMMAND", out, run(&opts))
+    postagent_bench::cli(
+        "bench-inbound",
+        "BENCH_INBOUND_COMMAND",
+        parse(),
+        |opts| async move { run(&opts).await },
+    )
 }

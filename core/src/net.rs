@@ -5,14 +5,22 @@
 
 use crate::config::ListenAddr;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A bound listener.
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+}
+
+/// A connection [`Listener::accept`] took: TCP with its peer, or a unix socket's.
+#[derive(Debug)]
+pub enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
 }
 
 /// How sockets are bound.
@@ -99,6 +107,21 @@ impl Listener {
                 .ok()
                 .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
                 .unwrap_or_else(|| "unix socket".to_owned()),
+        }
+    }
+
+    /// The next connection. TCP ones get `TCP_NODELAY`: the roles answer in small writes,
+    /// which Nagle and the peer's delayed ACK would stall by ~40 ms each (postfix-lab.md §8).
+    pub async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Self::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::warn!(error = %e, %peer, "cannot set TCP_NODELAY");
+                }
+                Ok(Accepted::Tcp(stream, peer))
+            }
+            Self::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
         }
     }
 

@@ -21,7 +21,7 @@
 
 use crate::recipients::{self, AgentDirectory, RecipientClass};
 use postagent_core::bus::BusMessage;
-use postagent_core::net::Listener;
+use postagent_core::net::{Accepted, Listener};
 use postagent_core::peers::PeerList;
 use postagent_core::secret::Secret;
 use std::collections::HashMap;
@@ -295,8 +295,8 @@ pub async fn run(
                     bus_open = false;
                 }
             },
-            accepted = accept(&listener) => {
-                let (stream, peer) = match accepted {
+            accepted = listener.accept() => {
+                let stream = match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "socketmap: accept failed");
@@ -304,8 +304,8 @@ pub async fn run(
                         continue;
                     }
                 };
-                if let Some(ip) = peer && !peers.allows(ip) {
-                    tracing::warn!("NOQUEUE: socketmap refused connection from {ip}: not in socketmap_peers");
+                if let Accepted::Tcp(_, peer) = &stream && !peers.allows(peer.ip()) {
+                    tracing::warn!("NOQUEUE: socketmap refused connection from {peer}: not in socketmap_peers");
                     postagent_core::metrics::PEERS_REFUSED.inc("socketmap");
                     continue;
                 }
@@ -317,8 +317,8 @@ pub async fn run(
                 let maps = maps.clone();
                 connections.spawn(async move {
                     match stream {
-                        Conn::Tcp(s) => serve_connection(s, &maps, idle).await,
-                        Conn::Unix(s) => serve_connection(s, &maps, idle).await,
+                        Accepted::Tcp(s, _) => serve_connection(s, &maps, idle).await,
+                        Accepted::Unix(s) => serve_connection(s, &maps, idle).await,
                     }
                 });
             }
@@ -327,23 +327,6 @@ pub async fn run(
     }
     connections.shutdown().await;
     Ok(())
-}
-
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Listener) -> io::Result<(Conn, Option<std::net::IpAddr>)> {
-    match listener {
-        Listener::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            // One small reply per request: Nagle would hold each back for the peer's ACK.
-            let _ = s.set_nodelay(true);
-            Ok((Conn::Tcp(s), Some(peer.ip())))
-        }
-        Listener::Unix(l) => Ok((Conn::Unix(l.accept().await?.0), None)),
-    }
 }
 
 #[cfg(test)]

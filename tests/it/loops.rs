@@ -105,18 +105,6 @@ async fn two_agents_settle_within_the_budget(db: Db) {
     assert_eq!(reply(&app, A, &other).await.0, StatusCode::ACCEPTED);
 }
 
-async fn event_types(app: &TestApp, id: &str) -> Vec<String> {
-    let events = app.get(&format!("/v1/events?message_id={id}")).await.body;
-    let mut kinds: Vec<String> = events["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|e| e["type"].as_str().map(str::to_owned))
-        .collect();
-    kinds.sort();
-    kinds
-}
-
 /// The inbound gate's automatic-mail rule: with `block`, an autoresponder's answer is kept
 /// from the agent (no `email.received`, so an agent that answers everything never sees it);
 /// with `review` it waits for a person; a person's mail is untouched either way.
@@ -151,7 +139,7 @@ async fn the_gate_keeps_automatic_mail_from_the_agent(db: Db) {
 
     let auto =
         app.deliver(A, &mail("x@example.org", A, "g1", "Auto-Submitted: auto-replied\r\n"), true).await;
-    assert_eq!(event_types(&app, &auto).await, ["email.blocked"], "never email.received");
+    assert_eq!(app.event_kinds(&auto).await, ["email.blocked"], "never email.received");
     let ev = app.get(&format!("/v1/events?message_id={auto}")).await.body;
     assert_eq!(ev["items"][0]["data"]["reason_source"], "automatic_mail", "{ev}");
     assert!(ev["items"][0]["data"]["reason"].as_str().is_some_and(|r| r.contains("auto-replied")), "{ev}");
@@ -161,7 +149,7 @@ async fn the_gate_keeps_automatic_mail_from_the_agent(db: Db) {
         .await;
     assert_eq!(inbox.body["items"], json!([]), "the agent sees nothing to answer");
     let person = app.deliver(A, &mail("w@example.org", A, "g2", ""), true).await;
-    assert_eq!(event_types(&app, &person).await, ["email.received"]);
+    assert_eq!(app.event_kinds(&person).await, ["email.received"]);
 
     let r = app
         .call(
@@ -178,13 +166,13 @@ async fn the_gate_keeps_automatic_mail_from_the_agent(db: Db) {
         1,
     );
     let held = app.deliver(A, away.as_bytes(), true).await;
-    assert_eq!(event_types(&app, &held).await, ["email.review_requested"]);
+    assert_eq!(app.event_kinds(&held).await, ["email.review_requested"]);
     let review = app.get(&format!("/v1/reviews/{held}")).await.body;
     assert_eq!(review["hold_reason"]["code"], "automatic_mail", "{review}");
     // Not a listed class: delivered, and still never answerable.
     let generated =
         app.deliver(A, &mail("z@example.org", A, "g4", "Auto-Submitted: auto-generated\r\n"), true).await;
-    assert_eq!(event_types(&app, &generated).await, ["email.received"]);
+    assert_eq!(app.event_kinds(&generated).await, ["email.received"]);
     assert_eq!(reply(&app, A, &generated).await.0, StatusCode::FORBIDDEN);
 }
 

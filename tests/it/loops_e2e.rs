@@ -7,10 +7,10 @@ use crate::common;
 
 use common::mail::{MailWorld, Options, WAIT};
 use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message};
+use postagent_lab::receiver::until;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
 
 const BOT: &str = "bot@agents.test";
 const PEER: &str = "peer@agents.test";
@@ -26,49 +26,58 @@ struct AnswerEverything {
 }
 
 impl AnswerEverything {
-    /// One pass over the agents' unread mail; `true` when it found something new.
-    async fn pass(&mut self, w: &MailWorld, agents: &[&'static str]) -> bool {
-        let mut found = false;
+    /// The agents' unread messages the script has not seen yet, as (agent, id).
+    async fn unseen(&self, w: &MailWorld, agents: &[&'static str]) -> Vec<(&'static str, String)> {
+        let mut fresh = Vec::new();
         for &agent in agents {
             for m in w.inbox(agent).await {
                 let id = m["id"].as_str().expect("id").to_owned();
-                if !self.seen.insert(id.clone()) {
-                    continue;
-                }
-                found = true;
-                let path = format!("/v1/agents/{agent}/messages/{id}/reply");
-                let (status, body) =
-                    w.call(Method::POST, &path, Some(json!({"text": "Thanks, noted."}))).await;
-                match status {
-                    StatusCode::ACCEPTED => *self.replies.entry(agent).or_default() += 1,
-                    StatusCode::FORBIDDEN => {
-                        assert_eq!(body["error"]["code"], "blocked_by_policy", "{body}");
-                        let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
-                        self.refused.push((agent, message));
-                    }
-                    other => panic!("reply to {id} by {agent}: {other} {body}"),
+                if !self.seen.contains(&id) {
+                    fresh.push((agent, id));
                 }
             }
         }
-        found
+        fresh
     }
 
-    /// Passes until `done` holds, polling Postfix's deliveries; fails after [`WAIT`] without
-    /// progress.
+    /// Answers one message, once.
+    async fn answer(&mut self, w: &MailWorld, agent: &'static str, id: String) {
+        if !self.seen.insert(id.clone()) {
+            return;
+        }
+        let path = format!("/v1/agents/{agent}/messages/{id}/reply");
+        let (status, body) = w.call(Method::POST, &path, Some(json!({"text": "Thanks, noted."}))).await;
+        match status {
+            StatusCode::ACCEPTED => *self.replies.entry(agent).or_default() += 1,
+            StatusCode::FORBIDDEN => {
+                assert_eq!(body["error"]["code"], "blocked_by_policy", "{body}");
+                let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+                self.refused.push((agent, message));
+            }
+            other => panic!("reply to {id} by {agent}: {other} {body}"),
+        }
+    }
+
+    /// One pass over the agents' unread mail.
+    async fn pass(&mut self, w: &MailWorld, agents: &[&'static str]) {
+        for (agent, id) in self.unseen(w, agents).await {
+            self.answer(w, agent, id).await;
+        }
+    }
+
+    /// Answers new mail as Postfix delivers it until `done` holds; fails after [`WAIT`]
+    /// without new mail.
     async fn until(&mut self, w: &MailWorld, agents: &[&'static str], done: impl Fn(&Self) -> bool) {
-        let mut progress = Instant::now();
         while !done(self) {
-            if self.pass(w, agents).await {
-                progress = Instant::now();
-            } else {
-                assert!(
-                    progress.elapsed() < WAIT,
-                    "no new mail for {WAIT:?}; replies {:?}, refused {:?}\n{}",
-                    self.replies,
-                    self.refused,
-                    w.postfix.read_log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let what = format!("new mail (replies {:?}, refused {:?})", self.replies, self.refused);
+            let script = &*self;
+            let fresh = until(&what, WAIT, || async move {
+                let fresh = script.unseen(w, agents).await;
+                (!fresh.is_empty()).then_some(fresh)
+            })
+            .await;
+            for (agent, id) in fresh {
+                self.answer(w, agent, id).await;
             }
         }
     }

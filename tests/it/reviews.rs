@@ -65,19 +65,6 @@ async fn held_send(app: &TestApp, subject: &str) -> (String, Value) {
     (r.body["message_id"].as_str().expect("id").to_owned(), r.body.clone())
 }
 
-/// The event types recorded for a message, sorted (events of one transaction share a time).
-async fn event_types(app: &TestApp, id: &str) -> Vec<String> {
-    let r = app.get(&format!("/v1/events?message_id={id}")).await;
-    let mut kinds: Vec<String> = r.body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or("").to_owned())
-        .collect();
-    kinds.sort();
-    kinds
-}
-
 async fn event_data(app: &TestApp, id: &str, kind: &str) -> Value {
     let r = app.get(&format!("/v1/events?message_id={id}")).await;
     let items = r.body["items"].as_array().expect("items").clone();
@@ -214,7 +201,7 @@ async fn outbound_hold_approved_edited_and_decided_once(app: &TestApp) {
     )
     .into_owned();
     assert!(raw.contains("Subject: Approved subject"), "{raw}");
-    assert_eq!(event_types(app, &id).await, vec!["email.review_approved", "email.review_requested"]);
+    assert_eq!(app.event_kinds(&id).await, vec!["email.review_approved", "email.review_requested"]);
     assert_eq!(submit_jobs(app).await, 1, "queued for submission once");
     assert!(app.get("/v1/reviews").await.body["items"].as_array().expect("items").is_empty());
 }
@@ -311,7 +298,7 @@ async fn two_replicas_race_on_expiry(app: &TestApp) {
     let (a, b) = (a.expect("replica 1"), b.expect("replica 2"));
     assert_eq!(a + b, 5, "each hold decided by exactly one replica ({a} + {b})");
     for id in &ids {
-        let kinds = event_types(app, id).await;
+        let kinds = app.event_kinds(id).await;
         assert_eq!(kinds.iter().filter(|k| *k == "email.review_approved").count(), 1, "{id}: {kinds:?}");
     }
     assert_eq!(submit_jobs(app).await, 5, "one submission each");
@@ -435,7 +422,7 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     let id = app.deliver(BOT, mail.as_bytes(), true).await;
     let inbox = app.get(&messages()).await;
     assert!(inbox.body["items"].as_array().expect("items").is_empty(), "held mail stays out of the inbox");
-    assert_eq!(event_types(app, &id).await, vec!["email.review_requested"], "no email.received while held");
+    assert_eq!(app.event_kinds(&id).await, vec!["email.review_requested"], "no email.received while held");
     let requested = app.get(&format!("/v1/events?message_id={id}")).await.body;
     assert_eq!(requested["items"][0]["data"]["reason_source"], "sender_gate", "{requested}");
     let reviews = app.get("/v1/reviews").await.body;
@@ -458,14 +445,14 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     assert_eq!(inbox["items"][0]["id"], id.as_str(), "released to the inbox");
     assert_eq!(inbox["items"][0]["read_status"], "unread");
     assert_eq!(
-        event_types(app, &id).await,
+        app.event_kinds(&id).await,
         vec!["email.received", "email.review_approved", "email.review_requested"]
     );
 
     let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(gate("block"))).await;
     assert_eq!(r.status, StatusCode::OK);
     let blocked = app.deliver(BOT, mail.replace("in1@", "in2@").as_bytes(), true).await;
-    assert_eq!(event_types(app, &blocked).await, vec!["email.blocked"]);
+    assert_eq!(app.event_kinds(&blocked).await, vec!["email.blocked"]);
     let ev = app.get(&format!("/v1/events?message_id={blocked}")).await.body;
     assert_eq!(
         (&ev["items"][0]["data"]["reason_source"], &ev["items"][0]["data"]["policy"]),
@@ -486,10 +473,10 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(allow)).await;
     assert_eq!(r.status, StatusCode::OK);
     let ok = app.deliver(BOT, mail.replace("in1@", "in3@").as_bytes(), true).await;
-    assert_eq!(event_types(app, &ok).await, vec!["email.received"], "the allowed domain passes");
+    assert_eq!(app.event_kinds(&ok).await, vec!["email.received"], "the allowed domain passes");
     let forged = app.deliver(BOT, mail.replace("in1@", "in5@").as_bytes(), false).await;
     assert_eq!(
-        event_types(app, &forged).await,
+        app.event_kinds(&forged).await,
         vec!["email.blocked"],
         "an unauthenticated From is not trusted"
     );
@@ -501,7 +488,7 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     assert_eq!(r.status, StatusCode::OK);
     let spoofed = app.deliver(BOT, spoof.as_bytes(), true).await;
     assert_eq!(
-        event_types(app, &spoofed).await,
+        app.event_kinds(&spoofed).await,
         vec!["email.blocked"],
         "verified as example.org, not trusted.test"
     );
@@ -509,7 +496,7 @@ async fn inbound_holds_and_blocks(app: &TestApp) {
     let r = app.call(Method::PUT, &protection(), Some(&app.key), Some(gate("flag"))).await;
     assert_eq!(r.status, StatusCode::OK);
     let flagged = app.deliver(BOT, mail.replace("in1@", "in4@").as_bytes(), true).await;
-    assert_eq!(event_types(app, &flagged).await, vec!["email.flagged", "email.received"]);
+    assert_eq!(app.event_kinds(&flagged).await, vec!["email.flagged", "email.received"]);
     let m = app.get(&format!("{}/{flagged}", messages())).await.body;
     assert_eq!(m["flagged"], true);
     assert!(m["flag_reason"].as_str().is_some_and(|r| r.contains("alice@example.org")), "{m}");

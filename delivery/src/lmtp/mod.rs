@@ -20,12 +20,11 @@ mod tests;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postagent_core::net::Accepted;
 use postagent_core::peers::PeerList;
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -142,7 +141,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = accept(&listener) => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok(Accepted::Tcp(_, peer)) if !config.peers.allows(peer.ip()) => {
                     // Dropped unanswered: only Postfix may file mail into the store.
                     tracing::warn!("NOQUEUE: lmtp refused connection from {peer}: not in lmtp_peers");
@@ -196,26 +195,6 @@ pub async fn run(
         sessions.shutdown().await;
     }
     Ok(())
-}
-
-enum Accepted {
-    Tcp(TcpStream, SocketAddr),
-    Unix(UnixStream),
-}
-
-async fn accept(listener: &LmtpListener) -> io::Result<Accepted> {
-    match listener {
-        LmtpListener::Tcp(l) => {
-            let (stream, peer) = l.accept().await?;
-            // Replies are small writes; without NODELAY, Nagle plus the peer's delayed ACK
-            // stall each transaction by ~40 ms (postfix-lab.md §8, pitfall 1).
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::warn!(error = %e, %peer, "lmtp: cannot set TCP_NODELAY");
-            }
-            Ok(Accepted::Tcp(stream, peer))
-        }
-        LmtpListener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
-    }
 }
 
 /// Answers a connection over the session cap with `421` and closes it. Runs as a session of

@@ -265,6 +265,20 @@ impl TestApp {
     }
 
     /// The directory holding the SQLite files (empty for PostgreSQL).
+    /// The event types recorded for message `id`, sorted (the events of one transaction
+    /// share a time, so their order is not theirs to keep).
+    pub async fn event_kinds(&self, id: &str) -> Vec<String> {
+        let r = self.get(&format!("/v1/events?message_id={id}")).await;
+        let mut kinds: Vec<String> = r.body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or("").to_owned())
+            .collect();
+        kinds.sort();
+        kinds
+    }
+
     /// Marks queued message `id` `sent`, as the submitter does once Postfix took it (these
     /// apps run no submitter).
     pub async fn mark_sent(&self, id: &str) {
