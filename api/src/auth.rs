@@ -5,14 +5,15 @@ use crate::{AppState, error::ApiError};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use postagent_core::apikey::{self, KeyScope};
-use postagent_core::ids::{AccountId, ApiKeyId};
+use postagent_core::ids::AccountId;
 use postagent_core::time::Timestamp;
 
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub account_id: AccountId,
-    pub key_id: ApiKeyId,
+    /// Who acts, for decisions and logs: `api_key:<key id>` or `console:<session id>`.
+    pub actor: String,
     pub scope: KeyScope,
     /// Set for agent-scoped keys: the only agent they may act on.
     pub agent_email: Option<String>,
@@ -62,7 +63,7 @@ impl Principal {
             .ok_or_else(|| ApiError::unauthorized("invalid, revoked or expired API key"))?;
         Ok(Self {
             account_id: key.account_id,
-            key_id: key.id,
+            actor: format!("api_key:{}", key.id),
             scope: key.scope,
             agent_email: key.agent_email,
         })

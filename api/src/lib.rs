@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod cursor;
 pub mod download;
 pub mod error;
@@ -51,6 +52,9 @@ pub struct Settings {
     pub api_listen: String,
     /// Contract §2.6 budgets.
     pub limits: postagent_core::config::RateLimits,
+    /// Console sessions: idle and absolute expiry.
+    pub console_idle: Duration,
+    pub console_lifetime: Duration,
 }
 
 impl Settings {
@@ -70,6 +74,8 @@ impl Settings {
             mail_hostname: cfg.mail_hostname(),
             api_listen: cfg.api_listen.to_string(),
             limits: cfg.rate_limits(),
+            console_idle: cfg.console_session_idle,
+            console_lifetime: cfg.console_session_lifetime,
         }
     }
 }
@@ -85,11 +91,11 @@ pub struct AppState {
     pub hub: ws::Hub,
 }
 
-/// The API: `/v1` and its helpers, and the MCP server on `/mcp`, whose tools call the `/v1`
-/// router in this process.
+/// The API: `/v1` and its helpers, the MCP server on `/mcp` and the console on `/console`,
+/// both of which call the `/v1` router in this process.
 pub fn router(state: AppState) -> Router {
     let rest = rest_router(state.clone());
-    rest.clone().merge(mcp::routes(state, rest))
+    rest.clone().merge(mcp::routes(state.clone(), rest.clone())).merge(console::routes(state, rest))
 }
 
 fn rest_router(state: AppState) -> Router {

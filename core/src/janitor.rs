@@ -1,7 +1,7 @@
 //! Housekeeping on a timer: forgets idempotency keys past their retention, expires the event
 //! log, ends webhook secret rotations whose grace is over, prunes old delivery rows, drops
-//! domain registrations left unverified too long and soft bounces too old to be part of a
-//! run. Every replica may run it; the deletes are idempotent.
+//! domain registrations left unverified too long, soft bounces too old to be part of a
+//! run, and ended console sign-ins and sessions. Every replica may run it; the deletes are idempotent.
 
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -44,7 +44,9 @@ pub async fn sweep(store: &dyn Store, now: Timestamp, keep: Retention) -> Result
     // A run looks back over messages of one window, whose DSNs may come one window later.
     let window = crate::mail::outbound::bounce::SOFT_BOUNCE_WINDOW_DAYS * 86_400;
     let soft = store.expire_soft_bounces(now.plus_secs(-2 * window)).await?;
-    Ok(keys + events + hooks + domains + windows + soft)
+    // Ended console sign-ins and sessions, a day after (the sessions page shows only live ones).
+    let console = store.expire_console(now.plus_secs(-86_400)).await?;
+    Ok(keys + events + hooks + domains + windows + soft + console)
 }
 
 /// Sweeps every `every` until `stop` resolves.

@@ -269,6 +269,8 @@ vocabulary! {
         Submit = "submit",
         /// Mail the account's reviewer about a new hold (`ref_id`: the message id).
         ReviewNotify = "review_notify",
+        /// Mail a console sign-in link (`ref_id`: the login id).
+        ConsoleSignIn = "console_sign_in",
     }
 }
 

@@ -92,12 +92,12 @@ impl Submitter {
         tokio::pin!(stop);
         let mut queue =
             JobQueue::new(self.store.clone(), self.id.clone(), self.lease_secs(), POLL_EVERY, |m| {
-                matches!(m, BusMessage::Jobs { kind: JobKind::Submit | JobKind::ReviewNotify })
+                matches!(m, BusMessage::Jobs { kind: JobKind::Submit | JobKind::ReviewNotify | JobKind::ConsoleSignIn })
             });
         let mut next_sweep = tokio::time::Instant::now();
         loop {
             let mut busy = false;
-            for kind in [JobKind::Submit, JobKind::ReviewNotify] {
+            for kind in [JobKind::Submit, JobKind::ReviewNotify, JobKind::ConsoleSignIn] {
                 let jobs = queue.claim(kind, CLAIM_BATCH).await;
                 busy |= !jobs.is_empty();
                 for job in jobs {
@@ -134,6 +134,7 @@ impl Submitter {
         let result = match job.kind {
             JobKind::Submit => self.submit(job).await,
             JobKind::ReviewNotify => self.notify(job).await,
+            JobKind::ConsoleSignIn => self.sign_in(job).await,
             // Never claimed here: the webhook worker owns these.
             JobKind::Webhook => Ok(()),
         };
@@ -339,6 +340,61 @@ impl Submitter {
         Ok(())
     }
 
+    /// Mails a console sign-in link. The login row names the address; the link is derived
+    /// from its id, so it was never stored.
+    async fn sign_in(&self, job: &Job) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let Some(login) =
+            self.store.get_console_login(&job.ref_id).await?.filter(|l| l.used_at.is_none() && l.expires_at > now)
+        else {
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        };
+        let link = format!(
+            "{}/console/login/link?t={}",
+            self.settings.public_url,
+            magic::sign_in_token(&self.secret, &login.id)
+        );
+        let raw = match notify::compose_sign_in(&login.email, &link, &self.settings.helo, login.expires_at) {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::error!("NOQUEUE: console sign-in mail for account {}: cannot compose: {e}", login.account_id);
+                self.store.complete_job(job.id, &self.id).await?;
+                return Ok(());
+            }
+        };
+        let to = login.email.clone();
+        match self.smtp_try(None, std::slice::from_ref(&to), &raw).await {
+            Tried::Queued { queue_id, .. } => {
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::info!(
+                    "{}: console sign-in link account={} to=<{to}>",
+                    queue_id.as_deref().unwrap_or("NOQUEUE"),
+                    login.account_id
+                );
+            }
+            Tried::Permanent(reason) | Tried::Suppressed(reason) => {
+                self.store.complete_job(job.id, &self.id).await?;
+                tracing::warn!("NOQUEUE: console sign-in link refused to=<{to}>: {reason}");
+            }
+            Tried::Temporary(reason) => {
+                // A link is worth sending only while it works.
+                match self.next_try(job).filter(|d| now.plus_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)) < login.expires_at) {
+                    Some(delay) => {
+                        let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
+                        self.store.retry_job(job.id, &self.id, now.plus_micros(micros), &reason).await?;
+                        tracing::warn!("NOQUEUE: console sign-in link deferred to=<{to}> retry_in={delay:?}: {reason}");
+                    }
+                    None => {
+                        self.store.complete_job(job.id, &self.id).await?;
+                        tracing::warn!("NOQUEUE: console sign-in link not sent to=<{to}>: {reason}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Mails the account's reviewer about a new hold.
     async fn notify(&self, job: &Job) -> Result<(), StoreError> {
         let Some(hold) = self
@@ -378,6 +434,7 @@ impl Submitter {
             .unwrap_or_default();
         let (approve_url, reject_url) =
             magic::links(&self.settings.public_url, &self.secret, &m.id, hold.expires_at);
+        let console_url = format!("{}/console/reviews/{}", self.settings.public_url, m.id);
         let raw = notify::compose(&notify::Notice {
             agent: &agent,
             message: &m,
@@ -385,6 +442,7 @@ impl Submitter {
             reviewer: &reviewer,
             approve_url: &approve_url,
             reject_url: &reject_url,
+            console_url: &console_url,
             expires_at: hold.expires_at,
         });
         let raw = match raw {

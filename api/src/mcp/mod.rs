@@ -164,7 +164,7 @@ async fn not_allowed(State(mcp): State<Mcp>, headers: HeaderMap) -> Response {
 /// The request's session, when it carries one minted for this key.
 fn session_of(mcp: &Mcp, headers: &HeaderMap, who: &Principal) -> Option<String> {
     let id = headers.get("mcp-session-id")?.to_str().ok()?;
-    session::valid(&mcp.state.secret, who.key_id.as_str(), id).then(|| id.to_owned())
+    session::valid(&mcp.state.secret, &who.actor, id).then(|| id.to_owned())
 }
 
 /// The caller of a GET or DELETE that names a session: `Err` is the answer to give.
@@ -331,7 +331,7 @@ async fn post_mcp(State(mcp): State<Mcp>, headers: HeaderMap, body: Bytes) -> Re
     }
     // A new session for `initialize`; otherwise the one the request carries, if it checks.
     let session = if initializing {
-        Some(session::mint(&mcp.state.secret, who.key_id.as_str()))
+        Some(session::mint(&mcp.state.secret, &who.actor))
     } else {
         session_of(&mcp, &headers, &who)
     };

@@ -163,7 +163,7 @@ pub async fn approve(
     }
     let route = format!("/v1/approve/{}", m.id);
     let account = who.account_id.clone();
-    let by = DecidedBy::Reviewer(format!("api_key:{}", who.key_id));
+    let by = DecidedBy::Reviewer(who.actor.clone());
     let (store, secret) = (state.store.clone(), state.secret.clone());
     idempotency::once_keyed(&state, &account, key, &route, &body.raw, |key| async move {
         let idem = key.map(|k| (who.account_id.clone(), k));
@@ -197,7 +197,7 @@ pub async fn reject(
     body: StrictJson<RejectRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let m = held(&state, &who, &id).await?;
-    let by = DecidedBy::Reviewer(format!("api_key:{}", who.key_id));
+    let by = DecidedBy::Reviewer(who.actor.clone());
     let decided =
         review::reject(state.store.as_ref(), &m.id, body.value.reason, by, Timestamp::now()).await?;
     Ok(Json(decided.view().1))

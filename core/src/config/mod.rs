@@ -184,6 +184,12 @@ pub struct Config {
     /// How often expired review holds are swept (their `on_expiry` applied).
     #[serde(with = "value::duration")]
     pub hold_sweep_interval: Duration,
+    /// A console session ends after this long without a request.
+    #[serde(with = "value::duration")]
+    pub console_session_idle: Duration,
+    /// A console session ends this long after sign-in, however busy.
+    #[serde(with = "value::duration")]
+    pub console_session_lifetime: Duration,
     /// `plain` or `json`.
     pub log_format: LogFormat,
     /// `stderr` (journald under systemd) or `syslog` (the local socket, beside Postfix).
@@ -266,6 +272,8 @@ impl Default for Config {
             loop_reply_budget: 5,
             loop_reply_window: minutes(10),
             hold_sweep_interval: Duration::from_secs(60),
+            console_session_idle: Duration::from_secs(12 * 3600),
+            console_session_lifetime: Duration::from_secs(7 * 86_400),
             log_format: LogFormat::Plain,
             log_target: LogTarget::Stderr,
             syslog_facility: SyslogFacility::Mail,
@@ -511,9 +519,12 @@ impl Config {
                 return Err(bad(key, "must be at least 1"));
             }
         }
-        for (key, d) in
-            [("hold_sweep_interval", self.hold_sweep_interval), ("ws_ping_interval", self.ws_ping_interval)]
-        {
+        for (key, d) in [
+            ("hold_sweep_interval", self.hold_sweep_interval),
+            ("ws_ping_interval", self.ws_ping_interval),
+            ("console_session_idle", self.console_session_idle),
+            ("console_session_lifetime", self.console_session_lifetime),
+        ] {
             if d.is_zero() {
                 return Err(bad(key, "must be more than 0"));
             }

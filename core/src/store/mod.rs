@@ -9,6 +9,7 @@
 
 mod accounts;
 mod agents;
+mod console;
 mod conversations;
 mod domains;
 mod events;
@@ -23,6 +24,7 @@ mod sql;
 mod suppressions;
 mod webhooks;
 
+pub use console::{ConsoleLogin, ConsoleSession, ConsoleStore, MAX_LISTED_SESSIONS, NewConsoleSession};
 pub use models::*;
 pub use outbound::OutboundStore;
 pub use rate_limits::RateLimitStore;
@@ -449,6 +451,7 @@ pub trait Store:
     + OutboundStore
     + SuppressionStore
     + RateLimitStore
+    + ConsoleStore
     + StoreHealth
 {
 }
@@ -464,6 +467,7 @@ impl<
         + OutboundStore
         + SuppressionStore
         + RateLimitStore
+        + ConsoleStore
         + StoreHealth,
 > Store for T
 {

@@ -17,6 +17,8 @@ pub struct Notice<'a> {
     pub reviewer: &'a str,
     pub approve_url: &'a str,
     pub reject_url: &'a str,
+    /// The message's page in the console (read it whole, edit it, decide it there).
+    pub console_url: &'a str,
     pub expires_at: Timestamp,
 }
 
@@ -34,12 +36,14 @@ pub fn compose(n: &Notice<'_>) -> std::io::Result<Vec<u8>> {
         "{agent} wants to send a message that needs your review.\n\n\
          To:      {to}\nSubject: {subject}\n\n{preview}\n\n\
          Approve: {approve}\nReject:  {reject}\n\n\
-         Each link opens a page that asks you to confirm. Without a decision the hold ends at {expires}.\n",
+         Each link opens a page that asks you to confirm. Without a decision the hold ends at {expires}.\n\n\
+         Read it whole, edit it or decide it in the console: {console}\n",
         agent = n.agent.email,
         to = recipients.join(", "),
         subject = m.subject,
         approve = n.approve_url,
         reject = n.reject_url,
+        console = n.console_url,
         expires = n.expires_at,
     );
     let from = sender(n.agent);
@@ -50,6 +54,24 @@ pub fn compose(n: &Notice<'_>) -> std::io::Result<Vec<u8>> {
         .message_id(format!("hitl-approve-{}@{}", m.id, n.agent.domain))
         .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-generated"))
         .header("X-E2A-Message-Id", mail_builder::headers::raw::Raw::new(m.id.as_str()))
+        .text_body(text)
+        .write_to_vec()
+}
+
+/// The email with a console sign-in link, from `postagent-noreply@<mail hostname>`.
+pub fn compose_sign_in(to: &str, link: &str, mail_hostname: &str, expires_at: Timestamp) -> std::io::Result<Vec<u8>> {
+    let text = format!(
+        "Someone, hopefully you, asked to sign in to the postagent console as {to}.\n\n\
+         Sign in: {link}\n\n\
+         The link works once, until {expires_at}. If you did not ask for it, ignore this email;\n\
+         nobody can sign in without the link.\n"
+    );
+    let from = format!("postagent-noreply@{mail_hostname}");
+    MessageBuilder::new()
+        .from(Address::new_address(Some("postagent console"), from.as_str()))
+        .to(to)
+        .subject("Your postagent console sign-in link")
+        .header("Auto-Submitted", mail_builder::headers::raw::Raw::new("auto-generated"))
         .text_body(text)
         .write_to_vec()
 }

@@ -1,0 +1,184 @@
+//! Inboxes: the account's agents, each with its protection settings (editable) and its mail
+//! and conversations (read-only); one message with its authentication verdict in words and
+//! its delivery and bounce history.
+
+use super::api::segment;
+use super::reviews::without_raw;
+use super::session::{FormData, Signed};
+use super::{Console, context, explain, page, problem, safe, see_other};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use postagent_core::vocab::{GateAction, GatePolicy, OnExpiry, Sensitivity, texts};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Messages per page of an agent's mail.
+const PAGE: u32 = 25;
+/// Agents listed at most.
+const MAX_AGENTS: usize = 1000;
+/// History events shown per message at most.
+const MAX_HISTORY: usize = 200;
+
+/// `GET /console/agents`.
+pub async fn agents(State(c): State<Console>, s: Signed) -> Response {
+    let (agents, more) = match c.all_pages(&s.who, "/v1/agents", MAX_AGENTS).await {
+        Ok(x) => x,
+        Err(r) => return r.page(),
+    };
+    let mut ctx = context(&s, "agents", "Inboxes");
+    ctx.insert("agents".into(), json!(agents));
+    ctx.insert("more".into(), json!(more));
+    page(StatusCode::OK, "agents.html", ctx.into())
+}
+
+#[derive(Deserialize, Default)]
+pub struct AgentQuery {
+    #[serde(default)]
+    cursor: String,
+    #[serde(default)]
+    saved: bool,
+}
+
+/// `GET /console/agents/{email}`: settings, recent conversations, mail (paged).
+pub async fn agent(State(c): State<Console>, s: Signed, Path(email): Path<String>, Query(q): Query<AgentQuery>) -> Response {
+    let base = format!("/v1/agents/{}", segment(&email));
+    let agent = match c.get(&s.who, &base).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let protection = match c.get(&s.who, &format!("{base}/protection")).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let cursor = if q.cursor.is_empty() { String::new() } else { format!("&cursor={}", segment(&q.cursor)) };
+    let messages = match c.get(&s.who, &format!("{base}/messages?direction=all&limit={PAGE}{cursor}")).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let conversations = match c.get(&s.who, &format!("{base}/conversations?limit=10")).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let mut ctx = context(&s, "agents", agent["email"].as_str().unwrap_or("Agent"));
+    ctx.insert("agent".into(), agent);
+    ctx.insert("p".into(), protection);
+    ctx.insert("messages".into(), messages["items"].clone());
+    ctx.insert("next".into(), messages["next_cursor"].clone());
+    ctx.insert("conversations".into(), conversations["items"].clone());
+    ctx.insert("policies".into(), json!(texts::<GatePolicy>()));
+    ctx.insert("actions".into(), json!(texts::<GateAction>()));
+    ctx.insert("sensitivities".into(), json!(texts::<Sensitivity>()));
+    ctx.insert("expiries".into(), json!(texts::<OnExpiry>()));
+    if q.saved {
+        ctx.insert("flash".into(), json!("Protection settings saved."));
+    }
+    page(StatusCode::OK, "agent.html", ctx.into())
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.split(['\n', ',']).map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+/// `POST /console/agents/{email}/protection`: the form over the current settings (what the
+/// form does not show, such as the automatic-mail rule, is kept), sent whole as the PUT.
+pub async fn save_protection(State(c): State<Console>, s: Signed, Path(email): Path<String>, form: FormData) -> Response {
+    if let Err(res) = s.check_csrf(&form) {
+        return res;
+    }
+    let path = format!("/v1/agents/{}/protection", segment(&email));
+    let mut p = match c.get(&s.who, &path).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    for dir in ["inbound", "outbound"] {
+        p[dir]["gate"]["policy"] = json!(form.text(&format!("{dir}_policy")));
+        p[dir]["gate"]["action"] = json!(form.text(&format!("{dir}_action")));
+        p[dir]["gate"]["allowlist"] = json!(lines(form.get(&format!("{dir}_allowlist")).unwrap_or("")));
+        p[dir]["scan"]["sensitivity"] = json!(form.text(&format!("{dir}_sensitivity")));
+    }
+    let ttl = form.text("ttl_seconds");
+    p["holds"]["ttl_seconds"] = ttl.parse::<i64>().map_or_else(|_| json!(ttl), |n| json!(n));
+    p["holds"]["on_expiry"] = json!(form.text("on_expiry"));
+    p["holds"]["suppress_notifications"] = json!(form.get("suppress_notifications").is_some());
+    match c.call(&s.who, Method::PUT, &path, Some(&p)).await {
+        Ok(_) => see_other(&format!("/console/agents/{}?saved=true", segment(&email))),
+        Err(r) if r.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, "Not saved", &format!("{} Nothing was changed.", r.message))
+        }
+        Err(r) => r.page(),
+    }
+}
+
+/// `GET /console/agents/{email}/conversations/{id}`.
+pub async fn conversation(State(c): State<Console>, s: Signed, Path((email, id)): Path<(String, String)>) -> Response {
+    let path = format!("/v1/agents/{}/conversations/{}", segment(&email), segment(&id));
+    let conv = match c.get(&s.who, &path).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let mut ctx = context(&s, "agents", "Conversation");
+    ctx.insert("email".into(), json!(email));
+    ctx.insert("c".into(), conv);
+    page(StatusCode::OK, "conversation.html", ctx.into())
+}
+
+/// `GET /console/agents/{email}/messages/{id}`.
+pub async fn message(State(c): State<Console>, s: Signed, Path((email, id)): Path<(String, String)>) -> Response {
+    let path = format!("/v1/agents/{}/messages/{}", segment(&email), segment(&id));
+    let m = match c.get(&s.who, &path).await {
+        Ok(v) => without_raw(v),
+        Err(r) => return r.page(),
+    };
+    // The history is the event log's; an account without one sees the message's own state.
+    let history = c
+        .all_pages(&s.who, &format!("/v1/events?message_id={}", segment(&id)), MAX_HISTORY)
+        .await
+        .map(|(mut events, _)| {
+            events.reverse();
+            events
+        })
+        .ok();
+    let html = m["parsed"]["html"].as_str().or(m["body"]["html"].as_str()).map(str::to_owned);
+    let text = m["parsed"]["text"].as_str().or(m["body"]["text"].as_str()).unwrap_or("").to_owned();
+    let mut ctx = context(&s, "agents", m["subject"].as_str().unwrap_or("Message"));
+    ctx.insert("email".into(), json!(email));
+    ctx.insert("auth".into(), json!(explain::explain(&m["authentication"])));
+    ctx.insert("history".into(), json!(history));
+    ctx.insert("has_html".into(), json!(html.is_some()));
+    ctx.insert("blocked".into(), json!(html.as_deref().map_or(0, |h| safe::clean(h).1)));
+    ctx.insert("text".into(), json!(text));
+    ctx.insert("m".into(), m);
+    page(StatusCode::OK, "mail.html", ctx.into())
+}
+
+/// `GET /console/agents/{email}/messages/{id}/body`: the message's HTML as a sandboxed frame.
+pub async fn body_frame(State(c): State<Console>, s: Signed, Path((email, id)): Path<(String, String)>) -> Response {
+    let path = format!("/v1/agents/{}/messages/{}", segment(&email), segment(&id));
+    let m = match c.get(&s.who, &path).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    match m["parsed"]["html"].as_str().or(m["body"]["html"].as_str()) {
+        Some(html) => safe::frame(&safe::clean(html).0),
+        None => super::not_found(),
+    }
+}
+
+/// `GET /console/agents/{email}/messages/{id}/attachments/{index}`: to the attachment's
+/// short-lived download link (served as a download, never shown inline).
+pub async fn attachment(
+    State(c): State<Console>,
+    s: Signed,
+    Path((email, id, index)): Path<(String, String, String)>,
+) -> Response {
+    let path = format!("/v1/agents/{}/messages/{}/attachments/{}", segment(&email), segment(&id), segment(&index));
+    match c.get(&s.who, &path).await {
+        Ok(v) => match v["download_url"].as_str().and_then(|u| u.find("/v1/").map(|i| &u[i..])) {
+            // Relative: the same origin as this page, whatever public_url says.
+            Some(relative) => axum::response::Redirect::to(relative).into_response(),
+            None => super::not_found(),
+        },
+        Err(r) => r.page(),
+    }
+}

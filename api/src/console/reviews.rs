@@ -1,0 +1,244 @@
+//! The review queue: every held message of the account, outbound and inbound, the soonest to
+//! expire first, with why it was held; one message read whole (its HTML shown safely, its
+//! attachments listed), edited and approved, or rejected with a reason; and bulk decisions.
+//! Decisions are `/v1/reviews/{id}/approve|reject`, so the console decides exactly as the API.
+
+use super::api::segment;
+use super::session::{FormData, Signed};
+use super::{Console, context, page, problem, safe, see_other};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// Held messages the queue reads at most (it sorts them by expiry).
+const MAX_QUEUE: usize = 1000;
+/// Messages one bulk decision acts on at most.
+const MAX_BULK: usize = 200;
+
+#[derive(Deserialize, Default)]
+pub struct Done {
+    #[serde(default)]
+    done: String,
+    #[serde(default)]
+    n: u32,
+    #[serde(default)]
+    failed: u32,
+}
+
+impl Done {
+    /// The confirmation line, from a fixed vocabulary (nothing of the query is echoed).
+    fn flash(&self) -> Option<String> {
+        match self.done.as_str() {
+            "approved" => Some("Approved: the message is on its way.".into()),
+            "released" => Some("Approved: the message is delivered to the agent.".into()),
+            "rejected" => Some("Rejected: the message will not go anywhere.".into()),
+            "bulk" if self.failed == 0 => Some(format!("Decided {} messages.", self.n)),
+            "bulk" => Some(format!(
+                "Decided {} messages; {} could not be decided (already decided, expired, or refused).",
+                self.n, self.failed
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn reason_text(v: &Value) -> String {
+    let r = &v["hold_reason"];
+    match (r["code"].as_str(), r["message"].as_str().or(r["detail"].as_str())) {
+        (Some(code), Some(msg)) => format!("{msg} ({code})"),
+        (Some(code), None) => code.replace('_', " "),
+        _ if v["flagged"].as_bool() == Some(true) => v["flag_reason"].as_str().unwrap_or("flagged").to_owned(),
+        _ => "held for review by the agent's protection settings".to_owned(),
+    }
+}
+
+/// `GET /console/reviews`.
+pub async fn queue(State(c): State<Console>, s: Signed, Query(done): Query<Done>) -> Response {
+    let (mut items, more) = match c.all_pages(&s.who, "/v1/reviews", MAX_QUEUE).await {
+        Ok(x) => x,
+        Err(r) => return r.page(),
+    };
+    items.sort_by(|a, b| {
+        a["approval_expires_at"].as_str().unwrap_or("").cmp(b["approval_expires_at"].as_str().unwrap_or(""))
+    });
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|v| {
+            let mut row = v.clone();
+            row["why"] = json!(reason_text(v));
+            row
+        })
+        .collect();
+    let mut ctx = context(&s, "reviews", "Reviews");
+    ctx.insert("rows".into(), json!(rows));
+    ctx.insert("more".into(), json!(more));
+    ctx.insert("flash".into(), json!(done.flash()));
+    page(StatusCode::OK, "reviews.html", ctx.into())
+}
+
+/// The held message's text and HTML (a send's draft, or the parsed inbound message).
+fn bodies(v: &Value) -> (String, Option<String>) {
+    let b = if v["direction"] == "inbound" { &v["parsed"] } else { &v["body"] };
+    (b["text"].as_str().unwrap_or("").to_owned(), b["html"].as_str().map(str::to_owned))
+}
+
+/// `GET /console/reviews/{id}`.
+pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>) -> Response {
+    let v = match c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    // The expiry is the hold's; the message view does not carry it.
+    let hold = c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
+    let (text, html) = bodies(&v);
+    let blocked = html.as_deref().map_or(0, |h| safe::clean(h).1);
+    let mut ctx = context(&s, "reviews", "Review");
+    ctx.insert("m".into(), without_raw(v.clone()));
+    ctx.insert("why".into(), json!(reason_text(&v)));
+    ctx.insert("expires_at".into(), json!(hold.map(|h| h.expires_at)));
+    ctx.insert("text".into(), json!(text));
+    ctx.insert("has_html".into(), json!(html.is_some()));
+    ctx.insert("html_source".into(), json!(html));
+    ctx.insert("blocked".into(), json!(blocked));
+    ctx.insert("recipients".into(), json!(join(&v["to"])));
+    ctx.insert("cc".into(), json!(join(&v["cc"])));
+    page(StatusCode::OK, "review.html", ctx.into())
+}
+
+/// The view without its base64 source (pages never show it; it can be megabytes).
+pub(super) fn without_raw(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("raw_message");
+    }
+    v
+}
+
+fn join(list: &Value) -> String {
+    list.as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split([',', '\n']).map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect()
+}
+
+/// `GET /console/reviews/{id}/body`: the held HTML (or text), cleaned, as a sandboxed frame.
+pub async fn body_frame(State(c): State<Console>, s: Signed, Path(id): Path<String>) -> Response {
+    let v = match c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    match bodies(&v) {
+        (_, Some(html)) => safe::frame(&safe::clean(&html).0),
+        (text, None) => safe::frame(&format!("<pre>{}</pre>", crate::routes::send::html_escape(&text))),
+    }
+}
+
+/// The edits a form makes to the held message: only fields that changed, so approving as is
+/// sends `{}` (which an inbound hold requires).
+fn edits(original: &Value, form: &FormData) -> Map<String, Value> {
+    let mut out = Map::new();
+    if original["direction"] == "inbound" {
+        return out;
+    }
+    let (text, html) = bodies(original);
+    let to = split(&form.text("to"));
+    if form.get("to").is_some() && to.join(", ") != join(&original["to"]) {
+        out.insert("to".into(), json!(to));
+    }
+    let cc = split(&form.text("cc"));
+    if form.get("cc").is_some() && cc.join(", ") != join(&original["cc"]) {
+        out.insert("cc".into(), json!(cc));
+    }
+    if let Some(subject) = form.get("subject").map(str::trim)
+        && subject != original["subject"].as_str().unwrap_or("")
+    {
+        out.insert("subject".into(), json!(subject));
+    }
+    // Browsers send textarea line ends as CRLF.
+    if let Some(t) = form.get("text").map(|t| t.replace("\r\n", "\n"))
+        && t.trim_end() != text.trim_end()
+    {
+        out.insert("text".into(), json!(t));
+    }
+    if let (Some(h), Some(orig)) = (form.get("html").map(|h| h.replace("\r\n", "\n")), html)
+        && h.trim_end() != orig.trim_end()
+    {
+        out.insert("html".into(), json!(h));
+    }
+    out
+}
+
+/// `POST /console/reviews/{id}/approve`, with the edits made on the page.
+pub async fn approve(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
+    if let Err(res) = s.check_csrf(&form) {
+        return res;
+    }
+    let path = format!("/v1/reviews/{}", segment(&id));
+    let original = match c.get(&s.who, &path).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let body = Value::Object(edits(&original, &form));
+    match c.call(&s.who, Method::POST, &format!("{path}/approve"), Some(&body)).await {
+        Ok(_) if original["direction"] == "inbound" => see_other("/console/reviews?done=released"),
+        Ok(_) => see_other("/console/reviews?done=approved"),
+        Err(r) => decision_refused(&r),
+    }
+}
+
+fn decision_refused(r: &super::api::Refusal) -> Response {
+    if r.code == "message_not_pending" {
+        return problem(StatusCode::CONFLICT, "Already decided", &format!("{} Nothing was changed.", capitalise(&r.message)));
+    }
+    r.page()
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default() + "."
+}
+
+fn reason(form: &FormData) -> Value {
+    let r = form.text("reason");
+    if r.is_empty() { json!({}) } else { json!({"reason": r.chars().take(2000).collect::<String>()}) }
+}
+
+/// `POST /console/reviews/{id}/reject`.
+pub async fn reject(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
+    if let Err(res) = s.check_csrf(&form) {
+        return res;
+    }
+    let path = format!("/v1/reviews/{}/reject", segment(&id));
+    match c.call(&s.who, Method::POST, &path, Some(&reason(&form))).await {
+        Ok(_) => see_other("/console/reviews?done=rejected"),
+        Err(r) => decision_refused(&r),
+    }
+}
+
+/// `POST /console/reviews/bulk`: approve as is, or reject with one reason, every checked one.
+pub async fn bulk(State(c): State<Console>, s: Signed, form: FormData) -> Response {
+    if let Err(res) = s.check_csrf(&form) {
+        return res;
+    }
+    let ids = form.all("id");
+    if ids.is_empty() {
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, "Nothing selected", "Select at least one message, then decide.");
+    }
+    let (action, body) = match form.get("action") {
+        Some("approve") => ("approve", json!({})),
+        Some("reject") => ("reject", reason(&form)),
+        _ => return problem(StatusCode::UNPROCESSABLE_ENTITY, "No decision", "Choose approve or reject."),
+    };
+    let (mut n, mut failed) = (0u32, 0u32);
+    for id in ids.iter().take(MAX_BULK) {
+        let path = format!("/v1/reviews/{}/{action}", segment(id));
+        match c.call(&s.who, Method::POST, &path, Some(&body)).await {
+            Ok(_) => n += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    tracing::info!(account = %s.who.account_id, action, decided = n, failed, "console bulk review decision");
+    see_other(&format!("/console/reviews?done=bulk&n={n}&failed={failed}"))
+}
