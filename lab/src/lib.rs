@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub mod activation;
+pub mod browser;
 pub mod clients;
 pub mod dkimpy;
 pub mod dns;

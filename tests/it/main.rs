@@ -9,6 +9,7 @@ mod common;
 mod api;
 mod chroot_e2e;
 mod cli;
+mod console;
 mod docs;
 mod fanout_e2e;
 mod inbound_e2e;

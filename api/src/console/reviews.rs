@@ -46,7 +46,7 @@ impl Done {
 
 fn reason_text(v: &Value) -> String {
     let r = &v["hold_reason"];
-    match (r["code"].as_str(), r["message"].as_str().or(r["detail"].as_str())) {
+    match (r["code"].as_str(), r["summary"].as_str().or(r["message"].as_str())) {
         (Some(code), Some(msg)) => format!("{msg} ({code})"),
         (Some(code), None) => code.replace('_', " "),
         _ if v["flagged"].as_bool() == Some(true) => v["flag_reason"].as_str().unwrap_or("flagged").to_owned(),
