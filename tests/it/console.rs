@@ -450,7 +450,12 @@ async fn every_page_renders_and_decides(app: &TestApp) {
         .as_str()
         .expect("id")
         .to_owned();
+    let mut with_key = Client::new(&app.base);
+    with_key.sign_in(key).await;
+    assert_eq!(with_key.get("/console/keys").await.status, StatusCode::OK);
     let revoked = c.submit("/console/keys", &format!("/console/keys/{id}/revoke"), &[]).await;
     assert_eq!(revoked.location, "/console/keys?done=revoked");
     assert_eq!(app.call(Method::GET, "/v1/account", Some(key), None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(with_key.get("/console/keys").await.status, StatusCode::SEE_OTHER, "its sessions end with the key");
+    assert_eq!(c.get("/console/keys").await.status, StatusCode::OK, "others go on");
 }

@@ -165,7 +165,7 @@ pub async fn revoke_key(State(c): State<Console>, s: Signed, Path(id): Path<Stri
     if let Err(res) = s.check_csrf(&form) {
         return res;
     }
-    match c.call(&s.who, Method::DELETE, &format!("/v1/account/api-keys/{}", segment(&id)), None).await {
+    match c.call(&s.who, Method::DELETE, &format!("/v1/account/api-keys/{}?confirm=DELETE", segment(&id)), None).await {
         Ok(_) => see_other("/console/keys?done=revoked"),
         Err(r) => r.page(),
     }

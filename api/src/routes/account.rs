@@ -144,9 +144,12 @@ pub async fn delete_key(
 ) -> Result<Json<Value>, ApiError> {
     q.require_confirm()?;
     let id = ApiKeyId::parse(&id).ok_or_else(|| ApiError::not_found("API key"))?;
-    if !state.store.revoke_api_key(&who.account_id, &id, Timestamp::now()).await? {
+    let now = Timestamp::now();
+    if !state.store.revoke_api_key(&who.account_id, &id, now).await? {
         return Err(ApiError::not_found("API key"));
     }
-    tracing::info!(account = %who.account_id, key_id = %id, "API key revoked");
+    // The console sessions the key opened end with it.
+    let sessions = state.store.revoke_console_sessions_of(&who.account_id, &format!("api_key:{id}"), now).await?;
+    tracing::info!(account = %who.account_id, key_id = %id, console_sessions = sessions, "API key revoked");
     Ok(Json(json!({"deleted": true, "id": id})))
 }

@@ -109,6 +109,9 @@ pub trait ConsoleStore: Send + Sync {
     ) -> StoreResult<Vec<ConsoleSession>>;
     /// Revokes one of the account's sessions; `false` when it has none by that id.
     async fn revoke_console_session(&self, account: &AccountId, id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Revokes every live session of the account signed in as `signed_in_as` (the sessions a
+    /// revoked API key opened); how many.
+    async fn revoke_console_sessions_of(&self, account: &AccountId, signed_in_as: &str, now: Timestamp) -> StoreResult<u64>;
     /// Drops logins and sessions that ended before `before`.
     async fn expire_console(&self, before: Timestamp) -> StoreResult<u64>;
 }
@@ -246,6 +249,19 @@ impl ConsoleStore for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_console_sessions_of(&self, account: &AccountId, signed_in_as: &str, now: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE console_sessions SET revoked_at = $3
+             WHERE account_id = $1 AND signed_in_as = $2 AND revoked_at IS NULL",
+        )
+        .bind(account.as_str())
+        .bind(signed_in_as)
+        .bind(now.as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn expire_console(&self, before: Timestamp) -> StoreResult<u64> {
