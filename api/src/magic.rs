@@ -117,28 +117,20 @@ fn summary(m: &postagent_core::store::Message) -> String {
     )
 }
 
+/// The GET of a link: the console's held-message page, whose one form is this link's.
 async fn confirm(state: &AppState, p: Params, action: Action) -> Response {
     let m = match resolve(state, &p.t, action).await {
         Ok(m) => m,
         Err(page) => return page,
     };
-    let (title, button, extra) = match action {
-        Action::Approve => ("Approve this message?", "Approve and send", String::new()),
-        Action::Reject => (
-            "Reject this message?",
-            "Reject",
-            "<p><label>Reason (optional)<br><input name=\"reason\" maxlength=\"200\"></label></p>".to_owned(),
-        ),
+    let hold = match state.store.get_hold(&m.id).await {
+        Ok(Some(h)) => h,
+        _ => return unavailable(),
     };
-    let body = format!(
-        "{}<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"t\" value=\"{}\">{extra}\
-         <p><button type=\"submit\">{button}</button></p></form>",
-        summary(&m),
-        // Relative: the page's own path, whatever prefix a proxy puts before /v1.
-        action.as_str(),
-        html_escape(&p.t)
-    );
-    page(StatusCode::OK, title, &body)
+    match crate::routes::messages::full_view(state, &m).await {
+        Ok(view) => crate::console::reviews::link_page(&view, hold.expires_at, p.t.trim(), action.as_str()),
+        Err(_) => unavailable(),
+    }
 }
 
 async fn act(state: &AppState, p: Params, action: Action) -> Response {

@@ -368,6 +368,20 @@ async fn every_page_renders_and_decides(app: &TestApp) {
         assert!(!frame.body.contains(gone), "{gone} in {}", frame.body);
     }
 
+    // The emailed approve link lands on the same page (no session), its one form the link's.
+    let hold = postagent_core::store::OutboundStore::get_hold(app.store.as_ref(), &a).await.expect("get").expect("hold");
+    let (approve, _) = magic::links("", &Secret::new(vec![42; 32]), &a, hold.expires_at);
+    let mut stranger = Client::new(&app.base);
+    let landing = stranger.get(&approve).await;
+    assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
+    for s in ["The held message", "1 remote image blocked", "<form method=\"post\" action=\"approve\">", "open it in the console"] {
+        assert!(landing.body.contains(s), "{s} in {}", landing.body);
+    }
+    let token = approve.split_once("?t=").expect("token").1;
+    let frame = stranger.get(&format!("/console/link/body?t={token}")).await;
+    assert!(frame.body.contains("<b>there</b>") && !frame.body.contains("<script"), "{}", frame.body);
+    assert_eq!(stranger.get("/console/link/body?t=forged").await.status, StatusCode::NOT_FOUND);
+
     // Approve with an edit: the edit reaches the queued message.
     let edited = c
         .submit(&format!("/console/reviews/{b}"), &format!("/console/reviews/{b}/approve"), &[

@@ -10,7 +10,7 @@
 mod api;
 mod explain;
 mod inboxes;
-mod reviews;
+pub(crate) mod reviews;
 mod safe;
 mod session;
 mod setup;
@@ -53,6 +53,7 @@ pub fn routes(state: AppState, rest: Router) -> Router {
         .route("/console/logout", post(signin::logout))
         .route("/console/sessions", get(signin::sessions))
         .route("/console/sessions/{id}/revoke", post(signin::revoke))
+        .route("/console/link/body", get(reviews::link_body))
         .route("/console/reviews", get(reviews::queue))
         .route("/console/reviews/bulk", post(reviews::bulk))
         .route("/console/reviews/{id}", get(reviews::detail))

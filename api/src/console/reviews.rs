@@ -92,19 +92,65 @@ pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>)
     };
     // The expiry is the hold's; the message view does not carry it.
     let hold = c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
-    let (text, html) = bodies(&v);
-    let blocked = html.as_deref().map_or(0, |h| safe::clean(h).1);
     let mut ctx = context(&s, "reviews", "Review");
+    held_context(&mut ctx, &v, hold.map(|h| h.expires_at));
+    ctx.insert("body_url".into(), json!(format!("/console/reviews/{id}/body")));
+    page(StatusCode::OK, "review.html", ctx.into())
+}
+
+/// What the held-message page shows of `v` (a message view), for a reviewer signed in or
+/// one who came by an emailed link.
+fn held_context(ctx: &mut Map<String, Value>, v: &Value, expires_at: Option<postagent_core::time::Timestamp>) {
+    let (text, html) = bodies(v);
+    let blocked = html.as_deref().map_or(0, |h| safe::clean(h).1);
     ctx.insert("m".into(), without_raw(v.clone()));
-    ctx.insert("why".into(), json!(reason_text(&v)));
-    ctx.insert("expires_at".into(), json!(hold.map(|h| h.expires_at)));
+    ctx.insert("why".into(), json!(reason_text(v)));
+    ctx.insert("expires_at".into(), json!(expires_at));
     ctx.insert("text".into(), json!(text));
     ctx.insert("has_html".into(), json!(html.is_some()));
     ctx.insert("html_source".into(), json!(html));
     ctx.insert("blocked".into(), json!(blocked));
     ctx.insert("recipients".into(), json!(join(&v["to"])));
     ctx.insert("cc".into(), json!(join(&v["cc"])));
+}
+
+/// The page an emailed approve or reject link opens: the same held-message page, whose one
+/// form is the link's (its POST acts; a GET never does).
+pub(crate) fn link_page(v: &Value, expires_at: postagent_core::time::Timestamp, token: &str, action: &str) -> Response {
+    let mut ctx = Map::new();
+    ctx.insert("title".into(), json!(if action == "approve" { "Approve this message?" } else { "Reject this message?" }));
+    held_context(&mut ctx, v, Some(expires_at));
+    ctx.insert("link".into(), json!({"token": token, "action": action}));
+    ctx.insert("body_url".into(), json!(format!("/console/link/body?t={token}")));
     page(StatusCode::OK, "review.html", ctx.into())
+}
+
+/// `GET /console/link/body?t=…`: the body frame for a holder of an approve or reject link.
+pub async fn link_body(State(c): State<Console>, Query(q): Query<LinkToken>) -> Response {
+    let now = postagent_core::time::Timestamp::now();
+    let ok = |a| postagent_core::magic::check_link(&c.state.secret, &q.t, a, now).ok();
+    let Some(id) = ok(postagent_core::magic::Action::Approve).or_else(|| ok(postagent_core::magic::Action::Reject)) else {
+        return super::not_found();
+    };
+    let found = c.state.store.find_message(&id).await.ok().flatten();
+    let Some(m) = found else { return super::not_found() };
+    match crate::routes::messages::full_view(&c.state, &m).await {
+        Ok(v) => frame_of(&v),
+        Err(_) => super::not_found(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct LinkToken {
+    #[serde(default)]
+    t: String,
+}
+
+fn frame_of(v: &Value) -> Response {
+    match bodies(v) {
+        (_, Some(html)) => safe::frame(&safe::clean(&html).0),
+        (text, None) => safe::frame(&format!("<pre>{}</pre>", crate::routes::send::html_escape(&text))),
+    }
 }
 
 /// The view without its base64 source (pages never show it; it can be megabytes).
@@ -129,10 +175,7 @@ pub async fn body_frame(State(c): State<Console>, s: Signed, Path(id): Path<Stri
         Ok(v) => v,
         Err(r) => return r.page(),
     };
-    match bodies(&v) {
-        (_, Some(html)) => safe::frame(&safe::clean(&html).0),
-        (text, None) => safe::frame(&format!("<pre>{}</pre>", crate::routes::send::html_escape(&text))),
-    }
+    frame_of(&v)
 }
 
 /// The edits a form makes to the held message: only fields that changed, so approving as is
