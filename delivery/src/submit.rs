@@ -92,7 +92,12 @@ impl Submitter {
         tokio::pin!(stop);
         let mut queue =
             JobQueue::new(self.store.clone(), self.id.clone(), self.lease_secs(), POLL_EVERY, |m| {
-                matches!(m, BusMessage::Jobs { kind: JobKind::Submit | JobKind::ReviewNotify | JobKind::ConsoleSignIn })
+                matches!(
+                    m,
+                    BusMessage::Jobs {
+                        kind: JobKind::Submit | JobKind::ReviewNotify | JobKind::ConsoleSignIn
+                    }
+                )
             });
         let mut next_sweep = tokio::time::Instant::now();
         loop {
@@ -344,8 +349,11 @@ impl Submitter {
     /// from its id, so it was never stored.
     async fn sign_in(&self, job: &Job) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        let Some(login) =
-            self.store.get_console_login(&job.ref_id).await?.filter(|l| l.used_at.is_none() && l.expires_at > now)
+        let Some(login) = self
+            .store
+            .get_console_login(&job.ref_id)
+            .await?
+            .filter(|l| l.used_at.is_none() && l.expires_at > now)
         else {
             self.store.complete_job(job.id, &self.id).await?;
             return Ok(());
@@ -358,7 +366,10 @@ impl Submitter {
         let raw = match notify::compose_sign_in(&login.email, &link, &self.settings.helo, login.expires_at) {
             Ok(raw) => raw,
             Err(e) => {
-                tracing::error!("NOQUEUE: console sign-in mail for account {}: cannot compose: {e}", login.account_id);
+                tracing::error!(
+                    "NOQUEUE: console sign-in mail for account {}: cannot compose: {e}",
+                    login.account_id
+                );
                 self.store.complete_job(job.id, &self.id).await?;
                 return Ok(());
             }
@@ -379,11 +390,15 @@ impl Submitter {
             }
             Tried::Temporary(reason) => {
                 // A link is worth sending only while it works.
-                match self.next_try(job).filter(|d| now.plus_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)) < login.expires_at) {
+                match self.next_try(job).filter(|d| {
+                    now.plus_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)) < login.expires_at
+                }) {
                     Some(delay) => {
                         let micros = i64::try_from(delay.as_micros()).unwrap_or(i64::MAX);
                         self.store.retry_job(job.id, &self.id, now.plus_micros(micros), &reason).await?;
-                        tracing::warn!("NOQUEUE: console sign-in link deferred to=<{to}> retry_in={delay:?}: {reason}");
+                        tracing::warn!(
+                            "NOQUEUE: console sign-in link deferred to=<{to}> retry_in={delay:?}: {reason}"
+                        );
                     }
                     None => {
                         self.store.complete_job(job.id, &self.id).await?;

@@ -32,7 +32,11 @@ impl Browser {
     /// Starts chromedriver and a headless chromium with a fresh profile at `width`×`height`.
     pub async fn start(width: u32, height: u32) -> Option<Self> {
         let installed = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-        if !crate::require_that(installed, "chromium or chromedriver is not installed", "install the chromium and chromium-driver packages") {
+        if !crate::require_that(
+            installed,
+            "chromium or chromedriver is not installed",
+            "install the chromium and chromium-driver packages",
+        ) {
             return None;
         }
         Some(Self::launch(width, height).await.expect("start chromium under chromedriver"))
@@ -125,12 +129,17 @@ impl Browser {
 
     /// The page's visible text.
     pub async fn text(&self) -> String {
-        self.eval("return document.body ? document.body.innerText : ''", json!([])).await.as_str().unwrap_or("").to_owned()
+        self.eval("return document.body ? document.body.innerText : ''", json!([]))
+            .await
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 
     /// The first element matching `css`, or `None`.
     pub async fn find(&self, css: &str) -> Option<Element> {
-        let v = self.raw("POST", "/element", Some(json!({"using": "css selector", "value": css}))).await.ok()?;
+        let v =
+            self.raw("POST", "/element", Some(json!({"using": "css selector", "value": css}))).await.ok()?;
         v[ELEMENT].as_str().map(|id| Element(id.to_owned()))
     }
 
@@ -150,6 +159,27 @@ impl Browser {
     /// Clicks it (a submit button's click waits for the next page to load).
     pub async fn click(&self, e: &Element) {
         self.cmd("POST", &format!("/element/{}/click", e.0), None).await;
+    }
+
+    /// Clicks something that loads another page (a submit button, a link) and waits until the
+    /// new page has loaded: WebDriver's click returns once the click is dispatched, which can
+    /// be before the form's navigation even starts.
+    pub async fn follow(&self, e: &Element) {
+        self.eval("document.documentElement.setAttribute('data-lab-left', '1')", json!([])).await;
+        self.click(e).await;
+        self.settled().await;
+    }
+
+    /// Waits until the current document is a fresh one (not the page [`Browser::follow`]
+    /// left) and has loaded.
+    pub async fn settled(&self) {
+        let probe = json!({"script": "return document.readyState === 'complete' && !document.documentElement.hasAttribute('data-lab-left')", "args": []});
+        crate::receiver::until("the next page to load", Duration::from_secs(30), || async {
+            // Mid-navigation the script may fail (no document yet): not loaded.
+            let v = self.raw("POST", "/execute/sync", Some(probe.clone())).await.ok()?;
+            (v == Value::Bool(true)).then_some(())
+        })
+        .await;
     }
 
     /// Replaces the field's value with `text`, typed as keys.
@@ -187,7 +217,8 @@ impl Browser {
     pub async fn screenshot(&self, path: &Path) {
         use base64::Engine as _;
         let v = self.cmd("GET", "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).expect("base64 PNG");
+        let png =
+            base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).expect("base64 PNG");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).expect("screenshot directory");
         }
@@ -196,7 +227,11 @@ impl Browser {
 
     /// A PNG of the whole page (the window stretched to the page's height, then restored).
     pub async fn screenshot_full(&self, path: &Path, width: u32, height: u32) {
-        let h = self.eval("return document.documentElement.scrollHeight", json!([])).await.as_u64().unwrap_or(800);
+        let h = self
+            .eval("return document.documentElement.scrollHeight", json!([]))
+            .await
+            .as_u64()
+            .unwrap_or(800);
         let _ = self.set_size(width, u32::try_from(h).unwrap_or(height).clamp(height, 4000)).await;
         self.screenshot(path).await;
         let _ = self.set_size(width, height).await;
@@ -211,7 +246,10 @@ fn delete_session(session_url: &str) -> std::io::Result<()> {
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut conn = std::net::TcpStream::connect(host)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(conn, "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    write!(
+        conn,
+        "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer)?;
     Ok(())

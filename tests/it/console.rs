@@ -49,11 +49,18 @@ impl Page {
 
 impl Client {
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let http =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         Self { http, base: base.trim_end_matches('/').to_owned(), cookie: None }
     }
 
-    pub async fn send(&mut self, method: Method, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             req = req.header(header::COOKIE, c.as_str());
@@ -71,7 +78,12 @@ impl Client {
         }
         Page {
             status: res.status(),
-            location: res.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
+            location: res
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
             headers: res.headers().clone(),
             body: res.text().await.expect("body"),
         }
@@ -110,12 +122,15 @@ async fn hold_sends(app: &TestApp) {
         "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}},
         "holds": {"ttl_seconds": 3600, "on_expiry": "reject"},
     });
-    let r = app.call(Method::PUT, &format!("/v1/agents/{}/protection", enc(BOT)), Some(&app.key), Some(body)).await;
+    let r = app
+        .call(Method::PUT, &format!("/v1/agents/{}/protection", enc(BOT)), Some(&app.key), Some(body))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
 
 async fn held(app: &TestApp, subject: &str, html: Option<&str>) -> String {
-    let mut body = json!({"to": ["alice@example.org"], "subject": subject, "text": format!("{subject} text")});
+    let mut body =
+        json!({"to": ["alice@example.org"], "subject": subject, "text": format!("{subject} text")});
     if let Some(h) = html {
         body["html"] = json!(h);
     }
@@ -136,7 +151,9 @@ async fn key_sign_in_and_cookie(app: &TestApp) {
     assert_eq!((first.status, first.location.as_str()), (StatusCode::SEE_OTHER, "/console/login"));
     let login = c.get("/console/login").await;
     assert_eq!(login.status, StatusCode::OK);
-    assert!(login.headers[header::CONTENT_SECURITY_POLICY].to_str().expect("csp").contains("default-src 'none'"));
+    assert!(
+        login.headers[header::CONTENT_SECURITY_POLICY].to_str().expect("csp").contains("default-src 'none'")
+    );
     assert_eq!(login.headers["x-frame-options"], "DENY");
 
     let bad = c.sign_in("e2a_live_nonsense").await;
@@ -149,7 +166,13 @@ async fn key_sign_in_and_cookie(app: &TestApp) {
     assert!(c.cookie.is_none());
 
     let mut raw = Client::new(&app.base);
-    let res = raw.http.post(format!("{}/console/login/key", app.base)).form(&[("key", app.key.as_str())]).send().await.expect("post");
+    let res = raw
+        .http
+        .post(format!("{}/console/login/key", app.base))
+        .form(&[("key", app.key.as_str())])
+        .send()
+        .await
+        .expect("post");
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let set = res.headers()[header::SET_COOKIE].to_str().expect("cookie").to_owned();
     assert!(set.starts_with("postagent_console="), "{set}");
@@ -189,7 +212,12 @@ async fn emailed_link_signs_in_once(app: &TestApp) {
     let other_secret = magic::sign_in_token(&Secret::new(vec![7; 32]), &ids[0]);
     assert_eq!(c.get(&format!("/console/login/link?t={other_secret}")).await.status, StatusCode::BAD_REQUEST);
     // A review link's token is no sign-in token.
-    let review = magic::link_token(&Secret::new(vec![42; 32]), &ids[0], magic::Action::Approve, Timestamp::now().plus_secs(60));
+    let review = magic::link_token(
+        &Secret::new(vec![42; 32]),
+        &ids[0],
+        magic::Action::Approve,
+        Timestamp::now().plus_secs(60),
+    );
     assert_eq!(c.get(&format!("/console/login/link?t={review}")).await.status, StatusCode::BAD_REQUEST);
 
     let landing = c.get(&format!("/console/login/link?t={token}")).await;
@@ -218,7 +246,8 @@ async fn emailed_link_signs_in_once(app: &TestApp) {
 async fn logins(app: &TestApp) -> Vec<String> {
     use postagent_core::store::JobQueue as _;
     use postagent_core::vocab::JobKind;
-    let jobs = app.store.claim_jobs(JobKind::ConsoleSignIn, "test", Timestamp::now(), 1, 100).await.expect("claim");
+    let jobs =
+        app.store.claim_jobs(JobKind::ConsoleSignIn, "test", Timestamp::now(), 1, 100).await.expect("claim");
     let mut ids: Vec<String> = jobs.iter().map(|j| j.ref_id.clone()).collect();
     app.store.release_jobs("test").await.expect("release");
     ids.sort();
@@ -243,8 +272,14 @@ async fn forms_need_their_token_and_our_origin(app: &TestApp) {
     assert_eq!(cross.status, StatusCode::FORBIDDEN, "a cross-site form is refused even with a token");
     let other_origin = c.send(Method::POST, &path, &form, &[("origin", "http://evil.example")]).await;
     assert_eq!(other_origin.status, StatusCode::FORBIDDEN);
-    let login_elsewhere =
-        c.send(Method::POST, "/console/login/key", &[("key", app.key.as_str())], &[("sec-fetch-site", "cross-site")]).await;
+    let login_elsewhere = c
+        .send(
+            Method::POST,
+            "/console/login/key",
+            &[("key", app.key.as_str())],
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
     assert_eq!(login_elsewhere.status, StatusCode::FORBIDDEN, "no sign-in from another site either");
     assert_eq!(review_status(app, &id).await, "pending_review", "nothing was decided");
 
@@ -256,7 +291,10 @@ async fn forms_need_their_token_and_our_origin(app: &TestApp) {
     assert_eq!(c.post(&path, &[("csrf", theirs.as_str())]).await.status, StatusCode::FORBIDDEN);
 
     let same = c.send(Method::POST, &path, &form, &[("sec-fetch-site", "same-origin")]).await;
-    assert_eq!((same.status, same.location.as_str()), (StatusCode::SEE_OTHER, "/console/reviews?done=rejected"));
+    assert_eq!(
+        (same.status, same.location.as_str()),
+        (StatusCode::SEE_OTHER, "/console/reviews?done=rejected")
+    );
     assert_eq!(review_status(app, &id).await, "review_rejected");
 }
 
@@ -283,7 +321,8 @@ async fn another_accounts_things_are_not_found(app: &TestApp) {
     }
     let tried = c.submit("/console/reviews", &format!("/console/reviews/{id}/approve"), &[]).await;
     assert_eq!(tried.status, StatusCode::NOT_FOUND);
-    let bulk = c.submit("/console/reviews", "/console/reviews/bulk", &[("id", &id), ("action", "approve")]).await;
+    let bulk =
+        c.submit("/console/reviews", "/console/reviews/bulk", &[("id", &id), ("action", "approve")]).await;
     assert_eq!(bulk.location, "/console/reviews?done=bulk&n=0&failed=1");
     assert_eq!(review_status(app, &id).await, "pending_review");
 }
@@ -325,7 +364,13 @@ async fn sessions_listed_revoked_and_expired(app: &TestApp) {
     app.store.create_console_session(s).await.expect("create");
     let live = |at: i64, idle: i64| {
         let store = app.store.clone();
-        async move { store.console_session("h", t0.plus_secs(at), t0.plus_secs(at - idle)).await.expect("get").is_some() }
+        async move {
+            store
+                .console_session("h", t0.plus_secs(at), t0.plus_secs(at - idle))
+                .await
+                .expect("get")
+                .is_some()
+        }
     };
     assert!(live(10, 30).await);
     assert!(!live(45, 30).await, "idle past the limit since it was last stamped");
@@ -344,8 +389,19 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     let a = held(app, "With HTML", Some(html)).await;
     let b = held(app, "Second", None).await;
     let c_id = held(app, "Third", None).await;
-    let inbound = app.deliver(BOT, b"From: alice@example.org\r\nTo: bot@agents.test\r\nSubject: Hello\r\n\r\nHi bot\r\n", true).await;
-    let hook = app.post("/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["email.received"]})).await;
+    let inbound = app
+        .deliver(
+            BOT,
+            b"From: alice@example.org\r\nTo: bot@agents.test\r\nSubject: Hello\r\nMIME-Version: 1.0\r\n\
+              Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nHi bot\r\n\
+              --b\r\nContent-Type: text/html; name=page.html\r\nContent-Disposition: attachment; filename=page.html\r\n\r\n\
+              <script>alert(1)</script>\r\n--b--\r\n",
+            true,
+        )
+        .await;
+    let hook = app
+        .post("/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}))
+        .await;
     assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
     let hook_id = hook.body["id"].as_str().expect("id").to_owned();
 
@@ -358,7 +414,11 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     let detail = c.get(&format!("/console/reviews/{a}")).await;
     assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
     assert!(detail.body.contains("1 remote image blocked"), "{}", detail.body);
-    assert!(detail.body.contains("<iframe class=\"body\" title=\"The held message\" sandbox"), "{}", detail.body);
+    assert!(
+        detail.body.contains("<iframe class=\"body\" title=\"The held message\" sandbox"),
+        "{}",
+        detail.body
+    );
     assert!(!detail.body.contains("<script"), "the page itself carries none");
     let frame = c.get(&format!("/console/reviews/{a}/body")).await;
     let csp = frame.headers[header::CONTENT_SECURITY_POLICY].to_str().expect("csp").to_owned();
@@ -369,12 +429,20 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     }
 
     // The emailed approve link lands on the same page (no session), its one form the link's.
-    let hold = postagent_core::store::OutboundStore::get_hold(app.store.as_ref(), &a).await.expect("get").expect("hold");
+    let hold = postagent_core::store::OutboundStore::get_hold(app.store.as_ref(), &a)
+        .await
+        .expect("get")
+        .expect("hold");
     let (approve, _) = magic::links("", &Secret::new(vec![42; 32]), &a, hold.expires_at);
     let mut stranger = Client::new(&app.base);
     let landing = stranger.get(&approve).await;
     assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
-    for s in ["The held message", "1 remote image blocked", "<form method=\"post\" action=\"approve\">", "open it in the console"] {
+    for s in [
+        "The held message",
+        "1 remote image blocked",
+        "<form method=\"post\" action=\"approve\">",
+        "open it in the console",
+    ] {
         assert!(landing.body.contains(s), "{s} in {}", landing.body);
     }
     let token = approve.split_once("?t=").expect("token").1;
@@ -384,20 +452,34 @@ async fn every_page_renders_and_decides(app: &TestApp) {
 
     // Approve with an edit: the edit reaches the queued message.
     let edited = c
-        .submit(&format!("/console/reviews/{b}"), &format!("/console/reviews/{b}/approve"), &[
-            ("to", "alice@example.org"),
-            ("cc", ""),
-            ("subject", "Second (edited)"),
-            ("text", "Edited text\r\n"),
-        ])
+        .submit(
+            &format!("/console/reviews/{b}"),
+            &format!("/console/reviews/{b}/approve"),
+            &[
+                ("to", "alice@example.org"),
+                ("cc", ""),
+                ("subject", "Second (edited)"),
+                ("text", "Edited text\r\n"),
+            ],
+        )
         .await;
     assert_eq!(edited.location, "/console/reviews?done=approved", "{}", edited.body);
     let m = app.get(&format!("/v1/agents/{}/messages/{b}", enc(BOT))).await;
-    assert_eq!((m.body["subject"].as_str(), m.body["review_status"].as_str()), (Some("Second (edited)"), Some("sent")), "{}", m.body);
-    let again = c.submit(&format!("/console/reviews/{a}"), &format!("/console/reviews/{b}/approve"), &[]).await;
+    assert_eq!(
+        (m.body["subject"].as_str(), m.body["review_status"].as_str()),
+        (Some("Second (edited)"), Some("sent")),
+        "{}",
+        m.body
+    );
+    let again =
+        c.submit(&format!("/console/reviews/{a}"), &format!("/console/reviews/{b}/approve"), &[]).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "decided already: {}", again.body);
     let bulk = c
-        .submit("/console/reviews", "/console/reviews/bulk", &[("id", &a), ("id", &c_id), ("action", "reject"), ("reason", "no")])
+        .submit(
+            "/console/reviews",
+            "/console/reviews/bulk",
+            &[("id", &a), ("id", &c_id), ("action", "reject"), ("reason", "no")],
+        )
         .await;
     assert_eq!(bulk.location, "/console/reviews?done=bulk&n=2&failed=0");
     assert_eq!(review_status(app, &a).await, "review_rejected");
@@ -409,8 +491,36 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     assert!(agent.body.contains("Hello") && agent.body.contains("Save protection"), "{}", agent.body);
     let mail = c.get(&format!("/console/agents/{}/messages/{inbound}", enc(BOT))).await;
     assert_eq!(mail.status, StatusCode::OK, "{}", mail.body);
-    assert!(mail.body.contains("The sender&#x27;s domain example.org is verified") || mail.body.contains("is verified"), "{}", mail.body);
+    assert!(
+        mail.body.contains("The sender&#x27;s domain example.org is verified")
+            || mail.body.contains("is verified"),
+        "{}",
+        mail.body
+    );
     assert!(mail.body.contains("DMARC"), "{}", mail.body);
+    // An attachment goes out as a download (never rendered), through its short-lived link.
+    let att = c.get(&format!("/console/agents/{}/messages/{inbound}/attachments/0", enc(BOT))).await;
+    assert_eq!(att.status, StatusCode::SEE_OTHER, "{}", att.body);
+    assert!(
+        att.location.starts_with("/v1/agents/") && att.location.contains("/download?token="),
+        "{}",
+        att.location
+    );
+    let mut anyone = Client::new(&app.base);
+    let file = anyone.get(&att.location).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert!(
+        file.headers[header::CONTENT_DISPOSITION].to_str().expect("cd").starts_with("attachment"),
+        "{:?}",
+        file.headers
+    );
+    assert!(file.body.contains("<script>alert(1)</script>"));
+    let other = app.other_account().await;
+    let mut intruder = Client::new(&app.base);
+    intruder.sign_in(&other).await;
+    let theirs =
+        intruder.get(&format!("/console/agents/{}/messages/{inbound}/attachments/0", enc(BOT))).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     for (path, needle) in [
         ("/console/agents".to_owned(), BOT.to_owned()),
         ("/console/domains".to_owned(), "Domains".to_owned()),
@@ -426,31 +536,44 @@ async fn every_page_renders_and_decides(app: &TestApp) {
 
     // Protection saved from the form; what the form does not show is kept.
     let saved = c
-        .submit(&format!("/console/agents/{}", enc(BOT)), &format!("/console/agents/{}/protection", enc(BOT)), &[
-            ("outbound_policy", "open"),
-            ("outbound_action", "review"),
-            ("outbound_allowlist", ""),
-            ("outbound_sensitivity", "off"),
-            ("inbound_policy", "allowlist"),
-            ("inbound_action", "flag"),
-            ("inbound_allowlist", "alice@example.org\nexample.net"),
-            ("inbound_sensitivity", "off"),
-            ("ttl_seconds", "600"),
-            ("on_expiry", "approve"),
-        ])
+        .submit(
+            &format!("/console/agents/{}", enc(BOT)),
+            &format!("/console/agents/{}/protection", enc(BOT)),
+            &[
+                ("outbound_policy", "open"),
+                ("outbound_action", "review"),
+                ("outbound_allowlist", ""),
+                ("outbound_sensitivity", "off"),
+                ("inbound_policy", "allowlist"),
+                ("inbound_action", "flag"),
+                ("inbound_allowlist", "alice@example.org\nexample.net"),
+                ("inbound_sensitivity", "off"),
+                ("ttl_seconds", "600"),
+                ("on_expiry", "approve"),
+            ],
+        )
         .await;
     assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
     let p = app.get(&format!("/v1/agents/{}/protection", enc(BOT))).await;
-    assert_eq!(p.body["inbound"]["gate"]["allowlist"], json!(["alice@example.org", "example.net"]), "{}", p.body);
+    assert_eq!(
+        p.body["inbound"]["gate"]["allowlist"],
+        json!(["alice@example.org", "example.net"]),
+        "{}",
+        p.body
+    );
     assert_eq!(p.body["holds"]["ttl_seconds"], 600);
     let bad = c
-        .submit(&format!("/console/agents/{}", enc(BOT)), &format!("/console/agents/{}/protection", enc(BOT)), &[
-            ("outbound_policy", "everyone"),
-            ("ttl_seconds", "0"),
-        ])
+        .submit(
+            &format!("/console/agents/{}", enc(BOT)),
+            &format!("/console/agents/{}/protection", enc(BOT)),
+            &[("outbound_policy", "everyone"), ("ttl_seconds", "0")],
+        )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
-    assert_eq!(app.get(&format!("/v1/agents/{}/protection", enc(BOT))).await.body["holds"]["ttl_seconds"], 600);
+    assert_eq!(
+        app.get(&format!("/v1/agents/{}/protection", enc(BOT))).await.body["holds"]["ttl_seconds"],
+        600
+    );
 
     // A key: created once, shown once, then revoked.
     let created = c.submit("/console/keys", "/console/keys", &[("name", "ci"), ("agent_email", "")]).await;
@@ -460,16 +583,21 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     assert_eq!(app.call(Method::GET, "/v1/account", Some(key), None).await.status, StatusCode::OK);
     assert!(!c.get("/console/keys").await.body.contains(key), "shown once");
     let keys = app.get("/v1/account/api-keys").await;
-    let id = keys.body["items"].as_array().expect("items").iter().find(|k| k["name"] == "ci").expect("ci")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id =
+        keys.body["items"].as_array().expect("items").iter().find(|k| k["name"] == "ci").expect("ci")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
     let mut with_key = Client::new(&app.base);
     with_key.sign_in(key).await;
     assert_eq!(with_key.get("/console/keys").await.status, StatusCode::OK);
     let revoked = c.submit("/console/keys", &format!("/console/keys/{id}/revoke"), &[]).await;
     assert_eq!(revoked.location, "/console/keys?done=revoked");
     assert_eq!(app.call(Method::GET, "/v1/account", Some(key), None).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(with_key.get("/console/keys").await.status, StatusCode::SEE_OTHER, "its sessions end with the key");
+    assert_eq!(
+        with_key.get("/console/keys").await.status,
+        StatusCode::SEE_OTHER,
+        "its sessions end with the key"
+    );
     assert_eq!(c.get("/console/keys").await.status, StatusCode::OK, "others go on");
 }

@@ -10,6 +10,7 @@ mod api;
 mod chroot_e2e;
 mod cli;
 mod console;
+mod console_e2e;
 mod docs;
 mod fanout_e2e;
 mod inbound_e2e;

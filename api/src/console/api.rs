@@ -31,7 +31,10 @@ impl Refusal {
             s if s.is_server_error() => problem(
                 s,
                 "Something went wrong",
-                &format!("The server could not do this now (request {}). Try again shortly.", self.request_id),
+                &format!(
+                    "The server could not do this now (request {}). Try again shortly.",
+                    self.request_id
+                ),
             ),
             s => problem(s, "Not done", &self.message),
         }
@@ -72,7 +75,11 @@ impl Console {
         let bytes = axum::body::to_bytes(res.into_body(), MAX_ANSWER_BYTES)
             .await
             .map_err(|e| fail(format!("cannot read the answer: {e}")))?;
-        let json: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let json: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         if status.is_success() {
             return Ok(json);
         }
@@ -94,7 +101,12 @@ impl Console {
     }
 
     /// Every item of a paged list, following cursors up to `max` items.
-    pub async fn all_pages(&self, who: &Principal, path: &str, max: usize) -> Result<(Vec<Value>, bool), Refusal> {
+    pub async fn all_pages(
+        &self,
+        who: &Principal,
+        path: &str,
+        max: usize,
+    ) -> Result<(Vec<Value>, bool), Refusal> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {

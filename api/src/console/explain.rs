@@ -27,13 +27,20 @@ pub fn explain(authentication: &Value) -> Option<Value> {
                 None => "",
             }
         ),
-        AuthStatus::None => format!("{} publishes no SPF record, so the sending server is not vouched for.", or_unknown(&a.spf.domain)),
-        AuthStatus::Fail | AuthStatus::SoftFail => format!("The sending server is not one {} allows to send its mail.", or_unknown(&a.spf.domain)),
+        AuthStatus::None => format!(
+            "{} publishes no SPF record, so the sending server is not vouched for.",
+            or_unknown(&a.spf.domain)
+        ),
+        AuthStatus::Fail | AuthStatus::SoftFail => {
+            format!("The sending server is not one {} allows to send its mail.", or_unknown(&a.spf.domain))
+        }
         other => format!("SPF could not decide ({}) for {}.", status(other), or_unknown(&a.spf.domain)),
     };
     rows.push(json!({"check": "SPF", "result": status(a.spf.status), "words": spf}));
     if a.dkim.is_empty() {
-        rows.push(json!({"check": "DKIM", "result": "none", "words": "The message carries no DKIM signature."}));
+        rows.push(
+            json!({"check": "DKIM", "result": "none", "words": "The message carries no DKIM signature."}),
+        );
     }
     for d in &a.dkim {
         let words = match d.status {
@@ -43,8 +50,13 @@ pub fn explain(authentication: &Value) -> Option<Value> {
                 or_unknown(&d.selector),
                 if d.aligned == Some(true) { "; the signing domain matches the From address" } else { "" }
             ),
-            AuthStatus::Fail => format!("A signature claiming {} does not verify: the message was changed or forged.", or_unknown(&d.domain)),
-            other => format!("A signature by {} could not be checked ({}).", or_unknown(&d.domain), status(other)),
+            AuthStatus::Fail => format!(
+                "A signature claiming {} does not verify: the message was changed or forged.",
+                or_unknown(&d.domain)
+            ),
+            other => {
+                format!("A signature by {} could not be checked ({}).", or_unknown(&d.domain), status(other))
+            }
         };
         rows.push(json!({"check": "DKIM", "result": status(d.status), "words": words}));
     }
@@ -64,7 +76,10 @@ pub fn explain(authentication: &Value) -> Option<Value> {
                 _ => "only report such mail",
             }
         ),
-        AuthStatus::None => format!("{} publishes no DMARC policy, so nothing ties the From address to a check.", or_unknown(&a.dmarc.domain)),
+        AuthStatus::None => format!(
+            "{} publishes no DMARC policy, so nothing ties the From address to a check.",
+            or_unknown(&a.dmarc.domain)
+        ),
         other => format!("DMARC could not decide ({}).", status(other)),
     };
     rows.push(json!({"check": "DMARC", "result": status(a.dmarc.status), "words": dmarc}));

@@ -41,7 +41,12 @@ pub struct AgentQuery {
 }
 
 /// `GET /console/agents/{email}`: settings, recent conversations, mail (paged).
-pub async fn agent(State(c): State<Console>, s: Signed, Path(email): Path<String>, Query(q): Query<AgentQuery>) -> Response {
+pub async fn agent(
+    State(c): State<Console>,
+    s: Signed,
+    Path(email): Path<String>,
+    Query(q): Query<AgentQuery>,
+) -> Response {
     let base = format!("/v1/agents/{}", segment(&email));
     let agent = match c.get(&s.who, &base).await {
         Ok(v) => v,
@@ -82,8 +87,13 @@ fn lines(text: &str) -> Vec<String> {
 
 /// `POST /console/agents/{email}/protection`: the form over the current settings (what the
 /// form does not show, such as the automatic-mail rule, is kept), sent whole as the PUT.
-pub async fn save_protection(State(c): State<Console>, s: Signed, Path(email): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+pub async fn save_protection(
+    State(c): State<Console>,
+    s: Signed,
+    Path(email): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let path = format!("/v1/agents/{}/protection", segment(&email));
@@ -103,15 +113,21 @@ pub async fn save_protection(State(c): State<Console>, s: Signed, Path(email): P
     p["holds"]["suppress_notifications"] = json!(form.get("suppress_notifications").is_some());
     match c.call(&s.who, Method::PUT, &path, Some(&p)).await {
         Ok(_) => see_other(&format!("/console/agents/{}?saved=true", segment(&email))),
-        Err(r) if r.status == StatusCode::UNPROCESSABLE_ENTITY => {
-            problem(StatusCode::UNPROCESSABLE_ENTITY, "Not saved", &format!("{} Nothing was changed.", r.message))
-        }
+        Err(r) if r.status == StatusCode::UNPROCESSABLE_ENTITY => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not saved",
+            &format!("{} Nothing was changed.", r.message),
+        ),
         Err(r) => r.page(),
     }
 }
 
 /// `GET /console/agents/{email}/conversations/{id}`.
-pub async fn conversation(State(c): State<Console>, s: Signed, Path((email, id)): Path<(String, String)>) -> Response {
+pub async fn conversation(
+    State(c): State<Console>,
+    s: Signed,
+    Path((email, id)): Path<(String, String)>,
+) -> Response {
     let path = format!("/v1/agents/{}/conversations/{}", segment(&email), segment(&id));
     let conv = match c.get(&s.who, &path).await {
         Ok(v) => v,
@@ -124,7 +140,11 @@ pub async fn conversation(State(c): State<Console>, s: Signed, Path((email, id))
 }
 
 /// `GET /console/agents/{email}/messages/{id}`.
-pub async fn message(State(c): State<Console>, s: Signed, Path((email, id)): Path<(String, String)>) -> Response {
+pub async fn message(
+    State(c): State<Console>,
+    s: Signed,
+    Path((email, id)): Path<(String, String)>,
+) -> Response {
     let path = format!("/v1/agents/{}/messages/{}", segment(&email), segment(&id));
     let m = match c.get(&s.who, &path).await {
         Ok(v) => without_raw(v),
@@ -153,7 +173,11 @@ pub async fn message(State(c): State<Console>, s: Signed, Path((email, id)): Pat
 }
 
 /// `GET /console/agents/{email}/messages/{id}/body`: the message's HTML as a sandboxed frame.
-pub async fn body_frame(State(c): State<Console>, s: Signed, Path((email, id)): Path<(String, String)>) -> Response {
+pub async fn body_frame(
+    State(c): State<Console>,
+    s: Signed,
+    Path((email, id)): Path<(String, String)>,
+) -> Response {
     let path = format!("/v1/agents/{}/messages/{}", segment(&email), segment(&id));
     let m = match c.get(&s.who, &path).await {
         Ok(v) => v,
@@ -172,7 +196,8 @@ pub async fn attachment(
     s: Signed,
     Path((email, id, index)): Path<(String, String, String)>,
 ) -> Response {
-    let path = format!("/v1/agents/{}/messages/{}/attachments/{}", segment(&email), segment(&id), segment(&index));
+    let path =
+        format!("/v1/agents/{}/messages/{}/attachments/{}", segment(&email), segment(&id), segment(&index));
     match c.get(&s.who, &path).await {
         Ok(v) => match v["download_url"].as_str().and_then(|u| u.find("/v1/").map(|i| &u[i..])) {
             // Relative: the same origin as this page, whatever public_url says.

@@ -97,7 +97,8 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' dat
 pub(crate) fn page(status: StatusCode, template: &str, ctx: Value) -> Response {
     match templates::render(template, &ctx) {
         Ok(html) => {
-            let mut res = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+            let mut res =
+                (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
             harden(&mut res, PAGE_CSP);
             res.headers_mut().insert("x-frame-options", HeaderValue::from_static("DENY"));
             res
@@ -115,8 +116,12 @@ pub(crate) fn page(status: StatusCode, template: &str, ctx: Value) -> Response {
 /// The one page for "no such thing": a resource of another account looks exactly like one
 /// that never existed.
 pub(crate) fn not_found() -> Response {
-    page(StatusCode::NOT_FOUND, "message.html", serde_json::json!({"title": "Not found",
-        "text": "There is nothing here, or it is not in your account."}))
+    page(
+        StatusCode::NOT_FOUND,
+        "message.html",
+        serde_json::json!({"title": "Not found",
+        "text": "There is nothing here, or it is not in your account."}),
+    )
 }
 
 /// A page that says what went wrong, in the console's layout.

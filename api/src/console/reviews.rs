@@ -49,7 +49,9 @@ fn reason_text(v: &Value) -> String {
     match (r["code"].as_str(), r["summary"].as_str().or(r["message"].as_str())) {
         (Some(code), Some(msg)) => format!("{msg} ({code})"),
         (Some(code), None) => code.replace('_', " "),
-        _ if v["flagged"].as_bool() == Some(true) => v["flag_reason"].as_str().unwrap_or("flagged").to_owned(),
+        _ if v["flagged"].as_bool() == Some(true) => {
+            v["flag_reason"].as_str().unwrap_or("flagged").to_owned()
+        }
         _ => "held for review by the agent's protection settings".to_owned(),
     }
 }
@@ -93,6 +95,7 @@ pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>)
     // The expiry is the hold's; the message view does not carry it.
     let hold = c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
     let mut ctx = context(&s, "reviews", "Review");
+    ctx.insert("agent".into(), json!(hold.as_ref().map(|h| h.agent_email.clone())));
     held_context(&mut ctx, &v, hold.map(|h| h.expires_at));
     ctx.insert("body_url".into(), json!(format!("/console/reviews/{id}/body")));
     page(StatusCode::OK, "review.html", ctx.into())
@@ -100,7 +103,11 @@ pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>)
 
 /// What the held-message page shows of `v` (a message view), for a reviewer signed in or
 /// one who came by an emailed link.
-fn held_context(ctx: &mut Map<String, Value>, v: &Value, expires_at: Option<postagent_core::time::Timestamp>) {
+fn held_context(
+    ctx: &mut Map<String, Value>,
+    v: &Value,
+    expires_at: Option<postagent_core::time::Timestamp>,
+) {
     let (text, html) = bodies(v);
     let blocked = html.as_deref().map_or(0, |h| safe::clean(h).1);
     ctx.insert("m".into(), without_raw(v.clone()));
@@ -116,9 +123,17 @@ fn held_context(ctx: &mut Map<String, Value>, v: &Value, expires_at: Option<post
 
 /// The page an emailed approve or reject link opens: the same held-message page, whose one
 /// form is the link's (its POST acts; a GET never does).
-pub(crate) fn link_page(v: &Value, expires_at: postagent_core::time::Timestamp, token: &str, action: &str) -> Response {
+pub(crate) fn link_page(
+    v: &Value,
+    expires_at: postagent_core::time::Timestamp,
+    token: &str,
+    action: &str,
+) -> Response {
     let mut ctx = Map::new();
-    ctx.insert("title".into(), json!(if action == "approve" { "Approve this message?" } else { "Reject this message?" }));
+    ctx.insert(
+        "title".into(),
+        json!(if action == "approve" { "Approve this message?" } else { "Reject this message?" }),
+    );
     held_context(&mut ctx, v, Some(expires_at));
     ctx.insert("link".into(), json!({"token": token, "action": action}));
     ctx.insert("body_url".into(), json!(format!("/console/link/body?t={token}")));
@@ -129,7 +144,9 @@ pub(crate) fn link_page(v: &Value, expires_at: postagent_core::time::Timestamp, 
 pub async fn link_body(State(c): State<Console>, Query(q): Query<LinkToken>) -> Response {
     let now = postagent_core::time::Timestamp::now();
     let ok = |a| postagent_core::magic::check_link(&c.state.secret, &q.t, a, now).ok();
-    let Some(id) = ok(postagent_core::magic::Action::Approve).or_else(|| ok(postagent_core::magic::Action::Reject)) else {
+    let Some(id) =
+        ok(postagent_core::magic::Action::Approve).or_else(|| ok(postagent_core::magic::Action::Reject))
+    else {
         return super::not_found();
     };
     let found = c.state.store.find_message(&id).await.ok().flatten();
@@ -162,7 +179,9 @@ pub(super) fn without_raw(mut v: Value) -> Value {
 }
 
 fn join(list: &Value) -> String {
-    list.as_array().map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    list.as_array()
+        .map(|l| l.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -214,8 +233,13 @@ fn edits(original: &Value, form: &FormData) -> Map<String, Value> {
 }
 
 /// `POST /console/reviews/{id}/approve`, with the edits made on the page.
-pub async fn approve(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+pub async fn approve(
+    State(c): State<Console>,
+    s: Signed,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let path = format!("/v1/reviews/{}", segment(&id));
@@ -233,7 +257,11 @@ pub async fn approve(State(c): State<Console>, s: Signed, Path(id): Path<String>
 
 fn decision_refused(r: &super::api::Refusal) -> Response {
     if r.code == "message_not_pending" {
-        return problem(StatusCode::CONFLICT, "Already decided", &format!("{} Nothing was changed.", capitalise(&r.message)));
+        return problem(
+            StatusCode::CONFLICT,
+            "Already decided",
+            &format!("{} Nothing was changed.", capitalise(&r.message)),
+        );
     }
     r.page()
 }
@@ -250,7 +278,7 @@ fn reason(form: &FormData) -> Value {
 
 /// `POST /console/reviews/{id}/reject`.
 pub async fn reject(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let path = format!("/v1/reviews/{}/reject", segment(&id));
@@ -262,12 +290,16 @@ pub async fn reject(State(c): State<Console>, s: Signed, Path(id): Path<String>,
 
 /// `POST /console/reviews/bulk`: approve as is, or reject with one reason, every checked one.
 pub async fn bulk(State(c): State<Console>, s: Signed, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let ids = form.all("id");
     if ids.is_empty() {
-        return problem(StatusCode::UNPROCESSABLE_ENTITY, "Nothing selected", "Select at least one message, then decide.");
+        return problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Nothing selected",
+            "Select at least one message, then decide.",
+        );
     }
     let (action, body) = match form.get("action") {
         Some("approve") => ("approve", json!({})),

@@ -32,7 +32,8 @@ pub fn clean(html: &str) -> (String, usize) {
         .link_rel(Some("noopener noreferrer nofollow"))
         .attribute_filter(move |element, attribute, value| {
             // Anything the browser would fetch by itself: only inline data.
-            let fetched = matches!((element, attribute), ("img", "src") | ("img", "srcset") | (_, "background"));
+            let fetched =
+                matches!((element, attribute), ("img", "src") | ("img", "srcset") | (_, "background"));
             if fetched && !value.trim_start().to_ascii_lowercase().starts_with("data:image/") {
                 counter.fetch_add(1, Ordering::Relaxed);
                 return None;

@@ -97,13 +97,13 @@ pub struct Signed {
 }
 
 impl Signed {
-    /// The form's CSRF token is this session's.
-    pub fn check_csrf(&self, form: &FormData) -> Result<(), Response> {
+    /// The refusal page when the form's CSRF token is not this session's.
+    pub fn csrf_refusal(&self, form: &FormData) -> Option<Response> {
         let sent = form.get("csrf").unwrap_or("");
         if ct_eq(sent.as_bytes(), self.csrf.as_bytes()) {
-            Ok(())
+            None
         } else {
-            Err(super::problem(
+            Some(super::problem(
                 StatusCode::FORBIDDEN,
                 "Refused",
                 "This form has expired or did not come from this console. Nothing was changed; reload the page and try again.",
@@ -127,7 +127,8 @@ impl FromRequestParts<Console> for Signed {
         let token = cookie_token(c, parts).ok_or_else(sign_in)?;
         let now = Timestamp::now();
         let idle = i64::try_from(c.state.settings.console_idle.as_secs()).unwrap_or(i64::MAX / 2);
-        let session = match c.state.store.console_session(&token_hash(token), now, now.plus_secs(-idle)).await {
+        let session = match c.state.store.console_session(&token_hash(token), now, now.plus_secs(-idle)).await
+        {
             Ok(Some(s)) => s,
             Ok(None) => return Err(sign_in()),
             Err(e) => {
@@ -172,7 +173,11 @@ impl<S: Send + Sync> FromRequest<S> for FormData {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|_| {
-            super::problem(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "The form is too large; nothing was changed.")
+            super::problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                "The form is too large; nothing was changed.",
+            )
         })?;
         let mut fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
         fields.truncate(MAX_FORM_FIELDS);

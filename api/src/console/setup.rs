@@ -25,7 +25,9 @@ impl Flash {
     fn text(&self) -> Option<&'static str> {
         match self.done.as_str() {
             "verified" => Some("Checked: the domain's records are published and verified."),
-            "checked" => Some("Checked: the records are not all in place yet. DNS changes can take a while to appear."),
+            "checked" => {
+                Some("Checked: the records are not all in place yet. DNS changes can take a while to appear.")
+            }
             "redelivered" => Some("Redelivery scheduled: the event goes out again to its webhooks."),
             "revoked" => Some("The key is revoked: it stops working at once."),
             _ => None,
@@ -46,7 +48,12 @@ pub async fn domains(State(c): State<Console>, s: Signed) -> Response {
 }
 
 /// `GET /console/domains/{domain}`.
-pub async fn domain(State(c): State<Console>, s: Signed, Path(name): Path<String>, Query(f): Query<Flash>) -> Response {
+pub async fn domain(
+    State(c): State<Console>,
+    s: Signed,
+    Path(name): Path<String>,
+    Query(f): Query<Flash>,
+) -> Response {
     let d = match c.get(&s.who, &format!("/v1/domains/{}", segment(&name))).await {
         Ok(v) => v,
         Err(r) => return r.page(),
@@ -58,13 +65,20 @@ pub async fn domain(State(c): State<Console>, s: Signed, Path(name): Path<String
 }
 
 /// `POST /console/domains/{domain}/verify`: checks the records now.
-pub async fn verify_domain(State(c): State<Console>, s: Signed, Path(name): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+pub async fn verify_domain(
+    State(c): State<Console>,
+    s: Signed,
+    Path(name): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let path = format!("/v1/domains/{}", segment(&name));
     match c.call(&s.who, Method::POST, &format!("{path}/verify"), None).await {
-        Ok(v) if v["verified"] == true => see_other(&format!("/console/domains/{}?done=verified", segment(&name))),
+        Ok(v) if v["verified"] == true => {
+            see_other(&format!("/console/domains/{}?done=verified", segment(&name)))
+        }
         Ok(_) => see_other(&format!("/console/domains/{}?done=checked", segment(&name))),
         Err(r) => r.page(),
     }
@@ -83,7 +97,12 @@ pub async fn webhooks(State(c): State<Console>, s: Signed) -> Response {
 }
 
 /// `GET /console/webhooks/{id}`.
-pub async fn webhook(State(c): State<Console>, s: Signed, Path(id): Path<String>, Query(f): Query<Flash>) -> Response {
+pub async fn webhook(
+    State(c): State<Console>,
+    s: Signed,
+    Path(id): Path<String>,
+    Query(f): Query<Flash>,
+) -> Response {
     let path = format!("/v1/webhooks/{}", segment(&id));
     let hook = match c.get(&s.who, &path).await {
         Ok(v) => v,
@@ -101,20 +120,32 @@ pub async fn webhook(State(c): State<Console>, s: Signed, Path(id): Path<String>
 }
 
 /// `POST /console/events/{id}/redeliver` (from a webhook's page, which it returns to).
-pub async fn redeliver(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+pub async fn redeliver(
+    State(c): State<Console>,
+    s: Signed,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let hook = form.text("webhook");
     let body = if hook.is_empty() { json!({}) } else { json!({"webhook_id": hook}) };
     match c.call(&s.who, Method::POST, &format!("/v1/events/{}/redeliver", segment(&id)), Some(&body)).await {
-        Ok(_) if !hook.is_empty() => see_other(&format!("/console/webhooks/{}?done=redelivered", segment(&hook))),
+        Ok(_) if !hook.is_empty() => {
+            see_other(&format!("/console/webhooks/{}?done=redelivered", segment(&hook)))
+        }
         Ok(_) => see_other("/console/webhooks"),
         Err(r) => r.page(),
     }
 }
 
-async fn keys_page(c: &Console, s: &Signed, created: Option<serde_json::Value>, flash: Option<&str>) -> Response {
+async fn keys_page(
+    c: &Console,
+    s: &Signed,
+    created: Option<serde_json::Value>,
+    flash: Option<&str>,
+) -> Response {
     let (keys, more) = match c.all_pages(&s.who, "/v1/account/api-keys", MAX_ROWS).await {
         Ok(x) => x,
         Err(r) => return r.page(),
@@ -140,7 +171,7 @@ pub async fn keys(State(c): State<Console>, s: Signed, Query(f): Query<Flash>) -
 /// `POST /console/keys`: the new key is on this one answer only (not a redirect: reloading
 /// would not show it again, and it is never stored).
 pub async fn create_key(State(c): State<Console>, s: Signed, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     let agent = form.text("agent_email");
@@ -161,11 +192,19 @@ pub async fn create_key(State(c): State<Console>, s: Signed, form: FormData) -> 
 }
 
 /// `POST /console/keys/{id}/revoke`.
-pub async fn revoke_key(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+pub async fn revoke_key(
+    State(c): State<Console>,
+    s: Signed,
+    Path(id): Path<String>,
+    form: FormData,
+) -> Response {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
-    match c.call(&s.who, Method::DELETE, &format!("/v1/account/api-keys/{}?confirm=DELETE", segment(&id)), None).await {
+    match c
+        .call(&s.who, Method::DELETE, &format!("/v1/account/api-keys/{}?confirm=DELETE", segment(&id)), None)
+        .await
+    {
         Ok(_) => see_other("/console/keys?done=revoked"),
         Err(r) => r.page(),
     }

@@ -82,8 +82,12 @@ pub async fn by_email(State(c): State<Console>, parts: Parts, form: FormData) ->
     }
     let email = form.text("email").to_ascii_lowercase();
     let sent = || {
-        page(StatusCode::OK, "message.html", json!({"title": "Check your email",
-            "text": "If this address belongs to an account's owner or reviewer, a sign-in link is on its way. It works once, for 15 minutes."}))
+        page(
+            StatusCode::OK,
+            "message.html",
+            json!({"title": "Check your email",
+            "text": "If this address belongs to an account's owner or reviewer, a sign-in link is on its way. It works once, for 15 minutes."}),
+        )
     };
     if email.len() > 254 || email.parse::<mail_address::Address>().is_err() {
         return login_page(StatusCode::UNPROCESSABLE_ENTITY, Some("Enter an email address."));
@@ -150,7 +154,11 @@ pub struct LinkQuery {
 /// The login a link names, if it can still sign in; else the page that says why not.
 async fn usable_login(c: &Console, token: &str) -> Result<ConsoleLogin, Response> {
     let invalid = || {
-        problem(StatusCode::BAD_REQUEST, "This link is not valid", "The link is incomplete or has been altered. Ask for a new one.")
+        problem(
+            StatusCode::BAD_REQUEST,
+            "This link is not valid",
+            "The link is incomplete or has been altered. Ask for a new one.",
+        )
     };
     let id = magic::open_sign_in(&c.state.secret, token).ok_or_else(invalid)?;
     let login = c.state.store.get_console_login(&id).await.map_err(|_| unavailable())?.ok_or_else(invalid)?;
@@ -167,11 +175,9 @@ async fn usable_login(c: &Console, token: &str) -> Result<ConsoleLogin, Response
 /// `GET /console/login/link?t=…`: the button that signs in.
 pub async fn link_page(State(c): State<Console>, Query(q): Query<LinkQuery>) -> Response {
     match usable_login(&c, &q.t).await {
-        Ok(login) => page(
-            StatusCode::OK,
-            "link.html",
-            json!({"title": "Sign in", "email": login.email, "token": q.t}),
-        ),
+        Ok(login) => {
+            page(StatusCode::OK, "link.html", json!({"title": "Sign in", "email": login.email, "token": q.t}))
+        }
         Err(res) => res,
     }
 }
@@ -203,7 +209,9 @@ pub async fn by_key(State(c): State<Console>, parts: Parts, form: FormData) -> R
         return cross_site();
     }
     let key = form.text("key");
-    let bad = || login_page(StatusCode::UNAUTHORIZED, Some("That key is not valid, or it was revoked or has expired."));
+    let bad = || {
+        login_page(StatusCode::UNAUTHORIZED, Some("That key is not valid, or it was revoked or has expired."))
+    };
     if !apikey::looks_like_key(&key) {
         return bad();
     }
@@ -216,7 +224,9 @@ pub async fn by_key(State(c): State<Console>, parts: Parts, form: FormData) -> R
         tracing::info!(account = %found.account_id, key_id = %found.id, "console sign-in refused: an agent key");
         return login_page(
             StatusCode::FORBIDDEN,
-            Some("This is an agent's key. Agent keys cannot sign in to the console; use an account key or an emailed link."),
+            Some(
+                "This is an agent's key. Agent keys cannot sign in to the console; use an account key or an emailed link.",
+            ),
         );
     }
     start_session(&c, &parts, &found.account_id, &format!("api_key:{}", found.id)).await
@@ -224,10 +234,15 @@ pub async fn by_key(State(c): State<Console>, parts: Parts, form: FormData) -> R
 
 /// `POST /console/logout`.
 pub async fn logout(State(c): State<Console>, s: Signed, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
-    if c.state.store.revoke_console_session(&s.session.account_id, &s.session.id, Timestamp::now()).await.is_err() {
+    if c.state
+        .store
+        .revoke_console_session(&s.session.account_id, &s.session.id, Timestamp::now())
+        .await
+        .is_err()
+    {
         return unavailable();
     }
     tracing::info!(account = %s.session.account_id, session = %s.session.id, "console sign-out");
@@ -255,10 +270,11 @@ fn human(d: std::time::Duration) -> String {
 pub async fn sessions(State(c): State<Console>, s: Signed) -> Response {
     let now = Timestamp::now();
     let idle = i64::try_from(c.state.settings.console_idle.as_secs()).unwrap_or(i64::MAX / 2);
-    let list = match c.state.store.list_console_sessions(&s.session.account_id, now, now.plus_secs(-idle)).await {
-        Ok(l) => l,
-        Err(_) => return unavailable(),
-    };
+    let list =
+        match c.state.store.list_console_sessions(&s.session.account_id, now, now.plus_secs(-idle)).await {
+            Ok(l) => l,
+            Err(_) => return unavailable(),
+        };
     let rows: Vec<_> = list
         .iter()
         .map(|x| {
@@ -275,7 +291,7 @@ pub async fn sessions(State(c): State<Console>, s: Signed) -> Response {
 
 /// `POST /console/sessions/{id}/revoke`: another session, or this one (which signs out).
 pub async fn revoke(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Err(res) = s.check_csrf(&form) {
+    if let Some(res) = s.csrf_refusal(&form) {
         return res;
     }
     match c.state.store.revoke_console_session(&s.session.account_id, &id, Timestamp::now()).await {

@@ -149,7 +149,8 @@ pub async fn delete_key(
         return Err(ApiError::not_found("API key"));
     }
     // The console sessions the key opened end with it.
-    let sessions = state.store.revoke_console_sessions_of(&who.account_id, &format!("api_key:{id}"), now).await?;
+    let sessions =
+        state.store.revoke_console_sessions_of(&who.account_id, &format!("api_key:{id}"), now).await?;
     tracing::info!(account = %who.account_id, key_id = %id, console_sessions = sessions, "API key revoked");
     Ok(Json(json!({"deleted": true, "id": id})))
 }

@@ -108,10 +108,20 @@ pub trait ConsoleStore: Send + Sync {
         idle_since: Timestamp,
     ) -> StoreResult<Vec<ConsoleSession>>;
     /// Revokes one of the account's sessions; `false` when it has none by that id.
-    async fn revoke_console_session(&self, account: &AccountId, id: &str, now: Timestamp) -> StoreResult<bool>;
+    async fn revoke_console_session(
+        &self,
+        account: &AccountId,
+        id: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Revokes every live session of the account signed in as `signed_in_as` (the sessions a
     /// revoked API key opened); how many.
-    async fn revoke_console_sessions_of(&self, account: &AccountId, signed_in_as: &str, now: Timestamp) -> StoreResult<u64>;
+    async fn revoke_console_sessions_of(
+        &self,
+        account: &AccountId,
+        signed_in_as: &str,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
     /// Drops logins and sessions that ended before `before`.
     async fn expire_console(&self, before: Timestamp) -> StoreResult<u64>;
 }
@@ -238,7 +248,12 @@ impl ConsoleStore for SqlStore {
         rows.iter().map(session).collect()
     }
 
-    async fn revoke_console_session(&self, account: &AccountId, id: &str, now: Timestamp) -> StoreResult<bool> {
+    async fn revoke_console_session(
+        &self,
+        account: &AccountId,
+        id: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE console_sessions SET revoked_at = $3
              WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -251,7 +266,12 @@ impl ConsoleStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn revoke_console_sessions_of(&self, account: &AccountId, signed_in_as: &str, now: Timestamp) -> StoreResult<u64> {
+    async fn revoke_console_sessions_of(
+        &self,
+        account: &AccountId,
+        signed_in_as: &str,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE console_sessions SET revoked_at = $3
              WHERE account_id = $1 AND signed_in_as = $2 AND revoked_at IS NULL",

@@ -59,7 +59,12 @@ pub fn compose(n: &Notice<'_>) -> std::io::Result<Vec<u8>> {
 }
 
 /// The email with a console sign-in link, from `postagent-noreply@<mail hostname>`.
-pub fn compose_sign_in(to: &str, link: &str, mail_hostname: &str, expires_at: Timestamp) -> std::io::Result<Vec<u8>> {
+pub fn compose_sign_in(
+    to: &str,
+    link: &str,
+    mail_hostname: &str,
+    expires_at: Timestamp,
+) -> std::io::Result<Vec<u8>> {
     let text = format!(
         "Someone, hopefully you, asked to sign in to the postagent console as {to}.\n\n\
          Sign in: {link}\n\n\
