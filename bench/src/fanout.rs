@@ -25,6 +25,7 @@ mod load;
 pub mod receiver;
 mod system;
 
+pub(crate) use deliveries::Role;
 pub use deliveries::Throughput;
 use deliveries::{backlog, live, median_run, rates};
 use lmtp::{Lmtp, inject, subscribe};

@@ -24,6 +24,7 @@
 //! idle, under a steady load the system keeps up with, and while a full-speed `smtp-source`
 //! run saturates it (then Postfix's queue grows, and the figure is mostly queueing).
 
+pub mod console;
 pub mod fanout;
 pub mod hostile;
 mod maps;

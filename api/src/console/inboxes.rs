@@ -57,7 +57,10 @@ pub async fn agent(
         Err(r) => return r.page(),
     };
     let cursor = if q.cursor.is_empty() { String::new() } else { format!("&cursor={}", segment(&q.cursor)) };
-    let messages = match c.get(&s.who, &format!("{base}/messages?direction=all&limit={PAGE}{cursor}")).await {
+    let messages = match c
+        .get(&s.who, &format!("{base}/messages?direction=all&read_status=all&limit={PAGE}{cursor}"))
+        .await
+    {
         Ok(v) => v,
         Err(r) => return r.page(),
     };

@@ -99,13 +99,13 @@ impl std::fmt::Display for Throughput {
 
 /// One role of the binary, on `db_url`, until dropped; waits for `ready` in its log, and
 /// keeps its unexpected WARN and ERROR lines.
-struct Role {
+pub(crate) struct Role {
     child: std::process::Child,
     warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Role {
-    fn start(
+    pub(crate) fn start(
         bin: &Path,
         args: &[&str],
         env: &[(&str, &str)],
