@@ -101,19 +101,26 @@ pub async fn download(
     let raw = state.store.get_raw(&id).await?.ok_or_else(gone)?;
     let bytes =
         inbound::attachment_bytes(&raw, usize::try_from(index).unwrap_or(usize::MAX)).ok_or_else(gone)?;
+    Ok(as_download(meta.filename.as_deref(), meta.content_type.as_deref(), bytes))
+}
+
+/// Attachment bytes as a response: always a download, never a page of our origin (nosniff is
+/// set on every response), typed by [`served_type`]. The console serves held drafts' files
+/// through it too.
+pub(crate) fn as_download(filename: Option<&str>, content_type: Option<&str>, bytes: Vec<u8>) -> Response {
     let mut res = (StatusCode::OK, bytes).into_response();
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, served_type(meta.content_type.as_deref()));
-    // Always a download, never a page of our origin (nosniff is set for every response).
+    headers.insert(header::CONTENT_TYPE, served_type(content_type));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
-    let disposition = match meta.filename.as_deref().map(safe_filename) {
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    let disposition = match filename.map(safe_filename) {
         Some(name) => format!("attachment; filename=\"{name}\""),
         None => "attachment".to_owned(),
     };
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(res)
+    res
 }
 
 #[cfg(test)]

@@ -26,3 +26,7 @@ CREATE TABLE console_sessions (
 );
 CREATE INDEX console_sessions_account ON console_sessions (account_id, created_at);
 CREATE INDEX console_sessions_age ON console_sessions (expires_at);
+
+-- An agent's mail in both directions, newest first (the console's inbox, `direction=all` on
+-- /v1): without it every page sorts all of the agent's messages.
+CREATE INDEX messages_agent_time ON messages (agent_email, created_at, id);

@@ -389,6 +389,15 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     let a = held(app, "With HTML", Some(html)).await;
     let b = held(app, "Second", None).await;
     let c_id = held(app, "Third", None).await;
+    let with_file = app
+        .post(
+            &format!("/v1/agents/{}/messages", enc(BOT)),
+            json!({"to": ["alice@example.org"], "bcc": ["audit@example.org"], "subject": "Files", "text": "see attached",
+                "attachments": [{"filename": "page.html", "content_type": "text/html", "data": "PHNjcmlwdD54PC9zY3JpcHQ+"}]}),
+        )
+        .await;
+    assert_eq!(with_file.status, StatusCode::ACCEPTED, "{}", with_file.body);
+    let files = with_file.body["message_id"].as_str().expect("id").to_owned();
     let inbound = app
         .deliver(
             BOT,
@@ -408,7 +417,7 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     let mut c = Client::new(&app.base);
     c.sign_in(&app.key).await;
     let queue = c.get("/console/reviews").await;
-    for s in ["With HTML", "Second", "Third", "3 messages waiting"] {
+    for s in ["With HTML", "Second", "Third", "4 messages waiting"] {
         assert!(queue.body.contains(s), "{s}: {}", queue.body);
     }
     let detail = c.get(&format!("/console/reviews/{a}")).await;
@@ -427,6 +436,23 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     for gone in ["<script", "onerror", "tracker.example"] {
         assert!(!frame.body.contains(gone), "{gone} in {}", frame.body);
     }
+
+    // A held send's Bcc and attachments are shown (the review view has neither), the file as
+    // a download that never renders.
+    let page = c.get(&format!("/console/reviews/{files}")).await;
+    assert!(page.body.contains("audit@example.org") && page.body.contains("page.html"), "{}", page.body);
+    let file = c.get(&format!("/console/reviews/{files}/attachments/0")).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body, "<script>x</script>");
+    assert_eq!(file.headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert_eq!(file.headers[header::CONTENT_DISPOSITION], "attachment; filename=\"page.html\"");
+    assert_eq!(c.get(&format!("/console/reviews/{files}/attachments/1")).await.status, StatusCode::NOT_FOUND);
+    let mut outsider = Client::new(&app.base);
+    outsider.sign_in(&app.other_account().await).await;
+    assert_eq!(
+        outsider.get(&format!("/console/reviews/{files}/attachments/0")).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     // The emailed approve link lands on the same page (no session), its one form the link's.
     let hold = postagent_core::store::OutboundStore::get_hold(app.store.as_ref(), &a)
@@ -515,11 +541,8 @@ async fn every_page_renders_and_decides(app: &TestApp) {
         file.headers
     );
     assert!(file.body.contains("<script>alert(1)</script>"));
-    let other = app.other_account().await;
-    let mut intruder = Client::new(&app.base);
-    intruder.sign_in(&other).await;
     let theirs =
-        intruder.get(&format!("/console/agents/{}/messages/{inbound}/attachments/0", enc(BOT))).await;
+        outsider.get(&format!("/console/agents/{}/messages/{inbound}/attachments/0", enc(BOT))).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
     for (path, needle) in [
         ("/console/agents".to_owned(), BOT.to_owned()),

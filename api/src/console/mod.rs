@@ -58,6 +58,7 @@ pub fn routes(state: AppState, rest: Router) -> Router {
         .route("/console/reviews/bulk", post(reviews::bulk))
         .route("/console/reviews/{id}", get(reviews::detail))
         .route("/console/reviews/{id}/body", get(reviews::body_frame))
+        .route("/console/reviews/{id}/attachments/{index}", get(reviews::draft_attachment))
         .route("/console/reviews/{id}/approve", post(reviews::approve))
         .route("/console/reviews/{id}/reject", post(reviews::reject))
         .route("/console/agents", get(inboxes::agents))

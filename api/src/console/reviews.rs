@@ -96,6 +96,15 @@ pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>)
     let hold = c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
     let mut ctx = context(&s, "reviews", "Review");
     ctx.insert("agent".into(), json!(hold.as_ref().map(|h| h.agent_email.clone())));
+    if let Some(d) = draft(&c, &id).await {
+        ctx.insert("bcc".into(), json!(d.bcc.join(", ")));
+        let files: Vec<Value> = d
+            .attachments
+            .iter()
+            .map(|a| json!({"filename": a.filename, "content_type": a.content_type, "size_bytes": a.data.len() / 4 * 3}))
+            .collect();
+        ctx.insert("draft_attachments".into(), json!(files));
+    }
     held_context(&mut ctx, &v, hold.map(|h| h.expires_at));
     ctx.insert("body_url".into(), json!(format!("/console/reviews/{id}/body")));
     page(StatusCode::OK, "review.html", ctx.into())
@@ -167,6 +176,32 @@ fn frame_of(v: &Value) -> Response {
     match bodies(v) {
         (_, Some(html)) => safe::frame(&safe::clean(&html).0),
         (text, None) => safe::frame(&format!("<pre>{}</pre>", crate::routes::send::html_escape(&text))),
+    }
+}
+
+/// A held send's draft: what the agent asked to send, with its Bcc and attachments (the
+/// review view leaves both out). Callers have read the review through `/v1` first, which
+/// proves the message is the session's account's.
+async fn draft(c: &Console, id: &str) -> Option<postagent_core::mail::outbound::Draft> {
+    let text = c.state.store.get_draft(id).await.ok().flatten()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// `GET /console/reviews/{id}/attachments/{index}`: a held send's attachment, as a download.
+pub async fn draft_attachment(
+    State(c): State<Console>,
+    s: Signed,
+    Path((id, index)): Path<(String, usize)>,
+) -> Response {
+    if let Err(r) = c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await {
+        return r.page();
+    }
+    use base64::Engine as _;
+    let found = draft(&c, &id).await.and_then(|d| d.attachments.into_iter().nth(index));
+    let Some(a) = found else { return super::not_found() };
+    match base64::engine::general_purpose::STANDARD.decode(a.data.as_bytes()) {
+        Ok(bytes) => crate::download::as_download(Some(&a.filename), Some(&a.content_type), bytes),
+        Err(_) => super::not_found(),
     }
 }
 
