@@ -162,6 +162,7 @@ async fn backend(opts: &Opts, name: &'static str, db_url: &str) -> anyhow::Resul
         ("inboxes", "/console/agents".into()),
         ("inbox (newest page of mail)", format!("/console/agents/{agent}")),
         ("inbox (an older page)", format!("/console/agents/{agent}?cursor={cursor}")),
+        ("conversations", format!("/console/agents/{agent}/conversations")),
         ("message", format!("/console/agents/{agent}/messages/{message}")),
         ("message body frame", format!("/console/agents/{agent}/messages/{message}/body")),
         ("domains", "/console/domains".into()),

@@ -11,7 +11,7 @@ async fn a_small_store_times_every_page() {
     let Some(bin) = postagent_bench::debug_postagent(env!("CARGO_TARGET_TMPDIR")) else { return };
     let opts = Opts { postagent: bin, messages: 60, holds: 3, requests: 3, postgres: false };
     let report = run(&opts).await.expect("benchmark run");
-    assert_eq!(report.rows.len(), 10);
+    assert_eq!(report.rows.len(), 11);
     assert!(report.rows.iter().all(|r| r.latency.samples == 3 && r.bytes > 0), "{:?}", report.rows);
     let md = report.markdown("bench/console/run --messages 60");
     assert!(md.contains("| SQLite | inbox (an older page) |"), "{md}");

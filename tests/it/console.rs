@@ -551,6 +551,7 @@ async fn every_page_renders_and_decides(app: &TestApp) {
         (format!("/console/webhooks/{hook_id}"), "Recent deliveries".to_owned()),
         ("/console/keys".to_owned(), "Create a key".to_owned()),
         ("/console/sessions".to_owned(), "this browser".to_owned()),
+        (format!("/console/agents/{}/conversations", enc(BOT)), "Second (edited)".to_owned()),
     ] {
         let p = c.get(&path).await;
         assert_eq!(p.status, StatusCode::OK, "{path}: {}", p.body);

@@ -64,16 +64,11 @@ pub async fn agent(
         Ok(v) => v,
         Err(r) => return r.page(),
     };
-    let conversations = match c.get(&s.who, &format!("{base}/conversations?limit=10")).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
     let mut ctx = context(&s, "agents", agent["email"].as_str().unwrap_or("Agent"));
     ctx.insert("agent".into(), agent);
     ctx.insert("p".into(), protection);
     ctx.insert("messages".into(), messages["items"].clone());
     ctx.insert("next".into(), messages["next_cursor"].clone());
-    ctx.insert("conversations".into(), conversations["items"].clone());
     ctx.insert("policies".into(), json!(texts::<GatePolicy>()));
     ctx.insert("actions".into(), json!(texts::<GateAction>()));
     ctx.insert("sensitivities".into(), json!(texts::<Sensitivity>()));
@@ -123,6 +118,28 @@ pub async fn save_protection(
         ),
         Err(r) => r.page(),
     }
+}
+
+/// `GET /console/agents/{email}/conversations`: the agent's threads, the latest first (a page
+/// of its own: summarising threads reads all of the agent's mail, which the inbox page need
+/// not wait for).
+pub async fn conversations(
+    State(c): State<Console>,
+    s: Signed,
+    Path(email): Path<String>,
+    Query(q): Query<AgentQuery>,
+) -> Response {
+    let cursor = if q.cursor.is_empty() { String::new() } else { format!("&cursor={}", segment(&q.cursor)) };
+    let path = format!("/v1/agents/{}/conversations?limit={PAGE}{cursor}", segment(&email));
+    let list = match c.get(&s.who, &path).await {
+        Ok(v) => v,
+        Err(r) => return r.page(),
+    };
+    let mut ctx = context(&s, "agents", "Conversations");
+    ctx.insert("email".into(), json!(email));
+    ctx.insert("conversations".into(), list["items"].clone());
+    ctx.insert("next".into(), list["next_cursor"].clone());
+    page(StatusCode::OK, "conversations.html", ctx.into())
 }
 
 /// `GET /console/agents/{email}/conversations/{id}`.

@@ -64,6 +64,7 @@ pub fn routes(state: AppState, rest: Router) -> Router {
         .route("/console/agents", get(inboxes::agents))
         .route("/console/agents/{email}", get(inboxes::agent))
         .route("/console/agents/{email}/protection", post(inboxes::save_protection))
+        .route("/console/agents/{email}/conversations", get(inboxes::conversations))
         .route("/console/agents/{email}/conversations/{id}", get(inboxes::conversation))
         .route("/console/agents/{email}/messages/{id}", get(inboxes::message))
         .route("/console/agents/{email}/messages/{id}/body", get(inboxes::body_frame))

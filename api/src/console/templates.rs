@@ -23,6 +23,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "agent.html",
     "mail.html",
     "conversation.html",
+    "conversations.html",
     "domains.html",
     "domain.html",
     "webhooks.html",

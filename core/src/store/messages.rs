@@ -23,6 +23,21 @@ fn list(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
+/// The messages with these ids, in no particular order: one query where a page would
+/// otherwise read them one by one.
+pub(super) async fn find_messages(store: &SqlStore, ids: &[String]) -> StoreResult<Vec<Message>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id IN ({})", marks.join(", "));
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id.as_str());
+    }
+    q.fetch_all(&store.pool).await?.iter().map(message).collect()
+}
+
 fn message(row: &AnyRow) -> StoreResult<Message> {
     Ok(Message {
         id: row.try_get("id")?,

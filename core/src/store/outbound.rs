@@ -330,17 +330,33 @@ impl OutboundStore for SqlStore {
         if let Some(After { created_at, key }) = &page.after {
             q = q.bind(created_at.as_micros()).bind(key.as_str());
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.try_get("message_id")?;
-            if let (Some(h), Some(m)) =
-                (self.get_hold(&id).await?, super::MessageStore::find_message(self, &id).await?)
-            {
-                out.push((h, m));
+        let ids: Vec<String> = q
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("message_id"))
+            .collect::<Result<_, _>>()?;
+        // Two queries for the page, not two per hold.
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let mut holds = std::collections::HashMap::new();
+        if !ids.is_empty() {
+            let sql = format!("SELECT {HOLD_COLS} FROM holds WHERE message_id IN ({})", marks.join(", "));
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let h = hold(&row)?;
+                holds.insert(h.message_id.clone(), h);
             }
         }
-        Ok(out)
+        let mut messages: std::collections::HashMap<String, Message> =
+            super::messages::find_messages(self, &ids)
+                .await?
+                .into_iter()
+                .map(|m| (m.id.clone(), m))
+                .collect();
+        Ok(ids.iter().filter_map(|id| Some((holds.remove(id)?, messages.remove(id)?))).collect())
     }
 
     async fn due_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Hold>> {
