@@ -4,8 +4,8 @@
 
 use super::api::segment;
 use super::reviews::without_raw;
-use super::session::{FormData, Signed};
-use super::{Console, context, explain, page, problem, safe, see_other};
+use super::session::{Posted, Signed};
+use super::{Console, context, explain, list_page, page, problem, safe, see_other};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,21 +15,12 @@ use serde_json::json;
 
 /// Messages per page of an agent's mail.
 const PAGE: u32 = 25;
-/// Agents listed at most.
-const MAX_AGENTS: usize = 1000;
 /// History events shown per message at most.
 const MAX_HISTORY: usize = 200;
 
 /// `GET /console/agents`.
 pub async fn agents(State(c): State<Console>, s: Signed) -> Response {
-    let (agents, more) = match c.all_pages(&s.who, "/v1/agents", MAX_AGENTS).await {
-        Ok(x) => x,
-        Err(r) => return r.page(),
-    };
-    let mut ctx = context(&s, "agents", "Inboxes");
-    ctx.insert("agents".into(), json!(agents));
-    ctx.insert("more".into(), json!(more));
-    page(StatusCode::OK, "agents.html", ctx.into())
+    list_page(&c, &s, "agents", "Inboxes", "/v1/agents", "agents.html").await
 }
 
 #[derive(Deserialize, Default)]
@@ -48,22 +39,11 @@ pub async fn agent(
     Query(q): Query<AgentQuery>,
 ) -> Response {
     let base = format!("/v1/agents/{}", segment(&email));
-    let agent = match c.get(&s.who, &base).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
-    let protection = match c.get(&s.who, &format!("{base}/protection")).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let agent = or_page!(c.get(&s.who, &base).await);
+    let protection = or_page!(c.get(&s.who, &format!("{base}/protection")).await);
     let cursor = if q.cursor.is_empty() { String::new() } else { format!("&cursor={}", segment(&q.cursor)) };
-    let messages = match c
-        .get(&s.who, &format!("{base}/messages?direction=all&read_status=all&limit={PAGE}{cursor}"))
-        .await
-    {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let listing = format!("{base}/messages?direction=all&read_status=all&limit={PAGE}{cursor}");
+    let messages = or_page!(c.get(&s.who, &listing).await);
     let mut ctx = context(&s, "agents", agent["email"].as_str().unwrap_or("Agent"));
     ctx.insert("agent".into(), agent);
     ctx.insert("p".into(), protection);
@@ -87,18 +67,11 @@ fn lines(text: &str) -> Vec<String> {
 /// form does not show, such as the automatic-mail rule, is kept), sent whole as the PUT.
 pub async fn save_protection(
     State(c): State<Console>,
-    s: Signed,
     Path(email): Path<String>,
-    form: FormData,
+    Posted { s, form }: Posted,
 ) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
     let path = format!("/v1/agents/{}/protection", segment(&email));
-    let mut p = match c.get(&s.who, &path).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let mut p = or_page!(c.get(&s.who, &path).await);
     for dir in ["inbound", "outbound"] {
         p[dir]["gate"]["policy"] = json!(form.text(&format!("{dir}_policy")));
         p[dir]["gate"]["action"] = json!(form.text(&format!("{dir}_action")));
@@ -131,10 +104,7 @@ pub async fn conversations(
 ) -> Response {
     let cursor = if q.cursor.is_empty() { String::new() } else { format!("&cursor={}", segment(&q.cursor)) };
     let path = format!("/v1/agents/{}/conversations?limit={PAGE}{cursor}", segment(&email));
-    let list = match c.get(&s.who, &path).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let list = or_page!(c.get(&s.who, &path).await);
     let mut ctx = context(&s, "agents", "Conversations");
     ctx.insert("email".into(), json!(email));
     ctx.insert("conversations".into(), list["items"].clone());
@@ -149,10 +119,7 @@ pub async fn conversation(
     Path((email, id)): Path<(String, String)>,
 ) -> Response {
     let path = format!("/v1/agents/{}/conversations/{}", segment(&email), segment(&id));
-    let conv = match c.get(&s.who, &path).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let conv = or_page!(c.get(&s.who, &path).await);
     let mut ctx = context(&s, "agents", "Conversation");
     ctx.insert("email".into(), json!(email));
     ctx.insert("c".into(), conv);
@@ -166,10 +133,7 @@ pub async fn message(
     Path((email, id)): Path<(String, String)>,
 ) -> Response {
     let path = format!("/v1/agents/{}/messages/{}", segment(&email), segment(&id));
-    let m = match c.get(&s.who, &path).await {
-        Ok(v) => without_raw(v),
-        Err(r) => return r.page(),
-    };
+    let m = without_raw(or_page!(c.get(&s.who, &path).await));
     // The history is the event log's; an account without one sees the message's own state.
     let history = c
         .all_pages(&s.who, &format!("/v1/events?message_id={}", segment(&id)), MAX_HISTORY)
@@ -199,10 +163,7 @@ pub async fn body_frame(
     Path((email, id)): Path<(String, String)>,
 ) -> Response {
     let path = format!("/v1/agents/{}/messages/{}", segment(&email), segment(&id));
-    let m = match c.get(&s.who, &path).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let m = or_page!(c.get(&s.who, &path).await);
     match m["parsed"]["html"].as_str().or(m["body"]["html"].as_str()) {
         Some(html) => safe::frame(&safe::clean(html).0),
         None => super::not_found(),

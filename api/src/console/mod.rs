@@ -7,6 +7,16 @@
 //! none, so nothing a message contains can run even if the sanitiser missed it; message HTML is
 //! shown only inside a sandboxed frame of its own (see `safe`).
 
+/// The value of a `/v1` answer, or (from the handler) the page for its refusal.
+macro_rules! or_page {
+    ($call:expr) => {
+        match $call {
+            Ok(v) => v,
+            Err(refusal) => return refusal.page(),
+        }
+    };
+}
+
 mod api;
 mod explain;
 mod inboxes;
@@ -149,6 +159,26 @@ pub(crate) fn context(s: &session::Signed, section: &str, title: &str) -> serde_
     m.insert("section".into(), Value::from(section));
     m.insert("title".into(), Value::from(title));
     m
+}
+
+/// Rows a listing page shows at most (agents, domains, webhooks, keys).
+pub(crate) const MAX_ROWS: usize = 500;
+
+/// A page listing every item of the `/v1` list `list` (up to [`MAX_ROWS`]) as `items`, with
+/// `more` when some were left out.
+pub(crate) async fn list_page(
+    c: &Console,
+    s: &session::Signed,
+    section: &str,
+    title: &str,
+    list: &str,
+    template: &str,
+) -> Response {
+    let (items, more) = or_page!(c.all_pages(&s.who, list, MAX_ROWS).await);
+    let mut ctx = context(s, section, title);
+    ctx.insert("items".into(), Value::from(items));
+    ctx.insert("more".into(), Value::from(more));
+    page(StatusCode::OK, template, ctx.into())
 }
 
 /// A 303 to `to` (after a POST, so reloading does not repeat it).

@@ -4,7 +4,7 @@
 //! Decisions are `/v1/reviews/{id}/approve|reject`, so the console decides exactly as the API.
 
 use super::api::segment;
-use super::session::{FormData, Signed};
+use super::session::{FormData, Posted, Signed};
 use super::{Console, context, page, problem, safe, see_other};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
@@ -58,10 +58,7 @@ fn reason_text(v: &Value) -> String {
 
 /// `GET /console/reviews`.
 pub async fn queue(State(c): State<Console>, s: Signed, Query(done): Query<Done>) -> Response {
-    let (mut items, more) = match c.all_pages(&s.who, "/v1/reviews", MAX_QUEUE).await {
-        Ok(x) => x,
-        Err(r) => return r.page(),
-    };
+    let (mut items, more) = or_page!(c.all_pages(&s.who, "/v1/reviews", MAX_QUEUE).await);
     items.sort_by(|a, b| {
         a["approval_expires_at"].as_str().unwrap_or("").cmp(b["approval_expires_at"].as_str().unwrap_or(""))
     });
@@ -88,10 +85,7 @@ fn bodies(v: &Value) -> (String, Option<String>) {
 
 /// `GET /console/reviews/{id}`.
 pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>) -> Response {
-    let v = match c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let v = or_page!(c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await);
     // The expiry is the hold's; the message view does not carry it.
     let hold = c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
     let mut ctx = context(&s, "reviews", "Review");
@@ -225,10 +219,7 @@ fn split(list: &str) -> Vec<String> {
 
 /// `GET /console/reviews/{id}/body`: the held HTML (or text), cleaned, as a sandboxed frame.
 pub async fn body_frame(State(c): State<Console>, s: Signed, Path(id): Path<String>) -> Response {
-    let v = match c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let v = or_page!(c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await);
     frame_of(&v)
 }
 
@@ -270,18 +261,11 @@ fn edits(original: &Value, form: &FormData) -> Map<String, Value> {
 /// `POST /console/reviews/{id}/approve`, with the edits made on the page.
 pub async fn approve(
     State(c): State<Console>,
-    s: Signed,
     Path(id): Path<String>,
-    form: FormData,
+    Posted { s, form }: Posted,
 ) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
     let path = format!("/v1/reviews/{}", segment(&id));
-    let original = match c.get(&s.who, &path).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let original = or_page!(c.get(&s.who, &path).await);
     let body = Value::Object(edits(&original, &form));
     match c.call(&s.who, Method::POST, &format!("{path}/approve"), Some(&body)).await {
         Ok(_) if original["direction"] == "inbound" => see_other("/console/reviews?done=released"),
@@ -312,10 +296,11 @@ fn reason(form: &FormData) -> Value {
 }
 
 /// `POST /console/reviews/{id}/reject`.
-pub async fn reject(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
+pub async fn reject(
+    State(c): State<Console>,
+    Path(id): Path<String>,
+    Posted { s, form }: Posted,
+) -> Response {
     let path = format!("/v1/reviews/{}/reject", segment(&id));
     match c.call(&s.who, Method::POST, &path, Some(&reason(&form))).await {
         Ok(_) => see_other("/console/reviews?done=rejected"),
@@ -324,10 +309,7 @@ pub async fn reject(State(c): State<Console>, s: Signed, Path(id): Path<String>,
 }
 
 /// `POST /console/reviews/bulk`: approve as is, or reject with one reason, every checked one.
-pub async fn bulk(State(c): State<Console>, s: Signed, form: FormData) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
+pub async fn bulk(State(c): State<Console>, Posted { s, form }: Posted) -> Response {
     let ids = form.all("id");
     if ids.is_empty() {
         return problem(

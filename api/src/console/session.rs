@@ -150,6 +150,27 @@ impl FromRequestParts<Console> for Signed {
     }
 }
 
+/// A signed-in form post whose CSRF token is the session's: what every state-changing console
+/// handler takes, so none can forget the check.
+pub struct Posted {
+    pub s: Signed,
+    pub form: FormData,
+}
+
+impl FromRequest<Console> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, c: &Console) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let s = Signed::from_request_parts(&mut parts, c).await?;
+        let form = FormData::from_request(Request::from_parts(parts, body), c).await?;
+        match s.csrf_refusal(&form) {
+            Some(refused) => Err(refused),
+            None => Ok(Self { s, form }),
+        }
+    }
+}
+
 /// An `application/x-www-form-urlencoded` body, repeated names kept (bulk decisions).
 pub struct FormData(Vec<(String, String)>);
 

@@ -2,16 +2,14 @@
 //! their recent deliveries and a redeliver button, and API keys (a new key shown once).
 
 use super::api::segment;
-use super::session::{FormData, Signed};
-use super::{Console, context, page, problem, see_other};
+use super::session::{Posted, Signed};
+use super::{Console, MAX_ROWS, context, list_page, page, problem, see_other};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-/// Rows listed at most on a setup page.
-const MAX_ROWS: usize = 500;
 /// Deliveries shown on a webhook's page.
 const RECENT_DELIVERIES: usize = 50;
 
@@ -37,14 +35,7 @@ impl Flash {
 
 /// `GET /console/domains`.
 pub async fn domains(State(c): State<Console>, s: Signed) -> Response {
-    let (domains, more) = match c.all_pages(&s.who, "/v1/domains", MAX_ROWS).await {
-        Ok(x) => x,
-        Err(r) => return r.page(),
-    };
-    let mut ctx = context(&s, "domains", "Domains");
-    ctx.insert("domains".into(), json!(domains));
-    ctx.insert("more".into(), json!(more));
-    page(StatusCode::OK, "domains.html", ctx.into())
+    list_page(&c, &s, "domains", "Domains", "/v1/domains", "domains.html").await
 }
 
 /// `GET /console/domains/{domain}`.
@@ -54,10 +45,7 @@ pub async fn domain(
     Path(name): Path<String>,
     Query(f): Query<Flash>,
 ) -> Response {
-    let d = match c.get(&s.who, &format!("/v1/domains/{}", segment(&name))).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
+    let d = or_page!(c.get(&s.who, &format!("/v1/domains/{}", segment(&name))).await);
     let mut ctx = context(&s, "domains", d["domain"].as_str().unwrap_or("Domain"));
     ctx.insert("d".into(), d);
     ctx.insert("flash".into(), json!(f.text()));
@@ -67,13 +55,9 @@ pub async fn domain(
 /// `POST /console/domains/{domain}/verify`: checks the records now.
 pub async fn verify_domain(
     State(c): State<Console>,
-    s: Signed,
     Path(name): Path<String>,
-    form: FormData,
+    Posted { s, .. }: Posted,
 ) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
     let path = format!("/v1/domains/{}", segment(&name));
     match c.call(&s.who, Method::POST, &format!("{path}/verify"), None).await {
         Ok(v) if v["verified"] == true => {
@@ -86,14 +70,7 @@ pub async fn verify_domain(
 
 /// `GET /console/webhooks`.
 pub async fn webhooks(State(c): State<Console>, s: Signed) -> Response {
-    let (hooks, more) = match c.all_pages(&s.who, "/v1/webhooks", MAX_ROWS).await {
-        Ok(x) => x,
-        Err(r) => return r.page(),
-    };
-    let mut ctx = context(&s, "webhooks", "Webhooks");
-    ctx.insert("hooks".into(), json!(hooks));
-    ctx.insert("more".into(), json!(more));
-    page(StatusCode::OK, "webhooks.html", ctx.into())
+    list_page(&c, &s, "webhooks", "Webhooks", "/v1/webhooks", "webhooks.html").await
 }
 
 /// `GET /console/webhooks/{id}`.
@@ -104,17 +81,11 @@ pub async fn webhook(
     Query(f): Query<Flash>,
 ) -> Response {
     let path = format!("/v1/webhooks/{}", segment(&id));
-    let hook = match c.get(&s.who, &path).await {
-        Ok(v) => v,
-        Err(r) => return r.page(),
-    };
-    let deliveries = match c.get(&s.who, &format!("{path}/deliveries?limit={RECENT_DELIVERIES}")).await {
-        Ok(v) => v["items"].clone(),
-        Err(r) => return r.page(),
-    };
+    let hook = or_page!(c.get(&s.who, &path).await);
+    let deliveries = or_page!(c.get(&s.who, &format!("{path}/deliveries?limit={RECENT_DELIVERIES}")).await);
     let mut ctx = context(&s, "webhooks", "Webhook");
     ctx.insert("w".into(), hook);
-    ctx.insert("deliveries".into(), deliveries);
+    ctx.insert("deliveries".into(), deliveries["items"].clone());
     ctx.insert("flash".into(), json!(f.text()));
     page(StatusCode::OK, "webhook.html", ctx.into())
 }
@@ -122,13 +93,9 @@ pub async fn webhook(
 /// `POST /console/events/{id}/redeliver` (from a webhook's page, which it returns to).
 pub async fn redeliver(
     State(c): State<Console>,
-    s: Signed,
     Path(id): Path<String>,
-    form: FormData,
+    Posted { s, form }: Posted,
 ) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
     let hook = form.text("webhook");
     let body = if hook.is_empty() { json!({}) } else { json!({"webhook_id": hook}) };
     match c.call(&s.who, Method::POST, &format!("/v1/events/{}/redeliver", segment(&id)), Some(&body)).await {
@@ -146,14 +113,8 @@ async fn keys_page(
     created: Option<serde_json::Value>,
     flash: Option<&str>,
 ) -> Response {
-    let (keys, more) = match c.all_pages(&s.who, "/v1/account/api-keys", MAX_ROWS).await {
-        Ok(x) => x,
-        Err(r) => return r.page(),
-    };
-    let (agents, _) = match c.all_pages(&s.who, "/v1/agents", MAX_ROWS).await {
-        Ok(x) => x,
-        Err(r) => return r.page(),
-    };
+    let (keys, more) = or_page!(c.all_pages(&s.who, "/v1/account/api-keys", MAX_ROWS).await);
+    let (agents, _) = or_page!(c.all_pages(&s.who, "/v1/agents", MAX_ROWS).await);
     let mut ctx = context(s, "keys", "API keys");
     ctx.insert("keys".into(), json!(keys));
     ctx.insert("more".into(), json!(more));
@@ -170,10 +131,7 @@ pub async fn keys(State(c): State<Console>, s: Signed, Query(f): Query<Flash>) -
 
 /// `POST /console/keys`: the new key is on this one answer only (not a redirect: reloading
 /// would not show it again, and it is never stored).
-pub async fn create_key(State(c): State<Console>, s: Signed, form: FormData) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
+pub async fn create_key(State(c): State<Console>, Posted { s, form }: Posted) -> Response {
     let agent = form.text("agent_email");
     let mut body = json!({"name": form.text("name")});
     if agent.is_empty() {
@@ -194,13 +152,9 @@ pub async fn create_key(State(c): State<Console>, s: Signed, form: FormData) -> 
 /// `POST /console/keys/{id}/revoke`.
 pub async fn revoke_key(
     State(c): State<Console>,
-    s: Signed,
     Path(id): Path<String>,
-    form: FormData,
+    Posted { s, .. }: Posted,
 ) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
     match c
         .call(&s.who, Method::DELETE, &format!("/v1/account/api-keys/{}?confirm=DELETE", segment(&id)), None)
         .await

@@ -5,7 +5,9 @@
 //! the same when the address has asked too often. The link opens a page with one button;
 //! only its POST signs in, so a mail scanner that follows links uses nothing up.
 
-use super::session::{FormData, Signed, clear_cookie, cross_site, same_origin, set_cookie, token_hash};
+use super::session::{
+    FormData, Posted, Signed, clear_cookie, cross_site, same_origin, set_cookie, token_hash,
+};
 use super::{Console, context, page, problem, see_other};
 use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
@@ -233,10 +235,7 @@ pub async fn by_key(State(c): State<Console>, parts: Parts, form: FormData) -> R
 }
 
 /// `POST /console/logout`.
-pub async fn logout(State(c): State<Console>, s: Signed, form: FormData) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
+pub async fn logout(State(c): State<Console>, Posted { s, .. }: Posted) -> Response {
     if c.state
         .store
         .revoke_console_session(&s.session.account_id, &s.session.id, Timestamp::now())
@@ -290,10 +289,7 @@ pub async fn sessions(State(c): State<Console>, s: Signed) -> Response {
 }
 
 /// `POST /console/sessions/{id}/revoke`: another session, or this one (which signs out).
-pub async fn revoke(State(c): State<Console>, s: Signed, Path(id): Path<String>, form: FormData) -> Response {
-    if let Some(res) = s.csrf_refusal(&form) {
-        return res;
-    }
+pub async fn revoke(State(c): State<Console>, Path(id): Path<String>, Posted { s, .. }: Posted) -> Response {
     match c.state.store.revoke_console_session(&s.session.account_id, &id, Timestamp::now()).await {
         Ok(true) => {
             tracing::info!(account = %s.session.account_id, session = %id, by = %s.session.id, "console session revoked");
