@@ -398,6 +398,11 @@ async fn every_page_renders_and_decides(app: &TestApp) {
         .await;
     assert_eq!(with_file.status, StatusCode::ACCEPTED, "{}", with_file.body);
     let files = with_file.body["message_id"].as_str().expect("id").to_owned();
+    let hook = app
+        .post("/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}))
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
+    let hook_id = hook.body["id"].as_str().expect("id").to_owned();
     let inbound = app
         .deliver(
             BOT,
@@ -408,11 +413,6 @@ async fn every_page_renders_and_decides(app: &TestApp) {
             true,
         )
         .await;
-    let hook = app
-        .post("/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}))
-        .await;
-    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
-    let hook_id = hook.body["id"].as_str().expect("id").to_owned();
 
     let mut c = Client::new(&app.base);
     c.sign_in(&app.key).await;
@@ -557,6 +557,30 @@ async fn every_page_renders_and_decides(app: &TestApp) {
         assert_eq!(p.status, StatusCode::OK, "{path}: {}", p.body);
         assert!(p.body.contains(&needle), "{path}: {needle} in {}", p.body);
     }
+
+    // The inbound message's event has a delivery to the webhook (to a closed port); the
+    // webhook's page redelivers it.
+    let deliveries = || async {
+        let d = app.get(&format!("/v1/webhooks/{hook_id}/deliveries")).await;
+        d.body["items"].as_array().expect("items").clone()
+    };
+    let first =
+        postagent_lab::receiver::until("the delivery row", std::time::Duration::from_secs(10), || async {
+            deliveries().await.first().cloned()
+        })
+        .await;
+    let event = first["event_id"].as_str().expect("event").to_owned();
+    let page = c.get(&format!("/console/webhooks/{hook_id}")).await;
+    assert!(page.body.contains(&format!("/console/events/{event}/redeliver")), "{}", page.body);
+    let again = c
+        .submit(
+            &format!("/console/webhooks/{hook_id}"),
+            &format!("/console/events/{event}/redeliver"),
+            &[("webhook", &hook_id)],
+        )
+        .await;
+    assert_eq!(again.location, format!("/console/webhooks/{hook_id}?done=redelivered"), "{}", again.body);
+    assert_eq!(deliveries().await.len(), 2, "a second delivery of the same event");
 
     // Protection saved from the form; what the form does not show is kept.
     let saved = c

@@ -222,11 +222,14 @@ impl EventStore for SqlStore {
         // Forward in time: the log is read like a feed, resuming after the last event seen.
         let (at, key) =
             after.map_or((i64::MIN, String::new()), |a| (a.created_at.as_micros(), a.key.clone()));
+        // One message's events are read by its index (the console's history, `?message_id=`):
+        // written as `$7 = '' OR …`, the condition would hide the index from SQLite's planner.
+        let by_message = if f.message_id.is_some() { "message_id = $7" } else { "$7 = ''" };
         let sql = format!(
             "SELECT {EVENT_COLS} FROM events
              WHERE account_id = $1 AND internal = 0 AND (created_at > $2 OR (created_at = $2 AND id > $3))
                AND ($4 = '' OR type = $4) AND ($5 = '' OR agent_email = $5)
-               AND ($6 = '' OR conversation_id = $6) AND ($7 = '' OR message_id = $7)
+               AND ($6 = '' OR conversation_id = $6) AND {by_message}
                AND created_at >= $8 AND created_at <= $9
              ORDER BY created_at, id LIMIT $10"
         );
