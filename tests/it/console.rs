@@ -296,6 +296,21 @@ async fn forms_need_their_token_and_our_origin(app: &TestApp) {
         (StatusCode::SEE_OTHER, "/console/reviews?done=rejected")
     );
     assert_eq!(review_status(app, &id).await, "review_rejected");
+
+    // Behind a proxy that rewrites Host, an Origin that is public_url's is ours.
+    let other = held(app, "Proxied", None).await;
+    let csrf = c.get(&format!("/console/reviews/{other}")).await.csrf();
+    let form = [("csrf", csrf.as_str()), ("reason", "y")];
+    let proxied = c
+        .send(
+            Method::POST,
+            &format!("/console/reviews/{other}/reject"),
+            &form,
+            &[("host", "10.1.2.3:8080"), ("origin", app.base.trim_end_matches('/'))],
+        )
+        .await;
+    assert_eq!(proxied.status, StatusCode::SEE_OTHER, "{}", proxied.body);
+    assert_eq!(review_status(app, &other).await, "review_rejected");
 }
 
 async fn another_accounts_things_are_not_found(app: &TestApp) {

@@ -65,8 +65,9 @@ fn cookie_token<'a>(c: &Console, parts: &'a Parts) -> Option<&'a str> {
 
 /// A state-changing request from another site is refused before it is read. Browsers say
 /// where a request comes from (`Sec-Fetch-Site`, or at least `Origin`); a request that says
-/// neither is not a browser's cross-site form, and still needs the CSRF token.
-pub(super) fn same_origin(parts: &Parts) -> bool {
+/// neither is not a browser's cross-site form, and still needs the CSRF token. An `Origin`
+/// passes when it is this request's host or `public_url`'s (a proxy may rewrite `Host`).
+pub(super) fn same_origin(c: &Console, parts: &Parts) -> bool {
     if parts.method == Method::GET || parts.method == Method::HEAD {
         return true;
     }
@@ -78,7 +79,9 @@ pub(super) fn same_origin(parts: &Parts) -> bool {
     };
     let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
-    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+    let public = c.state.settings.public_url.trim_end_matches('/');
+    (!host.is_empty() && origin_host.eq_ignore_ascii_case(host))
+        || (!public.is_empty() && origin.eq_ignore_ascii_case(public))
 }
 
 pub(super) fn cross_site() -> Response {
@@ -120,7 +123,7 @@ impl FromRequestParts<Console> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, c: &Console) -> Result<Self, Response> {
-        if !same_origin(parts) {
+        if !same_origin(c, parts) {
             return Err(cross_site());
         }
         let sign_in = || Redirect::to("/console/login").into_response();

@@ -79,7 +79,7 @@ async fn start_session(c: &Console, parts: &Parts, account: &AccountId, signed_i
 
 /// `POST /console/login/email`.
 pub async fn by_email(State(c): State<Console>, parts: Parts, form: FormData) -> Response {
-    if !same_origin(&parts) {
+    if !same_origin(&c, &parts) {
         return cross_site();
     }
     let email = form.text("email").to_ascii_lowercase();
@@ -186,7 +186,7 @@ pub async fn link_page(State(c): State<Console>, Query(q): Query<LinkQuery>) -> 
 
 /// `POST /console/login/link`: uses the link (once) and starts the session.
 pub async fn link_post(State(c): State<Console>, parts: Parts, form: FormData) -> Response {
-    if !same_origin(&parts) {
+    if !same_origin(&c, &parts) {
         return cross_site();
     }
     let token = form.text("t");
@@ -207,7 +207,7 @@ pub async fn link_post(State(c): State<Console>, parts: Parts, form: FormData) -
 
 /// `POST /console/login/key`: an account key, pasted once, starts a session.
 pub async fn by_key(State(c): State<Console>, parts: Parts, form: FormData) -> Response {
-    if !same_origin(&parts) {
+    if !same_origin(&c, &parts) {
         return cross_site();
     }
     let key = form.text("key");
