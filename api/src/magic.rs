@@ -128,7 +128,10 @@ async fn confirm(state: &AppState, p: Params, action: Action) -> Response {
         _ => return unavailable(),
     };
     match crate::routes::messages::full_view(state, &m).await {
-        Ok(view) => crate::console::reviews::link_page(&view, hold.expires_at, p.t.trim(), action.as_str()),
+        Ok(view) => {
+            crate::console::reviews::link_page(state, &view, hold.expires_at, p.t.trim(), action.as_str())
+                .await
+        }
         Err(_) => unavailable(),
     }
 }

@@ -149,9 +149,14 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(limiter) = matched.as_deref().and_then(|p| Limiter::of(req.method(), p)) else {
         return next.run(req).await;
     };
-    // An unauthenticated request is the handler's to refuse (401), before any budget.
-    let Ok(who) = Principal::from_header(&state, req.headers().get(header::AUTHORIZATION)).await else {
-        return next.run(req).await;
+    // The console's calls carry their caller already (and spend the same budgets); an
+    // unauthenticated request is the handler's to refuse (401), before any budget.
+    let who = match req.extensions().get::<Principal>() {
+        Some(who) => who.clone(),
+        None => match Principal::from_header(&state, req.headers().get(header::AUTHORIZATION)).await {
+            Ok(who) => who,
+            Err(_) => return next.run(req).await,
+        },
     };
     // The path's agent, decoded and normalized exactly as the handler will see it.
     let (mut parts, body) = req.into_parts();

@@ -358,6 +358,15 @@ impl Submitter {
             self.store.complete_job(job.id, &self.id).await?;
             return Ok(());
         };
+        // The address became an agent's since it asked: that agent's key could read the link.
+        if self.store.find_live_agent(&login.email).await?.is_some() {
+            tracing::warn!(
+                "NOQUEUE: console sign-in link not sent to=<{}>: the address is an agent's",
+                login.email
+            );
+            self.store.complete_job(job.id, &self.id).await?;
+            return Ok(());
+        }
         let link = format!(
             "{}/console/login/link?t={}",
             self.settings.public_url,

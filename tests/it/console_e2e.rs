@@ -265,7 +265,7 @@ async fn reviewer_in_a_real_browser_through_postfix() {
     // Edit, approve: the edited message reaches the internet.
     b.fill(&b.get("#subject").await, "Offer (edited)").await;
     b.fill(&b.get("#text").await, "The edited text").await;
-    b.follow(&b.get("form[action$='/approve'] button").await).await;
+    b.follow(&b.get("#approve-edited").await).await;
     assert!(b.text().await.contains("Approved"), "{}", b.text().await);
     let out = net.find("Subject: Offer (edited)").await;
     assert!(out.rcpts.iter().any(|r| r.contains("alice@example.org")), "{:?}", out.rcpts);
@@ -280,7 +280,7 @@ async fn reviewer_in_a_real_browser_through_postfix() {
     assert_eq!(review_status(&w, &spam).await, "review_rejected");
     b.goto(&format!("{api}/console/reviews/{inbound}")).await;
     assert!(b.text().await.contains("cannot be edited"));
-    b.follow(&b.get("form[action$='/approve'] button").await).await;
+    b.follow(&b.get("#approve-as-is").await).await;
     assert!(b.text().await.contains("delivered to the agent"), "{}", b.text().await);
     let released = w.get(&format!("/v1/agents/{BOT}/messages/{inbound}")).await;
     assert_ne!(released["review_status"], "pending_review", "{released}");

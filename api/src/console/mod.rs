@@ -31,10 +31,14 @@ pub use session::SESSION_COOKIE_HTTP;
 
 use crate::AppState;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
+
+/// Largest sign-in form (an address or a key, and a token): anything bigger is not one.
+const SIGN_IN_BODY: usize = 16 * 1024;
 
 /// Shared by every console handler: the app and the `/v1` router the pages call.
 #[derive(Clone)]
@@ -57,9 +61,12 @@ pub fn routes(state: AppState, rest: Router) -> Router {
         .route("/console/", get(|| async { Redirect::to("/console/reviews") }))
         .route("/console/static/console.css", get(stylesheet))
         .route("/console/login", get(signin::login_form))
-        .route("/console/login/email", post(signin::by_email))
-        .route("/console/login/key", post(signin::by_key))
-        .route("/console/login/link", get(signin::link_page).post(signin::link_post))
+        .route("/console/login/email", post(signin::by_email).layer(DefaultBodyLimit::max(SIGN_IN_BODY)))
+        .route("/console/login/key", post(signin::by_key).layer(DefaultBodyLimit::max(SIGN_IN_BODY)))
+        .route(
+            "/console/login/link",
+            get(signin::link_page).post(signin::link_post).layer(DefaultBodyLimit::max(SIGN_IN_BODY)),
+        )
         .route("/console/logout", post(signin::logout))
         .route("/console/sessions", get(signin::sessions))
         .route("/console/sessions/{id}/revoke", post(signin::revoke))
@@ -69,7 +76,11 @@ pub fn routes(state: AppState, rest: Router) -> Router {
         .route("/console/reviews/{id}", get(reviews::detail))
         .route("/console/reviews/{id}/body", get(reviews::body_frame))
         .route("/console/reviews/{id}/attachments/{index}", get(reviews::draft_attachment))
-        .route("/console/reviews/{id}/approve", post(reviews::approve))
+        // An edited draft may be as large as a send (text and HTML, form-encoded).
+        .route(
+            "/console/reviews/{id}/approve",
+            post(reviews::approve).layer(DefaultBodyLimit::max(3 * crate::MAX_SEND_BODY_BYTES)),
+        )
         .route("/console/reviews/{id}/reject", post(reviews::reject))
         .route("/console/agents", get(inboxes::agents))
         .route("/console/agents/{email}", get(inboxes::agent))
@@ -157,6 +168,7 @@ pub(crate) fn context(s: &session::Signed, section: &str, title: &str) -> serde_
     m.insert("me".into(), Value::from(s.session.signed_in_as.clone()));
     m.insert("csrf".into(), Value::from(s.csrf.clone()));
     m.insert("section".into(), Value::from(section));
+    m.insert("owner".into(), Value::from(s.role == session::Role::Owner));
     m.insert("title".into(), Value::from(title));
     m
 }

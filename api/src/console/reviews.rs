@@ -90,15 +90,7 @@ pub async fn detail(State(c): State<Console>, s: Signed, Path(id): Path<String>)
     let hold = c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
     let mut ctx = context(&s, "reviews", "Review");
     ctx.insert("agent".into(), json!(hold.as_ref().map(|h| h.agent_email.clone())));
-    if let Some(d) = draft(&c, &id).await {
-        ctx.insert("bcc".into(), json!(d.bcc.join(", ")));
-        let files: Vec<Value> = d
-            .attachments
-            .iter()
-            .map(|a| json!({"filename": a.filename, "content_type": a.content_type, "size_bytes": a.data.len() / 4 * 3}))
-            .collect();
-        ctx.insert("draft_attachments".into(), json!(files));
-    }
+    draft_facts(&mut ctx, draft(&c, &id).await);
     held_context(&mut ctx, &v, hold.map(|h| h.expires_at));
     ctx.insert("body_url".into(), json!(format!("/console/reviews/{id}/body")));
     page(StatusCode::OK, "review.html", ctx.into())
@@ -126,13 +118,18 @@ fn held_context(
 
 /// The page an emailed approve or reject link opens: the same held-message page, whose one
 /// form is the link's (its POST acts; a GET never does).
-pub(crate) fn link_page(
+pub(crate) async fn link_page(
+    state: &crate::AppState,
     v: &Value,
     expires_at: postagent_core::time::Timestamp,
     token: &str,
     action: &str,
 ) -> Response {
     let mut ctx = Map::new();
+    // Everything the reviewer must see before deciding: the Bcc and the attachments too.
+    let id = v["id"].as_str().unwrap_or("");
+    let d = state.store.get_draft(id).await.ok().flatten().and_then(|t| serde_json::from_str(&t).ok());
+    draft_facts(&mut ctx, d);
     ctx.insert(
         "title".into(),
         json!(if action == "approve" { "Approve this message?" } else { "Reject this message?" }),
@@ -173,6 +170,19 @@ fn frame_of(v: &Value) -> Response {
     }
 }
 
+/// What only the draft of a held send says: its Bcc and its attachments.
+fn draft_facts(ctx: &mut Map<String, Value>, d: Option<postagent_core::mail::outbound::Draft>) {
+    if let Some(d) = d {
+        ctx.insert("bcc".into(), json!(d.bcc.join(", ")));
+        let files: Vec<Value> = d
+            .attachments
+            .iter()
+            .map(|a| json!({"filename": a.filename, "content_type": a.content_type, "size_bytes": a.data.len() / 4 * 3}))
+            .collect();
+        ctx.insert("draft_attachments".into(), json!(files));
+    }
+}
+
 /// A held send's draft: what the agent asked to send, with its Bcc and attachments (the
 /// review view leaves both out). Callers have read the review through `/v1` first, which
 /// proves the message is the session's account's.
@@ -181,14 +191,25 @@ async fn draft(c: &Console, id: &str) -> Option<postagent_core::mail::outbound::
     serde_json::from_str(&text).ok()
 }
 
-/// `GET /console/reviews/{id}/attachments/{index}`: a held send's attachment, as a download.
+/// `GET /console/reviews/{id}/attachments/{index}`: a held message's attachment, as a download.
 pub async fn draft_attachment(
     State(c): State<Console>,
     s: Signed,
     Path((id, index)): Path<(String, usize)>,
 ) -> Response {
-    if let Err(r) = c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await {
-        return r.page();
+    let v = or_page!(c.get(&s.who, &format!("/v1/reviews/{}", segment(&id))).await);
+    if v["direction"] == "inbound" {
+        // A received message's file: through the API's short-lived download link.
+        let hold =
+            c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
+        let Some(h) = hold else { return super::not_found() };
+        let path =
+            format!("/v1/agents/{}/messages/{}/attachments/{index}", segment(&h.agent_email), segment(&id));
+        let a = or_page!(c.get(&s.who, &path).await);
+        return match a["download_url"].as_str().and_then(|u| u.find("/v1/").map(|i| u[i..].to_owned())) {
+            Some(relative) => see_other(&relative),
+            None => super::not_found(),
+        };
     }
     use base64::Engine as _;
     let found = draft(&c, &id).await.and_then(|d| d.attachments.into_iter().nth(index));
@@ -240,18 +261,23 @@ fn edits(original: &Value, form: &FormData) -> Map<String, Value> {
         out.insert("cc".into(), json!(cc));
     }
     if let Some(subject) = form.get("subject").map(str::trim)
-        && subject != original["subject"].as_str().unwrap_or("")
+        && subject != original["subject"].as_str().unwrap_or("").trim()
     {
         out.insert("subject".into(), json!(subject));
     }
-    // Browsers send textarea line ends as CRLF.
+    // Browsers send textarea line ends as CRLF and drop a leading newline: what differs only
+    // so is no edit.
+    let same = |a: &str, b: &str| {
+        a.replace("\r\n", "\n").replace('\r', "\n").trim()
+            == b.replace("\r\n", "\n").replace('\r', "\n").trim()
+    };
     if let Some(t) = form.get("text").map(|t| t.replace("\r\n", "\n"))
-        && t.trim_end() != text.trim_end()
+        && !same(&t, &text)
     {
         out.insert("text".into(), json!(t));
     }
     if let (Some(h), Some(orig)) = (form.get("html").map(|h| h.replace("\r\n", "\n")), html)
-        && h.trim_end() != orig.trim_end()
+        && !same(&h, &orig)
     {
         out.insert("html".into(), json!(h));
     }
@@ -331,6 +357,8 @@ pub async fn bulk(State(c): State<Console>, Posted { s, form }: Posted) -> Respo
             Err(_) => failed += 1,
         }
     }
+    // Past the cap nothing is tried: say so rather than drop them silently.
+    failed += u32::try_from(ids.len().saturating_sub(MAX_BULK)).unwrap_or(u32::MAX);
     tracing::info!(account = %s.who.account_id, action, decided = n, failed, "console bulk review decision");
     see_other(&format!("/console/reviews?done=bulk&n={n}&failed={failed}"))
 }

@@ -63,7 +63,7 @@ fn cookie_token<'a>(c: &Console, parts: &'a Parts) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
-/// A state-changing request from another site is refused before it is read. Browsers say
+/// A state-changing request from another site is refused before anything is done. Browsers say
 /// where a request comes from (`Sec-Fetch-Site`, or at least `Origin`); a request that says
 /// neither is not a browser's cross-site form, and still needs the CSRF token. An `Origin`
 /// passes when it is this request's host or `public_url`'s (a proxy may rewrite `Host`).
@@ -92,11 +92,32 @@ pub(super) fn cross_site() -> Response {
     )
 }
 
+/// What a session may do. The account's owner (signed in by the owner's address or an
+/// account key) has the whole console; the account's reviewer decides holds and nothing else:
+/// a reviewer is trusted with the account's holds, not its keys, webhooks or settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Reviewer,
+}
+
+impl Role {
+    /// The pages a reviewer may open or post to (everything else is the owner's).
+    fn allows(self, path: &str) -> bool {
+        self == Role::Owner
+            || path == "/console/reviews"
+            || path.starts_with("/console/reviews/")
+            || path == "/console/logout"
+            || path.starts_with("/console/link/")
+    }
+}
+
 /// A signed-in request: the session, its CSRF token, and the `/v1` caller it acts as.
 pub struct Signed {
     pub session: ConsoleSession,
     pub csrf: String,
     pub who: Principal,
+    pub role: Role,
 }
 
 impl Signed {
@@ -115,8 +136,29 @@ impl Signed {
     }
 }
 
+/// The session's CSRF token, under a key of its own derived from the deployment secret (so a
+/// token can never pass for a signed link, whose MACs use the secret itself).
 pub(super) fn csrf_token(c: &Console, session_id: &str) -> String {
-    hex::encode(hmac_sha256(c.state.secret.expose(), &[b"console-csrf|", session_id.as_bytes()]))
+    let key = hmac_sha256(c.state.secret.expose(), &[b"postagent console csrf key"]);
+    hex::encode(hmac_sha256(&key, &[session_id.as_bytes()]))
+}
+
+/// The session's role, read afresh on every request: an address signed in by link is the
+/// owner's or the reviewer's as the account says *now* (changing the reviewer ends the old
+/// one's sessions); a session opened by an account key is the owner's.
+async fn role_of(c: &Console, session: &ConsoleSession) -> Result<Option<Role>, postagent_core::StoreError> {
+    if session.signed_in_as.starts_with("api_key:") {
+        return Ok(Some(Role::Owner));
+    }
+    let Some(account) = c.state.store.get_account(&session.account_id).await? else { return Ok(None) };
+    let me = session.signed_in_as.as_str();
+    Ok(if account.email.eq_ignore_ascii_case(me) {
+        Some(Role::Owner)
+    } else if account.reviewer_email.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(me)) {
+        Some(Role::Reviewer)
+    } else {
+        None
+    })
 }
 
 impl FromRequestParts<Console> for Signed {
@@ -143,13 +185,33 @@ impl FromRequestParts<Console> for Signed {
                 ));
             }
         };
+        let role = match role_of(c, &session).await {
+            Ok(Some(role)) => role,
+            // The address is no longer the account's owner or reviewer: the session is over.
+            Ok(None) => return Err(sign_in()),
+            Err(e) => {
+                tracing::warn!(error = %e, "console session lookup failed");
+                return Err(super::problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again shortly",
+                    "The service is busy; reload the page in a moment.",
+                ));
+            }
+        };
+        if !role.allows(parts.uri.path()) {
+            return Err(super::problem(
+                StatusCode::FORBIDDEN,
+                "For the account's owner",
+                "A reviewer decides held messages; this page is the account owner's.",
+            ));
+        }
         let who = Principal {
             account_id: session.account_id.clone(),
             actor: format!("console:{}", session.signed_in_as),
             scope: KeyScope::Account,
             agent_email: None,
         };
-        Ok(Self { csrf: csrf_token(c, &session.id), session, who })
+        Ok(Self { csrf: csrf_token(c, &session.id), session, who, role })
     }
 }
 
@@ -203,8 +265,11 @@ impl<S: Send + Sync> FromRequest<S> for FormData {
                 "The form is too large; nothing was changed.",
             )
         })?;
-        let mut fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
-        fields.truncate(MAX_FORM_FIELDS);
+        // Only the first fields are decoded: a body of a million empty pairs costs nothing.
+        let fields = form_urlencoded::parse(&bytes)
+            .take(MAX_FORM_FIELDS)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         Ok(Self(fields))
     }
 }
