@@ -721,3 +721,52 @@ async fn every_page_renders_and_decides(app: &TestApp) {
     );
     assert_eq!(c.get("/console/keys").await.status, StatusCode::OK, "others go on");
 }
+
+/// A decision in the console spends the account's send budget as the API's approve does.
+#[tokio::test]
+async fn console_decisions_spend_the_api_budget() {
+    let app = common::spawn_app_configured(
+        common::Db::Sqlite,
+        common::test_webhooks(),
+        None,
+        &[("send_rate_limit", "1")],
+    )
+    .await
+    .expect("app");
+    // One held send per agent (sends are budgeted per agent, approvals per account).
+    let mut ids = Vec::new();
+    for agent in [BOT, "bot2@agents.test"] {
+        let r = app.post("/v1/agents", json!({"email": agent})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let body = json!({
+            "inbound": {"gate": {}, "scan": {}},
+            "outbound": {"gate": {"policy": "allowlist", "allowlist": [], "action": "review"}, "scan": {}},
+            "holds": {"ttl_seconds": 3600},
+        });
+        let r = app
+            .call(Method::PUT, &format!("/v1/agents/{}/protection", enc(agent)), Some(&app.key), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = app
+            .post(
+                &format!("/v1/agents/{}/messages", enc(agent)),
+                json!({"to": ["alice@example.org"], "subject": "Hi", "text": "x"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        ids.push(r.body["message_id"].as_str().expect("id").to_owned());
+    }
+    let mut c = Client::new(&app.base);
+    c.sign_in(&app.key).await;
+    let ok = c
+        .submit(&format!("/console/reviews/{}", ids[0]), &format!("/console/reviews/{}/approve", ids[0]), &[])
+        .await;
+    assert_eq!(ok.location, "/console/reviews?done=approved", "{}", ok.body);
+    let limited = c
+        .submit(&format!("/console/reviews/{}", ids[1]), &format!("/console/reviews/{}/approve", ids[1]), &[])
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{}", limited.body);
+    assert!(limited.body.contains("send limit of 1 reached"), "{}", limited.body);
+    let m = app.get(&format!("/v1/agents/{}/messages/{}", enc("bot2@agents.test"), ids[1])).await;
+    assert_eq!(m.body["review_status"], "pending_review");
+}
