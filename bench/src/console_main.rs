@@ -16,23 +16,18 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         requests: 200,
         postgres: true,
     };
-    let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
-        let number = |v: String| v.parse::<u32>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+    let mut f = postagent_bench::Flags::new(USAGE);
+    while let Some(flag) = f.next_flag() {
         match flag.as_str() {
-            "--postagent" => opts.postagent = PathBuf::from(value()?),
-            "--messages" => opts.messages = number(value()?)?,
-            "--holds" => opts.holds = number(value()?)?,
-            "--requests" => opts.requests = number(value()?)?.max(1),
+            "--postagent" => opts.postagent = f.path()?,
+            "--messages" => opts.messages = f.number()?,
+            "--holds" => opts.holds = f.number()?,
+            "--requests" => opts.requests = f.number()?.max(1),
             "--sqlite-only" => opts.postgres = false,
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            other => f.common(other)?,
         }
     }
-    Ok((opts, out))
+    Ok((opts, f.out))
 }
 
 fn main() -> ExitCode {

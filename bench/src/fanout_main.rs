@@ -22,29 +22,24 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         ws_messages: 1000,
         ws_rate: 100,
     };
-    let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
-        let number = |v: String| v.parse::<u32>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+    let mut f = postagent_bench::Flags::new(USAGE);
+    while let Some(flag) = f.next_flag() {
         match flag.as_str() {
-            "--postagent" => opts.postagent = PathBuf::from(value()?),
-            "--messages" => opts.messages = number(value()?)?,
-            "--subscriptions" => opts.subscriptions = number(value()?)?,
-            "--runs" => opts.runs = number(value()?)?,
-            "--concurrency" => opts.concurrency = number(value()?)?,
-            "--probes" => opts.probes = number(value()?)?,
-            "--paced-rate" => opts.paced_rate = number(value()?)?,
-            "--paced-seconds" => opts.paced_seconds = number(value()?)?,
-            "--connections" => opts.connections = number(value()?)?,
-            "--ws-messages" => opts.ws_messages = number(value()?)?,
-            "--ws-rate" => opts.ws_rate = number(value()?)?,
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            "--postagent" => opts.postagent = f.path()?,
+            "--messages" => opts.messages = f.number()?,
+            "--subscriptions" => opts.subscriptions = f.number()?,
+            "--runs" => opts.runs = f.number()?,
+            "--concurrency" => opts.concurrency = f.number()?,
+            "--probes" => opts.probes = f.number()?,
+            "--paced-rate" => opts.paced_rate = f.number()?,
+            "--paced-seconds" => opts.paced_seconds = f.number()?,
+            "--connections" => opts.connections = f.number()?,
+            "--ws-messages" => opts.ws_messages = f.number()?,
+            "--ws-rate" => opts.ws_rate = f.number()?,
+            other => f.common(other)?,
         }
     }
-    Ok((opts, out))
+    Ok((opts, f.out))
 }
 
 fn main() -> ExitCode {

@@ -14,18 +14,16 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         forward_bytes: 100_000,
         runs: 5,
     };
-    let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
-        let number = |v: String| v.parse::<u32>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+    let mut f = postagent_bench::Flags::new(USAGE);
+    while let Some(flag) = f.next_flag() {
         match flag.as_str() {
-            "--postagent" => opts.postagent = PathBuf::from(value()?),
-            "--parts" => opts.parts = number(value()?)?,
-            "--forward-bytes" => opts.forward_bytes = number(value()?)?,
-            "--runs" => opts.runs = number(value()?)?,
+            "--postagent" => opts.postagent = f.path()?,
+            "--parts" => opts.parts = f.number()?,
+            "--forward-bytes" => opts.forward_bytes = f.number()?,
+            "--runs" => opts.runs = f.number()?,
             "--forward-counts" => {
-                opts.forward_counts = value()?
+                opts.forward_counts = f
+                    .value()?
                     .split(',')
                     .map(|s| {
                         s.trim()
@@ -34,12 +32,10 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            other => f.common(other)?,
         }
     }
-    Ok((opts, out))
+    Ok((opts, f.out))
 }
 
 fn main() -> ExitCode {

@@ -83,6 +83,52 @@ pub fn cli<O, T: Markdown, Fut: std::future::Future<Output = anyhow::Result<T>>>
     }
 }
 
+/// The command line of a `bench-*` binary, read flag by flag: each binary matches its own
+/// flags and hands any other to [`Flags::common`] (`--out FILE`, `--help`, the unknown).
+pub struct Flags {
+    usage: &'static str,
+    args: std::iter::Skip<std::env::Args>,
+    flag: String,
+    /// Where `--out` asked the report to be written.
+    pub out: Option<PathBuf>,
+}
+
+impl Flags {
+    pub fn new(usage: &'static str) -> Self {
+        Self { usage, args: std::env::args().skip(1), flag: String::new(), out: None }
+    }
+
+    /// The next flag.
+    pub fn next_flag(&mut self) -> Option<String> {
+        self.flag = self.args.next()?;
+        Some(self.flag.clone())
+    }
+
+    /// The current flag's value (the next argument).
+    pub fn value(&mut self) -> Result<String, String> {
+        self.args.next().ok_or_else(|| format!("{} needs a value\n{}", self.flag, self.usage))
+    }
+
+    pub fn number(&mut self) -> Result<u32, String> {
+        let v = self.value()?;
+        v.parse::<u32>().map_err(|_| format!("{}: {v:?} is not a number", self.flag))
+    }
+
+    pub fn path(&mut self) -> Result<PathBuf, String> {
+        self.value().map(PathBuf::from)
+    }
+
+    /// The flags every binary takes; anything else is a usage error.
+    pub fn common(&mut self, flag: &str) -> Result<(), String> {
+        match flag {
+            "--out" => self.out = Some(self.path()?),
+            "-h" | "--help" => return Err(self.usage.into()),
+            other => return Err(format!("unknown argument {other:?}\n{}", self.usage)),
+        }
+        Ok(())
+    }
+}
+
 /// What the `bench-*` binaries share after parsing their arguments: run the benchmark on a
 /// runtime, print its report and write it to `out`. `name` prefixes errors; the command shown
 /// in the report is `$<command_env>` (the `run` script's invocation) or this binary's own.

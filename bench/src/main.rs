@@ -18,31 +18,27 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         paced_rate: 50,
         paced_seconds: 10,
     };
-    let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
-        let number = |v: String| v.parse::<u32>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+    let mut f = postagent_bench::Flags::new(USAGE);
+    while let Some(flag) = f.next_flag() {
         match flag.as_str() {
-            "--postagent" => opts.postagent = PathBuf::from(value()?),
-            "--messages" => opts.messages = number(value()?)?,
-            "--sessions" => opts.sessions = number(value()?)?,
-            "--runs" => opts.runs = number(value()?)?,
-            "--probes" => opts.probes = number(value()?)?,
-            "--paced-rate" => opts.paced_rate = number(value()?)?,
-            "--paced-seconds" => opts.paced_seconds = number(value()?)?,
+            "--postagent" => opts.postagent = f.path()?,
+            "--messages" => opts.messages = f.number()?,
+            "--sessions" => opts.sessions = f.number()?,
+            "--runs" => opts.runs = f.number()?,
+            "--probes" => opts.probes = f.number()?,
+            "--paced-rate" => opts.paced_rate = f.number()?,
+            "--paced-seconds" => opts.paced_seconds = f.number()?,
             "--sizes" => {
-                opts.sizes = value()?
+                opts.sizes = f
+                    .value()?
                     .split(',')
                     .map(|s| s.trim().parse::<u32>().map_err(|_| format!("--sizes: {s:?} is not a number")))
                     .collect::<Result<_, _>>()?
             }
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            other => f.common(other)?,
         }
     }
-    Ok((opts, out))
+    Ok((opts, f.out))
 }
 
 fn main() -> ExitCode {

@@ -18,18 +18,16 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         variants: vec![Variant::Before, Variant::After],
         retry: Duration::from_secs(300),
     };
-    let mut out = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
-        let number = |v: String| v.parse::<u32>().map_err(|_| format!("{flag}: {v:?} is not a number"));
+    let mut f = postagent_bench::Flags::new(USAGE);
+    while let Some(flag) = f.next_flag() {
         match flag.as_str() {
-            "--postagent" => opts.postagent = PathBuf::from(value()?),
-            "--messages" => opts.messages = number(value()?)?,
-            "--restart-after" => opts.restart_after = Duration::from_secs(u64::from(number(value()?)?)),
-            "--limit" => opts.limit = Duration::from_secs(u64::from(number(value()?)?)),
+            "--postagent" => opts.postagent = f.path()?,
+            "--messages" => opts.messages = f.number()?,
+            "--restart-after" => opts.restart_after = Duration::from_secs(u64::from(f.number()?)),
+            "--limit" => opts.limit = Duration::from_secs(u64::from(f.number()?)),
             "--variants" => {
-                opts.variants = value()?
+                opts.variants = f
+                    .value()?
                     .split(',')
                     .map(|v| match v.trim() {
                         "before" => Ok(Variant::Before),
@@ -38,12 +36,10 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            "--out" => out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            other => f.common(other)?,
         }
     }
-    Ok((opts, out))
+    Ok((opts, f.out))
 }
 
 fn main() -> ExitCode {

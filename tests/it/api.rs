@@ -66,7 +66,13 @@ async fn unverified_domain_claims_give_way(app: &TestApp) {
     let del =
         app.call(Method::DELETE, "/v1/domains/race.example?confirm=DELETE", Some(&squatter), None).await;
     assert!(del.status.is_success(), "{}", del.body);
-    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    // The claim made afresh must carry a later time than the one read.
+    postagent_lab::receiver::until(
+        "the clock to pass the first claim",
+        std::time::Duration::from_secs(5),
+        || async { (postagent_core::time::Timestamp::now() > read.created_at).then_some(()) },
+    )
+    .await;
     let again =
         app.call(Method::POST, "/v1/domains", Some(&squatter), Some(json!({"domain": "race.example"}))).await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);

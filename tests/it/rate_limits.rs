@@ -14,11 +14,17 @@ const LIMITS: [(&str, &str); 3] =
 /// Windows are fixed (the minute, the hour): a test starts with at least 20 s of its window
 /// left, so it never straddles two and sees one budget.
 async fn fresh_window() {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let left = 60 - now % 60;
-    if left < 20 {
-        tokio::time::sleep(std::time::Duration::from_secs(left)).await;
-    }
+    let left = || {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        60 - now % 60
+    };
+    postagent_lab::receiver::until(
+        "a rate window with 20 s left",
+        std::time::Duration::from_secs(30),
+        || async { (left() >= 20).then_some(()) },
+    )
+    .await;
 }
 
 async fn app(db: Db, url: Option<String>) -> Option<TestApp> {

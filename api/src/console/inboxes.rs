@@ -8,7 +8,7 @@ use super::session::{Posted, Signed};
 use super::{Console, context, explain, list_page, page, problem, safe, see_other};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use postagent_core::vocab::{GateAction, GatePolicy, OnExpiry, Sensitivity, texts};
 use serde::Deserialize;
 use serde_json::json;
@@ -170,21 +170,24 @@ pub async fn body_frame(
     }
 }
 
-/// `GET /console/agents/{email}/messages/{id}/attachments/{index}`: to the attachment's
-/// short-lived download link (served as a download, never shown inline).
+/// `GET /console/agents/{email}/messages/{id}/attachments/{index}`.
 pub async fn attachment(
     State(c): State<Console>,
     s: Signed,
     Path((email, id, index)): Path<(String, String, String)>,
 ) -> Response {
+    to_download(&c, &s, &email, &id, &index).await
+}
+
+/// A received message's attachment: a redirect to the API's short-lived download link
+/// (served as a download, never shown inline), made relative so it stays on this page's
+/// origin whatever `public_url` says.
+pub(super) async fn to_download(c: &Console, s: &Signed, email: &str, id: &str, index: &str) -> Response {
     let path =
-        format!("/v1/agents/{}/messages/{}/attachments/{}", segment(&email), segment(&id), segment(&index));
-    match c.get(&s.who, &path).await {
-        Ok(v) => match v["download_url"].as_str().and_then(|u| u.find("/v1/").map(|i| &u[i..])) {
-            // Relative: the same origin as this page, whatever public_url says.
-            Some(relative) => axum::response::Redirect::to(relative).into_response(),
-            None => super::not_found(),
-        },
-        Err(r) => r.page(),
+        format!("/v1/agents/{}/messages/{}/attachments/{}", segment(email), segment(id), segment(index));
+    let v = or_page!(c.get(&s.who, &path).await);
+    match v["download_url"].as_str().and_then(|u| u.find("/v1/").map(|i| &u[i..])) {
+        Some(relative) => see_other(relative),
+        None => super::not_found(),
     }
 }

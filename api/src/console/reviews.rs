@@ -203,13 +203,7 @@ pub async fn draft_attachment(
         let hold =
             c.state.store.get_hold(&id).await.ok().flatten().filter(|h| h.account_id == s.who.account_id);
         let Some(h) = hold else { return super::not_found() };
-        let path =
-            format!("/v1/agents/{}/messages/{}/attachments/{index}", segment(&h.agent_email), segment(&id));
-        let a = or_page!(c.get(&s.who, &path).await);
-        return match a["download_url"].as_str().and_then(|u| u.find("/v1/").map(|i| u[i..].to_owned())) {
-            Some(relative) => see_other(&relative),
-            None => super::not_found(),
-        };
+        return super::inboxes::to_download(&c, &s, &h.agent_email, &id, &index.to_string()).await;
     }
     use base64::Engine as _;
     let found = draft(&c, &id).await.and_then(|d| d.attachments.into_iter().nth(index));

@@ -112,6 +112,16 @@ impl Role {
     }
 }
 
+/// The page for a store that cannot answer now.
+fn busy(e: postagent_core::StoreError) -> Response {
+    tracing::warn!(error = %e, "console session lookup failed");
+    super::problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again shortly",
+        "The service is busy; reload the page in a moment.",
+    )
+}
+
 /// A signed-in request: the session, its CSRF token, and the `/v1` caller it acts as.
 pub struct Signed {
     pub session: ConsoleSession,
@@ -172,32 +182,16 @@ impl FromRequestParts<Console> for Signed {
         let token = cookie_token(c, parts).ok_or_else(sign_in)?;
         let now = Timestamp::now();
         let idle = i64::try_from(c.state.settings.console_idle.as_secs()).unwrap_or(i64::MAX / 2);
-        let session = match c.state.store.console_session(&token_hash(token), now, now.plus_secs(-idle)).await
-        {
-            Ok(Some(s)) => s,
-            Ok(None) => return Err(sign_in()),
-            Err(e) => {
-                tracing::warn!(error = %e, "console session lookup failed");
-                return Err(super::problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again shortly",
-                    "The service is busy; reload the page in a moment.",
-                ));
-            }
-        };
-        let role = match role_of(c, &session).await {
-            Ok(Some(role)) => role,
-            // The address is no longer the account's owner or reviewer: the session is over.
-            Ok(None) => return Err(sign_in()),
-            Err(e) => {
-                tracing::warn!(error = %e, "console session lookup failed");
-                return Err(super::problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again shortly",
-                    "The service is busy; reload the page in a moment.",
-                ));
-            }
-        };
+        let session = c
+            .state
+            .store
+            .console_session(&token_hash(token), now, now.plus_secs(-idle))
+            .await
+            .map_err(busy)?
+            .ok_or_else(sign_in)?;
+        // No role any more (the address is not the account's owner or reviewer now): the
+        // session is over.
+        let role = role_of(c, &session).await.map_err(busy)?.ok_or_else(sign_in)?;
         if !role.allows(parts.uri.path()) {
             return Err(super::problem(
                 StatusCode::FORBIDDEN,

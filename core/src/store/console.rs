@@ -126,6 +126,28 @@ pub trait ConsoleStore: Send + Sync {
     async fn expire_console(&self, before: Timestamp) -> StoreResult<u64>;
 }
 
+impl SqlStore {
+    /// Revokes the account's live sessions whose `column` (one of ours, never input) is `value`.
+    async fn revoke_sessions_where(
+        &self,
+        column: &'static str,
+        account: &AccountId,
+        value: &str,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(&format!(
+            "UPDATE console_sessions SET revoked_at = $3
+             WHERE account_id = $1 AND {column} = $2 AND revoked_at IS NULL"
+        ))
+        .bind(account.as_str())
+        .bind(value)
+        .bind(now.as_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
 #[async_trait]
 impl ConsoleStore for SqlStore {
     async fn console_accounts(&self, email: &str) -> StoreResult<Vec<AccountId>> {
@@ -254,16 +276,7 @@ impl ConsoleStore for SqlStore {
         id: &str,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE console_sessions SET revoked_at = $3
-             WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL",
-        )
-        .bind(account.as_str())
-        .bind(id)
-        .bind(now.as_micros())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(self.revoke_sessions_where("id", account, id, now).await? == 1)
     }
 
     async fn revoke_console_sessions_of(
@@ -272,16 +285,7 @@ impl ConsoleStore for SqlStore {
         signed_in_as: &str,
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE console_sessions SET revoked_at = $3
-             WHERE account_id = $1 AND signed_in_as = $2 AND revoked_at IS NULL",
-        )
-        .bind(account.as_str())
-        .bind(signed_in_as)
-        .bind(now.as_micros())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.revoke_sessions_where("signed_in_as", account, signed_in_as, now).await
     }
 
     async fn expire_console(&self, before: Timestamp) -> StoreResult<u64> {

@@ -29,8 +29,8 @@ pub(super) async fn find_messages(store: &SqlStore, ids: &[String]) -> StoreResu
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id IN ({})", marks.join(", "));
+    let sql =
+        format!("SELECT {MESSAGE_COLS} FROM messages WHERE id IN ({})", super::sql::placeholders(ids.len()));
     let mut q = sqlx::query(&sql);
     for id in ids {
         q = q.bind(id.as_str());

@@ -337,10 +337,12 @@ impl OutboundStore for SqlStore {
             .map(|r| r.try_get("message_id"))
             .collect::<Result<_, _>>()?;
         // Two queries for the page, not two per hold.
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let mut holds = std::collections::HashMap::new();
         if !ids.is_empty() {
-            let sql = format!("SELECT {HOLD_COLS} FROM holds WHERE message_id IN ({})", marks.join(", "));
+            let sql = format!(
+                "SELECT {HOLD_COLS} FROM holds WHERE message_id IN ({})",
+                super::sql::placeholders(ids.len())
+            );
             let mut q = sqlx::query(&sql);
             for id in &ids {
                 q = q.bind(id.as_str());

@@ -232,6 +232,11 @@ async fn migrate_postgres(url: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// `$1, $2, …, $n`: the placeholders of an `IN (…)` list of `n` values bound first.
+pub(super) fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Unique-constraint violations become `Conflict(what)`; everything else stays a database error.
 pub(super) fn conflict_as(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| match &e {
