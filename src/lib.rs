@@ -2,6 +2,7 @@
 //! command) starts, one function per role, so the integration tests start exactly the same
 //! thing on port 0. The binary (`main.rs`) only parses flags and calls in here.
 
+pub mod cli;
 pub mod logging;
 pub mod notify;
 pub mod serve;

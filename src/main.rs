@@ -6,14 +6,13 @@
 mod admin;
 mod doctor;
 mod lab;
-mod listen;
 mod mcp_stdio;
 mod postfix;
 mod verify;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use postagent::{logging, serve};
+use clap::{Parser, Subcommand};
+use postagent::{cli, logging, serve};
 use postagent_core::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,36 +20,47 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "postagent", version, about = "Authenticated email inboxes for AI agents, on your Postfix")]
 struct Cli {
-    #[command(flatten)]
-    global: GlobalFlags,
     #[command(subcommand)]
     command: Command,
 }
 
-/// The flags every command takes besides the configuration keys (which [`with_key_flags`]
-/// adds, one `--key-with-dashes` per key of [`Config`]).
-#[derive(Args, Default)]
+/// The server's flags, read from the command line: the configuration file and one override
+/// per configuration key. Only the operator's commands take them ([`SERVER_COMMANDS`]); the
+/// client commands never read the server's configuration.
+#[derive(Default)]
 struct GlobalFlags {
-    /// Configuration file (default: /etc/postagent/postagent.toml when it exists).
-    #[arg(long, global = true, env = "POSTAGENT_CONFIG")]
+    /// `--config` (or `POSTAGENT_CONFIG`).
     config: Option<PathBuf>,
     /// Configuration overrides from the command line, `(key, value)`, in key order.
-    #[arg(skip)]
     keys: Vec<(String, String)>,
 }
 
 const KEY_HEADING: &str =
     "Configuration (each flag is also a key in postagent.toml(5) and a POSTAGENT_* variable)";
 
-/// One global flag per configuration key, so a new key is a flag without another edit.
-fn with_key_flags(mut command: clap::Command) -> clap::Command {
+/// The commands that run or administer the server, and so take its configuration flags.
+const SERVER_COMMANDS: &[&str] =
+    &["serve", "api", "milter", "lmtp", "worker", "admin", "doctor", "postfix", "config", "lab", "verify"];
+
+/// `--config` and one flag per configuration key (so a new key is a flag without another
+/// edit); `global` makes them reach a command's own subcommands.
+fn with_key_flags(mut command: clap::Command, global: bool) -> clap::Command {
+    command = command.arg(
+        clap::Arg::new("config")
+            .long("config")
+            .env("POSTAGENT_CONFIG")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .global(global)
+            .help("Configuration file (default: /etc/postagent/postagent.toml when it exists)"),
+    );
     for key in Config::keys() {
         let flag = key.replace('_', "-");
         command = command.arg(
             clap::Arg::new(key.clone())
                 .long(flag)
                 .value_name("VALUE")
-                .global(true)
+                .global(global)
                 .help_heading(KEY_HEADING)
                 .help(format!("Sets {key} (see postagent.toml(5))")),
         );
@@ -58,16 +68,33 @@ fn with_key_flags(mut command: clap::Command) -> clap::Command {
     command
 }
 
-/// Parses the command line: the derived commands plus one flag per configuration key.
-fn parse_cli() -> Cli {
-    use clap::{CommandFactory, FromArgMatches};
-    let matches = with_key_flags(Cli::command()).get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    cli.global.keys = Config::keys()
-        .into_iter()
-        .filter_map(|key| matches.get_one::<String>(&key).cloned().map(|v| (key, v)))
-        .collect();
-    cli
+/// The whole command line: the derived commands, the server flags on the root (before the
+/// command, as in `postagent --config F serve`) and on each server command.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut command = with_key_flags(Cli::command(), false);
+    for name in SERVER_COMMANDS {
+        command = command.mut_subcommand(*name, |sub| with_key_flags(sub, true));
+    }
+    command
+}
+
+/// Parses the command line and collects the server flags given at either level (the
+/// command's own win).
+fn parse_cli() -> (Cli, GlobalFlags) {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let pick = |id: &str| -> Option<String> {
+        sub.and_then(|m| m.try_get_one::<String>(id).ok().flatten().cloned())
+            .or_else(|| matches.try_get_one::<String>(id).ok().flatten().cloned())
+    };
+    let config = sub
+        .and_then(|m| m.try_get_one::<PathBuf>("config").ok().flatten().cloned())
+        .or_else(|| matches.try_get_one::<PathBuf>("config").ok().flatten().cloned());
+    let keys = Config::keys().into_iter().filter_map(|key| pick(&key).map(|v| (key, v))).collect();
+    (cli, GlobalFlags { config, keys })
 }
 
 #[derive(Subcommand)]
@@ -82,9 +109,6 @@ enum Command {
     Lmtp,
     /// Run the webhook delivery worker alone (any number of replicas may run it).
     Worker,
-    /// Follow an agent's inbox over the WebSocket stream: print each message, or POST it to
-    /// a local URL (for agents without a public URL).
-    Listen(listen::ListenArgs),
     /// Serve MCP over stdio for a host that launches a local process: each message goes to a
     /// running postagent's /mcp with the API key.
     Mcp(mcp_stdio::McpArgs),
@@ -96,8 +120,12 @@ enum Command {
     /// Plug postagent into Postfix (main.cf and master.cf via postconf), or unplug it.
     #[command(subcommand)]
     Postfix(postfix::PostfixCommand),
-    /// Print the effective configuration (secrets redacted) and exit.
-    Config,
+    /// Print the server's effective configuration (secrets redacted) and exit; with
+    /// get|set|unset|list|path, manage the client's own settings file instead.
+    Config {
+        #[command(subcommand)]
+        client: Option<cli::config::ConfigCmd>,
+    },
     /// Start a private Postfix, a test DNS zone and every postagent role on loopback, and
     /// print the swaks command that delivers a verified message (needs root and Debian's
     /// postfix package; the system's Postfix is never touched).
@@ -114,18 +142,35 @@ enum Command {
         #[arg(long)]
         recipient: Option<String>,
     },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     // Sockets handed over by systemd, taken before any thread starts (it clears LISTEN_*).
     postagent_core::net::Inherited::capture();
-    let cli = parse_cli();
-    if let Command::Verify { secret_file, max_age, recipient } = &cli.command {
+    let (cli, global) = parse_cli();
+    let command = match cli.command {
+        Command::Client(c) => return client(c),
+        Command::Config { client: Some(c) } => return ExitCode::from(cli::config::run(c).code()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "postagent", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Mcp(args) => return mcp(args),
+        other => other,
+    };
+    if let Command::Verify { secret_file, max_age, recipient } = &command {
         // Synchronous, no logging set-up, no database: usable on any host holding the secret.
-        return verify::run(&cli.global, secret_file.as_deref(), *max_age, recipient.as_deref());
+        return verify::run(&global, secret_file.as_deref(), *max_age, recipient.as_deref());
     }
-    let flags = cli.global.keys.clone();
-    if let Command::Lab(args) = cli.command {
+    let flags = global.keys.clone();
+    if let Command::Lab(args) = command {
         // The lab makes its own configuration (no file, no environment) and logging.
         return match tokio::runtime::Runtime::new() {
             Ok(rt) => match rt.block_on(lab::run(args, flags)) {
@@ -141,7 +186,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let (config, file) = match Config::load(cli.global.config.as_deref(), std::env::vars(), &flags) {
+    let (config, file) = match Config::load(global.config.as_deref(), std::env::vars(), &flags) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("postagent: configuration error: {e}");
@@ -161,7 +206,7 @@ fn main() -> ExitCode {
     };
     // SIGHUP re-reads the configuration exactly as it was first read: same file, same
     // environment, same flags.
-    let config_path = cli.global.config.clone();
+    let config_path = global.config.clone();
     let reload_flags = flags.clone();
     let reload: serve::Reload = std::sync::Arc::new(move || {
         Config::load(config_path.as_deref(), std::env::vars(), &reload_flags)
@@ -170,22 +215,24 @@ fn main() -> ExitCode {
     });
     let result = runtime.block_on(async move {
         let serve = |roles| serve::run(config.clone(), file.clone(), roles, reload.clone());
-        match cli.command {
+        match command {
             Command::Serve => serve(serve::Roles::all()).await,
             Command::Api => serve(serve::Roles::api_only()).await,
             Command::Milter => serve(serve::Roles::milter_only()).await,
             Command::Lmtp => serve(serve::Roles::lmtp_only()).await,
             Command::Worker => serve(serve::Roles::worker_only()).await,
-            Command::Listen(args) => listen::run(args, config.public_url()).await,
-            Command::Mcp(args) => mcp_stdio::run(args, config.public_url()).await,
             Command::Admin(cmd) => admin::run(config, cmd).await,
             Command::Postfix(cmd) => postfix::run(config, cmd).await,
             Command::Doctor(args) => doctor::run(config, file, args).await,
-            Command::Config => {
+            Command::Config { .. } => {
                 println!("{config:#?}");
                 Ok(())
             }
-            Command::Verify { .. } | Command::Lab(_) => Ok(()),
+            Command::Verify { .. }
+            | Command::Lab(_)
+            | Command::Client(_)
+            | Command::Completions { .. }
+            | Command::Mcp(_) => Ok(()),
         }
     });
     match result {
@@ -195,5 +242,51 @@ fn main() -> ExitCode {
             eprintln!("postagent: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A client command: its own runtime, no server configuration, no logging set-up (it
+/// speaks on stdout and stderr itself), and e2a's exit codes.
+fn client(command: cli::ClientCommand) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => ExitCode::from(rt.block_on(cli::run(command)).code()),
+        Err(e) => {
+            eprintln!("postagent: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `postagent mcp`: the stdio bridge, a client too; its log lines go to stderr, since stdout
+/// carries the protocol.
+fn mcp(args: mcp_stdio::McpArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(mcp_stdio::run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postagent mcp: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks (unique names, valid requires/conflicts) over every command,
+        // with the server flags added at both levels.
+        super::command().debug_assert();
     }
 }

@@ -12,12 +12,14 @@ const MAX_LINE_BYTES: usize = 48 * 1024 * 1024;
 
 #[derive(clap::Args, Debug)]
 pub struct McpArgs {
-    /// The postagent API base URL (default: the configured public_url).
-    #[arg(long, env = "E2A_API_URL")]
+    /// The postagent base URL [env: E2A_URL; default: the client file's `url`, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// The API key the tools act with (account- or agent-scoped).
-    #[arg(long, env = "E2A_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    /// The API key the tools act with, account- or agent-scoped [env: E2A_API_KEY; default:
+    /// the client file's `api_key`].
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
 }
 
 /// The JSON-RPC messages of an SSE body (`data:` lines), or the one JSON body.
@@ -74,8 +76,15 @@ async fn forward(http: &reqwest::Client, endpoint: &str, key: &str, line: &str) 
     out
 }
 
-pub async fn run(args: McpArgs, default_url: String) -> anyhow::Result<()> {
-    let base = args.url.unwrap_or(default_url);
+pub async fn run(args: McpArgs) -> anyhow::Result<()> {
+    // The client's own settings (flags, E2A_* variables, the client file), like every client
+    // command: a host launching this process has no server configuration to read.
+    let conn = postagent::cli::Conn { url: args.url, api_key: args.api_key, ..Default::default() };
+    let settings = postagent::cli::config::Settings::load(&conn).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = settings.url.value.unwrap_or_else(|| postagent::cli::DEFAULT_URL.into());
+    let key = settings.api_key.value.context(
+        "no API key: pass --api-key, set E2A_API_KEY, or run `postagent config set api_key <key>`",
+    )?;
     let endpoint = format!("{}/mcp", base.trim_end_matches('/'));
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
@@ -95,7 +104,7 @@ pub async fn run(args: McpArgs, default_url: String) -> anyhow::Result<()> {
             stdout.flush().await?;
             continue;
         }
-        for answer in forward(&http, &endpoint, &args.api_key, line).await {
+        for answer in forward(&http, &endpoint, &key, line).await {
             stdout.write_all(format!("{answer}\n").as_bytes()).await?;
         }
         stdout.flush().await?;
