@@ -143,7 +143,7 @@ enum Command {
         recipient: Option<String>,
     },
     #[command(flatten)]
-    Client(cli::ClientCommand),
+    Client(Box<cli::ClientCommand>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
     postagent_core::net::Inherited::capture();
     let (cli, global) = parse_cli();
     let command = match cli.command {
-        Command::Client(c) => return client(c),
+        Command::Client(c) => return client(*c),
         Command::Config { client: Some(c) } => return ExitCode::from(cli::config::run(c).code()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "postagent", &mut std::io::stdout());

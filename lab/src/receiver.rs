@@ -37,6 +37,8 @@ pub enum Answer {
     Hang,
     /// Answer with this status after a pause.
     Slow(Duration, u16),
+    /// A status with a JSON body (a fake API, e.g. a model's Responses endpoint).
+    Json(u16, serde_json::Value),
 }
 
 #[derive(Default)]
@@ -132,9 +134,14 @@ impl Receiver {
                 s.script.pop_front().unwrap_or(Answer::Status(204))
             };
             self.arrived.notify_waiters();
+            let mut body = None;
             let (code, extra) = match answer {
                 Answer::Status(c) => (c, Vec::new()),
                 Answer::With(c, h) => (c, h),
+                Answer::Json(c, v) => {
+                    body = Some(v.to_string());
+                    (c, vec![("content-type".to_owned(), "application/json".to_owned())])
+                }
                 Answer::Slow(pause, c) => {
                     tokio::time::sleep(pause).await;
                     (c, Vec::new())
@@ -148,7 +155,11 @@ impl Receiver {
             };
             // 204 and 304 have no body (RFC 9110); a body there would desynchronise the
             // next request on a keep-alive connection.
-            let body = if matches!(code, 204 | 304) { "" } else { "ok" };
+            let body = match &body {
+                Some(b) => b.as_str(),
+                None if matches!(code, 204 | 304) => "",
+                None => "ok",
+            };
             let mut res = format!("HTTP/1.1 {code} X\r\ncontent-length: {}\r\n", body.len());
             for (k, v) in extra {
                 res.push_str(&format!("{k}: {v}\r\n"));

@@ -41,7 +41,7 @@ pub struct ListenArgs {
     pub instructions_file: Option<PathBuf>,
     /// Print or forward each event's envelope (what a webhook receives) instead of the full
     /// message; the message is not fetched, so it stays unread.
-    #[arg(long, conflicts_with_all = ["responses", "text", "match"])]
+    #[arg(long, conflicts_with_all = ["responses", "text", "pattern"])]
     pub envelope: bool,
     /// Only messages in this conversation.
     #[arg(long, alias = "conversation-id", value_name = "ID")]
@@ -292,7 +292,9 @@ impl Listener {
         {
             return None;
         }
-        let outcome = if self.args.envelope {
+        // A summary line needs only the event; fetching the message would mark it read.
+        let fetch = self.pattern.is_some() || self.args.text || self.json || self.args.forward.is_some();
+        let outcome = if self.args.envelope || !fetch {
             self.envelope(text, &event).await
         } else {
             match self.message(data).await {
@@ -330,7 +332,7 @@ impl Listener {
         Ok(Some(m))
     }
 
-    /// `--envelope`: the event as it came.
+    /// `--envelope` (or a plain summary line): the event as it came.
     async fn envelope(&self, text: &str, event: &serde_json::Value) -> Outcome {
         if let Some(target) = &self.args.forward {
             return self.post(target, event, text.to_owned()).await;
@@ -457,7 +459,7 @@ mod tests {
         assert!(is_responses("http://127.0.0.1:18789/v1/responses"));
         assert!(is_responses("https://api.openai.com/v1/responses/"));
         assert!(!is_responses("http://127.0.0.1:3000/inbound"));
-        assert!(!is_responses("http://x/v1/responses?x=1/v1/responses-not"));
+        assert!(!is_responses("http://x/v1/responses-not?u=/v1/responses"));
         let now = tokio::time::Instant::now();
         assert!(deadline("90s").expect("duration") >= now + Duration::from_secs(89));
         assert!(deadline("2000-01-01T00:00:00Z").expect("past") <= tokio::time::Instant::now());

@@ -301,6 +301,11 @@ async fn submit(session: &Session, c: &Common, path: String, body: Value, agent:
         let remaining = wait_for.saturating_sub(started.elapsed());
         r = wait_queued(session, agent, &id, remaining).await?;
     }
+    if r["status"] == "failed" && r.get("delivery_detail").is_none() {
+        // The send result says that it failed; the message says why (Postfix's reply).
+        let m = session.api.get(format!("/v1/agents/{}/messages/{}", seg(agent), seg(&id))).await?;
+        r["delivery_detail"] = m["delivery_detail"].clone();
+    }
     report_send(session, &r)
 }
 
@@ -709,7 +714,7 @@ mod tests {
     #[test]
     fn html_becomes_readable_text() {
         let html = "<html><style>p{}</style><p>Hello&nbsp;<b>Alice</b></p><p>Total: 3 &lt; 4 &amp; ok</p><script>x()</script><br>Bye";
-        assert_eq!(text_of_html(html), "Hello Alice\n\nTotal: 3 < 4 & ok\nBye");
+        assert_eq!(text_of_html(html), "Hello Alice\n\nTotal: 3 < 4 & ok\n\nBye");
         assert_eq!(text_of_html("<bold>x</bold>"), "x", "only block tags break lines");
     }
 

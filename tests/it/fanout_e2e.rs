@@ -140,6 +140,7 @@ fn listen(server: &Server, key: &str, extra: &[&str]) -> Listener {
         .args(["listen", "--agent", AGENT, "--url", &format!("http://{}", server.addr)])
         .args(extra)
         .env("E2A_API_KEY", key)
+        .env_remove("E2A_URL")
         .env_remove("E2A_API_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -176,19 +177,27 @@ async fn an_agent_without_a_public_url_follows_its_inbox_with_listen() {
         "{line}"
     );
     drop(summary);
-    // --json prints the envelope itself; --forward POSTs it to a local URL.
-    let mut full = listen(&server, &world.key, &["--json"]);
-    let first: Value = serde_json::from_str(&full.line().await).expect("json line");
+    // --envelope --json prints the event envelope itself (the summary left the mail unread,
+    // so it is drained again); --forward POSTs the full message to a local URL.
+    let mut envelopes = listen(&server, &world.key, &["--envelope", "--json"]);
+    let first: Value = serde_json::from_str(&envelopes.line().await).expect("json line");
     assert_eq!(first["type"], "email.received");
     assert_eq!(first["schema_version"], "1");
-    drop(full);
+    drop(envelopes);
     let rx = Receiver::start().await.expect("receiver");
-    let _forward = listen(&server, &world.key, &["--forward", &rx.url("/local")]);
+    let _forward = listen(&server, &world.key, &["--forward", &rx.url("/local"), "--forward-token", "tok"]);
     let hits = rx.wait_hits(2, WAIT).await;
     let subjects: Vec<String> =
-        hits.iter().map(|h| h.json()["data"]["subject"].as_str().unwrap_or("").to_owned()).collect();
+        hits.iter().map(|h| h.json()["subject"].as_str().unwrap_or("").to_owned()).collect();
     assert_eq!(subjects, ["while offline", "live through Postfix"]);
+    assert_eq!(
+        hits[0].json()["authentication"]["dmarc"]["status"],
+        "pass",
+        "the full message: {}",
+        hits[0].body
+    );
     assert_eq!(hits[0].header("x-e2a-event-type"), "email.received");
+    assert_eq!(hits[0].header("authorization"), "Bearer tok");
     // A bad key is a clear error, not a retry loop.
     let out = tokio::process::Command::new(BIN)
         .args(["listen", "--agent", AGENT, "--url", &format!("http://{}", server.addr)])
@@ -196,7 +205,7 @@ async fn an_agent_without_a_public_url_follows_its_inbox_with_listen() {
         .output()
         .await
         .expect("listen");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(4), "the auth exit code");
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

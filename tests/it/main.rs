@@ -9,6 +9,7 @@ mod common;
 mod api;
 mod chroot_e2e;
 mod cli;
+mod client_e2e;
 mod console;
 mod console_e2e;
 mod docs;
