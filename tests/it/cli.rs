@@ -277,3 +277,38 @@ fn verify_checks_a_delivered_message() {
     let missing = check(&message, &["verify", "--secret-file", "nope.secret"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn shell_completions_cover_the_client_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(dir.path(), &["completions", shell]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["postagent", "reviews", "attachments", "idempotency-key", "outbound-review"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = run(dir.path(), &["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn client_commands_never_read_the_server_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A server file that would be a configuration error does not matter to a client
+    // command, which fails only for want of its own settings (exit 2, usage).
+    std::fs::write(dir.path().join("bad.toml"), "shared_domian = \"x\"\n").expect("write");
+    let out = postagent(dir.path(), &["whoami"])
+        .env("POSTAGENT_CONFIG", dir.path().join("bad.toml"))
+        .env("HOME", dir.path())
+        .env_remove("E2A_API_KEY")
+        .env_remove("E2A_URL")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("POSTAGENT_CLIENT_CONFIG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("no API key") && !err.contains("shared_domian"), "{err}");
+}
