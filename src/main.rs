@@ -159,7 +159,9 @@ fn main() -> ExitCode {
         Command::Client(c) => return client(*c),
         Command::Config { client: Some(c) } => return ExitCode::from(cli::config::run(c).code()),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut command(), "postagent", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "postagent", &mut script);
+            cli::output::bytes(&script);
             return ExitCode::SUCCESS;
         }
         Command::Mcp(args) => return mcp(args),

@@ -28,7 +28,7 @@ pub async fn whoami(session: &Session) -> Outcome {
             ("user", format!("{} ({})", s(&a["user"]["email"]), s(&a["user"]["id"]))),
             ("scope", s(&a["scope"])),
             ("agent", s(&a["agent_email"])),
-            ("default agent", session.agent().unwrap_or_else(|_| "-".into())),
+            ("default agent", session.configured_agent().unwrap_or("-").to_owned()),
             ("plan", s(&a["plan_code"])),
             ("agents", used("agents", "max_agents")),
             ("domains", used("domains", "max_domains")),
@@ -114,7 +114,7 @@ pub async fn agents(session: &Session, cmd: AgentsCmd) -> Outcome {
             show_agent(session, &a);
         }
         AgentsCmd::Get { email } => {
-            let email = session.agent_or(email.as_deref())?;
+            let email = session.agent_or(email.as_deref()).await?;
             show_agent(session, &api.get(format!("/v1/agents/{}", seg(&email))).await?);
         }
         AgentsCmd::Update { email, name } => {
@@ -328,7 +328,7 @@ pub async fn protection(session: &Session, cmd: ProtectionCmd) -> Outcome {
     let api = &session.api;
     match cmd {
         ProtectionCmd::Get { email } => {
-            let email = session.agent_or(email.as_deref())?;
+            let email = session.agent_or(email.as_deref()).await?;
             let p = api.get(format!("/v1/agents/{}/protection", seg(&email))).await?;
             show_protection(session, &email, &p);
         }
@@ -340,7 +340,7 @@ pub async fn protection(session: &Session, cmd: ProtectionCmd) -> Outcome {
             on_expiry,
             suppress_notifications,
         } => {
-            let email = session.agent_or(email.as_deref())?;
+            let email = session.agent_or(email.as_deref()).await?;
             if outbound_review.is_none()
                 && inbound_review.is_none()
                 && hold_ttl.is_none()
@@ -434,7 +434,7 @@ fn show_domain(session: &Session, d: &Value) {
         d,
         &[("domain", s(&d["domain"])), ("verified", s(&d["verified"])), ("sending", s(&d["sending_status"]))],
     );
-    println!();
+    super::output::line("");
     session.out.table(d["dns_records"].as_array().map_or(&[][..], Vec::as_slice), RECORD_COLS);
 }
 

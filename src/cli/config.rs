@@ -5,7 +5,7 @@
 
 use super::{CliError, Conn, Exit, Outcome};
 use clap::{Subcommand, ValueEnum};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -190,7 +190,8 @@ fn write_file(path: &Path, table: &toml::Table) -> Result<(), CliError> {
 pub enum ConfigCmd {
     /// Print a client setting's effective value (flag, environment, file or default).
     Get { key: Key },
-    /// Save a client setting in the client file.
+    /// Save a client setting in the client file (`-`: read the value from stdin, so a key
+    /// stays out of the shell's history and the process list).
     Set { key: Key, value: String },
     /// Remove a client setting from the client file.
     Unset { key: Key },
@@ -219,12 +220,13 @@ fn run_with(cmd: ConfigCmd, conn: &Conn) -> Outcome {
     match cmd {
         ConfigCmd::Get { key } => match &settings.get(key).value {
             Some(v) => {
-                println!("{v}");
+                super::output::line(v);
                 Ok(Exit::Ok)
             }
             None => Err(CliError::new(Exit::Request, format!("{} is not set", key.name()))),
         },
         ConfigCmd::Set { key, value } => {
+            let value = if value == "-" { read_stdin_line()? } else { value };
             key.check(&value)?;
             let path = file()?;
             let mut table = read_file(&path)?;
@@ -263,21 +265,32 @@ fn run_with(cmd: ConfigCmd, conn: &Conn) -> Outcome {
                     obj.insert(name.into(), serde_json::json!({"value": value, "source": from}));
                 }
                 obj.insert("file".into(), serde_json::json!(file));
-                println!("{}", serde_json::Value::Object(obj));
+                super::output::line(&serde_json::Value::Object(obj).to_string());
             } else {
                 for key in Key::ALL {
                     let (name, value, from) = shown(key);
-                    println!("{name:<12} {:<40} ({from})", value.unwrap_or_else(|| "-".into()));
+                    super::output::line(&format!(
+                        "{name:<12} {:<40} ({from})",
+                        value.unwrap_or_else(|| "-".into())
+                    ));
                 }
-                println!("{:<12} {}", "file", file.unwrap_or_else(|| "-".into()));
+                super::output::line(&format!("{:<12} {}", "file", file.unwrap_or_else(|| "-".into())));
             }
             Ok(Exit::Ok)
         }
         ConfigCmd::Path => {
-            println!("{}", file()?.display());
+            super::output::line(&file()?.display().to_string());
             Ok(Exit::Ok)
         }
     }
+}
+
+/// One line from stdin, without its line end.
+fn read_stdin_line() -> Result<String, CliError> {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock().take(MAX_FILE_BYTES), &mut line)
+        .map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// The key's public prefix (what the API lists as `key_prefix`), never the secret part.

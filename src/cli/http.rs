@@ -78,7 +78,10 @@ impl Api {
         }
         // rustls needs one process-wide provider for https (and wss): ring, as everywhere.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No redirects: a 301/302 would turn a send into a GET, and a move to another origin
+        // would drop (or worse, carry) the key. A redirect is reported with its target instead.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("postagent-cli/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -141,6 +144,14 @@ impl Api {
         }
         let res = req.send().await.map_err(|e| (unreachable(&self.base, &e), None))?;
         let status = res.status();
+        if status.is_redirection() {
+            let to = res.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("elsewhere");
+            let e = CliError::usage(format!(
+                "{url} redirects (HTTP {}) to {to}: point E2A_URL (or --url) at the API itself",
+                status.as_u16()
+            ));
+            return Err((e, None));
+        }
         let retry_after = res
             .headers()
             .get("retry-after")
@@ -199,7 +210,9 @@ impl Api {
         if same_origin(url, &self.base) {
             req = req.bearer_auth(&self.key);
         }
-        let res = req.send().await.map_err(|e| unreachable(url, &e))?;
+        // The URL carries a capability token: errors name it without its query.
+        let shown = url.split('?').next().unwrap_or_default();
+        let res = req.send().await.map_err(|e| unreachable(shown, &e.without_url()))?;
         let status = res.status();
         if !status.is_success() {
             let bytes = read_capped(res, 64 * 1024).await?;
@@ -210,15 +223,10 @@ impl Api {
     }
 }
 
-/// `/v1/…` path segment: every byte but the unreserved ones percent-encoded (`@`, `+`, `/`).
+/// `/v1/…` path segment: every byte but the unreserved ones percent-encoded (`@`, `+`, `/`),
+/// as the API encodes its own URLs.
 pub fn seg(s: &str) -> String {
-    s.trim()
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    postagent_api::download::encode_segment(s.trim())
 }
 
 /// `.` and `..`, spelled out or percent-encoded: path segments a URL parser resolves.
@@ -251,13 +259,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn read_capped(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, CliError> {
+pub async fn read_capped(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, CliError> {
     let mut out = Vec::new();
     loop {
         match res.chunk().await {
             Ok(Some(c)) => {
                 if out.len() + c.len() > max {
-                    return Err(CliError::new(Exit::Error, format!("the answer is larger than {max} bytes")));
+                    // Not transient: asking again would fetch it all again.
+                    return Err(CliError::new(
+                        Exit::Request,
+                        format!("the answer is larger than {max} bytes"),
+                    ));
                 }
                 out.extend_from_slice(&c);
             }

@@ -10,7 +10,7 @@
 
 use super::bridge::{Answered, Bridge, refused};
 use super::http::{refusal, seg};
-use super::output::s;
+use super::output::{self, line, s};
 use super::{CliError, Exit, Outcome, Session};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashSet, VecDeque};
@@ -27,18 +27,23 @@ pub struct ListenArgs {
     /// each message is answered with the model's output, as a reply in its conversation.
     #[arg(long, value_name = "URL")]
     pub forward: Option<String>,
-    /// Bearer token sent to the --forward URL.
-    #[arg(long, value_name = "TOKEN", requires = "forward")]
+    /// Bearer token sent to the --forward URL [env: E2A_FORWARD_TOKEN, which keeps it out of
+    /// the process list].
+    #[arg(long, value_name = "TOKEN")]
     pub forward_token: Option<String>,
     /// Treat the --forward URL as an OpenAI Responses endpoint whatever its path.
     #[arg(long, requires = "forward")]
     pub responses: bool,
     /// The model named in Responses requests (default: what e2a's CLI sends, for OpenClaw).
-    #[arg(long, default_value = "openclaw", requires = "forward")]
+    #[arg(long, default_value = DEFAULT_MODEL, requires = "forward")]
     pub model: String,
     /// More instructions for the model, from a file (added to the standing ones).
     #[arg(long, value_name = "FILE", requires = "forward")]
     pub instructions_file: Option<PathBuf>,
+    /// Let the model answer mail whose sender DMARC did not verify (the reply goes to whoever
+    /// the From header names, so by default such mail is not answered).
+    #[arg(long, requires = "forward")]
+    pub answer_unverified: bool,
     /// Print or forward each event's envelope (what a webhook receives) instead of the full
     /// message; the message is not fetched, so it stays unread.
     #[arg(long, conflicts_with_all = ["responses", "text", "pattern"])]
@@ -46,7 +51,8 @@ pub struct ListenArgs {
     /// Only messages in this conversation.
     #[arg(long, alias = "conversation-id", value_name = "ID")]
     pub conversation: Option<String>,
-    /// Only messages whose sender, subject or text match this regular expression.
+    /// Only messages whose sender, subject or text match this regular expression (each
+    /// message tested is fetched, so it becomes read).
     #[arg(long = "match", value_name = "REGEX")]
     pub pattern: Option<String>,
     /// Stop after the first (matching) message: exit 0, or the outcome of its forward.
@@ -60,6 +66,16 @@ pub struct ListenArgs {
     #[arg(long, requires = "once")]
     pub text: bool,
 }
+
+/// The model a Responses request names unless told otherwise: what e2a's CLI sends.
+const DEFAULT_MODEL: &str = "openclaw";
+/// Longest wait for the WebSocket handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence on the stream before it is taken for dead (the server pings every 30 s
+/// by default), so a connection a NAT dropped without a word is replaced.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Tries of a POST to the --forward URL that failed for a transient reason.
+const FORWARD_ATTEMPTS: u32 = 3;
 
 /// How a connection ended.
 enum Ended {
@@ -106,12 +122,17 @@ struct Listener {
     agent: String,
     pattern: Option<regex_lite::Regex>,
     bridge: Option<Bridge>,
+    token: Option<String>,
     json: bool,
     seen: Seen,
+    /// Whether a connection was ever made, and why the last one failed: a deadline that
+    /// passes without either is a dead server, not a quiet inbox.
+    connected: bool,
+    last_error: Option<String>,
 }
 
 pub async fn run(session: Session, args: ListenArgs) -> Outcome {
-    let agent = session.agent()?;
+    let agent = session.agent().await?;
     let deadline = args.until.as_deref().map(deadline).transpose()?;
     let pattern = match &args.pattern {
         Some(p) if p.len() > MAX_PATTERN => {
@@ -120,8 +141,26 @@ pub async fn run(session: Session, args: ListenArgs) -> Outcome {
         Some(p) => Some(regex_lite::Regex::new(p).map_err(|e| CliError::usage(format!("--match: {e}")))?),
         None => None,
     };
+    let responses = args.forward.as_deref().is_some_and(|url| args.responses || is_responses(url));
+    if responses && args.envelope {
+        return Err(CliError::usage(
+            "--envelope cannot go to a Responses endpoint: the model needs the message",
+        ));
+    }
+    if !responses
+        && (args.instructions_file.is_some() || args.answer_unverified || args.model != DEFAULT_MODEL)
+    {
+        return Err(CliError::usage(
+            "--model, --instructions-file and --answer-unverified are for a Responses endpoint \
+             (a --forward URL ending in /v1/responses, or --responses)",
+        ));
+    }
+    let token = args
+        .forward_token
+        .clone()
+        .or_else(|| std::env::var("E2A_FORWARD_TOKEN").ok().filter(|t| !t.is_empty()));
     let bridge = match &args.forward {
-        Some(url) if args.responses || is_responses(url) => {
+        Some(url) if responses => {
             let extra = match &args.instructions_file {
                 Some(f) => Some(
                     std::fs::read_to_string(f)
@@ -129,13 +168,24 @@ pub async fn run(session: Session, args: ListenArgs) -> Outcome {
                 ),
                 None => None,
             };
-            Some(Bridge::new(url, args.forward_token.clone(), args.model.clone(), extra)?)
+            Some(Bridge::new(url, token.clone(), args.model.clone(), extra, args.answer_unverified)?)
         }
         _ => None,
     };
     let ws_url = ws_url(session.api.base(), &agent)?;
     let json = session.out.json;
-    let mut me = Listener { session, args, agent, pattern, bridge, json, seen: Seen::new() };
+    let mut me = Listener {
+        session,
+        args,
+        agent,
+        pattern,
+        bridge,
+        token,
+        json,
+        seen: Seen::new(),
+        connected: false,
+        last_error: None,
+    };
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     let expired = async {
@@ -150,19 +200,20 @@ pub async fn run(session: Session, args: ListenArgs) -> Outcome {
     loop {
         let ended = tokio::select! {
             _ = &mut stop => return Ok(Exit::Ok),
-            () = &mut expired => return Ok(timeout()),
+            () = &mut expired => return me.expired(),
             e = me.connect_once(&ws_url) => e,
         };
         match ended {
             Ended::Done(outcome) => return outcome,
             Ended::Retry { reason, progress } => {
+                me.last_error = Some(reason.clone());
                 if progress {
                     backoff = Duration::from_secs(1);
                 }
                 eprintln!("postagent listen: {reason}; reconnecting in {}s", backoff.as_secs());
                 tokio::select! {
                     _ = &mut stop => return Ok(Exit::Ok),
-                    () = &mut expired => return Ok(timeout()),
+                    () = &mut expired => return me.expired(),
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -171,23 +222,37 @@ pub async fn run(session: Session, args: ListenArgs) -> Outcome {
     }
 }
 
-fn timeout() -> Exit {
-    println!("TIMEOUT");
-    Exit::Timeout
+impl Listener {
+    /// The `--until` deadline passed: TIMEOUT (exit 6) when the stream was followed and
+    /// nothing matched; exit 1 when the server was never reached.
+    fn expired(&self) -> Outcome {
+        if !self.connected {
+            let why = self.last_error.clone().unwrap_or_else(|| "no connection".into());
+            return Err(CliError::new(
+                Exit::Error,
+                format!("the deadline passed without reaching the server: {why}"),
+            ));
+        }
+        output::line("TIMEOUT");
+        Ok(Exit::Timeout)
+    }
 }
 
 /// `--until`: an RFC 3339 time, or a duration from now.
 fn deadline(v: &str) -> Result<tokio::time::Instant, CliError> {
     let now = tokio::time::Instant::now();
+    let far = |d: Duration| {
+        now.checked_add(d).ok_or_else(|| CliError::usage(format!("--until {v:?} is too far away")))
+    };
     if let Some(d) = postagent_core::config::parse_duration(v) {
-        return Ok(now + d);
+        return far(d);
     }
     let at =
         time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).map_err(|_| {
             CliError::usage(format!("--until {v:?} is neither an RFC 3339 time nor a duration like 90s"))
         })?;
     let left = at - time::OffsetDateTime::now_utc();
-    Ok(now + Duration::try_from(left).unwrap_or(Duration::ZERO))
+    far(Duration::try_from(left).unwrap_or(Duration::ZERO))
 }
 
 /// e2a's rule: a --forward URL whose path ends in `/v1/responses` is a Responses endpoint.
@@ -222,7 +287,11 @@ impl Listener {
             }
             Err(_) => return Ended::Done(Err(CliError::usage("the API key is not a valid header value"))),
         }
-        let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(req)).await;
+        let Ok(handshake) = handshake else {
+            return Ended::Retry { reason: "the handshake timed out".into(), progress: false };
+        };
+        let (mut ws, _) = match handshake {
             Ok(c) => c,
             Err(tungstenite::Error::Http(res)) => {
                 let status = res.status();
@@ -238,8 +307,16 @@ impl Listener {
             Err(e) => return Ended::Retry { reason: format!("cannot connect: {e}"), progress: false },
         };
         eprintln!("postagent listen: connected to {url}");
+        self.connected = true;
         let mut progress = false;
-        while let Some(frame) = ws.next().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(SILENCE_TIMEOUT, ws.next()).await else {
+                return Ended::Retry {
+                    reason: format!("no frame for {}s", SILENCE_TIMEOUT.as_secs()),
+                    progress,
+                };
+            };
+            let Some(frame) = next else { break };
             match frame {
                 Ok(Message::Text(text)) => {
                     progress = true;
@@ -374,42 +451,54 @@ impl Listener {
         } else if self.json {
             line(&m.to_string());
         } else {
-            line(&super::output::clean(summary(event), true));
+            line(&output::clean(summary(event), true));
         }
         Ok(Exit::Ok)
     }
 
-    /// POSTs `body` to the `--forward` URL.
+    /// POSTs `body` to the `--forward` URL, trying again (1 s, 2 s) when the local service
+    /// is down, answers 5xx or 429: the message was fetched, and so marked read.
     async fn post(&self, target: &str, event: &serde_json::Value, body: String) -> Outcome {
-        let mut req = self
-            .session
-            .api
-            .http()
-            .post(target)
-            .header("content-type", "application/json")
-            .header("x-e2a-event-type", event["type"].as_str().unwrap_or(""))
-            .header("x-e2a-event-id", event["id"].as_str().unwrap_or(""))
-            .body(body);
-        if let Some(t) = &self.args.forward_token {
-            req = req.bearer_auth(t);
-        }
         let id = s(&event["data"]["message_id"]);
-        match req.send().await {
-            Ok(r) if r.status().is_success() => {
-                eprintln!("postagent listen: forwarded {id} to {target}");
-                Ok(Exit::Ok)
+        let mut attempt = 1;
+        loop {
+            let mut req = self
+                .session
+                .api
+                .http()
+                .post(target)
+                .header("content-type", "application/json")
+                .header("x-e2a-event-type", event["type"].as_str().unwrap_or(""))
+                .header("x-e2a-event-id", event["id"].as_str().unwrap_or(""))
+                .body(body.clone());
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
             }
-            Ok(r) => Err(CliError::new(Exit::Error, format!("{target} answered {} for {id}", r.status()))),
-            Err(e) => Err(CliError::new(Exit::Error, format!("cannot forward {id} to {target}: {e}"))),
+            let failed = match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    eprintln!("postagent listen: forwarded {id} to {target}");
+                    return Ok(Exit::Ok);
+                }
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    CliError::new(
+                        super::http::class(status, ""),
+                        format!("{target} answered {status} for {id}"),
+                    )
+                }
+                Err(e) => CliError::new(
+                    Exit::Error,
+                    format!("cannot forward {id} to {target}: {}", e.without_url()),
+                ),
+            };
+            if failed.exit != Exit::Error || attempt >= FORWARD_ATTEMPTS {
+                return Err(failed);
+            }
+            eprintln!("postagent listen: {}; trying again", failed.message);
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
+            attempt += 1;
         }
     }
-}
-
-fn line(s: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{s}");
-    let _ = out.flush();
 }
 
 /// `2026-12-02T10:00:00Z email.received msg_… from=alice@example.org verified=example.org "Subject"`
@@ -464,5 +553,10 @@ mod tests {
         assert!(deadline("90s").expect("duration") >= now + Duration::from_secs(89));
         assert!(deadline("2000-01-01T00:00:00Z").expect("past") <= tokio::time::Instant::now());
         assert_eq!(deadline("tomorrow").expect_err("bad").exit, Exit::Usage);
+        assert_eq!(
+            deadline("99999999999999d").map_err(|e| e.exit).err(),
+            Some(Exit::Usage),
+            "no overflow panic"
+        );
     }
 }

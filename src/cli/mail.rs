@@ -1,29 +1,22 @@
-//! `send`, `reply`, `forward`, `messages` and `attachments`: the agent's mail. A send ends in
-//! the exit code a script branches on: 0 accepted (or sent, with `--wait`), 3 held for
-//! review, 7 failed.
+//! `send`, `reply` and `forward`: the agent's outgoing mail. A send ends in the exit code a
+//! script branches on: 0 accepted (or sent, with `--wait`), 3 held for review, 7 failed.
 
 use super::account::idempotency_key;
 use super::http::{Answer, Call, seg};
-use super::output::{Col, clean, list, s, when};
+use super::output::s;
 use super::{CliError, Exit, Outcome, Session};
 use base64::Engine as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::Args;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// At most this many files per message (the API's limit).
-const MAX_ATTACHMENTS: usize = 10;
-/// Largest attachment read from disk, and all of them together (the API takes 40 MiB of
-/// request in all, base64 included).
-const MAX_ATTACHMENT_BYTES: u64 = 25 * 1024 * 1024;
-const MAX_ATTACHMENTS_TOTAL: u64 = 28 * 1024 * 1024;
-/// Largest body read from a file or stdin (the API's limit per part).
-const MAX_BODY_BYTES: u64 = 1024 * 1024;
-/// Largest attachment downloaded.
-const MAX_DOWNLOAD_BYTES: usize = 64 * 1024 * 1024;
+// The API's own limits, checked before anything is read or uploaded.
+use postagent_core::mail::outbound::{
+    MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS, MAX_ATTACHMENTS_TOTAL, MAX_BODY_BYTES,
+};
 
 #[derive(Args, Debug)]
 pub struct Body {
@@ -36,7 +29,7 @@ pub struct Body {
     /// An HTML body from a file; without --body the text part is derived from it.
     #[arg(long, value_name = "FILE")]
     pub html_file: Option<PathBuf>,
-    /// Attach a file (repeatable; at most 10).
+    /// Attach a file (repeatable; at most 10, 10 MiB each, 25 MiB in all).
     #[arg(long = "attach", value_name = "FILE")]
     pub attach: Vec<PathBuf>,
 }
@@ -94,7 +87,7 @@ pub struct ReplyArgs {
 
 #[derive(Args, Debug)]
 pub struct ForwardArgs {
-    /// The message forwarded (`msg_…`).
+    /// The message forwarded (`msg_…`); the text written above it is required.
     pub id: String,
     /// A recipient (repeatable).
     #[arg(long, required = true, value_name = "ADDRESS")]
@@ -106,38 +99,36 @@ pub struct ForwardArgs {
 }
 
 pub async fn send(session: &Session, a: SendArgs) -> Outcome {
-    let agent = session.agent()?;
+    let agent = session.agent().await?;
     let mut body = json!({"to": a.to, "subject": a.subject});
-    fill(&mut body, &a.body, &a.common, true)?;
+    fill(&mut body, &a.body, &a.common)?;
     submit(session, &a.common, format!("/v1/agents/{}/messages", seg(&agent)), body, &agent).await
 }
 
 pub async fn reply(session: &Session, a: ReplyArgs) -> Outcome {
-    let agent = session.agent()?;
+    let agent = session.agent().await?;
     let mut body = json!({});
     if a.reply_all {
         body["reply_all"] = true.into();
     }
-    fill(&mut body, &a.body, &a.common, true)?;
+    fill(&mut body, &a.body, &a.common)?;
     let path = format!("/v1/agents/{}/messages/{}/reply", seg(&agent), seg(&a.id));
     submit(session, &a.common, path, body, &agent).await
 }
 
 pub async fn forward(session: &Session, a: ForwardArgs) -> Outcome {
-    let agent = session.agent()?;
+    let agent = session.agent().await?;
     let mut body = json!({"to": a.to});
-    fill(&mut body, &a.body, &a.common, false)?;
-    if body.get("text").is_none() {
-        body["text"] = "".into();
-    }
+    fill(&mut body, &a.body, &a.common)?;
     let path = format!("/v1/agents/{}/messages/{}/forward", seg(&agent), seg(&a.id));
     submit(session, &a.common, path, body, &agent).await
 }
 
-/// Adds the body parts, attachments and common fields to a request.
-fn fill(req: &mut Value, b: &Body, c: &Common, body_required: bool) -> Result<(), CliError> {
+/// Adds the body parts (a text is required: the API's send, reply and forward all need
+/// one), attachments and common fields to a request.
+fn fill(req: &mut Value, b: &Body, c: &Common) -> Result<(), CliError> {
     fill_body(req, b)?;
-    if body_required && req.get("text").is_none() {
+    if req.get("text").is_none() {
         return Err(CliError::usage("a body is needed: --body, --body-file or --html-file"));
     }
     if !c.cc.is_empty() {
@@ -178,13 +169,14 @@ pub fn fill_body(req: &mut Value, b: &Body) -> Result<(), CliError> {
 /// A text file (or stdin for `-`), capped.
 fn read_text(path: &Path) -> Result<String, CliError> {
     let mut bytes = Vec::new();
+    let cap = MAX_BODY_BYTES as u64 + 1;
     let read = if path == Path::new("-") {
-        std::io::stdin().lock().take(MAX_BODY_BYTES + 1).read_to_end(&mut bytes)
+        std::io::stdin().lock().take(cap).read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(path).and_then(|f| f.take(MAX_BODY_BYTES + 1).read_to_end(&mut bytes))
+        std::fs::File::open(path).and_then(|f| f.take(cap).read_to_end(&mut bytes))
     };
     read.map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
-    if bytes.len() as u64 > MAX_BODY_BYTES {
+    if bytes.len() > MAX_BODY_BYTES {
         return Err(CliError::usage(format!("{} is larger than {MAX_BODY_BYTES} bytes", path.display())));
     }
     String::from_utf8(bytes).map_err(|_| CliError::usage(format!("{} is not UTF-8 text", path.display())))
@@ -194,12 +186,12 @@ fn read_attachments(paths: &[PathBuf]) -> Result<Vec<Value>, CliError> {
     if paths.len() > MAX_ATTACHMENTS {
         return Err(CliError::usage(format!("at most {MAX_ATTACHMENTS} attachments (got {})", paths.len())));
     }
-    let mut total = 0;
+    let mut total: usize = 0;
     let mut out = Vec::new();
     for p in paths {
         let bad = |e: std::io::Error| CliError::usage(format!("cannot read {}: {e}", p.display()));
-        let size = std::fs::metadata(p).map_err(bad)?.len();
-        total += size;
+        let size = usize::try_from(std::fs::metadata(p).map_err(bad)?.len()).unwrap_or(usize::MAX);
+        total = size.saturating_add(total);
         if size > MAX_ATTACHMENT_BYTES || total > MAX_ATTACHMENTS_TOTAL {
             return Err(CliError::usage(format!(
                 "{} is too large: at most {MAX_ATTACHMENT_BYTES} bytes a file and {MAX_ATTACHMENTS_TOTAL} in all",
@@ -302,9 +294,11 @@ async fn submit(session: &Session, c: &Common, path: String, body: Value, agent:
         r = wait_queued(session, agent, &id, remaining).await?;
     }
     if r["status"] == "failed" && r.get("delivery_detail").is_none() {
-        // The send result says that it failed; the message says why (Postfix's reply).
-        let m = session.api.get(format!("/v1/agents/{}/messages/{}", seg(agent), seg(&id))).await?;
-        r["delivery_detail"] = m["delivery_detail"].clone();
+        // The send result says that it failed; the message says why (Postfix's reply). The
+        // outcome is known either way, so a failed look does not change the exit code.
+        if let Ok(m) = session.api.get(format!("/v1/agents/{}/messages/{}", seg(agent), seg(&id))).await {
+            r["delivery_detail"] = m["delivery_detail"].clone();
+        }
     }
     report_send(session, &r)
 }
@@ -328,7 +322,8 @@ async fn progress<T>(session: &Session, what: &str, fut: impl Future<Output = T>
 /// Polls the message until Postfix took it or refused it; the send result it ended in.
 async fn wait_queued(session: &Session, agent: &str, id: &str, limit: Duration) -> Result<Value, CliError> {
     let path = format!("/v1/agents/{}/messages/{}", seg(agent), seg(id));
-    let deadline = Instant::now() + limit;
+    // A limit too far to represent is no limit.
+    let deadline = Instant::now().checked_add(limit);
     let poll = async {
         loop {
             let m = session.api.get(path.clone()).await?;
@@ -337,7 +332,7 @@ async fn wait_queued(session: &Session, agent: &str, id: &str, limit: Duration) 
             match status {
                 "sent" | "delivered" | "deferred" | "bounced" | "complained" => {
                     let mut r = json!({"status": "sent", "message_id": id, "method": "smtp", "delivery_status": status});
-                    if let Some(q) = queue_id(detail) {
+                    if let Some(q) = postagent_delivery::submit::queue_id_of(detail) {
                         r["provider_message_id"] = q.into();
                     }
                     return Ok(r);
@@ -345,7 +340,7 @@ async fn wait_queued(session: &Session, agent: &str, id: &str, limit: Duration) 
                 "failed" => {
                     return Ok(json!({"status": "failed", "message_id": id, "delivery_detail": detail}));
                 }
-                _ if Instant::now() >= deadline => {
+                _ if deadline.is_some_and(|d| Instant::now() >= d) => {
                     return Err(CliError::new(
                         Exit::Error,
                         format!(
@@ -359,13 +354,6 @@ async fn wait_queued(session: &Session, agent: &str, id: &str, limit: Duration) 
         }
     };
     progress(session, &format!("waiting for Postfix to queue {id}"), poll).await
-}
-
-/// `250 2.0.0 Ok: queued as 4dQ1xk0sYzz9sWL` → the queue id.
-fn queue_id(detail: &str) -> Option<String> {
-    let rest = detail.split("queued as ").nth(1)?;
-    let id: String = rest.chars().take_while(char::is_ascii_alphanumeric).collect();
-    (!id.is_empty()).then_some(id)
 }
 
 fn report_send(session: &Session, r: &Value) -> Outcome {
@@ -398,313 +386,9 @@ fn report_send(session: &Session, r: &Value) -> Outcome {
     if out.json {
         out.json_line(r);
     } else {
-        println!("{line}");
+        super::output::line(&line);
     }
     Ok(exit)
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-    All,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum ReadStatus {
-    Unread,
-    Read,
-    All,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum MessagesCmd {
-    /// List messages, newest first.
-    List {
-        /// inbound (the default), outbound or all.
-        #[arg(long, value_enum)]
-        direction: Option<Direction>,
-        /// Only messages since this RFC 3339 time, or this long ago (`2h`, `7d`).
-        #[arg(long, value_name = "WHEN")]
-        since: Option<String>,
-        /// Only this conversation.
-        #[arg(long, alias = "conversation-id", value_name = "ID")]
-        conversation: Option<String>,
-        /// unread, read or all (inbound mail; default: the API's, unread).
-        #[arg(long, value_enum)]
-        read_status: Option<ReadStatus>,
-        /// Only senders containing this.
-        #[arg(long, value_name = "TEXT")]
-        from: Option<String>,
-        /// Only subjects containing this.
-        #[arg(long, value_name = "TEXT")]
-        subject_contains: Option<String>,
-        /// Only messages with all these labels (comma-separated).
-        #[arg(long, value_name = "LABELS")]
-        labels: Option<String>,
-        /// Oldest first.
-        #[arg(long)]
-        oldest_first: bool,
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-    /// Show one message (an unread inbound message becomes read).
-    Get {
-        id: String,
-        /// Print only the text body.
-        #[arg(long, conflicts_with_all = ["raw", "html"])]
-        text: bool,
-        /// Print only the HTML body.
-        #[arg(long, conflicts_with = "raw")]
-        html: bool,
-        /// Print the raw MIME message as received or sent.
-        #[arg(long)]
-        raw: bool,
-    },
-}
-
-const MESSAGE_COLS: &[Col] = &[
-    Col { head: "ID", get: |v| s(&v["id"]) },
-    Col { head: "DIR", get: |v| if v["direction"] == "outbound" { "out".into() } else { "in".into() } },
-    Col { head: "FROM", get: |v| s(&v["header_from"]) },
-    Col { head: "TO", get: |v| list(&v["to"]) },
-    Col { head: "SUBJECT", get: |v| s(&v["subject"]) },
-    Col { head: "STATUS", get: status },
-    Col { head: "DATE", get: |v| when(&v["created_at"]) },
-];
-
-/// Inbound: read state (and flags); outbound: the review or delivery state.
-fn status(v: &Value) -> String {
-    if v["direction"] == "outbound" {
-        if v["review_status"] == "pending_review" {
-            return "pending_review".into();
-        }
-        return s(&v["delivery_status"]);
-    }
-    let mut st = s(&v["read_status"]);
-    if v["flagged"] == true {
-        st.push_str(",flagged");
-    }
-    st
-}
-
-/// `--since` as RFC 3339: given so, or `now - duration`.
-fn since(v: &str) -> Result<String, CliError> {
-    if postagent_core::time::Timestamp::parse_rfc3339(v).is_some() {
-        return Ok(v.to_owned());
-    }
-    let d = postagent_core::config::parse_duration(v).ok_or_else(|| {
-        CliError::usage(format!("--since {v:?} is neither an RFC 3339 time nor a duration like 2h"))
-    })?;
-    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    Ok(postagent_core::time::Timestamp::now().plus_secs(-secs).to_rfc3339())
-}
-
-/// `spf=pass dkim=pass(example.org) dmarc=pass(p=reject)`, from the stored verdict.
-pub fn verdict(auth: &Value) -> String {
-    if !auth.is_object() {
-        return "-".into();
-    }
-    let dkim: Vec<String> = auth["dkim"]
-        .as_array()
-        .map(|sigs| sigs.iter().map(|d| format!("{}({})", s(&d["status"]), s(&d["domain"]))).collect())
-        .unwrap_or_default();
-    let dkim = if dkim.is_empty() { "none".into() } else { dkim.join(",") };
-    format!(
-        "spf={} dkim={dkim} dmarc={}(p={})",
-        s(&auth["spf"]["status"]),
-        s(&auth["dmarc"]["status"]),
-        s(&auth["dmarc"]["policy"])
-    )
-}
-
-/// A message for people: its envelope and verdict, then the text.
-pub fn show_message(session: &Session, m: &Value) {
-    let out = &session.out;
-    if out.json {
-        return out.json_line(m);
-    }
-    let mut pairs =
-        vec![("id", s(&m["id"])), ("direction", s(&m["direction"])), ("from", s(&m["header_from"]))];
-    if m["direction"] == "inbound" {
-        pairs.push(("envelope from", s(&m["envelope_from"])));
-        pairs.push(("verified domain", s(&m["verified_domain"])));
-        pairs.push(("authentication", verdict(&m["authentication"])));
-    }
-    pairs.extend([
-        ("to", list(&m["to"])),
-        ("cc", list(&m["cc"])),
-        ("subject", s(&m["subject"])),
-        ("date", s(&m["created_at"])),
-        ("conversation", s(&m["conversation_id"])),
-        ("labels", list(&m["labels"])),
-        ("status", status(m)),
-    ]);
-    let hold = &m["hold_reason"];
-    if hold.is_object() {
-        pairs.push(("held", format!("{}: {}", s(&hold["code"]), s(&hold["summary"]))));
-    }
-    let files: Vec<String> = m["attachments"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| {
-                    format!("[{}] {} ({} bytes)", s(&f["index"]), s(&f["filename"]), s(&f["size_bytes"]))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if !files.is_empty() {
-        pairs.push(("attachments", files.join(", ")));
-    }
-    out.fields(m, &pairs);
-    println!();
-    out.text(&body_text(m));
-}
-
-fn body_text(m: &Value) -> String {
-    m["parsed"]["text"]
-        .as_str()
-        .or_else(|| m["body"]["text"].as_str())
-        .unwrap_or_default()
-        .trim_end()
-        .to_owned()
-}
-
-pub async fn messages(session: &Session, cmd: MessagesCmd) -> Outcome {
-    let agent = session.agent()?;
-    match cmd {
-        MessagesCmd::List {
-            direction,
-            since: since_arg,
-            conversation,
-            read_status,
-            from,
-            subject_contains,
-            labels,
-            oldest_first,
-            limit,
-        } => {
-            let call = Call::new(Method::GET, format!("/v1/agents/{}/messages", seg(&agent)))
-                .query_opt("direction", direction.map(|d| format!("{d:?}").to_ascii_lowercase()))
-                .query_opt("read_status", read_status.map(|r| format!("{r:?}").to_ascii_lowercase()))
-                .query_opt("since", since_arg.as_deref().map(since).transpose()?)
-                .query_opt("conversation_id", conversation)
-                .query_opt("from", from)
-                .query_opt("subject_contains", subject_contains)
-                .query_opt("labels", labels)
-                .query_opt("sort", oldest_first.then_some("asc"));
-            session.out.table(&session.api.list(call, limit).await?, MESSAGE_COLS);
-        }
-        MessagesCmd::Get { id, text, html, raw } => {
-            let m = session.api.get(format!("/v1/agents/{}/messages/{}", seg(&agent), seg(&id))).await?;
-            if raw {
-                let Some(b64) = m["raw_message"].as_str() else {
-                    return Err(CliError::new(
-                        Exit::Request,
-                        format!("{id} has no raw message (a draft held for review)"),
-                    ));
-                };
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|e| CliError::new(Exit::Error, format!("the raw message is not base64: {e}")))?;
-                use std::io::Write;
-                let _ = std::io::stdout().lock().write_all(&bytes);
-            } else if text {
-                session.out.text(&body_text(&m));
-            } else if html {
-                let h =
-                    m["parsed"]["html"].as_str().or_else(|| m["body"]["html"].as_str()).unwrap_or_default();
-                session.out.text(h);
-            } else {
-                show_message(session, &m);
-            }
-        }
-    }
-    Ok(Exit::Ok)
-}
-
-#[derive(Subcommand, Debug)]
-pub enum AttachmentsCmd {
-    /// List a message's attachments.
-    List { id: String },
-    /// Save one attachment (by its index in `list`).
-    Get {
-        id: String,
-        index: u32,
-        /// Where to write it (`-`: stdout; default: its own file name, in this directory).
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Overwrite an existing file.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-const ATTACHMENT_COLS: &[Col] = &[
-    Col { head: "INDEX", get: |v| s(&v["index"]) },
-    Col { head: "FILENAME", get: |v| s(&v["filename"]) },
-    Col { head: "TYPE", get: |v| s(&v["content_type"]) },
-    Col { head: "SIZE", get: |v| s(&v["size_bytes"]) },
-];
-
-/// A file name from a message, safe to create in the current directory.
-fn safe_name(name: Option<&str>, index: u32) -> PathBuf {
-    let base = name.unwrap_or_default().rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String =
-        clean(base.to_owned(), true).trim().trim_start_matches('.').chars().take(200).collect();
-    if cleaned.is_empty() { PathBuf::from(format!("attachment-{index}")) } else { PathBuf::from(cleaned) }
-}
-
-pub async fn attachments(session: &Session, cmd: AttachmentsCmd) -> Outcome {
-    let agent = session.agent()?;
-    match cmd {
-        AttachmentsCmd::List { id } => {
-            let m = session.api.get(format!("/v1/agents/{}/messages/{}", seg(&agent), seg(&id))).await?;
-            session.out.table(m["attachments"].as_array().map_or(&[][..], Vec::as_slice), ATTACHMENT_COLS);
-        }
-        AttachmentsCmd::Get { id, index, output, force } => {
-            let path = format!("/v1/agents/{}/messages/{}/attachments/{index}", seg(&agent), seg(&id));
-            let a = session.api.get(path).await?;
-            let url = a["download_url"]
-                .as_str()
-                .ok_or_else(|| CliError::new(Exit::Error, "the API gave no download_url"))?;
-            let bytes = session.api.download(url, MAX_DOWNLOAD_BYTES).await?;
-            let target = output.unwrap_or_else(|| safe_name(a["filename"].as_str(), index));
-            if target == Path::new("-") {
-                use std::io::Write;
-                let _ = std::io::stdout().lock().write_all(&bytes);
-                return Ok(Exit::Ok);
-            }
-            write_new(&target, &bytes, force)?;
-            let shown = json!({"path": target.display().to_string(), "size_bytes": bytes.len(),
-                "filename": a["filename"], "content_type": a["content_type"]});
-            session.out.fields(
-                &shown,
-                &[("saved", target.display().to_string()), ("bytes", bytes.len().to_string())],
-            );
-        }
-    }
-    Ok(Exit::Ok)
-}
-
-fn write_new(path: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
-    }
-    let f = opts.open(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists { " (--force overwrites)" } else { "" };
-        CliError::usage(format!("cannot write {}: {e}{hint}", path.display()))
-    })?;
-    let mut f = f;
-    f.write_all(bytes)
-        .map_err(|e| CliError::new(Exit::Error, format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -719,23 +403,8 @@ mod tests {
     }
 
     #[test]
-    fn queue_ids_and_names() {
-        assert_eq!(queue_id("250 2.0.0 Ok: queued as 4dQ1xk0sYzz9sWL").as_deref(), Some("4dQ1xk0sYzz9sWL"));
-        assert_eq!(queue_id("451 try later"), None);
-        assert_eq!(safe_name(Some("../../etc/passwd"), 0), PathBuf::from("passwd"));
-        assert_eq!(safe_name(Some("..\\boot.ini"), 1), PathBuf::from("boot.ini"));
-        assert_eq!(safe_name(Some(".bashrc"), 2), PathBuf::from("bashrc"));
-        assert_eq!(safe_name(Some("a\nb.txt"), 3), PathBuf::from("a b.txt"));
-        assert_eq!(safe_name(None, 4), PathBuf::from("attachment-4"));
+    fn media_types() {
         assert_eq!(content_type("Report.PDF"), "application/pdf");
         assert_eq!(content_type("noext"), "application/octet-stream");
-    }
-
-    #[test]
-    fn verdicts_in_one_line() {
-        let auth = json!({"spf": {"status": "pass"}, "dkim": [{"status": "pass", "domain": "example.org"}],
-            "dmarc": {"status": "pass", "policy": "reject"}});
-        assert_eq!(verdict(&auth), "spf=pass dkim=pass(example.org) dmarc=pass(p=reject)");
-        assert_eq!(verdict(&Value::Null), "-");
     }
 }

@@ -15,7 +15,8 @@ pub mod config;
 mod http;
 pub mod listen;
 mod mail;
-mod output;
+pub mod output;
+mod read;
 mod reviews;
 
 pub use http::Api;
@@ -111,9 +112,10 @@ impl fmt::Display for CliError {
 
 pub type Outcome = Result<Exit, CliError>;
 
-/// Where the client connects and how it prints: taken by every client command, and global
-/// within it, so `postagent messages list --json` and `postagent --json messages list` both work.
-#[derive(Args, Debug, Clone, Default)]
+/// Where the client connects and how it prints: taken by every client command after its
+/// name, and by its subcommands (`postagent messages --json list` and `postagent messages
+/// list --json` both work).
+#[derive(Args, Clone, Default)]
 pub struct Conn {
     /// The deployment's base URL [env: E2A_URL; default: the client file's `url`, else
     /// http://127.0.0.1:8080].
@@ -128,6 +130,18 @@ pub struct Conn {
     /// Print JSON for scripts: one object per line (lists and streams: one line per item).
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// The key never reaches a log or a panic message.
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("agent", &self.agent)
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 /// The resolved connection: flags, then environment, then the client file, then defaults.
@@ -149,20 +163,33 @@ impl Session {
         Ok(Session { api, out: output::Out::new(conn.json), agent: settings.agent_email.value.clone() })
     }
 
-    /// The agent to act as, or a usage error naming the ways to choose one.
-    pub fn agent(&self) -> Result<String, CliError> {
-        self.agent.clone().ok_or_else(|| {
-            CliError::usage(
-                "no agent: pass --agent, set E2A_AGENT_EMAIL, or run `postagent config set agent_email <email>`",
-            )
-        })
+    /// The configured agent, if any (flag, environment or file).
+    pub fn configured_agent(&self) -> Option<&str> {
+        self.agent.as_deref()
     }
 
-    /// `explicit` when given, else the default agent.
-    pub fn agent_or(&self, explicit: Option<&str>) -> Result<String, CliError> {
+    /// The agent to act as: the configured one, else the one an agent key is bound to, else a
+    /// usage error naming the ways to choose one.
+    pub async fn agent(&self) -> Result<String, CliError> {
+        if let Some(a) = &self.agent {
+            return Ok(a.clone());
+        }
+        if self.api.key().starts_with("e2a_agt_") {
+            let account = self.api.get("/v1/account").await?;
+            if let Some(a) = account["agent_email"].as_str() {
+                return Ok(a.to_owned());
+            }
+        }
+        Err(CliError::usage(
+            "no agent: pass --agent, set E2A_AGENT_EMAIL, or run `postagent config set agent_email <email>`",
+        ))
+    }
+
+    /// `explicit` when given, else [`Self::agent`].
+    pub async fn agent_or(&self, explicit: Option<&str>) -> Result<String, CliError> {
         match explicit {
             Some(a) => Ok(a.to_owned()),
-            None => self.agent(),
+            None => self.agent().await,
         }
     }
 }
@@ -229,14 +256,14 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
-        cmd: mail::MessagesCmd,
+        cmd: read::MessagesCmd,
     },
     /// List a message's attachments, or save one.
     Attachments {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
-        cmd: mail::AttachmentsCmd,
+        cmd: read::AttachmentsCmd,
     },
     /// The review queue: list held messages, show one, approve (with edits) or reject.
     Reviews {
@@ -284,8 +311,8 @@ async fn dispatch(command: ClientCommand) -> Outcome {
         ClientCommand::Send { conn, args } => mail::send(&Session::open(&conn)?, args).await,
         ClientCommand::Reply { conn, args } => mail::reply(&Session::open(&conn)?, args).await,
         ClientCommand::Forward { conn, args } => mail::forward(&Session::open(&conn)?, args).await,
-        ClientCommand::Messages { conn, cmd } => mail::messages(&Session::open(&conn)?, cmd).await,
-        ClientCommand::Attachments { conn, cmd } => mail::attachments(&Session::open(&conn)?, cmd).await,
+        ClientCommand::Messages { conn, cmd } => read::messages(&Session::open(&conn)?, cmd).await,
+        ClientCommand::Attachments { conn, cmd } => read::attachments(&Session::open(&conn)?, cmd).await,
         ClientCommand::Reviews { conn, cmd } => reviews::run(&Session::open(&conn)?, cmd).await,
         ClientCommand::Listen { conn, args } => listen::run(Session::open(&conn)?, args).await,
     }
@@ -299,7 +326,8 @@ pub fn report(outcome: Outcome, json: bool) -> Exit {
             if json {
                 eprintln!("{}", e.to_json());
             } else {
-                eprintln!("postagent: {e}");
+                // The message may be the server's (or a model's) words: one clean line.
+                eprintln!("postagent: {}", output::clean(e.to_string(), true));
             }
             e.exit
         }

@@ -78,7 +78,8 @@ impl Out {
         let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, value) in pairs {
             let k = format!("{k:<width$}");
-            line(&format!("{}  {}", self.bold(&k), clean(value.clone(), false)));
+            // One line per field: a subject decoding to a newline cannot add a fake line.
+            line(&format!("{}  {}", self.bold(&k), clean(value.clone(), true)));
         }
     }
 
@@ -129,10 +130,24 @@ impl Out {
     }
 }
 
-fn line(s: &str) {
+/// Writes one line on stdout (flushed, for streams). A closed pipe (`| head`) ends the
+/// output, not the program with a panic as `println!` would.
+pub fn line(s: &str) {
     let mut out = std::io::stdout().lock();
-    // A closed pipe (`| head`) ends the output, not the program with a panic.
     let _ = writeln!(out, "{s}");
+    let _ = out.flush();
+}
+
+/// Writes bytes on stdout as they are (a raw message, an attachment).
+pub fn bytes(b: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b);
+    let _ = out.flush();
+}
+
+/// Whether stdout is a terminal.
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
 }
 
 /// `s` with control characters replaced: in a cell (`one_line`) every one becomes a space;
@@ -183,9 +198,9 @@ pub fn list(v: &Value) -> String {
 
 /// A timestamp shortened to the second: `2026-12-07 11:40:24`.
 pub fn when(v: &Value) -> String {
-    match v.as_str() {
-        Some(t) if t.len() >= 19 => format!("{} {}", &t[..10], &t[11..19]),
-        _ => s(v),
+    match v.as_str().and_then(|t| Some((t.get(..10)?, t.get(11..19)?))) {
+        Some((day, time)) => format!("{day} {time}"),
+        None => s(v),
     }
 }
 
@@ -208,5 +223,10 @@ mod tests {
         assert_eq!(s(&serde_json::json!(3)), "3");
         assert_eq!(list(&serde_json::json!(["a@x", "b@x"])), "a@x, b@x");
         assert_eq!(when(&serde_json::json!("2026-12-07T11:40:24.123Z")), "2026-12-07 11:40:24");
+        assert_eq!(
+            when(&serde_json::json!("2026-12-0ééé:40:24.123Z")),
+            "2026-12-0ééé:40:24.123Z",
+            "never a panic"
+        );
     }
 }

@@ -3,9 +3,10 @@
 
 use super::account::idempotency_key;
 use super::http::{Call, seg};
-use super::mail::{Body, show_message};
+use super::mail::Body;
 use super::output::{Col, list, s, when};
-use super::{CliError, Exit, Outcome, Session};
+use super::read::show_message;
+use super::{Exit, Outcome, Session};
 use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -77,7 +78,7 @@ pub async fn run(session: &Session, cmd: ReviewsCmd) -> Outcome {
             if let Some(sub) = subject {
                 edits["subject"] = sub.into();
             }
-            edit_body(&mut edits, &body)?;
+            super::mail::fill_body(&mut edits, &body)?;
             let call = Call::new(Method::POST, format!("/v1/reviews/{}/approve", seg(&id)))
                 .body(edits)
                 .idempotent(key.unwrap_or_else(idempotency_key));
@@ -97,15 +98,10 @@ pub async fn run(session: &Session, cmd: ReviewsCmd) -> Outcome {
     Ok(Exit::Ok)
 }
 
-/// The reviewer's replacement body and attachments, when given.
-fn edit_body(edits: &mut Value, body: &Body) -> Result<(), CliError> {
-    super::mail::fill_body(edits, body)
-}
-
 fn decided(session: &Session, r: &Value, what: &str) {
     if session.out.json {
         return session.out.json_line(r);
     }
     let state = s(&r["status"]);
-    println!("{} {} ({state})", session.out.green(what), s(&r["message_id"]));
+    super::output::line(&format!("{} {} ({state})", session.out.green(what), s(&r["message_id"])));
 }

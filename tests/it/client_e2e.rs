@@ -7,7 +7,7 @@
 use crate::common;
 
 use common::bin::BIN;
-use common::mail::{MailWorld, Options, WAIT};
+use common::mail::{AGENT_DOMAIN, MailWorld, Options, WAIT};
 use postagent_lab::lmtp_sink::{Delivered, smtp_sink};
 use postagent_lab::mail_lab::{SENDER_DOMAIN, sample_message, unique_token};
 use postagent_lab::receiver::{Answer, Receiver, until};
@@ -116,14 +116,16 @@ struct Running {
 }
 
 impl Running {
-    /// Waits for a stderr line containing `needle`.
+    /// Waits for a stderr line containing `needle`; fails showing the whole log.
     async fn wait_for(&self, needle: &str) -> String {
-        let log = self.log.clone();
-        until(&format!("{needle:?} on stderr"), WAIT, || {
-            let log = log.clone();
-            async move { log.lock().expect("log").iter().find(|l| l.contains(needle)).cloned() }
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.log.lock().expect("log").iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no {needle:?} on stderr:\n{}", self.log());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     fn log(&self) -> String {
@@ -250,7 +252,8 @@ async fn every_command_against_serve_and_postfix() {
     let raw = sh.ok(&["messages", "get", reply_id, "--raw"]).await.stdout;
     assert!(raw.contains(&format!("In-Reply-To: <{token}@{SENDER_DOMAIN}>")), "{raw}");
 
-    // A forward reaches its new recipient.
+    // A forward reaches its new recipient (the text above it is required, as by the API).
+    assert_eq!(sh.run(&["forward", &id_in, "--to", "bob@example.org"]).await.code, 2);
     let fwd = sh.ok(&["forward", &id_in, "--to", "bob@example.org", "--body", "FYI", "--json"]).await.json();
     assert_eq!(fwd["status"], "accepted");
     let got = next(&mut rx, "the forward").await;
@@ -369,9 +372,18 @@ async fn every_command_against_serve_and_postfix() {
     // A new user's first run: the client file, written private, is all it needs.
     let fresh = Shell::new(&[]);
     assert_eq!(fresh.run(&["whoami"]).await.code, 2, "no key anywhere is a usage error");
-    for (k, v) in [("url", w.api()), ("api_key", w.key.as_str()), ("agent_email", BOT)] {
+    for (k, v) in [("url", w.api()), ("agent_email", BOT)] {
         fresh.ok(&["config", "set", k, v]).await;
     }
+    // The key from stdin, so it is in neither the shell's history nor the process list.
+    let mut set =
+        fresh.command(&["config", "set", "api_key", "-"]).stdin(Stdio::piped()).spawn().expect("spawn");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = set.stdin.take().expect("stdin");
+        stdin.write_all(format!("{}\n", w.key).as_bytes()).await.expect("write");
+    }
+    assert!(set.wait().await.expect("wait").success());
     assert_eq!(fresh.ok(&["whoami", "--json"]).await.json()["scope"], "account");
     assert_eq!(fresh.ok(&["config", "get", "agent_email"]).await.stdout.trim(), BOT);
     let listed = fresh.ok(&["config", "list"]).await.stdout;
@@ -401,6 +413,10 @@ async fn listen_waits_once_and_bridges_a_model_into_the_conversation() {
         ..Options::default()
     };
     let Some(mut w) = MailWorld::start(options).await else { return };
+    // The agents' domain publishes SPF and DMARC, as an operator's would, so mail between
+    // the agents is verified (the bridge answers only verified senders).
+    w.zone.dns().add_txt(AGENT_DOMAIN, "v=spf1 ip4:127.0.0.1 -all");
+    w.zone.dns().add_txt(&format!("_dmarc.{AGENT_DOMAIN}"), "v=DMARC1; p=reject");
     let _server = w.serve();
     let bot = Shell::pointed_at(&w, Some(BOT));
     let peer = Shell::pointed_at(&w, Some(PEER));
@@ -447,8 +463,13 @@ async fn listen_waits_once_and_bridges_a_model_into_the_conversation() {
         input.contains("New email for bot@agents.test") && input.contains("From: peer@agents.test ("),
         "{input}"
     );
-    assert!(input.contains("<untrusted_email_body>\nCan we meet on Tuesday?"), "{input}");
-    assert!(ask["instructions"].as_str().is_some_and(|i| i.contains("untrusted input")), "{ask}");
+    // What the sender wrote is fenced by a tag with a nonce the instructions name.
+    let fence = input.split("(untrusted):\n").nth(1).and_then(|r| r.split('>').next()).expect("a fence");
+    let inside = input.split(&format!("{fence}>")).nth(1).expect("fenced");
+    assert!(inside.contains("Subject: Meeting") && inside.contains("Can we meet on Tuesday?"), "{input}");
+    assert!(input.contains(&format!("</{}>", &fence[1..])), "{input}");
+    let instructions = ask["instructions"].as_str().expect("instructions");
+    assert!(instructions.contains("untrusted input") && instructions.contains(fence), "{ask}");
 
     // The answer came back through Postfix into PEER's inbox, in the first message's
     // conversation; PEER's answer to it is in BOT's.
