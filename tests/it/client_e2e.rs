@@ -261,8 +261,14 @@ async fn every_command_against_serve_and_postfix() {
     assert!(header(&got.data, "Subject").is_some_and(|s| s.contains("Can we meet?")), "{}", got.data);
 
     // Review: a held send exits 3, approved with an edit it leaves; twice is a conflict (5).
-    let set = sh.ok(&["protection", "set", "--outbound-review", "on"]).await.stdout;
+    let set = sh.ok(&["protection", "set", "--outbound-review", "on", "--hold-ttl", "2h"]).await.stdout;
     assert!(set.contains("gate=allowlist/review"), "{set}");
+    let p = sh.ok(&["protection", "get", BOT, "--json"]).await.json();
+    assert_eq!(
+        (p["outbound"]["gate"]["action"].as_str(), p["holds"]["ttl_seconds"].as_u64()),
+        (Some("review"), Some(7200))
+    );
+    assert_eq!(p["inbound"]["gate"]["action"], "flag", "what was not named is kept: {p}");
     let held =
         sh.run(&["send", "--to", "carol@example.org", "--subject", "Draft", "--body", "Please check."]).await;
     assert_eq!(held.code, 3, "held for review: {}{}", held.stdout, held.stderr);
@@ -357,8 +363,13 @@ async fn every_command_against_serve_and_postfix() {
     assert_eq!(created["email"], "helper@agents.test");
     sh.ok(&["agents", "update", "helper@agents.test", "--name", "Helper 2"]).await;
     assert_eq!(sh.ok(&["agents", "get", "helper@agents.test", "--json"]).await.json()["name"], "Helper 2");
+    assert_eq!(sh.run(&["agents", "delete", "helper@agents.test"]).await.code, 2, "no --yes, no delete");
     sh.ok(&["agents", "delete", "helper@agents.test", "--yes"]).await;
     assert_eq!(sh.run(&["agents", "get", "helper@agents.test"]).await.code, 5);
+    let trash = sh.ok(&["agents", "list", "--deleted", "--json"]).await.lines();
+    assert!(trash.iter().any(|a| a["email"] == "helper@agents.test"), "{trash:?}");
+    sh.ok(&["agents", "restore", "helper@agents.test"]).await;
+    assert_eq!(sh.ok(&["agents", "get", "helper@agents.test", "--json"]).await.json()["name"], "Helper 2");
     // (agents.test is the deployment's shared domain, not the account's.)
     let added = sh.ok(&["domains", "add", "newco.test", "--json"]).await.json();
     assert_eq!(added["verified"], false);
