@@ -55,6 +55,9 @@ pub struct Settings {
     /// Console sessions: idle and absolute expiry.
     pub console_idle: Duration,
     pub console_lifetime: Duration,
+    /// Retention, as `/v1/info` reports it: trash days, and body days (0: for ever).
+    pub trash_retention_days: u32,
+    pub message_retention_days: u32,
 }
 
 impl Settings {
@@ -76,6 +79,8 @@ impl Settings {
             limits: cfg.rate_limits(),
             console_idle: cfg.console_session_idle,
             console_lifetime: cfg.console_session_lifetime,
+            trash_retention_days: cfg.trash_retention_days,
+            message_retention_days: cfg.message_retention_days,
         }
     }
 }

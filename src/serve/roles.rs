@@ -122,9 +122,13 @@ pub fn api(
     (postagent_api::run(listener, state, stop, config.shutdown_timeout), hub)
 }
 
-/// The janitor beside the API: expired idempotency keys and events.
+/// The janitor beside the API: expired idempotency keys and events, and retention.
 pub fn janitor(config: &Config, shared: &Shared, stop: Stop) -> impl Future<Output = ()> + Send + 'static {
-    let keep = postagent_core::janitor::Retention { events: config.events_retention };
+    let keep = postagent_core::janitor::Retention::new(
+        config.events_retention,
+        config.trash_retention_days,
+        config.message_retention_days,
+    );
     postagent_core::janitor::run(store(shared), JANITOR_EVERY, keep, stop)
 }
 

@@ -29,6 +29,7 @@ mod outbound_e2e;
 mod postfix_maps_e2e;
 mod postfix_setup;
 mod rate_limits;
+mod retention;
 mod reviews;
 mod sdk_compat;
 mod sdk_mail;

@@ -142,6 +142,13 @@ pub struct Config {
     /// How long the event log keeps events (`GET /v1/events/{id}` is 410 after it).
     #[serde(with = "value::duration")]
     pub events_retention: Duration,
+    /// Days a message or an agent stays in the trash (restorable) before it is purged for
+    /// good, messages included; at least 1.
+    pub trash_retention_days: u32,
+    /// Days after which the bodies of finished mail (raw MIME, draft text, attachments) are
+    /// dropped, keeping the envelope, verdict, labels and states. 0 (the default): kept for
+    /// ever.
+    pub message_retention_days: u32,
     /// WebSocket keepalive ping interval.
     #[serde(with = "value::duration")]
     pub ws_ping_interval: Duration,
@@ -255,6 +262,8 @@ impl Default for Config {
             webhook_disable_after: hours(72),
             webhook_disable_min_failures: 10,
             events_retention: hours(30 * 24),
+            trash_retention_days: 30,
+            message_retention_days: 0,
             ws_ping_interval: Duration::from_secs(30),
             submission_relay: ListenAddr::Tcp("127.0.0.1:10587".into()),
             submission_retry_schedule: [1, 5, 15]
@@ -514,6 +523,7 @@ impl Config {
             ("database_max_connections", u64::from(self.database_max_connections)),
             ("webhook_concurrency", u64::from(self.webhook_concurrency)),
             ("listen_backlog", u64::from(self.listen_backlog)),
+            ("trash_retention_days", u64::from(self.trash_retention_days)),
         ] {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));

@@ -19,6 +19,7 @@ mod messages;
 mod models;
 mod outbound;
 mod rate_limits;
+mod retention;
 mod rows;
 mod sql;
 mod suppressions;
@@ -28,6 +29,7 @@ pub use console::{ConsoleLogin, ConsoleSession, ConsoleStore, MAX_LISTED_SESSION
 pub use models::*;
 pub use outbound::OutboundStore;
 pub use rate_limits::RateLimitStore;
+pub use retention::RetentionStore;
 pub use sql::{Backend, SqlStore};
 pub use suppressions::{SoftBounceRun, Suppression, SuppressionStore};
 pub use webhooks::MAX_WEBHOOKS;
@@ -452,6 +454,7 @@ pub trait Store:
     + SuppressionStore
     + RateLimitStore
     + ConsoleStore
+    + RetentionStore
     + StoreHealth
 {
 }
@@ -468,6 +471,7 @@ impl<
         + SuppressionStore
         + RateLimitStore
         + ConsoleStore
+        + RetentionStore
         + StoreHealth,
 > Store for T
 {

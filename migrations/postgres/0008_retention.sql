@@ -1,0 +1,13 @@
+-- Retention (docs/storage.md): the janitor purges the trash after trash_retention_days and,
+-- with message_retention_days, drops old bodies. Both walk these indexes in bounded batches.
+CREATE INDEX messages_trashed ON messages (deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE INDEX messages_age ON messages (created_at);
+CREATE INDEX agents_trashed ON agents (deleted_at) WHERE deleted_at IS NOT NULL;
+
+-- Work that one replica should do at a time (the retention purges): a lease, taken when free
+-- or expired, renewed by its holder.
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
