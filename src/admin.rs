@@ -25,6 +25,10 @@ pub enum AdminCommand {
     /// API keys of an account.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Accounts: list them, export one (the e2a export envelope, to a file or stdout), delete
+    /// one with everything it owns.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
     /// Where an account's review notices (held messages, with approve/reject links) are
     /// mailed; without an address, back to the account's own email.
     Reviewer {
@@ -35,6 +39,29 @@ pub enum AdminCommand {
         reset: bool,
         #[arg(long)]
         account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AccountsCommand {
+    /// Every account: id, email, created.
+    List,
+    /// Write the account's export (GET /v1/account/export's document): its domains, agents,
+    /// keys (no secrets), suppressions, protection events and every message with its raw MIME.
+    Export {
+        #[arg(long)]
+        account: Option<String>,
+        /// Where to write it (default: stdout). Created 0600, never overwritten.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Delete the account and everything that names it, in one transaction (irreversible).
+    Delete {
+        #[arg(long)]
+        account: String,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -165,6 +192,7 @@ pub async fn run(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
             println!("API key: {plaintext}");
             Ok(())
         }
+        AdminCommand::Accounts(cmd) => accounts(store, &shared_domain, cmd).await,
         AdminCommand::Reviewer { email, reset, account } => {
             let account = pick_account(store, account.as_deref()).await?;
             let reviewer = match (email, reset) {
@@ -200,6 +228,72 @@ pub async fn run(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
     };
     shared.store.close().await;
     result
+}
+
+async fn accounts(store: &dyn Store, shared_domain: &str, cmd: AccountsCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccountsCommand::List => {
+            for a in store.list_accounts().await? {
+                println!("{}  {}  {}", a.id, a.email, a.created_at);
+            }
+        }
+        AccountsCommand::Export { account, output } => {
+            let account = pick_account(store, account.as_deref()).await?;
+            let started = std::time::Instant::now();
+            let done = match output {
+                Some(path) => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
+                    postagent_core::export::write(
+                        store,
+                        &account.id,
+                        shared_domain,
+                        Timestamp::now(),
+                        &mut out,
+                    )
+                    .await?
+                }
+                None => {
+                    let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
+                    postagent_core::export::write(
+                        store,
+                        &account.id,
+                        shared_domain,
+                        Timestamp::now(),
+                        &mut out,
+                    )
+                    .await?
+                }
+            };
+            eprintln!(
+                "exported {}: {} messages, {} bytes in {:.1} s",
+                account.email,
+                done.messages,
+                done.bytes,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        AccountsCommand::Delete { account, yes } => {
+            let account = pick_account(store, Some(&account)).await?;
+            if !yes {
+                bail!("deleting {} and everything it owns cannot be undone: add --yes", account.email);
+            }
+            let gone = store.delete_account(&account.id).await?.context("the account is already gone")?;
+            tracing::warn!(account = %account.id, messages = gone.messages, "account deleted by the operator");
+            println!("{}", postagent_api::routes::data::result(&gone));
+            let left = store.rows_naming(&account.id).await?;
+            if !left.is_empty() {
+                bail!("rows still name {} after the deletion: {left:?}", account.id);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every row (operator listings are not paginated).

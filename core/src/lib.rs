@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod dns;
+pub mod export;
 pub mod ids;
 pub mod janitor;
 pub mod magic;

@@ -2,6 +2,8 @@
 -- with message_retention_days, drops old bodies. Both walk these indexes in bounded batches.
 CREATE INDEX messages_trashed ON messages (deleted_at) WHERE deleted_at IS NOT NULL;
 CREATE INDEX messages_age ON messages (created_at);
+-- The account export walks an account's messages in (created_at, id) order.
+CREATE INDEX messages_account ON messages (account_id, created_at, id);
 CREATE INDEX agents_trashed ON agents (deleted_at) WHERE deleted_at IS NOT NULL;
 
 -- Work that one replica should do at a time (the retention purges): a lease, taken when free

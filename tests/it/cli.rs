@@ -312,3 +312,48 @@ fn client_commands_never_read_the_server_configuration() {
     let err = text(&out.stderr);
     assert!(err.contains("no API key") && !err.contains("shared_domian"), "{err}");
 }
+
+#[test]
+fn admin_exports_and_deletes_an_account() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    assert!(run(d, &["admin", "bootstrap", "--email", "gone@example.org"]).status.success());
+    assert!(run(d, &["admin", "bootstrap", "--email", "stays@example.org"]).status.success());
+    assert!(
+        run(d, &["admin", "domains", "add", "example.org", "--verified", "--account", "gone@example.org"])
+            .status
+            .success()
+    );
+    assert!(
+        run(d, &["admin", "agents", "add", "bot@example.org", "--account", "gone@example.org"])
+            .status
+            .success()
+    );
+
+    let out = run(d, &["admin", "accounts", "export", "--account", "gone@example.org", "-o", "export.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("0 messages"), "{}", text(&out.stderr));
+    let file = d.join("export.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).expect("file").permissions());
+    assert_eq!(mode & 0o777, 0o600, "an export is private");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    assert_eq!(
+        (doc["schema_version"].as_str(), doc["user"]["email"].as_str()),
+        (Some("4"), Some("gone@example.org"))
+    );
+    assert_eq!(doc["agents"][0]["email"], "bot@example.org");
+    let again =
+        run(d, &["admin", "accounts", "export", "--account", "gone@example.org", "-o", "export.json"]);
+    assert!(!again.status.success(), "an existing file is never overwritten");
+
+    let out = run(d, &["admin", "accounts", "delete", "--account", "gone@example.org"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--yes"), "{}", text(&out.stderr));
+    let out = run(d, &["admin", "accounts", "delete", "--account", "gone@example.org", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let counts: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).expect("counts");
+    assert_eq!((counts["agents_deleted"].as_u64(), counts["domains_deleted"].as_u64()), (Some(1), Some(1)));
+    let listed = text(&run(d, &["admin", "accounts", "list"]).stdout);
+    assert!(listed.contains("stays@example.org") && !listed.contains("gone@example.org"), "{listed}");
+}

@@ -12,6 +12,7 @@ mod cli;
 mod client_e2e;
 mod console;
 mod console_e2e;
+mod data_rights;
 mod docs;
 mod fanout_e2e;
 mod inbound_e2e;

@@ -41,12 +41,26 @@ const INTENTIONAL: &[(&str, &str)] = &[
     ),
     ("ReviewView: response field approval_expires_at is an addition", "postagent shows when a hold expires"),
     ("WebhookDeliveryView: response field event_id is an addition", "links a delivery to its event"),
+    (
+        "DeleteUserDataResult: response field conversations_deleted is an addition",
+        "a count per table deleted",
+    ),
+    ("DeleteUserDataResult: response field events_deleted is an addition", "a count per table deleted"),
+    ("DeleteUserDataResult: response field jobs_deleted is an addition", "a count per table deleted"),
+    ("DeleteUserDataResult: response field suppressions_deleted is an addition", "a count per table deleted"),
+    ("DeleteUserDataResult: response field webhooks_deleted is an addition", "a count per table deleted"),
+    (
+        "DeleteUserDataResult: response fields oauth_access_tokens_deleted, oauth_auth_codes_deleted, oauth_refresh_tokens_deleted not sent",
+        "no OAuth: API keys only",
+    ),
+    (
+        "UserExport: response fields oauth_connections, usage_events not sent",
+        "no OAuth and no usage metering",
+    ),
 ];
 
 /// Operations answered 501 `not_implemented`, with the reason.
 const NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    ("deleteAccount", "account deletion is an operator task for now"),
-    ("exportAccount", "no export yet"),
     ("testAgent", "send a message to the agent instead"),
     ("getMessageLifecycle", "no lifecycle log; see delivery_status and the event log"),
     ("listTemplates", "no templates"),
@@ -376,7 +390,6 @@ async fn the_document_is_served_and_501s_are_envelopes() {
     for (method, path) in [
         (reqwest::Method::GET, "/v1/templates"),
         (reqwest::Method::POST, "/v1/agents/bot%40agents.test/test"),
-        (reqwest::Method::GET, "/v1/account/export"),
         (reqwest::Method::GET, "/v1/contacts"),
         (reqwest::Method::POST, "/v1/agents/bot%40agents.test/contacts/abc/notes"),
         (reqwest::Method::GET, "/v1/metrics"),

@@ -122,6 +122,48 @@ pub fn components() -> Map<String, Value> {
     put("CreateAPIKeyResponse", view(&[&["key"], API_KEY].concat(), API_KEY_OPTIONAL));
     put("DeleteApiKeyResult", view(&["deleted", "id"], &[]));
     put(
+        "UserExport",
+        view(
+            &[
+                "generated_at",
+                "schema_version",
+                "user",
+                "domains",
+                "agents",
+                "api_keys",
+                "messages",
+                "suppressions",
+                "protection_events",
+            ],
+            &[],
+        ),
+    );
+    put(
+        "DeleteUserDataResult",
+        view(
+            &[
+                "deleted",
+                "usage_events_deleted",
+                "usage_summaries_deleted",
+                "messages_deleted",
+                "agents_deleted",
+                "domains_deleted",
+                "api_keys_deleted",
+                "sessions_deleted",
+                "agent_suppressions_deleted",
+                "agent_unsubscribe_tokens_deleted",
+                "user_deleted",
+            ],
+            &[
+                "suppressions_deleted",
+                "events_deleted",
+                "webhooks_deleted",
+                "conversations_deleted",
+                "jobs_deleted",
+            ],
+        ),
+    );
+    put(
         "CreateAPIKeyRequest",
         request::<account::CreateKeyRequest>(&[], &[("scope", &["account", "agent"])]),
     );

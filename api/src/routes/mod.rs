@@ -3,6 +3,7 @@
 pub mod account;
 pub mod agents;
 pub mod conversations;
+pub mod data;
 pub mod domains;
 pub mod events;
 pub mod loops;

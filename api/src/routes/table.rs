@@ -4,7 +4,8 @@
 //! `501 not_implemented` envelope, so a client never gets a bare 404 or an HTML page.
 
 use super::{
-    account, agents, conversations, domains, events, messages, meta, reviews, send, suppressions, webhooks,
+    account, agents, conversations, data, domains, events, messages, meta, reviews, send, suppressions,
+    webhooks,
 };
 use crate::AppState;
 use crate::auth::Principal;
@@ -51,6 +52,16 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
         (
             Op::new("get", "/v1/account", "getAccount", "account", Agent).ok(200, "AccountView"),
             get(account::get_account),
+        ),
+        (
+            Op::new("delete", "/v1/account", "deleteAccount", "account", Account)
+                .ok(200, "DeleteUserDataResult")
+                .query("confirm", &["DELETE"]),
+            delete(data::delete),
+        ),
+        (
+            Op::new("get", "/v1/account/export", "exportAccount", "account", Account).ok(200, "UserExport"),
+            get(data::export),
         ),
         (
             Op::new("get", "/v1/account/api-keys", "listApiKeys", "account", Account)
@@ -390,8 +401,6 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
         ),
     ];
     let missing = [
-        Op::new("delete", "/v1/account", "deleteAccount", "account", Account).ok(200, "DeleteUserDataResult"),
-        Op::new("get", "/v1/account/export", "exportAccount", "account", Account).ok(200, "UserExport"),
         Op::new("post", "/v1/agents/{email}/test", "testAgent", "agents", Agent).ok(202, "SendResultView"),
         Op::new(
             "get",

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const MESSAGE_COLS: &str = "id, account_id, agent_email, direction, status, review_status, read_status, \
+pub(super) const MESSAGE_COLS: &str = "id, account_id, agent_email, direction, status, review_status, read_status, \
      header_from, envelope_from, verified_domain, to_addrs, cc_addrs, bcc_addrs, reply_to, delivered_to, \
      subject, rfc_message_id, conversation_id, labels, authentication, size_bytes, delivery_status, \
      delivery_detail, created_at, deleted_at, in_reply_to, references_ids, provider_message_id, \
@@ -38,7 +38,7 @@ pub(super) async fn find_messages(store: &SqlStore, ids: &[String]) -> StoreResu
     q.fetch_all(&store.pool).await?.iter().map(message).collect()
 }
 
-fn message(row: &AnyRow) -> StoreResult<Message> {
+pub(super) fn message(row: &AnyRow) -> StoreResult<Message> {
     Ok(Message {
         id: row.try_get("id")?,
         account_id: AccountId::from_stored(row.try_get("account_id")?),

@@ -7,6 +7,7 @@
 //! apart. Where the dialects really differ (claiming work, write transactions, migrations,
 //! locking) the code branches on [`Backend`] in one place.
 
+mod account_data;
 mod accounts;
 mod agents;
 mod console;
@@ -25,6 +26,9 @@ mod sql;
 mod suppressions;
 mod webhooks;
 
+pub use account_data::{
+    AccountDataStore, AccountRecords, AgentRecord, DeletedAccount, DomainRecord, ExportedMessage,
+};
 pub use console::{ConsoleLogin, ConsoleSession, ConsoleStore, MAX_LISTED_SESSIONS, NewConsoleSession};
 pub use models::*;
 pub use outbound::OutboundStore;
@@ -455,6 +459,7 @@ pub trait Store:
     + RateLimitStore
     + ConsoleStore
     + RetentionStore
+    + AccountDataStore
     + StoreHealth
 {
 }
@@ -472,6 +477,7 @@ impl<
         + RateLimitStore
         + ConsoleStore
         + RetentionStore
+        + AccountDataStore
         + StoreHealth,
 > Store for T
 {

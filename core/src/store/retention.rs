@@ -26,7 +26,8 @@ pub trait RetentionStore: Send + Sync {
     async fn trashed_agents(&self, before: Timestamp, limit: i64) -> StoreResult<Vec<(AccountId, String)>>;
     /// Deletes up to `limit` of an agent's messages (before the agent itself is purged).
     async fn purge_agent_messages(&self, account: &AccountId, email: &str, limit: i64) -> StoreResult<u64>;
-    /// Drops the raw MIME, draft bodies and attachments of up to `limit` messages created
+    /// Drops the raw MIME, the draft (what the agent asked to send, attachments included) and
+    /// the attachment rows of up to `limit` messages created
     /// before `before` whose story is over (nothing held, queued or being sent); how many.
     async fn drop_bodies(&self, before: Timestamp, limit: i64) -> StoreResult<u64>;
 }
@@ -109,8 +110,8 @@ impl RetentionStore for SqlStore {
         let picked = format!(
             "SELECT id FROM messages
              WHERE created_at < $1 AND status IN {FINISHED}
-               AND (raw_message IS NOT NULL OR body_text IS NOT NULL OR body_html IS NOT NULL
-                    OR draft_attachments IS NOT NULL)
+               AND (raw_message IS NOT NULL OR draft IS NOT NULL OR body_text IS NOT NULL
+                    OR body_html IS NOT NULL OR draft_attachments IS NOT NULL)
              ORDER BY created_at LIMIT $2"
         );
         let ids: Vec<String> = sqlx::query(&picked)
@@ -127,7 +128,7 @@ impl RetentionStore for SqlStore {
         }
         let list = super::sql::placeholders(ids.len());
         let clear_sql = format!(
-            "UPDATE messages SET raw_message = NULL, body_text = NULL, body_html = NULL,
+            "UPDATE messages SET raw_message = NULL, draft = NULL, body_text = NULL, body_html = NULL,
                     draft_attachments = NULL, size_bytes = 0
              WHERE id IN ({list})"
         );
