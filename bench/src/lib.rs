@@ -25,6 +25,7 @@
 //! run saturates it (then Postfix's queue grows, and the figure is mostly queueing).
 
 pub mod console;
+pub mod data;
 pub mod fanout;
 pub mod hostile;
 mod maps;

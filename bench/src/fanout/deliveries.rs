@@ -141,6 +141,11 @@ impl Role {
         Ok((Role { child, warnings }, shown))
     }
 
+    /// The process id (to read its memory from /proc).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn warnings(&self) -> Vec<String> {
         self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
