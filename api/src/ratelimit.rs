@@ -46,6 +46,7 @@ impl Limiter {
             "/v1/agents/{email}/messages",
             "/v1/agents/{email}/messages/{id}/reply",
             "/v1/agents/{email}/messages/{id}/forward",
+            "/v1/agents/{email}/test",
             "/v1/reviews/{id}/approve",
         ];
         match *method {

@@ -153,19 +153,26 @@ fn header_cut(raw: &[u8], caps: Caps) -> Option<usize> {
 struct Scan {
     /// Where the bound is exceeded (a line start).
     cut: Option<usize>,
-    /// Header blocks (byte ranges) whose `message`/`digest` tokens must be made opaque.
+    /// `Content-Type` lines (byte ranges) whose `message`/`digest` tokens must be made opaque.
     neutralize: Vec<(usize, usize)>,
 }
 
 /// One pass over the lines: an upper bound on the parts and header fields mail-parser would
-/// make of each prefix, and the header blocks that would make it decode and re-parse.
+/// make of each prefix, and the header blocks that would make it decode and re-parse. Only a
+/// `Content-Type` field can make a part a nested message (`message/…`) or a digest, so only
+/// its lines are looked at and neutralized: a `Message-ID`, or a subject that says "message"
+/// or "digest", is mail like any other and stays as it is.
 fn scan(raw: &[u8], caps: Caps) -> Scan {
     let parts_budget = caps.max_parts.saturating_mul(BUDGET_FACTOR).max(1024);
     let headers_budget = caps.max_header_fields.saturating_mul(BUDGET_FACTOR).max(1024);
     let (mut parts, mut header_lines) = (1usize, 0usize);
     let mut neutralize = Vec::new();
-    // In a possible header block, since `block`, and what it said so far.
+    // In a possible header block (since the given offset), and what it said so far: the
+    // Content-Type lines' ranges, and whether they name a message or a digest and an
+    // encoding is declared.
     let mut block: Option<usize> = Some(0);
+    let mut content_type: Vec<(usize, usize)> = Vec::new();
+    let mut in_content_type = false;
     let (mut has_message, mut has_digest, mut has_encoding) = (false, false, false);
     let mut start = 0usize;
     while start < raw.len() {
@@ -175,27 +182,37 @@ fn scan(raw: &[u8], caps: Caps) -> Scan {
         let messages = count_ci(line, b"message");
         parts = parts.saturating_add(dashes).saturating_add(messages);
         let blank = line == b"\n" || line == b"\r\n";
-        if let Some(from) = block {
+        if block.is_some() {
             if blank {
                 if has_digest || (has_message && has_encoding) {
-                    neutralize.push((from, start));
+                    neutralize.append(&mut content_type);
                 }
                 // A message part's headers are followed by the nested message's own.
                 block = has_message.then_some(end);
+                content_type.clear();
+                in_content_type = false;
                 (has_message, has_digest, has_encoding) = (false, false, false);
             } else {
                 header_lines += 1;
-                has_message |= messages > 0;
-                has_digest |= count_ci(line, b"digest") > 0;
+                if !matches!(line.first(), Some(b' ' | b'\t')) {
+                    in_content_type = line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:");
+                }
+                if in_content_type {
+                    content_type.push((start, end));
+                    has_message |= messages > 0;
+                    has_digest |= count_ci(line, b"digest") > 0;
+                }
                 has_encoding |= count_ci(line, b"base64") > 0 || count_ci(line, b"quoted-printable") > 0;
             }
         }
         if dashes > 0 {
             // A boundary: what follows is a part's header block.
-            if let Some(from) = block.filter(|_| has_digest || (has_message && has_encoding)) {
-                neutralize.push((from, end));
+            if block.is_some() && (has_digest || (has_message && has_encoding)) {
+                neutralize.append(&mut content_type);
             }
             block = Some(end);
+            content_type.clear();
+            in_content_type = false;
             (has_message, has_digest, has_encoding) = (false, false, false);
         }
         if parts > parts_budget || header_lines > headers_budget {
@@ -203,8 +220,8 @@ fn scan(raw: &[u8], caps: Caps) -> Scan {
         }
         start = end;
     }
-    if let Some(from) = block.filter(|_| has_digest || (has_message && has_encoding)) {
-        neutralize.push((from, raw.len()));
+    if block.is_some() && (has_digest || (has_message && has_encoding)) {
+        neutralize.append(&mut content_type);
     }
     Scan { cut: None, neutralize }
 }
@@ -216,7 +233,7 @@ fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| w.eq_ignore_ascii_case(needle)).count()
 }
 
-/// A copy of `text` with every `message` and `digest` token of the given header blocks
+/// A copy of `text` with every `message` and `digest` token of the given `Content-Type` lines
 /// prefixed by `x-`, so mail-parser treats those parts as opaque attachments.
 fn neutralized(text: &[u8], blocks: &[(usize, usize)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 16 * blocks.len());
@@ -319,6 +336,18 @@ mod tests {
     }
 
     #[test]
+    fn a_single_part_encoded_message_keeps_its_headers() {
+        // Message-ID and a subject that says "message" or "digest", with a body in
+        // quoted-printable: ordinary mail, parsed as it is (no token made opaque).
+        let raw = b"From: a@example.org\r\nSubject: test message, weekly digest\r\nMessage-ID: <m2@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nhello=\r\n world\r\n";
+        let v = parse(raw, Caps::default());
+        assert!(matches!(v.text, Cow::Borrowed(_)), "nothing was rewritten");
+        let m = v.parse().expect("parses");
+        assert_eq!(m.subject(), Some("test message, weekly digest"));
+        assert_eq!(m.message_id(), Some("m2@example.org"));
+    }
+
+    #[test]
     fn parts_past_the_cap_are_cut_at_a_part() {
         let raw = multipart(300);
         let caps = Caps { max_parts: 50, ..Caps::default() };
@@ -379,6 +408,12 @@ mod tests {
         assert!(m.parts.len() < 10, "the nested message is not parsed: {}", m.parts.len());
         assert_eq!(m.attachments().count(), 1);
         assert_eq!(m.attachments().next().map(|a| a.contents().len()), Some(inner.len()));
+        // Nothing else in that header block is touched.
+        let headers = "From: a@example.org\r\nSubject: Your message digest\r\nMessage-ID: <m1@example.org>\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\nContent-Description: the forwarded message\r\n\r\nRnJvbTogYkBleGFtcGxlLm9yZw0KDQpoaQ0K\r\n--o--\r\n";
+        let v = parse(headers.as_bytes(), Caps::default());
+        let m = v.parse().expect("parses");
+        assert_eq!((m.subject(), m.message_id()), (Some("Your message digest"), Some("m1@example.org")));
+        assert_eq!(m.attachments().count(), 1);
         // An unencoded nested message is still a nested message.
         let plain = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nFrom: b@example.org\r\nSubject: inner\r\n\r\nhi\r\n--o--\r\n";
         let v = parse(plain.as_bytes(), Caps::default());

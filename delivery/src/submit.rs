@@ -201,15 +201,21 @@ impl Submitter {
         };
         let rcpts: Vec<String> = m.to.iter().chain(&m.cc).chain(&m.bcc).cloned().collect();
         let from = verp::bounce_address(&self.secret, &m.id, &agent.domain, Timestamp::now());
-        // A fresh token per try, so a retried submission is never refused as stale.
-        let raw = postagent_core::auth::submission::stamp(
-            &self.secret,
-            &raw,
-            &m.id,
-            m.account_id.as_str(),
-            &agent.email,
-            Timestamp::now(),
-        );
+        // A fresh token per try, so a retried submission is never refused as stale. Only the
+        // agent's own mail is stamped: the deployment's test message to an agent (From its
+        // noreply identity) must arrive as mail from outside does.
+        let raw = if m.header_from.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(&agent.email)) {
+            postagent_core::auth::submission::stamp(
+                &self.secret,
+                &raw,
+                &m.id,
+                m.account_id.as_str(),
+                &agent.email,
+                Timestamp::now(),
+            )
+        } else {
+            raw
+        };
         // Suppressed recipients never reach Postfix, even when the list changed after accept.
         let lower: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
         let tried = match self.store.suppressed(&m.account_id, &agent.email, &lower).await?.into_iter().next()

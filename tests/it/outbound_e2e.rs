@@ -536,3 +536,48 @@ async fn a_run_of_soft_bounces_through_postfix() {
         panic!("the internet refused every message, yet got {:?}:\n{}", d.rcpts, d.data);
     }
 }
+
+#[tokio::test]
+async fn the_agent_test_goes_the_whole_way_round() {
+    let Some((mut w, _internet)) = world_with(&[], Vec::new(), &["--poll-rate-limit", "0"]).await else {
+        return;
+    };
+    let server = w.serve();
+    let (status, r) = w.call(Method::POST, &format!("/v1/agents/{BOT}/test"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{r}");
+    assert_eq!((r["status"].as_str(), r["method"].as_str()), (Some("accepted"), Some("smtp")), "{r}");
+    let id = r["message_id"].as_str().expect("id").to_owned();
+    // The stored message follows the hand-over to Postfix…
+    let sent = wait_status(&w, BOT, &id, "sent").await;
+    assert_eq!(sent["header_from"], "postagent-noreply@mx.postagent.test", "{sent}");
+    // …and the mail comes back in through Postfix, the milter and LMTP, into the inbox,
+    // marked automatic so no agent answers it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let arrived = loop {
+        let inbox = w.get(&format!("/v1/agents/{BOT}/messages?read_status=all")).await;
+        if let Some(m) =
+            inbox["items"].as_array().and_then(|i| i.iter().find(|m| m["subject"] == sent["subject"]))
+        {
+            break m.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test message never reached the inbox\npostagent: {}\npostfix: {}",
+            server.log(),
+            w.postfix.read_log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(arrived["direction"], "inbound");
+    assert_eq!(arrived["header_from"], "postagent-noreply@mx.postagent.test");
+    assert_eq!(arrived["subject"], format!("postagent test message for {BOT}"), "the subject as sent");
+    assert!(
+        arrived["labels"].as_array().is_some_and(|l| l.contains(&json!("e2a:auto-generated"))),
+        "{arrived}"
+    );
+    let log = w.postfix.read_log();
+    assert!(log.contains(&format!("to=<{BOT}>")), "Postfix delivered it: {log}");
+    // Another account's agent, or none, is a 404.
+    let (status, _) = w.call(Method::POST, "/v1/agents/nobody@agents.test/test", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -629,3 +629,25 @@ pub fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
 }
+
+/// `POST /v1/agents/{email}/test`: a test message from the deployment's noreply identity to
+/// the agent, over the real route (Postfix, the milter, LMTP); 202 `accepted` with the id of
+/// the stored outbound message, whose `delivery_status` and `email.sent`/`email.failed`
+/// events tell how the hand-over to Postfix went. The mail itself lands in the inbox.
+pub async fn test(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(email): Path<String>,
+) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse;
+    let agent = agent_for(&state, &who, &email).await?;
+    let outcome = postagent_core::mail::outbound::agent_test::send_test(
+        state.store.as_ref(),
+        &agent,
+        &state.settings.mail_hostname,
+        Timestamp::now(),
+    )
+    .await?;
+    let (status, body) = outcome.view();
+    Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), axum::Json(body)).into_response())
+}

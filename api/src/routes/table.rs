@@ -120,6 +120,11 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
             post(agents::restore),
         ),
         (
+            Op::new("post", "/v1/agents/{email}/test", "testAgent", "agents", Agent)
+                .ok(202, "SendResultView"),
+            post(send::test),
+        ),
+        (
             Op::new("get", "/v1/agents/{email}/protection", "getAgentProtection", "agents", Account)
                 .ok(200, "ProtectionConfigView")
                 .beta(),
@@ -401,7 +406,6 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
         ),
     ];
     let missing = [
-        Op::new("post", "/v1/agents/{email}/test", "testAgent", "agents", Agent).ok(202, "SendResultView"),
         Op::new(
             "get",
             "/v1/agents/{email}/messages/{id}/lifecycle",

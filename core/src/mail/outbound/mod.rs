@@ -7,6 +7,7 @@
 //! request (HTTP 422), never a header injection.
 
 pub mod address;
+pub mod agent_test;
 pub mod bounce;
 pub mod compose;
 pub mod dsn;
