@@ -1,5 +1,6 @@
 """Drives postagent's endpoints through the published e2a SDK, unmodified: the foundation
-(info, account, keys, domains, agents), sending, the review queue and suppressions.
+(info, account, keys, domains, agents), sending, the review queue, suppressions, the agent
+test, and the data rights (export, then the account's deletion).
 
 Run by tests/it/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
 "TOKEN <domain> <token>" and waits for a line on stdin while the test publishes the TXT
@@ -11,6 +12,7 @@ import sys
 
 import httpx
 from e2a import (
+    E2AAuthError,
     E2AClient,
     E2AConflictError,
     E2ANotFoundError,
@@ -153,6 +155,19 @@ with E2AClient() as c:
     assert list(c.account.suppressions.list()) == []
     assert c.messages.send(AGENT, {"to": ["blocked@example.net"], "subject": "s", "text": "t"}).status == "accepted"
 
+    # The agent test: the deployment's test message, queued over the real route.
+    test = c.agents.test(AGENT)
+    assert test.status == "accepted" and test.message_id.startswith("msg_"), test
+
+    # Data rights: the export validates against the SDK's own models (schema 4).
+    export = c.account.export()
+    assert export.schema_version == "4", export.schema_version
+    assert export.user.email == "sdk@example.org", export.user
+    assert sorted(a.email for a in export.agents) == sorted([AGENT, SLUG]), export.agents
+    assert all(k.key_prefix for k in export.api_keys), export.api_keys
+    assert export.messages and all(m.agent_email in (AGENT, SLUG) for m in export.messages), len(export.messages)
+    assert any(m.raw_message for m in export.messages), "raw MIME is exported"
+
     # The high-level SDK only trashes; a permanent delete is the documented raw call.
     for email in (AGENT, SLUG):
         res = httpx.delete(
@@ -164,5 +179,10 @@ with E2AClient() as c:
     gone = c.domains.delete(DOMAIN)
     assert gone.deleted is True and gone.domain == DOMAIN, gone
     assert list(c.domains.list()) == []
+
+    # The account, deleted with everything it owns; its key dies with it.
+    gone = c.account.delete()
+    assert gone.deleted is True and gone.user_deleted is True and gone.api_keys_deleted >= 1, gone
+    expect(E2AAuthError, c.account.get)
 
 print("SDK OK", flush=True)
