@@ -243,21 +243,37 @@ async fn accounts(store: &dyn Store, shared_domain: &str, cmd: AccountsCommand) 
             let done = match output {
                 Some(path) => {
                     use std::os::unix::fs::OpenOptionsExt;
+                    if path.exists() {
+                        bail!("{} exists: an export never overwrites a file", path.display());
+                    }
+                    // Written beside the target and renamed once whole: a failed export leaves
+                    // no truncated file behind.
+                    let partial = path.with_extension("partial");
                     let file = std::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
                         .mode(0o600)
-                        .open(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
+                        .open(&partial)
+                        .with_context(|| format!("cannot create {}", partial.display()))?;
                     let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
-                    postagent_core::export::write(
+                    let written = postagent_core::export::write(
                         store,
                         &account.id,
                         shared_domain,
                         Timestamp::now(),
                         &mut out,
                     )
-                    .await?
+                    .await;
+                    let done = match written {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&partial);
+                            return Err(e.into());
+                        }
+                    };
+                    std::fs::rename(&partial, &path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    done
                 }
                 None => {
                     let mut out = tokio::io::BufWriter::new(tokio::io::stdout());

@@ -34,6 +34,7 @@ pub enum Limiter {
 impl Limiter {
     fn of(method: &Method, path: &str) -> Option<Self> {
         let poll = [
+            "/v1/account/export",
             "/v1/agents/{email}/messages",
             "/v1/agents/{email}/messages/{id}",
             "/v1/agents/{email}/conversations",

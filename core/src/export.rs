@@ -1,7 +1,8 @@
 //! The account export (`GET /v1/account/export`, `postagent admin accounts export`): e2a's
 //! stable `UserExport` envelope, schema version "4", written as it is read. The records come
 //! first, then the messages page by page (each with its raw MIME in base64, which carries its
-//! attachments), so the memory used is one page whatever the account's size.
+//! attachments), so the memory used is one page (at most 200 messages and 16 MiB of bodies,
+//! or one larger message) whatever the account's size.
 
 use crate::ids::AccountId;
 use crate::store::{AccountRecords, AgentRecord, ExportedMessage, Store};
@@ -70,11 +71,11 @@ pub async fn write<W: AsyncWrite + Unpin + Send>(
             w.put(message(m).to_string().as_bytes()).await?;
             written += 1;
         }
+        // A page may be shorter than asked (its bodies filled the byte budget): only an empty
+        // one ends the walk.
         match page.last() {
-            Some(last) if page.len() as i64 == PAGE => {
-                after = Some((last.message.created_at, last.message.id.clone()));
-            }
-            _ => break,
+            Some(last) => after = Some((last.message.created_at, last.message.id.clone())),
+            None => break,
         }
     }
     w.put(b"]}").await?;

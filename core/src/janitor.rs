@@ -102,13 +102,13 @@ pub async fn purge(
                 break 'agents;
             }
             budget -= 1;
-            let n = store.purge_agent_messages(&account, &email, PURGE_BATCH).await?;
+            let n = store.purge_agent_messages(&account, &email, trash_before, PURGE_BATCH).await?;
             done.messages += n;
             if n < PURGE_BATCH as u64 {
                 break;
             }
         }
-        if store.purge_agent(&account, &email).await?.is_some() {
+        if store.purge_trashed_agent(&account, &email, trash_before).await? {
             tracing::info!(account = %account, agent = %email, "janitor: trashed agent purged");
             done.agents += 1;
         }

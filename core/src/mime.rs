@@ -153,26 +153,33 @@ fn header_cut(raw: &[u8], caps: Caps) -> Option<usize> {
 struct Scan {
     /// Where the bound is exceeded (a line start).
     cut: Option<usize>,
-    /// `Content-Type` lines (byte ranges) whose `message`/`digest` tokens must be made opaque.
+    /// `Content-Type` media types (byte ranges) whose `message`/`digest` tokens must be made
+    /// opaque.
     neutralize: Vec<(usize, usize)>,
 }
 
 /// One pass over the lines: an upper bound on the parts and header fields mail-parser would
 /// make of each prefix, and the header blocks that would make it decode and re-parse. Only a
-/// `Content-Type` field can make a part a nested message (`message/…`) or a digest, so only
-/// its lines are looked at and neutralized: a `Message-ID`, or a subject that says "message"
-/// or "digest", is mail like any other and stays as it is.
+/// `Content-Type` field's media type can make a part a nested message (`message/…`) or a
+/// digest, so only that is looked at and neutralized: a `Message-ID`, a subject that says
+/// "message" or "digest", or a file name such as `voice-message.mp3` stays as it is.
+///
+/// A line is taken for a `Content-Type` field the way mail-parser reads field names, which is
+/// looser than RFC 5322: whitespace anywhere in the name and leading colons are ignored, and
+/// a line that starts with whitespace may still begin a field. So every line of a header
+/// block is tested, continuation or not.
 fn scan(raw: &[u8], caps: Caps) -> Scan {
     let parts_budget = caps.max_parts.saturating_mul(BUDGET_FACTOR).max(1024);
     let headers_budget = caps.max_header_fields.saturating_mul(BUDGET_FACTOR).max(1024);
     let (mut parts, mut header_lines) = (1usize, 0usize);
     let mut neutralize = Vec::new();
     // In a possible header block (since the given offset), and what it said so far: the
-    // Content-Type lines' ranges, and whether they name a message or a digest and an
-    // encoding is declared.
+    // media-type ranges of its Content-Type fields, and whether they name a message or a
+    // digest and an encoding is declared.
     let mut block: Option<usize> = Some(0);
-    let mut content_type: Vec<(usize, usize)> = Vec::new();
-    let mut in_content_type = false;
+    let mut media: Vec<(usize, usize)> = Vec::new();
+    // Inside a Content-Type field whose media type has not ended (no `;` yet).
+    let mut in_media = false;
     let (mut has_message, mut has_digest, mut has_encoding) = (false, false, false);
     let mut start = 0usize;
     while start < raw.len() {
@@ -185,22 +192,27 @@ fn scan(raw: &[u8], caps: Caps) -> Scan {
         if block.is_some() {
             if blank {
                 if has_digest || (has_message && has_encoding) {
-                    neutralize.append(&mut content_type);
+                    neutralize.append(&mut media);
                 }
                 // A message part's headers are followed by the nested message's own.
                 block = has_message.then_some(end);
-                content_type.clear();
-                in_content_type = false;
+                media.clear();
+                in_media = false;
                 (has_message, has_digest, has_encoding) = (false, false, false);
             } else {
                 header_lines += 1;
-                if !matches!(line.first(), Some(b' ' | b'\t')) {
-                    in_content_type = line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:");
-                }
-                if in_content_type {
-                    content_type.push((start, end));
-                    has_message |= messages > 0;
-                    has_digest |= count_ci(line, b"digest") > 0;
+                let folded = matches!(line.first(), Some(b' ' | b'\t'));
+                let value_from = content_type_value(line);
+                if value_from.is_some() || (folded && in_media) {
+                    let from = value_from.unwrap_or(0);
+                    let to = line[from..].iter().position(|&b| b == b';').map_or(line.len(), |i| from + i);
+                    let kind = &line[from..to];
+                    has_message |= count_ci(kind, b"message") > 0;
+                    has_digest |= count_ci(kind, b"digest") > 0;
+                    media.push((start + from, start + to));
+                    in_media = to == line.len();
+                } else if !folded {
+                    in_media = false;
                 }
                 has_encoding |= count_ci(line, b"base64") > 0 || count_ci(line, b"quoted-printable") > 0;
             }
@@ -208,11 +220,11 @@ fn scan(raw: &[u8], caps: Caps) -> Scan {
         if dashes > 0 {
             // A boundary: what follows is a part's header block.
             if block.is_some() && (has_digest || (has_message && has_encoding)) {
-                neutralize.append(&mut content_type);
+                neutralize.append(&mut media);
             }
             block = Some(end);
-            content_type.clear();
-            in_content_type = false;
+            media.clear();
+            in_media = false;
             (has_message, has_digest, has_encoding) = (false, false, false);
         }
         if parts > parts_budget || header_lines > headers_budget {
@@ -221,9 +233,37 @@ fn scan(raw: &[u8], caps: Caps) -> Scan {
         start = end;
     }
     if block.is_some() && (has_digest || (has_message && has_encoding)) {
-        neutralize.append(&mut content_type);
+        neutralize.append(&mut media);
     }
     Scan { cut: None, neutralize }
+}
+
+/// Where the value starts when `line` reads as a `Content-Type` field to mail-parser: its
+/// name with whitespace removed and leading colons skipped is `content-type`.
+fn content_type_value(line: &[u8]) -> Option<usize> {
+    const NAME: &[u8] = b"content-type";
+    let mut matched = 0;
+    let mut leading = true;
+    for (i, &b) in line.iter().enumerate() {
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        if leading && b == b':' {
+            continue;
+        }
+        leading = false;
+        if matched == NAME.len() {
+            return (b == b':').then_some(i + 1);
+        }
+        if !b.eq_ignore_ascii_case(&NAME[matched]) {
+            return None;
+        }
+        matched += 1;
+        if i > 200 {
+            return None;
+        }
+    }
+    None
 }
 
 fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
@@ -233,8 +273,8 @@ fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| w.eq_ignore_ascii_case(needle)).count()
 }
 
-/// A copy of `text` with every `message` and `digest` token of the given `Content-Type` lines
-/// prefixed by `x-`, so mail-parser treats those parts as opaque attachments.
+/// A copy of `text` with every `message` and `digest` token of the given `Content-Type` media
+/// types prefixed by `x-`, so mail-parser treats those parts as opaque attachments.
 fn neutralized(text: &[u8], blocks: &[(usize, usize)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 16 * blocks.len());
     let mut at = 0;
@@ -414,6 +454,28 @@ mod tests {
         let m = v.parse().expect("parses");
         assert_eq!((m.subject(), m.message_id()), (Some("Your message digest"), Some("m1@example.org")));
         assert_eq!(m.attachments().count(), 1);
+        // The ways mail-parser reads a field name that RFC 5322 would not: a leading space,
+        // a space before the colon, a space inside the name, leading colons. Each is still
+        // made opaque.
+        for field in [
+            " Content-Type: message/rfc822",
+            "Content-Type : message/rfc822",
+            "Content- Type: message/rfc822",
+            ":Content-Type: message/rfc822",
+            "x\r\n Content-Type: message/rfc822",
+            "Content-Type:\r\n message/rfc822",
+        ] {
+            let raw = format!(
+                "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n{field}\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--o--\r\n"
+            );
+            let v = parse(raw.as_bytes(), Caps::default());
+            let parts = v.parse().map_or(0, |m| m.parts.len());
+            assert!(parts < 10, "{field:?}: the nested message is not parsed ({parts} parts)");
+        }
+        // A file name that says "message" is left as it is.
+        let named = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: audio/mpeg; name=\"voice-message.mp3\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--o--\r\n";
+        let v = parse(named.as_bytes(), Caps::default());
+        assert!(matches!(v.text, Cow::Borrowed(_)), "nothing was rewritten");
         // An unencoded nested message is still a nested message.
         let plain = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nFrom: b@example.org\r\nSubject: inner\r\n\r\nhi\r\n--o--\r\n";
         let v = parse(plain.as_bytes(), Caps::default());

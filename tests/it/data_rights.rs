@@ -70,6 +70,31 @@ async fn export(app: &TestApp, key: &str) -> (StatusCode, Option<Value>, String)
 async fn export_delete_export_round_trip(app: &TestApp) {
     let (inbound, held) = populate(app).await;
     let account = app.account_id().await;
+    // Enough mail to cross the export's 200-message pages.
+    for i in 0..205 {
+        let raw = format!(
+            "From: Bulk <bulk@example.org>\r\nTo: {BOT}\r\nSubject: bulk {i}\r\nMessage-ID: <bulk-{i}@example.org>\r\n\r\nhi\r\n"
+        );
+        app.deliver(BOT, raw.as_bytes(), true).await;
+    }
+    // Another tenant, with an agent and mail, which nothing below may touch.
+    let other_key = app.other_account().await;
+    let r = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/agents",
+            Some(&other_key),
+            Some(json!({"email": "other@agents.test"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    app.deliver("other@agents.test", b"From: a@example.org\r\nSubject: theirs\r\n\r\nhi\r\n", true).await;
+    let other = {
+        use postagent_core::store::AccountStore;
+        app.store.find_account_by_email("intruder@example.net").await.expect("find").expect("other").id
+    };
+    let (_, other_export, _) = export(app, &other_key).await;
+    let other_rows = app.store.rows_naming(&other).await.expect("rows");
 
     let (status, body, disposition) = export(app, &app.key).await;
     assert_eq!(status, StatusCode::OK);
@@ -112,7 +137,7 @@ async fn export_delete_export_round_trip(app: &TestApp) {
         (agent["outbound_policy_action"].as_str(), agent["ttl_seconds"].as_i64()),
         (Some("review"), Some(3600))
     );
-    assert_eq!((agent["inbound_7d"].as_i64(), agent["pending_count"].as_i64()), (Some(1), Some(1)));
+    assert_eq!((agent["inbound_7d"].as_i64(), agent["pending_count"].as_i64()), (Some(206), Some(1)));
     // Keys: no secret, no hash; both keys listed.
     let keys = doc["api_keys"].as_array().expect("keys");
     assert_eq!(keys.len(), 2);
@@ -123,7 +148,11 @@ async fn export_delete_export_round_trip(app: &TestApp) {
     assert!(!doc.to_string().contains(&app.key), "the plaintext key is nowhere in the export");
     // Messages: the inbound one with its raw MIME (its attachment inside), the draft's text.
     let messages = doc["messages"].as_array().expect("messages");
-    assert_eq!(messages.len(), 2);
+    assert_eq!(messages.len(), 207, "every message, across pages");
+    let mut ids: Vec<&str> = messages.iter().filter_map(|m| m["id"].as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 207, "none twice");
+    assert!(!doc.to_string().contains("theirs"), "another account's mail is not in the export");
     let m = messages.iter().find(|m| m["id"] == inbound.as_str()).expect("inbound");
     let raw = base64::engine::general_purpose::STANDARD
         .decode(m["raw_message"].as_str().expect("raw"))
@@ -159,7 +188,7 @@ async fn export_delete_export_round_trip(app: &TestApp) {
             &b["api_keys_deleted"],
             &b["agent_suppressions_deleted"]
         ],
-        [&json!(2), &json!(1), &json!(2), &json!(1)],
+        [&json!(207), &json!(1), &json!(2), &json!(1)],
         "{b}"
     );
     for key in [
@@ -178,6 +207,14 @@ async fn export_delete_export_round_trip(app: &TestApp) {
     );
     let gauges = app.store.gauges().await.expect("gauges");
     assert!(gauges.jobs.iter().all(|(_, n)| *n == 0), "its queued work is gone: {:?}", gauges.jobs);
+
+    // The other tenant is untouched.
+    assert_eq!(app.store.rows_naming(&other).await.expect("rows"), other_rows);
+    let (status, again, _) = export(app, &other_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let count = |d: &Option<Value>| d.as_ref().and_then(|d| d["messages"].as_array().map(Vec::len));
+    assert_eq!(count(&again), count(&other_export));
+    assert_eq!(count(&again), Some(1));
 
     // Exporting again: the key died with the account.
     let (status, body, _) = export(app, &app.key).await;

@@ -79,6 +79,17 @@ async fn the_trash_is_purged_after_its_window(app: &TestApp) {
     let live = app.get(&path(BOT, &format!("/messages/{kept}"))).await;
     assert_eq!(live.status, StatusCode::OK);
     assert!(live.body["raw_message"].is_string());
+    // An agent restored before the window passed keeps its mail.
+    agent(app, "back@agents.test").await;
+    let kept_mail = app.deliver("back@agents.test", &message("back"), true).await;
+    app.delete(&format!("{}?confirm=DELETE", path("back@agents.test", ""))).await;
+    app.post(&path("back@agents.test", "/restore"), json!({})).await;
+    let after = purge(app.store.as_ref(), later, keep, "a", LEASE).await.expect("purge");
+    assert_eq!(after.agents, 0);
+    assert!(
+        app.store.find_message(&kept_mail).await.expect("find").is_some(),
+        "a restored agent keeps its mail"
+    );
     // A second pass finds nothing.
     let again = purge(app.store.as_ref(), later, keep, "a", LEASE).await.expect("purge");
     assert_eq!((again.messages, again.agents), (0, 0));
@@ -124,24 +135,27 @@ async fn old_bodies_are_dropped_and_held_mail_kept(app: &TestApp) {
 }
 
 async fn one_replica_at_a_time(app: &TestApp) {
+    // A lease of the test's own (the app's janitor holds `retention` from its first sweep).
     let now = Timestamp::now();
     let until = now.plus_secs(60);
-    assert!(app.store.take_lease("retention", "a", now, until).await.expect("lease"));
-    assert!(!app.store.take_lease("retention", "b", now, until).await.expect("lease"), "held by a");
+    assert!(app.store.take_lease("test-lease", "a", now, until).await.expect("lease"));
+    assert!(!app.store.take_lease("test-lease", "b", now, until).await.expect("lease"), "held by a");
     assert!(
-        app.store.take_lease("retention", "a", now.plus_secs(30), now.plus_secs(90)).await.expect("lease"),
+        app.store.take_lease("test-lease", "a", now.plus_secs(30), now.plus_secs(90)).await.expect("lease"),
         "renewed"
     );
     assert!(
-        !app.store.take_lease("retention", "b", now.plus_secs(60), now.plus_secs(120)).await.expect("lease")
+        !app.store.take_lease("test-lease", "b", now.plus_secs(60), now.plus_secs(120)).await.expect("lease")
     );
     assert!(
-        app.store.take_lease("retention", "b", now.plus_secs(91), now.plus_secs(151)).await.expect("lease"),
+        app.store.take_lease("test-lease", "b", now.plus_secs(91), now.plus_secs(151)).await.expect("lease"),
         "expired"
     );
-    // The purge itself does nothing on a replica without the lease.
-    let idle =
-        purge(app.store.as_ref(), now.plus_secs(100), Retention::default(), "a", LEASE).await.expect("purge");
+    // The purge itself does nothing on a replica without the lease: another holds it, far
+    // in the future of any janitor.
+    let later = now.plus_secs(400 * DAY);
+    assert!(app.store.take_lease("retention", "b", later, later.plus_secs(60)).await.expect("lease"));
+    let idle = purge(app.store.as_ref(), later, Retention::default(), "a", LEASE).await.expect("purge");
     assert!(!idle.leased);
     // /v1/info says what is kept.
     let info = app.call(reqwest::Method::GET, "/v1/info", None, None).await;

@@ -640,7 +640,9 @@ pub async fn test(
     Path(email): Path<String>,
 ) -> Result<Response, ApiError> {
     use axum::response::IntoResponse;
-    let agent = agent_for(&state, &who, &email).await?;
+    // As for a send: the agent's domain must be verified (or the shared domain), so the test
+    // is routed back here and never relayed to whoever holds an unverified name.
+    let agent = sender(&state, &who, &email).await?;
     let outcome = postagent_core::mail::outbound::agent_test::send_test(
         state.store.as_ref(),
         &agent,

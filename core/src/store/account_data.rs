@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use std::collections::HashMap;
 
+/// Raw bytes read per export page at most (one message more when a single one is larger).
+const EXPORT_PAGE_BYTES: i64 = 16 * 1024 * 1024;
+
 /// One exported message: the row, its raw MIME, what the agent asked to send (the draft's
 /// JSON, for outbound mail) and its attachments.
 #[derive(Debug, Clone)]
@@ -135,7 +138,8 @@ impl AccountDataStore for SqlStore {
         ));
         for r in sqlx::query(
             "SELECT d.domain, d.verified, d.verification_token, d.created_at, d.verified_at, d.last_checked_at,
-                    (SELECT COUNT(*) FROM agents a WHERE a.domain = d.domain AND a.deleted_at IS NULL) AS agent_count
+                    (SELECT COUNT(*) FROM agents a WHERE a.domain = d.domain AND a.account_id = d.account_id
+                      AND a.deleted_at IS NULL) AS agent_count
              FROM domains d WHERE d.account_id = $1 ORDER BY d.created_at, d.domain",
         )
         .bind(id)
@@ -284,18 +288,41 @@ impl AccountDataStore for SqlStore {
         limit: i64,
     ) -> StoreResult<Vec<ExportedMessage>> {
         let (at, id) = after.map_or((i64::MIN, String::new()), |(t, i)| (t.as_micros(), i.clone()));
+        // The page's ids and sizes first; bodies are then read for as many as fit in
+        // EXPORT_PAGE_BYTES (at least one), so a page of large mail stays small in memory.
+        let heads = sqlx::query(
+            "SELECT id, size_bytes FROM messages
+             WHERE account_id = $1 AND created_at >= $2 AND (created_at > $2 OR id > $3)
+             ORDER BY created_at, id LIMIT $4",
+        )
+        .bind(account.as_str())
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut bytes = 0i64;
+        for r in &heads {
+            let size: i64 = r.try_get("size_bytes")?;
+            if !ids.is_empty() && bytes + size > EXPORT_PAGE_BYTES {
+                break;
+            }
+            bytes += size;
+            ids.push(r.try_get("id")?);
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
-            "SELECT {MESSAGE_COLS}, raw_message, draft FROM messages
-             WHERE account_id = $1 AND (created_at > $2 OR (created_at = $2 AND id > $3))
-             ORDER BY created_at, id LIMIT $4"
+            "SELECT {MESSAGE_COLS}, raw_message, draft FROM messages WHERE id IN ({}) ORDER BY created_at, id",
+            super::sql::placeholders(ids.len())
         );
-        let rows = sqlx::query(&sql)
-            .bind(account.as_str())
-            .bind(at)
-            .bind(id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut q = sqlx::query(&sql);
+        for i in &ids {
+            q = q.bind(i.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         let mut page = Vec::with_capacity(rows.len());
         for r in &rows {
             page.push(ExportedMessage {
@@ -336,10 +363,10 @@ impl AccountDataStore for SqlStore {
     async fn delete_account(&self, account: &AccountId) -> StoreResult<Option<DeletedAccount>> {
         let id = account.as_str();
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT email, reviewer_email FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // The account row locked first (PostgreSQL): a concurrent write that names the account
+        // through a foreign key waits for this transaction, then fails on the missing row.
+        let lock = format!("SELECT email, reviewer_email FROM accounts WHERE id = $1{}", self.lock_rows());
+        let row = sqlx::query(&lock).bind(id).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Ok(None);
@@ -375,17 +402,14 @@ impl AccountDataStore for SqlStore {
         gone.agents = del(&mut tx, id, "DELETE FROM agents WHERE account_id = $1").await?;
         gone.domains = del(&mut tx, id, "DELETE FROM domains WHERE account_id = $1").await?;
         gone.api_keys = del(&mut tx, id, "DELETE FROM api_keys WHERE account_id = $1").await?;
-        // Rate windows name the account (`poll:<id>`, `send:<id>:<agent>`, `recipients:<id>`)
-        // or its addresses (`console-login:<email>`).
-        sqlx::query(
-            "DELETE FROM rate_limits WHERE bucket LIKE $1 OR bucket LIKE $2 OR bucket = $3 OR bucket = $4",
-        )
-        .bind(format!("%:{id}"))
-        .bind(format!("%:{id}:%"))
-        .bind(format!("console-login:{email}"))
-        .bind(format!("console-login:{}", reviewer.unwrap_or_default()))
-        .execute(&mut *tx)
-        .await?;
+        // Rate windows name the account (`poll:<id>`, `agent_creation:<id>`, `recipients:<id>`,
+        // `send:<id>:<agent>`) or its addresses (`console-login:<email>`): matched exactly.
+        let (sql, binds) = rate_windows(id, &email, reviewer.as_deref());
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = q.bind(b.as_str());
+        }
+        q.execute(&mut *tx).await?;
         del(&mut tx, id, "DELETE FROM accounts WHERE id = $1").await?;
         tx.commit().await?;
         self.directory_changed().await;
@@ -403,11 +427,19 @@ impl AccountDataStore for SqlStore {
                 left.push((*table, n));
             }
         }
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM rate_limits WHERE bucket LIKE $1")
-            .bind(format!("%{id}%"))
-            .fetch_one(&self.pool)
+        let email: Option<String> = sqlx::query("SELECT email FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
             .await?
-            .try_get("n")?;
+            .map(|r| r.try_get("email"))
+            .transpose()?;
+        let (sql, binds) = rate_windows(id, email.as_deref().unwrap_or(""), None);
+        let count = sql.replacen("DELETE FROM rate_limits", "SELECT COUNT(*) AS n FROM rate_limits", 1);
+        let mut q = sqlx::query(&count);
+        for b in &binds {
+            q = q.bind(b.as_str());
+        }
+        let n: i64 = q.fetch_one(&self.pool).await?.try_get("n")?;
         if n > 0 {
             left.push(("rate_limits", n));
         }
@@ -418,4 +450,26 @@ impl AccountDataStore for SqlStore {
 /// `sql` (a `DELETE … WHERE account_id = $1`) for the account; rows removed.
 async fn del(tx: &mut super::sql::WriteTx, id: &str, sql: &str) -> StoreResult<u64> {
     Ok(sqlx::query(sql).bind(id).execute(&mut **tx).await?.rows_affected())
+}
+
+/// The statement deleting an account's rate windows, exactly: its own buckets by name, its
+/// agents' send buckets by prefix (the id escaped for LIKE), its addresses' sign-in buckets.
+fn rate_windows(id: &str, email: &str, reviewer: Option<&str>) -> (String, Vec<String>) {
+    let escaped: String = id
+        .chars()
+        .flat_map(|c| if matches!(c, '%' | '_' | '\\') { vec!['\\', c] } else { vec![c] })
+        .collect();
+    let binds = vec![
+        format!("poll:{id}"),
+        format!("agent_creation:{id}"),
+        format!("recipients:{id}"),
+        format!("console-login:{email}"),
+        format!("console-login:{}", reviewer.unwrap_or(email)),
+        format!("send:{escaped}:%"),
+    ];
+    (
+        "DELETE FROM rate_limits WHERE bucket IN ($1, $2, $3, $4, $5) OR bucket LIKE $6 ESCAPE '\\'"
+            .to_owned(),
+        binds,
+    )
 }

@@ -24,8 +24,24 @@ pub trait RetentionStore: Send + Sync {
     async fn purge_trashed_messages(&self, before: Timestamp, limit: i64) -> StoreResult<u64>;
     /// Up to `limit` agents that went to the trash before `before`, oldest first.
     async fn trashed_agents(&self, before: Timestamp, limit: i64) -> StoreResult<Vec<(AccountId, String)>>;
-    /// Deletes up to `limit` of an agent's messages (before the agent itself is purged).
-    async fn purge_agent_messages(&self, account: &AccountId, email: &str, limit: i64) -> StoreResult<u64>;
+    /// Deletes up to `limit` messages of an agent that is still in the trash since before
+    /// `before` (a restored agent keeps its mail).
+    async fn purge_agent_messages(
+        &self,
+        account: &AccountId,
+        email: &str,
+        before: Timestamp,
+        limit: i64,
+    ) -> StoreResult<u64>;
+    /// Purges an agent that is still in the trash since before `before`: the row (first, so
+    /// a concurrent restore waits and then finds nothing), its remaining messages,
+    /// conversations and holds, and its keys revoked; `false` when it was restored.
+    async fn purge_trashed_agent(
+        &self,
+        account: &AccountId,
+        email: &str,
+        before: Timestamp,
+    ) -> StoreResult<bool>;
     /// Drops the raw MIME, the draft (what the agent asked to send, attachments included) and
     /// the attachment rows of up to `limit` messages created
     /// before `before` whose story is over (nothing held, queued or being sent); how many.
@@ -62,18 +78,41 @@ impl RetentionStore for SqlStore {
 
     async fn purge_trashed_messages(&self, before: Timestamp, limit: i64) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
-        // Attachments and holds go with their message (ON DELETE CASCADE).
-        let done = sqlx::query(
-            "DELETE FROM messages WHERE id IN (
-                 SELECT id FROM messages WHERE deleted_at IS NOT NULL AND deleted_at < $1
-                 ORDER BY deleted_at LIMIT $2)",
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM messages WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2",
         )
         .bind(before.as_micros())
         .bind(limit)
-        .execute(&mut *tx)
-        .await?;
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        // The trash condition again: a message restored since the select stays (PostgreSQL
+        // re-checks only the outer condition of a row that changed meanwhile). Attachments and
+        // holds go with their message (ON DELETE CASCADE); queued work naming it goes too.
+        let list = super::sql::placeholders(ids.len());
+        let n = ids.len();
+        let delete_sql = format!(
+            "DELETE FROM messages WHERE id IN ({list}) AND deleted_at IS NOT NULL AND deleted_at < ${}",
+            n + 1
+        );
+        let jobs_sql =
+            format!("DELETE FROM jobs WHERE kind IN ('submit', 'review_notify') AND ref_id IN ({list})");
+        let mut delete = sqlx::query(&delete_sql);
+        let mut jobs = sqlx::query(&jobs_sql);
+        for id in &ids {
+            delete = delete.bind(id);
+            jobs = jobs.bind(id);
+        }
+        let done = delete.bind(before.as_micros()).execute(&mut *tx).await?.rows_affected();
+        jobs.execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     async fn trashed_agents(&self, before: Timestamp, limit: i64) -> StoreResult<Vec<(AccountId, String)>> {
@@ -90,8 +129,29 @@ impl RetentionStore for SqlStore {
             .collect()
     }
 
-    async fn purge_agent_messages(&self, account: &AccountId, email: &str, limit: i64) -> StoreResult<u64> {
+    async fn purge_agent_messages(
+        &self,
+        account: &AccountId,
+        email: &str,
+        before: Timestamp,
+        limit: i64,
+    ) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
+        let trashed = format!(
+            "SELECT email FROM agents WHERE email = $1 AND account_id = $2 AND deleted_at IS NOT NULL
+             AND deleted_at < $3{}",
+            self.lock_rows()
+        );
+        let still = sqlx::query(&trashed)
+            .bind(email)
+            .bind(account.as_str())
+            .bind(before.as_micros())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if still.is_none() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
         let done = sqlx::query(
             "DELETE FROM messages WHERE id IN (
                  SELECT id FROM messages WHERE agent_email = $1 AND account_id = $2 LIMIT $3)",
@@ -105,13 +165,52 @@ impl RetentionStore for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_trashed_agent(
+        &self,
+        account: &AccountId,
+        email: &str,
+        before: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query(
+            "DELETE FROM agents WHERE email = $1 AND account_id = $2 AND deleted_at IS NOT NULL AND deleted_at < $3",
+        )
+        .bind(email)
+        .bind(account.as_str())
+        .bind(before.as_micros())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if gone == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for table in ["messages", "conversations", "holds"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE agent_email = $1 AND account_id = $2"))
+                .bind(email)
+                .bind(account.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Keys limited to this agent die with it, as with a permanent delete.
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $3 WHERE agent_email = $1 AND account_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(email)
+        .bind(account.as_str())
+        .bind(Timestamp::now().as_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.directory_changed().await;
+        Ok(true)
+    }
+
     async fn drop_bodies(&self, before: Timestamp, limit: i64) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
         let picked = format!(
             "SELECT id FROM messages
-             WHERE created_at < $1 AND status IN {FINISHED}
-               AND (raw_message IS NOT NULL OR draft IS NOT NULL OR body_text IS NOT NULL
-                    OR body_html IS NOT NULL OR draft_attachments IS NOT NULL)
+             WHERE (raw_message IS NOT NULL OR draft IS NOT NULL) AND created_at < $1 AND status IN {FINISHED}
              ORDER BY created_at LIMIT $2"
         );
         let ids: Vec<String> = sqlx::query(&picked)
