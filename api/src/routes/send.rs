@@ -643,6 +643,8 @@ pub async fn test(
     // As for a send: the agent's domain must be verified (or the shared domain), so the test
     // is routed back here and never relayed to whoever holds an unverified name.
     let agent = sender(&state, &who, &email).await?;
+    // One recipient, counted like any other against the account's daily quota.
+    crate::ratelimit::spend_quota(&state, &who.account_id, 1).await?;
     let outcome = postagent_core::mail::outbound::agent_test::send_test(
         state.store.as_ref(),
         &agent,
