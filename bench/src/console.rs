@@ -7,7 +7,7 @@
 //! gives each page's latency, from the request to the last byte of the page.
 
 use crate::fanout::Role;
-use crate::{AGENT, AGENT_DOMAIN, HOSTNAME, Latency};
+use crate::{AGENT, AGENT_DOMAIN, Latency};
 use anyhow::{Context as _, bail};
 use postagent_core::mail::inbound::{self, Delivered};
 use postagent_core::secret::Secret;
@@ -109,23 +109,9 @@ async fn backend(opts: &Opts, name: &'static str, db_url: &str) -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let (key, seed_secs) = seed(db_url, opts.messages).await?;
     let bin = std::fs::canonicalize(&opts.postagent)?;
-    let args = [
-        "api",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--database-url",
-        db_url,
-        "--shared-domain",
-        AGENT_DOMAIN,
-        "--mail-hostname",
-        HOSTNAME,
-        // The benchmark's own reads must not meet the poll budget.
-        "--poll-rate-limit",
-        "0",
-        "--send-rate-limit",
-        "0",
-    ];
-    let (_api, addr) = Role::start(&bin, &args, &[], dir.path(), "API listening on")?;
+    // The benchmark's own reads must not meet the poll budget.
+    let limits = ["--poll-rate-limit", "0", "--send-rate-limit", "0"];
+    let (_api, addr) = Role::api(&bin, db_url, dir.path(), &limits)?;
     let api = format!("http://{addr}");
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let agent = AGENT.replace('@', "%40");

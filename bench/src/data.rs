@@ -12,7 +12,7 @@
 //!   empty, timed.
 
 use crate::fanout::Role;
-use crate::{AGENT, AGENT_DOMAIN, HOSTNAME};
+use crate::{AGENT, AGENT_DOMAIN};
 use anyhow::{Context as _, bail};
 use postagent_core::janitor::{Retention, purge};
 use postagent_core::mail::inbound::{self, Delivered};
@@ -109,18 +109,7 @@ async fn backend(opts: &Opts, name: &'static str, db_url: &str) -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let (key, ids, seed_secs) = seed(db_url, opts.messages).await?;
     let bin = std::fs::canonicalize(&opts.postagent)?;
-    let args = [
-        "api",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--database-url",
-        db_url,
-        "--shared-domain",
-        AGENT_DOMAIN,
-        "--mail-hostname",
-        HOSTNAME,
-    ];
-    let (api, addr) = Role::start(&bin, &args, &[], dir.path(), "API listening on")?;
+    let (api, addr) = Role::api(&bin, db_url, dir.path(), &[])?;
     let http = reqwest::Client::new();
     let rss_before_kib = peak_rss_kib(api.pid());
     let started = Instant::now();

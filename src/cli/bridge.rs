@@ -11,7 +11,7 @@
 //! the From header names, so a forger could aim model-written mail at anyone. A redelivered
 //! event never answers twice: the reply's `Idempotency-Key` is derived from the message id.
 
-use super::http::{Call, read_capped, seg};
+use super::http::{Call, read_capped, retrying, seg};
 use super::output::{clean, s};
 use super::{CliError, Exit, Session};
 use reqwest::Method;
@@ -101,17 +101,11 @@ impl Bridge {
 
     /// POSTs the request, retrying transient failures; the model's JSON answer.
     async fn ask(&self, request: &Value) -> Result<Value, CliError> {
-        let mut attempt = 1;
-        loop {
-            match self.ask_once(request).await {
-                Err(e) if e.exit == Exit::Error && attempt < MODEL_ATTEMPTS => {
-                    eprintln!("postagent listen: {}; trying again", clean(e.to_string(), true));
-                    tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let note = |e: &CliError| eprintln!("postagent listen: {}; trying again", clean(e.to_string(), true));
+        retrying(MODEL_ATTEMPTS, Duration::from_secs(1), note, || async {
+            self.ask_once(request).await.map_err(|e| (e, None))
+        })
+        .await
     }
 
     async fn ask_once(&self, request: &Value) -> Result<Value, CliError> {

@@ -112,21 +112,8 @@ impl Api {
             // A URL parser would resolve it and call another operation.
             return Err(CliError::usage(format!("{bad:?} is not a valid id or address")));
         }
-        let mut attempt = 1;
-        loop {
-            match self.once(&call).await {
-                Err((e, wait)) if call.retryable() && e.exit == Exit::Error && attempt < ATTEMPTS => {
-                    let wait = wait.unwrap_or(Duration::from_millis(500 << (attempt - 1)));
-                    if wait > MAX_RETRY_AFTER {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err((e, _)) => return Err(e),
-                Ok(a) => return Ok(a),
-            }
-        }
+        let tries = if call.retryable() { ATTEMPTS } else { 1 };
+        retrying(tries, Duration::from_millis(500), |_| {}, || self.once(&call)).await
     }
 
     /// One attempt; on failure, the error and the server's `Retry-After`.
@@ -220,6 +207,37 @@ impl Api {
             return Err(refusal(status, &body));
         }
         read_capped(res, max).await
+    }
+}
+
+/// Runs `attempt` up to `tries` times while it fails for a transient reason (exit 1),
+/// waiting the `Retry-After` it was given (giving up when that is over
+/// [`MAX_RETRY_AFTER`]), else `first`, doubled at each try; `note` hears of each retry. The
+/// one retry loop of the client: API calls, model calls and forwards.
+pub async fn retrying<T, Fut>(
+    tries: u32,
+    first: Duration,
+    note: impl Fn(&CliError),
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, CliError>
+where
+    Fut: Future<Output = Result<T, (CliError, Option<Duration>)>>,
+{
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err((e, wait)) if e.exit == Exit::Error && n < tries => {
+                let wait = wait.unwrap_or(first * (1 << (n - 1)));
+                if wait > MAX_RETRY_AFTER {
+                    return Err(e);
+                }
+                note(&e);
+                tokio::time::sleep(wait).await;
+                n += 1;
+            }
+            Err((e, _)) => return Err(e),
+        }
     }
 }
 

@@ -460,8 +460,8 @@ impl Listener {
     /// is down, answers 5xx or 429: the message was fetched, and so marked read.
     async fn post(&self, target: &str, event: &serde_json::Value, body: String) -> Outcome {
         let id = s(&event["data"]["message_id"]);
-        let mut attempt = 1;
-        loop {
+        let note = |e: &CliError| eprintln!("postagent listen: {}; trying again", e.message);
+        super::http::retrying(FORWARD_ATTEMPTS, Duration::from_secs(1), note, || async {
             let mut req = self
                 .session
                 .api
@@ -474,30 +474,29 @@ impl Listener {
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
-            let failed = match req.send().await {
+            match req.send().await {
                 Ok(r) if r.status().is_success() => {
                     eprintln!("postagent listen: forwarded {id} to {target}");
-                    return Ok(Exit::Ok);
+                    Ok(Exit::Ok)
                 }
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    CliError::new(
+                    let e = CliError::new(
                         super::http::class(status, ""),
                         format!("{target} answered {status} for {id}"),
-                    )
+                    );
+                    Err((e, None))
                 }
-                Err(e) => CliError::new(
-                    Exit::Error,
-                    format!("cannot forward {id} to {target}: {}", e.without_url()),
-                ),
-            };
-            if failed.exit != Exit::Error || attempt >= FORWARD_ATTEMPTS {
-                return Err(failed);
+                Err(e) => Err((
+                    CliError::new(
+                        Exit::Error,
+                        format!("cannot forward {id} to {target}: {}", e.without_url()),
+                    ),
+                    None,
+                )),
             }
-            eprintln!("postagent listen: {}; trying again", failed.message);
-            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-            attempt += 1;
-        }
+        })
+        .await
     }
 }
 

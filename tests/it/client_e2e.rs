@@ -99,20 +99,24 @@ impl Shell {
         let mut child =
             self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
         let log = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(tokio::sync::Notify::new());
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let sink = log.clone();
+        let (sink, tell) = (log.clone(), arrived.clone());
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
                 sink.lock().expect("log").push(l);
+                tell.notify_waiters();
             }
         });
-        Running { _child: child, log }
+        Running { _child: child, log, arrived }
     }
 }
 
 struct Running {
     _child: tokio::process::Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Told of each new stderr line.
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Running {
@@ -120,11 +124,14 @@ impl Running {
     async fn wait_for(&self, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
+            // Asked for before looking, so a line arriving in between is not missed.
+            let next = self.arrived.notified();
             if let Some(l) = self.log.lock().expect("log").iter().find(|l| l.contains(needle)) {
                 return l.clone();
             }
-            assert!(tokio::time::Instant::now() < deadline, "no {needle:?} on stderr:\n{}", self.log());
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if tokio::time::timeout_at(deadline, next).await.is_err() {
+                panic!("no {needle:?} on stderr:\n{}", self.log());
+            }
         }
     }
 

@@ -14,6 +14,7 @@ mod console;
 mod console_e2e;
 mod data_rights;
 mod docs;
+mod domains;
 mod fanout_e2e;
 mod inbound_e2e;
 mod lab;

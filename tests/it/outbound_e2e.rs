@@ -542,7 +542,7 @@ async fn the_agent_test_goes_the_whole_way_round() {
     let Some((mut w, _internet)) = world_with(&[], Vec::new(), &["--poll-rate-limit", "0"]).await else {
         return;
     };
-    let server = w.serve();
+    let _server = w.serve();
     let (status, r) = w.call(Method::POST, &format!("/v1/agents/{BOT}/test"), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{r}");
     assert_eq!((r["status"].as_str(), r["method"].as_str()), (Some("accepted"), Some("smtp")), "{r}");
@@ -552,22 +552,11 @@ async fn the_agent_test_goes_the_whole_way_round() {
     assert_eq!(sent["header_from"], "postagent-noreply@mx.postagent.test", "{sent}");
     // …and the mail comes back in through Postfix, the milter and LMTP, into the inbox,
     // marked automatic so no agent answers it.
-    let deadline = std::time::Instant::now() + WAIT;
-    let arrived = loop {
+    let arrived = until("the test message in the inbox", WAIT, || async {
         let inbox = w.get(&format!("/v1/agents/{BOT}/messages?read_status=all")).await;
-        if let Some(m) =
-            inbox["items"].as_array().and_then(|i| i.iter().find(|m| m["subject"] == sent["subject"]))
-        {
-            break m.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the test message never reached the inbox\npostagent: {}\npostfix: {}",
-            server.log(),
-            w.postfix.read_log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+        inbox["items"].as_array().and_then(|i| i.iter().find(|m| m["subject"] == sent["subject"]).cloned())
+    })
+    .await;
     assert_eq!(arrived["direction"], "inbound");
     assert_eq!(arrived["header_from"], "postagent-noreply@mx.postagent.test");
     assert_eq!(arrived["subject"], format!("postagent test message for {BOT}"), "the subject as sent");

@@ -141,6 +141,29 @@ impl Role {
         Ok((Role { child, warnings }, shown))
     }
 
+    /// `postagent api` on `db_url` with the lab's shared domain and mail hostname, plus
+    /// `extra` flags; the role and its address.
+    pub(crate) fn api(
+        bin: &Path,
+        db_url: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<(Role, String)> {
+        let mut args = vec![
+            "api",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--database-url",
+            db_url,
+            "--shared-domain",
+            crate::AGENT_DOMAIN,
+            "--mail-hostname",
+            crate::HOSTNAME,
+        ];
+        args.extend_from_slice(extra);
+        Role::start(bin, &args, &[], dir, "API listening on")
+    }
+
     /// The process id (to read its memory from /proc).
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

@@ -137,30 +137,7 @@ impl AgentStore for SqlStore {
 
     async fn purge_agent(&self, account: &AccountId, email: &str) -> StoreResult<Option<u64>> {
         let mut tx = self.begin_write().await?;
-        let messages = sqlx::query("DELETE FROM messages WHERE agent_email = $1 AND account_id = $2")
-            .bind(email)
-            .bind(account.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        for table in ["conversations", "holds"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE agent_email = $1 AND account_id = $2"))
-                .bind(email)
-                .bind(account.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Keys limited to this agent die with it: a later agent at the same address is a
-        // different mailbox and must not inherit them.
-        sqlx::query(
-            "UPDATE api_keys SET revoked_at = $3
-             WHERE agent_email = $1 AND account_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(email)
-        .bind(account.as_str())
-        .bind(Timestamp::now().as_micros())
-        .execute(&mut *tx)
-        .await?;
+        let messages = drop_agent_rows(&mut tx, account, email).await?;
         let gone = sqlx::query("DELETE FROM agents WHERE email = $1 AND account_id = $2")
             .bind(email)
             .bind(account.as_str())
@@ -206,4 +183,38 @@ impl AgentStore for SqlStore {
         self.directory_changed().await;
         self.get_agent(account, email).await
     }
+}
+
+/// What goes with an agent, permanently deleted or purged from the trash: its messages
+/// (attachments and holds cascade), conversations and holds, and its keys revoked (a later
+/// agent at the same address is a different mailbox and must not inherit them). The number
+/// of messages deleted.
+pub(super) async fn drop_agent_rows(
+    tx: &mut super::sql::WriteTx,
+    account: &AccountId,
+    email: &str,
+) -> StoreResult<u64> {
+    let messages = sqlx::query("DELETE FROM messages WHERE agent_email = $1 AND account_id = $2")
+        .bind(email)
+        .bind(account.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    for table in ["conversations", "holds"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE agent_email = $1 AND account_id = $2"))
+            .bind(email)
+            .bind(account.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE api_keys SET revoked_at = $3
+         WHERE agent_email = $1 AND account_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(email)
+    .bind(account.as_str())
+    .bind(Timestamp::now().as_micros())
+    .execute(&mut **tx)
+    .await?;
+    Ok(messages)
 }

@@ -78,16 +78,13 @@ impl RetentionStore for SqlStore {
 
     async fn purge_trashed_messages(&self, before: Timestamp, limit: i64) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
-        let ids: Vec<String> = sqlx::query(
+        let ids = batch(
+            &mut tx,
             "SELECT id FROM messages WHERE deleted_at IS NOT NULL AND deleted_at < $1 ORDER BY deleted_at LIMIT $2",
+            before,
+            limit,
         )
-        .bind(before.as_micros())
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get("id"))
-        .collect::<Result<_, _>>()?;
+        .await?;
         if ids.is_empty() {
             tx.commit().await?;
             return Ok(0);
@@ -185,22 +182,7 @@ impl RetentionStore for SqlStore {
             tx.rollback().await?;
             return Ok(false);
         }
-        for table in ["messages", "conversations", "holds"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE agent_email = $1 AND account_id = $2"))
-                .bind(email)
-                .bind(account.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        // Keys limited to this agent die with it, as with a permanent delete.
-        sqlx::query(
-            "UPDATE api_keys SET revoked_at = $3 WHERE agent_email = $1 AND account_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(email)
-        .bind(account.as_str())
-        .bind(Timestamp::now().as_micros())
-        .execute(&mut *tx)
-        .await?;
+        super::agents::drop_agent_rows(&mut tx, account, email).await?;
         tx.commit().await?;
         self.directory_changed().await;
         Ok(true)
@@ -213,14 +195,7 @@ impl RetentionStore for SqlStore {
              WHERE (raw_message IS NOT NULL OR draft IS NOT NULL) AND created_at < $1 AND status IN {FINISHED}
              ORDER BY created_at LIMIT $2"
         );
-        let ids: Vec<String> = sqlx::query(&picked)
-            .bind(before.as_micros())
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
+        let ids = batch(&mut tx, &picked, before, limit).await?;
         if ids.is_empty() {
             tx.commit().await?;
             return Ok(0);
@@ -243,4 +218,15 @@ impl RetentionStore for SqlStore {
         tx.commit().await?;
         Ok(done)
     }
+}
+
+/// The ids a batch works on: `sql` selects `id` with `$1` a time bound and `$2` the limit.
+async fn batch(
+    tx: &mut super::sql::WriteTx,
+    sql: &str,
+    before: Timestamp,
+    limit: i64,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(sql).bind(before.as_micros()).bind(limit).fetch_all(&mut **tx).await?;
+    Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
 }
