@@ -165,8 +165,13 @@ impl QueryParams {
 
     /// `limit`: 1–100, default 100.
     pub fn limit(&self) -> Result<u32, ApiError> {
+        self.limit_or(100)
+    }
+
+    /// `?limit=` (1–100), `default` when absent.
+    pub fn limit_or(&self, default: u32) -> Result<u32, ApiError> {
         match self.get("limit") {
-            None => Ok(100),
+            None => Ok(default),
             Some(v) => v
                 .parse::<u32>()
                 .ok()

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::views::Page;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use postagent_core::mail::lifecycle::NewStage;
 use postagent_core::secret::Secret;
 use postagent_core::sign::{ct_eq, hmac_sha256};
 use postagent_core::store::{
@@ -45,6 +46,7 @@ positioned! {
     Webhook => |w| (w.created_at, w.id.clone()),
     Delivery => |d| (d.created_at, d.id.clone()),
     Suppression => |s| (s.created_at, s.address.clone()),
+    NewStage => |r| (r.occurred_at, r.id.clone()),
 }
 
 /// One page of a listing: the rows to read (`?cursor=` and `?limit=`), with its filters
@@ -59,8 +61,18 @@ pub struct Listing<'a> {
 
 impl<'a> Listing<'a> {
     pub fn new(secret: &'a Secret, pin: impl Into<String>, q: &QueryParams) -> Result<Self, ApiError> {
+        Self::with_default(secret, pin, q, 100)
+    }
+
+    /// [`Listing::new`] for a listing whose page is `default` rows unless `?limit=` says.
+    pub fn with_default(
+        secret: &'a Secret,
+        pin: impl Into<String>,
+        q: &QueryParams,
+        default: u32,
+    ) -> Result<Self, ApiError> {
         let pin = pin.into();
-        let limit = q.limit()?;
+        let limit = q.limit_or(default)?;
         let query = page_query(secret, &pin, q.get("cursor"), limit)?;
         Ok(Self { secret, pin, query })
     }

@@ -64,7 +64,7 @@ pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -
         source_message_id: None,
         created_at: Timestamp::now(),
     };
-    match state.store.add_suppression(&s, Some(suppression_event(&s))).await {
+    match state.store.add_suppression(&s, Some(suppression_event(&s, &[])), Vec::new()).await {
         Ok(added) => {
             if added {
                 postagent_core::metrics::SUPPRESSIONS_ADDED.inc("unsubscribe");

@@ -387,6 +387,76 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// A ledger row's stage.
+    LifecycleStage = "lifecycle stage" {
+        Accepted = "accepted",
+        Authentication = "authentication",
+        Review = "review",
+        Suppression = "suppression",
+        Queued = "queued",
+        Submission = "submission",
+        Delivery = "delivery",
+        Complaint = "complaint",
+    }
+}
+
+vocabulary! {
+    /// What the stage came to.
+    LifecycleOutcome = "lifecycle outcome" {
+        Accepted = "accepted",
+        Passed = "passed",
+        Failed = "failed",
+        Indeterminate = "indeterminate",
+        Pending = "pending",
+        Approved = "approved",
+        Rejected = "rejected",
+        Blocked = "blocked",
+        Applied = "applied",
+        Enqueued = "enqueued",
+        Deferred = "deferred",
+        Delivered = "delivered",
+        Bounced = "bounced",
+        Reported = "reported",
+    }
+}
+
+vocabulary! {
+    /// The contract's reason codes; each names its stage and outcome.
+    LifecycleReason = "lifecycle reason code" {
+        InboundSmtp = "acceptance.inbound_smtp",
+        OutboundApi = "acceptance.outbound_api",
+        LocalLoopback = "acceptance.local_loopback",
+        DmarcPass = "authentication.dmarc_pass",
+        DmarcFail = "authentication.dmarc_fail",
+        DmarcNone = "authentication.dmarc_none",
+        DmarcTemporaryError = "authentication.dmarc_temporary_error",
+        DmarcPermanentError = "authentication.dmarc_permanent_error",
+        HoldCreated = "review.hold_created",
+        ReviewApproved = "review.approved",
+        ReviewRejected = "review.rejected",
+        ExpiredApproved = "review.expired_approved",
+        ExpiredRejected = "review.expired_rejected",
+        RecipientBlocked = "suppression.recipient_blocked",
+        HardBounceApplied = "suppression.hard_bounce_applied",
+        ComplaintApplied = "suppression.complaint_applied",
+        InboundProcessing = "queue.inbound_processing",
+        OutboundSubmission = "queue.outbound_submission",
+        UpstreamAccepted = "submission.upstream_accepted",
+        LoopbackAccepted = "submission.local_loopback_accepted",
+        TemporaryFailure = "submission.temporary_failure",
+        ProviderRejected = "submission.provider_rejected",
+        RetriesExhausted = "submission.local_retries_exhausted",
+        Cancelled = "submission.cancelled",
+        RecipientServerAccepted = "delivery.recipient_server_accepted",
+        TemporaryDelay = "delivery.temporary_delay",
+        PermanentBounce = "delivery.permanent_bounce",
+        TransientBounce = "delivery.transient_bounce",
+        UndeterminedBounce = "delivery.undetermined_bounce",
+        RecipientReported = "complaint.recipient_reported",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +488,9 @@ mod tests {
         round_trip::<ProbeStatus>();
         round_trip::<EventKind>();
         round_trip::<JobKind>();
+        round_trip::<LifecycleStage>();
+        round_trip::<LifecycleOutcome>();
+        round_trip::<LifecycleReason>();
         round_trip::<EventStatus>();
         round_trip::<AuthStatus>();
         round_trip::<Alignment>();

@@ -20,13 +20,14 @@ use postagent_core::config::SubmissionSettings;
 use postagent_core::magic;
 use postagent_core::mail::event::with_fields;
 use postagent_core::mail::event::{OutboundFacts, outbound_data, outbound_event};
+use postagent_core::mail::lifecycle::{self, NewStage, Reason};
 use postagent_core::mail::outbound::{notify, verp};
 use postagent_core::mail::{outbound::Draft, review};
 use postagent_core::metrics;
 use postagent_core::secret::Secret;
 use postagent_core::store::{Job, MessageUpdate, Store, StoreError, Transition};
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::{DeliveryStatus, EventKind, JobKind, MessageStatus};
+use postagent_core::vocab::{DeliveryStatus, Direction, EventKind, JobKind, MessageStatus};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +58,9 @@ enum Tried {
     },
     Permanent(String),
     Temporary(String),
-    /// Not tried: a recipient was suppressed after the message was accepted.
-    Suppressed(String),
+    /// Not tried: a recipient was suppressed after the message was accepted (why, the
+    /// address, the list's source).
+    Suppressed(String, String, String),
 }
 
 /// `250 2.0.0 Ok: queued as 4dQ1xk0sYzz9sWL` → the queue id.
@@ -222,7 +224,8 @@ impl Submitter {
         {
             Some(s) => {
                 metrics::SUPPRESSED_SENDS.inc("submission");
-                Tried::Suppressed(format!("recipient {} is suppressed ({})", s.address, s.source))
+                let why = format!("recipient {} is suppressed ({})", s.address, s.source);
+                Tried::Suppressed(why, s.address.clone(), s.source.to_string())
             }
             None => self.smtp_try(Some(&from), &rcpts, &raw).await,
         };
@@ -230,28 +233,34 @@ impl Submitter {
         let facts = OutboundFacts::of(&m, &conversation);
         let data = outbound_data(&agent, &m.id, &facts);
         let now = Timestamp::now();
-        let fail = |reason: String, code: &str| Transition {
-            message_id: m.id.clone(),
-            from: vec![MessageStatus::Sending],
-            set: MessageUpdate {
-                status: Some(MessageStatus::Failed),
-                delivery_status: Some(DeliveryStatus::Failed),
-                delivery_detail: Some(reason.clone()),
-                ..Default::default()
-            },
-            events: vec![outbound_event(
-                &agent,
-                &m.id,
-                &conversation,
-                EventKind::EmailFailed,
-                with_fields(
-                    data.clone(),
-                    json!({"method": "smtp", "reason": reason, "reason_code": code, "retryable": false}),
-                ),
-                now,
-            )],
-            at: now,
-            ..Transition::default()
+        let stage = |reason| NewStage::new(&m.id, Direction::Outbound, reason, now);
+        let fail = |reason: String, code: &str, ledger: Vec<NewStage>| {
+            let ledger = lifecycle::in_order(ledger);
+            Transition {
+                message_id: m.id.clone(),
+                from: vec![MessageStatus::Sending],
+                set: MessageUpdate {
+                    status: Some(MessageStatus::Failed),
+                    delivery_status: Some(DeliveryStatus::Failed),
+                    delivery_detail: Some(reason.clone()),
+                    ..Default::default()
+                },
+                events: vec![outbound_event(
+                    &agent,
+                    &m.id,
+                    &conversation,
+                    EventKind::EmailFailed,
+                    with_fields(
+                        data.clone(),
+                        json!({"method": "smtp", "reason": reason, "reason_code": code, "retryable": false,
+                            "lifecycle_transitions": lifecycle::views(&ledger)}),
+                    ),
+                    now,
+                )],
+                lifecycle: ledger,
+                at: now,
+                ..Transition::default()
+            }
         };
         metrics::SUBMISSIONS.inc(match (&tried, self.next_try(job)) {
             (Tried::Queued { .. }, _) => "sent",
@@ -261,7 +270,15 @@ impl Submitter {
         match tried {
             Tried::Queued { queue_id, reply } => {
                 let qid = queue_id.clone().unwrap_or_else(|| "NOQUEUE".into());
-                let mut sent = with_fields(data.clone(), json!({"method": "smtp"}));
+                let accepted = stage(Reason::UpstreamAccepted)
+                    .evidence("smtp_detail", reply.as_str())
+                    .correlate("provider_message_id", queue_id.as_deref())
+                    .correlate("postfix_queue_id", queue_id.as_deref())
+                    .correlate("job_id", Some(&job.id.to_string()));
+                let mut sent = with_fields(
+                    data.clone(),
+                    json!({"method": "smtp", "lifecycle_transitions": [accepted.view()]}),
+                );
                 if let (Some(q), Some(obj)) = (&queue_id, sent.as_object_mut()) {
                     obj.insert("provider_message_id".into(), json!(q));
                 }
@@ -284,6 +301,7 @@ impl Submitter {
                         sent,
                         now,
                     )],
+                    lifecycle: vec![accepted],
                     at: now,
                     ..Transition::default()
                 };
@@ -306,13 +324,20 @@ impl Submitter {
                     raw.len()
                 );
             }
-            Tried::Suppressed(reason) => {
-                self.store.transition(fail(reason.clone(), "suppression.recipient_suppressed")).await?;
+            Tried::Suppressed(reason, blocked, by) => {
+                let ledger = vec![
+                    stage(Reason::RecipientBlocked).recipient(&blocked).evidence("suppression_source", by),
+                    stage(Reason::Cancelled).evidence("failure_reason", reason.as_str()),
+                ];
+                self.store
+                    .transition(fail(reason.clone(), "suppression.recipient_suppressed", ledger))
+                    .await?;
                 self.store.complete_job(job.id, &self.id).await?;
                 tracing::warn!("NOQUEUE: submission stopped msg={} agent={}: {reason}", m.id, agent.email);
             }
             Tried::Permanent(reason) => {
-                self.store.transition(fail(reason.clone(), "submission.provider_rejected")).await?;
+                let ledger = vec![stage(Reason::ProviderRejected).evidence("smtp_detail", reason.as_str())];
+                self.store.transition(fail(reason.clone(), "submission.provider_rejected", ledger)).await?;
                 self.store.complete_job(job.id, &self.id).await?;
                 tracing::warn!("NOQUEUE: submission refused msg={} agent={}: {reason}", m.id, agent.email);
             }
@@ -327,6 +352,11 @@ impl Submitter {
                             delivery_detail: Some(reason.clone()),
                             ..Default::default()
                         },
+                        lifecycle: vec![
+                            stage(Reason::TemporaryFailure)
+                                .evidence("smtp_detail", reason.as_str())
+                                .correlate("job_id", Some(&job.id.to_string())),
+                        ],
                         at: now,
                         ..Transition::default()
                     };
@@ -342,7 +372,11 @@ impl Submitter {
                 }
                 None => {
                     let reason = format!("gave up after {} tries: {reason}", job.attempts);
-                    self.store.transition(fail(reason.clone(), "submission.local_retries_exhausted")).await?;
+                    let ledger =
+                        vec![stage(Reason::RetriesExhausted).evidence("failure_reason", reason.as_str())];
+                    self.store
+                        .transition(fail(reason.clone(), "submission.local_retries_exhausted", ledger))
+                        .await?;
                     self.store.complete_job(job.id, &self.id).await?;
                     tracing::warn!("NOQUEUE: submission failed msg={} agent={}: {reason}", m.id, agent.email);
                 }
@@ -399,7 +433,7 @@ impl Submitter {
                     login.account_id
                 );
             }
-            Tried::Permanent(reason) | Tried::Suppressed(reason) => {
+            Tried::Permanent(reason) | Tried::Suppressed(reason, ..) => {
                 self.store.complete_job(job.id, &self.id).await?;
                 tracing::warn!("NOQUEUE: console sign-in link refused to=<{to}>: {reason}");
             }
@@ -494,7 +528,7 @@ impl Submitter {
                     agent.email
                 );
             }
-            Tried::Permanent(reason) | Tried::Suppressed(reason) => {
+            Tried::Permanent(reason) | Tried::Suppressed(reason, ..) => {
                 self.store.complete_job(job.id, &self.id).await?;
                 tracing::warn!("NOQUEUE: review notice refused msg={} reviewer=<{reviewer}>: {reason}", m.id);
             }

@@ -125,7 +125,7 @@ async fn account_list_and_its_guards(app: &TestApp) {
         source_message_id: Some("msg_x".into()),
         created_at: postagent_core::time::Timestamp::now(),
     };
-    assert!(app.store.add_suppression(&s, None).await.expect("add"));
+    assert!(app.store.add_suppression(&s, None, Vec::new()).await.expect("add"));
     let list = app.get("/v1/account/suppressions").await;
     let item = &list.body["items"][0];
     assert_eq!(

@@ -40,7 +40,7 @@ pub async fn agent_for(state: &AppState, who: &Principal, email: &str) -> Result
         .ok_or_else(|| ApiError::not_found("agent"))
 }
 
-async fn message_for(
+pub(super) async fn message_for(
     state: &AppState,
     who: &Principal,
     email: &str,

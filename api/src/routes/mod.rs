@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod data;
 pub mod domains;
 pub mod events;
+pub mod lifecycle;
 pub mod loops;
 pub mod messages;
 pub mod meta;

@@ -132,7 +132,7 @@ pub async fn create_agent(
         source_message_id: None,
         created_at: Timestamp::now(),
     };
-    if state.store.add_suppression(&s, Some(suppression_event(&s))).await? {
+    if state.store.add_suppression(&s, Some(suppression_event(&s, &[])), Vec::new()).await? {
         postagent_core::metrics::SUPPRESSIONS_ADDED.inc("manual");
         tracing::info!(agent = %agent.email, address = %a, "agent suppression added");
     }

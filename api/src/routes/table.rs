@@ -4,8 +4,8 @@
 //! `501 not_implemented` envelope, so a client never gets a bare 404 or an HTML page.
 
 use super::{
-    account, agents, conversations, data, domains, events, messages, meta, reviews, send, suppressions,
-    webhooks,
+    account, agents, conversations, data, domains, events, lifecycle, messages, meta, reviews, send,
+    suppressions, webhooks,
 };
 use crate::AppState;
 use crate::auth::Principal;
@@ -166,6 +166,19 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
             Op::new("get", "/v1/agents/{email}/messages/{id}", "getMessage", "messages", Agent)
                 .ok(200, "MessageView"),
             get(messages::get),
+        ),
+        (
+            Op::new(
+                "get",
+                "/v1/agents/{email}/messages/{id}/lifecycle",
+                "getMessageLifecycle",
+                "messages",
+                Agent,
+            )
+            .ok(200, "PageMessageLifecycleTransition")
+            .paged()
+            .beta(),
+            get(lifecycle::get),
         ),
         (
             Op::new("patch", "/v1/agents/{email}/messages/{id}", "updateMessage", "messages", Agent)
@@ -406,15 +419,6 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
         ),
     ];
     let missing = [
-        Op::new(
-            "get",
-            "/v1/agents/{email}/messages/{id}/lifecycle",
-            "getMessageLifecycle",
-            "messages",
-            Agent,
-        )
-        .ok(200, "PageMessageLifecycleTransition")
-        .beta(),
         Op::new("get", "/v1/templates", "listTemplates", "templates", Account)
             .ok(200, "PageTemplateSummaryView")
             .beta(),

@@ -10,7 +10,7 @@ use crate::mail::protection::{Protection, Rule, Verdict};
 use crate::sign::sha256_hex;
 use crate::store::{Agent, NewAttachment, NewEvent, Suppression};
 use crate::time::Timestamp;
-use crate::vocab::{Direction, EventKind, MessageType, optional_str};
+use crate::vocab::{Direction, EventKind, MessageType, SuppressionSource, optional_str};
 use serde_json::{Value, json};
 
 /// The deterministic id of the event `kind` about `subject`: the same on every retry,
@@ -236,7 +236,26 @@ pub fn gate_fields(data: &mut Value, verdict: &Verdict, protection: &Protection)
 
 /// `domain.suppression_added` for an entry of the account's list, `agent.suppression_added`
 /// for an agent's (contract §4.3); one per entry, with a stable id.
-pub fn suppression_event(s: &Suppression) -> NewEvent {
+/// The ledger row a suppression caused by a message's feedback adds to that message.
+pub fn suppression_ledger(s: &Suppression) -> Vec<crate::mail::lifecycle::NewStage> {
+    use crate::mail::lifecycle::{NewStage, Reason};
+    let reason = match s.source {
+        SuppressionSource::Bounce => Reason::HardBounceApplied,
+        SuppressionSource::Complaint => Reason::ComplaintApplied,
+        _ => return Vec::new(),
+    };
+    let Some(message_id) = &s.source_message_id else { return Vec::new() };
+    vec![
+        NewStage::new(message_id, Direction::Outbound, reason, s.created_at)
+            .recipient(&s.address)
+            .evidence("suppression_scope", if s.agent_email.is_some() { "agent" } else { "account" })
+            .evidence("suppression_source", s.source.as_str()),
+    ]
+}
+
+/// `domain.suppression_added` / `agent.suppression_added`, carrying `ledger` (see
+/// [`suppression_ledger`]) as its `lifecycle_transitions`.
+pub fn suppression_event(s: &Suppression, ledger: &[crate::mail::lifecycle::NewStage]) -> NewEvent {
     let mut data = match &s.agent_email {
         None => json!({"address": s.address, "source": s.source}),
         Some(agent) => json!({"agent_email": agent, "address": s.address, "source": s.source}),
@@ -246,6 +265,9 @@ pub fn suppression_event(s: &Suppression) -> NewEvent {
     }
     if let (Some(m), Some(obj)) = (&s.source_message_id, data.as_object_mut()) {
         obj.insert("message_id".into(), json!(m));
+    }
+    if let (false, Some(obj)) = (ledger.is_empty(), data.as_object_mut()) {
+        obj.insert("lifecycle_transitions".into(), crate::mail::lifecycle::views(ledger));
     }
     let kind = if s.agent_email.is_some() {
         EventKind::AgentSuppressionAdded

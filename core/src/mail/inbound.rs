@@ -9,6 +9,7 @@
 use crate::auth::headers::{self, Claims, Delivery, EntityType, VerifyError};
 use crate::ids;
 use crate::mail::event::{MessageEvent, Received, gate_fields, inbound_gate_data};
+use crate::mail::lifecycle;
 use crate::mail::outbound::verp;
 use crate::mail::protection::{Protection, Verdict};
 use crate::mime;
@@ -409,7 +410,24 @@ pub fn filed(
         attachments: &p.parsed.attachments,
         conversation_id: conversation_id.as_deref(),
     };
-    let data = received.data();
+    let then = match verdict {
+        Verdict::Pass | Verdict::Flag { .. } => lifecycle::Reason::InboundProcessing,
+        Verdict::Review { .. } => lifecycle::Reason::HoldCreated,
+        Verdict::Block { .. } => lifecycle::Reason::ReviewRejected,
+    };
+    let ledger = lifecycle::inbound(
+        &id,
+        p.postfix_queue_id.as_deref(),
+        source_id,
+        &delivered_to,
+        authentication.as_ref(),
+        then,
+        now,
+    );
+    let mut data = received.data();
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("lifecycle_transitions".into(), lifecycle::views(&ledger));
+    }
     let (status, review_status, flag_reason, hold) = match verdict {
         Verdict::Pass => (MessageStatus::Received, None, None, None),
         Verdict::Flag { reason, .. } => (MessageStatus::Received, None, Some(reason.clone()), None),
@@ -479,6 +497,7 @@ pub fn filed(
         review_status,
         flag_reason,
         hold,
+        lifecycle: ledger,
         labels: p
             .auto_class
             .map(crate::mail::loops::label)

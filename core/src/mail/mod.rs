@@ -6,6 +6,7 @@
 
 pub mod event;
 pub mod inbound;
+pub mod lifecycle;
 pub mod loops;
 pub mod outbound;
 pub mod protection;

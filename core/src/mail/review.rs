@@ -6,6 +6,7 @@
 //! expired hold apply `on_expiry` exactly once.
 
 use crate::mail::event::{OutboundFacts, Received, outbound_data, outbound_event, with_fields};
+use crate::mail::lifecycle::{self, NewStage, Reason};
 use crate::mail::outbound::send::{attachment_rows, compose_for, is_loopback, loopback_twin};
 use crate::mail::outbound::{Draft, DraftAttachment, DraftError, address::bare};
 use crate::secret::Secret;
@@ -220,6 +221,10 @@ pub async fn approve(
     let cx = load(store, message_id, &by, now).await?;
     let auto = by.auto();
     let hold_state = if auto { HoldState::ExpiredApproved } else { HoldState::Approved };
+    let direction = cx.hold.direction;
+    let stage = |reason| NewStage::new(&cx.message.id, direction, reason, now);
+    let decision = stage(if auto { Reason::ExpiredApproved } else { Reason::ReviewApproved })
+        .evidence("review_resolution", by.label());
     let mut t = Transition {
         message_id: cx.message.id.clone(),
         hold: Some(HoldDecision { state: hold_state, decided_by: by.label(), reject_reason: None }),
@@ -243,10 +248,14 @@ pub async fn approve(
         });
         let approved = if auto { with_fields(approved, json!({"auto_resolved": true})) } else { approved };
         t.events.push(event(&cx, EventKind::EmailReviewApproved, approved, now));
+        t.lifecycle = lifecycle::in_order(vec![decision.clone(), stage(Reason::InboundProcessing)]);
         t.events.push(event(
             &cx,
             EventKind::EmailReceived,
-            received_from_row(store, &cx.message).await?,
+            with_fields(
+                received_from_row(store, &cx.message).await?,
+                json!({"lifecycle_transitions": lifecycle::views(&t.lifecycle)}),
+            ),
             now,
         ));
         Decided::Released { id: cx.message.id.clone() }
@@ -298,8 +307,15 @@ pub async fn approve(
             t.set.delivery_status = Some(DeliveryStatus::Sent);
             t.set.provider_message_id =
                 Some(format!("<{}@loopback.{}>", &cx.message.id[4..], cx.agent.domain));
-            let sent =
-                with_fields(outbound_data(&cx.agent, &cx.message.id, &facts), json!({"method": "loopback"}));
+            t.lifecycle = lifecycle::in_order(vec![
+                decision.clone(),
+                stage(Reason::OutboundSubmission),
+                stage(Reason::LoopbackAccepted),
+            ]);
+            let sent = with_fields(
+                outbound_data(&cx.agent, &cx.message.id, &facts),
+                json!({"method": "loopback", "lifecycle_transitions": lifecycle::views(&t.lifecycle[2..])}),
+            );
             t.events.push(event(&cx, EventKind::EmailSent, sent, now));
             let (twin, received) = loopback_twin(&cx.agent, &cx.message.id, &raw, &conversation_id, now);
             t.twin = Some(twin);
@@ -309,6 +325,7 @@ pub async fn approve(
             t.set.status = Some(MessageStatus::Accepted);
             t.set.delivery_status = Some(DeliveryStatus::Accepted);
             t.jobs.push(NewJob { kind: JobKind::Submit, ref_id: cx.message.id.clone(), run_at: now });
+            t.lifecycle = lifecycle::in_order(vec![decision.clone(), stage(Reason::OutboundSubmission)]);
             Decided::Queued { id: cx.message.id.clone(), edited }
         };
         t.set.raw = Some(raw);
@@ -380,6 +397,15 @@ pub async fn reject(
             reject_reason: Some(reason.clone()).filter(|r| !r.is_empty()),
         }),
         events: vec![event(&cx, EventKind::EmailReviewRejected, data, now)],
+        lifecycle: vec![
+            NewStage::new(
+                &cx.message.id,
+                cx.hold.direction,
+                if auto { Reason::ExpiredRejected } else { Reason::ReviewRejected },
+                now,
+            )
+            .evidence("review_resolution", by.label()),
+        ],
         at: now,
         ..Transition::default()
     };

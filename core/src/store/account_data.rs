@@ -111,6 +111,7 @@ const ACCOUNT_TABLES: &[&str] = &[
     "agents",
     "conversations",
     "messages",
+    "message_lifecycle",
     "events",
     "webhooks",
     "holds",
@@ -386,6 +387,7 @@ impl AccountDataStore for SqlStore {
         .await?
         .rows_affected();
         let mut gone = DeletedAccount { jobs, ..DeletedAccount::default() };
+        del(&mut tx, id, "DELETE FROM message_lifecycle WHERE account_id = $1").await?;
         gone.messages = del(&mut tx, id, "DELETE FROM messages WHERE account_id = $1").await?;
         gone.conversations = del(&mut tx, id, "DELETE FROM conversations WHERE account_id = $1").await?;
         gone.events = del(&mut tx, id, "DELETE FROM events WHERE account_id = $1").await?;

@@ -16,6 +16,7 @@ mod domains;
 mod events;
 mod idempotency;
 mod jobs;
+mod lifecycle;
 mod messages;
 mod models;
 mod outbound;
@@ -30,6 +31,7 @@ pub use account_data::{
     AccountDataStore, AccountRecords, AgentRecord, DeletedAccount, DomainRecord, ExportedMessage,
 };
 pub use console::{ConsoleLogin, ConsoleSession, ConsoleStore, MAX_LISTED_SESSIONS, NewConsoleSession};
+pub use lifecycle::LifecycleStore;
 pub use models::*;
 pub use outbound::OutboundStore;
 pub use rate_limits::RateLimitStore;
@@ -460,6 +462,7 @@ pub trait Store:
     + ConsoleStore
     + RetentionStore
     + AccountDataStore
+    + LifecycleStore
     + StoreHealth
 {
 }
@@ -478,6 +481,7 @@ impl<
         + ConsoleStore
         + RetentionStore
         + AccountDataStore
+        + LifecycleStore
         + StoreHealth,
 > Store for T
 {

@@ -162,6 +162,9 @@ pub struct NewInboundMessage {
     /// System labels set at delivery (`e2a:auto-replied`…, loop protection).
     pub labels: Vec<String>,
     pub hold: Option<NewHold>,
+    /// Its first lifecycle rows (accepted at the Postfix queue id, authentication, queued or
+    /// held), written with the row.
+    pub lifecycle: Vec<crate::mail::lifecycle::NewStage>,
 }
 
 /// A hold on a message: it waits for a reviewer until `expires_at`.
@@ -255,6 +258,8 @@ pub struct OutboundInsert {
     pub events: Vec<NewEvent>,
     pub jobs: Vec<NewJob>,
     pub idempotency: Option<IdempotencyDone>,
+    /// Ledger rows of the message (and of its twin), written in the same transaction.
+    pub lifecycle: Vec<crate::mail::lifecycle::NewStage>,
 }
 
 /// Column values a [`Transition`] sets; `None` leaves a column alone.
@@ -301,6 +306,8 @@ pub struct Transition {
     pub events: Vec<NewEvent>,
     pub jobs: Vec<NewJob>,
     pub idempotency: Option<IdempotencyDone>,
+    /// Ledger rows recording this change, written only when it applies.
+    pub lifecycle: Vec<crate::mail::lifecycle::NewStage>,
     pub at: Timestamp,
 }
 

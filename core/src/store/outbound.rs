@@ -184,6 +184,7 @@ impl OutboundStore for SqlStore {
         let published =
             side_effects(self, &mut tx, &new.twin, &new.events, &new.jobs, &new.idempotency, m.created_at)
                 .await?;
+        super::lifecycle::insert_stages(&mut tx, &new.lifecycle).await?;
         tx.commit().await?;
         for p in published {
             self.bus.publish(p);
@@ -271,6 +272,7 @@ impl OutboundStore for SqlStore {
         }
         let published =
             side_effects(self, &mut tx, &t.twin, &t.events, &t.jobs, &t.idempotency, t.at).await?;
+        super::lifecycle::insert_stages(&mut tx, &t.lifecycle).await?;
         tx.commit().await?;
         for p in published {
             self.bus.publish(p);

@@ -44,7 +44,13 @@ fn suppression(row: &AnyRow) -> StoreResult<Suppression> {
 pub trait SuppressionStore: Send + Sync {
     /// Adds `s` (its address lowercase) unless that list already has the address; `event` is
     /// emitted in the same transaction, only for a new entry. `true` when added.
-    async fn add_suppression(&self, s: &Suppression, event: Option<NewEvent>) -> StoreResult<bool>;
+    /// Adds `s` (with its event and the ledger rows it records) unless the list has it.
+    async fn add_suppression(
+        &self,
+        s: &Suppression,
+        event: Option<NewEvent>,
+        ledger: Vec<crate::mail::lifecycle::NewStage>,
+    ) -> StoreResult<bool>;
     /// A page of one list, newest first: the account's (`agent = None`) or an agent's.
     async fn list_suppressions(
         &self,
@@ -100,7 +106,12 @@ const RUN_SCAN: i64 = 1000;
 
 #[async_trait]
 impl SuppressionStore for SqlStore {
-    async fn add_suppression(&self, s: &Suppression, event: Option<NewEvent>) -> StoreResult<bool> {
+    async fn add_suppression(
+        &self,
+        s: &Suppression,
+        event: Option<NewEvent>,
+        ledger: Vec<crate::mail::lifecycle::NewStage>,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO suppressions (account_id, agent_email, address, source, reason, source_message_id, created_at)
@@ -121,6 +132,9 @@ impl SuppressionStore for SqlStore {
         let mut published: Option<BusMessage> = None;
         if inserted && let Some(e) = &event {
             published = Some(super::events::insert_event(self, &mut tx, e).await?.0);
+        }
+        if inserted {
+            super::lifecycle::insert_stages(&mut tx, &ledger).await?;
         }
         tx.commit().await?;
         if let Some(p) = published {

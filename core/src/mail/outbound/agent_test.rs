@@ -9,9 +9,10 @@
 use super::compose;
 use super::send::Outcome;
 use crate::ids;
+use crate::mail::lifecycle::{self, NewStage, Reason};
 use crate::store::{Agent, NewAttachment, NewJob, NewOutboundMessage, OutboundInsert, Store, StoreError};
 use crate::time::Timestamp;
-use crate::vocab::{DeliveryStatus, JobKind, MessageStatus, MessageType, SendMethod};
+use crate::vocab::{DeliveryStatus, Direction, JobKind, MessageStatus, MessageType, SendMethod};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
 
@@ -86,6 +87,10 @@ pub async fn send_test(
         events: Vec::new(),
         jobs: vec![NewJob { kind: JobKind::Submit, ref_id: id.clone(), run_at: now }],
         idempotency: None,
+        lifecycle: lifecycle::in_order(vec![
+            NewStage::new(&id, Direction::Outbound, Reason::OutboundApi, now),
+            NewStage::new(&id, Direction::Outbound, Reason::OutboundSubmission, now),
+        ]),
     };
     store.insert_outbound(insert).await?;
     tracing::info!("NOQUEUE: agent test msg={id} agent={} from=<{}>", agent.email, sender(mail_hostname));

@@ -6,7 +6,10 @@
 //! nothing but the delivery detail.
 
 use super::dsn;
-use crate::mail::event::{OutboundFacts, outbound_data, outbound_event, suppression_event};
+use crate::mail::event::{
+    OutboundFacts, outbound_data, outbound_event, suppression_event, suppression_ledger,
+};
+use crate::mail::lifecycle::{self, NewStage, Reason};
 use crate::store::{MessageUpdate, SoftBounceRun, Store, StoreError, Suppression, Transition};
 use crate::time::Timestamp;
 use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus, SuppressionSource};
@@ -71,6 +74,19 @@ pub async fn apply(
     let failed: Vec<&dsn::RecipientStatus> = report.iter().filter(|r| r.bounce_type().is_some()).collect();
     if failed.is_empty() {
         let delayed = report.iter().filter(|r| r.action == "delayed").count();
+        let stage = |r: &dsn::RecipientStatus, reason| {
+            NewStage::new(&m.id, Direction::Outbound, reason, now)
+                .recipient(&r.recipient)
+                .evidence("smtp_detail", r.diagnostic.as_deref().unwrap_or(&r.status))
+        };
+        let ledger: Vec<NewStage> = report
+            .iter()
+            .filter_map(|r| match r.action.as_str() {
+                "delayed" => Some(stage(r, Reason::TemporaryDelay)),
+                "delivered" | "relayed" | "expanded" => Some(stage(r, Reason::RecipientServerAccepted)),
+                _ => None,
+            })
+            .collect();
         if let Some(d) = report.iter().find(|r| r.action == "delayed") {
             let t = Transition {
                 message_id: m.id.clone(),
@@ -84,6 +100,17 @@ pub async fn apply(
                     )),
                     ..MessageUpdate::default()
                 },
+                lifecycle: lifecycle::in_order(ledger),
+                at: now,
+                ..Transition::default()
+            };
+            store.transition(t).await?;
+        } else if !ledger.is_empty() {
+            // Success notices (NOTIFY=SUCCESS) change nothing but the ledger.
+            let t = Transition {
+                message_id: m.id.clone(),
+                from: vec![MessageStatus::Sent, MessageStatus::Bounced],
+                lifecycle: lifecycle::in_order(ledger),
                 at: now,
                 ..Transition::default()
             };
@@ -98,11 +125,25 @@ pub async fn apply(
         let bounce_type = r.bounce_type().unwrap_or(BounceType::Undetermined);
         let detail =
             format!("{} {}: {}", r.recipient, r.status, r.diagnostic.as_deref().unwrap_or("no diagnostic"));
+        let row = NewStage::new(
+            &m.id,
+            Direction::Outbound,
+            match bounce_type {
+                BounceType::Permanent => Reason::PermanentBounce,
+                BounceType::Transient => Reason::TransientBounce,
+                _ => Reason::UndeterminedBounce,
+            },
+            now,
+        )
+        .recipient(&r.recipient)
+        .evidence("bounce_type", bounce_type.as_str())
+        .evidence("smtp_detail", detail.as_str());
         let mut data = outbound_data(&agent, &m.id, &facts);
         if let Some(obj) = data.as_object_mut() {
             obj.insert("delivered_to".into(), json!(r.recipient));
             obj.insert("bounce_type".into(), json!(bounce_type));
             obj.insert("smtp_detail".into(), json!(detail));
+            obj.insert("lifecycle_transitions".into(), lifecycle::views(std::slice::from_ref(&row)));
         }
         let mut event = outbound_event(&agent, &m.id, &conversation, EventKind::EmailBounced, data, now);
         // One event per bounced recipient, each with its own stable id.
@@ -120,6 +161,7 @@ pub async fn apply(
                 ..MessageUpdate::default()
             },
             events: vec![event],
+            lifecycle: vec![row],
             at: now,
             ..Transition::default()
         };
@@ -145,7 +187,8 @@ pub async fn apply(
                 source_message_id: Some(m.id.clone()),
                 created_at: now,
             };
-            if store.add_suppression(&s, Some(suppression_event(&s))).await? {
+            let ledger = suppression_ledger(&s);
+            if store.add_suppression(&s, Some(suppression_event(&s, &ledger)), ledger).await? {
                 tracing::info!(message = %m.id, recipient = %r.recipient, %bounce_type, "suppressed after bouncing");
                 crate::metrics::SUPPRESSIONS_ADDED.inc("bounce");
             }
@@ -199,16 +242,35 @@ async fn complaint(
     let conversation = m.conversation_id.clone().unwrap_or_default();
     let facts = OutboundFacts::of(m, &conversation);
     for r in &complainants {
+        let row = NewStage::new(&m.id, Direction::Outbound, Reason::RecipientReported, now)
+            .recipient(r)
+            .evidence("failure_reason", fb.feedback_type.as_str());
         let mut data = outbound_data(agent, &m.id, &facts);
         if let Some(obj) = data.as_object_mut() {
             obj.insert("delivered_to".into(), json!(r));
             obj.insert("complaint_type".into(), json!(fb.feedback_type));
+            obj.insert("lifecycle_transitions".into(), lifecycle::views(std::slice::from_ref(&row)));
         }
         let mut event = outbound_event(agent, &m.id, &conversation, EventKind::EmailComplained, data, now);
         let id = crate::mail::event::event_id(&format!("{}|{r}", m.id), EventKind::EmailComplained);
         event.payload = event.payload.replace(&event.id, &id);
         event.id = id;
-        store.emit_event(event).await?;
+        // The report and its ledger row together, whatever state the message is in.
+        let t = Transition {
+            message_id: m.id.clone(),
+            from: vec![
+                MessageStatus::Sent,
+                MessageStatus::Bounced,
+                MessageStatus::Sending,
+                MessageStatus::Failed,
+                MessageStatus::Accepted,
+            ],
+            events: vec![event],
+            lifecycle: vec![row],
+            at: now,
+            ..Transition::default()
+        };
+        store.transition(t).await?;
         let s = Suppression {
             account_id: m.account_id.clone(),
             agent_email: None,
@@ -218,7 +280,8 @@ async fn complaint(
             source_message_id: Some(m.id.clone()),
             created_at: now,
         };
-        if store.add_suppression(&s, Some(suppression_event(&s))).await? {
+        let ledger = suppression_ledger(&s);
+        if store.add_suppression(&s, Some(suppression_event(&s, &ledger)), ledger).await? {
             crate::metrics::SUPPRESSIONS_ADDED.inc("complaint");
         }
     }

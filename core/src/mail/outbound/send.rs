@@ -9,6 +9,7 @@ use super::{Checked, Draft, DraftError};
 use crate::ids::{self, AccountId};
 use crate::mail::event::{OutboundFacts, gate_fields, outbound_data, outbound_event};
 use crate::mail::inbound::{self, Prepared};
+use crate::mail::lifecycle::{self, NewStage, Reason};
 use crate::mail::protection::{Protection, Verdict};
 use crate::secret::Secret;
 use crate::store::{
@@ -133,8 +134,8 @@ pub fn loopback_twin(
         unsigned_reason: None,
         unsigned_binding: None,
         unbound: Vec::new(),
-        source_id: format!("loopback:{outbound_id}"),
-        raw_source_id: format!("loopback:{outbound_id}"),
+        source_id: format!("{}{outbound_id}", lifecycle::LOOPBACK_SOURCE),
+        raw_source_id: format!("{}{outbound_id}", lifecycle::LOOPBACK_SOURCE),
         // Providerless delivery has no SMTP envelope: null, as e2a's view has it.
         envelope_from: None,
         postfix_queue_id: None,
@@ -245,7 +246,10 @@ pub async fn send(
         events: Vec::new(),
         jobs: Vec::new(),
         idempotency: None,
+        lifecycle: Vec::new(),
     };
+    let stage = |reason| NewStage::new(&id, Direction::Outbound, reason, now);
+    let mut ledger = vec![stage(Reason::OutboundApi)];
     if let Verdict::Flag { reason, .. } = &verdict {
         // Sent as usual, but marked, and the account hears of it.
         message.flag_reason = Some(reason.clone());
@@ -279,6 +283,7 @@ pub async fn send(
         if !protection.holds.suppress_notifications {
             insert.jobs.push(NewJob { kind: JobKind::ReviewNotify, ref_id: id.clone(), run_at: now });
         }
+        ledger.push(stage(Reason::HoldCreated));
         Outcome::Held { id: id.clone(), expires_at }
     } else {
         let (_, raw) = compose_for(agent, &out.draft, &checked, &id, &conversation_id)?;
@@ -288,9 +293,13 @@ pub async fn send(
             message.status = MessageStatus::Sent;
             message.delivery_status = Some(DeliveryStatus::Sent);
             message.provider_message_id = Some(format!("<{}@loopback.{}>", &id[4..], agent.domain));
+            ledger.push(stage(Reason::OutboundSubmission));
+            ledger.push(stage(Reason::LoopbackAccepted));
+            ledger = lifecycle::in_order(ledger);
             let mut sent = outbound_data(agent, &id, &facts);
             if let Some(obj) = sent.as_object_mut() {
                 obj.insert("method".into(), json!("loopback"));
+                obj.insert("lifecycle_transitions".into(), lifecycle::views(&ledger[ledger.len() - 1..]));
             }
             insert.events.push(outbound_event(agent, &id, &conversation_id, EventKind::EmailSent, sent, now));
             let (twin, received) = loopback_twin(agent, &id, &raw, &conversation_id, now);
@@ -301,12 +310,15 @@ pub async fn send(
             message.status = MessageStatus::Accepted;
             message.delivery_status = Some(DeliveryStatus::Accepted);
             insert.jobs.push(NewJob { kind: JobKind::Submit, ref_id: id.clone(), run_at: now });
+            ledger.push(stage(Reason::OutboundSubmission));
             Outcome::Accepted { id: id.clone() }
         };
         message.raw = Some(raw);
         outcome
     };
     insert.message = message;
+    // (A loopback twin's own rows are written with the twin.)
+    insert.lifecycle = lifecycle::in_order(ledger);
     insert.idempotency = sealed(secret, &out.idempotency, &outcome);
     store.insert_outbound(insert).await?;
     tracing::info!(
