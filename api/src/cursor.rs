@@ -13,7 +13,7 @@ use postagent_core::secret::Secret;
 use postagent_core::sign::{ct_eq, hmac_sha256};
 use postagent_core::store::{
     After, Agent, ApiKey, ConversationSummary, Delivery, Domain, Hold, Message, PageQuery, StoredEvent,
-    Suppression, Webhook,
+    StoredTemplate, Suppression, Webhook,
 };
 use postagent_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,7 @@ positioned! {
     Delivery => |d| (d.created_at, d.id.clone()),
     Suppression => |s| (s.created_at, s.address.clone()),
     NewStage => |r| (r.occurred_at, r.id.clone()),
+    StoredTemplate => |t| (t.created_at, t.id.clone()),
 }
 
 /// One page of a listing: the rows to read (`?cursor=` and `?limit=`), with its filters

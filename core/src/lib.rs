@@ -21,6 +21,7 @@ pub mod service;
 pub mod sign;
 pub mod ssrf;
 pub mod store;
+pub mod template;
 pub mod time;
 pub mod vocab;
 pub mod webhook_sig;

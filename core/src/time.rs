@@ -31,6 +31,24 @@ impl Timestamp {
         OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_offset)
     }
 
+    /// [`Timestamp::parse_rfc3339`], also taking what e2a's SDKs send: an offset without a
+    /// colon (`+0000`, Python's `%z`) and, when `naive_is_utc`, no offset at all.
+    pub fn parse_lenient(s: &str, naive_is_utc: bool) -> Option<Self> {
+        if let Some(t) = Self::parse_rfc3339(s) {
+            return Some(t);
+        }
+        let b = s.as_bytes();
+        let n = b.len();
+        // `…±HHMM` → `…±HH:MM`
+        if n > 5 && matches!(b[n - 5], b'+' | b'-') && b[n - 4..].iter().all(u8::is_ascii_digit) {
+            return Self::parse_rfc3339(&format!("{}:{}", &s[..n - 2], &s[n - 2..]));
+        }
+        if naive_is_utc && n >= 19 && b[n - 1].is_ascii_digit() {
+            return Self::parse_rfc3339(&format!("{s}Z"));
+        }
+        None
+    }
+
     pub fn plus_micros(self, micros: i64) -> Self {
         Self(self.0.saturating_add(micros))
     }
@@ -68,6 +86,17 @@ impl serde::Serialize for Timestamp {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lenient_parsing_takes_the_sdks_forms() {
+        use super::Timestamp;
+        let utc = Timestamp::parse_rfc3339("2026-07-01T00:00:00Z").expect("rfc3339");
+        assert_eq!(Timestamp::parse_lenient("2026-07-01T00:00:00.000000+0000", false), Some(utc));
+        assert_eq!(Timestamp::parse_lenient("2026-07-01T02:00:00+0200", false), Some(utc));
+        assert_eq!(Timestamp::parse_lenient("2026-07-01T00:00:00.000000", true), Some(utc));
+        assert_eq!(Timestamp::parse_lenient("2026-07-01T00:00:00", false), None);
+        assert_eq!(Timestamp::parse_lenient("yesterday", true), None);
+    }
+
     use super::*;
 
     #[test]

@@ -14,6 +14,7 @@ pub mod reviews;
 pub mod send;
 pub mod suppressions;
 pub mod table;
+pub mod templates;
 pub mod webhooks;
 
 use crate::error::ApiError;

@@ -5,6 +5,7 @@
 //! [`WAIT_SENT`]) for Postfix's verdict.
 
 use super::messages::agent_for;
+use super::templates;
 use crate::auth::Principal;
 use crate::body::{QueryParams, RequestBody, StrictJson, check_len};
 use crate::error::{ApiError, FieldError};
@@ -64,7 +65,7 @@ fn common_errors(
     errors: &mut Vec<FieldError>,
     reply_to: &Option<OneOrMany>,
     conversation_id: &Option<String>,
-    unsupported: &[(&str, bool)],
+    send_at: &Option<String>,
 ) {
     if let Some(OneOrMany::Many(list)) = reply_to
         && list.len() > 5
@@ -74,12 +75,29 @@ fn common_errors(
     if let Some(c) = conversation_id {
         check_len(errors, "body.conversation_id", c, outbound::MAX_CONVERSATION_ID);
     }
-    for (name, present) in unsupported {
-        if *present {
-            errors
-                .push(FieldError::new(format!("body.{name}"), "templates are not supported by this server"));
-        }
+    if let Some(at) = send_at
+        && Timestamp::parse_lenient(at, false).is_none()
+    {
+        errors.push(FieldError::new("body.send_at", "must be an RFC 3339 date-time with a UTC offset"));
     }
+}
+
+/// How far ahead a send may be scheduled.
+pub const MAX_SCHEDULE_DAYS: i64 = 90;
+
+/// A `send_at` (already well-formed): `None` when absent or not in the future (sent now).
+fn scheduled(send_at: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    let now = Timestamp::now();
+    let Some(at) = send_at.as_deref().and_then(|s| Timestamp::parse_lenient(s, false)) else {
+        return Ok(None);
+    };
+    if at > now.plus_secs(MAX_SCHEDULE_DAYS * 86_400) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("send_at must be no more than {MAX_SCHEDULE_DAYS} days ahead"),
+        ));
+    }
+    Ok(Some(at).filter(|at| *at > now))
 }
 
 #[derive(Deserialize, Debug)]
@@ -95,10 +113,11 @@ pub struct SendRequest {
     reply_to: Option<OneOrMany>,
     conversation_id: Option<String>,
     attachments: Option<Vec<AttachmentIn>>,
-    template_id: Option<Value>,
-    template_alias: Option<Value>,
-    template_data: Option<Value>,
+    template_id: Option<String>,
+    template_alias: Option<String>,
+    template_data: Option<serde_json::Map<String, Value>>,
     unsubscribe: Option<Value>,
+    send_at: Option<String>,
 }
 
 impl RequestBody for SendRequest {
@@ -116,12 +135,11 @@ impl RequestBody for SendRequest {
         "template_alias",
         "template_data",
         "unsubscribe",
+        "send_at",
     ];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        let templated =
-            self.template_id.is_some() || self.template_alias.is_some() || self.template_data.is_some();
-        common_errors(errors, &self.reply_to, &self.conversation_id, &[("template_id", templated)]);
+        common_errors(errors, &self.reply_to, &self.conversation_id, &self.send_at);
     }
 }
 
@@ -139,6 +157,7 @@ pub struct ReplyRequest {
     conversation_id: Option<String>,
     attachments: Option<Vec<AttachmentIn>>,
     unsubscribe: Option<Value>,
+    send_at: Option<String>,
 }
 
 impl RequestBody for ReplyRequest {
@@ -152,10 +171,11 @@ impl RequestBody for ReplyRequest {
         "conversation_id",
         "attachments",
         "unsubscribe",
+        "send_at",
     ];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        common_errors(errors, &self.reply_to, &self.conversation_id, &[]);
+        common_errors(errors, &self.reply_to, &self.conversation_id, &self.send_at);
     }
 }
 
@@ -172,14 +192,25 @@ pub struct ForwardRequest {
     conversation_id: Option<String>,
     attachments: Option<Vec<AttachmentIn>>,
     unsubscribe: Option<Value>,
+    send_at: Option<String>,
 }
 
 impl RequestBody for ForwardRequest {
-    const FIELDS: &'static [&'static str] =
-        &["to", "text", "cc", "bcc", "html", "reply_to", "conversation_id", "attachments", "unsubscribe"];
+    const FIELDS: &'static [&'static str] = &[
+        "to",
+        "text",
+        "cc",
+        "bcc",
+        "html",
+        "reply_to",
+        "conversation_id",
+        "attachments",
+        "unsubscribe",
+        "send_at",
+    ];
 
     fn validate(&self, errors: &mut Vec<FieldError>) {
-        common_errors(errors, &self.reply_to, &self.conversation_id, &[]);
+        common_errors(errors, &self.reply_to, &self.conversation_id, &self.send_at);
     }
 }
 
@@ -395,12 +426,32 @@ pub async fn send(
     body: StrictJson<SendRequest>,
 ) -> Result<Response, ApiError> {
     let agent = sender(&state, &who, &email).await?;
-    let r = body.value;
-    // A blank mail never leaves: the handler's check (400), after the schema and the agent.
+    let mut r = body.value;
     let blank = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
+    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let (template_id, template_alias) = (given(&r.template_id), given(&r.template_alias));
+    let data = r.template_data.take().unwrap_or_default();
+    let invalid = |m: &str| Err(ApiError::bad_request("invalid_request", m.to_owned()));
+    if template_id.is_none() && template_alias.is_none() {
+        if !data.is_empty() {
+            return invalid("template_data requires template_id or template_alias");
+        }
+    } else if template_id.is_some() && template_alias.is_some() {
+        return invalid("template_id and template_alias are mutually exclusive");
+    } else if !blank(&r.subject) || !blank(&r.text) || !blank(&r.html) {
+        return invalid("a template reference is mutually exclusive with subject, text and html");
+    } else {
+        // Rendered here, before the gate and any hold: the reviewer reads the final text.
+        let reference =
+            templates::Reference { id: template_id, alias: template_alias, data: Value::Object(data) };
+        let out = templates::resolve(&state, &who.account_id, &reference).await?;
+        (r.subject, r.text, r.html) = (Some(out.subject), Some(out.text), out.html);
+    }
+    // A blank mail never leaves: the handler's check (400), after the schema and the agent.
     if blank(&r.subject) || (blank(&r.text) && blank(&r.html)) {
         return Err(ApiError::bad_request("invalid_request", "subject and text are required"));
     }
+    let send_at = scheduled(&r.send_at)?;
     let unsubscribe_url =
         managed_unsubscribe(&state, &agent, r.unsubscribe.as_ref(), (&r.to, &r.cc, &r.bcc))?;
     let auto_submitted = auto_submitted(&state, AutoClass::AutoGenerated);
@@ -423,6 +474,7 @@ pub async fn send(
         message_type: MessageType::Send,
         conversation_id: r.conversation_id,
         idempotency: None,
+        send_at,
     };
     let call = Call::new(route, &body.raw, &headers, &q)?;
     run(state.clone(), who, agent, call, make).await
@@ -479,6 +531,7 @@ pub async fn reply(
     let m = original(&state, &who, &agent, &id).await?;
     let r = body.value;
     require_text(&r.text)?;
+    let send_at = scheduled(&r.send_at)?;
     let me = agent.email.clone();
     // Reply to what we received: its Reply-To, else its sender (the agent itself for the
     // copy of a self-send, which makes the reply a self-send too). Reply to what we sent: its
@@ -519,6 +572,7 @@ pub async fn reply(
         message_type: MessageType::Reply,
         conversation_id: conversation,
         idempotency: None,
+        send_at,
     };
     let call = Call::new(route, &body.raw, &headers, &q)?;
     run(state.clone(), who, agent, call, make).await
@@ -536,6 +590,7 @@ pub async fn forward(
     let m = original(&state, &who, &agent, &id).await?;
     let r = body.value;
     require_text(&r.text)?;
+    let send_at = scheduled(&r.send_at)?;
     // The original's attachments travel on, followed by any new ones. Counted from the rows
     // before anything is parsed, so a message with more than a send may carry is refused at
     // once; then one parse (off the async runtime) yields every attachment and the bodies.
@@ -609,6 +664,7 @@ pub async fn forward(
         message_type: MessageType::Forward,
         conversation_id: r.conversation_id,
         idempotency: None,
+        send_at,
     };
     let call = Call::new(route, &body.raw, &headers, &q)?;
     run(state.clone(), who, agent, call, make).await

@@ -5,7 +5,7 @@
 
 use super::{
     account, agents, conversations, data, domains, events, lifecycle, messages, meta, reviews, send,
-    suppressions, webhooks,
+    suppressions, templates, webhooks,
 };
 use crate::AppState;
 use crate::auth::Principal;
@@ -417,33 +417,63 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
             .beta(),
             delete(suppressions::delete_agent),
         ),
+        (
+            Op::new("get", "/v1/templates", "listTemplates", "templates", Account)
+                .ok(200, "PageTemplateSummaryView")
+                .paged()
+                .beta(),
+            get(templates::list),
+        ),
+        (
+            Op::new("post", "/v1/templates", "createTemplate", "templates", Account)
+                .ok(201, "TemplateView")
+                .body::<templates::CreateRequest>("CreateTemplateRequest")
+                .keyed()
+                .beta(),
+            post(templates::create),
+        ),
+        (
+            Op::new("post", "/v1/templates/validate", "validateTemplate", "templates", Account)
+                .ok(200, "ValidateTemplateResponse")
+                .body::<templates::ValidateRequest>("ValidateTemplateRequest")
+                .beta(),
+            post(templates::validate),
+        ),
+        (
+            Op::new("get", "/v1/templates/{id}", "getTemplate", "templates", Account)
+                .ok(200, "TemplateView")
+                .beta(),
+            get(templates::get),
+        ),
+        (
+            Op::new("patch", "/v1/templates/{id}", "updateTemplate", "templates", Account)
+                .ok(200, "TemplateView")
+                .body::<templates::UpdateRequest>("UpdateTemplateRequest")
+                .beta(),
+            patch(templates::update),
+        ),
+        (
+            Op::new("delete", "/v1/templates/{id}", "deleteTemplate", "templates", Account)
+                .ok(200, "DeleteTemplateResult")
+                .query("confirm", &["DELETE"])
+                .beta(),
+            delete(templates::delete),
+        ),
+        (
+            Op::new("get", "/v1/starter-templates", "listStarterTemplates", "templates", Account)
+                .ok(200, "PageStarterTemplateView")
+                .paged()
+                .beta(),
+            get(templates::list_starters),
+        ),
+        (
+            Op::new("get", "/v1/starter-templates/{alias}", "getStarterTemplate", "templates", Account)
+                .ok(200, "StarterTemplateDetailView")
+                .beta(),
+            get(templates::get_starter),
+        ),
     ];
-    let missing = [
-        Op::new("get", "/v1/templates", "listTemplates", "templates", Account)
-            .ok(200, "PageTemplateSummaryView")
-            .beta(),
-        Op::new("post", "/v1/templates", "createTemplate", "templates", Account)
-            .ok(201, "TemplateView")
-            .beta(),
-        Op::new("post", "/v1/templates/validate", "validateTemplate", "templates", Account)
-            .ok(200, "ValidateTemplateResponse")
-            .beta(),
-        Op::new("get", "/v1/templates/{id}", "getTemplate", "templates", Account)
-            .ok(200, "TemplateView")
-            .beta(),
-        Op::new("patch", "/v1/templates/{id}", "updateTemplate", "templates", Account)
-            .ok(200, "TemplateView")
-            .beta(),
-        Op::new("delete", "/v1/templates/{id}", "deleteTemplate", "templates", Account)
-            .ok(200, "DeleteTemplateResult")
-            .beta(),
-        Op::new("get", "/v1/starter-templates", "listStarterTemplates", "templates", Account)
-            .ok(200, "PageStarterTemplateView")
-            .beta(),
-        Op::new("get", "/v1/starter-templates/{alias}", "getStarterTemplate", "templates", Account)
-            .ok(200, "StarterTemplateDetailView")
-            .beta(),
-    ];
+    let missing: [Op; 0] = [];
     let mut all = served;
     for op in missing {
         let op = op.not_implemented();

@@ -120,6 +120,9 @@ const ACCOUNT_TABLES: &[&str] = &[
     "soft_bounces",
     "console_logins",
     "console_sessions",
+    "templates",
+    "contacts",
+    "contact_engagements",
 ];
 
 #[async_trait]
@@ -388,6 +391,9 @@ impl AccountDataStore for SqlStore {
         .rows_affected();
         let mut gone = DeletedAccount { jobs, ..DeletedAccount::default() };
         del(&mut tx, id, "DELETE FROM message_lifecycle WHERE account_id = $1").await?;
+        del(&mut tx, id, "DELETE FROM templates WHERE account_id = $1").await?;
+        del(&mut tx, id, "DELETE FROM contact_engagements WHERE account_id = $1").await?;
+        del(&mut tx, id, "DELETE FROM contacts WHERE account_id = $1").await?;
         gone.messages = del(&mut tx, id, "DELETE FROM messages WHERE account_id = $1").await?;
         gone.conversations = del(&mut tx, id, "DELETE FROM conversations WHERE account_id = $1").await?;
         gone.events = del(&mut tx, id, "DELETE FROM events WHERE account_id = $1").await?;

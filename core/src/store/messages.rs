@@ -16,7 +16,7 @@ pub(super) const MESSAGE_COLS: &str = "id, account_id, agent_email, direction, s
      header_from, envelope_from, verified_domain, to_addrs, cc_addrs, bcc_addrs, reply_to, delivered_to, \
      subject, rfc_message_id, conversation_id, labels, authentication, size_bytes, delivery_status, \
      delivery_detail, created_at, deleted_at, in_reply_to, references_ids, provider_message_id, \
-     postfix_queue_id, message_type, method, sent_as, flagged, flag_reason, bounce_type";
+     postfix_queue_id, message_type, method, sent_as, flagged, flag_reason, bounce_type, scheduled_at";
 
 fn list(row: &AnyRow, col: &str) -> StoreResult<Vec<String>> {
     let text: String = row.try_get(col)?;
@@ -65,6 +65,7 @@ pub(super) fn message(row: &AnyRow) -> StoreResult<Message> {
         delivery_detail: row.try_get("delivery_detail")?,
         created_at: ts(row, "created_at")?,
         deleted_at: opt_ts(row, "deleted_at")?,
+        scheduled_at: opt_ts(row, "scheduled_at")?,
         in_reply_to: row.try_get("in_reply_to")?,
         references: list(row, "references_ids")?,
         provider_message_id: row.try_get("provider_message_id")?,

@@ -25,6 +25,7 @@ mod retention;
 mod rows;
 mod sql;
 mod suppressions;
+mod templates;
 mod webhooks;
 
 pub use account_data::{
@@ -38,6 +39,7 @@ pub use rate_limits::RateLimitStore;
 pub use retention::RetentionStore;
 pub use sql::{Backend, SqlStore};
 pub use suppressions::{SoftBounceRun, Suppression, SuppressionStore};
+pub use templates::{MAX_TEMPLATES, StoredTemplate, TemplateStore, TemplateWrite};
 pub use webhooks::MAX_WEBHOOKS;
 
 use crate::ids::{AccountId, ApiKeyId};
@@ -463,6 +465,7 @@ pub trait Store:
     + RetentionStore
     + AccountDataStore
     + LifecycleStore
+    + TemplateStore
     + StoreHealth
 {
 }
@@ -482,6 +485,7 @@ impl<
         + RetentionStore
         + AccountDataStore
         + LifecycleStore
+        + TemplateStore
         + StoreHealth,
 > Store for T
 {

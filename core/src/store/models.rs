@@ -227,6 +227,8 @@ pub struct NewOutboundMessage {
     pub created_at: Timestamp,
     /// Set when the outbound gate's action is `flag`: sent, but marked.
     pub flag_reason: Option<String>,
+    /// A future `send_at`: the submission job runs then.
+    pub scheduled_at: Option<Timestamp>,
 }
 
 /// An `Idempotency-Key` response committed with the change it answers.
@@ -382,6 +384,8 @@ pub struct Message {
     pub delivery_detail: Option<String>,
     pub created_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+    /// The future instant a scheduled send asked for (kept after it is sent).
+    pub scheduled_at: Option<Timestamp>,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
     pub provider_message_id: Option<String>,

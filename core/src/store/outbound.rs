@@ -145,9 +145,9 @@ impl OutboundStore for SqlStore {
                  header_from, to_addrs, cc_addrs, bcc_addrs, reply_to, delivered_to, subject, rfc_message_id,
                  in_reply_to, references_ids, conversation_id, raw_message, draft, size_bytes,
                  provider_message_id, delivery_status, message_type, method, sent_as, created_at, updated_at,
-                 flagged, flag_reason)
+                 flagged, flag_reason, scheduled_at)
              VALUES ($1, $2, $3, 'outbound', $4, $5, '', $6, $7, $8, $9, $10, '', $11, $12, $13, $14, $15,
-                 $16, $17, $18, $19, $20, $21, $22, $23, $24, $24, $25, $26)",
+                 $16, $17, $18, $19, $20, $21, $22, $23, $24, $24, $25, $26, $27)",
         )
         .bind(m.id.as_str())
         .bind(m.account_id.as_str())
@@ -175,6 +175,7 @@ impl OutboundStore for SqlStore {
         .bind(m.created_at.as_micros())
         .bind(i64::from(m.flag_reason.is_some()))
         .bind(m.flag_reason.as_deref())
+        .bind(m.scheduled_at.map(Timestamp::as_micros))
         .execute(&mut *tx)
         .await?;
         insert_attachments(&mut tx, &m.id, &new.attachments).await?;

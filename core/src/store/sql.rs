@@ -152,6 +152,18 @@ impl SqlStore {
         }
     }
 
+    /// Locks the account's row for the rest of `tx` (PostgreSQL; SQLite's write transaction
+    /// already excludes every other writer): per-account caps and uniqueness checks run under it.
+    pub(super) async fn lock_account(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        account: &crate::ids::AccountId,
+    ) -> StoreResult<()> {
+        let sql = format!("SELECT id FROM accounts WHERE id = $1{}", self.lock_rows());
+        sqlx::query(&sql).bind(account.as_str()).fetch_optional(&mut *tx).await?;
+        Ok(())
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and then writes can fail
     /// with SQLITE_BUSY without waiting for the busy timeout.

@@ -78,6 +78,7 @@ pub async fn send_test(
         provider_message_id: None,
         created_at: now,
         flag_reason: None,
+        scheduled_at: None,
     };
     let insert = OutboundInsert {
         message,

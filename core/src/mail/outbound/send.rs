@@ -61,14 +61,29 @@ pub struct Outgoing {
     pub conversation_id: Option<String>,
     /// `(account, key)` of an `Idempotency-Key`: the response is committed with the message.
     pub idempotency: Option<(AccountId, String)>,
+    /// A future `send_at` (beta): the submission waits until then. `None` sends now.
+    pub send_at: Option<Timestamp>,
 }
 
 /// How the send was taken.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Accepted { id: String },
-    Held { id: String, expires_at: Timestamp },
-    Loopback { id: String },
+    Accepted {
+        id: String,
+    },
+    /// Queued for its `send_at`.
+    Scheduled {
+        id: String,
+        at: Timestamp,
+    },
+    Held {
+        id: String,
+        expires_at: Timestamp,
+        scheduled_at: Option<Timestamp>,
+    },
+    Loopback {
+        id: String,
+    },
 }
 
 impl Outcome {
@@ -76,7 +91,15 @@ impl Outcome {
     pub fn view(&self) -> (u16, Value) {
         match self {
             Self::Accepted { id } => (202, json!({"status": "accepted", "message_id": id, "method": "smtp"})),
-            Self::Held { id, expires_at } => (
+            Self::Scheduled { id, at } => {
+                (202, json!({"status": "scheduled", "message_id": id, "method": "smtp", "scheduled_at": at}))
+            }
+            Self::Held { id, expires_at, scheduled_at: Some(at) } => (
+                202,
+                json!({"status": "pending_review", "message_id": id, "approval_expires_at": expires_at,
+                    "scheduled_at": at}),
+            ),
+            Self::Held { id, expires_at, scheduled_at: None } => (
                 202,
                 json!({"status": "pending_review", "message_id": id, "approval_expires_at": expires_at}),
             ),
@@ -189,6 +212,13 @@ pub async fn send(
     let envelope = checked.envelope();
     let protection = store.get_protection(&agent.email).await?;
     let loopback = is_loopback(agent, &checked);
+    let send_at = out.send_at.filter(|at| *at > now);
+    if loopback && send_at.is_some() {
+        return Err(DraftError::Invalid(
+            "a self-send is delivered at once and cannot be scheduled; omit send_at".into(),
+        )
+        .into());
+    }
     let verdict =
         if loopback { Verdict::Pass } else { protection.outbound_verdict(&agent.domain, &envelope) };
     let facts = OutboundFacts {
@@ -237,6 +267,7 @@ pub async fn send(
         provider_message_id: None,
         created_at: now,
         flag_reason: None,
+        scheduled_at: send_at,
     };
     let mut insert = OutboundInsert {
         message: message.clone(),
@@ -284,7 +315,7 @@ pub async fn send(
             insert.jobs.push(NewJob { kind: JobKind::ReviewNotify, ref_id: id.clone(), run_at: now });
         }
         ledger.push(stage(Reason::HoldCreated));
-        Outcome::Held { id: id.clone(), expires_at }
+        Outcome::Held { id: id.clone(), expires_at, scheduled_at: send_at }
     } else {
         let (_, raw) = compose_for(agent, &out.draft, &checked, &id, &conversation_id)?;
         insert.attachments = attachment_rows(&raw);
@@ -309,9 +340,17 @@ pub async fn send(
         } else {
             message.status = MessageStatus::Accepted;
             message.delivery_status = Some(DeliveryStatus::Accepted);
-            insert.jobs.push(NewJob { kind: JobKind::Submit, ref_id: id.clone(), run_at: now });
-            ledger.push(stage(Reason::OutboundSubmission));
-            Outcome::Accepted { id: id.clone() }
+            let run_at = send_at.unwrap_or(now);
+            insert.jobs.push(NewJob { kind: JobKind::Submit, ref_id: id.clone(), run_at });
+            let queued = stage(Reason::OutboundSubmission);
+            ledger.push(match send_at {
+                Some(at) => queued.evidence("scheduled_at", at.to_rfc3339()),
+                None => queued,
+            });
+            match send_at {
+                Some(at) => Outcome::Scheduled { id: id.clone(), at },
+                None => Outcome::Accepted { id: id.clone() },
+            }
         };
         message.raw = Some(raw);
         outcome
@@ -328,6 +367,7 @@ pub async fn send(
         out.message_type,
         match &outcome {
             Outcome::Accepted { .. } => "accepted",
+            Outcome::Scheduled { .. } => "scheduled",
             Outcome::Held { .. } => "pending_review",
             Outcome::Loopback { .. } => "loopback",
         }
