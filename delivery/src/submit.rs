@@ -180,6 +180,13 @@ impl Submitter {
             self.store.complete_job(job.id, &self.id).await?;
             return Ok(());
         };
+        if m.deleted_at.is_some() {
+            // Trashed before it left: not sent. A restore re-arms it (or cancels it when
+            // its time has passed).
+            self.store.complete_job(job.id, &self.id).await?;
+            tracing::info!("NOQUEUE: submission skipped msg={} agent={}: in the trash", m.id, m.agent_email);
+            return Ok(());
+        }
         let now = Timestamp::now();
         let to_sending = Transition {
             message_id: m.id.clone(),

@@ -4,7 +4,10 @@
 //! ([`RequestBody::FIELDS`]), so a field the server accepts cannot be missing here.
 
 use crate::body::RequestBody;
-use crate::routes::{account, agents, domains, events, messages, reviews, send, suppressions, webhooks};
+use crate::routes::{
+    account, agents, domains, events, messages, reviews, send, suppressions, templates, webhooks,
+};
+use postagent_core::vocab::{LifecycleOutcome, LifecycleReason, LifecycleStage, texts};
 use serde_json::{Map, Value, json};
 
 /// An object schema: `required` and `optional` property names, and enums by property.
@@ -72,6 +75,7 @@ const SUMMARY_OPTIONAL: &[&str] = &[
     "flagged",
     "reply_to",
     "review_status",
+    "scheduled_at",
     "sent_as",
     "size_bytes",
 ];
@@ -243,6 +247,7 @@ pub fn components() -> Map<String, Value> {
                 "hold_reason",
                 "parsed",
                 "review_status",
+                "scheduled_at",
                 "sent_as",
                 "size_bytes",
             ],
@@ -264,7 +269,7 @@ pub fn components() -> Map<String, Value> {
         "SendResultView",
         view(
             &["status", "message_id"],
-            &["approval_expires_at", "edited", "method", "provider_message_id", "sent_as"],
+            &["approval_expires_at", "edited", "method", "provider_message_id", "scheduled_at", "sent_as"],
         ),
     );
     put("SendEmailRequest", request::<send::SendRequest>(&["to"], &[]));
@@ -291,7 +296,14 @@ pub fn components() -> Map<String, Value> {
                 "review_status",
                 "created_at",
             ],
-            &["approval_expires_at", "conversation_id", "flag_reason", "flagged", "hold_reason"],
+            &[
+                "approval_expires_at",
+                "conversation_id",
+                "flag_reason",
+                "flagged",
+                "hold_reason",
+                "scheduled_at",
+            ],
             &[("direction", DIRECTION)],
             true,
         ),
@@ -328,5 +340,53 @@ pub fn components() -> Map<String, Value> {
     put("PageEventView", page("EventView"));
     put("RedeliverView", view(&["event_id", "status"], &["deliveries", "delivery_id", "webhook_id"]));
     put("RedeliverEventRequest", request::<events::RedeliverRequest>(&[], &[]));
+    let (stages, outcomes, reasons) =
+        (texts::<LifecycleStage>(), texts::<LifecycleOutcome>(), texts::<LifecycleReason>());
+    put(
+        "MessageLifecycleTransition",
+        object(
+            &[
+                "id",
+                "message_id",
+                "direction",
+                "stage",
+                "outcome",
+                "reason_code",
+                "retryable",
+                "evidence",
+                "correlation_ids",
+                "occurred_at",
+                "reconstructed",
+            ],
+            &["recipient"],
+            &[
+                ("direction", DIRECTION),
+                ("stage", &stages),
+                ("outcome", &outcomes),
+                ("reason_code", &reasons),
+            ],
+            true,
+        ),
+    );
+    put("PageMessageLifecycleTransition", page("MessageLifecycleTransition"));
+    const TEMPLATE: &[&str] = &["id", "name", "subject", "created_at", "updated_at"];
+    put(
+        "TemplateView",
+        view(
+            &[TEMPLATE, &["text"]].concat(),
+            &["alias", "html", "from_starter_alias", "from_starter_version"],
+        ),
+    );
+    put("TemplateSummaryView", view(TEMPLATE, &["alias"]));
+    put("PageTemplateSummaryView", page("TemplateSummaryView"));
+    put("CreateTemplateRequest", request::<templates::CreateRequest>(&[], &[]));
+    put("UpdateTemplateRequest", request::<templates::UpdateRequest>(&[], &[]));
+    put("ValidateTemplateRequest", request::<templates::ValidateRequest>(&[], &[]));
+    put("ValidateTemplateResponse", view(&["valid", "errors"], &["rendered", "suggested_data"]));
+    put("DeleteTemplateResult", view(&["deleted", "id"], &[]));
+    const STARTER: &[&str] = &["alias", "name", "description", "version", "subject", "variables"];
+    put("StarterTemplateView", view(STARTER, &[]));
+    put("StarterTemplateDetailView", view(&[STARTER, &["text", "html"]].concat(), &[]));
+    put("PageStarterTemplateView", page("StarterTemplateView"));
     s
 }

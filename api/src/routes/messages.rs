@@ -18,7 +18,7 @@ use postagent_core::apikey::KeyScope;
 use postagent_core::mail::inbound;
 use postagent_core::store::{Agent, Message, MessageFilter};
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::{Direction, MessageStatus, ReadStatus, Word, optional_str};
+use postagent_core::vocab::{Direction, JobKind, MessageStatus, ReadStatus, Word, optional_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -105,6 +105,7 @@ pub fn summary(m: &Message) -> Value {
         insert_opt(obj, "deleted_at", m.deleted_at.map(|t| json!(t)));
         insert_opt(obj, "review_status", m.review_status.map(|s| json!(s)));
         insert_opt(obj, "delivery_status", m.delivery_status.map(|s| json!(s)));
+        insert_opt(obj, "scheduled_at", m.scheduled_at.map(|t| json!(t)));
         insert_opt(obj, "delivery_detail", m.delivery_detail.clone().map(Value::from));
         insert_opt(obj, "sent_as", m.sent_as.clone().map(Value::from));
         if m.flagged {
@@ -306,6 +307,12 @@ pub async fn delete(
             "the message is held for review; decide the review first",
         ));
     }
+    if m.status == MessageStatus::Sending && m.deleted_at.is_none() {
+        return Err(ApiError::conflict(
+            "send_in_progress",
+            "the message is being handed to Postfix; it can be deleted once that is over",
+        ));
+    }
     if permanent {
         if m.deleted_at.is_none() {
             return Err(ApiError::conflict(
@@ -331,6 +338,18 @@ pub async fn restore(
         return Err(ApiError::conflict("not_in_trash", "the message is not in the trash"));
     }
     m.deleted_at = None;
+    if m.direction == Direction::Outbound && m.status == MessageStatus::Accepted {
+        // Trashed before it left: the submitter skipped it. Re-armed while its time is
+        // still ahead; past it, the send stays cancelled.
+        let now = Timestamp::now();
+        match m.scheduled_at {
+            Some(at) if at <= now => {
+                postagent_core::mail::outbound::send::cancel(state.store.as_ref(), &m, now).await?;
+            }
+            at => state.store.enqueue_job(JobKind::Submit, &m.id, at.unwrap_or(now)).await?,
+        }
+        m = state.store.find_message(&m.id).await?.unwrap_or(m);
+    }
     Ok(Json(full_view(&state, &m).await?))
 }
 

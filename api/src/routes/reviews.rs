@@ -82,6 +82,9 @@ fn review_view(h: &Hold, m: &Message) -> Value {
             obj.insert("flagged".into(), json!(true));
             obj.insert("flag_reason".into(), json!(m.flag_reason));
         }
+        if let Some(at) = m.scheduled_at {
+            obj.insert("scheduled_at".into(), json!(at));
+        }
     }
     v
 }

@@ -324,7 +324,9 @@ pub async fn approve(
         } else {
             t.set.status = Some(MessageStatus::Accepted);
             t.set.delivery_status = Some(DeliveryStatus::Accepted);
-            t.jobs.push(NewJob { kind: JobKind::Submit, ref_id: cx.message.id.clone(), run_at: now });
+            // A held schedule survives the hold: sent at its time, or now when that passed.
+            let run_at = cx.message.scheduled_at.filter(|at| *at > now).unwrap_or(now);
+            t.jobs.push(NewJob { kind: JobKind::Submit, ref_id: cx.message.id.clone(), run_at });
             t.lifecycle = lifecycle::in_order(vec![decision.clone(), stage(Reason::OutboundSubmission)]);
             Decided::Queued { id: cx.message.id.clone(), edited }
         };
