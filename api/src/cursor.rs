@@ -12,8 +12,8 @@ use postagent_core::mail::lifecycle::NewStage;
 use postagent_core::secret::Secret;
 use postagent_core::sign::{ct_eq, hmac_sha256};
 use postagent_core::store::{
-    After, Agent, ApiKey, ConversationSummary, Delivery, Domain, Hold, Message, PageQuery, StoredEvent,
-    StoredTemplate, Suppression, Webhook,
+    After, Agent, ApiKey, Contact, ConversationSummary, Delivery, Domain, Engagement, Hold, Message,
+    PageQuery, StoredEvent, StoredTemplate, Suppression, Webhook,
 };
 use postagent_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,8 @@ positioned! {
     Suppression => |s| (s.created_at, s.address.clone()),
     NewStage => |r| (r.occurred_at, r.id.clone()),
     StoredTemplate => |t| (t.created_at, t.id.clone()),
+    Contact => |c| (c.created_at, c.address.clone()),
+    Engagement => |e| (e.created_at, e.address.clone()),
 }
 
 /// One page of a listing: the rows to read (`?cursor=` and `?limit=`), with its filters

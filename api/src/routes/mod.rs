@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod agents;
+pub mod contacts;
 pub mod conversations;
 pub mod data;
 pub mod domains;
@@ -10,6 +11,7 @@ pub mod lifecycle;
 pub mod loops;
 pub mod messages;
 pub mod meta;
+pub mod metrics;
 pub mod reviews;
 pub mod send;
 pub mod suppressions;

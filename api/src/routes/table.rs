@@ -4,8 +4,8 @@
 //! `501 not_implemented` envelope, so a client never gets a bare 404 or an HTML page.
 
 use super::{
-    account, agents, conversations, data, domains, events, lifecycle, messages, meta, reviews, send,
-    suppressions, templates, webhooks,
+    account, agents, contacts, conversations, data, domains, events, lifecycle, messages, meta, metrics,
+    reviews, send, suppressions, templates, webhooks,
 };
 use crate::AppState;
 use crate::auth::Principal;
@@ -484,17 +484,19 @@ pub fn table() -> Vec<(Op, MethodRouter<AppState>)> {
 }
 
 /// Routes newer SDKs know that e2a's spec snapshot does not (contacts from 5.5, metrics from
-/// 5.7): the same 501, never a bare 404.
+/// 5.7); documented in docs/api.md, outside the snapshot's OpenAPI document.
 pub fn newer_sdk_paths() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    let any = |what: &'static str| {
-        axum::routing::any(move |_who: Principal| async move { Err::<(), _>(nyi(what)) })
-    };
     vec![
-        ("/v1/contacts", any("contacts")),
-        ("/v1/contacts/{*rest}", any("contacts")),
-        ("/v1/agents/{email}/contacts", any("contacts")),
-        ("/v1/agents/{email}/contacts/{*rest}", any("contacts")),
-        ("/v1/metrics", any("metrics")),
-        ("/v1/agents/{email}/metrics", any("metrics")),
+        ("/v1/contacts", get(contacts::list).post(contacts::create)),
+        ("/v1/contacts/import", post(contacts::import)),
+        ("/v1/contacts/imports/{batch_id}", delete(contacts::delete_import)),
+        ("/v1/contacts/{address}", get(contacts::get).patch(contacts::update).delete(contacts::delete)),
+        ("/v1/agents/{email}/contacts", get(contacts::outreach)),
+        (
+            "/v1/agents/{email}/contacts/{address}",
+            get(contacts::get_outreach).put(contacts::set_outreach).delete(contacts::delete_outreach),
+        ),
+        ("/v1/metrics", get(metrics::account)),
+        ("/v1/agents/{email}/metrics", get(metrics::agent)),
     ]
 }

@@ -11,11 +11,14 @@ mod account_data;
 mod accounts;
 mod agents;
 mod console;
+mod contacts;
 mod conversations;
 mod domains;
+mod engagements;
 mod events;
 mod idempotency;
 mod jobs;
+mod ledger_metrics;
 mod lifecycle;
 mod messages;
 mod models;
@@ -32,6 +35,12 @@ pub use account_data::{
     AccountDataStore, AccountRecords, AgentRecord, DeletedAccount, DomainRecord, ExportedMessage,
 };
 pub use console::{ConsoleLogin, ConsoleSession, ConsoleStore, MAX_LISTED_SESSIONS, NewConsoleSession};
+pub use contacts::{
+    Contact, ContactFilter, ContactStore, Import, ImportOutcome, ImportReversal, ImportRow, MAX_CONTACTS,
+    OnConflict,
+};
+pub use engagements::{Engagement, EngagementFilter, EngagementStore, EngagementWrite, Upserted};
+pub use ledger_metrics::{Cohort, GroupSize, MetricsStore, ReasonCount, Split, WebhookCounts};
 pub use lifecycle::LifecycleStore;
 pub use models::*;
 pub use outbound::OutboundStore;
@@ -466,6 +475,9 @@ pub trait Store:
     + AccountDataStore
     + LifecycleStore
     + TemplateStore
+    + ContactStore
+    + EngagementStore
+    + MetricsStore
     + StoreHealth
 {
 }
@@ -486,6 +498,9 @@ impl<
         + AccountDataStore
         + LifecycleStore
         + TemplateStore
+        + ContactStore
+        + EngagementStore
+        + MetricsStore
         + StoreHealth,
 > Store for T
 {
