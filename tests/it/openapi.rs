@@ -393,20 +393,22 @@ async fn responses_conform_to_the_document() {
 }
 
 #[tokio::test]
-async fn the_document_is_served_and_501s_are_envelopes() {
+async fn the_document_is_served_and_nothing_answers_501() {
     let app = common::spawn_app(common::Db::Sqlite).await.expect("app");
     let served = app.call(reqwest::Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(served.status, reqwest::StatusCode::OK);
     assert_eq!(served.body, ours(), "the served document is the generated one");
+    assert!(NOT_IMPLEMENTED.is_empty(), "every operation of the snapshot is served");
+    // The newer SDKs' paths outside the snapshot (contacts 5.5+, metrics 5.7+) are served too,
+    // behind a key like everything else.
     for (method, path) in [
         (reqwest::Method::GET, "/v1/templates"),
         (reqwest::Method::GET, "/v1/contacts"),
-        (reqwest::Method::POST, "/v1/agents/bot%40agents.test/contacts/abc/notes"),
+        (reqwest::Method::GET, "/v1/agents/bot%40agents.test/contacts"),
         (reqwest::Method::GET, "/v1/metrics"),
     ] {
-        let r = app.call(method.clone(), path, Some(&app.key), Some(serde_json::json!({}))).await;
-        assert_eq!(r.status, reqwest::StatusCode::NOT_IMPLEMENTED, "{method} {path}: {}", r.body);
-        assert_eq!(r.code(), "not_implemented");
+        let r = app.call(method.clone(), path, Some(&app.key), None).await;
+        assert_ne!(r.status, reqwest::StatusCode::NOT_IMPLEMENTED, "{method} {path}: {}", r.body);
         let anonymous = app.call(method.clone(), path, None, None).await;
         assert_eq!(
             anonymous.status,

@@ -17,7 +17,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 const BOT: &str = "bot@agents.test";
 const PEER: &str = "peer@agents.test";
 
-async fn next(rx: &mut UnboundedReceiver<Delivered>, what: &str) -> Delivered {
+pub(crate) async fn next(rx: &mut UnboundedReceiver<Delivered>, what: &str) -> Delivered {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .unwrap_or_else(|_| panic!("the internet never received {what}"))
@@ -47,7 +47,7 @@ async fn world(
 }
 
 /// [`world`] with more flags for `postagent`.
-async fn world_with(
+pub(crate) async fn world_with(
     refuse: &[(&str, &str)],
     main_cf: Vec<(&'static str, String)>,
     flags: &[&'static str],
@@ -65,7 +65,7 @@ async fn world_with(
     Some((MailWorld::start(options).await?, rx))
 }
 
-async fn send(w: &MailWorld, path: &str, body: Value) -> String {
+pub(crate) async fn send(w: &MailWorld, path: &str, body: Value) -> String {
     let (status, r) = w.call(Method::POST, path, Some(body)).await;
     assert!(status.is_success(), "{path}: {status} {r}");
     r["message_id"].as_str().expect("message_id").to_owned()
@@ -76,7 +76,7 @@ async fn message(w: &MailWorld, agent: &str, id: &str) -> Value {
 }
 
 /// Waits until the message's status is `status`.
-async fn wait_status(w: &MailWorld, agent: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_status(w: &MailWorld, agent: &str, id: &str, status: &str) -> Value {
     until(&format!("{id} {status}"), WAIT, || async {
         let m = message(w, agent, id).await;
         (m["delivery_status"] == status).then_some(m)
@@ -566,6 +566,17 @@ async fn the_agent_test_goes_the_whole_way_round() {
     );
     let log = w.postfix.read_log();
     assert!(log.contains(&format!("to=<{BOT}>")), "Postfix delivered it: {log}");
+    // Its ledger starts at the Postfix queue entry that delivered it over LMTP, so the
+    // operator can follow it from the maillog.
+    let id = arrived["id"].as_str().expect("id");
+    let lifecycle = w.get(&format!("/v1/agents/{BOT}/messages/{id}/lifecycle")).await;
+    let first = &lifecycle["items"][0];
+    assert_eq!(first["reason_code"], "acceptance.inbound_smtp", "{lifecycle}");
+    let qid = first["correlation_ids"]["postfix_queue_id"].as_str().expect("queue id");
+    assert!(
+        log.lines().any(|l| l.contains(&format!("{qid}: to=<{BOT}>"))),
+        "{qid} delivered to {BOT} in the maillog: {log}"
+    );
     // Another account's agent, or none, is a 404.
     let (status, _) = w.call(Method::POST, "/v1/agents/nobody@agents.test/test", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -97,6 +97,7 @@ fn select() -> String {
              (SELECT MAX(m.created_at) {IN}) AS last_inbound_at,
              (SELECT COUNT(*) {IN}) AS inbound_count,
              (SELECT m.conversation_id FROM messages m WHERE m.agent_email = e.agent_email
+                AND m.conversation_id IS NOT NULL AND m.conversation_id <> ''
                 AND (LOWER(m.header_from) = e.address OR m.to_addrs LIKE '%\"' || e.address || '\"%')
                 ORDER BY m.created_at DESC LIMIT 1) AS last_conversation_id,
              (SELECT s.source {SUPPRESSION}) AS suppression_source,
