@@ -65,7 +65,8 @@ async fn inbound_mail_starts_its_ledger_at_the_queue_entry(app: &TestApp) {
     assert_eq!(two.body["items"][1]["id"], rows[2]["id"]);
     // The email.received event carries the same rows.
     let events = app.get(&format!("/v1/events?message_id={id}")).await;
-    let received = events.body["items"].as_array().expect("items").iter().find(|e| e["type"] == "email.received");
+    let received =
+        events.body["items"].as_array().expect("items").iter().find(|e| e["type"] == "email.received");
     let carried = &received.expect("email.received")["data"]["lifecycle_transitions"];
     assert_eq!(carried.as_array().expect("rows").len(), 3);
     assert_eq!(carried[0]["id"], rows[0]["id"]);
@@ -74,7 +75,8 @@ async fn inbound_mail_starts_its_ledger_at_the_queue_entry(app: &TestApp) {
     assert_eq!(codes(&ledger(app, &unsigned).await)[1], "authentication.dmarc_none");
     // Another account's key sees no such message; a bad cursor is refused.
     let other = app.other_account().await;
-    let r = app.call(reqwest::Method::GET, &path(&format!("/messages/{id}/lifecycle")), Some(&other), None).await;
+    let r =
+        app.call(reqwest::Method::GET, &path(&format!("/messages/{id}/lifecycle")), Some(&other), None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     let r = app.get(&path(&format!("/messages/{id}/lifecycle?cursor=forged"))).await;
     assert_eq!(r.code(), "invalid_cursor");
@@ -82,7 +84,8 @@ async fn inbound_mail_starts_its_ledger_at_the_queue_entry(app: &TestApp) {
 
 async fn sends_holds_and_self_sends_record_their_stages(app: &TestApp) {
     setup(app).await;
-    let sent = app.post(&path("/messages"), json!({"to": ["x@example.com"], "subject": "s", "text": "t"})).await;
+    let sent =
+        app.post(&path("/messages"), json!({"to": ["x@example.com"], "subject": "s", "text": "t"})).await;
     let id = sent.body["message_id"].as_str().expect("id").to_owned();
     assert_eq!(codes(&ledger(app, &id).await), ["acceptance.outbound_api", "queue.outbound_submission"]);
 
@@ -115,7 +118,8 @@ async fn sends_holds_and_self_sends_record_their_stages(app: &TestApp) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let held = app.post(&path("/messages"), json!({"to": ["y@example.com"], "subject": "h", "text": "t"})).await;
+    let held =
+        app.post(&path("/messages"), json!({"to": ["y@example.com"], "subject": "h", "text": "t"})).await;
     assert_eq!(held.body["status"], "pending_review", "{}", held.body);
     let held = held.body["message_id"].as_str().expect("id").to_owned();
     let rows = ledger(app, &held).await;
@@ -166,7 +170,8 @@ async fn feedback_adds_per_recipient_rows_and_metrics_count_messages(app: &TestA
     assert_eq!(rows[3]["recipient"], "gone@example.com");
     // The suppression's event carries its row; the bounce's event carries its own.
     let events = app.get(&format!("/v1/events?message_id={}", ids[1])).await;
-    let bounced = events.body["items"].as_array().expect("items").iter().find(|e| e["type"] == "email.bounced");
+    let bounced =
+        events.body["items"].as_array().expect("items").iter().find(|e| e["type"] == "email.bounced");
     assert_eq!(bounced.expect("bounced")["data"]["lifecycle_transitions"][0]["id"], rows[2]["id"]);
 
     let inbound = app.deliver(BOT, b"From: alice@example.org\r\nSubject: in\r\n\r\nx\r\n", true).await;
@@ -174,8 +179,14 @@ async fn feedback_adds_per_recipient_rows_and_metrics_count_messages(app: &TestA
     let m = app.get(&path("/metrics")).await;
     assert_eq!(m.status, StatusCode::OK, "{}", m.body);
     let s = &m.body["summary"];
-    assert_eq!((s["accepted"].as_i64(), s["delivered"].as_i64(), s["bounced_hard"].as_i64()), (Some(3), Some(1), Some(1)));
-    assert_eq!((s["received"].as_i64(), s["dmarc_pass"].as_i64(), s["loopback"].as_i64()), (Some(1), Some(1), Some(0)));
+    assert_eq!(
+        (s["accepted"].as_i64(), s["delivered"].as_i64(), s["bounced_hard"].as_i64()),
+        (Some(3), Some(1), Some(1))
+    );
+    assert_eq!(
+        (s["received"].as_i64(), s["dmarc_pass"].as_i64(), s["loopback"].as_i64()),
+        (Some(1), Some(1), Some(0))
+    );
     assert_eq!(m.body["messages_in_window"], 4);
     assert_eq!(m.body["messages_with_lifecycle"], 4);
     assert_eq!(m.body["agent_email"], BOT);
@@ -200,10 +211,14 @@ async fn feedback_adds_per_recipient_rows_and_metrics_count_messages(app: &TestA
     assert!(all.body["webhooks"]["success_rate"].is_null());
 
     // A window before any of it is empty; bad windows are refused.
-    let past = app.get(&path("/metrics?start=2020-01-01T00:00:00.000000%2B0000&end=2020-01-02T00:00:00")).await;
+    let past =
+        app.get(&path("/metrics?start=2020-01-01T00:00:00.000000%2B0000&end=2020-01-02T00:00:00")).await;
     assert_eq!(past.status, StatusCode::OK, "{}", past.body);
     assert_eq!(past.body["summary"]["accepted"], 0);
-    for bad in ["?start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z", "?start=2020-01-01T00:00:00Z&end=2026-01-01T00:00:00Z"] {
+    for bad in [
+        "?start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z",
+        "?start=2020-01-01T00:00:00Z&end=2026-01-01T00:00:00Z",
+    ] {
         assert_eq!(app.get(&path(&format!("/metrics{bad}"))).await.code(), "invalid_request", "{bad}");
     }
     assert_eq!(app.get("/v1/metrics?bucket=week").await.status, StatusCode::UNPROCESSABLE_ENTITY);

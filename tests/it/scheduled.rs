@@ -24,7 +24,12 @@ fn msgs() -> String {
 
 async fn ledger(app: &TestApp, id: &str) -> Vec<String> {
     let r = app.get(&format!("{}/{id}/lifecycle", msgs())).await;
-    r.body["items"].as_array().expect("items").iter().map(|x| x["reason_code"].as_str().unwrap_or("").to_owned()).collect()
+    r.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|x| x["reason_code"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 /// The submission jobs due by `at` (claimed, so a second look does not see them).
@@ -54,7 +59,10 @@ async fn a_future_send_at_is_scheduled_and_cancellable(app: &TestApp) {
     assert_eq!(now.body["status"], "accepted", "{}", now.body);
     assert!(now.body.get("scheduled_at").is_none());
     // The checks: no offset, too far, a self-send.
-    assert_eq!(app.post(&msgs(), body("2030-01-01T00:00:00".into())).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.post(&msgs(), body("2030-01-01T00:00:00".into())).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let far = Timestamp::now().plus_secs(91 * 86_400).to_rfc3339();
     assert_eq!(app.post(&msgs(), body(far)).await.code(), "invalid_request");
     let own = json!({"to": [BOT], "subject": "s", "text": "t", "send_at": at.to_rfc3339()});
@@ -64,9 +72,17 @@ async fn a_future_send_at_is_scheduled_and_cancellable(app: &TestApp) {
     assert_eq!(r.code(), "message_not_yet_delivered");
 
     // Cancel by the trash; a restore before its time re-arms it.
-    assert_eq!(app.delete(&format!("{}/{id}?confirm=DELETE", msgs())).await.body, json!({"deleted": true, "id": id}));
+    assert_eq!(
+        app.delete(&format!("{}/{id}?confirm=DELETE", msgs())).await.body,
+        json!({"deleted": true, "id": id})
+    );
     let r = app.post(&format!("{}/{id}/restore", msgs()), Value::Null).await;
-    assert_eq!((r.status, r.body["delivery_status"].as_str()), (StatusCode::OK, Some("accepted")), "{}", r.body);
+    assert_eq!(
+        (r.status, r.body["delivery_status"].as_str()),
+        (StatusCode::OK, Some("accepted")),
+        "{}",
+        r.body
+    );
     assert!(due(app, Timestamp::now()).await.iter().all(|d| d != &id), "re-armed for its time, not now");
     assert!(due(app, at.plus_secs(1)).await.contains(&id));
 
@@ -75,7 +91,10 @@ async fn a_future_send_at_is_scheduled_and_cancellable(app: &TestApp) {
     let r = app.post(&msgs(), body(soon.to_rfc3339())).await;
     let late = r.body["message_id"].as_str().expect("id").to_owned();
     assert_eq!(app.delete(&format!("{}/{late}", msgs())).await.status, StatusCode::OK);
-    until("the schedule to pass", Duration::from_secs(10), || async { (Timestamp::now() > soon).then_some(()) }).await;
+    until("the schedule to pass", Duration::from_secs(10), || async {
+        (Timestamp::now() > soon).then_some(())
+    })
+    .await;
     let r = app.post(&format!("{}/{late}/restore", msgs()), Value::Null).await;
     assert_eq!(r.body["delivery_status"], "failed", "{}", r.body);
     assert_eq!(ledger(app, &late).await.last().map(String::as_str), Some("submission.cancelled"));
@@ -92,9 +111,7 @@ async fn postfix_gets_a_scheduled_message_at_its_time() {
     let path = format!("/v1/agents/{BOT}/messages");
     let at = |secs: i64| Timestamp::now().plus_secs(secs);
     let (cancelled_at, sent_at) = (at(2), at(3));
-    let mail = |subject: &str, t: Timestamp| {
-        json!({"to": ["human@example.org"], "subject": subject, "text": "t", "send_at": t.to_rfc3339()})
-    };
+    let mail = |subject: &str, t: Timestamp| json!({"to": ["human@example.org"], "subject": subject, "text": "t", "send_at": t.to_rfc3339()});
     let cancelled = send(&w, &path, mail("cancelled", cancelled_at)).await;
     let (status, _) = w.call(Method::DELETE, &format!("{path}/{cancelled}"), None).await;
     assert_eq!(status, StatusCode::OK);

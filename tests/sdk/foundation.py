@@ -1,20 +1,24 @@
 """Drives postagent's endpoints through the published e2a SDK, unmodified: the foundation
 (info, account, keys, domains, agents), sending, the review queue, suppressions, the agent
-test, and the data rights (export, then the account's deletion).
+test, templates, the lifecycle ledger, and (SDK 5.5+/5.7+) contacts, scheduled send and
+metrics, then the data rights (export, then the account's deletion).
 
 Run by tests/it/sdk_compat.rs with E2A_API_KEY and E2A_API_URL set. Prints
 "TOKEN <domain> <token>" and waits for a line on stdin while the test publishes the TXT
 record in its loopback DNS server. Any failed assertion exits non-zero.
 """
 
+import importlib.metadata
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 
 import httpx
 from e2a import (
     E2AAuthError,
     E2AClient,
     E2AConflictError,
+    E2AError,
     E2ANotFoundError,
     E2APermissionError,
     E2AValidationError,
@@ -23,6 +27,7 @@ from e2a import (
 DOMAIN = "sdk.example"
 AGENT = "bot+x@sdk.example"
 SLUG = "helper@agents.test"
+SDK = tuple(int(x) for x in importlib.metadata.version("e2a").split(".")[:2])
 
 
 def expect(exc_type, fn, *args):
@@ -158,6 +163,90 @@ with E2AClient() as c:
     # The agent test: the deployment's test message, queued over the real route.
     test = c.agents.test(AGENT)
     assert test.status == "accepted" and test.message_id.startswith("msg_"), test
+
+    # The lifecycle ledger: a held send's stages, a rejected one's end.
+    rows = c.messages.get_lifecycle(SLUG, held2.message_id).items
+    assert [r.reason_code for r in rows] == ["acceptance.outbound_api", "review.hold_created", "review.rejected"], rows
+    assert rows[1].stage == "review" and rows[1].outcome == "pending" and rows[0].reconstructed is False, rows
+    page = c.messages.get_lifecycle(SLUG, held.message_id, limit=1)
+    assert len(page.items) == 1 and page.next_cursor, page
+    rest = c.messages.get_lifecycle(SLUG, held.message_id, cursor=page.next_cursor)
+    assert [r.reason_code for r in rest.items][:3] == ["review.hold_created", "review.approved", "queue.outbound_submission"], rest
+
+    # Templates: stored, validated, listed, rendered on send, deleted.
+    t = c.templates.create({"name": "Greeting", "alias": "greet", "subject": "Hi {{name}}",
+                            "text": "Hello {{name}}, plan {{plan.tier}}", "html": "<p>{{name}}</p>"})
+    assert t.id.startswith("tmpl_") and t.alias == "greet" and t.html == "<p>{{name}}</p>", t
+    assert [x.id for x in c.templates.list()] == [t.id]
+    assert c.templates.update(t.id, {"name": "Greeting 2"}).name == "Greeting 2"
+    assert c.templates.get(t.id).name == "Greeting 2"
+    v = c.templates.validate({"subject": "Hi {{name}}", "text": "x {{a.b}}", "test_data": {"name": "Ada"}})
+    assert v.valid is True and v.rendered.subject == "Hi Ada", v
+    assert v.suggested_data == {"name": "name_value", "a": {"b": "a.b_value"}}, v.suggested_data
+    bad = c.templates.validate({"subject": "Hi {{name"})
+    assert bad.valid is False and bad.errors[0].part == "subject" and bad.rendered is None, bad
+    starters = list(c.templates.list_starters())
+    assert len(starters) == 7 and starters[-1].alias == "welcome", [s.alias for s in starters]
+    welcome = c.templates.get_starter("welcome")
+    assert "{{recipient_name}}" in welcome.text and "{{cta_url}}" in welcome.html, welcome
+    copied = c.templates.create({"from_starter": "verify-code"})
+    assert copied.from_starter_alias == "verify-code" and copied.from_starter_version == "1.0.0", copied
+    sent = c.messages.send(AGENT, {"to": ["tpl@example.net"], "template_alias": "greet",
+                                   "template_data": {"name": "Ann", "plan": {"tier": "pro"}}})
+    assert sent.status == "accepted", sent
+    assert c.messages.get(AGENT, sent.message_id).subject == "Hi Ann"
+    e = expect(E2ANotFoundError, c.messages.send, AGENT, {"to": ["x@example.net"], "template_id": "tmpl_missing"})
+    assert e.code == "template_not_found", e
+    for tid in (t.id, copied.id):
+        d = c.templates.delete(tid)
+        assert d.deleted is True and d.id == tid, d
+    assert list(c.templates.list()) == []
+
+    if SDK >= (5, 5):
+        # Scheduled send: accepted as scheduled, cancelled by the trash, re-armed by a restore.
+        later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+        s = c.messages.send(AGENT, {"to": ["later@example.net"], "subject": "later", "text": "t", "send_at": later})
+        assert s.status == "scheduled" and s.scheduled_at == later, s
+        mv = c.messages.get(AGENT, s.message_id)
+        assert mv.delivery_status == "accepted" and mv.scheduled_at == later, mv
+        assert c.messages.delete(AGENT, s.message_id).deleted is True
+        assert c.messages.restore(AGENT, s.message_id).delivery_status == "accepted"
+
+        # Contacts: canonical addresses, If-Match, imports and their reversal, outreach.
+        ct = c.contacts.create({"address": "A. Partner <Partner@fund.vc>", "display_name": "A", "metadata": {"tier": 1}})
+        assert ct.address == "partner@fund.vc" and ct.source == "manual" and ct.metadata == {"tier": 1}, ct
+        got, etag = c.contacts.get_with_etag("A. Partner <partner@fund.vc>")
+        assert got.address == "partner@fund.vc" and etag, (got, etag)
+        assert c.contacts.update("partner@fund.vc", {"display_name": "B"}, if_match=etag).display_name == "B"
+        e = expect(E2AError, lambda: c.contacts.update("partner@fund.vc", {"display_name": "C"}, if_match=etag))
+        assert e.code == "precondition_failed", e
+        expect(E2AConflictError, c.contacts.create, {"address": "partner@fund.vc"})
+        imp = c.contacts.import_({"contacts": [{"address": "x1@fund.vc"}, {"address": "bad"}],
+                                  "agent_email": AGENT, "stage": "new"})
+        assert (imp.created, imp.failed, imp.results[1].code) == (1, 1, "invalid_recipient"), imp
+        assert [x.address for x in c.contacts.list(import_batch_id=imp.batch_id)] == ["x1@fund.vc"]
+        eng = c.contacts.set_outreach(AGENT, "partner@fund.vc", {"stage": "pitched", "next_action_at": later})
+        assert eng.stage == "pitched" and eng.replied is False and eng.next_action_at == later, eng
+        assert eng.contact.display_name == "B", eng.contact
+        assert [x.address for x in c.contacts.outreach(AGENT, stage="new")] == ["x1@fund.vc"]
+        due = list(c.contacts.outreach(AGENT, replied=False, next_action_before=later + timedelta(minutes=1)))
+        assert [x.address for x in due] == ["partner@fund.vc"], due
+        rev = c.contacts.delete_import(imp.batch_id)
+        assert (rev.contacts_deleted, rev.engagements_deleted) == (1, 1), rev
+        assert c.contacts.delete_outreach(AGENT, "partner@fund.vc").deleted is True
+        assert c.contacts.delete("partner@fund.vc").deleted is True
+        expect(E2ANotFoundError, c.contacts.get, "partner@fund.vc")
+
+    if SDK >= (5, 7):
+        # Metrics from the ledger: the agent's and the account's, by agent and by day.
+        am = c.messages.get_metrics(AGENT)
+        assert am.agent_email == AGENT and am.summary.accepted >= 2 and am.messages_with_lifecycle >= 2, am
+        acct = c.account.metrics(group_by="agent", bucket="day")
+        assert acct.summary.review_held == 2 and acct.summary.review_rejected == 1, acct.summary
+        assert {a.agent_email for a in acct.agents} >= {AGENT, SLUG}, acct.agents
+        assert len(acct.buckets) >= 30 and acct.webhooks.deliveries >= 0, acct
+        old = c.account.metrics(start=datetime(2020, 1, 1, tzinfo=timezone.utc), end=datetime(2020, 1, 2))
+        assert old.summary.accepted == 0 and old.messages_in_window == 0, old
 
     # Data rights: the export validates against the SDK's own models (schema 4).
     export = c.account.export()
