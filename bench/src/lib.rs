@@ -29,6 +29,7 @@ pub mod data;
 pub mod fanout;
 pub mod hostile;
 mod maps;
+pub mod metrics;
 mod probe;
 mod report;
 pub mod restart;
