@@ -208,9 +208,10 @@ async fn tools_per_scope_match_the_published_list(app: &TestApp) {
     let whoami = account.iter().find(|t| t["name"] == "whoami").expect("whoami");
     assert_eq!(whoami["inputSchema"]["properties"], json!({}));
     assert!(whoami["inputSchema"].get("required").is_none());
-    // Operations not served yet say so in their description.
-    let template = account.iter().find(|t| t["name"] == "list_templates").expect("list_templates");
-    assert!(template["description"].as_str().expect("text").contains("not_implemented"), "{template}");
+    // Every tool's operation is served: no description warns of not_implemented.
+    for t in &account {
+        assert!(!t["description"].as_str().expect("text").contains("not_implemented"), "{t}");
+    }
     // An admin tool is not there for an agent key: the same result as an unknown name.
     let hidden = call(app, &agent_key, "list_agents", json!({})).await;
     assert_eq!(
@@ -248,6 +249,8 @@ async fn tools_read_and_answer_delivered_mail(app: &TestApp) {
 
     let m = ok(&call(app, &agent_key, "get_message", json!({"message_id": ids[0]})).await);
     assert_eq!(m["id"], ids[0].as_str());
+    let lifecycle = ok(&call(app, &agent_key, "get_message_lifecycle", json!({"message_id": ids[0]})).await);
+    assert_eq!(lifecycle["transitions"][0]["reason_code"], "acceptance.inbound_smtp", "{lifecycle}");
     assert_eq!(m["verified_domain"], "example.org");
     assert_eq!(m["authentication"]["dmarc"]["status"], "pass");
     assert!(m["text"].as_str().expect("text").contains("question 0"), "{m}");
@@ -315,10 +318,15 @@ async fn errors_are_results_in_e2a_form(app: &TestApp) {
     let no_agent = call(app, &app.key, "list_messages", json!({})).await;
     assert_eq!(no_agent["structuredContent"], json!({"code": "invalid_request", "retryable": false}));
     assert!(no_agent["content"][0]["text"].as_str().expect("text").starts_with("e2a error: "));
-    // Operations postagent does not serve answer not_implemented, never retryable.
-    let templates = call(app, &app.key, "list_templates", json!({})).await;
-    assert_eq!(templates["structuredContent"]["code"], "not_implemented");
-    assert_eq!(templates["structuredContent"]["retryable"], false);
+    // Templates through the tools: the REST handlers, with the REST errors.
+    let made = ok(&call(app, &app.key, "create_template", json!({"name": "n", "subject": "Hi {{x}}", "text": "t"})).await);
+    assert!(made["id"].as_str().is_some_and(|id| id.starts_with("tmpl_")), "{made}");
+    let listed = ok(&call(app, &app.key, "list_templates", json!({})).await);
+    assert_eq!(listed["templates"][0]["id"], made["id"]);
+    let starter = ok(&call(app, &app.key, "get_starter_template", json!({"alias": "welcome"})).await);
+    assert_eq!(starter["alias"], "welcome");
+    let bad = call(app, &app.key, "create_template", json!({"name": "n", "subject": "{{x", "text": "t"})).await;
+    assert_eq!(bad["structuredContent"], json!({"code": "invalid_template", "retryable": false}), "{bad}");
     // A missing `arguments` is a validation result; `arguments: null` a JSON-RPC error.
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "whoami"}});
     let msgs = post(app, Some(&app.key), &body).await.2;
