@@ -4,6 +4,9 @@
 use std::fmt;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
+/// One day, in the microseconds timestamps count.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
 /// A point in time with microsecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(i64);

@@ -182,9 +182,14 @@ impl Submitter {
         };
         if m.deleted_at.is_some() {
             // Trashed before it left: not sent. A restore re-arms it (or cancels it when
-            // its time has passed).
-            self.store.complete_job(job.id, &self.id).await?;
-            tracing::info!("NOQUEUE: submission skipped msg={} agent={}: in the trash", m.id, m.agent_email);
+            // its time has passed); one that lands meanwhile keeps this job for a later try.
+            if self.store.drop_job_of_trashed(job.id, &self.id, &m.id).await? {
+                tracing::info!(
+                    "NOQUEUE: submission skipped msg={} agent={}: in the trash",
+                    m.id,
+                    m.agent_email
+                );
+            }
             return Ok(());
         }
         let now = Timestamp::now();
@@ -196,6 +201,7 @@ impl Submitter {
                 delivery_status: Some(DeliveryStatus::Sending),
                 ..Default::default()
             },
+            unless_trashed: true,
             at: now,
             ..Transition::default()
         };

@@ -165,6 +165,9 @@ async fn feedback_adds_per_recipient_rows_and_metrics_count_messages(app: &TestA
     let delivered = rows.last().expect("row");
     assert_eq!(delivered["reason_code"], "delivery.recipient_server_accepted");
     assert_eq!(delivered["recipient"], "ok@example.com");
+    // The same report again records nothing twice.
+    let again = bounce::apply(store, &ids[1], &report, BouncePolicy::default(), Timestamp::now()).await;
+    assert!(again.is_ok());
     let rows = ledger(app, &ids[1]).await;
     assert_eq!(&codes(&rows)[2..], ["delivery.permanent_bounce", "suppression.hard_bounce_applied"]);
     assert_eq!(rows[3]["recipient"], "gone@example.com");

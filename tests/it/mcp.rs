@@ -319,14 +319,23 @@ async fn errors_are_results_in_e2a_form(app: &TestApp) {
     assert_eq!(no_agent["structuredContent"], json!({"code": "invalid_request", "retryable": false}));
     assert!(no_agent["content"][0]["text"].as_str().expect("text").starts_with("e2a error: "));
     // Templates through the tools: the REST handlers, with the REST errors.
-    let made = ok(&call(app, &app.key, "create_template", json!({"name": "n", "subject": "Hi {{x}}", "text": "t"})).await);
+    let made =
+        ok(&call(app, &app.key, "create_template", json!({"name": "n", "subject": "Hi {{x}}", "text": "t"}))
+            .await);
     assert!(made["id"].as_str().is_some_and(|id| id.starts_with("tmpl_")), "{made}");
     let listed = ok(&call(app, &app.key, "list_templates", json!({})).await);
     assert_eq!(listed["templates"][0]["id"], made["id"]);
     let starter = ok(&call(app, &app.key, "get_starter_template", json!({"alias": "welcome"})).await);
     assert_eq!(starter["alias"], "welcome");
-    let bad = call(app, &app.key, "create_template", json!({"name": "n", "subject": "{{x", "text": "t"})).await;
-    assert_eq!(bad["structuredContent"], json!({"code": "invalid_template", "retryable": false}), "{bad}");
+    let bad =
+        call(app, &app.key, "create_template", json!({"name": "n", "subject": "{{x", "text": "t"})).await;
+    let e = &bad["structuredContent"];
+    assert_eq!(
+        (e["code"].as_str(), e["retryable"].as_bool(), e["status"].as_i64()),
+        (Some("invalid_template"), Some(false), Some(400)),
+        "{bad}"
+    );
+    assert_eq!(e["details"]["part"], "subject", "{bad}");
     // A missing `arguments` is a validation result; `arguments: null` a JSON-RPC error.
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "whoami"}});
     let msgs = post(app, Some(&app.key), &body).await.2;

@@ -6,9 +6,9 @@ use crate::common;
 use crate::outbound_e2e::{next, send, wait_status, world_with};
 
 use common::{TestApp, enc};
-use postagent_core::store::JobQueue;
+use postagent_core::store::{JobQueue, MessageUpdate, OutboundStore, Transition};
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::JobKind;
+use postagent_core::vocab::{JobKind, MessageStatus};
 use postagent_lab::receiver::until;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -76,6 +76,16 @@ async fn a_future_send_at_is_scheduled_and_cancellable(app: &TestApp) {
         app.delete(&format!("{}/{id}?confirm=DELETE", msgs())).await.body,
         json!({"deleted": true, "id": id})
     );
+    // The submitter, having read the message before it was trashed, cannot take it now.
+    let take = Transition {
+        message_id: id.clone(),
+        from: vec![MessageStatus::Accepted],
+        set: MessageUpdate { status: Some(MessageStatus::Sending), ..Default::default() },
+        unless_trashed: true,
+        at: Timestamp::now(),
+        ..Transition::default()
+    };
+    assert!(!app.store.transition(take).await.expect("transition"), "a trashed message is not sent");
     let r = app.post(&format!("{}/{id}/restore", msgs()), Value::Null).await;
     assert_eq!(
         (r.status, r.body["delivery_status"].as_str()),

@@ -307,11 +307,14 @@ pub async fn delete(
             "the message is held for review; decide the review first",
         ));
     }
-    if m.status == MessageStatus::Sending && m.deleted_at.is_none() {
-        return Err(ApiError::conflict(
+    let in_progress = || {
+        ApiError::conflict(
             "send_in_progress",
             "the message is being handed to Postfix; it can be deleted once that is over",
-        ));
+        )
+    };
+    if m.status == MessageStatus::Sending && m.deleted_at.is_none() {
+        return Err(in_progress());
     }
     if permanent {
         if m.deleted_at.is_none() {
@@ -322,6 +325,10 @@ pub async fn delete(
         }
         state.store.purge_message(&m.id).await?;
     } else if !state.store.set_message_trashed(&m.id, Some(Timestamp::now())).await? {
+        // The submitter took it between the read and the trash.
+        if state.store.find_message(&m.id).await?.is_some_and(|m| m.status == MessageStatus::Sending) {
+            return Err(in_progress());
+        }
         return Err(ApiError::not_found("message"));
     }
     tracing::info!(account = %who.account_id, message = %m.id, permanent, "message deleted");

@@ -12,14 +12,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use postagent_core::mail::lifecycle::Reason;
 use postagent_core::store::{Cohort, GroupSize, ReasonCount, Split, WebhookCounts};
-use postagent_core::time::Timestamp;
+use postagent_core::time::{DAY_MICROS, Timestamp};
 use postagent_core::vocab::Word;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 
 const DEFAULT_DAYS: i64 = 30;
 const MAX_DAYS: i64 = 92;
-const DAY_MICROS: i64 = 86_400_000_000;
 /// Agents listed by `group_by=agent`, busiest first.
 const MAX_AGENTS: usize = 200;
 /// Webhook endpoints listed, busiest first.

@@ -14,6 +14,7 @@ pub mod meta;
 pub mod metrics;
 pub mod reviews;
 pub mod send;
+mod send_body;
 pub mod suppressions;
 pub mod table;
 pub mod templates;

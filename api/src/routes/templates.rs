@@ -271,6 +271,7 @@ pub async fn validate(
     let data = Value::Object(r.test_data.unwrap_or_default());
     let mut errors = Vec::new();
     let mut variables: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut rendered = Map::new();
     let data_ok =
         template::check_data(&data).map_err(|e| errors.push(json!({"part": "subject", "message": e})));
@@ -280,8 +281,8 @@ pub async fn validate(
             Err(e) => errors.push(json!({"part": part.as_str(), "message": e})),
             Ok(t) => {
                 for v in t.variables() {
-                    if !variables.iter().any(|x| x == v) {
-                        variables.push(v.to_owned());
+                    if seen.insert((*v).to_owned()) {
+                        variables.push((*v).to_owned());
                     }
                 }
                 if data_ok.is_ok() {
@@ -399,7 +400,7 @@ pub async fn resolve(
     {
         if rendered.trim().is_empty() {
             let variables: Vec<String> = template::parse(src)
-                .map(|p| p.variables().into_iter().map(str::to_owned).collect())
+                .map(|p| p.variables().iter().map(|v| (*v).to_owned()).collect())
                 .unwrap_or_default();
             return Err(ApiError::bad_request(
                 "template_rendered_empty",

@@ -247,6 +247,7 @@ pub fn suppression_ledger(s: &Suppression) -> Vec<crate::mail::lifecycle::NewSta
     let Some(message_id) = &s.source_message_id else { return Vec::new() };
     vec![
         NewStage::new(message_id, Direction::Outbound, reason, s.created_at)
+            .keyed(&format!("{message_id}|{reason}|{}", s.address))
             .recipient(&s.address)
             .evidence("suppression_scope", if s.agent_email.is_some() { "agent" } else { "account" })
             .evidence("suppression_source", s.source.as_str()),

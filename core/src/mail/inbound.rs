@@ -411,9 +411,9 @@ pub fn filed(
         conversation_id: conversation_id.as_deref(),
     };
     let then = match verdict {
-        Verdict::Pass | Verdict::Flag { .. } => lifecycle::Reason::InboundProcessing,
-        Verdict::Review { .. } => lifecycle::Reason::HoldCreated,
-        Verdict::Block { .. } => lifecycle::Reason::ReviewRejected,
+        Verdict::Pass | Verdict::Flag { .. } => Some(lifecycle::Reason::InboundProcessing),
+        Verdict::Review { .. } => Some(lifecycle::Reason::HoldCreated),
+        Verdict::Block { .. } => None,
     };
     let ledger = lifecycle::inbound(
         &id,

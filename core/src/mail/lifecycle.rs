@@ -117,6 +117,13 @@ impl NewStage {
         }
     }
 
+    /// The row's id derived from `key` (a report's own identity, such as message, reason and
+    /// recipient): a report delivered twice records its step once.
+    pub fn keyed(mut self, key: &str) -> Self {
+        self.id = format!("mlt_{}", &crate::sign::sha256_hex(key.as_bytes())[..32]);
+        self
+    }
+
     pub fn recipient(mut self, address: &str) -> Self {
         self.recipient = Some(address.to_ascii_lowercase());
         self
@@ -167,7 +174,8 @@ pub const LOOPBACK_SOURCE: &str = "loopback:";
 
 /// An inbound copy's first rows: accepted at its Postfix queue id, the authentication
 /// verdict the milter signed (DMARC's, with SPF and DKIM as evidence), then where the gate
-/// put it (`then`: queued for the agent, held, or rejected).
+/// put it (`then`: queued for the agent or held; `None` when the gate blocked it, which no
+/// stage of the contract names).
 /// The arriving copy of a loopback self-send (`source_id` [`LOOPBACK_SOURCE`]…) never passed
 /// SMTP or the milter: accepted locally, then queued for the agent.
 pub fn inbound(
@@ -176,13 +184,13 @@ pub fn inbound(
     source_id: &str,
     delivered_to: &str,
     auth: Option<&crate::auth::Authentication>,
-    then: Reason,
+    then: Option<Reason>,
     at: Timestamp,
 ) -> Vec<NewStage> {
     let row = |reason| NewStage::new(message_id, Direction::Inbound, reason, at);
     if let Some(outbound) = source_id.strip_prefix(LOOPBACK_SOURCE) {
         let accepted = row(Reason::LocalLoopback).correlate("sent_message_id", Some(outbound));
-        return in_order(vec![accepted, row(then)]);
+        return in_order(std::iter::once(accepted).chain(then.map(row)).collect());
     }
     let accepted = row(Reason::InboundSmtp)
         .evidence("delivered_to", delivered_to)
@@ -194,7 +202,7 @@ pub fn inbound(
         // Unsigned by the milter, or signed for other recipients: nothing was verified.
         None => row(Reason::DmarcNone).evidence("signed", false),
     };
-    in_order(vec![accepted, authentication, row(then)])
+    in_order([accepted, authentication].into_iter().chain(then.map(row)).collect())
 }
 
 /// Rows written together keep their order when read back (ascending `(occurred_at, id)`):

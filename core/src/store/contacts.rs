@@ -134,7 +134,7 @@ pub trait ContactStore: Send + Sync {
     ) -> StoreResult<Option<ImportReversal>>;
 }
 
-async fn count_contacts(conn: &mut sqlx::AnyConnection, account: &AccountId) -> StoreResult<i64> {
+pub(super) async fn count_contacts(conn: &mut sqlx::AnyConnection, account: &AccountId) -> StoreResult<i64> {
     Ok(sqlx::query("SELECT COUNT(*) AS n FROM contacts WHERE account_id = $1")
         .bind(account.as_str())
         .fetch_one(&mut *conn)
@@ -142,7 +142,7 @@ async fn count_contacts(conn: &mut sqlx::AnyConnection, account: &AccountId) -> 
         .try_get("n")?)
 }
 
-async fn insert_row(conn: &mut sqlx::AnyConnection, c: &Contact) -> StoreResult<()> {
+pub(super) async fn insert_row(conn: &mut sqlx::AnyConnection, c: &Contact) -> StoreResult<()> {
     sqlx::query(&format!("INSERT INTO contacts ({CONTACT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
         .bind(c.account_id.as_str())
         .bind(c.address.as_str())
@@ -406,7 +406,8 @@ impl ContactStore for SqlStore {
                AND NOT EXISTS (SELECT 1 FROM messages m
                                WHERE m.account_id = contacts.account_id AND m.created_at >= contacts.created_at
                                  AND (LOWER(m.header_from) = contacts.address
-                                      OR m.to_addrs LIKE '%\"' || contacts.address || '\"%'))",
+                                      OR m.to_addrs LIKE '%\"' || REPLACE(REPLACE(REPLACE(contacts.address,
+                                             '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '\"%' ESCAPE '\\'))",
         )
         .execute(&mut *tx)
         .await?

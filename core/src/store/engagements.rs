@@ -3,7 +3,7 @@
 //! inbound, counts, whether the contact replied, whether a suppression blocks it), so the
 //! facts can never drift from the messages they come from.
 
-use super::contacts::{Contact, MAX_CONTACTS, enrol};
+use super::contacts::{Contact, MAX_CONTACTS, count_contacts, enrol, insert_row};
 use super::sql::{opt_ts, ts};
 use super::{After, PageQuery, SqlStore, StoreError, StoreResult};
 use crate::ids::AccountId;
@@ -79,14 +79,15 @@ pub enum Upserted {
 /// bounced) to it, inbound from it that DMARC verified and the inbox received.
 const OUT: &str = "FROM messages m WHERE m.agent_email = e.agent_email AND m.direction = 'outbound'
        AND m.status IN ('sent', 'bounced') AND m.created_at >= e.created_at
-       AND (m.to_addrs LIKE '%\"' || e.address || '\"%' OR m.cc_addrs LIKE '%\"' || e.address || '\"%')";
+       AND (m.to_addrs LIKE e.quoted ESCAPE '\\' OR m.cc_addrs LIKE e.quoted ESCAPE '\\')";
 const IN: &str = "FROM messages m WHERE m.agent_email = e.agent_email AND m.direction = 'inbound'
        AND m.status = 'received' AND m.verified_domain IS NOT NULL AND m.created_at >= e.created_at
        AND LOWER(m.header_from) = e.address";
 const SUPPRESSION: &str = "FROM suppressions s WHERE s.account_id = e.account_id AND s.address = e.address
        AND (s.agent_email = '' OR s.agent_email = e.agent_email) ORDER BY s.agent_email LIMIT 1";
 
-fn select() -> String {
+fn select(page: &str) -> String {
+    let enrolments = ENROLMENTS.replace("{page}", page);
     format!(
         "SELECT e.account_id, e.agent_email, e.address, e.stage, e.metadata, e.next_action_at, e.created_at,
              e.updated_at, COALESCE(c.display_name, '') AS contact_name,
@@ -98,15 +99,21 @@ fn select() -> String {
              (SELECT COUNT(*) {IN}) AS inbound_count,
              (SELECT m.conversation_id FROM messages m WHERE m.agent_email = e.agent_email
                 AND m.conversation_id IS NOT NULL AND m.conversation_id <> ''
-                AND (LOWER(m.header_from) = e.address OR m.to_addrs LIKE '%\"' || e.address || '\"%')
+                AND ((m.direction = 'inbound' AND m.status = 'received' AND LOWER(m.header_from) = e.address)
+                     OR (m.direction = 'outbound' AND m.to_addrs LIKE e.quoted ESCAPE '\\'))
                 ORDER BY m.created_at DESC LIMIT 1) AS last_conversation_id,
              (SELECT s.source {SUPPRESSION}) AS suppression_source,
              (SELECT s.reason {SUPPRESSION}) AS suppression_reason
-         FROM contact_engagements e
-         LEFT JOIN contacts c ON c.account_id = e.account_id AND c.address = e.address
-         WHERE e.agent_email = $1"
+         FROM ({enrolments}) e
+         LEFT JOIN contacts c ON c.account_id = e.account_id AND c.address = e.address"
     )
 }
+
+/// The agent's enrolments, each with its address as a `LIKE` pattern matching it quoted in
+/// a stored JSON address list, wildcards escaped (`_` and `%` are legal in local parts).
+/// `{page}` narrows them before any of the per-row subqueries run.
+const ENROLMENTS: &str = "SELECT e.*, '%\"' || REPLACE(REPLACE(REPLACE(e.address, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '\"%' AS quoted
+         FROM contact_engagements e WHERE e.agent_email = $1 {page}";
 
 fn engagement(row: &AnyRow) -> StoreResult<Engagement> {
     Ok(Engagement {
@@ -153,42 +160,60 @@ impl EngagementStore for SqlStore {
         filter: &EngagementFilter,
         page: &PageQuery,
     ) -> StoreResult<Vec<Engagement>> {
-        let replied = "(x.first_outbound_at IS NOT NULL AND x.last_inbound_at IS NOT NULL
-                        AND x.last_inbound_at > x.first_outbound_at)";
-        let mut sql = format!("SELECT * FROM ({}) x WHERE 1 = 1", select());
         let mut binds: Vec<Result<String, i64>> = Vec::new();
         let hole = |v: Result<String, i64>, binds: &mut Vec<_>| {
             binds.push(v);
             format!("${}", binds.len() + 1)
         };
-        if let Some(s) = &filter.stage {
-            sql += &format!(" AND x.stage = {}", hole(Ok(s.clone()), &mut binds));
-        }
-        match filter.replied {
-            Some(true) => sql += &format!(" AND {replied}"),
-            Some(false) => sql += &format!(" AND NOT {replied}"),
-            None => {}
-        }
-        match filter.suppressed {
-            Some(true) => sql += " AND x.suppression_source IS NOT NULL",
-            Some(false) => sql += " AND x.suppression_source IS NULL",
-            None => {}
+        // Filters on stored columns narrow the enrolments before the per-row subqueries run;
+        // without a filter on a derived fact, so do the cursor and the page's limit.
+        let mut inner = String::new();
+        if let Some(st) = &filter.stage {
+            inner += &format!(" AND e.stage = {}", hole(Ok(st.clone()), &mut binds));
         }
         if let Some(t) = filter.next_action_before {
             let h = hole(Err(t.as_micros()), &mut binds);
-            sql += &format!(" AND x.next_action_at IS NOT NULL AND x.next_action_at < {h}");
+            inner += &format!(" AND e.next_action_at IS NOT NULL AND e.next_action_at < {h}");
         }
-        if let Some(t) = filter.last_outbound_before {
-            let h = hole(Err(t.as_micros()), &mut binds);
-            sql += &format!(" AND (x.last_outbound_at IS NULL OR x.last_outbound_at < {h})");
-        }
-        if let Some(After { created_at, key }) = &page.after {
-            let c = hole(Err(created_at.as_micros()), &mut binds);
-            let k = hole(Ok(key.clone()), &mut binds);
-            sql += &format!(" AND (x.created_at < {c} OR (x.created_at = {c} AND x.address < {k}))");
+        let derived =
+            filter.replied.is_some() || filter.suppressed.is_some() || filter.last_outbound_before.is_some();
+        let mut outer = String::new();
+        let position = |binds: &mut Vec<_>, t: &str| match &page.after {
+            Some(After { created_at, key }) => {
+                let c = hole(Err(created_at.as_micros()), binds);
+                let k = hole(Ok(key.clone()), binds);
+                format!(" AND ({t}.created_at < {c} OR ({t}.created_at = {c} AND {t}.address < {k}))")
+            }
+            None => String::new(),
+        };
+        let replied = "(x.first_outbound_at IS NOT NULL AND x.last_inbound_at IS NOT NULL
+                        AND x.last_inbound_at > x.first_outbound_at)";
+        if derived {
+            match filter.replied {
+                Some(true) => outer += &format!(" AND {replied}"),
+                Some(false) => outer += &format!(" AND NOT {replied}"),
+                None => {}
+            }
+            match filter.suppressed {
+                Some(true) => outer += " AND x.suppression_source IS NOT NULL",
+                Some(false) => outer += " AND x.suppression_source IS NULL",
+                None => {}
+            }
+            if let Some(t) = filter.last_outbound_before {
+                let h = hole(Err(t.as_micros()), &mut binds);
+                outer += &format!(" AND (x.last_outbound_at IS NULL OR x.last_outbound_at < {h})");
+            }
+            outer += &position(&mut binds, "x");
+        } else {
+            inner += &position(&mut binds, "e");
+            let l = hole(Err(i64::from(page.limit) + 1), &mut binds);
+            inner += &format!(" ORDER BY e.created_at DESC, e.address DESC LIMIT {l}");
         }
         let l = hole(Err(i64::from(page.limit) + 1), &mut binds);
-        sql += &format!(" ORDER BY x.created_at DESC, x.address DESC LIMIT {l}");
+        let sql = format!(
+            "SELECT * FROM ({}) x WHERE 1 = 1{outer} ORDER BY x.created_at DESC, x.address DESC LIMIT {l}",
+            select(&inner)
+        );
         let mut q = sqlx::query(&sql).bind(agent);
         for b in binds {
             q = match b {
@@ -200,7 +225,7 @@ impl EngagementStore for SqlStore {
     }
 
     async fn get_engagement(&self, agent: &str, address: &str) -> StoreResult<Option<Engagement>> {
-        let sql = format!("{} AND e.address = $2", select());
+        let sql = select(" AND e.address = $2");
         let row = sqlx::query(&sql).bind(agent).bind(address).fetch_optional(&self.pool).await?;
         row.as_ref().map(engagement).transpose()
     }
@@ -230,12 +255,7 @@ impl EngagementStore for SqlStore {
                     .await?
                     .is_some();
             if !has_contact {
-                let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM contacts WHERE account_id = $1")
-                    .bind(w.account_id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("n")?;
-                if n >= MAX_CONTACTS {
+                if count_contacts(&mut tx, &w.account_id).await? >= MAX_CONTACTS {
                     return Err(StoreError::Precondition("contact_limit_reached"));
                 }
                 let c = Contact {
@@ -248,20 +268,7 @@ impl EngagementStore for SqlStore {
                     created_at: w.at,
                     updated_at: w.at,
                 };
-                sqlx::query(&format!(
-                    "INSERT INTO contacts ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    super::contacts::CONTACT_COLS
-                ))
-                .bind(c.account_id.as_str())
-                .bind(c.address.as_str())
-                .bind(c.display_name.as_str())
-                .bind(c.metadata.as_str())
-                .bind(c.source.as_str())
-                .bind(c.import_batch_id.as_deref())
-                .bind(c.created_at.as_micros())
-                .bind(c.updated_at.as_micros())
-                .execute(&mut *tx)
-                .await?;
+                insert_row(&mut tx, &c).await?;
             }
             enrol(&mut tx, &w.account_id, &w.agent_email, &w.address, "", None, w.at).await?;
         }

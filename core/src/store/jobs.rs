@@ -85,6 +85,19 @@ impl JobQueue for SqlStore {
         Ok(jobs)
     }
 
+    async fn drop_job_of_trashed(&self, job_id: i64, worker: &str, message_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE id = $1 AND locked_by = $2
+               AND EXISTS (SELECT 1 FROM messages WHERE id = $3 AND deleted_at IS NOT NULL)",
+        )
+        .bind(job_id)
+        .bind(worker)
+        .bind(message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn complete_job(&self, job_id: i64, worker: &str) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND locked_by = $2")
             .bind(job_id)

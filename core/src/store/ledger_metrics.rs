@@ -5,7 +5,7 @@
 
 use super::{SqlStore, StoreResult};
 use crate::ids::AccountId;
-use crate::time::Timestamp;
+use crate::time::{DAY_MICROS, Timestamp};
 use async_trait::async_trait;
 use sqlx::Row;
 
@@ -63,13 +63,10 @@ pub struct WebhookCounts {
     pub last_status_code: Option<i64>,
 }
 
-const DAY_MICROS: i64 = 86_400_000_000;
-
 fn cohort_sql(c: Cohort<'_>, ledger: bool) -> (&'static str, String) {
     match (c, ledger) {
-        (Cohort::Account(a), true) => ("account_id = $1", a.as_str().to_owned()),
+        (Cohort::Account(a), _) => ("account_id = $1", a.as_str().to_owned()),
         (Cohort::Agent(e), true) => ("agent_email = $1", e.to_owned()),
-        (Cohort::Account(a), false) => ("account_id = $1", a.as_str().to_owned()),
         // The agent index leads with direction: name both, so the scan stays on it.
         (Cohort::Agent(e), false) => {
             ("agent_email = $1 AND direction IN ('inbound', 'outbound')", e.to_owned())

@@ -11,7 +11,8 @@ use sqlx::any::AnyRow;
 
 /// Appends `rows` to their messages' ledgers. The account and agent columns (what the
 /// metrics group by) are copied from the message row, which the same transaction wrote or
-/// locked, so a row can never name another tenant.
+/// locked, so a row can never name another tenant. A row whose id is already there (a
+/// [`NewStage::keyed`] report seen twice) is skipped.
 pub(super) async fn insert_stages(conn: &mut sqlx::AnyConnection, rows: &[NewStage]) -> StoreResult<()> {
     for r in rows {
         let json = |m: &serde_json::Map<String, serde_json::Value>| {
@@ -22,7 +23,8 @@ pub(super) async fn insert_stages(conn: &mut sqlx::AnyConnection, rows: &[NewSta
                  stage, outcome, reason_code, retryable, evidence, correlation_ids, occurred_at,
                  message_created_at)
              SELECT $1, id, account_id, agent_email, $2, $3, $4, $5, $6, $7, $8, $9, $10, created_at
-             FROM messages WHERE id = $11",
+             FROM messages WHERE id = $11
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(r.id.as_str())
         .bind(r.direction.as_str())

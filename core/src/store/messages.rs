@@ -321,7 +321,9 @@ impl MessageStore for SqlStore {
 
     async fn set_message_trashed(&self, id: &str, trashed: Option<Timestamp>) -> StoreResult<bool> {
         let sql = if trashed.is_some() {
-            "UPDATE messages SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL"
+            // Never while the submitter is handing it to Postfix: that send can no longer be
+            // stopped, so the trash would promise what it cannot keep.
+            "UPDATE messages SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL AND status <> 'sending'"
         } else {
             "UPDATE messages SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NOT NULL"
         };

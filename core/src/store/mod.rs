@@ -231,6 +231,9 @@ pub trait JobQueue: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<Job>>;
     /// Removes a finished job; `false` if the lease was lost to another worker.
+    /// Removes a claimed job whose message is in the trash, only while it still is (a
+    /// restore in between keeps the job, which runs again when its lease ends).
+    async fn drop_job_of_trashed(&self, job_id: i64, worker: &str, message_id: &str) -> StoreResult<bool>;
     async fn complete_job(&self, job_id: i64, worker: &str) -> StoreResult<bool>;
     /// Puts a job back for a later try with the reason.
     async fn retry_job(&self, job_id: i64, worker: &str, run_at: Timestamp, error: &str)

@@ -310,6 +310,9 @@ pub struct Transition {
     pub idempotency: Option<IdempotencyDone>,
     /// Ledger rows recording this change, written only when it applies.
     pub lifecycle: Vec<crate::mail::lifecycle::NewStage>,
+    /// Applies only while the message is out of the trash (the submitter taking it: a
+    /// message trashed after it was read is not sent).
+    pub unless_trashed: bool,
     pub at: Timestamp,
 }
 

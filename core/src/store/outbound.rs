@@ -228,9 +228,10 @@ impl OutboundStore for SqlStore {
         let id_at = sets.len() + 1;
         let holes: Vec<String> = (0..t.from.len()).map(|i| format!("${}", id_at + 1 + i)).collect();
         let sql = format!(
-            "UPDATE messages SET {} WHERE id = ${id_at} AND status IN ({})",
+            "UPDATE messages SET {} WHERE id = ${id_at} AND status IN ({}){}",
             assignments.join(", "),
-            holes.join(", ")
+            holes.join(", "),
+            if t.unless_trashed { " AND deleted_at IS NULL" } else { "" }
         );
         let mut q = sqlx::query(&sql);
         for (_, v) in &sets {

@@ -18,6 +18,13 @@ pub const MAX_SOURCE: usize = 256 * 1024;
 pub const MAX_DEPTH: usize = 8;
 /// One rendered part, in bytes.
 pub const MAX_RENDERED: usize = 2 * 1024 * 1024;
+/// A variable's name, in bytes.
+pub const MAX_NAME: usize = 256;
+/// Dot-separated segments of a variable's path (data deeper than [`MAX_DEPTH`] is refused, so
+/// a longer path could never resolve).
+pub const MAX_SEGMENTS: usize = 16;
+/// Distinct variables of one part.
+pub const MAX_VARIABLES: usize = 1000;
 
 /// Which part a source is: it decides the escaping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,8 @@ enum Piece<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template<'a> {
     pieces: Vec<Piece<'a>>,
+    /// Each variable once, in first-appearance order.
+    variables: Vec<&'a str>,
 }
 
 fn at(offset: usize, msg: impl std::fmt::Display) -> String {
@@ -65,6 +74,8 @@ pub fn parse(src: &str) -> Result<Template<'_>, String> {
         return Err(format!("template too large: {} bytes (max {MAX_SOURCE})", src.len()));
     }
     let mut pieces = Vec::new();
+    let mut variables = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut rest = 0;
     while let Some(found) = src[rest..].find("{{") {
         let open = rest + found;
@@ -86,8 +97,20 @@ pub fn parse(src: &str) -> Result<Template<'_>, String> {
                 format!("reserved syntax \"{{{{{sigil}…}}}}\": sections/partials/comments are not supported"),
             ));
         }
+        if tag.len() > MAX_NAME || tag.split('.').count() > MAX_SEGMENTS {
+            return Err(at(
+                open,
+                format!("variable name too long (at most {MAX_NAME} bytes, {MAX_SEGMENTS} segments)"),
+            ));
+        }
         if !identifier(tag) {
             return Err(at(open, format!("invalid identifier {tag:?}: expected [a-zA-Z_][a-zA-Z0-9_.]*")));
+        }
+        if seen.insert(tag) {
+            if variables.len() == MAX_VARIABLES {
+                return Err(at(open, format!("more than {MAX_VARIABLES} distinct variables")));
+            }
+            variables.push(tag);
         }
         pieces.push(Piece::Var { path: tag, raw });
         rest = body_at + len + close.len();
@@ -95,7 +118,7 @@ pub fn parse(src: &str) -> Result<Template<'_>, String> {
     if rest < src.len() {
         pieces.push(Piece::Literal(&src[rest..]));
     }
-    Ok(Template { pieces })
+    Ok(Template { pieces, variables })
 }
 
 fn depth(v: &Value) -> usize {
@@ -162,41 +185,31 @@ impl Template<'_> {
     }
 
     /// The variables it names, first appearance first, each once.
-    pub fn variables(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for p in &self.pieces {
-            if let Piece::Var { path, .. } = p
-                && !out.contains(path)
-            {
-                out.push(path);
-            }
-        }
-        out
+    pub fn variables(&self) -> &[&str] {
+        &self.variables
     }
 }
 
 /// A placeholder for every variable: `{{user.name}}` becomes `{"user": {"name":
 /// "user.name_value"}}`; the first path to claim a name wins.
 pub fn suggested_data<'a>(variables: impl IntoIterator<Item = &'a str>) -> Map<String, Value> {
-    fn place(node: &mut Map<String, Value>, keys: &[&str], path: &str) {
-        match keys {
-            [] => {}
-            [last] => {
-                node.entry((*last).to_owned()).or_insert_with(|| Value::String(format!("{path}_value")));
-            }
-            [key, rest @ ..] => {
-                if let Value::Object(m) =
-                    node.entry((*key).to_owned()).or_insert_with(|| Value::Object(Map::new()))
-                {
-                    place(m, rest, path);
-                }
-            }
-        }
-    }
     let mut root = Map::new();
     for path in variables {
         let keys: Vec<&str> = path.split('.').collect();
-        place(&mut root, &keys, path);
+        let Some((last, parents)) = keys.split_last() else { continue };
+        // Walk (or make) the parents; a scalar already in the way means an earlier path won.
+        let mut node = Some(&mut root);
+        for key in parents {
+            node = node.and_then(|n| {
+                match n.entry((*key).to_owned()).or_insert_with(|| Value::Object(Map::new())) {
+                    Value::Object(next) => Some(next),
+                    _ => None,
+                }
+            });
+        }
+        if let Some(n) = node {
+            n.entry((*last).to_owned()).or_insert_with(|| Value::String(format!("{path}_value")));
+        }
     }
     root
 }
@@ -286,6 +299,13 @@ mod tests {
         }
         let huge = "x".repeat(MAX_SOURCE + 1);
         assert!(parse(&huge).expect_err("too large").starts_with("template too large"));
+        // A path deep enough to blow a stack, and more names than any template needs.
+        let deep = format!("{{{{{}}}}}", vec!["a"; 100_000].join("."));
+        assert!(parse(&deep).expect_err("deep").contains("too long"));
+        let many: String = (0..=MAX_VARIABLES).map(|i| format!("{{{{v{i}}}}}")).collect();
+        assert!(parse(&many).expect_err("many").contains("distinct variables"));
+        let repeated = "{{v}}".repeat(50_000);
+        assert_eq!(parse(&repeated).expect("one variable, many uses").variables(), ["v"]);
     }
 
     #[test]
@@ -305,8 +325,8 @@ mod tests {
     #[test]
     fn suggests_nested_data_in_first_appearance_order() {
         let t = parse("{{user.name}} {{a}} {{user.name}} {{{a}}} {{a.b}}").expect("parses");
-        assert_eq!(t.variables(), vec!["user.name", "a", "a.b"]);
-        let s = Value::Object(suggested_data(t.variables()));
+        assert_eq!(t.variables(), ["user.name", "a", "a.b"]);
+        let s = Value::Object(suggested_data(t.variables().iter().copied()));
         assert_eq!(s, json!({"user": {"name": "user.name_value"}, "a": "a_value"}));
     }
 }

@@ -301,7 +301,7 @@ mod tests {
             ] {
                 let t =
                     super::super::parse(src).unwrap_or_else(|e| panic!("{} {}: {e}", s.alias, part.as_str()));
-                used.extend(t.variables().into_iter().map(str::to_owned));
+                used.extend(t.variables().iter().map(|v| (*v).to_owned()));
             }
             for u in &used {
                 assert!(declared.contains(&u.as_str()), "{}: {u} is not declared", s.alias);

@@ -12,7 +12,9 @@ use crate::mail::event::{
 use crate::mail::lifecycle::{self, NewStage, Reason};
 use crate::store::{MessageUpdate, SoftBounceRun, Store, StoreError, Suppression, Transition};
 use crate::time::Timestamp;
-use crate::vocab::{BounceType, DeliveryStatus, Direction, EventKind, MessageStatus, SuppressionSource};
+use crate::vocab::{
+    BounceType, DeliveryStatus, Direction, EventKind, MessageStatus, SuppressionSource, Word,
+};
 use serde_json::json;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,12 @@ pub struct BouncePolicy {
 /// so every message whose DSN can still arrive counts, and the janitor may forget older ones.
 pub const SOFT_BOUNCE_WINDOW_DAYS: i64 = super::verp::MAX_AGE_DAYS;
 
+/// When a suppression caused by a report happens: after the report's own ledger rows (which
+/// are stamped `now` and the microseconds after it), so the ledger reads in causal order.
+fn after(now: Timestamp) -> Timestamp {
+    Timestamp::now().max(now.plus_micros(1_000))
+}
+
 /// Applies the report in `raw` to message `message_id`.
 pub async fn apply(
     store: &dyn Store,
@@ -72,21 +80,23 @@ pub async fn apply(
     let report: Vec<dsn::RecipientStatus> =
         dsn::parse(raw).into_iter().filter(|r| ours.contains(&r.recipient)).collect();
     let failed: Vec<&dsn::RecipientStatus> = report.iter().filter(|r| r.bounce_type().is_some()).collect();
+    // Delays and successes, whatever else the report holds: their own ledger rows.
+    let stage = |r: &dsn::RecipientStatus, reason: Reason| {
+        NewStage::new(&m.id, Direction::Outbound, reason, now)
+            .keyed(&format!("{}|{reason}|{}|{}", m.id, r.recipient, r.status))
+            .recipient(&r.recipient)
+            .evidence("smtp_detail", r.diagnostic.as_deref().unwrap_or(&r.status))
+    };
+    let mut ledger: Vec<NewStage> = report
+        .iter()
+        .filter_map(|r| match r.action.as_str() {
+            "delayed" => Some(stage(r, Reason::TemporaryDelay)),
+            "delivered" | "relayed" | "expanded" => Some(stage(r, Reason::RecipientServerAccepted)),
+            _ => None,
+        })
+        .collect();
     if failed.is_empty() {
         let delayed = report.iter().filter(|r| r.action == "delayed").count();
-        let stage = |r: &dsn::RecipientStatus, reason| {
-            NewStage::new(&m.id, Direction::Outbound, reason, now)
-                .recipient(&r.recipient)
-                .evidence("smtp_detail", r.diagnostic.as_deref().unwrap_or(&r.status))
-        };
-        let ledger: Vec<NewStage> = report
-            .iter()
-            .filter_map(|r| match r.action.as_str() {
-                "delayed" => Some(stage(r, Reason::TemporaryDelay)),
-                "delivered" | "relayed" | "expanded" => Some(stage(r, Reason::RecipientServerAccepted)),
-                _ => None,
-            })
-            .collect();
         if let Some(d) = report.iter().find(|r| r.action == "delayed") {
             let t = Transition {
                 message_id: m.id.clone(),
@@ -125,19 +135,14 @@ pub async fn apply(
         let bounce_type = r.bounce_type().unwrap_or(BounceType::Undetermined);
         let detail =
             format!("{} {}: {}", r.recipient, r.status, r.diagnostic.as_deref().unwrap_or("no diagnostic"));
-        let row = NewStage::new(
-            &m.id,
-            Direction::Outbound,
-            match bounce_type {
-                BounceType::Permanent => Reason::PermanentBounce,
-                BounceType::Transient => Reason::TransientBounce,
-                _ => Reason::UndeterminedBounce,
-            },
-            now,
-        )
-        .recipient(&r.recipient)
-        .evidence("bounce_type", bounce_type.as_str())
-        .evidence("smtp_detail", detail.as_str());
+        let reason = match bounce_type {
+            BounceType::Permanent => Reason::PermanentBounce,
+            BounceType::Transient => Reason::TransientBounce,
+            _ => Reason::UndeterminedBounce,
+        };
+        let row = stage(r, reason)
+            .evidence("bounce_type", bounce_type.as_str())
+            .evidence("smtp_detail", detail.as_str());
         let mut data = outbound_data(&agent, &m.id, &facts);
         if let Some(obj) = data.as_object_mut() {
             obj.insert("delivered_to".into(), json!(r.recipient));
@@ -161,7 +166,8 @@ pub async fn apply(
                 ..MessageUpdate::default()
             },
             events: vec![event],
-            lifecycle: vec![row],
+            // The report's other recipients' rows go with its first failure.
+            lifecycle: lifecycle::in_order(std::iter::once(row).chain(ledger.drain(..)).collect()),
             at: now,
             ..Transition::default()
         };
@@ -185,7 +191,7 @@ pub async fn apply(
                 source: SuppressionSource::Bounce,
                 reason: Some(reason),
                 source_message_id: Some(m.id.clone()),
-                created_at: now,
+                created_at: after(now),
             };
             let ledger = suppression_ledger(&s);
             if store.add_suppression(&s, Some(suppression_event(&s, &ledger)), ledger).await? {
@@ -243,6 +249,7 @@ async fn complaint(
     let facts = OutboundFacts::of(m, &conversation);
     for r in &complainants {
         let row = NewStage::new(&m.id, Direction::Outbound, Reason::RecipientReported, now)
+            .keyed(&format!("{}|{}|{r}", m.id, Reason::RecipientReported))
             .recipient(r)
             .evidence("failure_reason", fb.feedback_type.as_str());
         let mut data = outbound_data(agent, &m.id, &facts);
@@ -258,13 +265,8 @@ async fn complaint(
         // The report and its ledger row together, whatever state the message is in.
         let t = Transition {
             message_id: m.id.clone(),
-            from: vec![
-                MessageStatus::Sent,
-                MessageStatus::Bounced,
-                MessageStatus::Sending,
-                MessageStatus::Failed,
-                MessageStatus::Accepted,
-            ],
+            // Whatever state the message is in.
+            from: MessageStatus::ALL.to_vec(),
             events: vec![event],
             lifecycle: vec![row],
             at: now,
@@ -278,7 +280,7 @@ async fn complaint(
             source: SuppressionSource::Complaint,
             reason: Some(format!("{} complaint", fb.feedback_type)),
             source_message_id: Some(m.id.clone()),
-            created_at: now,
+            created_at: after(now),
         };
         let ledger = suppression_ledger(&s);
         if store.add_suppression(&s, Some(suppression_event(&s, &ledger)), ledger).await? {
