@@ -109,6 +109,40 @@ fn stages(n: u32) -> (&'static str, &'static [&'static str]) {
     }
 }
 
+/// A value of a bulk insert.
+enum Bind {
+    Text(Option<String>),
+    Int(i64),
+}
+
+fn text(s: String) -> Bind {
+    Bind::Text(Some(s))
+}
+
+/// `head VALUES ($1, …), (…)`: one statement for the rows, numbered placeholders (both
+/// backends read those).
+async fn insert_many(conn: &mut sqlx::AnyConnection, head: &str, rows: &[Vec<Bind>]) -> anyhow::Result<()> {
+    let mut sql = format!("{head} VALUES ");
+    let mut n = 0;
+    for (i, row) in rows.iter().enumerate() {
+        sql += if i == 0 { "(" } else { ", (" };
+        for j in 0..row.len() {
+            n += 1;
+            sql += &format!("{}${n}", if j == 0 { "" } else { ", " });
+        }
+        sql += ")";
+    }
+    let mut q = sqlx::query(&sql);
+    for b in rows.iter().flatten() {
+        q = match b {
+            Bind::Text(t) => q.bind(t.clone()),
+            Bind::Int(i) => q.bind(*i),
+        };
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// Bulk-inserts the messages and their ledgers; the number of ledger rows.
 async fn seed(db_url: &str, opts: &Opts) -> anyhow::Result<(String, u64, f64)> {
     use postagent_core::mail::lifecycle::Reason;
@@ -127,51 +161,58 @@ async fn seed(db_url: &str, opts: &Opts) -> anyhow::Result<(String, u64, f64)> {
     let ids: Vec<u32> = (0..opts.messages).collect();
     for chunk in ids.chunks(CHUNK) {
         let mut tx = pool.begin().await?;
-        let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
-            "INSERT INTO messages (id, account_id, agent_email, direction, status, created_at, updated_at) ",
-        );
-        q.push_values(chunk, |mut b, n| {
-            let (direction, _) = stages(*n);
-            let at = created(now, *n, opts.messages);
-            b.push_bind(format!("msg_bench{n:027}"))
-                .push_bind(account.id.as_str().to_owned())
-                .push_bind(agent(n % opts.agents))
-                .push_bind(direction)
-                .push_bind(if direction == "inbound" { "received" } else { "sent" })
-                .push_bind(at)
-                .push_bind(at);
-        });
-        q.build().execute(&mut *tx).await?;
+        let messages: Vec<Vec<Bind>> = chunk
+            .iter()
+            .map(|n| {
+                let (direction, _) = stages(*n);
+                let at = created(now, *n, opts.messages);
+                vec![
+                    text(format!("msg_bench{n:027}")),
+                    text(account.id.as_str().to_owned()),
+                    text(agent(n % opts.agents)),
+                    text(direction.to_owned()),
+                    text(if direction == "inbound" { "received" } else { "sent" }.to_owned()),
+                    Bind::Int(at),
+                    Bind::Int(at),
+                ]
+            })
+            .collect();
+        insert_many(
+            &mut tx,
+            "INSERT INTO messages (id, account_id, agent_email, direction, status, created_at, updated_at)",
+            &messages,
+        )
+        .await?;
         let mut rows = Vec::new();
         for n in chunk {
             let (direction, reasons) = stages(*n);
             let at = created(now, *n, opts.messages);
             for (i, r) in reasons.iter().enumerate() {
                 let reason = Reason::parse(r).context("a reason")?;
-                rows.push((*n, i, direction, reason, at));
+                rows.push(vec![
+                    text(format!("mlt_bench{n:025}{i:02}")),
+                    text(format!("msg_bench{n:027}")),
+                    text(account.id.as_str().to_owned()),
+                    text(agent(n % opts.agents)),
+                    text(direction.to_owned()),
+                    Bind::Text(reason.per_recipient().then(|| format!("rcpt{n}@example.org"))),
+                    text(reason.stage().as_str().to_owned()),
+                    text(reason.outcome().as_str().to_owned()),
+                    text(reason.as_str().to_owned()),
+                    Bind::Int(i64::from(reason.retryable())),
+                    Bind::Int(at + i as i64 * 1_000_000),
+                    Bind::Int(at),
+                ]);
             }
         }
         for part in rows.chunks(CHUNK) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
+            insert_many(
+                &mut tx,
                 "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient, stage,
-                     outcome, reason_code, retryable, occurred_at, message_created_at) ",
-            );
-            q.push_values(part, |mut b, (n, i, direction, reason, at)| {
-                let per_recipient = reason.per_recipient();
-                b.push_bind(format!("mlt_bench{n:025}{i:02}"))
-                    .push_bind(format!("msg_bench{n:027}"))
-                    .push_bind(account.id.as_str().to_owned())
-                    .push_bind(agent(n % opts.agents))
-                    .push_bind(*direction)
-                    .push_bind(per_recipient.then(|| format!("rcpt{n}@example.org")))
-                    .push_bind(reason.stage().as_str())
-                    .push_bind(reason.outcome().as_str())
-                    .push_bind(reason.as_str())
-                    .push_bind(i64::from(reason.retryable()))
-                    .push_bind(*at + *i as i64 * 1_000_000)
-                    .push_bind(*at);
-            });
-            q.build().execute(&mut *tx).await?;
+                     outcome, reason_code, retryable, occurred_at, message_created_at)",
+                part,
+            )
+            .await?;
             ledger_rows += part.len() as u64;
         }
         tx.commit().await?;

@@ -1,11 +1,16 @@
 //! The account export (`GET /v1/account/export`, `postagent admin accounts export`): e2a's
 //! stable `UserExport` envelope, schema version "4", written as it is read. The records come
-//! first, then the messages page by page (each with its raw MIME in base64, which carries its
-//! attachments), so the memory used is one page (at most 200 messages and 16 MiB of bodies,
-//! or one larger message) whatever the account's size.
+//! first (with the account's templates, at most [`crate::store::MAX_TEMPLATES`]), then the
+//! messages page by page (each with its raw MIME in base64, which carries its attachments),
+//! then the contacts and each agent's outreach page by page, so the memory used is one page
+//! (at most 200 messages and 16 MiB of bodies, or one larger message) whatever the account's
+//! size.
 
 use crate::ids::AccountId;
-use crate::store::{AccountRecords, AgentRecord, ExportedMessage, Store};
+use crate::store::{
+    AccountRecords, AgentRecord, Contact, ContactFilter, Engagement, EngagementFilter, ExportedMessage, PageQuery,
+    Store, StoredTemplate,
+};
 use crate::time::Timestamp;
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -53,6 +58,7 @@ pub async fn write<W: AsyncWrite + Unpin + Send>(
         "api_keys": records.api_keys,
         "suppressions": records.suppressions,
         "protection_events": protection_events(&records),
+        "templates": templates(store, account).await?,
     });
     // The head without its closing brace, then `"messages":[…]}`.
     let head = head.to_string();
@@ -78,9 +84,90 @@ pub async fn write<W: AsyncWrite + Unpin + Send>(
             None => break,
         }
     }
+    w.put(b"],\"contacts\":[").await?;
+    let mut first = true;
+    let mut page = PageQuery { after: None, limit: PAGE as u32 };
+    loop {
+        let mut rows = store.list_contacts(account, &ContactFilter::default(), &page).await?;
+        let more = rows.len() > page.limit as usize;
+        rows.truncate(page.limit as usize);
+        for c in &rows {
+            w.put(if first { b"" } else { b"," }).await?;
+            first = false;
+            w.put(contact(c).to_string().as_bytes()).await?;
+        }
+        match rows.last() {
+            Some(last) if more => {
+                page.after = Some(crate::store::After { created_at: last.created_at, key: last.address.clone() });
+            }
+            _ => break,
+        }
+    }
+    w.put(b"],\"contact_engagements\":[").await?;
+    let mut first = true;
+    for a in &records.agents {
+        let mut page = PageQuery { after: None, limit: PAGE as u32 };
+        loop {
+            let mut rows = store.list_engagements(&a.email, &EngagementFilter::default(), &page).await?;
+            let more = rows.len() > page.limit as usize;
+            rows.truncate(page.limit as usize);
+            for e in &rows {
+                w.put(if first { b"" } else { b"," }).await?;
+                first = false;
+                w.put(engagement(e).to_string().as_bytes()).await?;
+            }
+            match rows.last() {
+                Some(last) if more => {
+                    page.after =
+                        Some(crate::store::After { created_at: last.created_at, key: last.address.clone() });
+                }
+                _ => break,
+            }
+        }
+    }
     w.put(b"]}").await?;
     w.out.flush().await?;
     Ok(Exported { messages: written, bytes: w.bytes })
+}
+
+/// The account's templates (at most [`crate::store::MAX_TEMPLATES`]), newest first.
+async fn templates(store: &dyn Store, account: &AccountId) -> Result<Vec<Value>, ExportError> {
+    let mut out = Vec::new();
+    let mut page = PageQuery { after: None, limit: PAGE as u32 };
+    loop {
+        let mut rows = store.list_templates(account, &page).await?;
+        let more = rows.len() > page.limit as usize;
+        rows.truncate(page.limit as usize);
+        out.extend(rows.iter().map(template));
+        match rows.last() {
+            Some(last) if more => {
+                page.after = Some(crate::store::After { created_at: last.created_at, key: last.id.clone() });
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn object(text: &str) -> Value {
+    serde_json::from_str::<Value>(text).ok().filter(Value::is_object).unwrap_or_else(|| json!({}))
+}
+
+fn template(t: &StoredTemplate) -> Value {
+    json!({"id": t.id, "alias": t.alias, "name": t.name, "subject": t.subject, "text": t.text, "html": t.html,
+        "from_starter_alias": t.from_starter_alias, "from_starter_version": t.from_starter_version,
+        "created_at": t.created_at, "updated_at": t.updated_at})
+}
+
+fn contact(c: &Contact) -> Value {
+    json!({"address": c.address, "display_name": c.display_name, "metadata": object(&c.metadata),
+        "source": c.source, "import_batch_id": c.import_batch_id, "created_at": c.created_at,
+        "updated_at": c.updated_at})
+}
+
+fn engagement(e: &Engagement) -> Value {
+    json!({"agent_email": e.agent_email, "address": e.address, "stage": e.stage,
+        "metadata": object(&e.metadata), "next_action_at": e.next_action_at, "created_at": e.created_at,
+        "updated_at": e.updated_at})
 }
 
 struct Counting<'a, W> {

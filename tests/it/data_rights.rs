@@ -50,6 +50,12 @@ async fn populate(app: &TestApp) -> (String, String) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = app.post("/v1/account/api-keys", json!({"name": "second"})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = app.post("/v1/templates", json!({"name": "t", "subject": "Hi {{n}}", "text": "x"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = app.post("/v1/contacts", json!({"address": "friend@example.org", "metadata": {"k": "v"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = app.call(reqwest::Method::PUT, &path("/contacts/friend%40example.org"), Some(&app.key), Some(json!({"stage": "new"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     (inbound, held.body["message_id"].as_str().expect("id").to_owned())
 }
 
@@ -167,6 +173,10 @@ async fn export_delete_export_round_trip(app: &TestApp) {
         (Some("Held text."), Some("pending_review"))
     );
     assert_eq!(doc["suppressions"][0]["agent_email"], BOT);
+    // The account's templates, contacts and outreach are its data too.
+    assert_eq!(doc["templates"][0]["subject"], "Hi {{n}}", "{}", doc["templates"]);
+    assert_eq!(doc["contacts"][0]["metadata"], json!({"k": "v"}), "{}", doc["contacts"]);
+    assert_eq!(doc["contact_engagements"][0]["stage"], "new", "{}", doc["contact_engagements"]);
     let events = doc["protection_events"].as_array().expect("protection events");
     assert_eq!(events[0]["message_id"], held.as_str());
     for key in ["id", "agent_email", "direction", "source", "reason", "action", "created_at"] {
