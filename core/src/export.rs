@@ -8,8 +8,8 @@
 
 use crate::ids::AccountId;
 use crate::store::{
-    AccountRecords, AgentRecord, Contact, ContactFilter, Engagement, EngagementFilter, ExportedMessage, PageQuery,
-    Store, StoredTemplate,
+    AccountRecords, AgentRecord, Contact, ContactFilter, Engagement, EngagementFilter, ExportedMessage,
+    PageQuery, Store, StoredTemplate,
 };
 use crate::time::Timestamp;
 use base64::Engine as _;
@@ -98,7 +98,8 @@ pub async fn write<W: AsyncWrite + Unpin + Send>(
         }
         match rows.last() {
             Some(last) if more => {
-                page.after = Some(crate::store::After { created_at: last.created_at, key: last.address.clone() });
+                page.after =
+                    Some(crate::store::After { created_at: last.created_at, key: last.address.clone() });
             }
             _ => break,
         }

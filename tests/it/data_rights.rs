@@ -54,7 +54,14 @@ async fn populate(app: &TestApp) -> (String, String) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let r = app.post("/v1/contacts", json!({"address": "friend@example.org", "metadata": {"k": "v"}})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let r = app.call(reqwest::Method::PUT, &path("/contacts/friend%40example.org"), Some(&app.key), Some(json!({"stage": "new"}))).await;
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            &path("/contacts/friend%40example.org"),
+            Some(&app.key),
+            Some(json!({"stage": "new"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     (inbound, held.body["message_id"].as_str().expect("id").to_owned())
 }

@@ -123,6 +123,8 @@ const ACCOUNT_TABLES: &[&str] = &[
     "templates",
     "contacts",
     "contact_engagements",
+    "lifecycle_daily",
+    "message_daily",
 ];
 
 #[async_trait]
@@ -391,6 +393,8 @@ impl AccountDataStore for SqlStore {
         .rows_affected();
         let mut gone = DeletedAccount { jobs, ..DeletedAccount::default() };
         del(&mut tx, id, "DELETE FROM message_lifecycle WHERE account_id = $1").await?;
+        del(&mut tx, id, "DELETE FROM lifecycle_daily WHERE account_id = $1").await?;
+        del(&mut tx, id, "DELETE FROM message_daily WHERE account_id = $1").await?;
         del(&mut tx, id, "DELETE FROM templates WHERE account_id = $1").await?;
         del(&mut tx, id, "DELETE FROM contact_engagements WHERE account_id = $1").await?;
         del(&mut tx, id, "DELETE FROM contacts WHERE account_id = $1").await?;

@@ -200,7 +200,7 @@ pub(super) async fn drop_agent_rows(
         .execute(&mut **tx)
         .await?
         .rows_affected();
-    for table in ["conversations", "holds", "contact_engagements"] {
+    for table in ["conversations", "holds", "contact_engagements", "lifecycle_daily", "message_daily"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE agent_email = $1 AND account_id = $2"))
             .bind(email)
             .bind(account.as_str())

@@ -1,7 +1,9 @@
 //! Aggregates for the metrics endpoints: a cohort of messages (those created in a window)
-//! counted by the lifecycle reasons they reached, read from the ledger's covering indexes
-//! (one grouped scan each, whatever the window holds), and the webhook deliveries made in
-//! the window.
+//! counted by the lifecycle reasons they reached, and the webhook deliveries made in the
+//! window. Whole UTC days come from the daily rollups the ledger's writes keep
+//! (`lifecycle_daily`, `message_daily`: a few rows per agent and day), the partial days at
+//! the window's ends from the ledger's covering indexes, so a query reads about one day of
+//! rows whatever the window holds.
 
 use super::{SqlStore, StoreResult};
 use crate::ids::AccountId;
@@ -115,6 +117,9 @@ pub trait MetricsStore: Send + Sync {
         end: Timestamp,
         split: Split,
     ) -> StoreResult<Vec<GroupSize>>;
+    /// Recomputes the daily rollups from the ledger (after a bulk load that wrote ledger rows
+    /// directly, as the benchmark does; the ledger's own writes keep them current).
+    async fn rebuild_rollups(&self) -> StoreResult<()>;
     /// Every webhook of the account, with its deliveries made in the window.
     async fn webhook_counts(
         &self,
@@ -122,6 +127,157 @@ pub trait MetricsStore: Send + Sync {
         start: Timestamp,
         end: Timestamp,
     ) -> StoreResult<Vec<WebhookCounts>>;
+}
+
+/// A window cut into whole UTC days (read from the rollups) and the partial days at its
+/// ends (read from the ledger's rows): `(whole days [first, last), edges)`.
+fn cut(start: Timestamp, end: Timestamp) -> (Option<(i64, i64)>, Vec<(i64, i64)>) {
+    let (s, e) = (start.as_micros(), end.as_micros());
+    let first = s.div_euclid(DAY_MICROS) + i64::from(s.rem_euclid(DAY_MICROS) != 0);
+    let last = e.div_euclid(DAY_MICROS);
+    if first >= last {
+        return (None, vec![(s, e)]);
+    }
+    let edges =
+        [(s, first * DAY_MICROS), (last * DAY_MICROS, e)].into_iter().filter(|(a, b)| a < b).collect();
+    (Some((first, last)), edges)
+}
+
+fn rollup_group(split: Split) -> (&'static str, &'static str) {
+    match split {
+        Split::None => ("''", ""),
+        Split::Agent => ("agent_email", "agent_email, "),
+        Split::Day => ("day", "day, "),
+    }
+}
+
+/// A sum as a BIGINT (PostgreSQL's SUM of a bigint is a numeric), 0 for no rows.
+fn sum(col: &str) -> String {
+    format!("CAST(COALESCE(SUM({col}), 0) AS BIGINT)")
+}
+
+impl SqlStore {
+    async fn raw_reasons(
+        &self,
+        cohort: Cohort<'_>,
+        (from, to): (i64, i64),
+        split: Split,
+        out: &mut Vec<ReasonCount>,
+    ) -> StoreResult<()> {
+        let (filter, key) = cohort_sql(cohort, true);
+        let (g, by) = group_sql(split, "message_created_at");
+        let sql = format!(
+            "SELECT {g} AS g, reason_code, COUNT(*) AS observations, COUNT(DISTINCT message_id) AS messages
+             FROM message_lifecycle WHERE {filter} AND message_created_at >= $2 AND message_created_at < $3
+             GROUP BY {by}reason_code"
+        );
+        let rows = sqlx::query(&sql).bind(key).bind(from).bind(to).fetch_all(&self.pool).await?;
+        for r in &rows {
+            out.push(ReasonCount {
+                group: group_text(r, split)?,
+                reason: r.try_get("reason_code")?,
+                observations: r.try_get("observations")?,
+                messages: r.try_get("messages")?,
+            });
+        }
+        Ok(())
+    }
+
+    async fn rollup_reasons(
+        &self,
+        cohort: Cohort<'_>,
+        (first, last): (i64, i64),
+        split: Split,
+        out: &mut Vec<ReasonCount>,
+    ) -> StoreResult<()> {
+        let (filter, key) = cohort_sql(cohort, true);
+        let (g, by) = rollup_group(split);
+        let sql = format!(
+            "SELECT {g} AS g, reason_code, {} AS observations, {} AS messages
+             FROM lifecycle_daily WHERE {filter} AND day >= $2 AND day < $3 GROUP BY {by}reason_code",
+            sum("observations"),
+            sum("messages")
+        );
+        let rows = sqlx::query(&sql).bind(key).bind(first).bind(last).fetch_all(&self.pool).await?;
+        for r in &rows {
+            out.push(ReasonCount {
+                group: group_text(r, split)?,
+                reason: r.try_get("reason_code")?,
+                observations: r.try_get("observations")?,
+                messages: r.try_get("messages")?,
+            });
+        }
+        Ok(())
+    }
+
+    async fn raw_sizes(
+        &self,
+        cohort: Cohort<'_>,
+        (from, to): (i64, i64),
+        split: Split,
+        out: &mut Vec<GroupSize>,
+    ) -> StoreResult<()> {
+        let (filter, key) = cohort_sql(cohort, false);
+        let (g, by) = group_sql(split, "created_at");
+        let made = sqlx::query(&format!(
+            "SELECT {g} AS g, COUNT(*) AS n FROM messages
+             WHERE {filter} AND created_at >= $2 AND created_at < $3 {}",
+            group_by(&by)
+        ))
+        .bind(key.clone())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let (lfilter, _) = cohort_sql(cohort, true);
+        let (lg, lby) = group_sql(split, "message_created_at");
+        let ledgered = sqlx::query(&format!(
+            "SELECT {lg} AS g, COUNT(DISTINCT message_id) AS n FROM message_lifecycle
+             WHERE {lfilter} AND message_created_at >= $2 AND message_created_at < $3 {}",
+            group_by(&lby)
+        ))
+        .bind(key)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut with: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for r in &ledgered {
+            with.insert(group_text(r, split)?, r.try_get("n")?);
+        }
+        for r in &made {
+            let group = group_text(r, split)?;
+            let with_lifecycle = with.get(&group).copied().unwrap_or(0);
+            out.push(GroupSize { group, messages: r.try_get("n")?, with_lifecycle });
+        }
+        Ok(())
+    }
+
+    async fn rollup_sizes(
+        &self,
+        cohort: Cohort<'_>,
+        (first, last): (i64, i64),
+        split: Split,
+        out: &mut Vec<GroupSize>,
+    ) -> StoreResult<()> {
+        let (filter, key) = cohort_sql(cohort, true);
+        let (g, by) = rollup_group(split);
+        let sql = format!(
+            "SELECT {g} AS g, {} AS n, {} AS w FROM message_daily WHERE {filter} AND day >= $2 AND day < $3 {}",
+            sum("messages"),
+            sum("with_lifecycle"),
+            group_by(by)
+        );
+        let rows = sqlx::query(&sql).bind(key).bind(first).bind(last).fetch_all(&self.pool).await?;
+        for r in &rows {
+            out.push(GroupSize {
+                group: group_text(r, split)?,
+                messages: r.try_get("n")?,
+                with_lifecycle: r.try_get("w")?,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -133,29 +289,31 @@ impl MetricsStore for SqlStore {
         end: Timestamp,
         split: Split,
     ) -> StoreResult<Vec<ReasonCount>> {
-        let (filter, key) = cohort_sql(cohort, true);
-        let (g, by) = group_sql(split, "message_created_at");
-        let sql = format!(
-            "SELECT {g} AS g, reason_code, COUNT(*) AS observations, COUNT(DISTINCT message_id) AS messages
-             FROM message_lifecycle WHERE {filter} AND message_created_at >= $2 AND message_created_at < $3
-             GROUP BY {by}reason_code ORDER BY {by}reason_code"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(key)
-            .bind(start.as_micros())
-            .bind(end.as_micros())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReasonCount {
-                    group: group_text(r, split)?,
-                    reason: r.try_get("reason_code")?,
-                    observations: r.try_get("observations")?,
-                    messages: r.try_get("messages")?,
-                })
+        let (days, edges) = cut(start, end);
+        let mut parts = Vec::new();
+        if let Some(days) = days {
+            self.rollup_reasons(cohort, days, split, &mut parts).await?;
+        }
+        for edge in edges {
+            self.raw_reasons(cohort, edge, split, &mut parts).await?;
+        }
+        // The parts are disjoint cohorts (a message has one creation day): their counts add.
+        let mut total: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
+        for p in parts {
+            let t = total.entry((p.group, p.reason)).or_default();
+            t.0 += p.observations;
+            t.1 += p.messages;
+        }
+        Ok(total
+            .into_iter()
+            .filter(|(_, (observations, _))| *observations > 0)
+            .map(|((group, reason), (observations, messages))| ReasonCount {
+                group,
+                reason,
+                observations,
+                messages,
             })
-            .collect()
+            .collect())
     }
 
     async fn group_sizes(
@@ -165,41 +323,51 @@ impl MetricsStore for SqlStore {
         end: Timestamp,
         split: Split,
     ) -> StoreResult<Vec<GroupSize>> {
-        let (filter, key) = cohort_sql(cohort, false);
-        let (g, by) = group_sql(split, "created_at");
-        let made = sqlx::query(&format!(
-            "SELECT {g} AS g, COUNT(*) AS n FROM messages
-             WHERE {filter} AND created_at >= $2 AND created_at < $3 {}",
-            group_by(&by)
-        ))
-        .bind(key.clone())
-        .bind(start.as_micros())
-        .bind(end.as_micros())
-        .fetch_all(&self.pool)
-        .await?;
-        let (lfilter, _) = cohort_sql(cohort, true);
-        let (lg, lby) = group_sql(split, "message_created_at");
-        let ledgered = sqlx::query(&format!(
-            "SELECT {lg} AS g, COUNT(DISTINCT message_id) AS n FROM message_lifecycle
-             WHERE {lfilter} AND message_created_at >= $2 AND message_created_at < $3 {}",
-            group_by(&lby)
-        ))
-        .bind(key)
-        .bind(start.as_micros())
-        .bind(end.as_micros())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut with: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-        for r in &ledgered {
-            with.insert(group_text(r, split)?, r.try_get("n")?);
+        let (days, edges) = cut(start, end);
+        let mut parts = Vec::new();
+        if let Some(days) = days {
+            self.rollup_sizes(cohort, days, split, &mut parts).await?;
         }
-        made.iter()
-            .map(|r| {
-                let group = group_text(r, split)?;
-                let with_lifecycle = with.get(&group).copied().unwrap_or(0);
-                Ok(GroupSize { group, messages: r.try_get("n")?, with_lifecycle })
-            })
-            .collect()
+        for edge in edges {
+            self.raw_sizes(cohort, edge, split, &mut parts).await?;
+        }
+        let mut total: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for p in parts {
+            let t = total.entry(p.group).or_default();
+            t.0 += p.messages;
+            t.1 += p.with_lifecycle;
+        }
+        Ok(total
+            .into_iter()
+            .filter(|(group, (messages, _))| *messages > 0 || group.is_empty())
+            .map(|(group, (messages, with_lifecycle))| GroupSize { group, messages, with_lifecycle })
+            .collect())
+    }
+
+    async fn rebuild_rollups(&self) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for sql in [
+            "DELETE FROM lifecycle_daily".to_owned(),
+            "DELETE FROM message_daily".to_owned(),
+            format!(
+                "INSERT INTO lifecycle_daily (account_id, agent_email, day, reason_code, messages, observations)
+                 SELECT account_id, agent_email, message_created_at / {DAY_MICROS}, reason_code,
+                     COUNT(DISTINCT message_id), COUNT(*)
+                 FROM message_lifecycle
+                 GROUP BY account_id, agent_email, message_created_at / {DAY_MICROS}, reason_code"
+            ),
+            format!(
+                "INSERT INTO message_daily (account_id, agent_email, day, messages, with_lifecycle)
+                 SELECT m.account_id, m.agent_email, m.created_at / {DAY_MICROS}, COUNT(DISTINCT m.id),
+                     COUNT(DISTINCT l.message_id)
+                 FROM messages m LEFT JOIN message_lifecycle l ON l.message_id = m.id
+                 GROUP BY m.account_id, m.agent_email, m.created_at / {DAY_MICROS}"
+            ),
+        ] {
+            sqlx::query(&sql).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn webhook_counts(

@@ -4,7 +4,8 @@
 
 use super::sql::{ts, word};
 use super::{After, PageQuery, SqlStore, StoreError, StoreResult};
-use crate::mail::lifecycle::NewStage;
+use crate::mail::lifecycle::{NewStage, Reason};
+use crate::time::DAY_MICROS;
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -12,35 +13,100 @@ use sqlx::any::AnyRow;
 /// Appends `rows` to their messages' ledgers. The account and agent columns (what the
 /// metrics group by) are copied from the message row, which the same transaction wrote or
 /// locked, so a row can never name another tenant. A row whose id is already there (a
-/// [`NewStage::keyed`] report seen twice) is skipped.
-pub(super) async fn insert_stages(conn: &mut sqlx::AnyConnection, rows: &[NewStage]) -> StoreResult<()> {
-    for r in rows {
-        let json = |m: &serde_json::Map<String, serde_json::Value>| {
-            serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
-        };
-        sqlx::query(
-            "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient,
-                 stage, outcome, reason_code, retryable, evidence, correlation_ids, occurred_at,
-                 message_created_at)
-             SELECT $1, id, account_id, agent_email, $2, $3, $4, $5, $6, $7, $8, $9, $10, created_at
-             FROM messages WHERE id = $11
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(r.id.as_str())
-        .bind(r.direction.as_str())
-        .bind(r.recipient.as_deref())
-        .bind(r.reason.stage().as_str())
-        .bind(r.reason.outcome().as_str())
-        .bind(r.reason.as_str())
-        .bind(i64::from(r.reason.retryable()))
-        .bind(json(&r.evidence))
-        .bind(json(&r.correlation_ids))
-        .bind(r.occurred_at.as_micros())
-        .bind(r.message_id.as_str())
-        .execute(&mut *conn)
-        .await?;
+/// [`NewStage::keyed`] report seen twice) is skipped. The daily rollups the metrics read
+/// ([`super::ledger_metrics`]) move in the same transaction: a reason's `messages` only on
+/// the message's first row of that reason, the day's message count with its first row.
+/// `fresh`: the rows' messages were stored by this same transaction (the day counts them).
+pub(super) async fn insert_stages(
+    conn: &mut sqlx::AnyConnection,
+    rows: &[NewStage],
+    fresh: bool,
+) -> StoreResult<()> {
+    let mut messages: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
+    messages.dedup();
+    for message_id in messages {
+        let before: std::collections::HashSet<String> =
+            sqlx::query("SELECT DISTINCT reason_code FROM message_lifecycle WHERE message_id = $1")
+                .bind(message_id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.try_get("reason_code"))
+                .collect::<Result<_, _>>()?;
+        // (reason, new messages, new rows), in first-appearance order.
+        let mut added: Vec<(Reason, i64, i64)> = Vec::new();
+        for r in rows.iter().filter(|r| r.message_id == message_id) {
+            if insert_row(conn, r).await? {
+                match added.iter_mut().find(|(reason, ..)| *reason == r.reason) {
+                    Some(a) => a.2 += 1,
+                    None => added.push((r.reason, i64::from(!before.contains(r.reason.as_str())), 1)),
+                }
+            }
+        }
+        for (reason, first, n) in &added {
+            sqlx::query(&format!(
+                "INSERT INTO lifecycle_daily (account_id, agent_email, day, reason_code, messages, observations)
+                 SELECT account_id, agent_email, created_at / {DAY_MICROS}, $2, $3, $4 FROM messages WHERE id = $1
+                 ON CONFLICT (account_id, day, agent_email, reason_code) DO UPDATE SET
+                     messages = lifecycle_daily.messages + excluded.messages,
+                     observations = lifecycle_daily.observations + excluded.observations"
+            ))
+            .bind(message_id)
+            .bind(reason.as_str())
+            .bind(*first)
+            .bind(*n)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // A message made now counts in its day; one gets a ledger with its first row (every
+        // message stored since the ledger exists has rows from the start; older ones were
+        // counted by the migration).
+        let (made, ledgered) = (i64::from(fresh), i64::from(before.is_empty() && !added.is_empty()));
+        if made + ledgered > 0 {
+            sqlx::query(&format!(
+                "INSERT INTO message_daily (account_id, agent_email, day, messages, with_lifecycle)
+                 SELECT account_id, agent_email, created_at / {DAY_MICROS}, $2, $3 FROM messages WHERE id = $1
+                 ON CONFLICT (account_id, day, agent_email) DO UPDATE SET
+                     messages = message_daily.messages + excluded.messages,
+                     with_lifecycle = message_daily.with_lifecycle + excluded.with_lifecycle"
+            ))
+            .bind(message_id)
+            .bind(made)
+            .bind(ledgered)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
+}
+
+/// One ledger row; `false` when its id was already there.
+async fn insert_row(conn: &mut sqlx::AnyConnection, r: &NewStage) -> StoreResult<bool> {
+    let json = |m: &serde_json::Map<String, serde_json::Value>| {
+        serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+    };
+    let done = sqlx::query(
+        "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient,
+             stage, outcome, reason_code, retryable, evidence, correlation_ids, occurred_at,
+             message_created_at)
+         SELECT $1, id, account_id, agent_email, $2, $3, $4, $5, $6, $7, $8, $9, $10, created_at
+         FROM messages WHERE id = $11
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(r.id.as_str())
+    .bind(r.direction.as_str())
+    .bind(r.recipient.as_deref())
+    .bind(r.reason.stage().as_str())
+    .bind(r.reason.outcome().as_str())
+    .bind(r.reason.as_str())
+    .bind(i64::from(r.reason.retryable()))
+    .bind(json(&r.evidence))
+    .bind(json(&r.correlation_ids))
+    .bind(r.occurred_at.as_micros())
+    .bind(r.message_id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 fn object(row: &AnyRow, col: &str) -> StoreResult<serde_json::Map<String, serde_json::Value>> {

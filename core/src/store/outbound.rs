@@ -185,7 +185,7 @@ impl OutboundStore for SqlStore {
         let published =
             side_effects(self, &mut tx, &new.twin, &new.events, &new.jobs, &new.idempotency, m.created_at)
                 .await?;
-        super::lifecycle::insert_stages(&mut tx, &new.lifecycle).await?;
+        super::lifecycle::insert_stages(&mut tx, &new.lifecycle, true).await?;
         tx.commit().await?;
         for p in published {
             self.bus.publish(p);
@@ -274,7 +274,7 @@ impl OutboundStore for SqlStore {
         }
         let published =
             side_effects(self, &mut tx, &t.twin, &t.events, &t.jobs, &t.idempotency, t.at).await?;
-        super::lifecycle::insert_stages(&mut tx, &t.lifecycle).await?;
+        super::lifecycle::insert_stages(&mut tx, &t.lifecycle, false).await?;
         tx.commit().await?;
         for p in published {
             self.bus.publish(p);

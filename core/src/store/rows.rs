@@ -64,7 +64,7 @@ pub(super) async fn insert_inbound_row(
     if let Some(hold) = &msg.hold {
         insert_hold(conn, &msg.id, &msg.account_id, &msg.agent_email, hold, msg.created_at).await?;
     }
-    super::lifecycle::insert_stages(conn, &msg.lifecycle).await?;
+    super::lifecycle::insert_stages(conn, &msg.lifecycle, true).await?;
     Ok(true)
 }
 
