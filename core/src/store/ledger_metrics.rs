@@ -157,40 +157,33 @@ fn sum(col: &str) -> String {
 }
 
 impl SqlStore {
+    /// Reason counts from the ledger's rows made in `[from, to)`.
     async fn raw_reasons(
         &self,
         cohort: Cohort<'_>,
-        (from, to): (i64, i64),
+        range: (i64, i64),
         split: Split,
         out: &mut Vec<ReasonCount>,
     ) -> StoreResult<()> {
-        let (filter, key) = cohort_sql(cohort, true);
+        let (filter, _) = cohort_sql(cohort, true);
         let (g, by) = group_sql(split, "message_created_at");
         let sql = format!(
             "SELECT {g} AS g, reason_code, COUNT(*) AS observations, COUNT(DISTINCT message_id) AS messages
              FROM message_lifecycle WHERE {filter} AND message_created_at >= $2 AND message_created_at < $3
              GROUP BY {by}reason_code"
         );
-        let rows = sqlx::query(&sql).bind(key).bind(from).bind(to).fetch_all(&self.pool).await?;
-        for r in &rows {
-            out.push(ReasonCount {
-                group: group_text(r, split)?,
-                reason: r.try_get("reason_code")?,
-                observations: r.try_get("observations")?,
-                messages: r.try_get("messages")?,
-            });
-        }
-        Ok(())
+        self.reasons(&sql, cohort, range, split, out).await
     }
 
+    /// Reason counts from the rollups of the days `[first, last)`.
     async fn rollup_reasons(
         &self,
         cohort: Cohort<'_>,
-        (first, last): (i64, i64),
+        days: (i64, i64),
         split: Split,
         out: &mut Vec<ReasonCount>,
     ) -> StoreResult<()> {
-        let (filter, key) = cohort_sql(cohort, true);
+        let (filter, _) = cohort_sql(cohort, true);
         let (g, by) = rollup_group(split);
         let sql = format!(
             "SELECT {g} AS g, reason_code, {} AS observations, {} AS messages
@@ -198,8 +191,19 @@ impl SqlStore {
             sum("observations"),
             sum("messages")
         );
-        let rows = sqlx::query(&sql).bind(key).bind(first).bind(last).fetch_all(&self.pool).await?;
-        for r in &rows {
+        self.reasons(&sql, cohort, days, split, out).await
+    }
+
+    async fn reasons(
+        &self,
+        sql: &str,
+        cohort: Cohort<'_>,
+        (a, b): (i64, i64),
+        split: Split,
+        out: &mut Vec<ReasonCount>,
+    ) -> StoreResult<()> {
+        let (_, key) = cohort_sql(cohort, true);
+        for r in &sqlx::query(sql).bind(key).bind(a).bind(b).fetch_all(&self.pool).await? {
             out.push(ReasonCount {
                 group: group_text(r, split)?,
                 reason: r.try_get("reason_code")?,
