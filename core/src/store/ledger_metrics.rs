@@ -129,9 +129,12 @@ pub trait MetricsStore: Send + Sync {
     ) -> StoreResult<Vec<WebhookCounts>>;
 }
 
+/// A half-open range: days, or microseconds.
+type Span = (i64, i64);
+
 /// A window cut into whole UTC days (read from the rollups) and the partial days at its
 /// ends (read from the ledger's rows): `(whole days [first, last), edges)`.
-fn cut(start: Timestamp, end: Timestamp) -> (Option<(i64, i64)>, Vec<(i64, i64)>) {
+fn cut(start: Timestamp, end: Timestamp) -> (Option<Span>, Vec<Span>) {
     let (s, e) = (start.as_micros(), end.as_micros());
     let first = s.div_euclid(DAY_MICROS) + i64::from(s.rem_euclid(DAY_MICROS) != 0);
     let last = e.div_euclid(DAY_MICROS);
