@@ -25,14 +25,18 @@ pub(super) async fn insert_stages(
     let mut messages: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
     messages.dedup();
     for message_id in messages {
-        let before: std::collections::HashSet<String> =
+        // A message stored by this transaction has no rows yet: nothing to look up.
+        let before: std::collections::HashSet<String> = if fresh {
+            Default::default()
+        } else {
             sqlx::query("SELECT DISTINCT reason_code FROM message_lifecycle WHERE message_id = $1")
                 .bind(message_id)
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
                 .map(|r| r.try_get("reason_code"))
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<_, _>>()?
+        };
         // (reason, new messages, new rows), in first-appearance order.
         let mut added: Vec<(Reason, i64, i64)> = Vec::new();
         for r in rows.iter().filter(|r| r.message_id == message_id) {
