@@ -95,6 +95,15 @@ async fn a_future_send_at_is_scheduled_and_cancellable(app: &TestApp) {
     );
     assert!(due(app, Timestamp::now()).await.iter().all(|d| d != &id), "re-armed for its time, not now");
     assert!(due(app, at.plus_secs(1)).await.contains(&id));
+    // A worker that claimed the job and found the message trashed cannot drop it once a
+    // restore re-armed it: the restore took the job back from its lease.
+    let claimed =
+        app.store.claim_jobs(JobKind::Submit, "w", at.plus_secs(100), 60, 100).await.expect("claim");
+    let job = claimed.iter().find(|j| j.ref_id == id).expect("the job, claimed again after its lease");
+    assert_eq!(app.delete(&format!("{}/{id}", msgs())).await.status, StatusCode::OK);
+    assert_eq!(app.post(&format!("{}/{id}/restore", msgs()), Value::Null).await.status, StatusCode::OK);
+    assert!(!app.store.drop_job_of_trashed(job.id, "w", &id).await.expect("drop"), "restored meanwhile");
+    assert!(due(app, at.plus_secs(1)).await.contains(&id), "still due, no longer leased");
 
     // Trashed past its time, a restore brings it back failed, the send cancelled.
     let soon = Timestamp::now().plus_secs(1);

@@ -18,7 +18,7 @@ use postagent_core::apikey::KeyScope;
 use postagent_core::mail::inbound;
 use postagent_core::store::{Agent, Message, MessageFilter};
 use postagent_core::time::Timestamp;
-use postagent_core::vocab::{Direction, JobKind, MessageStatus, ReadStatus, Word, optional_str};
+use postagent_core::vocab::{Direction, MessageStatus, ReadStatus, Word, optional_str};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -340,22 +340,20 @@ pub async fn restore(
     who: Principal,
     Path((email, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, mut m) = message_for(&state, &who, &email, &id).await?;
-    if m.deleted_at.is_none() || !state.store.set_message_trashed(&m.id, None).await? {
+    let (_, m) = message_for(&state, &who, &email, &id).await?;
+    // Back from the trash; an outbound message that had not left is re-armed, or cancelled
+    // when its scheduled time passed meanwhile (one transaction, docs/outbound.md).
+    if m.deleted_at.is_none() || !state.store.restore_message(&m.id, Timestamp::now()).await? {
         return Err(ApiError::conflict("not_in_trash", "the message is not in the trash"));
     }
-    m.deleted_at = None;
-    if m.direction == Direction::Outbound && m.status == MessageStatus::Accepted {
-        // Trashed before it left: the submitter skipped it. Re-armed while its time is
-        // still ahead; past it, the send stays cancelled.
-        let now = Timestamp::now();
-        match m.scheduled_at {
-            Some(at) if at <= now => {
-                postagent_core::mail::outbound::send::cancel(state.store.as_ref(), &m, now).await?;
-            }
-            at => state.store.enqueue_job(JobKind::Submit, &m.id, at.unwrap_or(now)).await?,
-        }
-        m = state.store.find_message(&m.id).await?.unwrap_or(m);
+    let was = m.status;
+    let m = state.store.find_message(&m.id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    if was == MessageStatus::Accepted && m.status == MessageStatus::Failed {
+        tracing::info!(
+            "NOQUEUE: outbound msg={} agent={} cancelled: restored after its schedule",
+            m.id,
+            m.agent_email
+        );
     }
     Ok(Json(full_view(&state, &m).await?))
 }

@@ -22,8 +22,12 @@ pub(super) async fn insert_stages(
     rows: &[NewStage],
     fresh: bool,
 ) -> StoreResult<()> {
-    let mut messages: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
-    messages.dedup();
+    let mut messages: Vec<&str> = Vec::new();
+    for r in rows {
+        if !messages.contains(&r.message_id.as_str()) {
+            messages.push(&r.message_id);
+        }
+    }
     for message_id in messages {
         // A message stored by this transaction has no rows yet: nothing to look up.
         let before: std::collections::HashSet<String> = if fresh {

@@ -50,6 +50,11 @@ pub trait OutboundStore: Send + Sync {
     /// budget's count.
     async fn count_recent_replies(&self, agent: &str, recipient: &str, since: Timestamp) -> StoreResult<u64>;
     async fn get_hold(&self, message_id: &str) -> StoreResult<Option<Hold>>;
+    /// Takes a message out of the trash (`false` when it was not there) and, in the same
+    /// transaction, settles an outbound one that had not left: its submission re-armed for its
+    /// time (or now), or, when a scheduled time has passed, the send cancelled (`failed`,
+    /// `submission.cancelled`).
+    async fn restore_message(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
     /// The account's pending holds with their messages, newest first, live agents only.
     async fn list_pending_holds(
         &self,
@@ -305,6 +310,64 @@ impl OutboundStore for SqlStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get::<Option<String>, _>("draft")).transpose()?.flatten())
+    }
+
+    async fn restore_message(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        use crate::mail::lifecycle::{NewStage, Reason};
+        use crate::vocab::{Direction, JobKind, MessageStatus};
+        let mut tx = self.begin_write().await?;
+        let back =
+            sqlx::query("UPDATE messages SET deleted_at = NULL WHERE id = $1 AND deleted_at IS NOT NULL")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        if back.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let row = sqlx::query("SELECT direction, status, scheduled_at FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (direction, status): (Direction, MessageStatus) =
+            (word(&row, "direction")?, word(&row, "status")?);
+        let mut published = Vec::new();
+        if direction == Direction::Outbound && status == MessageStatus::Accepted {
+            match opt_ts(&row, "scheduled_at")? {
+                Some(at) if at <= now => {
+                    sqlx::query(
+                        "UPDATE messages SET status = 'failed', delivery_status = 'failed', delivery_detail = $2,
+                             updated_at = $3
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind("cancelled: the message was in the trash at its scheduled time")
+                    .bind(now.as_micros())
+                    .execute(&mut *tx)
+                    .await?;
+                    let row = NewStage::new(id, Direction::Outbound, Reason::Cancelled, now)
+                        .evidence("failure_reason", "in the trash at its scheduled time");
+                    super::lifecycle::insert_stages(&mut tx, &[row], false).await?;
+                }
+                at => {
+                    // Resets a lease a worker may hold on the job it found trashed, so its
+                    // completion cannot remove this re-armed one.
+                    let job = NewJob {
+                        kind: JobKind::Submit,
+                        ref_id: id.to_owned(),
+                        run_at: at.unwrap_or(now).max(now),
+                    };
+                    insert_job(&mut tx, &job, now).await?;
+                    let msg = BusMessage::Jobs { kind: JobKind::Submit };
+                    self.notify_in_tx(&mut tx, &msg).await?;
+                    published.push(msg);
+                }
+            }
+        }
+        tx.commit().await?;
+        for p in published {
+            self.bus.publish(p);
+        }
+        Ok(true)
     }
 
     async fn get_hold(&self, message_id: &str) -> StoreResult<Option<Hold>> {

@@ -189,39 +189,6 @@ fn sealed(secret: &Secret, idem: &Option<(AccountId, String)>, outcome: &Outcome
     Some(IdempotencyDone { account_id: account.clone(), key: key.clone(), status, body })
 }
 
-/// Cancels an accepted send that will not leave (a scheduled message restored from the trash
-/// after its time): `failed`, with the ledger's `submission.cancelled`. `false` when it had
-/// already moved on.
-pub async fn cancel(
-    store: &dyn Store,
-    m: &crate::store::Message,
-    now: Timestamp,
-) -> Result<bool, StoreError> {
-    let t = crate::store::Transition {
-        message_id: m.id.clone(),
-        from: vec![MessageStatus::Accepted],
-        set: crate::store::MessageUpdate {
-            status: Some(MessageStatus::Failed),
-            delivery_status: Some(DeliveryStatus::Failed),
-            delivery_detail: Some("cancelled: the message was in the trash at its scheduled time".into()),
-            ..Default::default()
-        },
-        lifecycle: vec![
-            NewStage::new(&m.id, Direction::Outbound, Reason::Cancelled, now)
-                .evidence("failure_reason", "in the trash at its scheduled time"),
-        ],
-        at: now,
-        ..Default::default()
-    };
-    let done = store.transition(t).await?;
-    tracing::info!(
-        "NOQUEUE: outbound msg={} agent={} cancelled (restored after its schedule)",
-        m.id,
-        m.agent_email
-    );
-    Ok(done)
-}
-
 /// Takes a send from `agent`.
 pub async fn send(
     store: &dyn Store,
