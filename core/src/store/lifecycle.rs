@@ -16,12 +16,8 @@ use sqlx::any::AnyRow;
 /// [`NewStage::keyed`] report seen twice) is skipped. The daily rollups the metrics read
 /// ([`super::ledger_metrics`]) move in the same transaction: a reason's `messages` only on
 /// the message's first row of that reason, the day's message count with its first row.
-/// `fresh`: the rows' messages were stored by this same transaction (the day counts them).
-pub(super) async fn insert_stages(
-    conn: &mut sqlx::AnyConnection,
-    rows: &[NewStage],
-    fresh: bool,
-) -> StoreResult<()> {
+/// (A message's first rows, written with the message, go through [`insert_first_stages`].)
+pub(super) async fn insert_stages(conn: &mut sqlx::AnyConnection, rows: &[NewStage]) -> StoreResult<()> {
     let mut messages: Vec<&str> = Vec::new();
     for r in rows {
         if !messages.contains(&r.message_id.as_str()) {
@@ -29,18 +25,14 @@ pub(super) async fn insert_stages(
         }
     }
     for message_id in messages {
-        // A message stored by this transaction has no rows yet: nothing to look up.
-        let before: std::collections::HashSet<String> = if fresh {
-            Default::default()
-        } else {
+        let before: std::collections::HashSet<String> =
             sqlx::query("SELECT DISTINCT reason_code FROM message_lifecycle WHERE message_id = $1")
                 .bind(message_id)
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
                 .map(|r| r.try_get("reason_code"))
-                .collect::<Result<_, _>>()?
-        };
+                .collect::<Result<_, _>>()?;
         // (reason, new messages, new rows), in first-appearance order.
         let mut added: Vec<(Reason, i64, i64)> = Vec::new();
         for r in rows.iter().filter(|r| r.message_id == message_id) {
@@ -66,25 +58,105 @@ pub(super) async fn insert_stages(
             .execute(&mut *conn)
             .await?;
         }
-        // A message made now counts in its day; one gets a ledger with its first row (every
-        // message stored since the ledger exists has rows from the start; older ones were
-        // counted by the migration).
-        let (made, ledgered) = (i64::from(fresh), i64::from(before.is_empty() && !added.is_empty()));
-        if made + ledgered > 0 {
+        // A message stored before the ledger existed (counted in its day by the migration)
+        // gets a ledger with its first row.
+        if before.is_empty() && !added.is_empty() {
             sqlx::query(&format!(
                 "INSERT INTO message_daily (account_id, agent_email, day, messages, with_lifecycle)
-                 SELECT account_id, agent_email, created_at / {DAY_MICROS}, $2, $3 FROM messages WHERE id = $1
+                 SELECT account_id, agent_email, created_at / {DAY_MICROS}, 0, 1 FROM messages WHERE id = $1
                  ON CONFLICT (account_id, day, agent_email) DO UPDATE SET
-                     messages = message_daily.messages + excluded.messages,
-                     with_lifecycle = message_daily.with_lifecycle + excluded.with_lifecycle"
+                     with_lifecycle = message_daily.with_lifecycle + 1"
             ))
             .bind(message_id)
-            .bind(made)
-            .bind(ledgered)
             .execute(&mut *conn)
             .await?;
         }
     }
+    Ok(())
+}
+
+/// Who a freshly stored message belongs to, and when it was made.
+pub(super) struct Owner<'a> {
+    pub account_id: &'a str,
+    pub agent_email: &'a str,
+    pub created_at: crate::time::Timestamp,
+}
+
+/// The first rows of a message this transaction just stored (`owner`'s): nothing to look up
+/// and nothing to collide with, so the rows, the day's counts per reason and the day's
+/// message count are three statements whatever the rows.
+pub(super) async fn insert_first_stages(
+    conn: &mut sqlx::AnyConnection,
+    owner: &Owner<'_>,
+    rows: &[NewStage],
+) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = |m: &serde_json::Map<String, serde_json::Value>| {
+        serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+    };
+    let day = owner.created_at.as_micros().div_euclid(DAY_MICROS);
+    let mut sql = String::from(
+        "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient, stage,
+             outcome, reason_code, retryable, evidence, correlation_ids, occurred_at, message_created_at) VALUES ",
+    );
+    sql += &super::sql::value_rows(rows.len(), 14);
+    let mut q = sqlx::query(&sql);
+    for r in rows {
+        q = q
+            .bind(r.id.as_str())
+            .bind(r.message_id.as_str())
+            .bind(owner.account_id)
+            .bind(owner.agent_email)
+            .bind(r.direction.as_str())
+            .bind(r.recipient.as_deref())
+            .bind(r.reason.stage().as_str())
+            .bind(r.reason.outcome().as_str())
+            .bind(r.reason.as_str())
+            .bind(i64::from(r.reason.retryable()))
+            .bind(json(&r.evidence))
+            .bind(json(&r.correlation_ids))
+            .bind(r.occurred_at.as_micros())
+            .bind(owner.created_at.as_micros());
+    }
+    q.execute(&mut *conn).await?;
+    // One rollup row per reason (a statement may not touch one row twice).
+    let mut reasons: Vec<(Reason, i64)> = Vec::new();
+    for r in rows {
+        match reasons.iter_mut().find(|(reason, _)| *reason == r.reason) {
+            Some(x) => x.1 += 1,
+            None => reasons.push((r.reason, 1)),
+        }
+    }
+    let sql = format!(
+        "INSERT INTO lifecycle_daily (account_id, agent_email, day, reason_code, messages, observations) VALUES {}
+         ON CONFLICT (account_id, day, agent_email, reason_code) DO UPDATE SET
+             messages = lifecycle_daily.messages + excluded.messages,
+             observations = lifecycle_daily.observations + excluded.observations",
+        super::sql::value_rows(reasons.len(), 6)
+    );
+    let mut q = sqlx::query(&sql);
+    for (reason, n) in &reasons {
+        q = q
+            .bind(owner.account_id)
+            .bind(owner.agent_email)
+            .bind(day)
+            .bind(reason.as_str())
+            .bind(1_i64)
+            .bind(*n);
+    }
+    q.execute(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO message_daily (account_id, agent_email, day, messages, with_lifecycle) VALUES ($1, $2, $3, 1, 1)
+         ON CONFLICT (account_id, day, agent_email) DO UPDATE SET
+             messages = message_daily.messages + 1, with_lifecycle = message_daily.with_lifecycle + 1",
+    )
+    .bind(owner.account_id)
+    .bind(owner.agent_email)
+    .bind(day)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -190,7 +190,12 @@ impl OutboundStore for SqlStore {
         let published =
             side_effects(self, &mut tx, &new.twin, &new.events, &new.jobs, &new.idempotency, m.created_at)
                 .await?;
-        super::lifecycle::insert_stages(&mut tx, &new.lifecycle, true).await?;
+        let owner = super::lifecycle::Owner {
+            account_id: m.account_id.as_str(),
+            agent_email: &m.agent_email,
+            created_at: m.created_at,
+        };
+        super::lifecycle::insert_first_stages(&mut tx, &owner, &new.lifecycle).await?;
         tx.commit().await?;
         for p in published {
             self.bus.publish(p);
@@ -279,7 +284,7 @@ impl OutboundStore for SqlStore {
         }
         let published =
             side_effects(self, &mut tx, &t.twin, &t.events, &t.jobs, &t.idempotency, t.at).await?;
-        super::lifecycle::insert_stages(&mut tx, &t.lifecycle, false).await?;
+        super::lifecycle::insert_stages(&mut tx, &t.lifecycle).await?;
         tx.commit().await?;
         for p in published {
             self.bus.publish(p);
@@ -346,7 +351,7 @@ impl OutboundStore for SqlStore {
                     .await?;
                     let row = NewStage::new(id, Direction::Outbound, Reason::Cancelled, now)
                         .evidence("failure_reason", "in the trash at its scheduled time");
-                    super::lifecycle::insert_stages(&mut tx, &[row], false).await?;
+                    super::lifecycle::insert_stages(&mut tx, &[row]).await?;
                 }
                 at => {
                     // Resets a lease a worker may hold on the job it found trashed, so its

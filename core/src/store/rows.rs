@@ -64,7 +64,12 @@ pub(super) async fn insert_inbound_row(
     if let Some(hold) = &msg.hold {
         insert_hold(conn, &msg.id, &msg.account_id, &msg.agent_email, hold, msg.created_at).await?;
     }
-    super::lifecycle::insert_stages(conn, &msg.lifecycle, true).await?;
+    let owner = super::lifecycle::Owner {
+        account_id: msg.account_id.as_str(),
+        agent_email: &msg.agent_email,
+        created_at: msg.created_at,
+    };
+    super::lifecycle::insert_first_stages(conn, &owner, &msg.lifecycle).await?;
     Ok(true)
 }
 

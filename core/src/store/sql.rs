@@ -245,6 +245,22 @@ async fn migrate_postgres(url: &str) -> StoreResult<()> {
 }
 
 /// `$1, $2, …, $n`: the placeholders of an `IN (…)` list of `n` values bound first.
+/// `($1, …, $w), ($w+1, …), …` for `rows` rows of `width` values: a multi-row `VALUES`.
+pub(super) fn value_rows(rows: usize, width: usize) -> String {
+    let mut out = String::new();
+    for r in 0..rows {
+        out += if r == 0 { "(" } else { ", (" };
+        for c in 0..width {
+            if c > 0 {
+                out += ", ";
+            }
+            out += &format!("${}", r * width + c + 1);
+        }
+        out += ")";
+    }
+    out
+}
+
 pub(super) fn placeholders(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

@@ -134,7 +134,7 @@ impl SuppressionStore for SqlStore {
             published = Some(super::events::insert_event(self, &mut tx, e).await?.0);
         }
         if inserted {
-            super::lifecycle::insert_stages(&mut tx, &ledger, false).await?;
+            super::lifecycle::insert_stages(&mut tx, &ledger).await?;
         }
         tx.commit().await?;
         if let Some(p) = published {
