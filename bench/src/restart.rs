@@ -142,7 +142,19 @@ async fn one(opts: &Opts, variant: Variant) -> anyhow::Result<Outcome> {
         Some(n) => n,
         None => probe::stored(&db_url).await?,
     };
-    let deferred = postfix.read_log().lines().filter(|l| l.contains("status=deferred")).count();
+    let log = postfix.read_log();
+    let deferred = log.lines().filter(|l| l.contains("status=deferred")).count();
+    if all_stored.is_none() {
+        // What became of the messages still missing: every line of each deferred queue id.
+        let ids: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("status=deferred"))
+            .filter_map(|l| l.split(": ").nth(1).filter(|id| id.chars().all(|c| c.is_ascii_alphanumeric())))
+            .collect();
+        for line in log.lines().filter(|l| ids.iter().any(|id| l.contains(id))) {
+            eprintln!("  {variant:?} postfix: {line}");
+        }
+    }
     let _ = pa.kill();
     let _ = pa.wait();
     drop(postfix);
