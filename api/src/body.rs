@@ -168,6 +168,17 @@ impl QueryParams {
         self.limit_or(100)
     }
 
+    /// A date-time parameter as the SDKs send it (RFC 3339, a colon-less offset, or none for
+    /// UTC); `None` when absent, 422 on the field when it is not one.
+    pub fn instant(&self, name: &str) -> Result<Option<postagent_core::time::Timestamp>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                postagent_core::time::Timestamp::parse_lenient(v, true)
+                    .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
+            })
+            .transpose()
+    }
+
     /// `?limit=` (1–100), `default` when absent.
     pub fn limit_or(&self, default: u32) -> Result<u32, ApiError> {
         match self.get("limit") {

@@ -149,10 +149,6 @@ async fn templates(store: &dyn Store, account: &AccountId) -> Result<Vec<Value>,
     }
 }
 
-fn object(text: &str) -> Value {
-    serde_json::from_str::<Value>(text).ok().filter(Value::is_object).unwrap_or_else(|| json!({}))
-}
-
 fn template(t: &StoredTemplate) -> Value {
     json!({"id": t.id, "alias": t.alias, "name": t.name, "subject": t.subject, "text": t.text, "html": t.html,
         "from_starter_alias": t.from_starter_alias, "from_starter_version": t.from_starter_version,
@@ -160,14 +156,14 @@ fn template(t: &StoredTemplate) -> Value {
 }
 
 fn contact(c: &Contact) -> Value {
-    json!({"address": c.address, "display_name": c.display_name, "metadata": object(&c.metadata),
+    json!({"address": c.address, "display_name": c.display_name, "metadata": crate::store::stored_object(&c.metadata),
         "source": c.source, "import_batch_id": c.import_batch_id, "created_at": c.created_at,
         "updated_at": c.updated_at})
 }
 
 fn engagement(e: &Engagement) -> Value {
     json!({"agent_email": e.agent_email, "address": e.address, "stage": e.stage,
-        "metadata": object(&e.metadata), "next_action_at": e.next_action_at, "created_at": e.created_at,
+        "metadata": crate::store::stored_object(&e.metadata), "next_action_at": e.next_action_at, "created_at": e.created_at,
         "updated_at": e.updated_at})
 }
 

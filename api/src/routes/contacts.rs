@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use postagent_core::ids::mint;
 use postagent_core::mail::outbound::address::parse_mailbox;
+use postagent_core::store::stored_object;
 use postagent_core::store::{
     Contact, ContactFilter, Engagement, EngagementFilter, EngagementWrite, Import, ImportOutcome, ImportRow,
     OnConflict, StoreError, Upserted,
@@ -78,10 +79,6 @@ fn stored_metadata(m: Option<&Map<String, Value>>) -> Result<Option<String>, Api
     m.map(metadata).transpose().map_err(|e| ApiError::bad_request("invalid_request", e))
 }
 
-fn object(text: &str) -> Value {
-    serde_json::from_str::<Value>(text).ok().filter(Value::is_object).unwrap_or_else(|| json!({}))
-}
-
 fn etag(updated_at: Timestamp) -> String {
     format!("\"v{}\"", updated_at.as_micros())
 }
@@ -138,7 +135,7 @@ fn store_error(e: StoreError) -> ApiError {
 
 pub fn contact_view(c: &Contact) -> Value {
     let mut v = json!({
-        "address": c.address, "display_name": c.display_name, "metadata": object(&c.metadata),
+        "address": c.address, "display_name": c.display_name, "metadata": stored_object(&c.metadata),
         "source": c.source, "created_at": c.created_at, "updated_at": c.updated_at,
     });
     if let (Some(b), Some(obj)) = (&c.import_batch_id, v.as_object_mut()) {
@@ -155,15 +152,6 @@ fn path_address(address: &str) -> Result<String, ApiError> {
     canonical(address).ok_or_else(contact_not_found)
 }
 
-fn time_filter(q: &QueryParams, name: &str) -> Result<Option<Timestamp>, ApiError> {
-    q.get(name)
-        .map(|v| {
-            Timestamp::parse_lenient(v, true)
-                .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
-        })
-        .transpose()
-}
-
 pub async fn list(
     State(state): State<AppState>,
     AccountScope(who): AccountScope,
@@ -172,8 +160,8 @@ pub async fn list(
     let filter = ContactFilter {
         source: q.get("source").map(str::to_owned),
         import_batch_id: q.get("import_batch_id").map(str::to_owned),
-        created_after: time_filter(&q, "created_after")?,
-        created_before: time_filter(&q, "created_before")?,
+        created_after: q.instant("created_after")?,
+        created_before: q.instant("created_before")?,
     };
     let pin = format!(
         "contacts:{:?}:{:?}:{:?}:{:?}",
@@ -451,9 +439,9 @@ pub fn engagement_view(e: &Engagement) -> Value {
     let mut v = json!({
         "address": e.address,
         "agent_email": e.agent_email,
-        "contact": {"address": e.address, "display_name": e.contact_name, "metadata": object(&e.contact_metadata)},
+        "contact": {"address": e.address, "display_name": e.contact_name, "metadata": stored_object(&e.contact_metadata)},
         "stage": e.stage,
-        "metadata": object(&e.metadata),
+        "metadata": stored_object(&e.metadata),
         "next_action_at": e.next_action_at,
         "first_outbound_at": e.first_outbound_at,
         "last_outbound_at": e.last_outbound_at,
@@ -507,8 +495,8 @@ pub async fn outreach(
         stage: q.get("stage").map(str::to_owned),
         replied: flag(&q, "replied")?,
         suppressed: flag(&q, "suppressed")?,
-        next_action_before: time_filter(&q, "next_action_before")?,
-        last_outbound_before: time_filter(&q, "last_outbound_before")?,
+        next_action_before: q.instant("next_action_before")?,
+        last_outbound_before: q.instant("last_outbound_before")?,
     };
     let pin = format!("outreach:{}:{filter:?}", agent.email);
     let list = Listing::new(&state.secret, pin, &q)?;

@@ -26,16 +26,8 @@ const MAX_ENDPOINTS: usize = 50;
 
 /// `[start, end)`: `end` defaults to now, `start` to 30 days before it; at most 92 days.
 fn window(q: &QueryParams) -> Result<(Timestamp, Timestamp), ApiError> {
-    let at = |name: &str| {
-        q.get(name)
-            .map(|v| {
-                Timestamp::parse_lenient(v, true)
-                    .ok_or_else(|| ApiError::field(&format!("query.{name}"), "must be an RFC 3339 date-time"))
-            })
-            .transpose()
-    };
-    let end = at("end")?.unwrap_or_else(Timestamp::now);
-    let start = at("start")?.unwrap_or_else(|| end.plus_secs(-DEFAULT_DAYS * 86_400));
+    let end = q.instant("end")?.unwrap_or_else(Timestamp::now);
+    let start = q.instant("start")?.unwrap_or_else(|| end.plus_secs(-DEFAULT_DAYS * 86_400));
     if end <= start {
         return Err(ApiError::bad_request("invalid_request", "end must be after start"));
     }
@@ -224,14 +216,26 @@ pub async fn account(
     };
     let cohort = Cohort::Account(&who.account_id);
     let store = &state.store;
-    let counts = by_group(store.reason_counts(cohort, start, end, Split::None).await?);
-    let sizes = store.group_sizes(cohort, start, end, Split::None).await?;
-    let mut out = group_fields(sizes.first(), counts.get("").unwrap_or(&Counts::new()));
+    // Per agent when asked, and the account's totals summed from it (agents are disjoint
+    // cohorts); otherwise the totals alone.
+    let split = if per_agent { Split::Agent } else { Split::None };
+    let by_agent = by_group(store.reason_counts(cohort, start, end, split).await?);
+    let mut sizes = store.group_sizes(cohort, start, end, split).await?;
+    let mut totals = Counts::new();
+    for (reason, (m, o)) in by_agent.values().flatten() {
+        let t = totals.entry(*reason).or_default();
+        t.0 += m;
+        t.1 += o;
+    }
+    let total = GroupSize {
+        group: String::new(),
+        messages: sizes.iter().map(|s| s.messages).sum(),
+        with_lifecycle: sizes.iter().map(|s| s.with_lifecycle).sum(),
+    };
+    let mut out = group_fields(Some(&total), &totals);
     let mut agents = Vec::new();
     let mut truncated = false;
     if per_agent {
-        let by_agent = by_group(store.reason_counts(cohort, start, end, Split::Agent).await?);
-        let mut sizes = store.group_sizes(cohort, start, end, Split::Agent).await?;
         sizes.sort_by_key(|s| (std::cmp::Reverse(s.messages), s.group.clone()));
         truncated = sizes.len() > MAX_AGENTS;
         for s in sizes.iter().take(MAX_AGENTS) {

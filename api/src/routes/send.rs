@@ -193,8 +193,8 @@ pub async fn send(
     let agent = sender(&state, &who, &email).await?;
     let mut r = body.value;
     let blank = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
-    let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-    let (template_id, template_alias) = (given(&r.template_id), given(&r.template_alias));
+    let (template_id, template_alias) =
+        (templates::given(&r.template_id), templates::given(&r.template_alias));
     let data = r.template_data.take().unwrap_or_default();
     let invalid = |m: &str| Err(ApiError::bad_request("invalid_request", m.to_owned()));
     if template_id.is_none() && template_alias.is_none() {

@@ -120,7 +120,8 @@ impl RequestBody for CreateRequest {
     fn validate(&self, _errors: &mut Vec<FieldError>) {}
 }
 
-fn given(v: &Option<String>) -> Option<String> {
+/// A string field that counts as absent when empty (e2a's rule for these bodies).
+pub(super) fn given(v: &Option<String>) -> Option<String> {
     v.clone().filter(|s| !s.is_empty())
 }
 

@@ -10,6 +10,15 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+/// A stored caller-owned JSON object (contact or outreach metadata) for the wire: `{}` if the
+/// text is not one, so a view never carries null where the contract wants an object.
+pub fn stored_object(text: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
 /// Contacts per account.
 pub const MAX_CONTACTS: i64 = 100_000;
 

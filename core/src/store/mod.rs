@@ -37,7 +37,7 @@ pub use account_data::{
 pub use console::{ConsoleLogin, ConsoleSession, ConsoleStore, MAX_LISTED_SESSIONS, NewConsoleSession};
 pub use contacts::{
     Contact, ContactFilter, ContactStore, Import, ImportOutcome, ImportReversal, ImportRow, MAX_CONTACTS,
-    OnConflict,
+    OnConflict, stored_object,
 };
 pub use engagements::{Engagement, EngagementFilter, EngagementStore, EngagementWrite, Upserted};
 pub use ledger_metrics::{Cohort, GroupSize, MetricsStore, ReasonCount, Split, WebhookCounts};
