@@ -151,7 +151,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     eprintln!("seeding {} agents", opts.connections + 1);
     let (key, agents) = seed(&db_url, opts.connections).await?;
     let pa = serve(opts, &zone, dir, db_url).await?;
-    let postfix = start_postfix(Some(pa.milter), pa.lmtp).await?;
+    let postfix = start_postfix(Some(format!("inet:{}", pa.milter)), pa.lmtp).await?;
     let http = reqwest::Client::new();
 
     // (b)

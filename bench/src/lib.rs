@@ -25,14 +25,18 @@
 //! run saturates it (then Postfix's queue grows, and the figure is mostly queueing).
 
 pub mod console;
+mod cpu;
 pub mod data;
 pub mod fanout;
 pub mod hostile;
+pub mod inbound;
 mod maps;
 pub mod metrics;
+mod peer;
 mod probe;
 mod report;
 pub mod restart;
+pub mod signed;
 
 use anyhow::Context as _;
 use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, Wiring};
@@ -43,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use report::{Latency, Lookups, Report, Row};
+pub use report::{Latency, Lookups, Report};
 
 /// A benchmark's report as the `bench-*` binaries print and write it.
 pub trait Markdown {
@@ -186,8 +190,14 @@ pub struct Opts {
     pub messages: u32,
     pub sessions: u32,
     pub runs: u32,
-    /// Message sizes in bytes (`smtp-source -l`).
+    /// `bench-nullmilter`, set-up (d).
+    pub nullmilter: PathBuf,
+    /// Body sizes in bytes of the RSA-2048-signed messages, one row each.
     pub sizes: Vec<u32>,
+    /// Body sizes of the Ed25519-signed rows.
+    pub ed25519_sizes: Vec<u32>,
+    /// Also measure PostgreSQL: one `serve`, and two replicas on one database.
+    pub postgres: bool,
     /// Probe messages for the idle latency figure.
     pub probes: u32,
     /// The steady load of the second latency figure (msg/s, well under what (b) sustains)
@@ -209,47 +219,22 @@ pub fn debug_postagent(target_tmpdir: &str) -> Option<PathBuf> {
     .then_some(bin)
 }
 
-/// Runs both configurations and the latency probes.
+/// The throughput batch ([`inbound::batch`]), then (b)'s latency probes and socketmap lookups.
 pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     postagent_lab::mail_lab::check_can_run_postfix()?;
     for tool in [SMTP_SOURCE, SMTP_SINK] {
         anyhow::ensure!(Path::new(tool).exists(), "{tool} is missing: apt install postfix");
     }
-    let zone = SampleZone::start().await?;
-    // A real sender domain's records live minutes to hours, and the milter's resolver
-    // caches them: every message from one domain does not cost fresh DNS round trips.
-    zone.dns().set_ttl(DNS_TTL);
-    let mut rows: Vec<Row> = opts.sizes.iter().map(|&size| Row { size, ..Row::default() }).collect();
-
-    // Both configurations run side by side (two private Postfix instances, idle when not
-    // measured) and their runs alternate, a then b, so a slow spell of the machine hits both
-    // alike and the ratio stays meaningful.
+    // A real sender domain's records live minutes to hours, and every resolver caches them.
+    let zone = signed::BenchZone::start(DNS_TTL).await?;
     let sink = Sink::start()?;
-    let baseline = start_postfix(None, sink.addr).await?;
-    let pa = Postagent::start(&opts.postagent, &zone).await?;
-    let postfix = start_postfix(Some(pa.milter), pa.lmtp).await?;
+    let rows = inbound::batch(opts, &zone, &sink).await?;
+    drop(sink);
+    let pa = Postagent::start_unix(&opts.postagent, zone.dns().addr(), None, None).await?;
+    let postfix = start_postfix(Some(pa.milter_unix()), pa.lmtp).await?;
     let mapped = start_postfix_mapped(&pa).await?;
-    // One uncounted warm-up each: the first run after start is slower (process start-up,
-    // cold caches) and would only add noise.
-    let warm_up = Opts { messages: opts.messages.min(500), ..opts.clone() };
-    throughput(&baseline, &warm_up, 1024, None).await?;
-    throughput(&postfix, &warm_up, 1024, Some(&pa)).await?;
-    throughput(&mapped, &warm_up, 1024, Some(&pa)).await?;
-    for row in &mut rows {
-        for run in 1..=opts.runs {
-            let a = throughput(&baseline, opts, row.size, None).await?;
-            let b = throughput(&postfix, opts, row.size, Some(&pa)).await?;
-            let c = throughput(&mapped, opts, row.size, Some(&pa)).await?;
-            eprintln!("  {} B run {run}: (a) {a:.0} msg/s, (b) {b:.0} msg/s, (c) {c:.0} msg/s", row.size);
-            row.baseline.push(a);
-            row.postagent.push(b);
-            row.mapped.push(c);
-        }
-    }
     let lookups = maps::lookups(&mapped, pa.socketmap, opts.probes).await?;
     drop(mapped);
-    drop(baseline);
-    drop(sink);
     let idle = probe::idle(&postfix, &pa.db_url, opts.probes).await?;
     eprintln!("  latency at idle: {idle}");
     let paced = probe::under_load(&postfix, &pa.db_url, || paced_source(&postfix, opts)).await?;
@@ -259,32 +244,6 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     drop(postfix);
     pa.stop()?;
     Ok(Report { opts: opts.clone(), rows, idle, paced, loaded, lookups, environment: report::environment() })
-}
-
-/// One `smtp-source` run: msg/s from its start until the queue is empty (and, with
-/// postagent, until every message is stored).
-async fn throughput(
-    postfix: &PostfixInstance,
-    opts: &Opts,
-    size: u32,
-    postagent: Option<&Postagent>,
-) -> anyhow::Result<f64> {
-    postfix.wait_queue_empty(RUN_LIMIT).await?;
-    let stored_before = match postagent {
-        Some(pa) => probe::stored(&pa.db_url).await?,
-        None => 0,
-    };
-    let t0 = Instant::now();
-    let mut source = smtp_source(postfix, opts, size)?;
-    let status = tokio::task::spawn_blocking(move || source.wait()).await??;
-    anyhow::ensure!(status.success(), "smtp-source failed: {status}");
-    postfix.wait_queue_empty(RUN_LIMIT).await?;
-    if let Some(pa) = postagent {
-        let want = stored_before + i64::from(opts.messages);
-        let got = probe::wait_stored(&pa.db_url, want, RUN_LIMIT).await?;
-        anyhow::ensure!(got == want, "{got} messages stored, expected {want}: some were lost or duplicated");
-    }
-    Ok(f64::from(opts.messages) / t0.elapsed().as_secs_f64())
 }
 
 /// Starts `smtp-source` against the instance (one message per connection, as senders on
@@ -316,13 +275,13 @@ fn paced_source(postfix: &PostfixInstance, opts: &Opts) -> anyhow::Result<Child>
 }
 
 pub(crate) async fn start_postfix(
-    milter: Option<SocketAddr>,
+    milter: Option<String>,
     lmtp: SocketAddr,
 ) -> anyhow::Result<PostfixInstance> {
     let wiring = Wiring {
         hostname: HOSTNAME.into(),
         agent_domains: vec![AGENT_DOMAIN.into()],
-        milter: milter.map(|m| format!("inet:{m}")),
+        milter,
         lmtp: format!("lmtp:inet:{lmtp}"),
         smtp_port: None,
         originating_port: None,
@@ -337,7 +296,7 @@ async fn start_postfix_mapped(pa: &Postagent) -> anyhow::Result<PostfixInstance>
     let wiring = Wiring {
         hostname: HOSTNAME.into(),
         agent_domains: vec![AGENT_DOMAIN.into()],
-        milter: Some(format!("inet:{}", pa.milter)),
+        milter: Some(pa.milter_unix()),
         lmtp: format!("lmtp:inet:{}", pa.lmtp),
         smtp_port: None,
         originating_port: None,
@@ -361,10 +320,28 @@ struct Sink {
 
 impl Sink {
     fn start() -> anyhow::Result<Sink> {
+        Self::spawn(None)
+    }
+
+    /// A sink that writes every message it receives into `dir` (one file each), for checks;
+    /// never used while timing.
+    fn start_keeping(dir: &Path) -> anyhow::Result<Sink> {
+        Self::spawn(Some(dir))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(keep: Option<&Path>) -> anyhow::Result<Sink> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let keep =
+            keep.map(|d| vec!["-d".to_owned(), format!("{}/%H%M%S.", d.display())]).unwrap_or_default();
         // -u is mandatory as root; 256 is the listen backlog (postfix-lab.md §3).
         let child = Command::new(SMTP_SINK)
-            .args(["-L", "-u", "postfix", &addr.to_string(), "256"])
+            .args(["-L", "-u", "postfix"])
+            .args(&keep)
+            .args([&addr.to_string(), "256"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -392,10 +369,26 @@ fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `serve`'s milter listens.
+enum MilterAt {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A temporary directory Postfix's processes (user `postfix`) can enter, for sockets.
+pub(crate) fn world_traversable_tempdir() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new().prefix("bench").tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
+}
+
 /// `postagent serve` with its milter and LMTP on loopback and SQLite in a temp dir.
 pub(crate) struct Postagent {
     child: Child,
     milter: SocketAddr,
+    /// The unix milter socket, when started with one (then `milter` is unused).
+    milter_socket: Option<PathBuf>,
     lmtp: SocketAddr,
     socketmap: SocketAddr,
     api: String,
@@ -404,11 +397,45 @@ pub(crate) struct Postagent {
 }
 
 impl Postagent {
-    async fn start(bin: &Path, zone: &SampleZone) -> anyhow::Result<Postagent> {
-        let dir = tempfile::tempdir()?;
-        let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
-        probe::seed(&db_url, AGENT_DOMAIN, AGENT).await?;
-        Self::start_in(bin, zone, dir, db_url, &[], &[]).await
+    /// `serve` with its milter on a unix socket (as Debian ships the peer's), resolving at
+    /// `dns`, on SQLite in its directory or on the PostgreSQL database `pg`. With `replica_of`,
+    /// it shares that one's database (already seeded) and HMAC secret.
+    async fn start_unix(
+        bin: &Path,
+        dns: SocketAddr,
+        pg: Option<&str>,
+        replica_of: Option<&Postagent>,
+    ) -> anyhow::Result<Postagent> {
+        let dir = world_traversable_tempdir()?;
+        let socket = dir.path().join("milter.sock");
+        let db_url = match pg {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.path().join("postagent.db").display()),
+        };
+        let mut extra = vec!["--unix-socket-group".to_owned(), "postfix".to_owned()];
+        match replica_of {
+            Some(first) => {
+                extra.push("--hmac-secret-file".into());
+                extra.push(first._dir.path().join("hmac.secret").display().to_string());
+            }
+            None => probe::seed(&db_url, AGENT_DOMAIN, AGENT).await?,
+        }
+        if pg.is_some() {
+            extra.push("--database-url".into());
+            extra.push(db_url.clone());
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let milter = MilterAt::Unix(socket.clone());
+        let mut pa = Self::start_with(bin, dns, milter, dir, db_url, &extra, &[]).await?;
+        pa.milter_socket = Some(socket);
+        Ok(pa)
+    }
+
+    /// `smtpd_milters` for its unix socket.
+    fn milter_unix(&self) -> String {
+        self.milter_socket
+            .as_ref()
+            .map_or_else(|| format!("inet:{}", self.milter), |p| format!("unix:{}", p.display()))
     }
 
     fn pid(&self) -> u32 {
@@ -429,17 +456,35 @@ impl Postagent {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Postagent> {
-        let milter = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let milter = MilterAt::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)));
+        Self::start_with(bin, zone.dns().addr(), milter, dir, db_url, extra, env).await
+    }
+
+    async fn start_with(
+        bin: &Path,
+        dns: SocketAddr,
+        milter_at: MilterAt,
+        dir: tempfile::TempDir,
+        db_url: String,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Postagent> {
+        let (milter, milter_listen) = match milter_at {
+            MilterAt::Tcp(a) => (a, a.to_string()),
+            MilterAt::Unix(p) => {
+                (SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), format!("unix:{}", p.display()))
+            }
+        };
         let lmtp = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let socketmap = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["--api-listen", "127.0.0.1:0", "--milter-listen", &milter.to_string()])
+            .args(["--api-listen", "127.0.0.1:0", "--milter-listen", &milter_listen])
             .args(["--lmtp-listen", &lmtp.to_string(), "--shared-domain", AGENT_DOMAIN])
             .args(["--socketmap-listen", &socketmap.to_string()])
-            .args(["--mail-hostname", HOSTNAME, "--dns-server", &zone.dns().addr().to_string()])
+            .args(["--mail-hostname", HOSTNAME, "--dns-server", &dns.to_string()])
             .args(extra)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
@@ -461,7 +506,16 @@ impl Postagent {
             }
         });
         let api = ready_rx.recv_timeout(Duration::from_secs(30)).context("postagent serve did not start")?;
-        Ok(Postagent { child, milter, lmtp, socketmap, api: format!("http://{api}"), db_url, _dir: dir })
+        Ok(Postagent {
+            child,
+            milter,
+            milter_socket: None,
+            lmtp,
+            socketmap,
+            api: format!("http://{api}"),
+            db_url,
+            _dir: dir,
+        })
     }
 
     fn stop(mut self) -> anyhow::Result<()> {

@@ -5,7 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: bench-inbound [--postagent PATH] [--messages N] [--sessions N] [--runs N] \
-                     [--sizes B,B] [--probes N] [--paced-rate N] [--paced-seconds N] [--out FILE]";
+                     [--sizes B,B] [--ed25519-sizes B,B] [--no-postgres] [--nullmilter PATH] [--probes N] [--paced-rate N] [--paced-seconds N] [--out FILE]";
+
+/// A comma-separated list of sizes in bytes (empty for none).
+fn sizes(v: &str) -> Result<Vec<u32>, String> {
+    v.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<u32>().map_err(|_| format!("{s:?} is not a size in bytes")))
+        .collect()
+}
 
 fn parse() -> Result<(Opts, Option<PathBuf>), String> {
     let mut opts = Opts {
@@ -13,7 +21,10 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         messages: 2000,
         sessions: 20,
         runs: 3,
+        nullmilter: PathBuf::from("target/release/bench-nullmilter"),
         sizes: vec![1024, 102_400],
+        ed25519_sizes: vec![1024],
+        postgres: true,
         probes: 200,
         paced_rate: 50,
         paced_seconds: 10,
@@ -22,19 +33,16 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
     while let Some(flag) = f.next_flag() {
         match flag.as_str() {
             "--postagent" => opts.postagent = f.path()?,
+            "--nullmilter" => opts.nullmilter = f.path()?,
+            "--no-postgres" => opts.postgres = false,
+            "--ed25519-sizes" => opts.ed25519_sizes = sizes(&f.value()?)?,
             "--messages" => opts.messages = f.number()?,
             "--sessions" => opts.sessions = f.number()?,
             "--runs" => opts.runs = f.number()?,
             "--probes" => opts.probes = f.number()?,
             "--paced-rate" => opts.paced_rate = f.number()?,
             "--paced-seconds" => opts.paced_seconds = f.number()?,
-            "--sizes" => {
-                opts.sizes = f
-                    .value()?
-                    .split(',')
-                    .map(|s| s.trim().parse::<u32>().map_err(|_| format!("--sizes: {s:?} is not a number")))
-                    .collect::<Result<_, _>>()?
-            }
+            "--sizes" => opts.sizes = sizes(&f.value()?)?,
             other => f.common(other)?,
         }
     }

@@ -28,9 +28,23 @@ async fn pool(db_url: &str) -> anyhow::Result<sqlx::SqlitePool> {
     Ok(sqlx::SqlitePool::connect(db_url).await?)
 }
 
+/// A pool on either backend, for the counts the benchmarks take of SQLite and PostgreSQL.
+async fn any_pool(db_url: &str) -> anyhow::Result<sqlx::AnyPool> {
+    sqlx::any::install_default_drivers();
+    Ok(sqlx::any::AnyPoolOptions::new().max_connections(1).connect(db_url).await?)
+}
+
+/// The stored `authentication` verdict of every message (JSON, `None` when unsigned).
+pub async fn authentications(db_url: &str) -> anyhow::Result<Vec<Option<String>>> {
+    let pool = any_pool(db_url).await?;
+    let rows = sqlx::query_scalar("SELECT authentication FROM messages").fetch_all(&pool).await?;
+    pool.close().await;
+    Ok(rows)
+}
+
 /// Messages stored so far.
 pub async fn stored(db_url: &str) -> anyhow::Result<i64> {
-    let pool = pool(db_url).await?;
+    let pool = any_pool(db_url).await?;
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&pool).await?;
     pool.close().await;
     Ok(n)
@@ -39,7 +53,7 @@ pub async fn stored(db_url: &str) -> anyhow::Result<i64> {
 /// Waits until `want` messages are stored (polling every 50 ms, as the queue is); returns
 /// the count, which may exceed `want` if something was stored twice.
 pub async fn wait_stored(db_url: &str, want: i64, limit: Duration) -> anyhow::Result<i64> {
-    let pool = pool(db_url).await?;
+    let pool = any_pool(db_url).await?;
     let deadline = Instant::now() + limit;
     loop {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&pool).await?;

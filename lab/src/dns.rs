@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context as _;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, MX, TXT};
+use hickory_proto::rr::rdata::{A, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -45,9 +45,21 @@ struct Zone {
     servfail: HashSet<String>,
     drop: HashSet<String>,
     ttl: u32,
+    /// Zone apexes whose negative answers carry their SOA (see [`DnsServer::add_soa`]).
+    soa: Vec<String>,
 }
 
 impl Zone {
+    /// The SOA record of the zone `name` lies in, if it was made one by `add_soa`: its
+    /// minimum (the negative-caching TTL) and its own TTL are the zone's TTL.
+    fn soa_of(&self, name: &str) -> Option<Record> {
+        let apex = self.soa.iter().find(|a| name == a.as_str() || name.ends_with(&format!(".{a}")))?;
+        let mname = fqdn(&format!("ns.{apex}")).ok()?;
+        let rname = fqdn(&format!("hostmaster.{apex}")).ok()?;
+        let soa = SOA::new(mname, rname, 1, 3600, 600, 86400, self.ttl);
+        Some(Record::from_rdata(fqdn(apex).ok()?, self.ttl, RData::SOA(soa)))
+    }
+
     fn name_exists(&self, name: &str) -> bool {
         if self.records.get(name).is_some_and(|r| !r.is_empty()) {
             return true;
@@ -83,6 +95,18 @@ impl DnsServer {
     /// runtime; the server runs on that runtime.
     pub async fn start() -> anyhow::Result<DnsServer> {
         let (udp, tcp) = bind_pair().await?;
+        Self::serve(udp, tcp)
+    }
+
+    /// [`Self::start`] on a fixed address, e.g. 127.0.0.1:53 for resolvers that cannot be
+    /// told a port (libresolv reads only `nameserver` addresses from resolv.conf).
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<DnsServer> {
+        let udp = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind UDP {addr}"))?;
+        let tcp = TcpListener::bind(addr).await.with_context(|| format!("cannot bind TCP {addr}"))?;
+        Self::serve(udp, tcp)
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener) -> anyhow::Result<DnsServer> {
         let addr = udp.local_addr()?;
         let zone = Arc::new(Mutex::new(Zone { ttl: TTL, ..Zone::default() }));
         let tasks =
@@ -160,6 +184,14 @@ impl DnsServer {
     /// answers repeated lookups from its cache; a test that changes records keeps 0.
     pub fn set_ttl(&self, seconds: u32) {
         self.zone().ttl = seconds;
+    }
+
+    /// Makes `apex` a zone: negative answers (NXDOMAIN, or no record of the asked type) for
+    /// names at or below it carry its SOA in the authority section, as real authoritative
+    /// servers send, so resolvers can cache the negative answer (RFC 2308) for the zone's TTL
+    /// instead of asking again for every message.
+    pub fn add_soa(&self, apex: &str) {
+        self.zone().soa.push(key(apex));
     }
 
     /// While `on`, queries for `name` are never answered (UDP and TCP), to test timeouts.
@@ -295,7 +327,7 @@ fn answer(query: &[u8], zone: &Mutex<Zone>, udp: bool) -> Option<Vec<u8>> {
             tracing::debug!(name = %k, "test DNS: dropping query");
             return None;
         }
-        if z.servfail.contains(&k) {
+        let rcode = if z.servfail.contains(&k) {
             ResponseCode::ServFail
         } else if !z.name_exists(&k) {
             ResponseCode::NXDomain
@@ -308,7 +340,13 @@ fn answer(query: &[u8], zone: &Mutex<Zone>, udp: bool) -> Option<Vec<u8>> {
                 }
             }
             ResponseCode::NoError
+        };
+        let negative = rcode == ResponseCode::NXDomain
+            || (rcode == ResponseCode::NoError && response.answers.is_empty());
+        if negative && let Some(soa) = z.soa_of(&k) {
+            response.add_authority(soa);
         }
+        rcode
     };
     response.metadata.response_code = rcode;
     let wire = response.to_vec().ok()?;
