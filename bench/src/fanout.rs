@@ -66,6 +66,8 @@ pub struct Opts {
     pub paced_rate: u32,
     pub paced_seconds: u32,
     pub connections: u32,
+    /// Also (a) live on PostgreSQL.
+    pub postgres: bool,
     pub ws_messages: u32,
     /// The pace of the (c) messages, msg/s.
     pub ws_rate: u32,
@@ -87,6 +89,9 @@ pub struct Report {
     pub backlog: Throughput,
     pub live_runs: Vec<Throughput>,
     pub backlog_runs: Vec<Throughput>,
+    /// (a) live on PostgreSQL (durable settings): the median run, and every run.
+    pub live_pg: Throughput,
+    pub live_pg_runs: Vec<Throughput>,
     pub idle: Probes,
     pub paced: Probes,
     pub load: Load,
@@ -133,16 +138,24 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     let mut report =
         Report { opts: Some(opts.clone()), environment: environment(), background, ..Report::default() };
 
-    // (a), the two ways alternating, so a slow spell of the machine hits both alike.
+    // (a), the ways alternating, so a slow spell of the machine hits them all alike.
+    let pg = if opts.postgres { Some(postagent_lab::pg::PgCluster::start_durable()?) } else { None };
     for run in 1..=opts.runs.max(1) {
-        let l = live(opts, &zone).await?;
+        let l = live(opts, &zone, None).await?;
         eprintln!("(a) run {run} live: {l}; {}", l.cpu);
         report.live_runs.push(l);
+        if let Some(pg) = &pg {
+            let l = live(opts, &zone, Some(pg)).await?;
+            eprintln!("(a) run {run} live on PostgreSQL: {l}; {}", l.cpu);
+            report.live_pg_runs.push(l);
+        }
         let b = backlog(opts, &zone).await?;
         eprintln!("(a) run {run} backlog: {b}; {}", b.cpu);
         report.backlog_runs.push(b);
     }
     report.live = median_run(&report.live_runs);
+    report.live_pg = median_run(&report.live_pg_runs);
+    drop(pg);
     report.backlog = median_run(&report.backlog_runs);
 
     // (b) and (c) share one server (its agents seeded before it starts).
@@ -255,7 +268,9 @@ async fn serve(
     let concurrency = opts.concurrency.to_string();
     let env =
         [("POSTAGENT_WEBHOOK_MODE", "development"), ("POSTAGENT_WEBHOOK_CONCURRENCY", concurrency.as_str())];
-    Postagent::start_in(&opts.postagent, zone, dir, db_url, &[], &env).await
+    let url = db_url.clone();
+    let extra: &[&str] = if url.starts_with("postgres") { &["--database-url", &url] } else { &[] };
+    Postagent::start_in(&opts.postagent, zone, dir, db_url, extra, &env).await
 }
 
 /// The account (its key) and `n` agents on the shared domain, written before postagent starts.
@@ -471,6 +486,7 @@ impl Report {
             paced_rate: 0,
             paced_seconds: 0,
             connections: 0,
+            postgres: false,
             ws_messages: 0,
             ws_rate: 0,
         });
@@ -492,7 +508,7 @@ impl Report {
         out.push_str(&format!(
             "| figure | measured | target |\n|---|---|---|\n\
              | (a) webhook deliveries/s, {subs} subscriptions per event, {m} messages into `postagent serve` over LMTP ({SESSIONS} sessions) while it delivers; median of {runs} runs | **{:.0}/s** first to last POST (runs: {}; the median run: {} deliveries in {:.2} s from the first message sent, stored at {:.0} msg/s, so at most {:.0} deliveries/s could be due) | ≥ 2,000/s: {} |\n\
-             | (a) the same {m} messages stored first, then drained by `postagent worker` alone; median of {runs} runs | **{:.0}/s** first to last POST (runs: {}; the median run: {} deliveries in {:.2} s from the worker's start) | — |\n\
+             {pg_row}             | (a) the same {m} messages stored first, then drained by `postagent worker` alone; median of {runs} runs | **{:.0}/s** first to last POST (runs: {}; the median run: {} deliveries in {:.2} s from the worker's start) | — |\n\
              | (b) end of DATA at Postfix → webhook received, idle ({} probes, one per {} ms) | {} | p50 ≤ 20, p99 ≤ 100: {} |\n\
              | (b) the same under {:.0} msg/s through the same Postfix ({} probes) | {} | — |\n\
              | (c) server RSS per WebSocket, {} open | **{:.1} KiB** ({} → {} KiB) | ≤ 64 KiB: {} |\n\
@@ -528,6 +544,18 @@ impl Report {
             subs = o.subscriptions,
             m = o.messages,
             runs = self.live_runs.len(),
+            pg_row = if self.live_pg_runs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "| (a) the same live, on PostgreSQL (durable settings: `fsync`, `synchronous_commit` on) | **{:.0}/s** \
+                     first to last POST (runs: {}; stored at {:.0} msg/s) | ≥ 2,000/s on one backend: {} |\n",
+                    self.live_pg.deliveries_per_sec,
+                    rates(&self.live_pg_runs),
+                    self.live_pg.ingest_per_sec,
+                    ok(self.live_pg.deliveries_per_sec.max(live.deliveries_per_sec) >= 2000.0)
+                )
+            },
         ));
         out.push_str(&format!(
             "\n### Details\n\n\

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: bench-fanout [--postagent PATH] [--messages N] [--subscriptions N] [--runs N] [--concurrency N] \
                      [--probes N] [--paced-rate N] [--paced-seconds N] [--connections N] [--ws-messages N] \
-                     [--ws-rate N] [--out FILE]";
+                     [--ws-rate N] [--no-postgres] [--out FILE]";
 
 fn parse() -> Result<(Opts, Option<PathBuf>), String> {
     let mut opts = Opts {
@@ -19,6 +19,7 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
         paced_rate: 200,
         paced_seconds: 10,
         connections: 10_000,
+        postgres: true,
         ws_messages: 1000,
         ws_rate: 100,
     };
@@ -36,6 +37,7 @@ fn parse() -> Result<(Opts, Option<PathBuf>), String> {
             "--connections" => opts.connections = f.number()?,
             "--ws-messages" => opts.ws_messages = f.number()?,
             "--ws-rate" => opts.ws_rate = f.number()?,
+            "--no-postgres" => opts.postgres = false,
             other => f.common(other)?,
         }
     }

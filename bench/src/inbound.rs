@@ -99,6 +99,8 @@ struct Running {
     _postagents: Vec<Postagent>,
     _peer: PeerStack,
     _null: NullMilter,
+    /// Dropped last: the replicas above use it.
+    _pg: Option<postagent_lab::pg::PgCluster>,
 }
 
 /// The batch: every row, every set-up, `opts.runs` timed runs each after a warm-up.
@@ -172,8 +174,9 @@ async fn start(opts: &Opts, zone: &BenchZone, sink: &Sink) -> anyhow::Result<Run
     let mut stands = vec![stand(Setup::Bare, None, sink, vec![]).await?];
     let mut postagents = Vec::new();
     let mut dbs = vec![(Setup::Postagent, None)];
-    if opts.postgres {
-        let cluster = postagent_lab::pg::PgCluster::shared().context("PostgreSQL is not installed")?;
+    // Durable, as SQLite is (a WAL flush at every commit): the comparison is the point.
+    let cluster = if opts.postgres { Some(postagent_lab::pg::PgCluster::start_durable()?) } else { None };
+    if let Some(cluster) = &cluster {
         dbs.push((Setup::PostagentPg, Some(cluster.create_database()?)));
         dbs.push((Setup::Replicas, Some(cluster.create_database()?)));
     }
@@ -191,6 +194,10 @@ async fn start(opts: &Opts, zone: &BenchZone, sink: &Sink) -> anyhow::Result<Run
         }
         let mut s = stand(setup, Some(one.milter_unix()), sink, hops).await?;
         s.procs.push((if pids.len() > 1 { "postagent ×2" } else { "postagent" }, pids));
+        if let Some(pid) = cluster.as_ref().filter(|_| url.is_some()).and_then(|c| c.server_pid()) {
+            // The server's backends do the database work postagent's SQLite does in-process.
+            s.procs.push(("PostgreSQL", vec![pid]));
+        }
         s.db = Some(one.db_url.clone());
         stands.push(s);
         postagents.push(one);
@@ -207,7 +214,7 @@ async fn start(opts: &Opts, zone: &BenchZone, sink: &Sink) -> anyhow::Result<Run
     let mut s = stand(Setup::Null, Some(null.smtpd_milter()), sink, vec![]).await?;
     s.procs.push(("null milter", vec![null.pid()]));
     stands.push(s);
-    Ok(Running { stands, _postagents: postagents, _peer: peer, _null: null })
+    Ok(Running { stands, _postagents: postagents, _peer: peer, _null: null, _pg: cluster })
 }
 
 /// A Postfix for `setup`: `milter` on `smtpd_milters` (none for (a)), the agent domain to
@@ -291,6 +298,8 @@ fn ticks(stand: &Stand, sink: &Sink) -> Vec<u64> {
         .map(|(name, pids)| {
             if *name == "Postfix" {
                 stand.postfix.master_pid().map_or(0, crate::cpu::tree_ticks)
+            } else if *name == "PostgreSQL" {
+                pids.iter().map(|&p| crate::cpu::tree_ticks(p)).sum()
             } else {
                 pids.iter().map(|&p| crate::cpu::proc_ticks(p)).sum()
             }

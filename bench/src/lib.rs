@@ -28,6 +28,7 @@ pub mod console;
 mod cpu;
 pub mod data;
 pub mod fanout;
+pub mod faults;
 pub mod hostile;
 pub mod inbound;
 mod maps;
@@ -63,6 +64,12 @@ impl Markdown for Report {
 impl Markdown for fanout::Report {
     fn markdown(&self, command: &str) -> String {
         fanout::Report::markdown(self, command)
+    }
+}
+
+impl Markdown for faults::Report {
+    fn markdown(&self, command: &str) -> String {
+        faults::Report::markdown(self, command)
     }
 }
 
@@ -360,7 +367,7 @@ impl Drop for Sink {
     }
 }
 
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         anyhow::ensure!(Instant::now() < deadline, "nothing listens on {addr}");

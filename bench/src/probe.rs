@@ -34,6 +34,17 @@ async fn any_pool(db_url: &str) -> anyhow::Result<sqlx::AnyPool> {
     Ok(sqlx::any::AnyPoolOptions::new().max_connections(1).connect(db_url).await?)
 }
 
+/// One integer of each query (`SELECT COUNT(*) …`), on either backend.
+pub async fn counts(db_url: &str, queries: &[&str]) -> anyhow::Result<Vec<i64>> {
+    let pool = any_pool(db_url).await?;
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        out.push(sqlx::query_scalar::<_, i64>(q).fetch_one(&pool).await?);
+    }
+    pool.close().await;
+    Ok(out)
+}
+
 /// The stored `authentication` verdict of every message (JSON, `None` when unsigned).
 pub async fn authentications(db_url: &str) -> anyhow::Result<Vec<Option<String>>> {
     let pool = any_pool(db_url).await?;

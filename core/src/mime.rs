@@ -92,14 +92,58 @@ fn guarded(text: &[u8]) -> Option<Message<'_>> {
         })
 }
 
+/// The bounded view of `raw` under `caps`, parsed: what [`parse`] then [`Source::parse`]
+/// give, without parsing twice when the first parse (the one that checks the parts against
+/// the caps) already is the view, as it is for every message within the caps.
+pub enum View<'a> {
+    /// The parsed view of `raw` itself (`None` when not even a header could be read) and
+    /// whether something was left out.
+    Parsed(Option<Message<'a>>, bool),
+    /// A prefix or a neutralized copy of `raw`, still to be parsed.
+    Source(Source<'a>),
+}
+
+/// [`View`] of `raw` under `caps`.
+pub fn view(raw: &[u8], caps: Caps) -> View<'_> {
+    match bounded(raw, caps) {
+        Bounded::Whole(parsed, truncated) => View::Parsed(parsed, truncated),
+        Bounded::Source(source) => View::Source(source),
+    }
+}
+
 /// The bounded view of `raw` under `caps`.
 pub fn parse(raw: &[u8], caps: Caps) -> Source<'_> {
+    match bounded(raw, caps) {
+        Bounded::Whole(_, truncated) => Source { text: Cow::Borrowed(raw), truncated },
+        Bounded::Source(source) => source,
+    }
+}
+
+enum Bounded<'a> {
+    /// All of `raw`, parsed once on the way.
+    Whole(Option<Message<'a>>, bool),
+    Source(Source<'a>),
+}
+
+fn bounded(raw: &[u8], caps: Caps) -> Bounded<'_> {
     if let Some(cut) = header_cut(raw, caps) {
-        return Source { text: Cow::Borrowed(&raw[..cut]), truncated: true };
+        return Bounded::Source(Source { text: Cow::Borrowed(&raw[..cut]), truncated: true });
     }
     let scan = scan(raw, caps);
     let mut truncated = scan.cut.is_some();
     let end = scan.cut.unwrap_or(raw.len());
+    if scan.neutralize.is_empty() && end == raw.len() {
+        let parsed = guarded(raw);
+        if parsed.is_none() && !raw.is_empty() {
+            truncated = true;
+        }
+        match parsed.as_ref().and_then(|m| part_cut(m, caps)) {
+            None => return Bounded::Whole(parsed, truncated),
+            Some(cut) => {
+                return Bounded::Source(Source { text: Cow::Borrowed(&raw[..cut]), truncated: true });
+            }
+        }
+    }
     let text: Cow<'_, [u8]> = if scan.neutralize.is_empty() {
         Cow::Borrowed(&raw[..end])
     } else {
@@ -123,7 +167,7 @@ pub fn parse(raw: &[u8], caps: Caps) -> Source<'_> {
         }
         None => text,
     };
-    Source { text, truncated }
+    Bounded::Source(Source { text, truncated })
 }
 
 /// Where the top-level header block goes past its caps, if it does.

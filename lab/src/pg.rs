@@ -37,6 +37,9 @@ pub struct PgCluster {
     bin_dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Flushes its WAL at every commit, as a production server does; test clusters skip
+    /// that (they are thrown away), benchmarks that compare backends must not.
+    durable: bool,
 }
 
 static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -71,6 +74,16 @@ impl PgCluster {
     /// Creates and starts a new cluster (initdb + `pg_ctl start -w`, which returns only once
     /// the server accepts connections). Takes about 1 s, more under load.
     pub fn start() -> anyhow::Result<PgCluster> {
+        Self::start_with(false)
+    }
+
+    /// [`Self::start`] with PostgreSQL's durable defaults (`fsync`, `synchronous_commit`,
+    /// `full_page_writes` on), for benchmarks that compare it with SQLite's durable commits.
+    pub fn start_durable() -> anyhow::Result<PgCluster> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> anyhow::Result<PgCluster> {
         let t0 = Instant::now();
         let bin_dir = Self::bin_dir().context("PostgreSQL is not installed")?;
         let dir = crate::world_traversable_tempdir("pg")?;
@@ -82,6 +95,7 @@ impl PgCluster {
             bin_dir,
             port: crate::free_port()?,
             as_postgres,
+            durable,
         };
         // From here on, `cluster`'s Drop cleans up whatever was created if a step fails.
         cluster.init_and_start()?;
@@ -116,6 +130,13 @@ impl PgCluster {
         Ok(())
     }
 
+    /// The postmaster's process id (the first line of `postmaster.pid`), while it runs; its
+    /// children are the backends, so its process tree is the server's whole CPU cost.
+    pub fn server_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
     /// Stops the server (`pg_ctl stop -m fast`), keeping the cluster, so a test can see what
     /// postagent does while its database is unreachable. [`Self::start_server`] brings it back.
     pub fn stop_server(&self) -> anyhow::Result<()> {
@@ -125,8 +146,10 @@ impl PgCluster {
 
     /// `pg_ctl start -w`: returns once the server accepts connections.
     pub fn start_server(&self) -> anyhow::Result<()> {
+        let fast =
+            if self.durable { "" } else { " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
         let opts = format!(
-            "-c listen_addresses='' -k {} -p {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-c listen_addresses='' -k {} -p {}{fast}",
             sh_quote(&self.sock_dir.to_string_lossy()),
             self.port
         );

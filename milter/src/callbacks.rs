@@ -21,6 +21,23 @@ pub(crate) struct Shared {
     pub config: MilterConfig,
     pub directory: Arc<dyn AgentDirectory>,
     pub verifier: Verifier,
+    /// Ask Postfix not to wait for replies where we never say anything but "continue"
+    /// (connect, HELO, MAIL, headers, body): a unix socket only. Over TCP, Postfix's next
+    /// small packet would wait in its Nagle buffer for our delayed ACK (no reply carries it),
+    /// about 40 ms per message (the stall described at `on_data`).
+    pub noreply: bool,
+}
+
+/// The stages answered with no reply when Postfix offers it and [`Shared::noreply`] is set.
+const NOREPLY: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
+    .union(ProtoOpts::NOREPLY_HELO)
+    .union(ProtoOpts::NOREPLY_MAIL)
+    .union(ProtoOpts::NOREPLY_HEADER)
+    .union(ProtoOpts::NOREPLY_BODY);
+
+/// The answer of a stage that never refuses: none when Postfix expects none.
+fn ack(session: Option<&Session>) -> Status {
+    if session.is_some_and(|s| s.noreply) { Status::Noreply } else { Status::Continue }
 }
 
 /// Macros requested per stage. A requested list replaces Postfix's default for that stage,
@@ -38,23 +55,24 @@ const MACROS: [(MacroStage, &CStr); 7] = [
 ];
 
 pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
+    let noreply = shared.noreply;
     let (s_rcpt, s_header, s_body, s_eom) = (shared.clone(), shared.clone(), shared.clone(), shared);
     Callbacks::new()
-        .on_negotiate(|cx, _actions, opts| Box::pin(async move { negotiate(cx, opts) }))
+        .on_negotiate(move |cx, _actions, opts| Box::pin(async move { negotiate(cx, opts, noreply) }))
         .on_connect(|cx, _host, socket| Box::pin(async move { connect(cx, socket) }))
         .on_helo(|cx, helo| {
             Box::pin(async move {
                 if let Some(s) = cx.data.as_mut() {
                     s.helo(&helo.to_string_lossy());
                 }
-                Status::Continue
+                ack(cx.data.as_ref())
             })
         })
         .on_mail(|cx, args| {
             Box::pin(async move {
                 let from = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
                 cx.data.get_or_insert_with(Session::default).start_message(&from);
-                Status::Continue
+                ack(cx.data.as_ref())
             })
         })
         .on_rcpt(move |cx, args| {
@@ -74,7 +92,7 @@ pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
                     let caps = Caps::of(&shared.config);
                     s.header(name.to_bytes(), value.to_bytes(), caps, &shared.config.authserv_id);
                 }
-                Status::Continue
+                ack(cx.data.as_ref())
             })
         })
         .on_body(move |cx, chunk| {
@@ -83,7 +101,7 @@ pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
                 if let Some(s) = cx.data.as_mut() {
                     s.body(&chunk, cap);
                 }
-                Status::Continue
+                ack(cx.data.as_ref())
             })
         })
         .on_eom(move |cx| {
@@ -100,7 +118,7 @@ pub(crate) fn build(shared: Arc<Shared>) -> Callbacks<Session> {
         })
 }
 
-fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
+fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts, noreply: bool) -> Status {
     // indymilter starts from everything the MTA offers; ask for exactly what we use.
     cx.requested_actions = ACTIONS;
     // Exact header values let DKIM's `simple` header canonicalisation verify.
@@ -108,10 +126,14 @@ fn negotiate(cx: &mut NegotiateContext<Session>, offered: ProtoOpts) -> Status {
     if leading_space {
         cx.requested_opts |= ProtoOpts::LEADING_SPACE;
     }
+    let noreply = noreply && offered.contains(NOREPLY);
+    if noreply {
+        cx.requested_opts |= NOREPLY;
+    }
     for (stage, macros) in MACROS {
         cx.requested_macros.insert(stage, macros.to_owned());
     }
-    cx.data = Some(Session::new(leading_space));
+    cx.data = Some(Session::new(leading_space, noreply));
     Status::Continue
 }
 
@@ -123,7 +145,7 @@ fn connect(cx: &mut Context<Session>, socket: SocketInfo) -> Status {
     let daemon = macro_text(cx, c"{daemon_name}");
     let host = macro_text(cx, c"j");
     cx.data.get_or_insert_with(Session::default).connect(ip, &daemon, &host);
-    Status::Continue
+    ack(cx.data.as_ref())
 }
 
 async fn rcpt(shared: &Shared, cx: &mut Context<Session>, args: Vec<CString>) -> Status {

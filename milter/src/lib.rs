@@ -10,6 +10,7 @@
 //! [`run`].
 
 mod callbacks;
+mod directory_cache;
 pub mod headers;
 mod listener;
 pub mod recipients;
@@ -67,15 +68,22 @@ pub struct MilterConfig {
     pub timeout: Duration,
 }
 
+/// How long the milter trusts a directory answer (the socketmap's TTL): changes made here
+/// or on another replica empty the cache at once through the bus; this bounds the rest.
+const DIRECTORY_TTL: Duration = Duration::from_secs(5);
+
 /// Serves the milter protocol on `listener` until `shutdown` completes, classifying
-/// recipients against `store`.
+/// recipients against `store` (through a short-lived cache, [`directory_cache`]).
 pub async fn run(
     listener: MilterListener,
     store: Arc<dyn Store>,
     config: MilterConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run_with_directory(listener, Arc::new(StoreDirectory::new(store)), config, shutdown).await
+    let bus = postagent_core::store::EventStore::bus(store.as_ref()).subscribe();
+    let directory =
+        directory_cache::CachedDirectory::new(Arc::new(StoreDirectory::new(store)), DIRECTORY_TTL, bus);
+    run_with_directory(listener, directory, config, shutdown).await
 }
 
 /// [`run`] with any [`AgentDirectory`] (tests use one that fails on demand).
@@ -92,7 +100,8 @@ pub async fn run_with_directory(
         actions: callbacks::ACTIONS,
         connection_timeout: config.timeout,
     };
-    let shared = Arc::new(callbacks::Shared { config, directory, verifier });
+    let noreply = matches!(listener, MilterListener::Unix(_));
+    let shared = Arc::new(callbacks::Shared { config, directory, verifier, noreply });
     tracing::info!(listener = %listener.describe(), "milter listening");
     indymilter::run(listener, callbacks::build(shared), indy_config, shutdown).await
 }

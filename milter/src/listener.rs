@@ -4,6 +4,7 @@ use indymilter::{EitherStream, Listener};
 use postagent_core::peers::PeerList;
 use std::io;
 use std::task::{Context, Poll};
+use tokio::io::BufStream;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A bound milter socket: TCP (`inet:` in `smtpd_milters`), admitting only the peers of its
@@ -38,8 +39,12 @@ impl MilterListener {
     }
 }
 
+/// indymilter reads a packet as three reads (length, command, payload) and writes a reply as
+/// three writes and a flush; buffered, each is one system call (and one wake-up of Postfix,
+/// which reads what arrives) instead of three. The flush after every reply keeps replies
+/// from waiting in the buffer.
 impl Listener for MilterListener {
-    type Io = EitherStream<TcpStream, UnixStream>;
+    type Io = BufStream<EitherStream<TcpStream, UnixStream>>;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
         match self {
@@ -63,11 +68,10 @@ impl Listener for MilterListener {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::warn!(error = %e, "cannot set TCP_NODELAY on a milter connection");
                 }
-                return Poll::Ready(Ok(EitherStream::Tcp(stream)));
+                return Poll::Ready(Ok(BufStream::new(EitherStream::Tcp(stream))));
             },
-            Self::Unix(l) => {
-                UnixListener::poll_accept(l, cx).map_ok(|(stream, _)| EitherStream::Unix(stream))
-            }
+            Self::Unix(l) => UnixListener::poll_accept(l, cx)
+                .map_ok(|(stream, _)| BufStream::new(EitherStream::Unix(stream))),
         }
     }
 }

@@ -29,6 +29,9 @@ const MAX_RECIPIENTS: usize = postagent_core::auth::headers::MAX_RECIPIENTS;
 pub struct Session {
     /// Postfix sends header values exactly, leading space included (`SMFIP_HDR_LEADSPC`).
     leading_space: bool,
+    /// Postfix agreed to expect no reply to connect, HELO, MAIL, each header and each body
+    /// chunk (`SMFIP_NR_*`): the callbacks of those stages answer [`indymilter::Status::Noreply`].
+    pub(crate) noreply: bool,
     client_ip: Option<IpAddr>,
     helo: String,
     /// Came in through the listener whose `{daemon_name}` is `ORIGINATING`.
@@ -89,8 +92,8 @@ impl Caps {
 }
 
 impl Session {
-    pub fn new(leading_space: bool) -> Self {
-        Self { leading_space, ..Self::default() }
+    pub fn new(leading_space: bool, noreply: bool) -> Self {
+        Self { leading_space, noreply, ..Self::default() }
     }
 
     pub fn connect(&mut self, client_ip: Option<IpAddr>, daemon_name: &str, host_name: &str) {
@@ -428,7 +431,7 @@ mod tests {
 
     #[test]
     fn rebuilds_the_message_with_crlf_and_caps_it() {
-        let mut s = Session::new(true);
+        let mut s = Session::new(true, false);
         s.connect(None, "mx", "mx.test");
         s.start_message("<a@example.org>");
         s.add_recipient("<Bot@Agents.Test>");
@@ -446,7 +449,7 @@ mod tests {
         assert_eq!(m.surgery.deletions(false).len(), 1, "our authserv-id's results go");
         assert_eq!(m.mail_from, "a@example.org");
 
-        let mut s = Session::new(false);
+        let mut s = Session::new(false, false);
         s.start_message("<>");
         s.header(b"Subject", b"x", Caps { max_message_bytes: 30, max_header_fields: 100 }, "mx.test");
         s.body(b"0123456789012345678901234567890123456789", 30);
@@ -460,7 +463,7 @@ mod tests {
 
     #[test]
     fn too_many_header_fields_stop_the_dkim_copy() {
-        let mut s = Session::new(true);
+        let mut s = Session::new(true, false);
         s.start_message("<a@example.org>");
         for _ in 0..101 {
             s.header(b"X-Filler", b" x", CAPS, "mx.test");

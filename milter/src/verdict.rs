@@ -36,7 +36,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::time::{timeout, timeout_at};
 
 /// The DNS-backed evaluator, shared by every connection.
@@ -44,6 +44,7 @@ use tokio::time::{timeout, timeout_at};
 pub struct Verifier {
     auth: MessageAuthenticator,
     dns_timeout: Duration,
+    txt: std::sync::Arc<TxtCache>,
 }
 
 /// What SMTP told us about a message, and the message itself.
@@ -90,7 +91,7 @@ impl Verifier {
         // One try per query: the phase budgets below, not resolver retries, bound the wait.
         opts.attempts = 1;
         let auth = MessageAuthenticator::new(config, opts).map_err(|e| e.to_string())?;
-        Ok(Self { auth, dns_timeout })
+        Ok(Self { auth, dns_timeout, txt: std::sync::Arc::default() })
     }
 
     /// The per-phase budget (see the module documentation).
@@ -100,12 +101,12 @@ impl Verifier {
 
     pub async fn evaluate(&self, input: &Input<'_>) -> Evaluation {
         let parsed = AuthenticatedMessage::parse(input.message);
-        let cache = TxtCache::default();
-        let (spf_out, identity) = self.spf(input, &cache);
+        let cache = self.txt.as_ref();
+        let (spf_out, identity) = self.spf(input, cache);
         let dkim_fut = async {
             match &parsed {
                 Some(msg) if input.body_complete => {
-                    let params = Parameters::new(msg).with_txt_cache(&cache);
+                    let params = Parameters::new(msg).with_txt_cache(cache);
                     timeout(self.phase(), self.auth.verify_dkim(params)).await.ok()
                 }
                 _ => None,
@@ -131,7 +132,7 @@ impl Verifier {
         let for_dmarc: Vec<DkimOutput<'_>> = sigs.iter().map(|s| s.for_dmarc.clone()).collect();
         let dmarc_domain = identity.domain().to_ascii_lowercase();
         let dmarc_params = Parameters::new(DmarcParameters::new(msg, &for_dmarc, &dmarc_domain, &spf_out))
-            .with_txt_cache(&cache);
+            .with_txt_cache(cache);
         // Policy discovery and the alignment re-checks share one budget.
         let deadline = tokio::time::Instant::now() + self.phase();
         let dmarc_out = match timeout_at(deadline, self.auth.verify_dmarc(dmarc_params)).await {
@@ -144,7 +145,7 @@ impl Verifier {
             }
         };
         let record_found = dmarc_out.dmarc_record().is_some();
-        self.dkim_alignment(msg, &mut sigs, &dmarc_out, &dmarc_domain, &cache, deadline).await;
+        self.dkim_alignment(msg, &mut sigs, &dmarc_out, &dmarc_domain, cache, deadline).await;
         let mut spf = spf_result(&spf_out, identity);
         if spf.status == AuthStatus::Pass && record_found {
             spf.aligned = Some(*dmarc_out.spf_result() == mail_auth::DmarcResult::Pass);
@@ -457,10 +458,16 @@ fn tag(value: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// A per-message TXT cache: SPF, DKIM, DMARC and the alignment re-checks share lookups
-/// (the organisational-domain walk repeats `_dmarc` queries otherwise).
+/// Parsed TXT records (SPF, DKIM keys, DMARC) shared by every message until their DNS TTL
+/// runs out: SPF, DKIM, DMARC and the alignment re-checks of one message share lookups (the
+/// organisational-domain walk repeats `_dmarc` queries otherwise), and the next message from
+/// the same domain is not parsed again. A record with TTL 0 is never served from here.
 #[derive(Default)]
-struct TxtCache(Mutex<HashMap<Box<str>, Txt>>);
+struct TxtCache(Mutex<HashMap<Box<str>, (Txt, Instant)>>);
+
+/// Records kept at most; the cache is emptied when full (a flood of distinct sender domains
+/// costs lookups, never memory).
+const MAX_TXT_CACHED: usize = 10_000;
 
 impl ResolverCache<Box<str>, Txt> for TxtCache {
     fn get<Q>(&self, name: &Q) -> Option<Txt>
@@ -468,7 +475,8 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+        let cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.get(name).filter(|(_, until)| Instant::now() < *until).map(|(txt, _)| txt.clone())
     }
 
     fn remove<Q>(&self, name: &Q) -> Option<Txt>
@@ -476,11 +484,15 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(name)
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(name).map(|(txt, _)| txt)
     }
 
-    fn insert(&self, key: Box<str>, value: Txt, _valid_until: std::time::Instant) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(key, value);
+    fn insert(&self, key: Box<str>, value: Txt, valid_until: Instant) {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_TXT_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, (value, valid_until));
     }
 }
 

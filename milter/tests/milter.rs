@@ -50,6 +50,12 @@ async fn send(
     send_as(conn, mail_from, rcpt, headers, body, QUEUE_ID).await
 }
 
+/// A stage that never refuses answers "continue", or nothing at all where Postfix agreed to
+/// expect no reply (over a unix socket).
+fn acked(status: Status) -> bool {
+    matches!(status, Status::Continue | Status::Noreply)
+}
+
 async fn send_as(
     conn: &mut TestConnection,
     mail_from: &str,
@@ -58,12 +64,12 @@ async fn send_as(
     body: &str,
     queue_id: &str,
 ) -> (EomActions, Status) {
-    assert_eq!(conn.mail([mail_from]).await.expect("mail"), Status::Continue);
+    assert!(acked(conn.mail([mail_from]).await.expect("mail")));
     assert_eq!(conn.rcpt([rcpt]).await.expect("rcpt"), Status::Continue);
     for (name, value) in headers {
-        assert_eq!(conn.header(*name, *value).await.expect("header"), Status::Continue);
+        assert!(acked(conn.header(*name, *value).await.expect("header")));
     }
-    assert_eq!(conn.body(body.to_owned()).await.expect("body"), Status::Continue);
+    assert!(acked(conn.body(body.to_owned()).await.expect("body")));
     conn.macros(MacroStage::Eom, [("i", queue_id)]).await.expect("eom macros");
     conn.eom().await.expect("eom")
 }
@@ -536,8 +542,10 @@ async fn serves_a_unix_socket_too() {
         },
     ));
     let mut conn = TestConnection::configure().open_unix(&path).await.expect("open unix");
-    conn.connect("client.example.org", CLIENT).await.expect("connect");
-    conn.helo("client.example.org").await.expect("helo");
+    // On a unix socket the stages that never refuse are negotiated without replies (over
+    // TCP, the other tests, every stage answers).
+    assert_eq!(conn.connect("client.example.org", CLIENT).await.expect("connect"), Status::Noreply);
+    assert_eq!(conn.helo("client.example.org").await.expect("helo"), Status::Noreply);
     let headers = [("From", "alice@example.org")];
     let (actions, status) =
         send(&mut conn, "<alice@example.org>", "<bot@agents.test>", &headers, "x\r\n").await;

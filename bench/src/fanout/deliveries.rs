@@ -27,10 +27,18 @@ pub struct Throughput {
     pub cpu: Cpu,
 }
 
-/// (a) live: one `postagent serve` stores and delivers at once.
-pub(super) async fn live(opts: &Opts, zone: &SampleZone) -> anyhow::Result<Throughput> {
+/// (a) live: one `postagent serve` stores and delivers at once, on SQLite or on a fresh
+/// database of `pg`.
+pub(super) async fn live(
+    opts: &Opts,
+    zone: &SampleZone,
+    pg: Option<&postagent_lab::pg::PgCluster>,
+) -> anyhow::Result<Throughput> {
     let dir = tempfile::tempdir()?;
-    let db_url = format!("sqlite://{}", dir.path().join("postagent.db").display());
+    let db_url = match pg {
+        Some(cluster) => cluster.create_database()?,
+        None => format!("sqlite://{}", dir.path().join("postagent.db").display()),
+    };
     let (key, _) = seed(&db_url, 0).await?;
     let pa = serve(opts, zone, dir, db_url).await?;
     let rx = Receiver::start().await?;

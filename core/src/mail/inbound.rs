@@ -40,7 +40,8 @@ pub struct Prepared {
     /// The id of the message in our store before it is one agent's: the milter's message id
     /// when the set is valid, else a hash of the bytes.
     pub source_id: String,
-    /// The bytes' hash source id, for copies whose recipient the set does not bind.
+    /// The bytes' hash source id, for copies whose recipient the set does not bind (empty
+    /// when the set binds every recipient: no copy needs it).
     pub raw_source_id: String,
     pub envelope_from: Option<String>,
     pub postfix_queue_id: Option<String>,
@@ -162,9 +163,19 @@ fn capped(s: &str, max: usize) -> (String, bool) {
 
 /// [`parse`] under explicit caps.
 pub fn parse_with(raw: &[u8], caps: mime::Caps) -> Parsed {
-    let source = mime::parse(raw, caps);
-    let Some(m) = source.parse() else { return Parsed { truncated: source.truncated, ..Parsed::default() } };
-    let mut truncated = source.truncated;
+    match mime::view(raw, caps) {
+        mime::View::Parsed(Some(m), truncated) => parsed_from(raw, &m, truncated, caps),
+        mime::View::Parsed(None, truncated) => Parsed { truncated, ..Parsed::default() },
+        mime::View::Source(source) => match source.parse() {
+            Some(m) => parsed_from(raw, &m, source.truncated, caps),
+            None => Parsed { truncated: source.truncated, ..Parsed::default() },
+        },
+    }
+}
+
+/// What the API shows of `raw`, read off its parsed view `m`.
+fn parsed_from(raw: &[u8], m: &mail_parser::Message<'_>, truncated: bool, caps: mime::Caps) -> Parsed {
+    let mut truncated = truncated;
     let mut addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
         let all: Vec<String> =
             a.map(|a| a.iter().filter_map(|x| x.address().map(str::to_owned)).collect()).unwrap_or_default();
@@ -290,7 +301,12 @@ pub fn prepare(
             .collect(),
         None => Vec::new(),
     };
-    let raw_source_id = format!("raw:{}", sha256_hex(&raw));
+    // Only a copy without claims needs it: hashing a large message is not free.
+    let raw_source_id = if claims.is_none() || !unbound.is_empty() {
+        format!("raw:{}", sha256_hex(&raw))
+    } else {
+        String::new()
+    };
     // With a valid signature the milter's id names the message; without one, its bytes do.
     let source_id = claims.as_ref().map_or_else(|| raw_source_id.clone(), |c| c.message_id.clone());
     Prepared {

@@ -133,6 +133,71 @@ pub(super) fn contains_pattern(needle: &str) -> String {
     format!("%{escaped}%")
 }
 
+impl SqlStore {
+    /// Stores one inbound message in its own transaction (the path of a batch of one, of a
+    /// failed batch's retry, and of a store without a committer).
+    pub(super) async fn insert_inbound_now(
+        &self,
+        msg: &NewInboundMessage,
+        attachments: &[NewAttachment],
+        events: &[NewEvent],
+    ) -> StoreResult<Inserted> {
+        let mut tx = self.begin_write().await?;
+        let mut published = Vec::new();
+        let inserted = self.write_inbound(&mut tx, msg, attachments, events, &mut published).await?;
+        tx.commit().await?;
+        for p in published {
+            self.bus.publish(p);
+        }
+        Ok(inserted)
+    }
+
+    /// Stores a group commit's messages in one transaction ([`super::group_commit`]); any
+    /// error fails the whole batch, which the committer then retries one by one.
+    pub(super) async fn insert_inbound_batch(
+        &self,
+        batch: &[super::group_commit::Pending],
+    ) -> StoreResult<Vec<Inserted>> {
+        let mut tx = self.begin_write().await?;
+        let mut published = Vec::new();
+        let mut results = Vec::with_capacity(batch.len());
+        for p in batch {
+            results
+                .push(self.write_inbound(&mut tx, &p.msg, &p.attachments, &p.events, &mut published).await?);
+        }
+        tx.commit().await?;
+        for p in published {
+            self.bus.publish(p);
+        }
+        Ok(results)
+    }
+
+    /// One inbound message's rows in the open transaction `tx`; its events' bus messages go
+    /// to `published`, for after the commit.
+    async fn write_inbound(
+        &self,
+        tx: &mut super::sql::WriteTx,
+        msg: &NewInboundMessage,
+        attachments: &[NewAttachment],
+        events: &[NewEvent],
+        published: &mut Vec<crate::bus::BusMessage>,
+    ) -> StoreResult<Inserted> {
+        if !insert_inbound_row(tx, msg, attachments).await? {
+            // A redelivery (Postfix never saw our 250): the first copy stands.
+            let row = sqlx::query("SELECT id FROM messages WHERE agent_email = $1 AND source_id = $2")
+                .bind(msg.agent_email.as_str())
+                .bind(msg.source_id.as_str())
+                .fetch_one(&mut **tx)
+                .await?;
+            return Ok(Inserted::Duplicate { id: row.try_get("id")? });
+        }
+        for event in events {
+            published.push(super::events::insert_event(self, tx, event).await?.0);
+        }
+        Ok(Inserted::Stored)
+    }
+}
+
 #[async_trait]
 impl MessageStore for SqlStore {
     async fn insert_inbound(
@@ -141,25 +206,10 @@ impl MessageStore for SqlStore {
         attachments: Vec<NewAttachment>,
         events: Vec<NewEvent>,
     ) -> StoreResult<Inserted> {
-        let mut tx = self.begin_write().await?;
-        if !insert_inbound_row(&mut tx, &msg, &attachments).await? {
-            // A redelivery (Postfix never saw our 250): the first copy stands.
-            let row = sqlx::query("SELECT id FROM messages WHERE agent_email = $1 AND source_id = $2")
-                .bind(msg.agent_email.as_str())
-                .bind(msg.source_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-            return Ok(Inserted::Duplicate { id: row.try_get("id")? });
+        match &self.inbound {
+            Some(group) => group.submit(self, msg, attachments, events).await,
+            None => self.insert_inbound_now(&msg, &attachments, &events).await,
         }
-        let mut published = Vec::new();
-        for event in &events {
-            published.push(super::events::insert_event(self, &mut tx, event).await?.0);
-        }
-        tx.commit().await?;
-        for p in published {
-            self.bus.publish(p);
-        }
-        Ok(Inserted::Stored)
     }
 
     async fn find_conversation(&self, agent_email: &str, rfc_ids: &[String]) -> StoreResult<Option<String>> {

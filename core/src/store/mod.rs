@@ -16,6 +16,7 @@ mod conversations;
 mod domains;
 mod engagements;
 mod events;
+mod group_commit;
 mod idempotency;
 mod jobs;
 mod ledger_metrics;
