@@ -318,6 +318,130 @@ async fn hostile_mail_on_postgres() {
     hostile_mail_is_cheap(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
 }
 
+/// A row no store can take: its account does not exist (a foreign key fails).
+fn orphan(n: usize) -> postagent_core::store::NewInboundMessage {
+    use postagent_core::vocab::MessageStatus;
+    postagent_core::store::NewInboundMessage {
+        id: format!("msg_orphan{n}"),
+        account_id: postagent_core::ids::AccountId::mint(),
+        agent_email: "bot@agents.test".into(),
+        source_id: format!("orphan-{n}"),
+        header_from: None,
+        envelope_from: None,
+        verified_domain: None,
+        to: Vec::new(),
+        cc: Vec::new(),
+        reply_to: Vec::new(),
+        delivered_to: "bot@agents.test".into(),
+        subject: "orphan".into(),
+        rfc_message_id: None,
+        in_reply_to: None,
+        references: Vec::new(),
+        conversation_id: None,
+        authentication: None,
+        raw: b"Subject: orphan\r\n\r\nx\r\n".to_vec(),
+        size_bytes: 20,
+        postfix_queue_id: None,
+        created_at: Timestamp::now(),
+        status: MessageStatus::Received,
+        review_status: None,
+        flag_reason: None,
+        labels: Vec::new(),
+        hold: None,
+        lifecycle: Vec::new(),
+    }
+}
+
+/// Concurrent deliveries share commits (core/src/store/group_commit.rs): every one is stored
+/// once with its own answer, redeliveries racing their first copy are duplicates, and a
+/// message that cannot be stored fails alone instead of taking its batch with it.
+async fn concurrent_deliveries(store: Arc<SqlStore>) {
+    let s: &dyn Store = store.as_ref();
+    setup(s).await;
+    let now = Timestamp::now();
+    let prepared: Vec<_> = (0..40)
+        .map(|n| {
+            let head = HEAD.replace("Invoice 42", &format!("Invoice {n}"));
+            let raw = signed_for(&head, "Pay.\r\n", EntityType::Human, "", &["bot@agents.test"]);
+            Arc::new(inbound::prepare(
+                &secret(),
+                raw,
+                "bounce@example.org",
+                &rcpts(&["bot@agents.test"]),
+                now,
+            ))
+        })
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    // Each message once, the first five twice more at the same time, and orphans among them.
+    for (n, p) in prepared.iter().enumerate() {
+        for _ in 0..if n < 5 { 3 } else { 1 } {
+            let (store, p) = (store.clone(), p.clone());
+            tasks.spawn(async move {
+                let stored =
+                    inbound::store_for(store.as_ref(), &p, "bot@agents.test", Timestamp::now()).await;
+                (p.source_id.clone(), stored.map_err(|e| e.to_string()))
+            });
+        }
+        if n % 10 == 0 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let r = postagent_core::store::MessageStore::insert_inbound(
+                    store.as_ref(),
+                    orphan(n),
+                    Vec::new(),
+                    Vec::new(),
+                )
+                .await;
+                (
+                    format!("orphan-{n}"),
+                    r.map(|_| Delivered::Duplicate { id: String::new() }).map_err(|e| e.to_string()),
+                )
+            });
+        }
+    }
+    let mut stored = std::collections::HashMap::<String, usize>::new();
+    let (mut duplicates, mut orphans_failed) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("join") {
+            (source, Ok(Delivered::Stored { .. })) => *stored.entry(source).or_default() += 1,
+            (_, Ok(Delivered::Duplicate { .. })) => duplicates += 1,
+            (source, Err(e)) => {
+                assert!(source.starts_with("orphan-"), "a good delivery failed: {e}");
+                orphans_failed += 1;
+            }
+        }
+    }
+    assert_eq!(stored.len(), 40, "every message stored");
+    assert!(stored.values().all(|&n| n == 1), "each stored once: {stored:?}");
+    assert_eq!(duplicates, 10, "the racing redeliveries are duplicates");
+    assert_eq!(orphans_failed, 4, "each orphan failed on its own");
+    let listed = s
+        .list_messages(
+            &s.find_account_by_email("owner@example.org").await.expect("q").expect("account").id,
+            "bot@agents.test",
+            &MessageFilter::default(),
+            &PageQuery { after: None, limit: 100 },
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/in.db", dir.path().display());
+    concurrent_deliveries(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_on_postgres() {
+    let Some(cluster) = PgCluster::shared() else { return };
+    let url = cluster.create_database().expect("db");
+    concurrent_deliveries(Arc::new(SqlStore::open(&url, 4).await.expect("open"))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
