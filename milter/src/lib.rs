@@ -10,6 +10,7 @@
 //! [`run`].
 
 mod callbacks;
+mod corked;
 mod directory_cache;
 pub mod headers;
 mod listener;

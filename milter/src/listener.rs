@@ -1,10 +1,10 @@
 //! The socket the milter accepts Postfix's connections on.
 
+use crate::corked::Corked;
 use indymilter::{EitherStream, Listener};
 use postagent_core::peers::PeerList;
 use std::io;
 use std::task::{Context, Poll};
-use tokio::io::BufStream;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A bound milter socket: TCP (`inet:` in `smtpd_milters`), admitting only the peers of its
@@ -39,12 +39,10 @@ impl MilterListener {
     }
 }
 
-/// indymilter reads a packet as three reads (length, command, payload) and writes a reply as
-/// three writes and a flush; buffered, each is one system call (and one wake-up of Postfix,
-/// which reads what arrives) instead of three. The flush after every reply keeps replies
-/// from waiting in the buffer.
+/// Every connection is [`Corked`]: the replies written since the milter last read go out in
+/// one write (the 15 packets of an end of message included), not one write each.
 impl Listener for MilterListener {
-    type Io = BufStream<EitherStream<TcpStream, UnixStream>>;
+    type Io = Corked<EitherStream<TcpStream, UnixStream>>;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Self::Io>> {
         match self {
@@ -68,10 +66,11 @@ impl Listener for MilterListener {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::warn!(error = %e, "cannot set TCP_NODELAY on a milter connection");
                 }
-                return Poll::Ready(Ok(BufStream::new(EitherStream::Tcp(stream))));
+                return Poll::Ready(Ok(Corked::new(EitherStream::Tcp(stream))));
             },
-            Self::Unix(l) => UnixListener::poll_accept(l, cx)
-                .map_ok(|(stream, _)| BufStream::new(EitherStream::Unix(stream))),
+            Self::Unix(l) => {
+                UnixListener::poll_accept(l, cx).map_ok(|(stream, _)| Corked::new(EitherStream::Unix(stream)))
+            }
         }
     }
 }

@@ -116,15 +116,6 @@ impl SqlStore {
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                        // Pages read through a memory map instead of read(2) into each
-                        // connection's own cache, which every other connection's commit
-                        // invalidates: with ten pooled connections taking turns, most of a
-                        // write transaction's page reads were copies of pages just written
-                        // (bench/inbound's profile). SQLite falls back to read(2) where mmap is
-                        // unavailable; writes still go through the WAL.
-                        sqlx::query(&format!("PRAGMA mmap_size = {SQLITE_MMAP_BYTES}"))
-                            .execute(&mut *conn)
-                            .await?;
                     }
                     Ok(())
                 })
@@ -193,10 +184,6 @@ impl SqlStore {
         })
     }
 }
-
-/// How much of the SQLite file each connection maps (SQLite caps it at its compile-time
-/// maximum, 2 GiB on Debian's build); a larger file is read through read(2) past this.
-const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 
 /// How long a SQLite writer waits for another (thread or process) before SQLITE_BUSY.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
