@@ -16,20 +16,20 @@
 //! | `recipients` | an address (`relay_recipient_maps`) | `OK <address>` for a live agent (also with an extension, per `recipient_delimiter`) and a genuine VERP bounce address |
 //! | `recipients-or-foreign` | as `recipients` | the same, and `OK` for any address outside the agent domains, for instances whose `relay_recipient_maps` was empty (every other relay domain keeps accepting everyone) |
 //!
-//! Answers are cached for `cache_ttl`, and the cache is dropped whenever the bus says agents
-//! or domains changed ([`BusMessage::Directory`]), on this replica or another.
+//! The directory's answers are cached for `cache_ttl`, and the cache is dropped whenever the
+//! bus says agents or domains changed ([`BusMessage::Directory`]), on this replica or another:
+//! the milter's cache ([`crate::directory_cache`]), with the same policy.
 
+use crate::directory_cache::CachedDirectory;
 use crate::recipients::{self, AgentDirectory, RecipientClass};
 use postagent_core::bus::BusMessage;
 use postagent_core::net::{Accepted, Listener};
 use postagent_core::peers::PeerList;
 use postagent_core::secret::Secret;
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
@@ -37,9 +37,6 @@ use tokio::task::JoinSet;
 /// The longest request read: a map name and an address (at most 320 bytes) with room to
 /// spare. Longer is malformed: Postfix never sends one, and a hostile peer costs this much.
 pub const MAX_REQUEST: usize = 4096;
-/// Most cached answers; past it the cache starts over (a flood of distinct keys costs memory
-/// no larger than this).
-const MAX_CACHED: usize = 10_000;
 
 /// What the server answers from; built by `main` from postagent's configuration.
 #[derive(Debug, Clone)]
@@ -131,27 +128,15 @@ pub async fn read_netstring<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, 
     Ok(data)
 }
 
-/// The maps, with their cache.
+/// The maps, answering from a (cached) directory.
 pub struct Maps {
     directory: Arc<dyn AgentDirectory>,
     config: SocketmapConfig,
-    cache: Mutex<HashMap<(String, String), (Answer, Instant)>>,
-    /// Bumped by every [`Maps::invalidate`]: an answer read from the store before a change
-    /// was announced is not cached after it.
-    generation: AtomicU64,
 }
 
 impl Maps {
     pub fn new(directory: Arc<dyn AgentDirectory>, config: SocketmapConfig) -> Self {
-        Self { directory, config, cache: Mutex::new(HashMap::new()), generation: AtomicU64::new(0) }
-    }
-
-    /// Forgets every cached answer.
-    pub fn invalidate(&self) {
-        if let Ok(mut c) = self.cache.lock() {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            c.clear();
-        }
+        Self { directory, config }
     }
 
     /// Answers one request (`name key`).
@@ -166,15 +151,7 @@ impl Maps {
         if key.is_empty() || key.len() > 320 || key.chars().any(char::is_control) {
             return Answer::NotFound;
         }
-        let cache_key = (name.to_owned(), key.clone());
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Ok(c) = self.cache.lock()
-            && let Some((answer, at)) = c.get(&cache_key)
-            && at.elapsed() < self.config.cache_ttl
-        {
-            return answer.clone();
-        }
-        let answer = match name {
+        match name {
             "domains" => self.domain(&key, Answer::Ok(key.clone())).await,
             "transport" => {
                 let domain = key.rsplit_once('@').map_or(key.as_str(), |(_, d)| d).to_owned();
@@ -182,20 +159,8 @@ impl Maps {
             }
             "recipients" => self.recipient(&key, false).await,
             "recipients-or-foreign" => self.recipient(&key, true).await,
-            other => return Answer::Perm(format!("no map named {other:?}")),
-        };
-        // Failures are never cached: the next lookup asks the store again. Nor is an answer
-        // the directory changed under (the generation moved while the store was asked).
-        if !matches!(answer, Answer::Temp(_))
-            && let Ok(mut c) = self.cache.lock()
-            && self.generation.load(Ordering::SeqCst) == generation
-        {
-            if c.len() >= MAX_CACHED {
-                c.clear();
-            }
-            c.insert(cache_key, (answer.clone(), Instant::now()));
+            other => Answer::Perm(format!("no map named {other:?}")),
         }
-        answer
     }
 
     async fn domain(&self, domain: &str, found: Answer) -> Answer {
@@ -271,30 +236,20 @@ pub async fn run(
     listener: Listener,
     directory: Arc<dyn AgentDirectory>,
     config: SocketmapConfig,
-    mut bus: broadcast::Receiver<Arc<BusMessage>>,
+    bus: broadcast::Receiver<Arc<BusMessage>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let idle = config.idle_timeout;
     let max = config.max_connections.max(1);
     let peers = config.peers.clone();
+    let directory = CachedDirectory::new(directory, config.cache_ttl, bus);
     let maps = Arc::new(Maps::new(directory, config));
     tracing::info!(listener = %listener.local(), "socketmap listening");
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut bus_open = true;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            heard = bus.recv(), if bus_open => match heard {
-                Ok(m) if matches!(*m, BusMessage::Directory) => maps.invalidate(),
-                Ok(_) => {}
-                // Missed messages may have been directory changes.
-                Err(broadcast::error::RecvError::Lagged(_)) => maps.invalidate(),
-                Err(broadcast::error::RecvError::Closed) => {
-                    tracing::warn!("socketmap: the bus closed; answers now live for their TTL");
-                    bus_open = false;
-                }
-            },
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok(a) => a,
@@ -415,11 +370,13 @@ mod tests {
     #[tokio::test]
     async fn answers_are_cached_until_the_directory_changes_and_failures_never() {
         let fake = Arc::new(Fake::default());
-        let maps = Maps::new(fake.clone(), config());
+        let bus = postagent_core::bus::EventBus::new();
+        let cached = CachedDirectory::new(fake.clone(), Duration::from_secs(60), bus.subscribe());
+        let maps = Maps::new(cached.clone(), config());
         assert_eq!(maps.lookup(b"domains own.test").await, ok("own.test"));
         assert_eq!(maps.lookup(b"domains own.test").await, ok("own.test"));
         assert_eq!(fake.lookups.load(Ordering::SeqCst), 1, "the second answer came from the cache");
-        maps.invalidate();
+        cached.invalidate();
         fake.fail.store(true, Ordering::SeqCst);
         assert!(
             matches!(maps.lookup(b"domains own.test").await, Answer::Temp(r) if r.contains("unreachable"))
