@@ -508,7 +508,7 @@ impl Report {
         out.push_str(&format!(
             "| figure | measured | target |\n|---|---|---|\n\
              | (a) webhook deliveries/s, {subs} subscriptions per event, {m} messages into `postagent serve` over LMTP ({SESSIONS} sessions) while it delivers; median of {runs} runs | **{:.0}/s** first to last POST (runs: {}; the median run: {} deliveries in {:.2} s from the first message sent, stored at {:.0} msg/s, so at most {:.0} deliveries/s could be due) | ≥ 2,000/s: {} |\n\
-             {pg_row}             | (a) the same {m} messages stored first, then drained by `postagent worker` alone; median of {runs} runs | **{:.0}/s** first to last POST (runs: {}; the median run: {} deliveries in {:.2} s from the worker's start) | — |\n\
+             {pg_row}| (a) the same {m} messages stored first, then drained by `postagent worker` alone; median of {runs} runs | **{:.0}/s** first to last POST (runs: {}; the median run: {} deliveries in {:.2} s from the worker's start) | — |\n\
              | (b) end of DATA at Postfix → webhook received, idle ({} probes, one per {} ms) | {} | p50 ≤ 20, p99 ≤ 100: {} |\n\
              | (b) the same under {:.0} msg/s through the same Postfix ({} probes) | {} | — |\n\
              | (c) server RSS per WebSocket, {} open | **{:.1} KiB** ({} → {} KiB) | ≤ 64 KiB: {} |\n\
