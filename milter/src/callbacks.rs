@@ -36,6 +36,12 @@ const NOREPLY: ProtoOpts = ProtoOpts::NOREPLY_CONNECT
     .union(ProtoOpts::NOREPLY_BODY);
 
 /// The answer of a stage that never refuses: none when Postfix expects none.
+///
+/// One protocol corner this relies on: indymilter hands a non-empty `SMFIC_BODYEOB` payload to
+/// the body callback and goes on to end of message only on `Continue`. Postfix always sends
+/// that packet empty (its body chunks come as `SMFIC_BODY`), so with Postfix the body callback's
+/// `Noreply` never stops a message; another MTA that sends body bytes with it should not be
+/// offered the no-reply options (use a TCP listener).
 fn ack(session: Option<&Session>) -> Status {
     if session.is_some_and(|s| s.noreply) { Status::Noreply } else { Status::Continue }
 }

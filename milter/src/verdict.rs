@@ -44,7 +44,7 @@ use tokio::time::{timeout, timeout_at};
 pub struct Verifier {
     auth: MessageAuthenticator,
     dns_timeout: Duration,
-    txt: std::sync::Arc<TxtCache>,
+    txt: std::sync::Arc<SharedTxt>,
 }
 
 /// What SMTP told us about a message, and the message itself.
@@ -101,7 +101,7 @@ impl Verifier {
 
     pub async fn evaluate(&self, input: &Input<'_>) -> Evaluation {
         let parsed = AuthenticatedMessage::parse(input.message);
-        let cache = self.txt.as_ref();
+        let cache = &TxtCache::new(&self.txt);
         let (spf_out, identity) = self.spf(input, cache);
         let dkim_fut = async {
             match &parsed {
@@ -162,7 +162,7 @@ impl Verifier {
     fn spf<'a>(
         &'a self,
         input: &'a Input<'a>,
-        cache: &'a TxtCache,
+        cache: &'a TxtCache<'_>,
     ) -> (impl Future<Output = SpfOutput> + 'a, Identity<'a>) {
         let identity = if input.mail_from.is_empty() {
             Identity::Helo(input.helo)
@@ -207,7 +207,7 @@ impl Verifier {
         sigs: &mut [Signature<'m>],
         dmarc_out: &DmarcOutput,
         mail_from_domain: &str,
-        cache: &TxtCache,
+        cache: &TxtCache<'_>,
         deadline: tokio::time::Instant,
     ) {
         if dmarc_out.dmarc_record().is_none() {
@@ -458,25 +458,58 @@ fn tag(value: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// Parsed TXT records (SPF, DKIM keys, DMARC) shared by every message until their DNS TTL
-/// runs out: SPF, DKIM, DMARC and the alignment re-checks of one message share lookups (the
-/// organisational-domain walk repeats `_dmarc` queries otherwise), and the next message from
-/// the same domain is not parsed again. A record with TTL 0 is never served from here.
+/// Parsed TXT records (SPF, DKIM keys, DMARC) that outlive a message, until their DNS TTL runs
+/// out, so the next message from the same domain is not parsed again. Only a record that
+/// parsed as the type its name is for is kept here ([`shareable`]): mail-auth caches by name
+/// alone, so a lookup a sender provokes with the wrong type (an SPF `include:` naming another
+/// domain's `_dmarc` or DKIM key) yields an error or a wrong-typed entry that must never be
+/// served to another sender's message. A record with TTL 0 is never served from here.
 #[derive(Default)]
-struct TxtCache(Mutex<HashMap<Box<str>, (Txt, Instant)>>);
+struct SharedTxt(Mutex<HashMap<Box<str>, (Txt, Instant)>>);
 
 /// Records kept at most; the cache is emptied when full (a flood of distinct sender domains
 /// costs lookups, never memory).
 const MAX_TXT_CACHED: usize = 10_000;
 
-impl ResolverCache<Box<str>, Txt> for TxtCache {
+/// Whether `value`, found at `name`, is the record that name holds for everyone: a DKIM key
+/// under `_domainkey`, a DMARC policy at `_dmarc`, an SPF policy anywhere else. Errors, SPF
+/// macros and every other type stay with the message that asked.
+fn shareable(name: &str, value: &Txt) -> bool {
+    let name = name.to_ascii_lowercase();
+    let (dkim, dmarc) = (name.contains("._domainkey."), name.starts_with("_dmarc."));
+    match value {
+        Txt::DomainKey(_) => dkim && !dmarc,
+        Txt::Dmarc(_) => dmarc && !dkim,
+        Txt::Spf(_) => !dkim && !dmarc,
+        _ => false,
+    }
+}
+
+/// One message's TXT cache: SPF, DKIM, DMARC and the alignment re-checks of one message share
+/// every lookup (the organisational-domain walk repeats `_dmarc` queries otherwise), in front
+/// of the process-wide [`SharedTxt`].
+struct TxtCache<'a> {
+    local: Mutex<HashMap<Box<str>, Txt>>,
+    shared: &'a SharedTxt,
+}
+
+impl<'a> TxtCache<'a> {
+    fn new(shared: &'a SharedTxt) -> Self {
+        Self { local: Mutex::default(), shared }
+    }
+}
+
+impl ResolverCache<Box<str>, Txt> for TxtCache<'_> {
     fn get<Q>(&self, name: &Q) -> Option<Txt>
     where
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.get(name).filter(|(_, until)| Instant::now() < *until).map(|(txt, _)| txt.clone())
+        if let Some(txt) = self.local.lock().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return Some(txt.clone());
+        }
+        let shared = self.shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.get(name).filter(|(_, until)| Instant::now() < *until).map(|(txt, _)| txt.clone())
     }
 
     fn remove<Q>(&self, name: &Q) -> Option<Txt>
@@ -484,21 +517,62 @@ impl ResolverCache<Box<str>, Txt> for TxtCache {
         Box<str>: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(name).map(|(txt, _)| txt)
+        self.local.lock().unwrap_or_else(PoisonError::into_inner).remove(name)
     }
 
     fn insert(&self, key: Box<str>, value: Txt, valid_until: Instant) {
-        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= MAX_TXT_CACHED {
-            cache.clear();
+        if shareable(&key, &value) {
+            let mut shared = self.shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if shared.len() >= MAX_TXT_CACHED {
+                shared.clear();
+            }
+            shared.insert(key.clone(), (value.clone(), valid_until));
         }
-        cache.insert(key, (value, valid_until));
+        self.local.lock().unwrap_or_else(PoisonError::into_inner).insert(key, value);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_records_of_their_own_names_are_shared_across_messages() {
+        use mail_auth::common::parse::TxtRecordParser;
+        use mail_auth::common::verify::DomainKey;
+        use mail_auth::dmarc::Dmarc;
+        use mail_auth::spf::Spf;
+        let spf = Txt::Spf(std::sync::Arc::new(Spf::parse(b"v=spf1 -all").expect("spf")));
+        let key = Txt::DomainKey(std::sync::Arc::new(
+            DomainKey::parse(b"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
+                .expect("key"),
+        ));
+        let dmarc = Txt::Dmarc(std::sync::Arc::new(Dmarc::parse(b"v=DMARC1; p=reject").expect("dmarc")));
+        assert!(shareable("example.org", &spf));
+        assert!(shareable("sel._domainkey.Example.org", &key));
+        assert!(shareable("_dmarc.example.org", &dmarc));
+        // What a sender can make another domain's names yield: never served to anyone else.
+        assert!(!shareable("sel._domainkey.example.org", &spf), "an SPF include of a DKIM key name");
+        assert!(!shareable("_dmarc.example.org", &spf), "an SPF include of a DMARC name");
+        assert!(!shareable("example.org", &key));
+        assert!(!shareable("_dmarc.example.org", &key));
+        assert!(!shareable("example.org", &dmarc));
+        assert!(!shareable("_dmarc.example.org", &Txt::Error(mail_auth::Error::ParseError)));
+
+        // Within one message everything is served; across messages only what is shareable.
+        let shared = SharedTxt::default();
+        let later = Instant::now() + Duration::from_secs(300);
+        let first = TxtCache::new(&shared);
+        first.insert("_dmarc.example.org".into(), Txt::Error(mail_auth::Error::ParseError), later);
+        first.insert("example.org".into(), spf.clone(), later);
+        assert!(first.get("_dmarc.example.org").is_some());
+        let second = TxtCache::new(&shared);
+        assert!(second.get("_dmarc.example.org").is_none(), "an error stays with its message");
+        assert!(second.get("example.org").is_some(), "a record outlives its message");
+        let now = TxtCache::new(&shared);
+        now.insert("zero.example".into(), spf, Instant::now());
+        assert!(TxtCache::new(&shared).get("zero.example").is_none(), "TTL 0 is never served");
+    }
 
     #[test]
     fn reads_tags_of_unparsable_signatures() {

@@ -11,10 +11,14 @@
 //!
 //! Nothing changes for a caller: [`MessageStore::insert_inbound`](super::MessageStore) still
 //! returns only once its rows are durable, with its own result. A batch whose transaction
-//! fails in any way is rolled back whole and its messages are written again one by one, so one
-//! bad message (or a PostgreSQL statement error, which aborts the whole transaction) costs
-//! only its own delivery; the inserts are idempotent per agent and milter message id, so the
-//! retry cannot store anything twice.
+//! fails on one of its statements is rolled back whole and its messages are written again one
+//! by one, so one bad message (or a PostgreSQL statement error, which aborts the whole
+//! transaction) costs only its own delivery; the inserts are idempotent per agent and milter
+//! message id, so the retry cannot store anything twice. When the database itself is
+//! unavailable (busy, unreachable, out of connections) or a batch takes longer than
+//! [`BATCH_LIMIT`], every message of the batch is answered "try again later" at once instead:
+//! retrying each against a database that is down would hold every other delivery of the
+//! process behind them for minutes.
 
 use super::models::{Inserted, NewAttachment, NewEvent, NewInboundMessage};
 use super::{SqlStore, StoreError, StoreResult};
@@ -27,6 +31,9 @@ const MAX_BATCH: usize = 64;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Messages waiting for the committer; a full queue makes callers wait (back-pressure).
 const QUEUE: usize = 1024;
+/// The longest one batch may take before its callers are told to try again (Postfix waits
+/// `lmtp_data_done_timeout`, 600 s, for the reply; a stuck statement must not hold everyone).
+pub(super) const BATCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One message to store, with the channel its result goes back on.
 pub(super) struct Pending {
@@ -96,23 +103,53 @@ async fn run(store: SqlStore, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Writes `batch` in one transaction, or each alone if that fails, and answers every caller.
+/// Writes `batch` in one transaction, or each alone if one of its statements failed, and
+/// answers every caller.
 async fn commit(store: &SqlStore, batch: Vec<Pending>) {
-    if batch.len() > 1 {
-        match store.insert_inbound_batch(&batch).await {
-            Ok(results) => {
-                for (p, r) in batch.into_iter().zip(results) {
-                    let _ = p.reply.send(Ok(r));
-                }
-                return;
+    let written = tokio::time::timeout(BATCH_LIMIT, async {
+        if batch.len() == 1 {
+            let p = &batch[0];
+            store.insert_inbound_now(&p.msg, &p.attachments, &p.events).await.map(|r| vec![r])
+        } else {
+            store.insert_inbound_batch(&batch).await
+        }
+    })
+    .await;
+    match written {
+        Ok(Ok(results)) => {
+            for (p, r) in batch.into_iter().zip(results) {
+                let _ = p.reply.send(Ok(r));
             }
-            Err(e) => {
-                tracing::debug!(messages = batch.len(), error = %e, "group commit failed; storing one by one");
+        }
+        Ok(Err(e)) if batch.len() > 1 && !e.is_unavailable() => {
+            tracing::debug!(messages = batch.len(), error = %e, "group commit failed; storing one by one");
+            for p in batch {
+                let result = tokio::time::timeout(
+                    BATCH_LIMIT,
+                    store.insert_inbound_now(&p.msg, &p.attachments, &p.events),
+                )
+                .await
+                .unwrap_or_else(|_| Err(try_later()));
+                let _ = p.reply.send(result);
+            }
+        }
+        Ok(Err(e)) => {
+            let mut first = Some(e);
+            for p in batch {
+                let _ = p.reply.send(Err(first.take().unwrap_or_else(try_later)));
+            }
+        }
+        Err(_) => {
+            tracing::warn!(messages = batch.len(), limit = ?BATCH_LIMIT, "group commit timed out; deferring its messages");
+            for p in batch {
+                let _ = p.reply.send(Err(try_later()));
             }
         }
     }
-    for p in batch {
-        let result = store.insert_inbound_now(&p.msg, &p.attachments, &p.events).await;
-        let _ = p.reply.send(result);
-    }
+}
+
+/// "Try again later" (LMTP answers 451, Postfix keeps the message): for the other callers of a
+/// batch the database refused, and for a write that took longer than [`BATCH_LIMIT`].
+fn try_later() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolTimedOut)
 }
