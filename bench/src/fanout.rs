@@ -20,7 +20,7 @@
 //!   connected agents over LMTP, timed from the final `.` to the frame on that agent's socket.
 
 mod deliveries;
-mod lmtp;
+pub(crate) mod lmtp;
 mod load;
 pub mod receiver;
 mod system;

@@ -16,12 +16,10 @@
 //! event delivered at least once to every subscription, no duplicate rows, nothing left in
 //! Postfix's queue. It reports counts, not speed.
 
-use crate::probe;
+use crate::{AGENT, AGENT_DOMAIN, HOSTNAME, probe};
 use anyhow::Context as _;
 use axum::http::StatusCode;
-use postagent_core::service;
-use postagent_core::store::SqlStore;
-use postagent_lab::mail_lab::{SENDER_DOMAIN, SampleZone, Wiring};
+use postagent_lab::mail_lab::{SampleZone, Wiring};
 use postagent_lab::pg::PgCluster;
 use postagent_lab::{PostfixInstance, free_port};
 use std::collections::HashSet;
@@ -32,9 +30,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const AGENT_DOMAIN: &str = "agents.bench.test";
-const AGENT: &str = "bot@agents.bench.test";
-const HOSTNAME: &str = "mx.bench.test";
 const SUBSCRIPTIONS: usize = 5;
 /// postagent's webhook timeout here; the receiver's "timeout" spell sleeps longer.
 const WEBHOOK_TIMEOUT_SECS: u64 = 2;
@@ -255,7 +250,7 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     zone.dns().set_ttl(crate::DNS_TTL);
     let pg = PgCluster::start_durable()?;
     let url = pg.create_database()?;
-    let key = seed(&url).await?;
+    let key = probe::seed(&url, AGENT_DOMAIN, AGENT).await?;
     let receiver = FaultyReceiver::start().await?;
 
     let dir = crate::world_traversable_tempdir()?;
@@ -287,15 +282,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     }
     let http = reqwest::Client::new();
     for n in 0..SUBSCRIPTIONS {
-        let r = http
-            .post(format!("http://{api}/v1/webhooks"))
-            .bearer_auth(&key)
-            .json(
-                &serde_json::json!({"url": format!("{}/s{n}", receiver.base), "events": ["email.received"]}),
-            )
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().is_success(), "create webhook: {}", r.status());
+        let url = format!("{}/s{n}", receiver.base);
+        crate::fanout::lmtp::subscribe(&http, &format!("http://{api}"), &key, &url).await?;
     }
     let postfix = start_postfix(&milter, &lmtp).await?;
 
@@ -309,7 +297,8 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     let mut source: Option<Child> = None;
     while started.elapsed() < opts.duration {
         if source.as_mut().is_none_or(|s| s.try_wait().ok().flatten().is_some()) {
-            source = Some(smtp_source(&postfix, opts.sessions)?);
+            // Batches of 200 1 KB messages.
+            source = Some(crate::smtp_source_n(&postfix, opts.sessions, 200, 1024)?);
         }
         let t = started.elapsed();
         receiver.set(match t {
@@ -388,15 +377,6 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The account, its key and the agent.
-async fn seed(url: &str) -> anyhow::Result<String> {
-    let store = SqlStore::open(url, 1).await?;
-    let (account, key) = service::bootstrap_account(&store, "faults@example.org").await?;
-    service::create_agent(&store, &account.id, AGENT, "Faults", AGENT_DOMAIN).await?;
-    store.close().await;
-    Ok(key)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn replica(
     opts: &Opts,
@@ -455,36 +435,22 @@ fn replica(
 }
 
 async fn start_postfix(milter: &Path, lmtp: &[SocketAddr]) -> anyhow::Result<PostfixInstance> {
-    let hops: Vec<String> = lmtp.iter().map(|a| format!("lmtp:inet:{a}")).collect();
     let wiring = Wiring {
         hostname: HOSTNAME.into(),
         agent_domains: vec![AGENT_DOMAIN.into()],
         milter: Some(format!("unix:{}", milter.display())),
-        lmtp: hops[0].clone(),
+        lmtp: format!("lmtp:inet:{}", lmtp[0]),
         smtp_port: None,
         originating_port: None,
     };
     let builder = wiring
         .builder()?
-        .main_cf("transport_maps", &format!("randmap:{{{}}}", hops.join(", ")))
+        .main_cf("transport_maps", &crate::random_lmtp_hop(lmtp))
         .main_cf("non_smtpd_milters", "")
         .main_cf("queue_run_delay", "1s")
         .main_cf("minimal_backoff_time", "1s")
         .main_cf("maximal_backoff_time", "2s");
     tokio::task::spawn_blocking(move || builder.start()).await?
-}
-
-/// A batch of 200 1 KB messages over `sessions` connections at a time.
-fn smtp_source(postfix: &PostfixInstance, sessions: u32) -> anyhow::Result<Child> {
-    Command::new(crate::SMTP_SOURCE)
-        .args(["-s", &sessions.to_string(), "-m", "200", "-l", "1024"])
-        .args(["-f", &format!("alice@{SENDER_DOMAIN}"), "-t", AGENT, "-M", &format!("mail.{SENDER_DOMAIN}")])
-        .arg(postfix.smtp_addr().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run smtp-source")
 }
 
 /// Queue ids Postfix delivered (`status=sent`), each once.

@@ -89,8 +89,20 @@ impl Row {
 struct Stand {
     setup: Setup,
     postfix: PostfixInstance,
-    procs: Vec<(&'static str, Vec<u32>)>,
+    procs: Vec<(&'static str, Counted)>,
     db: Option<String>,
+}
+
+/// How a process group's CPU is read.
+enum Counted {
+    /// The stand's Postfix instance: its master's process tree.
+    Postfix,
+    /// The shared `smtp-sink`, for the set-ups that deliver to it.
+    Sink,
+    /// These processes alone.
+    Processes(Vec<u32>),
+    /// These processes and everything they forked (PostgreSQL's backends).
+    Trees(Vec<u32>),
 }
 
 /// Everything the batch started; dropped in reverse order at the end.
@@ -139,16 +151,9 @@ pub(crate) async fn batch(opts: &Opts, zone: &BenchZone, sink: &Sink) -> anyhow:
             .iter()
             .zip(by)
             .map(|(stand, (setup, mut m, ticks))| {
-                let names = stand
-                    .procs
-                    .iter()
-                    .map(|(n, _)| (*n).to_owned())
-                    .chain(std::iter::once("smtp-sink".into()));
+                let names = stand.procs.iter().map(|(n, _)| (*n).to_owned());
                 // Ticks are 10 ms (USER_HZ 100).
                 m.cpu = names.zip(ticks).map(|(n, t)| (n, t as f64 * 10.0 / messages)).collect();
-                if setup != Setup::Bare && setup != Setup::Peer && setup != Setup::Null {
-                    m.cpu.retain(|(n, _)| n != "smtp-sink");
-                }
                 (setup, m)
             })
             .collect();
@@ -193,10 +198,10 @@ async fn start(opts: &Opts, zone: &BenchZone, sink: &Sink) -> anyhow::Result<Run
             postagents.push(two);
         }
         let mut s = stand(setup, Some(one.milter_unix()), sink, hops).await?;
-        s.procs.push((if pids.len() > 1 { "postagent ×2" } else { "postagent" }, pids));
+        s.procs.push((if pids.len() > 1 { "postagent ×2" } else { "postagent" }, Counted::Processes(pids)));
         if let Some(pid) = cluster.as_ref().filter(|_| url.is_some()).and_then(|c| c.server_pid()) {
             // The server's backends do the database work postagent's SQLite does in-process.
-            s.procs.push(("PostgreSQL", vec![pid]));
+            s.procs.push(("PostgreSQL", Counted::Trees(vec![pid])));
         }
         s.db = Some(one.db_url.clone());
         stands.push(s);
@@ -207,13 +212,17 @@ async fn start(opts: &Opts, zone: &BenchZone, sink: &Sink) -> anyhow::Result<Run
     check_peer(&peer, opts, zone).await?;
     let mut s = stand(Setup::Peer, Some(peer.smtpd_milters()), sink, vec![]).await?;
     let [dkim, dmarc] = peer.pids();
-    s.procs.push(("opendkim", vec![dkim]));
-    s.procs.push(("opendmarc", vec![dmarc]));
+    s.procs.push(("opendkim", Counted::Processes(vec![dkim])));
+    s.procs.push(("opendmarc", Counted::Processes(vec![dmarc])));
     stands.push(s);
     let null = NullMilter::start(&opts.nullmilter)?;
     let mut s = stand(Setup::Null, Some(null.smtpd_milter()), sink, vec![]).await?;
-    s.procs.push(("null milter", vec![null.pid()]));
+    s.procs.push(("null milter", Counted::Processes(vec![null.pid()])));
     stands.push(s);
+    // The set-ups without a database deliver to the sink: its work is theirs.
+    for s in stands.iter_mut().filter(|s| s.db.is_none()) {
+        s.procs.push(("smtp-sink", Counted::Sink));
+    }
     Ok(Running { stands, _postagents: postagents, _peer: peer, _null: null, _pg: cluster })
 }
 
@@ -225,24 +234,18 @@ async fn stand(
     sink: &Sink,
     lmtp: Vec<std::net::SocketAddr>,
 ) -> anyhow::Result<Stand> {
-    let hops: Vec<String> = if lmtp.is_empty() {
-        vec![format!("lmtp:inet:{}", sink.addr)]
-    } else {
-        lmtp.iter().map(|a| format!("lmtp:inet:{a}")).collect()
-    };
+    let first = lmtp.first().copied().unwrap_or(sink.addr);
     let wiring = Wiring {
         hostname: HOSTNAME.into(),
         agent_domains: vec![AGENT_DOMAIN.into()],
         milter: milter.clone(),
-        lmtp: hops[0].clone(),
+        lmtp: format!("lmtp:inet:{first}"),
         smtp_port: None,
         originating_port: None,
     };
     let mut builder = wiring.builder()?;
-    if hops.len() > 1 {
-        // A random next hop per message: Postfix's randmap (3.0+) answers any key with one
-        // of its results (no braces around them: randmap keeps those in the result).
-        builder = builder.main_cf("transport_maps", &format!("randmap:{{{}}}", hops.join(", ")));
+    if lmtp.len() > 1 {
+        builder = builder.main_cf("transport_maps", &crate::random_lmtp_hop(&lmtp));
     }
     if milter.is_some() {
         // The fragment's non_smtpd_milters would also filter bounces Postfix makes itself;
@@ -250,7 +253,7 @@ async fn stand(
         builder = builder.main_cf("non_smtpd_milters", "");
     }
     let postfix = tokio::task::spawn_blocking(move || builder.start()).await??;
-    Ok(Stand { setup, postfix, procs: vec![("Postfix", vec![])], db: None })
+    Ok(Stand { setup, postfix, procs: vec![("Postfix", Counted::Postfix)], db: None })
 }
 
 /// Runs `smtp-source` once with `file`: msg/s from its start until Postfix's queue is empty
@@ -290,23 +293,18 @@ async fn throughput(stand: &Stand, opts: &Opts, file: &Path, sink: &Sink) -> any
     Ok((rate, used))
 }
 
-/// CPU ticks so far of each process group of `stand`, then of the sink.
+/// CPU ticks so far of each process group of `stand`.
 fn ticks(stand: &Stand, sink: &Sink) -> Vec<u64> {
-    let mut out: Vec<u64> = stand
+    stand
         .procs
         .iter()
-        .map(|(name, pids)| {
-            if *name == "Postfix" {
-                stand.postfix.master_pid().map_or(0, crate::cpu::tree_ticks)
-            } else if *name == "PostgreSQL" {
-                pids.iter().map(|&p| crate::cpu::tree_ticks(p)).sum()
-            } else {
-                pids.iter().map(|&p| crate::cpu::proc_ticks(p)).sum()
-            }
+        .map(|(_, counted)| match counted {
+            Counted::Postfix => stand.postfix.master_pid().map_or(0, crate::cpu::tree_ticks),
+            Counted::Sink => crate::cpu::proc_ticks(sink.pid()),
+            Counted::Processes(pids) => pids.iter().map(|&p| crate::cpu::proc_ticks(p)).sum(),
+            Counted::Trees(pids) => pids.iter().map(|&p| crate::cpu::tree_ticks(p)).sum(),
         })
-        .collect();
-    out.push(crate::cpu::proc_ticks(sink.pid()));
-    out
+        .collect()
 }
 
 /// (c)'s check, before the timing: 20 messages of each key through the peer into a sink that

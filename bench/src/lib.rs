@@ -256,9 +256,20 @@ pub async fn run(opts: &Opts) -> anyhow::Result<Report> {
 /// Starts `smtp-source` against the instance (one message per connection, as senders on
 /// the internet do).
 fn smtp_source(postfix: &PostfixInstance, opts: &Opts, size: u32) -> anyhow::Result<Child> {
+    smtp_source_n(postfix, opts.sessions, opts.messages, size)
+}
+
+/// `smtp-source`: `messages` unsigned messages of `size` bytes from the lab's sample sender
+/// to the bench agent, `sessions` connections at a time, one message per connection.
+pub(crate) fn smtp_source_n(
+    postfix: &PostfixInstance,
+    sessions: u32,
+    messages: u32,
+    size: u32,
+) -> anyhow::Result<Child> {
     let addr = postfix.smtp_addr();
     Command::new(SMTP_SOURCE)
-        .args(["-s", &opts.sessions.to_string(), "-m", &opts.messages.to_string(), "-l", &size.to_string()])
+        .args(["-s", &sessions.to_string(), "-m", &messages.to_string(), "-l", &size.to_string()])
         .args(["-f", &format!("alice@{SENDER_DOMAIN}"), "-t", AGENT, "-M", &format!("mail.{SENDER_DOMAIN}")])
         .arg(addr.to_string())
         .stdin(Stdio::null())
@@ -384,10 +395,15 @@ enum MilterAt {
 
 /// A temporary directory Postfix's processes (user `postfix`) can enter, for sockets.
 pub(crate) fn world_traversable_tempdir() -> anyhow::Result<tempfile::TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix("bench").tempdir_in("/tmp")?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    Ok(dir)
+    postagent_lab::traversable_tempdir("bench")
+}
+
+/// `transport_maps` sending every message to one of `hops` (LMTP servers) at random:
+/// Postfix's randmap (3.0+) answers any key with one of its results (no braces around them:
+/// randmap keeps those in the result).
+pub(crate) fn random_lmtp_hop(hops: &[SocketAddr]) -> String {
+    let hops: Vec<String> = hops.iter().map(|a| format!("lmtp:inet:{a}")).collect();
+    format!("randmap:{{{}}}", hops.join(", "))
 }
 
 /// `postagent serve` with its milter and LMTP on loopback and SQLite in a temp dir.
@@ -425,7 +441,7 @@ impl Postagent {
                 extra.push("--hmac-secret-file".into());
                 extra.push(first._dir.path().join("hmac.secret").display().to_string());
             }
-            None => probe::seed(&db_url, AGENT_DOMAIN, AGENT).await?,
+            None => drop(probe::seed(&db_url, AGENT_DOMAIN, AGENT).await?),
         }
         if pg.is_some() {
             extra.push("--database-url".into());

@@ -15,13 +15,13 @@ use tokio::net::TcpStream;
 /// Gap between probes: light enough not to be a load of their own.
 const PROBE_GAP: Duration = Duration::from_millis(20);
 
-/// The account and the agent every message goes to.
-pub async fn seed(db_url: &str, shared_domain: &str, agent: &str) -> anyhow::Result<()> {
+/// The account and the agent every message goes to; the account's API key.
+pub async fn seed(db_url: &str, shared_domain: &str, agent: &str) -> anyhow::Result<String> {
     let store = SqlStore::open(db_url, 1).await?;
-    let (account, _) = service::bootstrap_account(&store, "bench@example.org").await?;
+    let (account, key) = service::bootstrap_account(&store, "bench@example.org").await?;
     service::create_agent(&store, &account.id, agent, "Bench", shared_domain).await?;
     store.close().await;
-    Ok(())
+    Ok(key)
 }
 
 async fn pool(db_url: &str) -> anyhow::Result<sqlx::SqlitePool> {

@@ -153,9 +153,15 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Always `/tmp`, never `$TMPDIR`: daemons that drop privileges (`postgres`, `postfix`) must
 /// traverse every parent, and the path must stay short for unix-socket paths (~107 bytes).
 pub(crate) fn world_traversable_tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
+    Ok(traversable_tempdir(prefix)?.keep())
+}
+
+/// A temporary directory under /tmp that other users (Postfix's, PostgreSQL's) may enter,
+/// removed when dropped.
+pub fn traversable_tempdir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?.keep();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)
 }
 

@@ -4,7 +4,7 @@
 #![allow(unused_imports)]
 use super::*;
 
-pub(super) async fn subscribe(
+pub(crate) async fn subscribe(
     http: &reqwest::Client,
     api: &str,
     key: &str,

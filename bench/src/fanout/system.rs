@@ -46,21 +46,7 @@ impl std::fmt::Display for Cpu {
     }
 }
 
-/// Clock ticks (`USER_HZ`, 100 on Linux) a process has run, user and system.
-pub(super) fn proc_ticks(pid: u32) -> u64 {
-    stat_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
-}
-
-/// utime + stime of a /proc/PID/stat line.
-fn stat_ticks(stat: &str) -> u64 {
-    // The fields after the command (which may contain spaces) end with ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15. Indexed by
-    // position: some fields before them are not numbers or are negative (tpgid is -1).
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    field(14) + field(15)
-}
+pub(super) use crate::cpu::proc_ticks;
 
 /// The machine's (busy, total) clock ticks over all CPUs.
 pub(super) fn machine_ticks() -> (u64, u64) {
@@ -163,16 +149,4 @@ pub(super) fn machine() -> String {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kib| kib / 1024 / 1024);
     format!("{model}, {total} GiB RAM")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stat_ticks;
-
-    #[test]
-    fn cpu_time_is_utime_plus_stime() {
-        let line = "11902 (python3 -c x) R 11902 11902 30975 0 -1 4194304 2889 6560 9 1 41 7 3 0 20 0 1 0";
-        assert_eq!(stat_ticks(line), 48);
-        assert_eq!(stat_ticks(""), 0);
-    }
 }

@@ -70,17 +70,14 @@ impl GroupCommit {
     ) -> StoreResult<Inserted> {
         let (reply, answer) = oneshot::channel();
         match self.queue.send(Pending { msg, attachments, events, reply }).await {
-            Ok(()) => answer.await.unwrap_or_else(|_| Err(gone())),
+            // The committer stopped while holding the message: only when its runtime is
+            // shutting down.
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(try_later())),
             Err(mpsc::error::SendError(p)) => {
                 store.insert_inbound_now(&p.msg, &p.attachments, &p.events).await
             }
         }
     }
-}
-
-/// The committer stopped while holding a message: only when its runtime is shutting down.
-fn gone() -> StoreError {
-    StoreError::Database(sqlx::Error::PoolClosed)
 }
 
 async fn run(store: SqlStore, mut rx: mpsc::Receiver<Pending>) {
@@ -149,7 +146,8 @@ async fn commit(store: &SqlStore, batch: Vec<Pending>) {
 }
 
 /// "Try again later" (LMTP answers 451, Postfix keeps the message): for the other callers of a
-/// batch the database refused, and for a write that took longer than [`BATCH_LIMIT`].
+/// batch the database refused, for a write that took longer than [`BATCH_LIMIT`], and when
+/// the committer is gone.
 fn try_later() -> StoreError {
     StoreError::Database(sqlx::Error::PoolTimedOut)
 }

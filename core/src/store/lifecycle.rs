@@ -93,9 +93,6 @@ pub(super) async fn insert_first_stages(
     if rows.is_empty() {
         return Ok(());
     }
-    let json = |m: &serde_json::Map<String, serde_json::Value>| {
-        serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
-    };
     let day = owner.created_at.as_micros().div_euclid(DAY_MICROS);
     let mut sql = String::from(
         "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient, stage,
@@ -104,21 +101,8 @@ pub(super) async fn insert_first_stages(
     sql += &super::sql::value_rows(rows.len(), 14);
     let mut q = sqlx::query(&sql);
     for r in rows {
-        q = q
-            .bind(r.id.as_str())
-            .bind(r.message_id.as_str())
-            .bind(owner.account_id)
-            .bind(owner.agent_email)
-            .bind(r.direction.as_str())
-            .bind(r.recipient.as_deref())
-            .bind(r.reason.stage().as_str())
-            .bind(r.reason.outcome().as_str())
-            .bind(r.reason.as_str())
-            .bind(i64::from(r.reason.retryable()))
-            .bind(json(&r.evidence))
-            .bind(json(&r.correlation_ids))
-            .bind(r.occurred_at.as_micros())
-            .bind(owner.created_at.as_micros());
+        q = q.bind(r.id.as_str()).bind(r.message_id.as_str()).bind(owner.account_id).bind(owner.agent_email);
+        q = bind_stage(q, r).bind(owner.created_at.as_micros());
     }
     q.execute(&mut *conn).await?;
     // One rollup row per reason (a statement may not touch one row twice).
@@ -160,29 +144,39 @@ pub(super) async fn insert_first_stages(
     Ok(())
 }
 
-/// One ledger row; `false` when its id was already there.
-async fn insert_row(conn: &mut sqlx::AnyConnection, r: &NewStage) -> StoreResult<bool> {
+/// The columns a stage fills the same way in both inserts, in their order: `direction`
+/// through `occurred_at`.
+fn bind_stage<'q>(q: AnyQuery<'q>, r: &'q NewStage) -> AnyQuery<'q> {
     let json = |m: &serde_json::Map<String, serde_json::Value>| {
         serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
     };
-    let done = sqlx::query(
-        "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient,
+    q.bind(r.direction.as_str())
+        .bind(r.recipient.as_deref())
+        .bind(r.reason.stage().as_str())
+        .bind(r.reason.outcome().as_str())
+        .bind(r.reason.as_str())
+        .bind(i64::from(r.reason.retryable()))
+        .bind(json(&r.evidence))
+        .bind(json(&r.correlation_ids))
+        .bind(r.occurred_at.as_micros())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// One ledger row; `false` when its id was already there.
+async fn insert_row(conn: &mut sqlx::AnyConnection, r: &NewStage) -> StoreResult<bool> {
+    let done = bind_stage(
+        sqlx::query(
+            "INSERT INTO message_lifecycle (id, message_id, account_id, agent_email, direction, recipient,
              stage, outcome, reason_code, retryable, evidence, correlation_ids, occurred_at,
              message_created_at)
          SELECT $1, id, account_id, agent_email, $2, $3, $4, $5, $6, $7, $8, $9, $10, created_at
          FROM messages WHERE id = $11
          ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(r.id.as_str()),
+        r,
     )
-    .bind(r.id.as_str())
-    .bind(r.direction.as_str())
-    .bind(r.recipient.as_deref())
-    .bind(r.reason.stage().as_str())
-    .bind(r.reason.outcome().as_str())
-    .bind(r.reason.as_str())
-    .bind(i64::from(r.reason.retryable()))
-    .bind(json(&r.evidence))
-    .bind(json(&r.correlation_ids))
-    .bind(r.occurred_at.as_micros())
     .bind(r.message_id.as_str())
     .execute(&mut *conn)
     .await?;
